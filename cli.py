@@ -1,0 +1,182 @@
+"""xmodal's command line: a thin layer over the indexer and search APIs.
+
+Only this module prints or exits. Heavy libraries (torch, open_clip, faiss) are
+imported inside commands, so `xmodal --help` and input errors answer at once.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+app = typer.Typer(
+    help="Cross-modal search: index image folders and text corpora, then search one with the other.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+DEFAULT_MODEL = "ViT-B-32"  # the registry's default; repeated here so --help needs no import
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _run(action):
+    """Turn xmodal's expected errors into one line and a non-zero exit, never a traceback."""
+    from indexer.errors import XmodalError
+
+    try:
+        return action()
+    except XmodalError as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        _fail("interrupted; nothing was committed by the unfinished run", code=130)
+
+
+def _tqdm_progress(label: str, total: int):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=label, unit="item", file=sys.stderr, dynamic_ncols=True,
+                disable=None, leave=False)
+
+
+@app.command()
+def index(
+    images: List[Path] = typer.Argument(None, help="Image folders, searched recursively."),
+    out: Path = typer.Option(..., "--out", "-o", help="Index folder to write (new, empty, or an existing index)."),
+    texts: List[Path] = typer.Option(None, "--texts", help="Text corpus: .txt (a text a line), .csv, .tsv, .jsonl, .parquet."),
+    text_column: Optional[str] = typer.Option(None, "--text-column", help="Column holding the text in tables [default: text]."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Model spec (xmodal models lists them)."),
+    pretrained: Optional[str] = typer.Option(None, "--pretrained", help="Weights tag or checkpoint file; 'none' for random weights."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    batch_size: int = typer.Option(64, "--batch-size", min=1),
+    workers: Optional[int] = typer.Option(None, "--workers", min=0, help="Image decoding processes [default: cores - 1]."),
+    index_type: str = typer.Option("auto", "--index-type", help="auto, flat (exact), hnsw or ivf."),
+) -> None:
+    """Embed images and texts into one space and write a searchable index."""
+    from indexer import IndexConfig, build_index
+    from indexer.ann import INDEX_TYPES
+
+    if index_type not in INDEX_TYPES:
+        _fail(f"unknown --index-type {index_type!r}; use one of {', '.join(INDEX_TYPES)}")
+    config = IndexConfig(images=list(images or []), texts=list(texts or []), text_column=text_column,
+                         model=model, pretrained=pretrained, device=device, batch_size=batch_size,
+                         workers=workers, index_type=index_type)
+    report = _run(lambda: build_index(out, config, progress=_tqdm_progress))
+    typer.echo(f"model: {report.model} on {report.device}")
+    for failure in report.failures[:20]:
+        typer.echo(f"skipped {failure.path}: {failure.reason}", err=True)
+    if len(report.failures) > 20:
+        typer.echo(f"... and {len(report.failures) - 20} more (xmodal info {out} --failures)", err=True)
+    typer.echo(
+        f"indexed {report.counts['image']} images, {report.counts['text']} texts; "
+        f"skipped {len(report.failures)}; {report.seconds:.1f} s, {report.items_per_second:.1f} items/s -> {report.path}"
+    )
+
+
+@app.command()
+def search(
+    index_dir: Path = typer.Argument(..., help="An index folder written by `xmodal index`."),
+    query: Optional[str] = typer.Argument(None, help="Query text (or use --image)."),
+    image: Optional[Path] = typer.Option(None, "--image", help="Query image file."),
+    target: str = typer.Option("image", "--target", "-t", help="What to return: image or text."),
+    k: int = typer.Option(10, "-k", "--top-k", help="How many hits."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON array of hits."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+) -> None:
+    """Search an index with a text or an image."""
+    if k < 1:
+        _fail(f"-k must be at least 1 (got {k})")
+    if (query is None) == (image is None):
+        _fail("give a query text or --image PATH (one of them)")
+    if target not in ("image", "text"):
+        _fail(f"unknown --target {target!r}; use image or text")
+    from search import open_index
+
+    def run():
+        idx = open_index(index_dir, device=device)
+        return idx.search(text=query, image=str(image) if image else None, target=target, k=k)
+
+    hits = _run(run)
+    if as_json:
+        typer.echo(json.dumps([h.to_dict() for h in hits], ensure_ascii=False, indent=2, default=str))
+        return
+    if not hits:
+        typer.echo(f"no {target}s in this index")
+        return
+    for hit in hits:
+        shown = hit.path if hit.modality == "image" else hit.text
+        extra = "  " + ", ".join(f"{k}={v}" for k, v in hit.metadata.items()) if hit.metadata else ""
+        typer.echo(f"{hit.rank:>3}  {hit.score:+.4f}  {hit.modality:<5}  {_clip(shown, 70)}{_clip(extra, 80)}")
+
+
+def _clip(text: str | None, width: int) -> str:
+    text = (text or "").replace("\n", " ")
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+@app.command()
+def info(
+    index_dir: Path = typer.Argument(..., help="An index folder."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    failures: bool = typer.Option(False, "--failures", help="List the files that could not be indexed."),
+) -> None:
+    """Show what an index holds and which model built it."""
+    from indexer.store import IndexDir
+
+    manifest = _run(lambda: IndexDir(index_dir).read_manifest())
+    summary = {
+        "path": str(index_dir.resolve()),
+        "format_version": manifest.format_version,
+        "generation": manifest.generation,
+        "counts": manifest.counts,
+        "failures": manifest.failures,
+        "metric": manifest.metric,
+        "model": manifest.model.to_dict(),
+        "ann": {m: {"kind": a.kind, **a.params} for m, a in manifest.ann.items()},
+        "created_at": manifest.created_at,
+        "updated_at": manifest.updated_at,
+        "sources": manifest.sources,
+        "last_run": manifest.last_run,
+    }
+    if failures:
+        from search import open_index
+
+        rows = _run(lambda: open_index(index_dir).failures())
+        summary["failed_files"] = [f.__dict__ for f in rows]
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2, ensure_ascii=False))
+        return
+    model = manifest.model
+    typer.echo(f"index:    {summary['path']} ({manifest.generation}, format {manifest.format_version})")
+    typer.echo(f"model:    {model.describe()} [{model.family}]")
+    typer.echo(f"items:    {manifest.counts['image']} images, {manifest.counts['text']} texts; "
+               f"{manifest.failures} failed")
+    for modality, ann in summary["ann"].items():
+        typer.echo(f"ann:      {modality}: {ann}")
+    typer.echo(f"updated:  {manifest.updated_at}")
+    for row in summary.get("failed_files", []):
+        typer.echo(f"failed:   {row['path']}: {row['reason']}")
+
+
+@app.command()
+def models(
+    contains: Optional[str] = typer.Argument(None, help="Only names containing this."),
+) -> None:
+    """List model names the registry knows (plus the spec forms it accepts)."""
+    from indexer.models import list_models
+
+    names = [n for n in list_models() if not contains or contains.lower() in n.lower()]
+    for name in names:
+        typer.echo(name)
+    typer.echo("also: hf-hub:ORG/REPO, local-dir:PATH, transformers:ORG/REPO|PATH, python:MODULE:FACTORY", err=True)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,92 @@
+"""The image reader stage: files -> (metadata, preprocessed pixels) in parallel worker processes."""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Sequence
+
+from .errors import ImageDecodeError
+from .imaging import MAX_PIXELS, decode_image
+
+
+@dataclass
+class DecodedImage:
+    path: str
+    content_hash: str
+    size: int
+    mtime: float
+    width: int
+    height: int
+    pixels: Any
+
+
+@dataclass
+class DecodeFailure:
+    path: str
+    reason: str
+
+
+def content_hash(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def read_one(path: str, preprocess: Callable[[Any], Any], max_pixels: int = MAX_PIXELS):
+    """Never raises for a bad file: the failure is returned, to be recorded and skipped."""
+    try:
+        stat = os.stat(path)
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError as exc:
+        return DecodeFailure(path, f"unreadable: {exc.strerror or exc}")
+    try:
+        image = decode_image(data, path, max_pixels)
+        pixels = preprocess(image)
+    except ImageDecodeError as exc:
+        return DecodeFailure(path, str(exc))
+    except Exception as exc:  # a preprocessing bug for one odd file must not end a long run
+        return DecodeFailure(path, f"preprocessing failed: {type(exc).__name__}: {exc}")
+    return DecodedImage(path, content_hash(data), stat.st_size, stat.st_mtime,
+                        image.width, image.height, pixels)
+
+
+class _FileDataset:
+    """A map-style dataset for torch's DataLoader: index -> decoded image or failure."""
+
+    def __init__(self, paths: Sequence[str], preprocess, max_pixels: int):
+        self.paths = list(paths)
+        self.preprocess = preprocess
+        self.max_pixels = max_pixels
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        return read_one(self.paths[i], self.preprocess, self.max_pixels)
+
+
+def _as_list(batch):
+    return batch
+
+
+def default_workers() -> int:
+    return min(8, max(1, (os.cpu_count() or 1) - 1))
+
+
+def iter_decoded_batches(paths: Sequence[str], preprocess, batch_size: int, workers: int,
+                         max_pixels: int = MAX_PIXELS) -> Iterator[list]:
+    """Batches of DecodedImage | DecodeFailure, in path order, decoded by `workers` processes."""
+    if workers <= 0:
+        for start in range(0, len(paths), batch_size):
+            yield [read_one(p, preprocess, max_pixels) for p in paths[start:start + batch_size]]
+        return
+    from torch.utils.data import DataLoader
+
+    loader = DataLoader(
+        _FileDataset(paths, preprocess, max_pixels),
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=_as_list,
+        prefetch_factor=4,
+    )
+    yield from loader

@@ -1,0 +1,83 @@
+"""The encoder contract every model backend implements, and the identity it records."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+from PIL import Image
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """What built an index's vectors; an index refuses vectors from any other identity.
+
+    `family`, `spec`, `pretrained`, `dim` and `preprocess` decide compatibility;
+    `versions` is recorded for provenance only (a library upgrade should not lock
+    a user out of their own index).
+    """
+
+    family: str
+    spec: str
+    pretrained: str | None
+    dim: int
+    preprocess: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelIdentity":
+        return cls(
+            family=data["family"],
+            spec=data["spec"],
+            pretrained=data.get("pretrained"),
+            dim=int(data["dim"]),
+            preprocess=dict(data.get("preprocess") or {}),
+            versions=dict(data.get("versions") or {}),
+        )
+
+    def compatibility_key(self) -> tuple:
+        return (self.family, self.spec, self.pretrained, self.dim, _freeze(self.preprocess))
+
+    def describe(self) -> str:
+        tag = f" ({self.pretrained})" if self.pretrained else ""
+        return f"{self.spec}{tag}, {self.dim}-d"
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, dict):
+        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+@runtime_checkable
+class Encoder(Protocol):
+    """Turns images and texts into L2-normalised float32 vectors in one shared space.
+
+    `preprocess_image` must be picklable and torch-free in its inputs: it runs in
+    decoding worker processes, so the model never waits on one core.
+    """
+
+    identity: ModelIdentity
+    device: str
+
+    def preprocess_image(self, image: Image.Image) -> Any: ...
+
+    def encode_preprocessed(self, batch: Sequence[Any]) -> np.ndarray: ...
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+def encode_images(encoder: Encoder, images: Sequence[Image.Image]) -> np.ndarray:
+    """Encode already-decoded images in one batch (the query path)."""
+    return encoder.encode_preprocessed([encoder.preprocess_image(im) for im in images])
+
+
+def l2_normalize(vectors: np.ndarray) -> np.ndarray:
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)

@@ -1,0 +1,196 @@
+"""open_clip models: built-in names with a weights tag or a checkpoint file, hf-hub:, local-dir:."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..errors import ModelUnavailableError, UnknownModelError
+from .base import ModelIdentity, l2_normalize
+from .device import precision_for
+from .hub import WAYS_OUT, cached_hub_file, hub_usable
+
+LOCAL_DIR = "local-dir:"
+HF_HUB = "hf-hub:"
+DEFAULT_WEIGHTS = {"ViT-B-32": "laion2b_s34b_b79k"}
+RANDOM_WEIGHTS = {"none", "random"}
+_HUB_WEIGHT_FILES = ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+
+
+class OpenClipEncoder:
+    def __init__(self, model, preprocess, tokenizer, identity: ModelIdentity, device: str):
+        self._model = model
+        self._preprocess = preprocess
+        self._tokenizer = tokenizer
+        self.identity = identity
+        self.device = device
+
+    def preprocess_image(self, image) -> Any:
+        return self._preprocess(image)
+
+    def encode_preprocessed(self, batch: Sequence[Any]) -> np.ndarray:
+        import torch
+
+        pixels = torch.stack(list(batch)).to(self.device, dtype=self._dtype())
+        with torch.inference_mode():
+            features = self._model.encode_image(pixels)
+        return l2_normalize(features.float().cpu().numpy())
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        import torch
+
+        tokens = self._tokenizer(list(texts)).to(self.device)
+        with torch.inference_mode():
+            features = self._model.encode_text(tokens)
+        return l2_normalize(features.float().cpu().numpy())
+
+    def _dtype(self):
+        return next(self._model.parameters()).dtype
+
+
+def is_open_clip_spec(spec: str) -> bool:
+    if spec.startswith((LOCAL_DIR, HF_HUB)):
+        return True
+    import open_clip
+
+    return spec.replace("/", "-") in open_clip.list_models()
+
+
+def default_weights(name: str) -> str | None:
+    import open_clip
+
+    if name in DEFAULT_WEIGHTS:
+        return DEFAULT_WEIGHTS[name]
+    tags = open_clip.list_pretrained_tags_by_model(name)
+    return tags[0] if tags else None
+
+
+def load_open_clip(spec: str, pretrained: str | None, device: str) -> OpenClipEncoder:
+    import open_clip
+
+    if spec.startswith(LOCAL_DIR):
+        spec, pretrained, kwargs = _local_dir_source(spec), None, {}
+        model_name = spec
+    elif spec.startswith(HF_HUB):
+        model_name, pretrained, kwargs = _hf_hub_source(spec), None, {}
+    else:
+        model_name = spec.replace("/", "-")
+        pretrained, kwargs = _named_source(model_name, pretrained)
+    precision = precision_for(device)
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            model_name, precision=precision, device=device, **kwargs
+        )
+    except (RuntimeError, OSError, ValueError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelUnavailableError(f"could not load model {spec!r}: {first_line}; {WAYS_OUT}") from exc
+    model.eval()
+    tokenizer = open_clip.get_tokenizer(model_name)
+    identity = ModelIdentity(
+        family="open_clip",
+        spec=spec,
+        pretrained=pretrained,
+        dim=_embed_dim(model),
+        preprocess=_preprocess_record(model),
+        versions=_versions(),
+    )
+    return OpenClipEncoder(model, preprocess, tokenizer, identity, device)
+
+
+def _local_dir_source(spec: str) -> str:
+    path = Path(spec[len(LOCAL_DIR):]).expanduser()
+    if not (path / "open_clip_config.json").is_file():
+        raise UnknownModelError(
+            f"{spec!r}: no open_clip_config.json in {path}; a local-dir: model is a folder "
+            "holding open_clip_config.json and open_clip_model.safetensors"
+        )
+    return LOCAL_DIR + str(path.resolve())
+
+
+def _hf_hub_source(spec: str) -> str:
+    """Use the cached copy when the hub cannot be reached, so offline users are not stalled."""
+    if hub_usable():
+        return spec
+    repo_id = spec[len(HF_HUB):]
+    config = cached_hub_file(repo_id, ["open_clip_config.json"])
+    weights = cached_hub_file(repo_id, _HUB_WEIGHT_FILES)
+    if config and weights and os.path.dirname(config) == os.path.dirname(weights):
+        return LOCAL_DIR + os.path.dirname(config)
+    raise ModelUnavailableError(
+        f"weights for {spec!r} are not in the local cache and the model hub cannot be reached; {WAYS_OUT}"
+    )
+
+
+def _named_source(name: str, pretrained: str | None) -> tuple[str | None, dict[str, Any]]:
+    """Resolve (weights tag or file) to what create_model_and_transforms needs."""
+    import open_clip
+
+    if pretrained is None:
+        pretrained = default_weights(name)
+    if pretrained is None or pretrained.lower() in RANDOM_WEIGHTS:
+        return None, {}
+    if os.path.isfile(pretrained):
+        path = str(Path(pretrained).resolve())
+        return path, {"pretrained": path}
+    cfg = open_clip.get_pretrained_cfg(name, pretrained)
+    if not cfg:
+        tags = open_clip.list_pretrained_tags_by_model(name)
+        raise UnknownModelError(
+            f"{name} has no weights tag or file {pretrained!r}; known tags: {', '.join(tags) or 'none'} "
+            "(or pass a checkpoint file path, or 'none' for random weights)"
+        )
+    if hub_usable():
+        return pretrained, {"pretrained": pretrained}
+    return pretrained, _cached_tag_kwargs(name, pretrained, cfg)
+
+
+def _cached_tag_kwargs(name: str, tag: str, cfg: dict) -> dict[str, Any]:
+    cached = None
+    if cfg.get("hf_hub"):
+        # open_clip's convention: "org/repo/" (default file name) or "org/repo/file.bin".
+        repo_id, filename = os.path.split(cfg["hf_hub"])
+        cached = cached_hub_file(repo_id, _safetensors_first([filename] if filename else _HUB_WEIGHT_FILES))
+    if cached is None and cfg.get("url"):
+        candidate = os.path.join(os.path.expanduser("~/.cache/clip"), os.path.basename(cfg["url"]))
+        cached = candidate if os.path.isfile(candidate) else None
+    if cached is None:
+        raise ModelUnavailableError(
+            f"weights {name} ({tag}) are not in the local cache and the model hub cannot be reached; {WAYS_OUT}"
+        )
+    kwargs: dict[str, Any] = {"pretrained": cached, "force_quick_gelu": bool(cfg.get("quick_gelu"))}
+    for key, arg in (("mean", "image_mean"), ("std", "image_std"),
+                     ("interpolation", "image_interpolation"), ("resize_mode", "image_resize_mode")):
+        if cfg.get(key) is not None:
+            kwargs[arg] = cfg[key]
+    return kwargs
+
+
+def _safetensors_first(names: list[str]) -> list[str]:
+    out = []
+    for name in names:
+        stem, ext = os.path.splitext(name)
+        if ext in (".bin", ".pth", ".pt"):
+            out.append(stem + ".safetensors")
+        out.append(name)
+    return out
+
+
+def _embed_dim(model) -> int:
+    projection = getattr(model, "text_projection", None)
+    if projection is not None and hasattr(projection, "shape"):
+        return int(projection.shape[-1])
+    return int(model.visual.output_dim)
+
+
+def _preprocess_record(model) -> dict[str, Any]:
+    cfg = dict(getattr(model.visual, "preprocess_cfg", {}) or {})
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()}
+
+
+def _versions() -> dict[str, str]:
+    import open_clip
+    import torch
+
+    return {"open_clip": open_clip.__version__, "torch": torch.__version__}

@@ -1,0 +1,80 @@
+"""Model registry: a spec string (plus optional weights tag) -> a ready Encoder.
+
+Spec forms, in the spirit of open_clip's factory:
+  ViT-B-32 [--pretrained TAG | FILE | none]   open_clip built-in name
+  hf-hub:ORG/REPO                              open_clip model on the Hugging Face hub
+  local-dir:PATH                               open_clip folder (open_clip_config.json + weights)
+  transformers:ORG/REPO | transformers:PATH    transformers CLIP-family model
+  python:MODULE:FACTORY                        your own encoder: FACTORY(pretrained, device) -> Encoder
+  any name added with register_model()
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Callable
+
+from ..errors import UnknownModelError
+from .base import Encoder, ModelIdentity
+from .device import resolve_device
+
+DEFAULT_MODEL = "ViT-B-32"
+PYTHON_PREFIX = "python:"
+
+EncoderFactory = Callable[[str | None, str], Encoder]
+_REGISTERED: dict[str, EncoderFactory] = {}
+
+
+def register_model(name: str, factory: EncoderFactory) -> None:
+    """Make `name` a model spec; `factory(pretrained, device)` builds its encoder."""
+    _REGISTERED[name] = factory
+
+
+def list_models() -> list[str]:
+    import open_clip
+
+    return sorted(_REGISTERED) + open_clip.list_models()
+
+
+def load_encoder(spec: str = DEFAULT_MODEL, pretrained: str | None = None,
+                 device: str | None = None) -> Encoder:
+    """Build the encoder named by `spec`; raises UnknownModelError or ModelUnavailableError."""
+    device = resolve_device(device)
+    if spec in _REGISTERED:
+        return _REGISTERED[spec](pretrained, device)
+    if spec.startswith(PYTHON_PREFIX):
+        return _load_python_factory(spec)(pretrained, device)
+    from . import hf, openclip
+
+    if spec.startswith(hf.PREFIX):
+        return hf.load_transformers(spec, device)
+    if openclip.is_open_clip_spec(spec):
+        return openclip.load_open_clip(spec, pretrained, device)
+    raise UnknownModelError(_unknown_message(spec))
+
+
+def load_encoder_for(identity: ModelIdentity, device: str | None = None) -> Encoder:
+    """Re-create the encoder an index was built with."""
+    return load_encoder(identity.spec, identity.pretrained, device)
+
+
+def _load_python_factory(spec: str) -> EncoderFactory:
+    target = spec[len(PYTHON_PREFIX):]
+    module_name, _, attr = target.partition(":")
+    if not module_name or not attr:
+        raise UnknownModelError(f"{spec!r}: write python:MODULE:FACTORY, e.g. python:mypkg.enc:make_encoder")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise UnknownModelError(f"{spec!r}: cannot import {module_name}.{attr} ({exc})") from exc
+
+
+def _unknown_message(spec: str) -> str:
+    import difflib
+
+    names = list_models()
+    close = difflib.get_close_matches(spec, names, n=3, cutoff=0.5)
+    hint = f"did you mean {', '.join(close)}? " if close else ""
+    return (
+        f"unknown model {spec!r}; {hint}use an open_clip name (xmodal models lists them), "
+        "hf-hub:ORG/REPO, local-dir:PATH, transformers:ORG/REPO or transformers:PATH"
+    )

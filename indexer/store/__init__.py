@@ -1,0 +1,6 @@
+"""Storage of an index: the directory layout, the manifest, and the Parquet tables."""
+from .layout import IndexDir
+from .manifest import MODALITIES, AnnSpec, Manifest
+from .tables import Failure, ItemRow
+
+__all__ = ["AnnSpec", "Failure", "IndexDir", "ItemRow", "MODALITIES", "Manifest"]

@@ -1,0 +1,129 @@
+"""An index directory on disk: generations of files, and the manifest that commits one.
+
+INDEX/manifest.json names the committed generation (INDEX/gen-NNNNNN/). A run
+writes a whole new generation, fsyncs it, then replaces manifest.json in one
+os.replace: a reader sees the old index or the new one, never half of either.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import NotAnIndexError
+from .manifest import FORMAT_NAME, FORMAT_VERSION, Manifest
+
+MANIFEST = "manifest.json"
+GENERATION_PREFIX = "gen-"
+STAGING_PREFIX = ".staging-"
+KEEP_GENERATIONS = 2  # the new one, and the one a slow reader may still be opening
+
+
+@dataclass(frozen=True)
+class IndexDir:
+    root: Path
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / MANIFEST
+
+    def is_index(self) -> bool:
+        return self.manifest_path.is_file()
+
+    def generation_path(self, generation: str) -> Path:
+        return self.root / generation
+
+    def read_manifest(self) -> Manifest:
+        if not self.root.is_dir():
+            raise NotAnIndexError(f"{self.root} does not exist; build one with `xmodal index`")
+        if not self.is_index():
+            raise NotAnIndexError(
+                f"{self.root} is not an xmodal index (no {MANIFEST}); build one with `xmodal index`"
+            )
+        try:
+            data = json.loads(self.manifest_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise NotAnIndexError(f"{self.manifest_path} is unreadable ({exc}); rebuild the index") from None
+        if data.get("format") != FORMAT_NAME:
+            raise NotAnIndexError(f"{self.root} is not an xmodal index; build one with `xmodal index`")
+        if int(data.get("format_version", 0)) > FORMAT_VERSION:
+            raise NotAnIndexError(
+                f"{self.root} was written by a newer xmodal (format {data['format_version']}); upgrade xmodal"
+            )
+        return Manifest.from_dict(data)
+
+    def check_writable_target(self) -> None:
+        """A new index may go into a missing folder, an empty one, or over an existing index."""
+        if self.root.exists() and not self.root.is_dir():
+            raise NotAnIndexError(f"{self.root} is a file; choose a folder for the index")
+        if self.root.is_dir() and not self.is_index() and any(self.root.iterdir()):
+            raise NotAnIndexError(
+                f"{self.root} is a non-empty folder that is not an xmodal index; "
+                "choose a new or empty folder for --out"
+            )
+
+    def new_staging(self) -> tuple[str, Path]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        number = self._next_generation_number()
+        generation = f"{GENERATION_PREFIX}{number:06d}"
+        staging = self.root / f"{STAGING_PREFIX}{generation}-{os.getpid()}"
+        if staging.exists():
+            shutil.rmtree(staging)
+        staging.mkdir()
+        return generation, staging
+
+    def commit(self, staging: Path, manifest: Manifest) -> None:
+        final = self.generation_path(manifest.generation)
+        _fsync_tree(staging)
+        os.replace(staging, final)
+        _write_atomic(self.manifest_path, manifest.to_json())
+        self._collect_garbage(manifest.generation)
+
+    def _next_generation_number(self) -> int:
+        numbers = [0]
+        for entry in self.root.iterdir():
+            name = entry.name.removeprefix(STAGING_PREFIX)
+            if name.startswith(GENERATION_PREFIX):
+                digits = name[len(GENERATION_PREFIX):].split("-")[0]
+                if digits.isdigit():
+                    numbers.append(int(digits))
+        return max(numbers) + 1
+
+    def _collect_garbage(self, current: str) -> None:
+        generations = sorted(p for p in self.root.iterdir() if p.name.startswith(GENERATION_PREFIX))
+        keep = {p.name for p in generations[-KEEP_GENERATIONS:]} | {current}
+        for path in generations:
+            if path.name not in keep:
+                shutil.rmtree(path, ignore_errors=True)
+        for path in self.root.glob(STAGING_PREFIX + "*"):
+            if path.name.endswith(f"-{os.getpid()}"):
+                continue
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _fsync_tree(folder: Path) -> None:
+    for path in folder.iterdir():
+        if path.is_file():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+    _fsync_dir(folder)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

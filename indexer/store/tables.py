@@ -1,0 +1,91 @@
+"""Parquet files of an index: items (one row per item), failures, and embeddings keyed by row id."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+ITEM_FIELDS = [
+    pa.field("row_id", pa.int64(), nullable=False),
+    pa.field("modality", pa.string(), nullable=False),
+    pa.field("path", pa.string()),
+    pa.field("text", pa.string()),
+    pa.field("source", pa.string()),
+    pa.field("content_hash", pa.string()),
+    pa.field("size", pa.int64()),
+    pa.field("mtime", pa.float64()),
+    pa.field("width", pa.int32()),
+    pa.field("height", pa.int32()),
+]
+FAILURE_SCHEMA = pa.schema([
+    pa.field("path", pa.string()),
+    pa.field("modality", pa.string()),
+    pa.field("reason", pa.string()),
+])
+
+
+@dataclass
+class ItemRow:
+    row_id: int
+    modality: str
+    path: str | None = None
+    text: str | None = None
+    source: str | None = None
+    content_hash: str | None = None
+    size: int | None = None
+    mtime: float | None = None
+    width: int | None = None
+    height: int | None = None
+    metadata: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Failure:
+    path: str
+    modality: str
+    reason: str
+
+
+def write_items(path: Path, rows: list[ItemRow]) -> None:
+    columns = {f.name: [getattr(r, f.name) for r in rows] for f in ITEM_FIELDS}
+    table = pa.Table.from_pydict(columns, schema=pa.schema(ITEM_FIELDS))
+    metadata = [r.metadata for r in rows]
+    if any(metadata):
+        # User columns travel as one struct column: typed, and never clash with ours.
+        table = table.append_column("metadata", pa.array(metadata))
+    pq.write_table(table, path)
+
+
+def read_items(path: Path) -> pa.Table:
+    return pq.read_table(path)
+
+
+def write_failures(path: Path, failures: list[Failure]) -> None:
+    table = pa.Table.from_pylist([f.__dict__ for f in failures], schema=FAILURE_SCHEMA)
+    pq.write_table(table, path)
+
+
+def read_failures(path: Path) -> list[Failure]:
+    return [Failure(**row) for row in pq.read_table(path).to_pylist()]
+
+
+def write_embeddings(path: Path, row_ids: np.ndarray, vectors: np.ndarray) -> None:
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    dim = vectors.shape[1] if vectors.ndim == 2 else 0
+    flat = pa.array(vectors.reshape(-1), type=pa.float32())
+    embedding = pa.FixedSizeListArray.from_arrays(flat, dim) if dim else pa.array([], pa.list_(pa.float32(), 1))
+    table = pa.table({"row_id": pa.array(np.asarray(row_ids, dtype=np.int64)), "embedding": embedding})
+    pq.write_table(table, path)
+
+
+def read_embeddings(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    table = pq.read_table(path)
+    ids = table.column("row_id").to_numpy()
+    column = table.column("embedding").combine_chunks()
+    dim = column.type.list_size
+    vectors = column.values.to_numpy(zero_copy_only=False).reshape(-1, dim) if len(column) else np.zeros((0, dim), np.float32)
+    return ids, np.ascontiguousarray(vectors, dtype=np.float32)
