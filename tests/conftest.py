@@ -1,0 +1,91 @@
+"""Shared, hermetic fixtures: tiny random-weight models on disk and real image files. No downloads."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+TESTS = Path(__file__).resolve().parent
+REPO = TESTS.parent
+CATALOG = REPO / "data" / "catalog"
+sys.path.insert(0, str(TESTS))  # makes `fakes` importable, as python:fakes:make_encoder does via PYTHONPATH
+
+# The tiny open_clip config from the field guide: real architecture, random weights, fast.
+TINY_MODEL_CFG = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "head_width": 32, "patch_size": 16},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+}
+
+
+def write_tiny_open_clip(folder: Path, seed: int = 0) -> Path:
+    import open_clip
+    import torch
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY_MODEL_CFG, "preprocess_cfg": {}}))
+    torch.manual_seed(seed)
+    save_file(open_clip.CLIP(**TINY_MODEL_CFG).state_dict(), str(folder / "open_clip_model.safetensors"))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    return write_tiny_open_clip(tmp_path_factory.mktemp("tiny_open_clip"))
+
+
+@pytest.fixture(scope="session")
+def tiny_spec(tiny_model_dir) -> str:
+    return f"local-dir:{tiny_model_dir}"
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tiny_spec):
+    from indexer.models import load_encoder
+
+    return load_encoder(tiny_spec, device="cpu")
+
+
+def noise_image(seed: int, size=(72, 56)) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+
+
+@pytest.fixture
+def image_folder(tmp_path) -> Path:
+    """Eleven distinct real image files in nested folders and several formats."""
+    root = tmp_path / "photos"
+    (root / "a" / "b").mkdir(parents=True)
+    formats = [("png", "PNG"), ("jpg", "JPEG"), ("webp", "WEBP"), ("bmp", "BMP"), ("tiff", "TIFF")]
+    for i in range(11):
+        ext, fmt = formats[i % len(formats)]
+        folder = [root, root / "a", root / "a" / "b"][i % 3]
+        noise_image(i).save(folder / f"img{i:02d}.{ext}", fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+    return root
+
+
+@pytest.fixture
+def texts_csv(tmp_path) -> Path:
+    path = tmp_path / "texts.csv"
+    path.write_text("sku,text,price\nA1,a photo of a dog,10\nB2,a red sports car,20000\n"
+                    "C3,a bowl of soup,5\nD4,a mountain at dawn,0\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _no_hub(monkeypatch):
+    """Tests never reach a model hub, whatever the machine's network."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+def env_with_tests_path() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(TESTS), str(REPO), env.get("PYTHONPATH", "")])
+    env["HF_HUB_OFFLINE"] = "1"
+    return env

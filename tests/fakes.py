@@ -1,0 +1,76 @@
+"""A deterministic fake encoder for tests: it "understands" a fixed set of concepts.
+
+Texts: each concept word (English or Chinese) present adds that concept's axis.
+Images: the dominant colour of the saturated pixels gives a colour axis, and the
+PNG "Description" chunk (written by data/make_catalog.py) gives the object axes.
+So "a red car" lands nearest the red car, then other red things and other cars.
+Use it from the CLI as --model python:fakes:make_encoder with tests/ on PYTHONPATH.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from indexer.models.base import ModelIdentity, l2_normalize
+
+CONCEPTS = ["red", "blue", "green", "yellow", "black", "white",
+            "car", "shoe", "shirt", "mug", "bicycle", "apple"]
+SYNONYMS = {
+    "红色": "red", "红": "red", "蓝色": "blue", "绿色": "green", "黄色": "yellow", "黑色": "black",
+    "白色": "white", "汽车": "car", "车": "car", "鞋": "shoe", "sneakers": "shoe", "t-shirt": "shirt",
+    "杯": "mug", "自行车": "bicycle", "苹果": "apple", "apples": "apple", "cars": "car",
+    "shoes": "shoe", "hatchback": "car",
+}
+PALETTE = {"red": (200, 30, 35), "blue": (35, 70, 190), "green": (40, 150, 60),
+           "yellow": (235, 200, 30), "black": (25, 25, 25), "white": (250, 250, 250)}
+DIM = len(CONCEPTS) + 1  # the last axis is a constant, so concept-free inputs are not zero vectors
+
+
+def concept_vector(words: Sequence[str]) -> np.ndarray:
+    vector = np.zeros(DIM, np.float32)
+    vector[-1] = 0.25
+    for word in words:
+        if word in CONCEPTS:
+            vector[CONCEPTS.index(word)] = 1.0
+    return vector
+
+
+def text_concepts(text: str) -> list[str]:
+    lowered = text.lower()
+    found = [w for w in CONCEPTS if w in lowered.replace("-", " ").split() or w in lowered]
+    found += [c for s, c in SYNONYMS.items() if s in lowered]
+    return found
+
+
+def dominant_colour(pixels: np.ndarray) -> str:
+    """The palette colour nearest most non-backdrop pixels."""
+    flat = pixels.reshape(-1, 3).astype(np.float32)
+    backdrop = np.all(np.abs(flat - np.array([236, 236, 232])) < 6, axis=1)
+    flat = flat[~backdrop] if (~backdrop).any() else flat
+    names = list(PALETTE)
+    centres = np.array([PALETTE[n] for n in names], np.float32)
+    nearest = np.argmin(((flat[:, None, :] - centres[None]) ** 2).sum(-1), axis=1)
+    return names[int(np.bincount(nearest, minlength=len(names)).argmax())]
+
+
+class FakeEncoder:
+    def __init__(self, device: str = "cpu"):
+        self.device = device
+        self.identity = ModelIdentity(family="fake", spec="python:fakes:make_encoder", pretrained=None,
+                                      dim=DIM, preprocess={"kind": "concepts"}, versions={})
+
+    def preprocess_image(self, image) -> np.ndarray:
+        words = [dominant_colour(np.asarray(image.convert("RGB").resize((64, 48))))]
+        words += str(image.info.get("Description", "")).split()
+        return concept_vector(words)
+
+    def encode_preprocessed(self, batch) -> np.ndarray:
+        return l2_normalize(np.stack(list(batch)))
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        return l2_normalize(np.stack([concept_vector(text_concepts(t)) for t in texts]))
+
+
+def make_encoder(pretrained: str | None, device: str) -> FakeEncoder:
+    return FakeEncoder(device)

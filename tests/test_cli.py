@@ -1,0 +1,132 @@
+"""The CLI through typer's runner and as a real `xmodal` subprocess, bad input included."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from cli import app
+from conftest import CATALOG, env_with_tests_path
+
+FAKE = "python:fakes:make_encoder"
+runner = CliRunner()
+
+
+def xmodal(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    exe = shutil.which("xmodal") or ""
+    command = [exe] if exe else [sys.executable, "-c", "import cli; cli.app()"]
+    return subprocess.run(command + list(args), capture_output=True, text=True, timeout=timeout,
+                          env=env_with_tests_path())
+
+
+@pytest.fixture
+def catalog_index(tmp_path):
+    out = tmp_path / "catalog-index"
+    result = runner.invoke(app, ["index", str(CATALOG / "images"), "--out", str(out), "--texts",
+                                 str(CATALOG / "listings.csv"), "--text-column", "description",
+                                 "--model", FAKE, "--workers", "0"])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_help_answers_without_importing_torch():
+    code = ("import sys\nfrom typer.testing import CliRunner\nimport cli\n"
+            "r = CliRunner().invoke(cli.app, ['--help'])\n"
+            "print(r.exit_code, 'torch' in sys.modules, 'index' in r.output)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         env=env_with_tests_path())
+    assert out.stdout.split() == ["0", "False", "True"], out.stderr
+
+
+def test_index_prints_a_summary(tmp_path):
+    out = tmp_path / "idx"
+    result = runner.invoke(app, ["index", str(CATALOG / "images"), "--out", str(out), "--model", FAKE,
+                                 "--workers", "0"])
+    assert result.exit_code == 0, result.output
+    assert "indexed 12 images, 0 texts; skipped 0;" in result.output and "items/s" in result.output
+    assert "on cpu" in result.output
+
+
+def test_search_json_and_table(catalog_index):
+    result = runner.invoke(app, ["search", str(catalog_index), "I want to buy a red car", "--json", "-k", "3"])
+    assert result.exit_code == 0, result.output
+    hits = json.loads(result.output)
+    assert [h["rank"] for h in hits] == [1, 2, 3]
+    assert hits[0]["path"].endswith("01-red-car.png") and hits[0]["modality"] == "image"
+    assert {"rank", "score", "row_id", "modality", "path", "text", "metadata"} <= set(hits[0])
+    table = runner.invoke(app, ["search", str(catalog_index), "red car", "--target", "text", "-k", "2"])
+    assert table.exit_code == 0
+    assert table.output.splitlines()[0].split()[:3] == ["1", "+1.0000", "text"]
+    assert "price=18500" in table.output
+
+
+def test_info_json_has_counts_failures_and_model(catalog_index):
+    result = runner.invoke(app, ["info", str(catalog_index), "--json"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.output)
+    assert info["counts"] == {"image": 12, "text": 12}
+    assert info["failures"] == 0
+    assert info["model"]["spec"] == FAKE and info["model"]["dim"] == 13
+
+
+def test_real_subprocess_index_search_info(tmp_path):
+    images = tmp_path / "images"
+    shutil.copytree(CATALOG / "images", images)
+    (images / "truncated.png").write_bytes((images / "01-red-car.png").read_bytes()[:300])
+    out = tmp_path / "idx"
+    built = xmodal("index", str(images), "--out", str(out), "--texts", str(CATALOG / "listings.csv"),
+                   "--text-column", "title", "--model", FAKE, "--workers", "2")
+    assert built.returncode == 0, built.stderr
+    assert "indexed 12 images, 12 texts; skipped 1;" in built.stdout
+    assert "truncated.png" in built.stderr and "Traceback" not in built.stderr
+    found = xmodal("search", str(out), "我想买一辆红色汽车", "--json", "-k", "1")
+    assert found.returncode == 0, found.stderr
+    assert json.loads(found.stdout)[0]["path"].endswith("01-red-car.png")
+    info = json.loads(xmodal("info", str(out), "--json").stdout)
+    assert info["counts"] == {"image": 12, "text": 12} and info["failures"] == 1
+
+
+def _assert_one_line_error(result, needle: str):
+    assert result.exit_code != 0
+    lines = [l for l in result.output.strip().splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], result.output
+    assert "Traceback" not in result.output
+
+
+def test_bad_inputs_give_one_line_and_write_nothing(tmp_path, catalog_index):
+    out = tmp_path / "never"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("hello")
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(b"\xff\xd8\xff\xe0" + b"\0" * 40)
+    cases = [
+        (["index", str(tmp_path / "missing"), "--out", str(out)], "does not exist"),
+        (["index", str(empty), "--out", str(out)], "no images found"),
+        (["index", str(CATALOG / "images"), "--out", str(out), "--model", "no-such-model"], "unknown model"),
+        (["index", str(CATALOG / "images"), "--out", str(out), "--model", FAKE, "--texts",
+          str(CATALOG / "listings.csv"), "--text-column", "caption"], "no column 'caption'"),
+        (["index", str(CATALOG / "images"), "--out", str(out), "--index-type", "annoy"], "unknown --index-type"),
+        (["search", str(empty), "red car"], "not an xmodal index"),
+        (["search", str(catalog_index), "red car", "-k", "0"], "-k must be at least 1"),
+        (["search", str(catalog_index), "--image", str(tmp_path / "nope.jpg")], "does not exist"),
+        (["search", str(catalog_index), "--image", str(corrupt)], "cannot be read"),
+        (["search", str(catalog_index)], "give a query text or --image"),
+        (["info", str(tmp_path / "missing")], "does not exist"),
+    ]
+    before = sorted(p.name for p in catalog_index.rglob("*"))
+    for args, needle in cases:
+        _assert_one_line_error(runner.invoke(app, args), needle)
+    assert not out.exists()
+    assert sorted(p.name for p in catalog_index.rglob("*")) == before
+
+
+def test_model_without_weights_fails_in_one_line_in_a_real_process(tmp_path):
+    result = xmodal("index", str(CATALOG / "images"), "--out", str(tmp_path / "idx"), timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and result.stderr.startswith("error: weights ViT-B-32")
+    assert not (tmp_path / "idx").exists()

@@ -1,0 +1,129 @@
+"""Decoding real good and bad files; discovering images; reading text corpora."""
+from __future__ import annotations
+
+import io
+import os
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from conftest import noise_image
+from indexer.errors import ImageDecodeError, InvalidInputError, NoImagesError, TextColumnError
+from indexer.imaging import decode_image, heif_available, load_image
+from indexer.sources import find_images, read_texts
+
+
+def _jpeg_bytes(image: Image.Image, **kwargs) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=90, **kwargs)
+    return buffer.getvalue()
+
+
+def test_exif_orientation_is_applied():
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    decoded = decode_image(_jpeg_bytes(noise_image(1, size=(80, 40)), exif=exif.tobytes()), "x.jpg")
+    assert decoded.size == (40, 80)
+
+
+def test_gif_gives_first_frame_as_rgb():
+    frames = [Image.new("P", (20, 20), i) for i in (5, 200)]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, "GIF", save_all=True, append_images=frames[1:])
+    decoded = decode_image(buffer.getvalue(), "x.gif")
+    assert decoded.mode == "RGB" and decoded.size == (20, 20)
+    first = frames[0].convert("RGB").getpixel((0, 0))
+    assert decoded.getpixel((0, 0)) == first
+
+
+@pytest.mark.parametrize("name,data,reason", [
+    ("empty.jpg", b"", "empty file"),
+    ("garbage.png", b"this is not an image at all", "not a recognised image format"),
+])
+def test_bad_bytes_are_decode_errors(name, data, reason):
+    with pytest.raises(ImageDecodeError, match=reason):
+        decode_image(data, name)
+
+
+def test_truncated_jpeg_is_a_decode_error():
+    data = _jpeg_bytes(noise_image(2, size=(200, 200)))
+    with pytest.raises(ImageDecodeError, match="truncated"):
+        decode_image(data[: len(data) // 2], "cut.jpg")
+
+
+def test_decompression_bomb_is_refused_before_decoding(tmp_path):
+    path = tmp_path / "bomb.png"
+    Image.new("1", (12_000, 8_000)).save(path)  # 96 M pixels, a few kB on disk
+    assert path.stat().st_size < 200_000
+    with pytest.raises(ImageDecodeError, match="decompression bomb"):
+        load_image(path)
+
+
+@pytest.mark.skipif(not heif_available(), reason="pillow-heif is not installed")
+def test_heic_decodes_when_pillow_heif_is_installed(tmp_path):
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+    path = tmp_path / "phone.heic"
+    Image.new("RGB", (64, 48), (0, 200, 0)).save(path, "HEIF")
+    assert load_image(path).size == (64, 48)
+
+
+def test_find_images_recurses_skips_hidden_and_survives_symlink_loops(tmp_path):
+    root = tmp_path / "pics"
+    (root / "deep" / "deeper").mkdir(parents=True)
+    (root / ".hidden_dir").mkdir()
+    for rel in ["a.JPG", "deep/b.png", "deep/deeper/c.webp", ".hidden.png", ".hidden_dir/d.png", "notes.txt"]:
+        (root / rel).write_bytes(b"x")
+    os.symlink(root, root / "deep" / "loop")  # a cycle back to the top
+    found = find_images([root])
+    assert [os.path.relpath(p, root) for p in found] == ["a.JPG", "deep/b.png", "deep/deeper/c.webp"]
+
+
+def test_find_images_errors(tmp_path):
+    with pytest.raises(InvalidInputError, match="does not exist"):
+        find_images([tmp_path / "missing"])
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "readme.txt").write_text("no pictures here")
+    with pytest.raises(NoImagesError, match="no images found"):
+        find_images([tmp_path / "empty"])
+
+
+def test_txt_corpus_is_one_text_per_nonblank_line(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("first line\n\n  second line  \n我想买一辆红色汽车\n", encoding="utf-8")
+    records = read_texts(path)
+    assert [r.text for r in records] == ["first line", "second line", "我想买一辆红色汽车"]
+    assert records[1].source.endswith("notes.txt:3")
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".jsonl", ".parquet"])
+def test_tables_keep_every_other_column_as_metadata(tmp_path, suffix):
+    rows = [{"sku": "A1", "title": "Red car", "price": 18500.0}, {"sku": "B2", "title": "Blue shoe", "price": 45.5}]
+    path = tmp_path / f"catalog{suffix}"
+    if suffix == ".parquet":
+        pq.write_table(pa.Table.from_pylist(rows), path)
+    elif suffix == ".jsonl":
+        import json
+        path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    else:
+        sep = "\t" if suffix == ".tsv" else ","
+        path.write_text("\n".join([sep.join(rows[0])] + [sep.join(str(v) for v in r.values()) for r in rows]) + "\n")
+    records = read_texts(path, text_column="title")
+    assert [r.text for r in records] == ["Red car", "Blue shoe"]
+    assert records[0].metadata == {"sku": "A1", "price": 18500.0}
+
+
+def test_missing_text_column_names_the_columns_there(texts_csv):
+    with pytest.raises(TextColumnError, match="no column 'caption'.*sku, text, price"):
+        read_texts(texts_csv, text_column="caption")
+
+
+def test_unsupported_or_missing_corpus(tmp_path):
+    (tmp_path / "x.docx").write_text("x")
+    with pytest.raises(InvalidInputError, match="unsupported text corpus"):
+        read_texts(tmp_path / "x.docx")
+    with pytest.raises(InvalidInputError, match="does not exist"):
+        read_texts(tmp_path / "nope.csv")
