@@ -8,6 +8,7 @@ Use it from the CLI as --model python:fakes:make_encoder with tests/ on PYTHONPA
 """
 from __future__ import annotations
 
+import re
 from typing import Sequence
 
 import numpy as np
@@ -37,9 +38,11 @@ def concept_vector(words: Sequence[str]) -> np.ndarray:
 
 
 def text_concepts(text: str) -> list[str]:
+    """English by whole word ("restored" is not "red"); Chinese, which has no spaces, by substring."""
     lowered = text.lower()
-    found = [w for w in CONCEPTS if w in lowered.replace("-", " ").split() or w in lowered]
-    found += [c for s, c in SYNONYMS.items() if s in lowered]
+    words = set(re.findall(r"[a-z]+(?:-[a-z]+)?", lowered))
+    found = [w for w in CONCEPTS if w in words]
+    found += [c for s, c in SYNONYMS.items() if (s in words if s.isascii() else s in lowered)]
     return found
 
 
