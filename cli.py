@@ -165,6 +165,49 @@ def info(
         typer.echo(f"failed:   {row['path']}: {row['reason']}")
 
 
+@app.command("eval")
+def eval_(
+    dataset: Path = typer.Argument(..., help="A labelled folder (one subfolder per class) or a captions file (.csv/.jsonl)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help=f"Model spec to evaluate [default: {DEFAULT_MODEL}]."),
+    pretrained: Optional[str] = typer.Option(None, "--pretrained", help="Weights tag or checkpoint file."),
+    index_dir: Optional[Path] = typer.Option(None, "--index", help="Evaluate an existing index (its vectors and ANN)."),
+    ks: str = typer.Option("1,5,10", "-k", help="Cut-offs, comma-separated."),
+    prompt: str = typer.Option("a photo of a {}", "--prompt", help="Class prompt for labelled folders."),
+    image_column: str = typer.Option("image", "--image-column", help="Captions file: image path column."),
+    caption_column: str = typer.Option("caption", "--caption-column", help="Captions file: caption column."),
+    as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+) -> None:
+    """Measure retrieval quality: precision/recall/mAP and zero-shot accuracy, or Recall@K on captions."""
+    try:
+        cutoffs = tuple(sorted({int(x) for x in ks.split(",") if x.strip()}))
+    except ValueError:
+        cutoffs = ()
+    if not cutoffs or min(cutoffs) < 1:
+        _fail(f"-k takes whole numbers of at least 1, comma-separated (got {ks!r})")
+    if model and index_dir:
+        _fail("give --model or --index, not both: an index is evaluated with the model that built it")
+    if "{}" not in prompt:
+        _fail("--prompt must contain {} where the class name goes, e.g. 'a photo of a {}'")
+    from search.evaluate import evaluate
+
+    result = _run(lambda: evaluate(dataset, model=model, pretrained=pretrained, index=index_dir, ks=cutoffs,
+                                   device=device, prompt=prompt, image_column=image_column,
+                                   caption_column=caption_column))
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
+        return
+    identity = result.model
+    typer.echo(f"dataset:  {result.dataset} ({result.kind}; " +
+               ", ".join(f"{v} {k}" for k, v in result.items.items()) + f"; {result.failures} unreadable)")
+    typer.echo(f"model:    {identity['spec']}" + (f" ({identity['pretrained']})" if identity.get("pretrained") else ""))
+    for name, figures in (("text->image", result.text_to_image), ("image->text", result.image_to_text),
+                          ("ann vs exact", result.ann)):
+        if figures:
+            typer.echo(f"{name + ':':<13} " + "  ".join(
+                f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in figures.items()))
+
+
 @app.command()
 def models(
     contains: Optional[str] = typer.Argument(None, help="Only names containing this."),

