@@ -39,3 +39,11 @@ class ModelMismatchError(XmodalError):
 
 class ImageDecodeError(XmodalError):
     """An image file cannot be decoded; the message is the reason recorded for it."""
+
+
+class IndexLockedError(XmodalError):
+    """Another process is writing to the same index."""
+
+
+class IndexWriteError(XmodalError):
+    """Writing a new generation failed (disk full, permissions); the last committed index is intact."""

@@ -1,6 +1,13 @@
-"""The indexer: sources -> encoder -> store -> index, composed by one runner that times each stage."""
+"""The indexer: sources -> encoder -> store -> index, composed by one runner that times each stage.
+
+Runs are incremental and resumable: a re-run encodes only what is new or
+changed (indexer/plan.py), vectors encoded along the way are committed in
+journal chunks (store/journal.py), and the new state becomes visible in one
+atomic commit (store/layout.py). One writer at a time (store/lock.py).
+"""
 from __future__ import annotations
 
+import shutil
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -12,11 +19,15 @@ import numpy as np
 
 from . import ann, sources
 from .decode import DecodedImage, DecodeFailure, default_workers, iter_decoded_batches
-from .errors import InvalidInputError, ModelMismatchError
+from .errors import IndexWriteError, InvalidInputError, ModelMismatchError
 from .imaging import MAX_PIXELS
 from .models import DEFAULT_MODEL, Encoder, load_encoder
-from .store import AnnSpec, Failure, IndexDir, ItemRow, Manifest
-from .store.tables import write_embeddings, write_failures, write_items
+from .plan import Planned, RowIds, StoredState, plan_images, plan_texts, text_hash
+from .store import MODALITIES, Failure, IndexDir, ItemRow, Manifest
+from .store.journal import Journal, JournalEntry
+from .store.lock import WriterLock
+from .store.tables import (read_embeddings, read_failures, read_item_rows, write_embeddings, write_failures,
+                           write_items)
 
 
 class ProgressBar(Protocol):
@@ -39,6 +50,21 @@ class IndexConfig:
     workers: int | None = None
     index_type: str = "auto"
     max_pixels: int = MAX_PIXELS
+    retry_failed: bool = False
+    journal_every: int = 512  # items encoded between resume points
+
+
+@dataclass
+class RunStats:
+    encoded: int = 0
+    reused: int = 0
+    resumed: int = 0
+    removed: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
 
 
 @dataclass
@@ -50,6 +76,8 @@ class IndexReport:
     stage_seconds: dict[str, float]
     device: str
     model: str
+    stats: RunStats
+    committed: bool
 
     @property
     def indexed(self) -> int:
@@ -57,17 +85,7 @@ class IndexReport:
 
     @property
     def items_per_second(self) -> float:
-        return self.indexed / self.seconds if self.seconds > 0 else 0.0
-
-
-@dataclass
-class _Encoded:
-    rows: list[ItemRow] = field(default_factory=list)
-    vectors: list[np.ndarray] = field(default_factory=list)
-    failures: list[Failure] = field(default_factory=list)
-
-    def matrix(self, dim: int) -> np.ndarray:
-        return np.concatenate(self.vectors) if self.vectors else np.zeros((0, dim), np.float32)
+        return self.stats.encoded / self.seconds if self.seconds > 0 else 0.0
 
 
 class _Timer:
@@ -85,33 +103,88 @@ class _Timer:
 
 def build_index(out: str | Path, config: IndexConfig, progress: ProgressFactory | None = None,
                 encoder: Encoder | None = None) -> IndexReport:
-    """Index `config`'s sources into `out`; inputs are checked before any model is loaded."""
-    started = time.perf_counter()
-    timer = _Timer()
+    """Index `config`'s sources into `out`, re-using whatever an earlier run already did.
+
+    With no sources given, an existing index re-reads the sources it recorded.
+    Inputs are checked before the model loads; nothing is written for bad input.
+    """
+    started, timer = time.perf_counter(), _Timer()
     index_dir = IndexDir(Path(out))
     index_dir.check_writable_target()
+    previous = index_dir.read_manifest() if index_dir.is_index() else None
+    config = _with_recorded_settings(config, previous)
     with timer.stage("read_sources"):
         image_paths = sources.find_images(config.images) if config.images else []
         texts = [r for path in config.texts for r in sources.read_texts(path, config.text_column)]
     if not image_paths and not texts:
         raise InvalidInputError("nothing to index; give an image folder, --texts FILE, or both")
-    previous = index_dir.read_manifest() if index_dir.is_index() else None
+    created = not index_dir.root.exists()
+    try:
+        with WriterLock(index_dir.root):
+            return _run_locked(index_dir, config, previous, image_paths, texts, encoder, progress, timer, started)
+    except BaseException:
+        if created and not index_dir.is_index():
+            shutil.rmtree(index_dir.root, ignore_errors=True)  # leave no trace of a run that never committed
+        raise
+
+
+def _run_locked(index_dir, config, previous, image_paths, texts, encoder, progress, timer, started) -> IndexReport:
+    previous = index_dir.read_manifest() if index_dir.is_index() else None  # as of taking the lock
     with timer.stage("load_model"):
         encoder = encoder or load_encoder(config.model, config.pretrained, config.device)
+    _check_same_model(index_dir, previous, encoder)
+    state = load_state(index_dir, previous)
+    journal = Journal(index_dir.root, encoder.identity).open()
+    ids = RowIds(state.next_row_id)
+    with timer.stage("plan"):
+        image_plan = plan_images(image_paths, state, journal, ids, config.retry_failed)
+        text_plan = plan_texts(texts, state, journal, ids)
+    new_failures = _encode_planned_images(encoder, image_plan, journal, ids, config, timer, progress)
+    _encode_planned_texts(encoder, text_plan, journal, ids, config, timer, progress)
+    stats = _stats(image_plan, text_plan, new_failures)
+    failures = image_plan.carried_failures + new_failures
+    rows, vectors = image_plan.rows + text_plan.rows, image_plan.vectors + text_plan.vectors
+    with timer.stage("write"):
+        stats.seconds = round(time.perf_counter() - started, 3)
+        manifest, committed = _commit(index_dir, encoder, previous, state, rows, vectors, failures, config,
+                                      ids.next, stats)
+    journal.clear()
+    return IndexReport(index_dir.root, dict(manifest.counts), failures, time.perf_counter() - started,
+                       timer.seconds, encoder.device, encoder.identity.describe(), stats, committed)
+
+
+def _with_recorded_settings(config: IndexConfig, previous: Manifest | None) -> IndexConfig:
+    if previous is None:
+        return config
+    settings = previous.settings
+    if not config.images and not config.texts:
+        config.images = [Path(p) for p in previous.sources.get("images", [])]
+        config.texts = [Path(p) for p in previous.sources.get("texts", [])]
+        config.text_column = config.text_column or settings.get("text_column")
+    if config.index_type == "auto":
+        config.index_type = settings.get("index_type", "auto")
+    return config
+
+
+def _check_same_model(index_dir: IndexDir, previous: Manifest | None, encoder: Encoder) -> None:
     if previous and previous.model.compatibility_key() != encoder.identity.compatibility_key():
         raise ModelMismatchError(
-            f"{out} was built with {previous.model.describe()}, not {encoder.identity.describe()}; "
+            f"{index_dir.root} was built with {previous.model.describe()}, not {encoder.identity.describe()}; "
             "index into a new --out folder, or use the index's model"
         )
-    images = _encode_images(encoder, image_paths, config, timer, progress)
-    text_part = _encode_texts(encoder, texts, len(images.rows), config, timer, progress)
-    with timer.stage("write"):
-        manifest = _write_generation(index_dir, encoder, images, text_part, config, previous,
-                                     seconds_so_far=time.perf_counter() - started)
-    failures = images.failures + text_part.failures
-    seconds = time.perf_counter() - started
-    return IndexReport(index_dir.root, dict(manifest.counts), failures, seconds,
-                       timer.seconds, encoder.device, encoder.identity.describe())
+
+
+def load_state(index_dir: IndexDir, manifest: Manifest | None) -> StoredState:
+    """Rows, vectors and failures of the last commit (empty for a new index)."""
+    if manifest is None:
+        return StoredState()
+    generation = index_dir.generation_path(manifest.generation)
+    vectors: dict[int, np.ndarray] = {}
+    for modality in MODALITIES:
+        row_ids, matrix = read_embeddings(generation / f"embeddings-{modality}.parquet")
+        vectors.update(zip(row_ids.tolist(), matrix))
+    return StoredState(read_item_rows(generation / "items.parquet"), vectors,
+                       read_failures(generation / "failures.parquet"), manifest.next_row_id)
 
 
 @dataclass
@@ -123,14 +196,15 @@ class EncodedImages:
     failures: list[Failure]
 
 
+BatchHook = Callable[[list[DecodedImage], np.ndarray], None]
+
+
 def encode_image_files(encoder: Encoder, paths: list[str], batch_size: int = 64, workers: int | None = None,
                        max_pixels: int = MAX_PIXELS, progress: ProgressFactory | None = None,
-                       timer: _Timer | None = None) -> EncodedImages:
+                       timer: _Timer | None = None, on_batch: BatchHook | None = None) -> EncodedImages:
     """Decode (in worker processes) and encode image files; bad files become failures."""
     timer = timer or _Timer()
-    decoded_all: list[DecodedImage] = []
-    vectors: list[np.ndarray] = []
-    failures: list[Failure] = []
+    decoded_all, vectors, failures = [], [], []
     bar = progress("images", len(paths)) if progress and paths else None
     workers = default_workers() if workers is None else workers
     batches = iter_decoded_batches(paths, encoder.preprocess_image, batch_size, workers, max_pixels)
@@ -140,13 +214,16 @@ def encode_image_files(encoder: Encoder, paths: list[str], batch_size: int = 64,
         if batch is None:
             break
         decoded = [b for b in batch if isinstance(b, DecodedImage)]
-        failures.extend(Failure(b.path, "image", b.reason) for b in batch if isinstance(b, DecodeFailure))
+        failures.extend(_failure(b) for b in batch if isinstance(b, DecodeFailure))
         if decoded:
             with timer.stage("encode"):
-                vectors.append(encoder.encode_preprocessed([d.pixels for d in decoded]))
+                encoded = encoder.encode_preprocessed([d.pixels for d in decoded])
             for d in decoded:
                 d.pixels = None  # keep metadata only: memory stays bounded by the batch
+            vectors.append(encoded)
             decoded_all.extend(decoded)
+            if on_batch:
+                on_batch(decoded, encoded)
         if bar:
             bar.update(len(batch))
     if bar:
@@ -155,76 +232,156 @@ def encode_image_files(encoder: Encoder, paths: list[str], batch_size: int = 64,
     return EncodedImages(decoded_all, matrix, failures)
 
 
-def _encode_images(encoder: Encoder, paths: list[str], config: IndexConfig, timer: _Timer,
-                   progress: ProgressFactory | None) -> _Encoded:
-    if not paths:
-        return _Encoded()
-    result = encode_image_files(encoder, paths, config.batch_size, config.workers, config.max_pixels,
-                                progress, timer)
-    rows = [_image_row(i, d) for i, d in enumerate(result.images)]
-    return _Encoded(rows=rows, vectors=[result.vectors], failures=result.failures)
+def _failure(failed: DecodeFailure) -> Failure:
+    import os
+
+    try:
+        stat = os.stat(failed.path)
+        return Failure(failed.path, "image", failed.reason, stat.st_size, stat.st_mtime)
+    except OSError:
+        return Failure(failed.path, "image", failed.reason)
 
 
-def _image_row(row_id: int, image: DecodedImage) -> ItemRow:
-    return ItemRow(row_id=row_id, modality="image", path=image.path, content_hash=image.content_hash,
-                   size=image.size, mtime=image.mtime, width=image.width, height=image.height)
+class _JournalBuffer:
+    """Collects encoded items and commits them to the journal every `every` items."""
+
+    def __init__(self, journal: Journal, every: int):
+        self.journal, self.every, self.pending = journal, every, []
+
+    def add(self, entries: list[JournalEntry]) -> None:
+        self.pending.extend(entries)
+        if len(self.pending) >= self.every:
+            self.flush()
+
+    def flush(self) -> None:
+        self.journal.append(self.pending)
+        self.pending = []
 
 
-def _encode_texts(encoder: Encoder, texts: list[sources.TextRecord], first_row_id: int,
-                  config: IndexConfig, timer: _Timer, progress: ProgressFactory | None) -> _Encoded:
-    from .decode import content_hash
+def _encode_planned_images(encoder, plan: Planned, journal, ids: RowIds, config: IndexConfig, timer,
+                           progress) -> list[Failure]:
+    if not plan.to_encode:
+        return []
+    buffer = _JournalBuffer(journal, config.journal_every)
 
-    out = _Encoded()
-    if not texts:
-        return out
-    bar = progress("texts", len(texts)) if progress else None
-    for start in range(0, len(texts), config.batch_size):
-        chunk = texts[start:start + config.batch_size]
+    def remember(decoded: list[DecodedImage], vectors: np.ndarray) -> None:
+        buffer.add([JournalEntry("image", d.path, d.content_hash, d.size, d.mtime, d.width, d.height, v)
+                    for d, v in zip(decoded, vectors)])
+
+    result = encode_image_files(encoder, plan.to_encode, config.batch_size, config.workers, config.max_pixels,
+                                progress, timer, on_batch=remember)
+    buffer.flush()
+    for image, vector in zip(result.images, result.vectors):
+        plan.keep(ItemRow(row_id=ids.take(), modality="image", path=image.path, content_hash=image.content_hash,
+                          size=image.size, mtime=image.mtime, width=image.width, height=image.height),
+                  vector, reused=False)
+    return result.failures
+
+
+def _encode_planned_texts(encoder, plan: Planned, journal, ids: RowIds, config: IndexConfig, timer,
+                          progress) -> None:
+    records = plan.to_encode
+    if not records:
+        return
+    buffer = _JournalBuffer(journal, config.journal_every)
+    bar = progress("texts", len(records)) if progress else None
+    for start in range(0, len(records), config.batch_size):
+        chunk = records[start:start + config.batch_size]
         with timer.stage("encode"):
-            out.vectors.append(encoder.encode_texts([t.text for t in chunk]))
-        for offset, record in enumerate(chunk):
-            data = record.text.encode("utf-8")
-            out.rows.append(ItemRow(row_id=first_row_id + start + offset, modality="text",
-                                    text=record.text, source=record.source,
-                                    content_hash=content_hash(data), size=len(data),
-                                    metadata=record.metadata or None))
+            vectors = encoder.encode_texts([r.text for r in chunk])
+        digests = [text_hash(r.text) for r in chunk]
+        buffer.add([JournalEntry("text", None, d, None, None, None, None, v) for d, v in zip(digests, vectors)])
+        for record, digest, vector in zip(chunk, digests, vectors):
+            plan.keep(ItemRow(row_id=ids.take(), modality="text", text=record.text, source=record.source,
+                              content_hash=digest, size=len(record.text.encode("utf-8")),
+                              metadata=record.metadata or None), vector, reused=False)
         if bar:
             bar.update(len(chunk))
+    buffer.flush()
     if bar:
         bar.close()
-    return out
 
 
-def _write_generation(index_dir: IndexDir, encoder: Encoder, images: _Encoded, texts: _Encoded,
-                      config: IndexConfig, previous: Manifest | None, seconds_so_far: float) -> Manifest:
-    generation, staging = index_dir.new_staging()
-    dim = encoder.identity.dim
-    ann_specs: dict[str, AnnSpec] = {}
-    for modality, part in (("image", images), ("text", texts)):
-        row_ids = np.array([r.row_id for r in part.rows], dtype=np.int64)
-        vectors = part.matrix(dim)
-        write_embeddings(staging / f"embeddings-{modality}.parquet", row_ids, vectors)
-        if len(row_ids):
-            spec = ann.choose_ann(len(row_ids), config.index_type)
-            ann.VectorIndex.build(vectors, row_ids, spec).save(staging / f"{modality}.faiss")
-            ann_specs[modality] = spec
-    write_items(staging / "items.parquet", images.rows + texts.rows)
-    write_failures(staging / "failures.parquet", images.failures + texts.failures)
+def _stats(image_plan: Planned, text_plan: Planned, new_failures: list[Failure]) -> RunStats:
+    plans = (image_plan, text_plan)
+    encoded = sum(len(p.rows) for p in plans) - sum(p.reused + p.resumed for p in plans)
+    return RunStats(encoded=encoded, reused=sum(p.reused for p in plans), resumed=sum(p.resumed for p in plans),
+                    removed=sum(len(p.removed_ids) for p in plans),
+                    failed=len(new_failures) + len(image_plan.carried_failures))
+
+
+def _commit(index_dir: IndexDir, encoder: Encoder, previous: Manifest | None, state: StoredState,
+            rows: list[ItemRow], vectors: list[np.ndarray], failures: list[Failure], config: IndexConfig,
+            next_row_id: int, stats: RunStats) -> tuple[Manifest, bool]:
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    manifest = Manifest(
+    order = sorted(range(len(rows)), key=lambda i: rows[i].row_id)
+    rows, vectors = [rows[i] for i in order], [vectors[i] for i in order]
+    unchanged = previous is not None and rows == sorted(state.rows, key=lambda r: r.row_id) \
+        and failures == state.failures
+    try:
+        if unchanged:
+            manifest = _manifest(previous.generation, encoder, rows, failures, previous.ann, config, previous,
+                                 now, next_row_id, stats)
+            index_dir.write_manifest(manifest)
+            return manifest, False
+        generation, staging = index_dir.new_staging()
+        ann_specs = _write_generation_files(staging, index_dir, previous, state, rows, vectors, failures,
+                                            encoder.identity.dim, config)
+        manifest = _manifest(generation, encoder, rows, failures, ann_specs, config, previous, now,
+                             next_row_id, stats)
+        index_dir.commit(staging, manifest)
+    except OSError as exc:
+        index_dir.discard_staging()
+        reason = exc.strerror or str(exc)
+        raise IndexWriteError(
+            f"could not write the index in {index_dir.root}: {reason}; the last committed index is unchanged "
+            "and the encoded work is kept for the next run (free disk space or fix permissions, then run again)"
+        ) from None
+    return manifest, True
+
+
+def _write_generation_files(staging: Path, index_dir: IndexDir, previous: Manifest | None, state: StoredState,
+                            rows: list[ItemRow], vectors: list[np.ndarray], failures: list[Failure], dim: int,
+                            config: IndexConfig) -> dict:
+    ann_specs = {}
+    for modality in MODALITIES:
+        picked = [i for i, r in enumerate(rows) if r.modality == modality]
+        row_ids = np.array([rows[i].row_id for i in picked], dtype=np.int64)
+        matrix = np.stack([vectors[i] for i in picked]).astype(np.float32) if picked else np.zeros((0, dim), np.float32)
+        write_embeddings(staging / f"embeddings-{modality}.parquet", row_ids, matrix)
+        if len(row_ids):
+            index = _updated_ann(index_dir, previous, state, modality, matrix, row_ids, config.index_type)
+            index.save(staging / f"{modality}.faiss")
+            ann_specs[modality] = index.spec
+    write_items(staging / "items.parquet", rows)
+    write_failures(staging / "failures.parquet", failures)
+    return ann_specs
+
+
+def _updated_ann(index_dir, previous, state, modality, matrix, row_ids, requested) -> ann.VectorIndex:
+    old_ids = {r.row_id for r in state.rows if r.modality == modality}
+    new_ids = set(row_ids.tolist())
+    added = np.array(sorted(new_ids - old_ids), dtype=np.int64)
+    removed = np.array(sorted(old_ids - new_ids), dtype=np.int64)
+    previous_index = None
+    if previous is not None and modality in previous.ann:
+        path = index_dir.generation_path(previous.generation) / f"{modality}.faiss"
+        previous_index = ann.VectorIndex.load(path, previous.ann[modality])
+    return ann.build_or_update(previous_index, matrix, row_ids, added, removed, requested)
+
+
+def _manifest(generation, encoder, rows, failures, ann_specs, config, previous, now, next_row_id, stats):
+    return Manifest(
         generation=generation,
         model=encoder.identity,
-        counts={"image": len(images.rows), "text": len(texts.rows)},
-        failures=len(images.failures) + len(texts.failures),
+        counts={m: sum(r.modality == m for r in rows) for m in MODALITIES},
+        failures=len(failures),
         ann=ann_specs,
-        next_row_id=len(images.rows) + len(texts.rows),
+        next_row_id=next_row_id,
         created_at=previous.created_at if previous else now,
         updated_at=now,
         sources={"images": [str(Path(p).resolve()) for p in config.images],
                  "texts": [str(Path(p).resolve()) for p in config.texts]},
-        last_run={"encoded": len(images.rows) + len(texts.rows),
-                  "failed": len(images.failures) + len(texts.failures),
-                  "seconds": round(seconds_so_far, 3), "finished_at": now},
+        settings={"text_column": config.text_column, "index_type": config.index_type},
+        last_run={**stats.to_dict(), "finished_at": now},
     )
-    index_dir.commit(staging, manifest)
-    return manifest

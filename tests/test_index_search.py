@@ -9,7 +9,7 @@ import pytest
 
 from conftest import write_tiny_open_clip
 from indexer import IndexConfig, build_index
-from indexer.errors import InvalidInputError, ModelMismatchError, NotAnIndexError
+from indexer.errors import IndexWriteError, InvalidInputError, ModelMismatchError, NotAnIndexError
 from indexer.imaging import load_image
 from indexer.models import encode_images, load_encoder
 from search import Hit, open_index
@@ -151,9 +151,11 @@ def test_a_failed_write_leaves_the_previous_index_intact(built, image_folder, ti
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(pipeline, "write_items", disk_full)
-    with pytest.raises(OSError):
+    (image_folder / "img00.png").unlink()  # a real change, so the run must write a new generation
+    with pytest.raises(IndexWriteError, match="No space left on device; the last committed index is unchanged"):
         build_index(out, IndexConfig(images=[image_folder], workers=0), encoder=tiny_encoder)
     assert (out / "manifest.json").read_text() == before
+    assert not list(out.glob(".staging-*"))
     assert len(open_index(out, encoder=tiny_encoder).search(text="dog", target="text", k=10)) == 4
 
 

@@ -81,6 +81,14 @@ class IndexDir:
         _write_atomic(self.manifest_path, manifest.to_json())
         self._collect_garbage(manifest.generation)
 
+    def write_manifest(self, manifest: Manifest) -> None:
+        """Replace the manifest alone (same generation): e.g. a re-run that changed nothing."""
+        _write_atomic(self.manifest_path, manifest.to_json())
+
+    def discard_staging(self) -> None:
+        for path in self.root.glob(f"{STAGING_PREFIX}*-{os.getpid()}"):
+            shutil.rmtree(path, ignore_errors=True)
+
     def _next_generation_number(self) -> int:
         numbers = [0]
         for entry in self.root.iterdir():

@@ -32,6 +32,7 @@ class Manifest:
     created_at: str
     updated_at: str
     sources: dict[str, list[str]] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)  # text_column, index_type: re-used by re-runs
     last_run: dict[str, Any] = field(default_factory=dict)
     metric: str = METRIC
     format: str = FORMAT_NAME
@@ -54,6 +55,7 @@ class Manifest:
             created_at=data["created_at"],
             updated_at=data["updated_at"],
             sources=dict(data.get("sources") or {}),
+            settings=dict(data.get("settings") or {}),
             last_run=dict(data.get("last_run") or {}),
             metric=data.get("metric", METRIC),
             format=data["format"],

@@ -25,6 +25,8 @@ FAILURE_SCHEMA = pa.schema([
     pa.field("path", pa.string()),
     pa.field("modality", pa.string()),
     pa.field("reason", pa.string()),
+    pa.field("size", pa.int64()),
+    pa.field("mtime", pa.float64()),
 ])
 
 
@@ -48,6 +50,8 @@ class Failure:
     path: str
     modality: str
     reason: str
+    size: int | None = None  # the file as it failed: a later run retries it only once it changes
+    mtime: float | None = None
 
 
 def write_items(path: Path, rows: list[ItemRow]) -> None:
@@ -64,13 +68,20 @@ def read_items(path: Path) -> pa.Table:
     return pq.read_table(path)
 
 
+def read_item_rows(path: Path) -> list[ItemRow]:
+    table = pq.read_table(path)
+    names = {f.name for f in ITEM_FIELDS} | {"metadata"}
+    return [ItemRow(**{k: v for k, v in row.items() if k in names}) for row in table.to_pylist()]
+
+
 def write_failures(path: Path, failures: list[Failure]) -> None:
     table = pa.Table.from_pylist([f.__dict__ for f in failures], schema=FAILURE_SCHEMA)
     pq.write_table(table, path)
 
 
 def read_failures(path: Path) -> list[Failure]:
-    return [Failure(**row) for row in pq.read_table(path).to_pylist()]
+    fields = set(FAILURE_SCHEMA.names)
+    return [Failure(**{k: v for k, v in row.items() if k in fields}) for row in pq.read_table(path).to_pylist()]
 
 
 def write_embeddings(path: Path, row_ids: np.ndarray, vectors: np.ndarray) -> None:
