@@ -52,14 +52,19 @@ def index(
     out: Path = typer.Option(..., "--out", "-o", help="Index folder to write (new, empty, or an existing index)."),
     texts: List[Path] = typer.Option(None, "--texts", help="Text corpus: .txt (a text a line), .csv, .tsv, .jsonl, .parquet."),
     text_column: Optional[str] = typer.Option(None, "--text-column", help="Column holding the text in tables [default: text]."),
-    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Model spec (xmodal models lists them)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help=f"Model spec (xmodal models lists them) [default: the index's model, or {DEFAULT_MODEL}]."),
     pretrained: Optional[str] = typer.Option(None, "--pretrained", help="Weights tag or checkpoint file; 'none' for random weights."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     batch_size: int = typer.Option(64, "--batch-size", min=1),
     workers: Optional[int] = typer.Option(None, "--workers", min=0, help="Image decoding processes [default: cores - 1]."),
     index_type: str = typer.Option("auto", "--index-type", help="auto, flat (exact), hnsw or ivf."),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="Try files that failed before, changed or not."),
 ) -> None:
-    """Embed images and texts into one space and write a searchable index."""
+    """Embed images and texts into one space and write a searchable index.
+
+    Re-running on an existing index encodes only what is new or changed, drops what the sources no longer
+    hold, and resumes an interrupted run. With no sources, it re-reads the sources the index recorded.
+    """
     from indexer import IndexConfig, build_index
     from indexer.ann import INDEX_TYPES
 
@@ -67,17 +72,20 @@ def index(
         _fail(f"unknown --index-type {index_type!r}; use one of {', '.join(INDEX_TYPES)}")
     config = IndexConfig(images=list(images or []), texts=list(texts or []), text_column=text_column,
                          model=model, pretrained=pretrained, device=device, batch_size=batch_size,
-                         workers=workers, index_type=index_type)
+                         workers=workers, index_type=index_type, retry_failed=retry_failed)
     report = _run(lambda: build_index(out, config, progress=_tqdm_progress))
     typer.echo(f"model: {report.model} on {report.device}")
     for failure in report.failures[:20]:
         typer.echo(f"skipped {failure.path}: {failure.reason}", err=True)
     if len(report.failures) > 20:
         typer.echo(f"... and {len(report.failures) - 20} more (xmodal info {out} --failures)", err=True)
+    stats = report.stats
     typer.echo(
         f"indexed {report.counts['image']} images, {report.counts['text']} texts; "
         f"skipped {len(report.failures)}; {report.seconds:.1f} s, {report.items_per_second:.1f} items/s -> {report.path}"
     )
+    typer.echo(f"this run: encoded {stats.encoded}, reused {stats.reused}, resumed {stats.resumed}, "
+               f"removed {stats.removed}, failed {stats.failed}" + ("" if report.committed else " (nothing changed)"))
 
 
 @app.command()
@@ -206,6 +214,38 @@ def eval_(
         if figures:
             typer.echo(f"{name + ':':<13} " + "  ".join(
                 f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in figures.items()))
+
+
+@app.command("list")
+def list_(
+    index_dir: Path = typer.Argument(..., help="An index folder."),
+    modality: Optional[str] = typer.Option(None, "--modality", help="image or text only."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON array of items."),
+) -> None:
+    """List the items an index holds, with their row ids."""
+    if modality not in (None, "image", "text"):
+        _fail(f"unknown --modality {modality!r}; use image or text")
+    from indexer.edit import list_items
+
+    rows = _run(lambda: list_items(index_dir, modality))
+    if as_json:
+        typer.echo(json.dumps([r.__dict__ for r in rows], ensure_ascii=False, indent=2, default=str))
+        return
+    for row in rows:
+        typer.echo(f"{row.row_id:>8}  {row.modality:<5}  {_clip(row.path or row.text, 100)}")
+
+
+@app.command()
+def remove(
+    index_dir: Path = typer.Argument(..., help="An index folder."),
+    paths: List[Path] = typer.Option(None, "--path", help="A file (or every file under a folder) to remove."),
+    ids: List[int] = typer.Option(None, "--id", help="A row id to remove."),
+) -> None:
+    """Remove items from an index without re-indexing the rest."""
+    from indexer.edit import remove_items
+
+    removed = _run(lambda: remove_items(index_dir, paths=list(paths or []), row_ids=list(ids or [])))
+    typer.echo(f"removed {len(removed)} items from {index_dir}")
 
 
 @app.command()

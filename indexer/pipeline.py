@@ -21,7 +21,7 @@ from . import ann, sources
 from .decode import DecodedImage, DecodeFailure, default_workers, iter_decoded_batches
 from .errors import IndexWriteError, InvalidInputError, ModelMismatchError
 from .imaging import MAX_PIXELS
-from .models import DEFAULT_MODEL, Encoder, load_encoder
+from .models import DEFAULT_MODEL, Encoder, ModelIdentity, load_encoder
 from .plan import Planned, RowIds, StoredState, plan_images, plan_texts, text_hash
 from .store import MODALITIES, Failure, IndexDir, ItemRow, Manifest
 from .store.journal import Journal, JournalEntry
@@ -43,7 +43,7 @@ class IndexConfig:
     images: list[Path] = field(default_factory=list)
     texts: list[Path] = field(default_factory=list)
     text_column: str | None = None
-    model: str = DEFAULT_MODEL
+    model: str | None = None  # None: the existing index's model, else the registry default
     pretrained: str | None = None
     device: str | None = None
     batch_size: int = 64
@@ -128,34 +128,67 @@ def build_index(out: str | Path, config: IndexConfig, progress: ProgressFactory 
         raise
 
 
+class _EncoderOnDemand:
+    """Loads the model the first time it is needed: a re-run with nothing new never loads it."""
+
+    def __init__(self, config: IndexConfig, previous: Manifest | None, index_dir: IndexDir,
+                 given: Encoder | None, timer: _Timer):
+        self._config, self._previous, self._dir, self._timer = config, previous, index_dir, timer
+        self._encoder = given
+        if given is not None:
+            _check_same_model(index_dir, previous, given)
+        elif not self._same_as_recorded():
+            self.get()
+
+    def _same_as_recorded(self) -> bool:
+        recorded = self._previous.model if self._previous else None
+        return recorded is not None and self._config.model == recorded.spec \
+            and self._config.pretrained in (None, recorded.pretrained)
+
+    @property
+    def identity(self) -> ModelIdentity:
+        return self._encoder.identity if self._encoder else self._previous.model
+
+    @property
+    def device(self) -> str:
+        return self._encoder.device if self._encoder else "none (nothing to encode)"
+
+    def get(self) -> Encoder:
+        if self._encoder is None:
+            with self._timer.stage("load_model"):
+                self._encoder = load_encoder(self._config.model, self._config.pretrained, self._config.device)
+            _check_same_model(self._dir, self._previous, self._encoder)
+        return self._encoder
+
+
 def _run_locked(index_dir, config, previous, image_paths, texts, encoder, progress, timer, started) -> IndexReport:
     previous = index_dir.read_manifest() if index_dir.is_index() else None  # as of taking the lock
-    with timer.stage("load_model"):
-        encoder = encoder or load_encoder(config.model, config.pretrained, config.device)
-    _check_same_model(index_dir, previous, encoder)
+    model = _EncoderOnDemand(config, previous, index_dir, encoder, timer)
     state = load_state(index_dir, previous)
-    journal = Journal(index_dir.root, encoder.identity).open()
+    journal = Journal(index_dir.root, model.identity).open()
     ids = RowIds(state.next_row_id)
     with timer.stage("plan"):
         image_plan = plan_images(image_paths, state, journal, ids, config.retry_failed)
         text_plan = plan_texts(texts, state, journal, ids)
-    new_failures = _encode_planned_images(encoder, image_plan, journal, ids, config, timer, progress)
-    _encode_planned_texts(encoder, text_plan, journal, ids, config, timer, progress)
+    new_failures = _encode_planned_images(model, image_plan, journal, ids, config, timer, progress)
+    _encode_planned_texts(model, text_plan, journal, ids, config, timer, progress)
     stats = _stats(image_plan, text_plan, new_failures)
     failures = image_plan.carried_failures + new_failures
     rows, vectors = image_plan.rows + text_plan.rows, image_plan.vectors + text_plan.vectors
     with timer.stage("write"):
         stats.seconds = round(time.perf_counter() - started, 3)
-        manifest, committed = _commit(index_dir, encoder, previous, state, rows, vectors, failures, config,
-                                      ids.next, stats)
+        manifest, committed = commit_state(index_dir, model.identity, previous, state, rows, vectors, failures,
+                                           config, ids.next, stats)
     journal.clear()
     return IndexReport(index_dir.root, dict(manifest.counts), failures, time.perf_counter() - started,
-                       timer.seconds, encoder.device, encoder.identity.describe(), stats, committed)
+                       timer.seconds, model.device, model.identity.describe(), stats, committed)
 
 
 def _with_recorded_settings(config: IndexConfig, previous: Manifest | None) -> IndexConfig:
     if previous is None:
+        config.model = config.model or DEFAULT_MODEL
         return config
+    config.model = config.model or previous.model.spec
     settings = previous.settings
     if not config.images and not config.texts:
         config.images = [Path(p) for p in previous.sources.get("images", [])]
@@ -258,10 +291,11 @@ class _JournalBuffer:
         self.pending = []
 
 
-def _encode_planned_images(encoder, plan: Planned, journal, ids: RowIds, config: IndexConfig, timer,
-                           progress) -> list[Failure]:
+def _encode_planned_images(model: _EncoderOnDemand, plan: Planned, journal, ids: RowIds, config: IndexConfig,
+                           timer, progress) -> list[Failure]:
     if not plan.to_encode:
         return []
+    encoder = model.get()
     buffer = _JournalBuffer(journal, config.journal_every)
 
     def remember(decoded: list[DecodedImage], vectors: np.ndarray) -> None:
@@ -278,11 +312,12 @@ def _encode_planned_images(encoder, plan: Planned, journal, ids: RowIds, config:
     return result.failures
 
 
-def _encode_planned_texts(encoder, plan: Planned, journal, ids: RowIds, config: IndexConfig, timer,
-                          progress) -> None:
+def _encode_planned_texts(model: _EncoderOnDemand, plan: Planned, journal, ids: RowIds, config: IndexConfig,
+                          timer, progress) -> None:
     records = plan.to_encode
     if not records:
         return
+    encoder = model.get()
     buffer = _JournalBuffer(journal, config.journal_every)
     bar = progress("texts", len(records)) if progress else None
     for start in range(0, len(records), config.batch_size):
@@ -306,13 +341,13 @@ def _stats(image_plan: Planned, text_plan: Planned, new_failures: list[Failure])
     plans = (image_plan, text_plan)
     encoded = sum(len(p.rows) for p in plans) - sum(p.reused + p.resumed for p in plans)
     return RunStats(encoded=encoded, reused=sum(p.reused for p in plans), resumed=sum(p.resumed for p in plans),
-                    removed=sum(len(p.removed_ids) for p in plans),
-                    failed=len(new_failures) + len(image_plan.carried_failures))
+                    removed=sum(len(p.removed_ids) for p in plans), failed=len(new_failures))
 
 
-def _commit(index_dir: IndexDir, encoder: Encoder, previous: Manifest | None, state: StoredState,
-            rows: list[ItemRow], vectors: list[np.ndarray], failures: list[Failure], config: IndexConfig,
-            next_row_id: int, stats: RunStats) -> tuple[Manifest, bool]:
+def commit_state(index_dir: IndexDir, identity: ModelIdentity, previous: Manifest | None, state: StoredState,
+                 rows: list[ItemRow], vectors: list[np.ndarray], failures: list[Failure], config: IndexConfig,
+                 next_row_id: int, stats: RunStats) -> tuple[Manifest, bool]:
+    """Make (rows, vectors, failures) the committed state; returns (manifest, whether a generation was written)."""
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     order = sorted(range(len(rows)), key=lambda i: rows[i].row_id)
     rows, vectors = [rows[i] for i in order], [vectors[i] for i in order]
@@ -320,14 +355,14 @@ def _commit(index_dir: IndexDir, encoder: Encoder, previous: Manifest | None, st
         and failures == state.failures
     try:
         if unchanged:
-            manifest = _manifest(previous.generation, encoder, rows, failures, previous.ann, config, previous,
+            manifest = _manifest(previous.generation, identity, rows, failures, previous.ann, config, previous,
                                  now, next_row_id, stats)
             index_dir.write_manifest(manifest)
             return manifest, False
         generation, staging = index_dir.new_staging()
         ann_specs = _write_generation_files(staging, index_dir, previous, state, rows, vectors, failures,
-                                            encoder.identity.dim, config)
-        manifest = _manifest(generation, encoder, rows, failures, ann_specs, config, previous, now,
+                                            identity.dim, config)
+        manifest = _manifest(generation, identity, rows, failures, ann_specs, config, previous, now,
                              next_row_id, stats)
         index_dir.commit(staging, manifest)
     except OSError as exc:
@@ -370,10 +405,10 @@ def _updated_ann(index_dir, previous, state, modality, matrix, row_ids, requeste
     return ann.build_or_update(previous_index, matrix, row_ids, added, removed, requested)
 
 
-def _manifest(generation, encoder, rows, failures, ann_specs, config, previous, now, next_row_id, stats):
+def _manifest(generation, identity, rows, failures, ann_specs, config, previous, now, next_row_id, stats):
     return Manifest(
         generation=generation,
-        model=encoder.identity,
+        model=identity,
         counts={m: sum(r.modality == m for r in rows) for m in MODALITIES},
         failures=len(failures),
         ann=ann_specs,
