@@ -59,7 +59,7 @@ def dominant_colour(pixels: np.ndarray) -> str:
 
 class FakeEncoder:
     def __init__(self, device: str = "cpu"):
-        self.device = device
+        self.device = "cpu" if device == "auto" else device
         self.identity = ModelIdentity(family="fake", spec="python:fakes:make_encoder", pretrained=None,
                                       dim=DIM, preprocess={"kind": "concepts"}, versions={})
 

@@ -94,11 +94,11 @@ def test_local_dir_without_config_is_an_unknown_model(tmp_path):
         load_encoder(f"local-dir:{tmp_path}", device="cpu")
 
 
-def test_cuda_requested_without_gpu_is_refused():
+def test_cuda_requested_without_gpu_is_refused(tiny_spec):
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     with pytest.raises(InvalidInputError, match="--device cpu"):
-        load_encoder("python:fakes:make_encoder", device="cuda")
+        load_encoder(tiny_spec, device="cuda")
 
 
 def test_python_factory_and_registered_names():

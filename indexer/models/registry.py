@@ -47,14 +47,18 @@ def list_models() -> list[str]:
 
 def load_encoder(spec: str = DEFAULT_MODEL, pretrained: str | None = None,
                  device: str | None = None) -> Encoder:
-    """Build the encoder named by `spec`; raises UnknownModelError or ModelUnavailableError."""
-    device = resolve_device(device)
+    """Build the encoder named by `spec`; raises UnknownModelError or ModelUnavailableError.
+
+    Your own encoders (register_model, python:) get the device as asked ("auto" by default)
+    and decide for themselves, so one that needs no torch never imports it.
+    """
     if spec in _REGISTERED:
-        return _REGISTERED[spec](pretrained, device)
+        return _REGISTERED[spec](pretrained, device or "auto")
+    if spec.startswith(PYTHON_PREFIX):
+        return _load_python_factory(spec)(pretrained, device or "auto")
+    device = resolve_device(device)
     if spec in BUILT_IN:
         return BUILT_IN[spec](pretrained, device)
-    if spec.startswith(PYTHON_PREFIX):
-        return _load_python_factory(spec)(pretrained, device)
     from . import hf, openclip
 
     if spec.startswith(hf.PREFIX):

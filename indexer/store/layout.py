@@ -58,11 +58,17 @@ class IndexDir:
         """A new index may go into a missing folder, an empty one, or over an existing index."""
         if self.root.exists() and not self.root.is_dir():
             raise NotAnIndexError(f"{self.root} is a file; choose a folder for the index")
-        if self.root.is_dir() and not self.is_index() and any(self.root.iterdir()):
+        if self.root.is_dir() and not self.is_index() and not self._only_unfinished_run():
             raise NotAnIndexError(
                 f"{self.root} is a non-empty folder that is not an xmodal index; "
                 "choose a new or empty folder for --out"
             )
+
+    def _only_unfinished_run(self) -> bool:
+        """Empty, or holding nothing but what a first run that died left: it is resumable."""
+        own = {".lock", ".journal", MANIFEST}
+        return all(p.name in own or p.name.startswith((STAGING_PREFIX, GENERATION_PREFIX, f".{MANIFEST}."))
+                   for p in self.root.iterdir())
 
     def new_staging(self) -> tuple[str, Path]:
         self.root.mkdir(parents=True, exist_ok=True)

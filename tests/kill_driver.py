@@ -1,0 +1,75 @@
+"""Run xmodal's indexer in this process and SIGKILL it at the Nth call of a chosen function.
+
+    python tests/kill_driver.py INDEX IMAGES TEXTS POINT N      # POINT from POINTS, or "none"
+    python tests/kill_driver.py INDEX IMAGES TEXTS loop ROUNDS  # rewrite a file and re-index, ROUNDS times
+
+Only the test suite uses this; the product has no fault hooks of its own.
+"""
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+import signal
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+POINTS = {
+    "encode_image": ("fakes", "FakeEncoder", "encode_preprocessed"),
+    "encode_text": ("fakes", "FakeEncoder", "encode_texts"),
+    "journal_append": ("indexer.store.journal", "Journal", "append"),
+    "write_embeddings": ("indexer.pipeline", None, "write_embeddings"),
+    "write_items": ("indexer.pipeline", None, "write_items"),
+    "ann_save": ("indexer.ann", "VectorIndex", "save"),
+    "generation_rename": ("indexer.store.layout", None, "_fsync_tree"),
+    "manifest_write": ("indexer.store.layout", None, "_write_atomic"),
+    "garbage_collect": ("indexer.store.layout", "IndexDir", "_collect_garbage"),
+    "journal_clear": ("indexer.store.journal", "Journal", "clear"),
+}
+
+
+def arm(point: str, nth: int) -> None:
+    module_name, class_name, attr = POINTS[point]
+    owner = importlib.import_module(module_name)
+    owner = getattr(owner, class_name) if class_name else owner
+    original = getattr(owner, attr)
+    calls = {"n": 0}
+
+    @functools.wraps(original)
+    def killer(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == nth:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return original(*args, **kwargs)
+
+    setattr(owner, attr, killer)
+
+
+def config(images: str, texts: str):
+    from indexer import IndexConfig
+
+    return IndexConfig(images=[Path(images)], texts=[Path(texts)], model="python:fakes:make_encoder",
+                       workers=0, batch_size=4, journal_every=4)
+
+
+def main() -> None:
+    index, images, texts, point, number = sys.argv[1:6]
+    from indexer import build_index
+
+    if point == "loop":
+        from conftest import noise_image
+
+        for round_number in range(int(number)):
+            noise_image(1000 + round_number).save(Path(images, "changing.png"))
+            build_index(index, config(images, texts))
+        return
+    if point != "none":
+        arm(point, int(number))
+    report = build_index(index, config(images, texts))
+    print(report.stats.to_dict())
+
+
+if __name__ == "__main__":
+    main()

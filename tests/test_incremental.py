@@ -1,0 +1,270 @@
+"""Incremental re-runs, resume after SIGKILL at many points, one writer, readers never fail."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import TESTS, env_with_tests_path, noise_image
+from fakes import FakeEncoder
+from indexer import IndexConfig, build_index
+from indexer.edit import list_items, remove_items
+from indexer.errors import IndexLockedError, IndexWriteError, InvalidInputError
+from indexer.pipeline import load_state
+from indexer.store import IndexDir
+from indexer.store.lock import WriterLock
+from search import open_index
+
+DRIVER = str(TESTS / "kill_driver.py")
+IMAGES_IN_SOURCES = 23  # with batch 4 and journal chunks of 4: several chunks, a ragged last one
+
+
+@pytest.fixture
+def sources(tmp_path):
+    images = tmp_path / "src"
+    (images / "nested").mkdir(parents=True)
+    for i in range(IMAGES_IN_SOURCES):
+        noise_image(i).save(images / ("nested" if i % 2 else "") / f"n{i:02d}.png")
+    (images / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n cut short")
+    texts = tmp_path / "texts.txt"
+    texts.write_text("\n".join(f"a red car number {i}" if i % 3 == 0 else f"a blue mug {i}" for i in range(9)))
+    return images, texts
+
+
+def config(images, texts, **extra) -> IndexConfig:
+    return IndexConfig(images=[images], texts=[texts], workers=0, batch_size=4, journal_every=4, **extra)
+
+
+def snapshot(index) -> dict:
+    """What an index holds, keyed by content, never by position or row id."""
+    index_dir = IndexDir(index)
+    state = load_state(index_dir, index_dir.read_manifest())
+    items = {}
+    for row in state.rows:
+        key = (row.modality, row.path or row.text)
+        assert key not in items, f"duplicate item {key}"
+        items[key] = state.vectors[row.row_id]
+    ids = [r.row_id for r in state.rows]
+    assert len(ids) == len(set(ids)), "duplicate row ids"
+    return {"items": items, "failures": sorted(f.path for f in state.failures)}
+
+
+def assert_same(a: dict, b: dict) -> None:
+    assert a["items"].keys() == b["items"].keys()
+    for key in a["items"]:
+        np.testing.assert_array_equal(a["items"][key], b["items"][key])
+    assert a["failures"] == b["failures"]
+
+
+def clean_build(tmp_path, images, texts) -> dict:
+    out = tmp_path / f"clean-{time.monotonic_ns()}"
+    build_index(out, config(images, texts), encoder=FakeEncoder())
+    return snapshot(out)
+
+
+def run_driver(index, images, texts, point: str, number: int) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, DRIVER, str(index), str(images), str(texts), point, str(number)],
+                          capture_output=True, text=True, timeout=120, env=env_with_tests_path())
+
+
+# ---- incremental re-runs --------------------------------------------------------------------------
+
+def test_no_change_rerun_encodes_nothing_and_writes_no_generation(tmp_path, sources):
+    images, texts = sources
+    out = tmp_path / "idx"
+    first = build_index(out, config(images, texts), encoder=FakeEncoder())
+    assert first.stats.encoded == IMAGES_IN_SOURCES + 9 and first.stats.failed == 1
+    again = build_index(out, config(images, texts), encoder=FakeEncoder())
+    assert (again.stats.encoded, again.stats.removed, again.stats.failed) == (0, 0, 0)
+    assert again.stats.reused == IMAGES_IN_SOURCES + 9 and not again.committed
+    manifest = IndexDir(out).read_manifest()
+    assert manifest.generation == "gen-000001" and manifest.last_run["reused"] == IMAGES_IN_SOURCES + 9
+
+
+def test_add_delete_modify_rename_and_texts_equal_a_clean_build(tmp_path, sources):
+    images, texts = sources
+    out = tmp_path / "idx"
+    build_index(out, config(images, texts), encoder=FakeEncoder())
+    before = {r.path: r.row_id for r in list_items(out, "image")}
+    noise_image(100).save(images / "added.png")                       # add
+    (images / "n00.png").unlink()                                     # delete
+    noise_image(101).save(images / "n02.png")                         # modify
+    (images / "moved").mkdir()
+    shutil.move(images / "n04.png", images / "moved" / "renamed.png")  # rename + move
+    texts.write_text(texts.read_text().replace("a blue mug 1\n", "") + "\na new green bicycle")
+    report = build_index(out, config(images, texts), encoder=FakeEncoder())
+    assert report.stats.encoded == 3 and report.stats.removed == 3  # added, n02, new text / n00, old n02, old text
+    after = {r.path: r.row_id for r in list_items(out, "image")}
+    assert after[str(images / "moved" / "renamed.png")] == before[str(images / "n04.png")]
+    assert after[str(images / "n02.png")] != before[str(images / "n02.png")]
+    assert_same(snapshot(out), clean_build(tmp_path, images, texts))
+
+
+def test_touched_file_keeps_its_row_without_encoding(tmp_path, sources):
+    images, texts = sources
+    out = tmp_path / "idx"
+    build_index(out, config(images, texts), encoder=FakeEncoder())
+    os.utime(images / "n01.png" if (images / "n01.png").exists() else images / "nested" / "n01.png",
+             (time.time() + 100, time.time() + 100))
+    report = build_index(out, config(images, texts), encoder=FakeEncoder())
+    assert report.stats.encoded == 0 and report.stats.removed == 0
+
+
+def test_failures_are_retried_only_when_changed_or_asked(tmp_path, sources):
+    images, texts = sources
+    out = tmp_path / "idx"
+    build_index(out, config(images, texts), encoder=FakeEncoder())
+    assert build_index(out, config(images, texts), encoder=FakeEncoder()).stats.failed == 0  # not retried
+    assert open_index(out, encoder=FakeEncoder()).failures()[0].path.endswith("broken.png")
+    retried = build_index(out, config(images, texts, retry_failed=True), encoder=FakeEncoder())
+    assert retried.stats.failed == 1
+    noise_image(777).save(images / "broken.png")  # repaired, with content not seen before
+    fixed = build_index(out, config(images, texts), encoder=FakeEncoder())
+    assert fixed.stats.encoded == 1 and fixed.counts["image"] == IMAGES_IN_SOURCES + 1
+    assert open_index(out, encoder=FakeEncoder()).failures() == []
+
+
+def test_ivf_takes_additions_and_removals_in_place_and_stays_exact_enough(tmp_path, sources, tiny_encoder):
+    images, texts = sources
+    out = tmp_path / "idx"
+    build_index(out, config(images, texts, index_type="ivf"), encoder=tiny_encoder)
+    trained = IndexDir(out).read_manifest().ann["image"].params["trained_on"]
+    noise_image(200).save(images / "extra.png")
+    (images / "n00.png").unlink()
+    build_index(out, config(images, texts), encoder=tiny_encoder)  # index type recorded: stays ivf
+    manifest = IndexDir(out).read_manifest()
+    assert manifest.ann["image"].kind == "ivf" and manifest.ann["image"].params["trained_on"] == trained
+    idx = open_index(out, encoder=tiny_encoder)
+    row_ids, vectors = idx.embeddings("image")
+    for query in vectors[:5]:
+        exact = row_ids[np.argsort(-(vectors @ query), kind="stable")[:5]]
+        assert [h.row_id for h in idx.search_vector(query, "image", 5)][0] == exact[0]
+    assert len(idx.search_vector(vectors[0], "image", 100)) == IMAGES_IN_SOURCES
+
+
+def test_remove_and_list(tmp_path, sources):
+    images, texts = sources
+    out = tmp_path / "idx"
+    build_index(out, config(images, texts), encoder=FakeEncoder())
+    text_id = list_items(out, "text")[0].row_id
+    removed = remove_items(out, paths=[images / "nested"], row_ids=[text_id])
+    assert len(removed) == IMAGES_IN_SOURCES // 2 + 1
+    idx = open_index(out, encoder=FakeEncoder())
+    assert idx.manifest.counts == {"image": IMAGES_IN_SOURCES - IMAGES_IN_SOURCES // 2, "text": 8}
+    assert all("nested" not in h.path for h in idx.search(text="red", target="image", k=50))
+    with pytest.raises(InvalidInputError, match="no indexed item"):
+        remove_items(out, paths=[images / "nested"])
+    with pytest.raises(InvalidInputError, match="row id 99999"):
+        remove_items(out, row_ids=[99999])
+
+
+@pytest.mark.parametrize("error", [OSError(28, "No space left on device"), PermissionError(13, "Permission denied")])
+def test_write_errors_keep_the_last_commit_and_the_encoded_work(tmp_path, sources, monkeypatch, error):
+    import indexer.pipeline as pipeline
+
+    images, texts = sources
+    out = tmp_path / "idx"
+    build_index(out, config(images, texts), encoder=FakeEncoder())
+    before = snapshot(out)
+    noise_image(300).save(images / "new.png")
+
+    def fail(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(pipeline, "write_embeddings", fail)
+    with pytest.raises(IndexWriteError, match=f"{error.strerror}; the last committed index is unchanged"):
+        build_index(out, config(images, texts), encoder=FakeEncoder())
+    assert_same(snapshot(out), before)
+    monkeypatch.undo()
+    resumed = build_index(out, config(images, texts), encoder=FakeEncoder())
+    assert resumed.stats.encoded == 0 and resumed.stats.resumed == 1
+
+
+# ---- SIGKILL at many points, then resume ---------------------------------------------------------
+
+KILLS = [("encode_image", 1), ("encode_image", 2), ("encode_image", 4), ("encode_image", 6),
+         ("journal_append", 1), ("journal_append", 3), ("journal_append", 6), ("encode_text", 1),
+         ("encode_text", 3), ("write_embeddings", 1), ("write_embeddings", 2), ("ann_save", 1),
+         ("ann_save", 2), ("write_items", 1), ("generation_rename", 1), ("manifest_write", 1),
+         ("garbage_collect", 1), ("journal_clear", 1)]
+
+
+@pytest.mark.parametrize("point,nth", KILLS)
+def test_first_build_killed_then_resumed_equals_a_clean_build(tmp_path, sources, point, nth):
+    images, texts = sources
+    out = tmp_path / "idx"
+    killed = run_driver(out, images, texts, point, nth)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    committed = IndexDir(out).is_index()
+    if committed:  # killed after the manifest was replaced: the new index is complete
+        assert_same(snapshot(out), clean_build(tmp_path, images, texts))
+    resumed = run_driver(out, images, texts, "none", 0)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    stats = eval(resumed.stdout.strip().splitlines()[-1])
+    if not committed:
+        assert stats["encoded"] + stats["resumed"] == IMAGES_IN_SOURCES + 9
+    assert_same(snapshot(out), clean_build(tmp_path, images, texts))
+    assert not list(out.glob(".staging-*")) and not (out / ".journal").exists()
+
+
+@pytest.mark.parametrize("point,nth", [("encode_image", 2), ("journal_append", 1), ("write_items", 1),
+                                       ("manifest_write", 1), ("encode_text", 1)])
+def test_update_killed_keeps_the_last_commit_readable_then_resumes(tmp_path, sources, point, nth):
+    images, texts = sources
+    out = tmp_path / "idx"
+    assert run_driver(out, images, texts, "none", 0).returncode == 0
+    before = snapshot(out)
+    for i in range(6):
+        noise_image(500 + i).save(images / f"more{i}.png")
+    texts.write_text(texts.read_text() + "\nanother yellow bicycle\nand a black shoe")
+    killed = run_driver(out, images, texts, point, nth)
+    assert killed.returncode == -signal.SIGKILL
+    after_kill = snapshot(out)
+    if after_kill["items"].keys() != before["items"].keys():  # only once the manifest was replaced
+        assert_same(after_kill, clean_build(tmp_path, images, texts))
+    else:
+        assert_same(after_kill, before)
+    assert open_index(out, encoder=FakeEncoder()).search(text="red car", k=3)
+    assert run_driver(out, images, texts, "none", 0).returncode == 0
+    assert_same(snapshot(out), clean_build(tmp_path, images, texts))
+
+
+# ---- one writer, many readers --------------------------------------------------------------------
+
+def test_a_second_writer_is_refused_at_once_and_a_dead_writer_frees_the_lock(tmp_path, sources):
+    images, texts = sources
+    out = tmp_path / "idx"
+    build_index(out, config(images, texts), encoder=FakeEncoder())
+    with WriterLock(out):
+        with pytest.raises(IndexLockedError, match=f"pid {os.getpid()}"):
+            build_index(out, config(images, texts), encoder=FakeEncoder())
+        cli = subprocess.run([sys.executable, "-c", "import cli; cli.app()", "index", "--out", str(out)],
+                             capture_output=True, text=True, timeout=60, env=env_with_tests_path())
+        assert cli.returncode == 2 and cli.stderr.startswith("error: another xmodal run")
+    noise_image(900).save(images / "late.png")
+    assert run_driver(out, images, texts, "encode_image", 1).returncode == -signal.SIGKILL
+    assert build_index(out, config(images, texts), encoder=FakeEncoder()).stats.encoded == 1
+
+
+def test_readers_never_fail_while_a_writer_commits(tmp_path, sources):
+    images, texts = sources
+    out = tmp_path / "idx"
+    build_index(out, config(images, texts), encoder=FakeEncoder())
+    writer = subprocess.Popen([sys.executable, DRIVER, str(out), str(images), str(texts), "loop", "12"],
+                              env=env_with_tests_path(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    searches = 0
+    generations = set()
+    while writer.poll() is None:
+        idx = open_index(out, encoder=FakeEncoder())
+        generations.add(idx.manifest.generation)
+        assert len(idx.search(text="a red car", target="image", k=5)) == 5
+        assert idx.search(text="a red car", target="text", k=1)
+        searches += 1
+    assert writer.returncode == 0, writer.stderr.read()[-2000:]
+    assert searches > 10 and len(generations) > 1
