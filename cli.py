@@ -169,6 +169,10 @@ def info(
     for modality, ann in summary["ann"].items():
         typer.echo(f"ann:      {modality}: {ann}")
     typer.echo(f"updated:  {manifest.updated_at}")
+    run = manifest.last_run
+    if run:
+        typer.echo(f"last run: encoded {run.get('encoded', 0)}, reused {run.get('reused', 0)}, "
+                   f"removed {run.get('removed', 0)}, failed {run.get('failed', 0)} in {run.get('seconds', 0)} s")
     for row in summary.get("failed_files", []):
         typer.echo(f"failed:   {row['path']}: {row['reason']}")
 

@@ -60,7 +60,7 @@ def _walk_images(root: Path, extensions: frozenset[str]) -> Iterator[str]:
 
 def read_texts(path: str | Path, text_column: str | None = None) -> list[TextRecord]:
     """Texts of one corpus; in tables every column but the text column is kept as metadata."""
-    path = Path(path)
+    path = Path(os.path.abspath(path))  # sources are recorded absolute, however they were typed
     if not path.is_file():
         raise InvalidInputError(f"text corpus {path} does not exist; check the path")
     suffix = path.suffix.lower()

@@ -106,6 +106,22 @@ def test_add_delete_modify_rename_and_texts_equal_a_clean_build(tmp_path, source
     assert_same(snapshot(out), clean_build(tmp_path, images, texts))
 
 
+def test_cli_rerun_with_recorded_sources_changes_nothing(tmp_path, sources, monkeypatch):
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    images, texts = sources
+    monkeypatch.chdir(tmp_path)  # relative paths on the first run, recorded absolute ones on the second
+    first = CliRunner().invoke(app, ["index", "src", "--texts", "texts.txt", "--out", "idx",
+                                     "--model", "python:fakes:make_encoder", "--workers", "0"])
+    assert first.exit_code == 0, first.output
+    again = CliRunner().invoke(app, ["index", "--out", "idx"])
+    assert again.exit_code == 0, again.output
+    assert "this run: encoded 0, reused 32, resumed 0, removed 0, failed 0 (nothing changed)" in again.output
+    assert IndexDir(tmp_path / "idx").read_manifest().generation == "gen-000001"
+
+
 def test_touched_file_keeps_its_row_without_encoding(tmp_path, sources):
     images, texts = sources
     out = tmp_path / "idx"
