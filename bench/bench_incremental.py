@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "bench"))
 
-from bench_index import make_photos  # noqa: E402
+from bench_index import bench_encoder, make_photos  # noqa: E402
 
 
 def timed(run) -> tuple[float, object]:
@@ -35,15 +35,10 @@ def main() -> None:
     from PIL import Image
 
     from indexer import IndexConfig, build_index
-    from indexer.models import load_encoder
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        spec = args.model
-        if spec == "tiny":
-            from conftest import write_tiny_open_clip
-            spec = f"local-dir:{write_tiny_open_clip(tmp / 'tiny')}"
-        encoder = load_encoder(spec, args.pretrained, "cpu")
+        encoder = bench_encoder(args.model, args.pretrained, "cpu", tmp)
         photos = tmp / "photos"
         photos.mkdir()
         make_photos(photos, args.images)

@@ -31,6 +31,16 @@ def make_photos(folder: Path, count: int, size=(640, 480)) -> None:
         Image.fromarray(tile).resize(size, Image.BILINEAR).save(folder / f"p{i:06d}.jpg", quality=90)
 
 
+def bench_encoder(spec: str, pretrained: str | None, device: str, workdir: Path):
+    """'tiny' is the test suite's random-weight open_clip config; anything else is a model spec."""
+    from indexer.models import load_encoder
+
+    if spec == "tiny":
+        from conftest import write_tiny_open_clip
+        spec = f"local-dir:{write_tiny_open_clip(workdir / 'tiny')}"
+    return load_encoder(spec, pretrained, device)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="tiny", help="'tiny' (random-weight test config) or an open_clip spec")
@@ -44,18 +54,13 @@ def main() -> None:
     import torch
 
     from indexer import IndexConfig, build_index
-    from indexer.models import load_encoder
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        spec = args.model
-        if spec == "tiny":
-            from conftest import write_tiny_open_clip
-            spec = f"local-dir:{write_tiny_open_clip(tmp / 'tiny')}"
         photos = tmp / "photos"
         photos.mkdir()
         make_photos(photos, args.images)
-        encoder = load_encoder(spec, args.pretrained, args.device)
+        encoder = bench_encoder(args.model, args.pretrained, args.device, tmp)
 
         sample = Image.open(next(photos.iterdir())).convert("RGB")
         batch = [encoder.preprocess_image(sample)] * args.batch_size
