@@ -1,7 +1,8 @@
 """The query engine: encoder -> ANN index -> item store -> typed hits.
 
-Open once, query many times: the model loads on the first query that needs it,
-each modality's FAISS index on the first query that targets it.
+Open once, query many times: the model loads on the first query that needs it.
+Items and FAISS indexes are read when the index is opened, so an open index
+keeps answering even after later commits have collected its generation.
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ class SearchIndex:
         self._items = read_items(self._generation / "items.parquet")
         self._row_ids = self._items.column("row_id").to_numpy()
         self._order = np.argsort(self._row_ids, kind="stable")
-        self._ann: dict[str, VectorIndex] = {}
+        self._ann = {m: VectorIndex.load(self._generation / f"{m}.faiss", spec) for m, spec in manifest.ann.items()}
         self._encoder: Encoder | None = None
         if encoder is not None:
             self._check_model(encoder)
@@ -97,12 +98,7 @@ class SearchIndex:
         return self.embed_text(text) if text is not None else self.embed_image(image)
 
     def _ann_for(self, target: str) -> VectorIndex | None:
-        if target not in self._ann:
-            spec = self.manifest.ann.get(target)
-            if spec is None:
-                return None
-            self._ann[target] = VectorIndex.load(self._generation / f"{target}.faiss", spec)
-        return self._ann[target]
+        return self._ann.get(target)
 
     def _position(self, row_id: int) -> int:
         found = np.searchsorted(self._row_ids, row_id, sorter=self._order)
@@ -124,9 +120,17 @@ class SearchIndex:
             )
 
 
+OPEN_ATTEMPTS = 3
+
+
 def open_index(path: str | Path, device: str | None = None, encoder: Encoder | None = None) -> SearchIndex:
     """Open an index for searching; raises NotAnIndexError if `path` is not one."""
     index_dir = IndexDir(Path(path))
+    for _ in range(OPEN_ATTEMPTS - 1):
+        try:
+            return SearchIndex(index_dir, index_dir.read_manifest(), device=device, encoder=encoder)
+        except FileNotFoundError:
+            continue  # two commits landed between reading the manifest and its files: read the new one
     return SearchIndex(index_dir, index_dir.read_manifest(), device=device, encoder=encoder)
 
 

@@ -284,3 +284,16 @@ def test_readers_never_fail_while_a_writer_commits(tmp_path, sources):
         searches += 1
     assert writer.returncode == 0, writer.stderr.read()[-2000:]
     assert searches > 10 and len(generations) > 1
+
+
+def test_an_open_index_keeps_answering_after_its_generation_is_collected(tmp_path, sources):
+    images, texts = sources
+    out = tmp_path / "idx"
+    build_index(out, config(images, texts), encoder=FakeEncoder())
+    idx = open_index(out, encoder=FakeEncoder())
+    for i in range(3):
+        noise_image(700 + i).save(images / f"later{i}.png")
+        build_index(out, config(images, texts), encoder=FakeEncoder())
+    assert not (out / idx.manifest.generation).exists()
+    assert len(idx.search(text="a red car", target="image", k=50)) == IMAGES_IN_SOURCES
+    assert len(idx.search(text="a red car", target="text", k=3)) == 3
