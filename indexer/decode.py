@@ -27,8 +27,15 @@ class DecodeFailure:
     reason: str
 
 
+def new_hasher():
+    """The one content hash of xmodal: indexer and planner must agree on it byte for byte."""
+    return hashlib.blake2b(digest_size=16)
+
+
 def content_hash(data: bytes) -> str:
-    return hashlib.blake2b(data, digest_size=16).hexdigest()
+    hasher = new_hasher()
+    hasher.update(data)
+    return hasher.hexdigest()
 
 
 def read_one(path: str, preprocess: Callable[[Any], Any], max_pixels: int = MAX_PIXELS):

@@ -7,6 +7,7 @@ atomic commit (store/layout.py). One writer at a time (store/lock.py).
 """
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from contextlib import contextmanager
@@ -266,8 +267,6 @@ def encode_image_files(encoder: Encoder, paths: list[str], batch_size: int = 64,
 
 
 def _failure(failed: DecodeFailure) -> Failure:
-    import os
-
     try:
         stat = os.stat(failed.path)
         return Failure(failed.path, "image", failed.reason, stat.st_size, stat.st_mtime)

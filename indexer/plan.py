@@ -9,12 +9,12 @@ changed, or when asked to.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from .decode import content_hash, new_hasher
 from .sources import TextRecord
 from .store.journal import Journal
 from .store.tables import Failure, ItemRow
@@ -51,7 +51,7 @@ class Planned:
 
 
 def file_hash(path: str) -> str:
-    digest = hashlib.blake2b(digest_size=16)
+    digest = new_hasher()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(HASH_BLOCK), b""):
             digest.update(block)
@@ -59,7 +59,7 @@ def file_hash(path: str) -> str:
 
 
 def text_hash(text: str) -> str:
-    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
+    return content_hash(text.encode("utf-8"))
 
 
 class RowIds:

@@ -11,7 +11,7 @@ from conftest import write_tiny_open_clip
 from indexer import IndexConfig, build_index
 from indexer.errors import IndexWriteError, InvalidInputError, ModelMismatchError, NotAnIndexError
 from indexer.imaging import load_image
-from indexer.models import encode_images, load_encoder
+from indexer.models import load_encoder
 from search import Hit, open_index
 
 

@@ -7,7 +7,6 @@ import sys
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from conftest import env_with_tests_path, noise_image
 from indexer.errors import InvalidInputError, ModelUnavailableError, UnknownModelError

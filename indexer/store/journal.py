@@ -7,7 +7,6 @@ Chunks from a different model are discarded.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -37,7 +36,7 @@ class JournalEntry:
 class Journal:
     def __init__(self, root: Path, identity: ModelIdentity):
         self.folder = root / JOURNAL_DIR
-        self._key = json.dumps(identity.to_dict()["spec"]) + repr(identity.compatibility_key())
+        self._key = repr(identity.compatibility_key())
         self.by_path: dict[str, JournalEntry] = {}
         self.by_hash: dict[tuple[str, str], JournalEntry] = {}
         self._next_chunk = 0
