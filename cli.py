@@ -36,7 +36,8 @@ def _run(action):
     except XmodalError as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
-        _fail("interrupted; nothing was committed by the unfinished run", code=130)
+        _fail("interrupted; the last committed index is unchanged, and running the same command again "
+              "resumes from the work already encoded", code=130)
 
 
 def _tqdm_progress(label: str, total: int):

@@ -11,7 +11,7 @@ import os
 import shutil
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterator, Protocol
@@ -81,11 +81,8 @@ class IndexReport:
     committed: bool
 
     @property
-    def indexed(self) -> int:
-        return sum(self.counts.values())
-
-    @property
     def items_per_second(self) -> float:
+        """Encoding throughput of this run: items encoded (not reused) per second."""
         return self.stats.encoded / self.seconds if self.seconds > 0 else 0.0
 
 
@@ -124,8 +121,8 @@ def build_index(out: str | Path, config: IndexConfig, progress: ProgressFactory 
         with WriterLock(index_dir.root):
             return _run_locked(index_dir, config, previous, image_paths, texts, encoder, progress, timer, started)
     except BaseException:
-        if created and not index_dir.is_index():
-            shutil.rmtree(index_dir.root, ignore_errors=True)  # leave no trace of a run that never committed
+        if created and not index_dir.is_index() and not Journal.has_saved_work(index_dir.root):
+            shutil.rmtree(index_dir.root, ignore_errors=True)  # nothing committed, nothing to resume: no trace
         raise
 
 
@@ -186,17 +183,17 @@ def _run_locked(index_dir, config, previous, image_paths, texts, encoder, progre
 
 
 def _with_recorded_settings(config: IndexConfig, previous: Manifest | None) -> IndexConfig:
+    """The caller's config, completed from what the index recorded (the caller's object is not changed)."""
     if previous is None:
-        config.model = config.model or DEFAULT_MODEL
-        return config
-    config.model = config.model or previous.model.spec
+        return replace(config, model=config.model or DEFAULT_MODEL)
     settings = previous.settings
+    config = replace(config, model=config.model or previous.model.spec)
     if not config.images and not config.texts:
-        config.images = [Path(p) for p in previous.sources.get("images", [])]
-        config.texts = [Path(p) for p in previous.sources.get("texts", [])]
-        config.text_column = config.text_column or settings.get("text_column")
+        config = replace(config, images=[Path(p) for p in previous.sources.get("images", [])],
+                         texts=[Path(p) for p in previous.sources.get("texts", [])],
+                         text_column=config.text_column or settings.get("text_column"))
     if config.index_type == "auto":
-        config.index_type = settings.get("index_type", "auto")
+        config = replace(config, index_type=settings.get("index_type", "auto"))
     return config
 
 

@@ -202,6 +202,42 @@ def test_write_errors_keep_the_last_commit_and_the_encoded_work(tmp_path, source
     assert resumed.stats.encoded == 0 and resumed.stats.resumed == 1
 
 
+class InterruptedEncoder(FakeEncoder):
+    """Ctrl-C arrives during the third batch of images."""
+
+    def __init__(self):
+        super().__init__()
+        self.batches = 0
+
+    def encode_preprocessed(self, batch):
+        self.batches += 1
+        if self.batches == 3:
+            raise KeyboardInterrupt
+        return super().encode_preprocessed(batch)
+
+
+def test_ctrl_c_in_a_first_build_keeps_the_work_for_the_next_run(tmp_path, sources):
+    images, texts = sources
+    out = tmp_path / "idx"
+    given = config(images, texts)
+    with pytest.raises(KeyboardInterrupt):
+        build_index(out, given, encoder=InterruptedEncoder())
+    assert given.model is None and not IndexDir(out).is_index()  # caller's config untouched; nothing committed
+    report = build_index(out, config(images, texts), encoder=FakeEncoder())
+    done = 2 * 4 - 1  # two batches of 4 made it; broken.png, sorted first, was one of them
+    assert report.stats.resumed == done and report.stats.encoded == IMAGES_IN_SOURCES + 9 - done
+    assert_same(snapshot(out), clean_build(tmp_path, images, texts))
+
+
+def test_bad_model_on_a_new_folder_leaves_nothing(tmp_path, sources):
+    from indexer.errors import UnknownModelError
+
+    images, texts = sources
+    with pytest.raises(UnknownModelError):
+        build_index(tmp_path / "new", IndexConfig(images=[images], model="python:nomodule_xyz:f"))
+    assert not (tmp_path / "new").exists()
+
+
 # ---- SIGKILL at many points, then resume ---------------------------------------------------------
 
 KILLS = [("encode_image", 1), ("encode_image", 2), ("encode_image", 4), ("encode_image", 6),

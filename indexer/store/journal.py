@@ -41,6 +41,10 @@ class Journal:
         self.by_hash: dict[tuple[str, str], JournalEntry] = {}
         self._next_chunk = 0
 
+    @staticmethod
+    def has_saved_work(root: Path) -> bool:
+        return any((root / JOURNAL_DIR).glob("chunk-*.parquet"))
+
     def open(self) -> "Journal":
         """Load what earlier unfinished runs of the same model left; drop anything else."""
         key_file = self.folder / "model.key"
