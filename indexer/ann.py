@@ -123,10 +123,10 @@ class VectorIndex:
     def load(cls, path: Path, spec: AnnSpec) -> "VectorIndex":
         import faiss
 
-        index = faiss.read_index(str(path))
+        loaded = cls(faiss.read_index(str(path)), spec)  # search knobs set on the CPU copy travel with it
         if spec.kind in ("flat", "ivf"):  # faiss has no GPU HNSW
-            index = _to_gpu(index)
-        return cls(index, spec)
+            loaded._index = _to_gpu(loaded._index)
+        return loaded
 
     def _apply_search_params(self) -> None:
         import faiss

@@ -64,3 +64,25 @@ def test_auto_is_exact_for_small_collections_and_ivf_above():
     assert big.kind == "ivf" and big.params["nlist"] > 1 and 1 <= big.params["nprobe"] <= big.params["nlist"]
     with pytest.raises(InvalidInputError, match="flat, hnsw, ivf"):
         choose_ann(10, "annoy")
+
+
+def test_gpu_placement_is_decided_on_load_and_files_are_written_from_cpu(tmp_path, monkeypatch):
+    """No GPU here: check the device logic with faiss's cloners stood in for."""
+    import faiss
+
+    import indexer.ann as ann
+
+    moved, copied_back = [], []
+    monkeypatch.setattr(ann, "gpu_count", lambda: 1)
+    monkeypatch.setattr(faiss, "index_cpu_to_all_gpus", lambda index: moved.append(index) or index, raising=False)
+    monkeypatch.setattr(faiss, "index_gpu_to_cpu", lambda index: copied_back.append(index) or index, raising=False)
+    vectors = clustered(2000)
+    for kind in ("flat", "ivf", "hnsw"):
+        built = VectorIndex.build(vectors, np.arange(2000), choose_ann(2000, kind))
+        built.save(tmp_path / f"{kind}.faiss")
+        loaded = VectorIndex.load(tmp_path / f"{kind}.faiss", built.spec)
+        assert loaded.search(vectors[:1], 1)[0].row_ids.tolist() == [0]
+    assert len(copied_back) == 3  # every save goes through a CPU copy
+    assert len(moved) == 2  # flat and IVF go to the GPU; faiss has no GPU HNSW
+    ivf = faiss.extract_index_ivf(moved[1])
+    assert ivf.nprobe == choose_ann(2000, "ivf").params["nprobe"]  # set before the copy to the GPU
