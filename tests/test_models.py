@@ -156,3 +156,35 @@ def test_transformers_clip_matches_its_own_features(tiny_transformers_dir):
 def test_transformers_missing_model_offline_is_one_line():
     with pytest.raises(ModelUnavailableError, match="could not load transformers model"):
         load_encoder("transformers:no-org/no-such-model", device="cpu")
+
+
+def test_cached_hub_weights_load_when_the_hub_is_unreachable(tmp_path):
+    """The common offline case: weights downloaded once, hub now out of reach. Real HF cache layout."""
+    import open_clip
+    from safetensors.torch import save_file
+
+    repo = tmp_path / "hf" / "hub" / "models--laion--CLIP-ViT-B-32-laion2B-s34B-b79K"
+    snapshot = repo / "snapshots" / "0123abcd"
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0123abcd")
+    torch.manual_seed(3)
+    reference = open_clip.create_model("ViT-B-32").eval()
+    save_file({k: v.contiguous() for k, v in reference.state_dict().items()},
+              str(snapshot / "open_clip_model.safetensors"))
+    env = env_with_tests_path()
+    env.pop("HF_HUB_OFFLINE")
+    env.update(HF_HOME=str(tmp_path / "hf"), HF_ENDPOINT="http://127.0.0.1:9")
+    code = ("import json\nfrom indexer.models import load_encoder\n"
+            "e = load_encoder('ViT-B-32', device='cpu')\n"
+            "print(json.dumps({'identity': e.identity.to_dict(), 'text': e.encode_texts(['a cat'])[0].tolist()}))\n")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = __import__("json").loads(out.stdout.strip().splitlines()[-1])
+    identity = result["identity"]
+    assert identity["spec"] == "ViT-B-32" and identity["pretrained"] == "laion2b_s34b_b79k"
+    assert identity["preprocess"]["interpolation"] == "bicubic"  # the tag's preprocessing, not the default
+    tokenizer = open_clip.get_tokenizer("ViT-B-32")
+    with torch.no_grad():
+        want = torch.nn.functional.normalize(reference.encode_text(tokenizer(["a cat"])), dim=-1)[0].numpy()
+    np.testing.assert_allclose(result["text"], want, atol=1e-5)
