@@ -111,6 +111,7 @@ def build_index(out: str | Path, config: IndexConfig, progress: ProgressFactory 
     index_dir.check_writable_target()
     previous = index_dir.read_manifest() if index_dir.is_index() else None
     config = _with_recorded_settings(config, previous)
+    ann.choose_ann(0, config.index_type)  # an unknown index type fails now, not after hours of encoding
     with timer.stage("read_sources"):
         image_paths = sources.find_images(config.images) if config.images else []
         texts = [r for path in config.texts for r in sources.read_texts(path, config.text_column)]

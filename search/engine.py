@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 
 from indexer.ann import VectorIndex
-from indexer.errors import InvalidInputError, ModelMismatchError
+from indexer.errors import ImageDecodeError, InvalidInputError, ModelMismatchError
 from indexer.imaging import load_image
 from indexer.models import Encoder, encode_images, load_encoder_for
 from indexer.store import MODALITIES, IndexDir, Manifest
@@ -150,8 +150,6 @@ def _check_query(text, image, target: str, k: int) -> None:
 
 
 def _load_query_image(path: str | Path) -> Image.Image:
-    from indexer.errors import ImageDecodeError
-
     if not Path(path).is_file():
         raise InvalidInputError(f"query image {path} does not exist; check the path")
     try:

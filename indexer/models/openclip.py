@@ -168,13 +168,16 @@ def _cached_tag_kwargs(name: str, tag: str, cfg: dict) -> dict[str, Any]:
 
 
 def _safetensors_first(names: list[str]) -> list[str]:
+    """open_clip's own order: the safetensors twin of each weights file before the file itself."""
     out = []
     for name in names:
         stem, ext = os.path.splitext(name)
-        if ext in (".bin", ".pth", ".pt"):
+        if name == "open_clip_pytorch_model.bin":
+            out.append("open_clip_model.safetensors")
+        elif ext in (".bin", ".pth", ".pt"):
             out.append(stem + ".safetensors")
         out.append(name)
-    return out
+    return list(dict.fromkeys(out))
 
 
 def _embed_dim(model) -> int:
