@@ -34,7 +34,7 @@ def _run(action):
     try:
         return action()
     except XmodalError as exc:
-        _fail(str(exc))
+        _fail(exc.for_cli())
     except KeyboardInterrupt:
         _fail("interrupted; the last committed index is unchanged, and running the same command again "
               "resumes from the work already encoded", code=130)
@@ -53,6 +53,7 @@ def index(
     out: Path = typer.Option(..., "--out", "-o", help="Index folder to write (new, empty, or an existing index)."),
     texts: List[Path] = typer.Option(None, "--texts", help="Text corpus: .txt (a text a line), .csv, .tsv, .jsonl, .parquet."),
     text_column: Optional[str] = typer.Option(None, "--text-column", help="Column holding the text in tables [default: text]."),
+    encoding: str = typer.Option("utf-8", "--encoding", help="Encoding of the text corpora (utf-8 with or without BOM by default; e.g. latin-1, cp1252, gb18030)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help=f"Model spec (xmodal models lists them) [default: the index's model, or {DEFAULT_MODEL}]."),
     pretrained: Optional[str] = typer.Option(None, "--pretrained", help="Weights tag or checkpoint file; 'none' for random weights."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
@@ -72,12 +73,12 @@ def index(
     if index_type not in INDEX_TYPES:
         _fail(f"unknown --index-type {index_type!r}; use one of {', '.join(INDEX_TYPES)}")
     config = IndexConfig(images=list(images or []), texts=list(texts or []), text_column=text_column,
-                         model=model, pretrained=pretrained, device=device, batch_size=batch_size,
+                         encoding=encoding, model=model, pretrained=pretrained, device=device, batch_size=batch_size,
                          workers=workers, index_type=index_type, retry_failed=retry_failed)
     report = _run(lambda: build_index(out, config, progress=_tqdm_progress))
     typer.echo(f"model: {report.model} on {report.device}")
     for failure in report.failures[:20]:
-        typer.echo(f"skipped {failure.path}: {failure.reason}", err=True)
+        typer.echo(f"skipped {failure.where()}: {failure.reason}", err=True)
     if len(report.failures) > 20:
         typer.echo(f"... and {len(report.failures) - 20} more (xmodal info {out} --failures)", err=True)
     stats = report.stats

@@ -1,12 +1,68 @@
 """Exceptions raised by xmodal's library code.
 
-Every message is one line that names the problem and what to do about it; the
-CLI prints it as-is and exits non-zero. Nothing here prints or exits.
+Every message is one line that names the problem and what to do about it.
+Nothing here prints or exits. A message names options and commands through
+`option()` and `command()` placeholders, so the same error reads in the
+caller's own terms: `str(exc)` speaks Python (`model='offline'`,
+`build_index()`), `exc.for_cli()` speaks the command line (`--model offline`,
+`xmodal index`).
 """
+from __future__ import annotations
+
+import re
+
+_OPTION = re.compile(r"⟦(opt|cmd):([^⟧=]+)(?:=([^⟧]*))?⟧")
+
+# CLI spellings that are not simply --name-with-dashes.
+_CLI_FLAGS = {"k": "-k"}
+_API_COMMANDS = {
+    "index": "build_index()", "search": "open_index(...).search()", "list": "indexer.edit.list_items()",
+    "remove": "indexer.edit.remove_items()", "info": "open_index(...).manifest", "eval": "search.evaluate.evaluate()",
+    "models": "indexer.models.list_models()", "compact": "indexer.compact()",
+}
+
+
+def option(name: str, value: object = None) -> str:
+    """A placeholder for an option (API keyword / CLI flag) in an error message."""
+    return f"⟦opt:{name}⟧" if value is None else f"⟦opt:{name}={value}⟧"
+
+
+def command(name: str) -> str:
+    """A placeholder for an xmodal command (API function / `xmodal NAME`) in an error message."""
+    return f"⟦cmd:{name}⟧"
+
+
+def render(message: str, cli: bool) -> str:
+    def replace(match: re.Match) -> str:
+        kind, name, value = match.group(1), match.group(2), match.group(3)
+        if kind == "cmd":
+            return f"`xmodal {name}`" if cli else _API_COMMANDS.get(name, f"{name}()")
+        if cli:
+            flag = _CLI_FLAGS.get(name, "--" + name.replace("_", "-"))
+            return flag if value is None else f"{flag} {value}"
+        if value is None:
+            return name
+        return f"{name}={value}" if _is_number(value) else f"{name}={value!r}"
+
+    return _OPTION.sub(replace, message)
+
+
+def _is_number(value: str) -> bool:
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True
 
 
 class XmodalError(Exception):
     """Base class: anything xmodal expects and can explain to a user."""
+
+    def __str__(self) -> str:
+        return render(super().__str__(), cli=False)
+
+    def for_cli(self) -> str:
+        return render(super().__str__(), cli=True)
 
 
 class InvalidInputError(XmodalError, ValueError):
@@ -21,6 +77,10 @@ class TextColumnError(InvalidInputError):
     """A text corpus lacks the column named as its text column."""
 
 
+class CorpusEncodingError(InvalidInputError):
+    """A text corpus is not in the encoding it was read with."""
+
+
 class UnknownModelError(XmodalError, ValueError):
     """A model spec or weights tag names nothing xmodal can build."""
 
@@ -31,6 +91,10 @@ class ModelUnavailableError(XmodalError, RuntimeError):
 
 class NotAnIndexError(XmodalError):
     """A directory is not an xmodal index (or is from an unsupported format)."""
+
+
+class IndexNotReadyError(NotAnIndexError):
+    """An index whose first build is still running, or was interrupted before its first commit."""
 
 
 class ModelMismatchError(XmodalError):

@@ -20,7 +20,7 @@ import numpy as np
 
 from . import ann, sources
 from .decode import DecodedImage, DecodeFailure, default_workers, iter_decoded_batches
-from .errors import IndexWriteError, InvalidInputError, ModelMismatchError
+from .errors import IndexWriteError, InvalidInputError, ModelMismatchError, option
 from .imaging import MAX_PIXELS
 from .models import DEFAULT_MODEL, Encoder, ModelIdentity, load_encoder
 from .plan import Planned, RowIds, StoredState, plan_images, plan_texts, text_hash
@@ -44,6 +44,7 @@ class IndexConfig:
     images: list[Path] = field(default_factory=list)
     texts: list[Path] = field(default_factory=list)
     text_column: str | None = None
+    encoding: str = sources.DEFAULT_ENCODING
     model: str | None = None  # None: the existing index's model, else the registry default
     pretrained: str | None = None
     device: str | None = None
@@ -114,13 +115,16 @@ def build_index(out: str | Path, config: IndexConfig, progress: ProgressFactory 
     ann.choose_ann(0, config.index_type)  # an unknown index type fails now, not after hours of encoding
     with timer.stage("read_sources"):
         image_paths = sources.find_images(config.images) if config.images else []
-        texts = [r for path in config.texts for r in sources.read_texts(path, config.text_column)]
+        corpora = [sources.read_corpus(path, config.text_column, config.encoding) for path in config.texts]
+    texts = [record for corpus in corpora for record in corpus.records]
+    skipped_rows = [Failure(s.source, "text", s.reason, line=s.line) for c in corpora for s in c.skipped]
     if not image_paths and not texts:
-        raise InvalidInputError("nothing to index; give an image folder, --texts FILE, or both")
+        raise InvalidInputError(f"nothing to index; give an image folder, {option('texts', 'FILE')}, or both")
     created = not index_dir.root.exists()
     try:
         with WriterLock(index_dir.root):
-            return _run_locked(index_dir, config, previous, image_paths, texts, encoder, progress, timer, started)
+            return _run_locked(index_dir, config, previous, image_paths, texts, skipped_rows, encoder, progress,
+                               timer, started)
     except BaseException:
         if created and not index_dir.is_index() and not Journal.has_saved_work(index_dir.root):
             shutil.rmtree(index_dir.root, ignore_errors=True)  # nothing committed, nothing to resume: no trace
@@ -160,7 +164,8 @@ class _EncoderOnDemand:
         return self._encoder
 
 
-def _run_locked(index_dir, config, previous, image_paths, texts, encoder, progress, timer, started) -> IndexReport:
+def _run_locked(index_dir, config, previous, image_paths, texts, skipped_rows, encoder, progress, timer,
+                started) -> IndexReport:
     previous = index_dir.read_manifest() if index_dir.is_index() else None  # as of taking the lock
     model = _EncoderOnDemand(config, previous, index_dir, encoder, timer)
     state = load_state(index_dir, previous)
@@ -171,8 +176,10 @@ def _run_locked(index_dir, config, previous, image_paths, texts, encoder, progre
         text_plan = plan_texts(texts, state, journal, ids)
     new_failures = _encode_planned_images(model, image_plan, journal, ids, config, timer, progress)
     _encode_planned_texts(model, text_plan, journal, ids, config, timer, progress)
+    known = set(state.failures)
+    new_failures += [f for f in skipped_rows if f not in known]
     stats = _stats(image_plan, text_plan, new_failures)
-    failures = image_plan.carried_failures + new_failures
+    failures = image_plan.carried_failures + new_failures + [f for f in skipped_rows if f in known]
     rows, vectors = image_plan.rows + text_plan.rows, image_plan.vectors + text_plan.vectors
     with timer.stage("write"):
         stats.seconds = round(time.perf_counter() - started, 3)
@@ -192,7 +199,8 @@ def _with_recorded_settings(config: IndexConfig, previous: Manifest | None) -> I
     if not config.images and not config.texts:
         config = replace(config, images=[Path(p) for p in previous.sources.get("images", [])],
                          texts=[Path(p) for p in previous.sources.get("texts", [])],
-                         text_column=config.text_column or settings.get("text_column"))
+                         text_column=config.text_column or settings.get("text_column"),
+                         encoding=settings.get("encoding", config.encoding))
     if config.index_type == "auto":
         config = replace(config, index_type=settings.get("index_type", "auto"))
     return config
@@ -325,7 +333,7 @@ def _encode_planned_texts(model: _EncoderOnDemand, plan: Planned, journal, ids: 
         buffer.add([JournalEntry("text", None, d, None, None, None, None, v) for d, v in zip(digests, vectors)])
         for record, digest, vector in zip(chunk, digests, vectors):
             plan.keep(ItemRow(row_id=ids.take(), modality="text", text=record.text, source=record.source,
-                              content_hash=digest, size=len(record.text.encode("utf-8")),
+                              line=record.line, content_hash=digest, size=len(record.text.encode("utf-8")),
                               metadata=record.metadata or None), vector, reused=False)
         if bar:
             bar.update(len(chunk))
@@ -348,6 +356,7 @@ def commit_state(index_dir: IndexDir, identity: ModelIdentity, previous: Manifes
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     order = sorted(range(len(rows)), key=lambda i: rows[i].row_id)
     rows, vectors = [rows[i] for i in order], [vectors[i] for i in order]
+    failures = sorted(failures, key=lambda f: (f.path, f.line or 0, f.modality))
     unchanged = previous is not None and rows == sorted(state.rows, key=lambda r: r.row_id) \
         and failures == state.failures
     try:
@@ -414,6 +423,6 @@ def _manifest(generation, identity, rows, failures, ann_specs, config, previous,
         updated_at=now,
         sources={"images": [str(Path(p).resolve()) for p in config.images],
                  "texts": [str(Path(p).resolve()) for p in config.texts]},
-        settings={"text_column": config.text_column, "index_type": config.index_type},
+        settings={"text_column": config.text_column, "encoding": config.encoding, "index_type": config.index_type},
         last_run={**stats.to_dict(), "finished_at": now},
     )

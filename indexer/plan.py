@@ -141,7 +141,7 @@ def plan_texts(records: list[TextRecord], state: StoredState, journal: Journal, 
 
 def _text_row(row_id: int, record: TextRecord, digest: str) -> ItemRow:
     size = len(record.text.encode("utf-8"))
-    return ItemRow(row_id=row_id, modality="text", text=record.text, source=record.source,
+    return ItemRow(row_id=row_id, modality="text", text=record.text, source=record.source, line=record.line,
                    content_hash=digest, size=size, metadata=record.metadata or None)
 
 

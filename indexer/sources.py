@@ -1,23 +1,53 @@
-"""Reading sources: image files under folders, and text corpora (txt, csv, tsv, jsonl, parquet)."""
+"""Reading sources: image files under folders, and text corpora (txt, csv, tsv, jsonl, parquet).
+
+Texts are read as text in every format: UTF-8 (with or without a byte-order
+mark) unless another encoding is named. A corpus that does not decode is
+refused with the file and line; where only a few rows are bad (at most 1% of
+lines), those rows are skipped and reported with their line numbers, as are
+rows whose text is empty. Every record carries its corpus and line.
+"""
 from __future__ import annotations
 
+import codecs
+import csv
+import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from .errors import InvalidInputError, NoImagesError, TextColumnError
+from .errors import CorpusEncodingError, InvalidInputError, NoImagesError, TextColumnError, option
 from .imaging import supported_extensions
 
 TEXT_FORMATS = (".txt", ".csv", ".tsv", ".jsonl", ".parquet")
 DEFAULT_TEXT_COLUMN = "text"
+DEFAULT_ENCODING = "utf-8"
+BAD_LINE_SHARE = 0.01  # more undecodable lines than this and the corpus is in another encoding
+_UNDECODED = re.compile("[\udc80-\udcff]")  # what errors="surrogateescape" leaves for a bad byte
+_INT = re.compile(r"[+-]?(0|[1-9][0-9]*)")  # no leading zeros: "01234" is an identifier, not a number
+_FLOAT = re.compile(r"[+-]?((0|[1-9][0-9]*)(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
 
 
 @dataclass(frozen=True)
 class TextRecord:
     text: str
-    source: str
+    source: str  # the corpus file, absolute
+    line: int  # 1-based line of the file (row number for Parquet)
     metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SkippedRow:
+    source: str
+    line: int
+    reason: str
+
+
+@dataclass
+class Corpus:
+    records: list[TextRecord]
+    skipped: list[SkippedRow]
 
 
 def find_images(roots: list[str | Path]) -> list[str]:
@@ -25,12 +55,7 @@ def find_images(roots: list[str | Path]) -> list[str]:
     extensions = supported_extensions()
     found: list[str] = []
     for root in roots:
-        root = Path(root)
-        if not root.exists():
-            raise InvalidInputError(f"image folder {root} does not exist; check the path")
-        if root.is_file():
-            raise InvalidInputError(f"{root} is a file; give the folder that holds the images")
-        found.extend(_walk_images(root, extensions))
+        found.extend(_walk_images(check_image_folder(root), extensions))
     if not found:
         names = ", ".join(str(r) for r in roots)
         raise NoImagesError(
@@ -38,6 +63,15 @@ def find_images(roots: list[str | Path]) -> list[str]:
             "point at a folder that holds images"
         )
     return sorted(set(found))
+
+
+def check_image_folder(root: str | Path) -> Path:
+    root = Path(root)
+    if not root.exists():
+        raise InvalidInputError(f"image folder {root} does not exist; check the path")
+    if root.is_file():
+        raise InvalidInputError(f"{root} is a file; give the folder that holds the images")
+    return root
 
 
 def _walk_images(root: Path, extensions: frozenset[str]) -> Iterator[str]:
@@ -58,62 +92,206 @@ def _walk_images(root: Path, extensions: frozenset[str]) -> Iterator[str]:
                 yield path
 
 
-def read_texts(path: str | Path, text_column: str | None = None) -> list[TextRecord]:
-    """Texts of one corpus; in tables every column but the text column is kept as metadata."""
+def read_texts(path: str | Path, text_column: str | None = None, encoding: str = DEFAULT_ENCODING) -> list[TextRecord]:
+    """The texts of one corpus (rows that cannot be used are left out; see read_corpus)."""
+    return read_corpus(path, text_column, encoding).records
+
+
+def read_corpus(path: str | Path, text_column: str | None = None, encoding: str = DEFAULT_ENCODING) -> Corpus:
+    """Texts of one corpus, and the rows skipped with their reasons.
+
+    In tables every column but the text column is kept as metadata, typed.
+    """
     path = Path(os.path.abspath(path))  # sources are recorded absolute, however they were typed
+    suffix = check_corpus(path, encoding)
+    if suffix == ".parquet":
+        rows = _parquet_rows(path, encoding)
+    else:
+        _check_decodes(path, encoding)
+        rows = {".txt": _txt_rows, ".jsonl": _jsonl_rows}.get(suffix, _delimited_rows)(path, encoding)
+    return _corpus_from_rows(path, rows, text_column or DEFAULT_TEXT_COLUMN, encoding)
+
+
+def check_corpus(path: Path, encoding: str = DEFAULT_ENCODING) -> str:
+    """The corpus's format, once the file and encoding are known to be usable."""
     if not path.is_file():
-        raise InvalidInputError(f"text corpus {path} does not exist; check the path")
+        what = "is a folder, not a file" if path.is_dir() else "does not exist"
+        raise InvalidInputError(f"text corpus {path} {what}; check the path")
     suffix = path.suffix.lower()
-    if suffix == ".txt":
-        return _read_lines(path)
     if suffix not in TEXT_FORMATS:
         raise InvalidInputError(
             f"{path.name}: unsupported text corpus type {suffix or '(none)'}; use {', '.join(TEXT_FORMATS)}"
         )
-    table = _read_table(path, suffix)
-    column = text_column or DEFAULT_TEXT_COLUMN
-    if column not in table.column_names:
-        raise TextColumnError(
-            f"{path.name} has no column {column!r}; its columns are {', '.join(table.column_names)} "
-            "(choose one with --text-column)"
-        )
-    return _records_from_table(table, column, path)
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise InvalidInputError(f"unknown encoding {encoding!r}; use e.g. utf-8, latin-1, cp1252 or gb18030") from None
+    return suffix
 
 
-def _read_lines(path: Path) -> list[TextRecord]:
-    records = []
-    with path.open(encoding="utf-8", errors="replace") as handle:
+# ---- rows of each format: (line, dict of column -> value) or (line, reason it cannot be used) -----------
+
+Row = tuple[int, "dict[str, Any] | str"]
+
+
+def _open_text(path: Path, encoding: str):
+    # utf-8-sig reads files with and without a byte-order mark; bad bytes become markers we can find.
+    name = "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding
+    return open(path, encoding=name, errors="surrogateescape", newline="")
+
+
+def _check_decodes(path: Path, encoding: str) -> None:
+    """Refuse a corpus in another encoding; a few bad lines are left to be skipped row by row."""
+    bad, total = [], 0
+    with _open_text(path, encoding) as handle:
         for number, line in enumerate(handle, start=1):
-            text = line.strip()
-            if text:
-                records.append(TextRecord(text, f"{path}:{number}", {}))
-    return records
+            total = number
+            if _UNDECODED.search(line):
+                bad.append(number)
+    if bad and len(bad) > total * BAD_LINE_SHARE:
+        more = f" (and {len(bad) - 1} more of its {total} lines)" if len(bad) > 1 else ""
+        raise CorpusEncodingError(
+            f"{path.name} is not {encoding}: line {bad[0]} cannot be decoded{more}; "
+            f"name the file's encoding, e.g. {option('encoding', 'latin-1')}"
+        )
 
 
-def _read_table(path: Path, suffix: str):
+def _not_decoded(encoding: str) -> str:
+    return f"not valid {encoding}; name the file's encoding with {option('encoding')}"
+
+
+def _txt_rows(path: Path, encoding: str) -> Iterator[Row]:
+    with _open_text(path, encoding) as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue  # blank lines separate texts; they are not rows
+            yield number, (_not_decoded(encoding) if _UNDECODED.search(line) else {DEFAULT_TEXT_COLUMN: line})
+
+
+def _delimited_rows(path: Path, encoding: str) -> Iterator[Row]:
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    with _open_text(path, encoding) as handle:
+        reader = csv.reader(handle, delimiter=delimiter)
+        header = next(reader, None)
+        if header is None:
+            return
+        header = [h.strip() for h in header]
+        ended = reader.line_num
+        while True:
+            try:
+                fields = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                raise InvalidInputError(f"cannot read {path.name} near line {reader.line_num}: {exc}; "
+                                        "check the file's quoting") from None
+            line, ended = ended + 1, reader.line_num
+            if not fields or fields == [""]:
+                continue  # a blank line
+            if any(_UNDECODED.search(f) for f in fields):
+                yield line, _not_decoded(encoding)
+            elif len(fields) != len(header):
+                yield line, f"has {len(fields)} fields where the header has {len(header)}"
+            else:
+                yield line, dict(zip(header, fields))
+
+
+def _jsonl_rows(path: Path, encoding: str) -> Iterator[Row]:
+    with _open_text(path, encoding) as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            if _UNDECODED.search(line):
+                yield number, _not_decoded(encoding)
+                continue
+            try:
+                value = json.loads(line)
+            except ValueError as exc:
+                yield number, f"not valid JSON ({exc.args[0].split(':')[0]})"
+                continue
+            yield number, (value if isinstance(value, dict) else "not a JSON object")
+
+
+def _parquet_rows(path: Path, encoding: str) -> Iterator[Row]:
     import pyarrow as pa
-    import pyarrow.csv as pcsv
-    import pyarrow.json as pjson
     import pyarrow.parquet as pq
 
     try:
-        if suffix == ".parquet":
-            return pq.read_table(path)
-        if suffix == ".jsonl":
-            return pjson.read_json(path)
-        delimiter = "\t" if suffix == ".tsv" else ","
-        return pcsv.read_csv(path, parse_options=pcsv.ParseOptions(delimiter=delimiter))
+        parquet = pq.ParquetFile(path)
     except (pa.ArrowInvalid, OSError) as exc:
         first_line = str(exc).strip().splitlines()[0]
         raise InvalidInputError(f"cannot read {path.name}: {first_line}; check the file's format") from None
+    number = 0
+    for batch in parquet.iter_batches():
+        for row in batch.to_pylist():
+            number += 1
+            try:
+                yield number, {k: _decode_cell(v, encoding) for k, v in row.items()}
+            except UnicodeDecodeError:
+                yield number, _not_decoded(encoding)
 
 
-def _records_from_table(table, column: str, path: Path) -> list[TextRecord]:
-    texts = table.column(column).to_pylist()
-    extra = table.drop_columns([column]).to_pylist()
-    records = []
-    for number, (text, metadata) in enumerate(zip(texts, extra), start=1):
-        if text is None or not str(text).strip():
+def _decode_cell(value: Any, encoding: str) -> Any:
+    return value.decode(encoding) if isinstance(value, bytes) else value
+
+
+# ---- rows -> records ----------------------------------------------------------------------------------
+
+def _corpus_from_rows(path: Path, rows: Iterator[Row], text_column: str, encoding: str) -> Corpus:
+    source = str(path)
+    usable: list[tuple[int, dict[str, Any]]] = []
+    skipped: list[SkippedRow] = []
+    columns: dict[str, None] = {}
+    for line, row in rows:
+        if isinstance(row, str):
+            skipped.append(SkippedRow(source, line, row))
             continue
-        records.append(TextRecord(str(text).strip(), f"{path}:{number}", metadata))
-    return records
+        columns.update(dict.fromkeys(row))
+        usable.append((line, row))
+    if usable and text_column not in columns:
+        raise TextColumnError(
+            f"{path.name} has no column {text_column!r}; its columns are {', '.join(columns)} "
+            f"(choose one with {option('text_column')})"
+        )
+    typed = _typed_columns([r for _, r in usable], [c for c in columns if c != text_column], path.suffix.lower())
+    records = []
+    for (line, row), metadata in zip(usable, typed):
+        text = row.get(text_column)
+        text = "" if text is None else (text if isinstance(text, str) else str(text)).strip()
+        if not text:
+            skipped.append(SkippedRow(source, line, "empty text"))
+            continue
+        records.append(TextRecord(text, source, line, metadata))
+    skipped.sort(key=lambda s: s.line)
+    return Corpus(records, skipped)
+
+
+def _typed_columns(rows: list[dict[str, Any]], names: list[str], suffix: str) -> list[dict[str, Any]]:
+    """Each metadata column gets one type for the whole corpus, as a database column would."""
+    if not names:
+        return [{} for _ in rows]
+    convert = _infer_from_text if suffix in (".csv", ".tsv") else _unify_json_values
+    converted = {name: convert([row.get(name) for row in rows]) for name in names}
+    return [{name: converted[name][i] for name in names} for i in range(len(rows))]
+
+
+def _infer_from_text(values: list[str | None]) -> list[Any]:
+    cells = [None if v is None or not v.strip() else v.strip() for v in values]
+    present = [c for c in cells if c is not None]
+    if present and all(_INT.fullmatch(c) for c in present) and all(abs(int(c)) < 2**63 for c in present):
+        return [None if c is None else int(c) for c in cells]
+    if present and all(_FLOAT.fullmatch(c) for c in present):
+        return [None if c is None else float(c) for c in cells]
+    if present and all(c.lower() in ("true", "false") for c in present):
+        return [None if c is None else c.lower() == "true" for c in cells]
+    return cells
+
+
+def _unify_json_values(values: list[Any]) -> list[Any]:
+    present = [v for v in values if v is not None]
+    kinds = {type(v) for v in present}
+    if kinds <= {bool} or kinds <= {int} or kinds <= {str}:
+        return values
+    if kinds <= {int, float}:
+        return [None if v is None else float(v) for v in values]
+    return [None if v is None else (v if isinstance(v, str) else json.dumps(v, ensure_ascii=False, default=str)) for v in values]

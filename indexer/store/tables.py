@@ -15,6 +15,7 @@ ITEM_FIELDS = [
     pa.field("path", pa.string()),
     pa.field("text", pa.string()),
     pa.field("source", pa.string()),
+    pa.field("line", pa.int64()),
     pa.field("content_hash", pa.string()),
     pa.field("size", pa.int64()),
     pa.field("mtime", pa.float64()),
@@ -27,6 +28,7 @@ FAILURE_SCHEMA = pa.schema([
     pa.field("reason", pa.string()),
     pa.field("size", pa.int64()),
     pa.field("mtime", pa.float64()),
+    pa.field("line", pa.int64()),
 ])
 
 
@@ -36,7 +38,8 @@ class ItemRow:
     modality: str
     path: str | None = None
     text: str | None = None
-    source: str | None = None
+    source: str | None = None  # images: None; texts: the corpus file
+    line: int | None = None  # texts: the line (or Parquet row) of the corpus
     content_hash: str | None = None
     size: int | None = None
     mtime: float | None = None
@@ -52,6 +55,10 @@ class Failure:
     reason: str
     size: int | None = None  # the file as it failed: a later run retries it only once it changes
     mtime: float | None = None
+    line: int | None = None  # a row of a text corpus: its line
+
+    def where(self) -> str:
+        return self.path if self.line is None else f"{self.path}:{self.line}"
 
 
 def write_items(path: Path, rows: list[ItemRow]) -> None:
@@ -71,7 +78,16 @@ def read_items(path: Path) -> pa.Table:
 def read_item_rows(path: Path) -> list[ItemRow]:
     table = pq.read_table(path)
     names = {f.name for f in ITEM_FIELDS} | {"metadata"}
-    return [ItemRow(**{k: v for k, v in row.items() if k in names}) for row in table.to_pylist()]
+    return [_upgraded(ItemRow(**{k: v for k, v in row.items() if k in names})) for row in table.to_pylist()]
+
+
+def _upgraded(row: ItemRow) -> ItemRow:
+    """Format 1 kept a text's corpus and line together as "path:line"."""
+    if row.modality == "text" and row.line is None and row.source and ":" in row.source:
+        path, _, line = row.source.rpartition(":")
+        if line.isdigit():
+            row.source, row.line = path, int(line)
+    return row
 
 
 def write_failures(path: Path, failures: list[Failure]) -> None:

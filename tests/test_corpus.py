@@ -1,0 +1,131 @@
+"""Text corpora are read as text: encodings, byte-order marks, bad and empty rows, typed metadata."""
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from indexer import IndexConfig, build_index
+from indexer.errors import CorpusEncodingError, InvalidInputError
+from indexer.sources import read_corpus
+from search import open_index
+from fakes import FakeEncoder
+from test_cli import xmodal
+
+LATIN1_CSV = "id,text,price\n1,café latte,3\n2,crème brûlée,5\n3,,4\n4,a red car,18500\n"
+
+
+def test_a_latin1_corpus_is_refused_with_file_line_and_option(tmp_path):
+    path = tmp_path / "menu.csv"
+    path.write_bytes(LATIN1_CSV.encode("latin-1"))
+    with pytest.raises(CorpusEncodingError) as caught:
+        read_corpus(path)
+    assert str(caught.value) == ("menu.csv is not utf-8: line 2 cannot be decoded (and 1 more of its 5 lines); "
+                                 "name the file's encoding, e.g. encoding='latin-1'")
+    assert caught.value.for_cli().endswith("e.g. --encoding latin-1")
+
+
+def test_a_latin1_corpus_reads_as_text_with_its_encoding(tmp_path):
+    path = tmp_path / "menu.csv"
+    path.write_bytes(LATIN1_CSV.encode("latin-1"))
+    corpus = read_corpus(path, encoding="latin-1")
+    assert [r.text for r in corpus.records] == ["café latte", "crème brûlée", "a red car"]
+    assert [r.line for r in corpus.records] == [2, 3, 5]
+    assert corpus.records[0].metadata == {"id": 1, "price": 3}
+    assert [(s.line, s.reason) for s in corpus.skipped] == [(4, "empty text")]
+
+
+def test_utf8_with_a_byte_order_mark_keeps_its_first_column_name(tmp_path):
+    path = tmp_path / "bom.csv"
+    path.write_bytes("\ufefftext,colour\n红色汽车,red\n".encode("utf-8"))
+    corpus = read_corpus(path)
+    assert corpus.records[0].text == "红色汽车" and corpus.records[0].metadata == {"colour": "red"}
+
+
+def test_a_few_undecodable_rows_are_skipped_with_their_lines(tmp_path):
+    lines = [f"listing number {i}".encode() for i in range(300)]
+    lines[41] = b"caf\xe9 with a broken byte"
+    path = tmp_path / "notes.txt"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    corpus = read_corpus(path)
+    assert len(corpus.records) == 299
+    assert [(s.line, s.reason.split(";")[0]) for s in corpus.skipped] == [(42, "not valid utf-8")]
+    assert "caf" not in " ".join(r.text for r in corpus.records)
+
+
+def test_quoted_newlines_keep_line_numbers_and_metadata_is_typed(tmp_path):
+    path = tmp_path / "listings.csv"
+    path.write_text('sku,text,zip,weight,in_stock\n'
+                    '"A1","first line\nsecond line",01234,1.5,true\n'
+                    'B2,plain,02000,2,FALSE\n'
+                    'C3,"",03000,,true\n'
+                    'D4,too,many,fields,here,!\n', encoding="utf-8")
+    corpus = read_corpus(path)
+    assert [(r.line, r.text) for r in corpus.records] == [(2, "first line\nsecond line"), (4, "plain")]
+    assert corpus.records[0].metadata == {"sku": "A1", "zip": "01234", "weight": 1.5, "in_stock": True}
+    assert corpus.records[1].metadata["in_stock"] is False
+    assert [(s.line, s.reason) for s in corpus.skipped] == [
+        (5, "empty text"), (6, "has 6 fields where the header has 5")]
+
+
+def test_jsonl_bad_lines_and_mixed_number_types(tmp_path):
+    path = tmp_path / "items.jsonl"
+    path.write_text('{"text": "a red car", "price": 5}\n{not json}\n[1, 2]\n'
+                    '{"text": "a blue mug", "price": 2.5, "tags": ["x"]}\n{"text": "   "}\n', encoding="utf-8")
+    corpus = read_corpus(path)
+    assert [(r.line, r.metadata["price"]) for r in corpus.records] == [(1, 5.0), (4, 2.5)]
+    assert corpus.records[1].metadata["tags"] == '["x"]'
+    assert [(s.line, s.reason.split(" (")[0]) for s in corpus.skipped] == [
+        (2, "not valid JSON"), (3, "not a JSON object"), (5, "empty text")]
+
+
+def test_parquet_binary_texts_decode_with_the_encoding(tmp_path):
+    path = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"text": pa.array([b"caf\xe9", b"plain", None], pa.binary()), "n": [1, 2, 3]}), path)
+    assert [r.text for r in read_corpus(path, encoding="latin-1").records] == ["café", "plain"]
+    corpus = read_corpus(path)
+    assert [r.text for r in corpus.records] == ["plain"]
+    assert [(s.line, s.reason.split(";")[0]) for s in corpus.skipped] == [(1, "not valid utf-8"), (3, "empty text")]
+
+
+def test_unknown_encoding_and_a_folder_as_corpus(tmp_path):
+    (tmp_path / "t.txt").write_text("x")
+    with pytest.raises(InvalidInputError, match="unknown encoding 'klingon'"):
+        read_corpus(tmp_path / "t.txt", encoding="klingon")
+    (tmp_path / "dir.csv").mkdir()
+    with pytest.raises(InvalidInputError, match="is a folder, not a file"):
+        read_corpus(tmp_path / "dir.csv")
+
+
+def test_skipped_rows_are_recorded_in_the_index_with_their_lines(tmp_path):
+    path = tmp_path / "menu.csv"
+    path.write_bytes(LATIN1_CSV.encode("latin-1"))
+    out = tmp_path / "idx"
+    report = build_index(out, IndexConfig(texts=[path], encoding="latin-1"), encoder=FakeEncoder())
+    assert [(f.line, f.reason) for f in report.failures] == [(4, "empty text")]
+    assert report.stats.failed == 1 and report.counts["text"] == 3
+    index = open_index(out, encoder=FakeEncoder())
+    assert [(f.path, f.line) for f in index.failures()] == [(str(path), 4)]
+    assert {index.item(h.row_id)["text"] for h in index.search(text="x", target="text", k=5)} == {
+        "café latte", "crème brûlée", "a red car"}
+    again = build_index(out, IndexConfig(texts=[path], encoding="latin-1"), encoder=FakeEncoder())
+    assert not again.committed and again.stats.failed == 0
+
+
+def test_cli_refuses_a_latin1_corpus_then_indexes_it_with_encoding(tmp_path):
+    path = tmp_path / "menu.csv"
+    path.write_bytes(LATIN1_CSV.encode("latin-1"))
+    out = tmp_path / "idx"
+    refused = xmodal("index", "--texts", str(path), "--out", str(out), "--model", "python:fakes:make_encoder")
+    assert refused.returncode == 2 and not out.exists()
+    assert refused.stderr == ("error: menu.csv is not utf-8: line 2 cannot be decoded (and 1 more of its 5 lines); "
+                              "name the file's encoding, e.g. --encoding latin-1\n")
+    built = xmodal("index", "--texts", str(path), "--out", str(out), "--model", "python:fakes:make_encoder",
+                   "--encoding", "latin-1")
+    assert built.returncode == 0, built.stderr
+    assert f"skipped {path}:4: empty text" in built.stderr
+    found = json.loads(xmodal("search", str(out), "latte", "--target", "text", "--json").stdout)
+    texts = [h["text"] for h in (found["hits"] if isinstance(found, dict) else found)]
+    assert sorted(texts) == ["a red car", "café latte", "crème brûlée"]
