@@ -61,11 +61,13 @@ def index(
     workers: Optional[int] = typer.Option(None, "--workers", min=0, help="Image decoding processes [default: cores - 1]."),
     index_type: str = typer.Option("auto", "--index-type", help="auto, flat (exact), hnsw or ivf."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Try files that failed before, changed or not."),
+    replace_sources: bool = typer.Option(False, "--replace-sources", help="Make the sources named here the index's whole set, dropping the others and their items."),
 ) -> None:
     """Embed images and texts into one space and write a searchable index.
 
-    Re-running on an existing index encodes only what is new or changed, drops what the sources no longer
-    hold, and resumes an interrupted run. With no sources, it re-reads the sources the index recorded.
+    Sources add up: naming a folder or corpus adds it to the index's sources and syncs it (new, changed and
+    deleted files); the index's other sources are kept as they are. With no sources named, every recorded
+    source is synced. Only what is new or changed is encoded, and an interrupted run resumes.
     """
     from indexer import IndexConfig, build_index
     from indexer.ann import INDEX_TYPES
@@ -74,7 +76,8 @@ def index(
         _fail(f"unknown --index-type {index_type!r}; use one of {', '.join(INDEX_TYPES)}")
     config = IndexConfig(images=list(images or []), texts=list(texts or []), text_column=text_column,
                          encoding=encoding, model=model, pretrained=pretrained, device=device, batch_size=batch_size,
-                         workers=workers, index_type=index_type, retry_failed=retry_failed)
+                         workers=workers, index_type=index_type, retry_failed=retry_failed,
+                         replace_sources=replace_sources)
     report = _run(lambda: build_index(out, config, progress=_tqdm_progress))
     typer.echo(f"model: {report.model} on {report.device}")
     for failure in report.failures[:20]:
@@ -152,7 +155,7 @@ def info(
         "ann": {m: {"kind": a.kind, **a.params} for m, a in manifest.ann.items()},
         "created_at": manifest.created_at,
         "updated_at": manifest.updated_at,
-        "sources": manifest.sources,
+        "sources": [s.to_dict() for s in manifest.sources],
         "last_run": manifest.last_run,
     }
     if failures:
@@ -168,6 +171,9 @@ def info(
     typer.echo(f"model:    {model.describe()} [{model.family}]")
     typer.echo(f"items:    {manifest.counts['image']} images, {manifest.counts['text']} texts; "
                f"{manifest.failures} failed")
+    for source in manifest.sources:
+        options = "".join(f", {k} {v}" for k, v in source.to_dict().items() if k not in ("kind", "path"))
+        typer.echo(f"source:   {source.path} ({source.kind}{options})")
     for modality, ann in summary["ann"].items():
         typer.echo(f"ann:      {modality}: {ann}")
     typer.echo(f"updated:  {manifest.updated_at}")
@@ -246,11 +252,13 @@ def remove(
     index_dir: Path = typer.Argument(..., help="An index folder."),
     paths: List[Path] = typer.Option(None, "--path", help="A file (or every file under a folder) to remove."),
     ids: List[int] = typer.Option(None, "--id", help="A row id to remove."),
+    sources: List[Path] = typer.Option(None, "--source", help="A source (image folder or corpus) to drop, with its items."),
 ) -> None:
-    """Remove items from an index without re-indexing the rest."""
+    """Remove items, or whole sources, from an index without re-indexing the rest."""
     from indexer.edit import remove_items
 
-    removed = _run(lambda: remove_items(index_dir, paths=list(paths or []), row_ids=list(ids or [])))
+    removed = _run(lambda: remove_items(index_dir, paths=list(paths or []), row_ids=list(ids or []),
+                                        sources=list(sources or [])))
     typer.echo(f"removed {len(removed)} items from {index_dir}")
 
 

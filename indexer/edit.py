@@ -5,10 +5,11 @@ import os
 import time
 from pathlib import Path
 
-from .errors import InvalidInputError
-from .pipeline import IndexConfig, RunStats, commit_state, load_state
+from .errors import InvalidInputError, command, option
+from .commit import NewState, RunStats, commit_state, load_state
 from .store import IndexDir, ItemRow
 from .store.lock import WriterLock
+from .sync import SourcePlan, drop_sources
 
 
 def list_items(index: str | Path, modality: str | None = None) -> list[ItemRow]:
@@ -17,10 +18,13 @@ def list_items(index: str | Path, modality: str | None = None) -> list[ItemRow]:
     return sorted((r for r in rows if modality is None or r.modality == modality), key=lambda r: r.row_id)
 
 
-def remove_items(index: str | Path, paths: list[str | Path] = (), row_ids: list[int] = ()) -> list[ItemRow]:
-    """Remove items by file path (or every file under a folder) and by row id; returns what was removed.
+def remove_items(index: str | Path, paths: list[str | Path] = (), row_ids: list[int] = (),
+                 sources: list[str | Path] = ()) -> list[ItemRow]:
+    """Remove items by file path (or every file under a folder), by row id, or whole sources.
 
-    Sources are not touched: a removed file still in an indexed folder comes back on the next `xmodal index`.
+    Removing a path or id leaves the sources as they are: a removed file still in an
+    indexed folder comes back on the next run. Removing a source drops it from the
+    index's sources with every item and failure only it held.
     """
     started = time.perf_counter()
     index_dir = IndexDir(Path(index))
@@ -28,30 +32,39 @@ def remove_items(index: str | Path, paths: list[str | Path] = (), row_ids: list[
     with WriterLock(index_dir.root):
         manifest = index_dir.read_manifest()
         state = load_state(index_dir, manifest)
-        doomed = _select(state.rows, [os.path.abspath(p) for p in paths], set(row_ids))
+        source_plan = drop_sources(manifest.sources, list(sources)) if sources else None
+        by_source = _dropped_by(source_plan, state.rows) if source_plan else set()
+        doomed = by_source | (_select(state.rows, [os.path.abspath(p) for p in paths], set(row_ids))
+                              if paths or row_ids or not sources else set())
         keep = [r for r in state.rows if r.row_id not in doomed]
-        config = IndexConfig(images=[Path(p) for p in manifest.sources.get("images", [])],
-                             texts=[Path(p) for p in manifest.sources.get("texts", [])],
-                             text_column=manifest.settings.get("text_column"),
-                             index_type=manifest.settings.get("index_type", "auto"))
+        failures = [f for f in state.failures
+                    if not source_plan or source_plan.owner(f.modality, f.path) != "dropped"]
         stats = RunStats(reused=len(keep), removed=len(doomed), seconds=round(time.perf_counter() - started, 3))
-        commit_state(index_dir, manifest.model, manifest, state, keep, [state.vectors[r.row_id] for r in keep],
-                     state.failures, config, manifest.next_row_id, stats)
+        new = NewState(keep, [state.vectors[r.row_id] for r in keep], failures,
+                       source_plan.sources if source_plan else manifest.sources, manifest.next_row_id, stats,
+                       manifest.settings)
+        commit_state(index_dir, manifest.model, manifest, state, new)
     return [r for r in state.rows if r.row_id in doomed]
+
+
+def _dropped_by(source_plan: SourcePlan, rows: list[ItemRow]) -> set[int]:
+    return {r.row_id for r in rows
+            if source_plan.owner(r.modality, r.path if r.modality == "image" else r.source) == "dropped"}
 
 
 def _select(rows: list[ItemRow], paths: list[str], row_ids: set[int]) -> set[int]:
     known_ids = {r.row_id for r in rows}
     missing_ids = sorted(row_ids - known_ids)
     if missing_ids:
-        raise InvalidInputError(f"no items with row id {', '.join(map(str, missing_ids))}; `xmodal list` shows the ids")
+        raise InvalidInputError(f"no items with row id {', '.join(map(str, missing_ids))}; {command('list')} shows the ids")
     chosen = set(row_ids)
     for path in paths:
         prefix = path.rstrip(os.sep) + os.sep
         matched = {r.row_id for r in rows if r.path and (r.path == path or r.path.startswith(prefix))}
         if not matched:
-            raise InvalidInputError(f"no indexed item at {path}; `xmodal list` shows what the index holds")
+            raise InvalidInputError(f"no indexed item at {path}; {command('list')} shows what the index holds")
         chosen |= matched
     if not chosen:
-        raise InvalidInputError("name what to remove: --path PATH or --id ROW_ID")
+        raise InvalidInputError(f"name what to remove: {option('path', 'PATH')}, {option('id', 'ROW_ID')} "
+                                f"or {option('source', 'PATH')}")
     return chosen

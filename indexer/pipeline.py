@@ -27,8 +27,9 @@ from .plan import Planned, RowIds, StoredState, plan_images, plan_texts, text_ha
 from .store import MODALITIES, Failure, IndexDir, ItemRow, Manifest
 from .store.journal import Journal, JournalEntry
 from .store.lock import WriterLock
-from .store.tables import (read_embeddings, read_failures, read_item_rows, write_embeddings, write_failures,
-                           write_items)
+from .commit import NewState, RunStats, commit_state, load_state
+from .store.manifest import Source
+from .sync import SourcePlan, check_replace, named_sources, plan_sources, reading_options
 
 
 class ProgressBar(Protocol):
@@ -43,8 +44,9 @@ ProgressFactory = Callable[[str, int], ProgressBar]
 class IndexConfig:
     images: list[Path] = field(default_factory=list)
     texts: list[Path] = field(default_factory=list)
-    text_column: str | None = None
-    encoding: str = sources.DEFAULT_ENCODING
+    text_column: str | None = None  # for the corpora named in `texts`; None: as recorded, else "text"
+    encoding: str | None = None  # likewise; None: as recorded, else utf-8
+    replace_sources: bool = False  # the sources named become the index's whole set
     model: str | None = None  # None: the existing index's model, else the registry default
     pretrained: str | None = None
     device: str | None = None
@@ -54,19 +56,6 @@ class IndexConfig:
     max_pixels: int = MAX_PIXELS
     retry_failed: bool = False
     journal_every: int = 512  # items encoded between resume points
-
-
-@dataclass
-class RunStats:
-    encoded: int = 0
-    reused: int = 0
-    resumed: int = 0
-    removed: int = 0
-    failed: int = 0
-    seconds: float = 0.0
-
-    def to_dict(self) -> dict:
-        return dict(self.__dict__)
 
 
 @dataclass
@@ -104,8 +93,9 @@ def build_index(out: str | Path, config: IndexConfig, progress: ProgressFactory 
                 encoder: Encoder | None = None) -> IndexReport:
     """Index `config`'s sources into `out`, re-using whatever an earlier run already did.
 
-    With no sources given, an existing index re-reads the sources it recorded.
-    Inputs are checked before the model loads; nothing is written for bad input.
+    Sources are additive: the ones named are added to those the index recorded and
+    synced; the others are kept as they are. With none named, every recorded source
+    is synced. Inputs are checked before the model loads; nothing is written for bad input.
     """
     started, timer = time.perf_counter(), _Timer()
     index_dir = IndexDir(Path(out))
@@ -113,22 +103,52 @@ def build_index(out: str | Path, config: IndexConfig, progress: ProgressFactory 
     previous = index_dir.read_manifest() if index_dir.is_index() else None
     config = _with_recorded_settings(config, previous)
     ann.choose_ann(0, config.index_type)  # an unknown index type fails now, not after hours of encoding
+    named = named_sources(config.images, config.texts, config.text_column, config.encoding)
+    check_replace(config.replace_sources, named)
+    recorded = previous.sources if previous else []
+    source_plan = plan_sources(named, recorded, config.replace_sources)
     with timer.stage("read_sources"):
-        image_paths = sources.find_images(config.images) if config.images else []
-        corpora = [sources.read_corpus(path, config.text_column, config.encoding) for path in config.texts]
-    texts = [record for corpus in corpora for record in corpus.records]
-    skipped_rows = [Failure(s.source, "text", s.reason, line=s.line) for c in corpora for s in c.skipped]
-    if not image_paths and not texts:
+        found = read_sources(source_plan.synced, recorded)
+    if previous is None and found.empty:
         raise InvalidInputError(f"nothing to index; give an image folder, {option('texts', 'FILE')}, or both")
     created = not index_dir.root.exists()
     try:
         with WriterLock(index_dir.root):
-            return _run_locked(index_dir, config, previous, image_paths, texts, skipped_rows, encoder, progress,
-                               timer, started)
+            return _run_locked(index_dir, config, named, source_plan, found, encoder, progress, timer, started)
     except BaseException:
         if created and not index_dir.is_index() and not Journal.has_saved_work(index_dir.root):
             shutil.rmtree(index_dir.root, ignore_errors=True)  # nothing committed, nothing to resume: no trace
         raise
+
+
+@dataclass
+class FoundItems:
+    """What the synced sources hold now."""
+
+    image_paths: list[str]
+    texts: list[sources.TextRecord]
+    skipped_rows: list[Failure]
+
+    @property
+    def empty(self) -> bool:
+        return not self.image_paths and not self.texts
+
+
+def read_sources(synced: list[Source], recorded: list[Source]) -> FoundItems:
+    """Read the sources a run syncs. A newly added folder must hold images; a recorded one may be emptied."""
+    known = {s.key for s in recorded}
+    image_paths, texts, skipped = [], [], []
+    for source in synced:
+        if source.kind == "images":
+            found = sources.list_images(source.path)
+            if not found and source.key not in known:
+                raise sources.no_images_error([source.path])
+            image_paths.extend(found)
+        else:
+            corpus = sources.read_corpus(source.path, *reading_options(source))
+            texts.extend(corpus.records)
+            skipped.extend(Failure(s.source, "text", s.reason, line=s.line) for s in corpus.skipped)
+    return FoundItems(sorted(set(image_paths)), texts, skipped)
 
 
 class _EncoderOnDemand:
@@ -164,45 +184,59 @@ class _EncoderOnDemand:
         return self._encoder
 
 
-def _run_locked(index_dir, config, previous, image_paths, texts, skipped_rows, encoder, progress, timer,
-                started) -> IndexReport:
+def _run_locked(index_dir: IndexDir, config: IndexConfig, named: list[Source], source_plan: SourcePlan,
+                found: FoundItems, encoder: Encoder | None, progress, timer: _Timer, started: float) -> IndexReport:
     previous = index_dir.read_manifest() if index_dir.is_index() else None  # as of taking the lock
+    recorded = previous.sources if previous else []
+    fresh_plan = plan_sources(named, recorded, config.replace_sources)
+    if [s.key for s in fresh_plan.synced] != [s.key for s in source_plan.synced]:  # another run changed them
+        source_plan, found = fresh_plan, read_sources(fresh_plan.synced, recorded)
     model = _EncoderOnDemand(config, previous, index_dir, encoder, timer)
     state = load_state(index_dir, previous)
+    scoped, carried = _split_by_source(state, source_plan)
     journal = Journal(index_dir.root, model.identity).open()
     ids = RowIds(state.next_row_id)
     with timer.stage("plan"):
-        image_plan = plan_images(image_paths, state, journal, ids, config.retry_failed)
-        text_plan = plan_texts(texts, state, journal, ids)
+        image_plan = plan_images(found.image_paths, scoped, journal, ids, config.retry_failed)
+        text_plan = plan_texts(found.texts, scoped, journal, ids)
     new_failures = _encode_planned_images(model, image_plan, journal, ids, config, timer, progress)
     _encode_planned_texts(model, text_plan, journal, ids, config, timer, progress)
     known = set(state.failures)
-    new_failures += [f for f in skipped_rows if f not in known]
-    stats = _stats(image_plan, text_plan, new_failures)
-    failures = image_plan.carried_failures + new_failures + [f for f in skipped_rows if f in known]
-    rows, vectors = image_plan.rows + text_plan.rows, image_plan.vectors + text_plan.vectors
+    new_failures += [f for f in found.skipped_rows if f not in known]
+    dropped = len(state.rows) - len(scoped.rows) - len(carried.rows)
+    stats = _stats(image_plan, text_plan, new_failures, dropped)
+    failures = carried.failures + image_plan.carried_failures + new_failures + \
+        [f for f in found.skipped_rows if f in known]
+    new = NewState(carried.rows + image_plan.rows + text_plan.rows,
+                   [state.vectors[r.row_id] for r in carried.rows] + image_plan.vectors + text_plan.vectors,
+                   failures, source_plan.sources, ids.next, stats, {"index_type": config.index_type})
     with timer.stage("write"):
         stats.seconds = round(time.perf_counter() - started, 3)
-        manifest, committed = commit_state(index_dir, model.identity, previous, state, rows, vectors, failures,
-                                           config, ids.next, stats)
+        manifest, committed = commit_state(index_dir, model.identity, previous, state, new)
     journal.clear()
     return IndexReport(index_dir.root, dict(manifest.counts), failures, time.perf_counter() - started,
                        timer.seconds, model.device, model.identity.describe(), stats, committed)
+
+
+def _split_by_source(state: StoredState, source_plan: SourcePlan) -> tuple[StoredState, StoredState]:
+    """(what the synced sources owned: the planner's input, what other sources keep); the rest is dropped."""
+    scoped, carried = StoredState(vectors=state.vectors, reusable=state.rows), StoredState()
+    for row in state.rows:
+        owner = source_plan.owner(row.modality, row.path if row.modality == "image" else row.source)
+        {"synced": scoped.rows, "kept": carried.rows}.get(owner, []).append(row)
+    for failure in state.failures:
+        owner = source_plan.owner(failure.modality, failure.path)
+        {"synced": scoped.failures, "kept": carried.failures}.get(owner, []).append(failure)
+    return scoped, carried
 
 
 def _with_recorded_settings(config: IndexConfig, previous: Manifest | None) -> IndexConfig:
     """The caller's config, completed from what the index recorded (the caller's object is not changed)."""
     if previous is None:
         return replace(config, model=config.model or DEFAULT_MODEL)
-    settings = previous.settings
     config = replace(config, model=config.model or previous.model.spec)
-    if not config.images and not config.texts:
-        config = replace(config, images=[Path(p) for p in previous.sources.get("images", [])],
-                         texts=[Path(p) for p in previous.sources.get("texts", [])],
-                         text_column=config.text_column or settings.get("text_column"),
-                         encoding=settings.get("encoding", config.encoding))
     if config.index_type == "auto":
-        config = replace(config, index_type=settings.get("index_type", "auto"))
+        config = replace(config, index_type=previous.settings.get("index_type", "auto"))
     return config
 
 
@@ -212,19 +246,6 @@ def _check_same_model(index_dir: IndexDir, previous: Manifest | None, encoder: E
             f"{index_dir.root} was built with {previous.model.describe()}, not {encoder.identity.describe()}; "
             "index into a new --out folder, or use the index's model"
         )
-
-
-def load_state(index_dir: IndexDir, manifest: Manifest | None) -> StoredState:
-    """Rows, vectors and failures of the last commit (empty for a new index)."""
-    if manifest is None:
-        return StoredState()
-    generation = index_dir.generation_path(manifest.generation)
-    vectors: dict[int, np.ndarray] = {}
-    for modality in MODALITIES:
-        row_ids, matrix = read_embeddings(generation / f"embeddings-{modality}.parquet")
-        vectors.update(zip(row_ids.tolist(), matrix))
-    return StoredState(read_item_rows(generation / "items.parquet"), vectors,
-                       read_failures(generation / "failures.parquet"), manifest.next_row_id)
 
 
 @dataclass
@@ -342,87 +363,8 @@ def _encode_planned_texts(model: _EncoderOnDemand, plan: Planned, journal, ids: 
         bar.close()
 
 
-def _stats(image_plan: Planned, text_plan: Planned, new_failures: list[Failure]) -> RunStats:
+def _stats(image_plan: Planned, text_plan: Planned, new_failures: list[Failure], dropped: int) -> RunStats:
     plans = (image_plan, text_plan)
     encoded = sum(len(p.rows) for p in plans) - sum(p.reused + p.resumed for p in plans)
     return RunStats(encoded=encoded, reused=sum(p.reused for p in plans), resumed=sum(p.resumed for p in plans),
-                    removed=sum(len(p.removed_ids) for p in plans), failed=len(new_failures))
-
-
-def commit_state(index_dir: IndexDir, identity: ModelIdentity, previous: Manifest | None, state: StoredState,
-                 rows: list[ItemRow], vectors: list[np.ndarray], failures: list[Failure], config: IndexConfig,
-                 next_row_id: int, stats: RunStats) -> tuple[Manifest, bool]:
-    """Make (rows, vectors, failures) the committed state; returns (manifest, whether a generation was written)."""
-    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    order = sorted(range(len(rows)), key=lambda i: rows[i].row_id)
-    rows, vectors = [rows[i] for i in order], [vectors[i] for i in order]
-    failures = sorted(failures, key=lambda f: (f.path, f.line or 0, f.modality))
-    unchanged = previous is not None and rows == sorted(state.rows, key=lambda r: r.row_id) \
-        and failures == state.failures
-    try:
-        if unchanged:
-            manifest = _manifest(previous.generation, identity, rows, failures, previous.ann, config, previous,
-                                 now, next_row_id, stats)
-            index_dir.write_manifest(manifest)
-            return manifest, False
-        generation, staging = index_dir.new_staging()
-        ann_specs = _write_generation_files(staging, index_dir, previous, state, rows, vectors, failures,
-                                            identity.dim, config)
-        manifest = _manifest(generation, identity, rows, failures, ann_specs, config, previous, now,
-                             next_row_id, stats)
-        index_dir.commit(staging, manifest)
-    except OSError as exc:
-        index_dir.discard_staging()
-        reason = exc.strerror or str(exc)
-        raise IndexWriteError(
-            f"could not write the index in {index_dir.root}: {reason}; the last committed index is unchanged "
-            "and the encoded work is kept for the next run (free disk space or fix permissions, then run again)"
-        ) from None
-    return manifest, True
-
-
-def _write_generation_files(staging: Path, index_dir: IndexDir, previous: Manifest | None, state: StoredState,
-                            rows: list[ItemRow], vectors: list[np.ndarray], failures: list[Failure], dim: int,
-                            config: IndexConfig) -> dict:
-    ann_specs = {}
-    for modality in MODALITIES:
-        picked = [i for i, r in enumerate(rows) if r.modality == modality]
-        row_ids = np.array([rows[i].row_id for i in picked], dtype=np.int64)
-        matrix = np.stack([vectors[i] for i in picked]).astype(np.float32) if picked else np.zeros((0, dim), np.float32)
-        write_embeddings(staging / f"embeddings-{modality}.parquet", row_ids, matrix)
-        if len(row_ids):
-            index = _updated_ann(index_dir, previous, state, modality, matrix, row_ids, config.index_type)
-            index.save(staging / f"{modality}.faiss")
-            ann_specs[modality] = index.spec
-    write_items(staging / "items.parquet", rows)
-    write_failures(staging / "failures.parquet", failures)
-    return ann_specs
-
-
-def _updated_ann(index_dir, previous, state, modality, matrix, row_ids, requested) -> ann.VectorIndex:
-    old_ids = {r.row_id for r in state.rows if r.modality == modality}
-    new_ids = set(row_ids.tolist())
-    added = np.array(sorted(new_ids - old_ids), dtype=np.int64)
-    removed = np.array(sorted(old_ids - new_ids), dtype=np.int64)
-    previous_index = None
-    if previous is not None and modality in previous.ann:
-        path = index_dir.generation_path(previous.generation) / f"{modality}.faiss"
-        previous_index = ann.VectorIndex.load(path, previous.ann[modality])
-    return ann.build_or_update(previous_index, matrix, row_ids, added, removed, requested)
-
-
-def _manifest(generation, identity, rows, failures, ann_specs, config, previous, now, next_row_id, stats):
-    return Manifest(
-        generation=generation,
-        model=identity,
-        counts={m: sum(r.modality == m for r in rows) for m in MODALITIES},
-        failures=len(failures),
-        ann=ann_specs,
-        next_row_id=next_row_id,
-        created_at=previous.created_at if previous else now,
-        updated_at=now,
-        sources={"images": [str(Path(p).resolve()) for p in config.images],
-                 "texts": [str(Path(p).resolve()) for p in config.texts]},
-        settings={"text_column": config.text_column, "encoding": config.encoding, "index_type": config.index_type},
-        last_run={**stats.to_dict(), "finished_at": now},
-    )
+                    removed=sum(len(p.removed_ids) for p in plans) + dropped, failed=len(new_failures))

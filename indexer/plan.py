@@ -24,12 +24,17 @@ HASH_BLOCK = 1 << 20
 
 @dataclass
 class StoredState:
-    """The last committed index: rows, vectors by row id, and failures."""
+    """The last committed index: rows, vectors by row id, and failures.
+
+    A run's planner sees the rows and failures of the sources it syncs; `reusable`
+    holds every stored row, whose vectors may be reused by content.
+    """
 
     rows: list[ItemRow] = field(default_factory=list)
     vectors: dict[int, np.ndarray] = field(default_factory=dict)
     failures: list[Failure] = field(default_factory=list)
     next_row_id: int = 0
+    reusable: list[ItemRow] = field(default_factory=list)
 
 
 @dataclass
@@ -73,10 +78,13 @@ class RowIds:
 
 def plan_images(paths: list[str], state: StoredState, journal: Journal, ids: RowIds,
                 retry_failed: bool = False) -> Planned:
+    """`state` holds the items of the sources this run syncs; `state.reusable` any item's vector by content."""
     plan = Planned()
     previous = [r for r in state.rows if r.modality == "image"]
     by_path = {r.path: r for r in previous}
-    by_hash = {r.content_hash: r for r in previous}
+    by_hash = {**{r.content_hash: r for r in state.reusable if r.modality == "image"},
+               **{r.content_hash: r for r in previous}}
+    in_scope = {r.row_id for r in previous}
     failed = {f.path: f for f in state.failures if f.modality == "image"}
     present = set(paths)
     used_ids: set[int] = set()
@@ -103,7 +111,7 @@ def plan_images(paths: list[str], state: StoredState, journal: Journal, ids: Row
         source = old if old and old.content_hash == digest else by_hash.get(digest)
         if source is not None:
             # Same content: a touched file keeps its row; a moved one takes over the row of the vanished path.
-            moved = source.path not in present and source.row_id not in used_ids
+            moved = source.row_id in in_scope and source.path not in present and source.row_id not in used_ids
             row_id = source.row_id if (source.path == path or moved) else ids.take()
             used_ids.add(row_id)
             plan.keep(_moved_row(source, row_id, path, stat), state.vectors[source.row_id])
@@ -119,17 +127,20 @@ def plan_images(paths: list[str], state: StoredState, journal: Journal, ids: Row
 
 
 def plan_texts(records: list[TextRecord], state: StoredState, journal: Journal, ids: RowIds) -> Planned:
+    """A text keeps its row while its corpus holds the same text; its vector is reused from any corpus."""
     plan = Planned()
-    pool: dict[str, list[ItemRow]] = {}
+    pool: dict[tuple[str | None, str], list[ItemRow]] = {}
     for row in (r for r in state.rows if r.modality == "text"):
-        pool.setdefault(row.content_hash, []).append(row)
-    kept: set[int] = set()
+        pool.setdefault((row.source, row.content_hash), []).append(row)
+    elsewhere = {r.content_hash: r.row_id for r in state.reusable if r.modality == "text"}
     for record in records:
         digest = text_hash(record.text)
-        if pool.get(digest):
-            old = pool[digest].pop(0)
-            kept.add(old.row_id)
+        same = pool.get((record.source, digest))
+        if same:
+            old = same.pop(0)
             plan.keep(_text_row(old.row_id, record, digest), state.vectors[old.row_id])
+        elif digest in elsewhere:
+            plan.keep(_text_row(ids.take(), record, digest), state.vectors[elsewhere[digest]])
         elif ("text", digest) in journal.by_hash:
             plan.keep(_text_row(ids.take(), record, digest), journal.by_hash[("text", digest)].vector, reused=False)
             plan.resumed += 1

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from .errors import CorpusEncodingError, InvalidInputError, NoImagesError, TextColumnError, option
+from .errors import CorpusEncodingError, InvalidInputError, NoImagesError, TextColumnError, command, option
 from .imaging import supported_extensions
 
 TEXT_FORMATS = (".txt", ".csv", ".tsv", ".jsonl", ".parquet")
@@ -51,27 +51,28 @@ class Corpus:
 
 
 def find_images(roots: list[str | Path]) -> list[str]:
-    """Every supported image under `roots`, sorted; hidden entries skipped, symlink loops safe."""
-    extensions = supported_extensions()
-    found: list[str] = []
-    for root in roots:
-        found.extend(_walk_images(check_image_folder(root), extensions))
+    """Every supported image under `roots`, sorted; raises NoImagesError if there are none."""
+    found = sorted({path for root in roots for path in list_images(root)})
     if not found:
-        names = ", ".join(str(r) for r in roots)
-        raise NoImagesError(
-            f"no images found in {names} (looked for {', '.join(sorted(extensions))}); "
-            "point at a folder that holds images"
-        )
-    return sorted(set(found))
+        raise no_images_error(roots)
+    return found
 
 
-def check_image_folder(root: str | Path) -> Path:
+def list_images(root: str | Path) -> list[str]:
+    """Every supported image under one folder, sorted; hidden entries skipped, symlink loops safe."""
     root = Path(root)
     if not root.exists():
-        raise InvalidInputError(f"image folder {root} does not exist; check the path")
+        raise InvalidInputError(f"image folder {root} does not exist; check the path (or, if it was a source "
+                                f"that is gone for good, drop it with {command('remove')} {option('source', root)})")
     if root.is_file():
         raise InvalidInputError(f"{root} is a file; give the folder that holds the images")
-    return root
+    return sorted(_walk_images(root, supported_extensions()))
+
+
+def no_images_error(roots: list[str | Path]) -> NoImagesError:
+    names = ", ".join(str(r) for r in roots)
+    extensions = ", ".join(sorted(supported_extensions()))
+    return NoImagesError(f"no images found in {names} (looked for {extensions}); point at a folder that holds images")
 
 
 def _walk_images(root: Path, extensions: frozenset[str]) -> Iterator[str]:

@@ -16,7 +16,7 @@ from fakes import FakeEncoder
 from indexer import IndexConfig, build_index
 from indexer.edit import list_items, remove_items
 from indexer.errors import IndexLockedError, IndexWriteError, InvalidInputError
-from indexer.pipeline import load_state
+from indexer.commit import load_state
 from indexer.store import IndexDir
 from indexer.store.lock import WriterLock
 from search import open_index
@@ -182,7 +182,7 @@ def test_remove_and_list(tmp_path, sources):
 
 @pytest.mark.parametrize("error", [OSError(28, "No space left on device"), PermissionError(13, "Permission denied")])
 def test_write_errors_keep_the_last_commit_and_the_encoded_work(tmp_path, sources, monkeypatch, error):
-    import indexer.pipeline as pipeline
+    import indexer.commit as pipeline
 
     images, texts = sources
     out = tmp_path / "idx"

@@ -74,7 +74,7 @@ def test_items_table_has_unique_ids_and_the_documented_columns(built):
 def test_manifest_records_model_counts_and_metric(built, tiny_encoder):
     out, _ = built
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["format"] == "xmodal-index" and manifest["format_version"] == 1
+    assert manifest["format"] == "xmodal-index" and manifest["format_version"] == 2
     assert manifest["counts"] == {"image": 11, "text": 4} and manifest["failures"] == 1
     assert manifest["metric"] == "cosine"
     assert manifest["model"]["spec"] == tiny_encoder.identity.spec and manifest["model"]["dim"] == 32
@@ -135,14 +135,14 @@ def test_another_model_is_refused_for_queries_and_updates(built, tmp_path, image
 def test_rebuild_replaces_the_index_atomically(built, image_folder, tiny_encoder):
     out, _ = built
     (image_folder / "img00.png").unlink()
-    build_index(out, IndexConfig(images=[image_folder], workers=0), encoder=tiny_encoder)
+    build_index(out, IndexConfig(images=[image_folder], workers=0, replace_sources=True), encoder=tiny_encoder)
     idx = open_index(out, encoder=tiny_encoder)
     assert idx.manifest.counts == {"image": 10, "text": 0} and idx.manifest.generation == "gen-000002"
     assert len(idx.search(text="anything", target="image", k=50)) == 10
 
 
 def test_a_failed_write_leaves_the_previous_index_intact(built, image_folder, tiny_encoder, monkeypatch):
-    import indexer.pipeline as pipeline
+    import indexer.commit as pipeline
 
     out, _ = built
     before = (out / "manifest.json").read_text()

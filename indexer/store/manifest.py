@@ -8,7 +8,7 @@ from typing import Any
 from ..models.base import ModelIdentity
 
 FORMAT_NAME = "xmodal-index"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: sources are a list with per-source options; items carry their corpus line
 METRIC = "cosine"  # inner product over L2-normalised vectors
 MODALITIES = ("image", "text")
 
@@ -21,6 +21,32 @@ class AnnSpec:
     params: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Source:
+    """One source an index keeps in sync: an image folder, or a text corpus with its reading options."""
+
+    kind: str  # "images" | "texts"
+    path: str  # absolute
+    text_column: str | None = None
+    encoding: str | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.kind, self.path
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+def _sources_from(data: dict[str, Any]) -> list[Source]:
+    recorded = data.get("sources") or []
+    if isinstance(recorded, dict):  # format 1: {"images": [...], "texts": [...]}, one text column for all
+        settings = data.get("settings") or {}
+        return [Source("images", p) for p in recorded.get("images", [])] + [
+            Source("texts", p, settings.get("text_column")) for p in recorded.get("texts", [])]
+    return [Source(**s) for s in recorded]
+
+
 @dataclass
 class Manifest:
     generation: str
@@ -31,8 +57,8 @@ class Manifest:
     next_row_id: int
     created_at: str
     updated_at: str
-    sources: dict[str, list[str]] = field(default_factory=dict)
-    settings: dict[str, Any] = field(default_factory=dict)  # text_column, index_type: re-used by re-runs
+    sources: list[Source] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict)  # index_type: re-used by re-runs
     last_run: dict[str, Any] = field(default_factory=dict)
     metric: str = METRIC
     format: str = FORMAT_NAME
@@ -41,6 +67,7 @@ class Manifest:
     def to_json(self) -> str:
         data = asdict(self)
         data["model"] = self.model.to_dict()
+        data["sources"] = [s.to_dict() for s in self.sources]
         return json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False)
 
     @classmethod
@@ -54,10 +81,10 @@ class Manifest:
             next_row_id=int(data["next_row_id"]),
             created_at=data["created_at"],
             updated_at=data["updated_at"],
-            sources=dict(data.get("sources") or {}),
+            sources=_sources_from(data),
             settings=dict(data.get("settings") or {}),
             last_run=dict(data.get("last_run") or {}),
             metric=data.get("metric", METRIC),
             format=data["format"],
-            format_version=int(data["format_version"]),
+            format_version=int(data["format_version"]),  # as read; a commit writes the current format
         )

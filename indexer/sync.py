@@ -1,0 +1,89 @@
+"""Which sources a run reads, and which stored items belong to them.
+
+Sources are additive: a run that names sources adds them to the ones the index
+recorded and syncs only those (new, changed and deleted files inside them);
+the others are kept as they are. A run that names none syncs them all.
+Dropping a source is explicit (`drop`, or replacing the whole set).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import InvalidInputError, command, option
+from .sources import DEFAULT_ENCODING, DEFAULT_TEXT_COLUMN
+from .store.manifest import Source
+
+
+@dataclass
+class SourcePlan:
+    sources: list[Source]  # what the index holds after this run
+    synced: list[Source]  # what this run reads
+
+    def owner(self, modality: str, location: str | None) -> str:
+        """"synced", "kept" (another source holds it: leave it be) or "dropped" (no source holds it)."""
+        if _owned(self.synced, modality, location):
+            return "synced"
+        return "kept" if _owned(self.sources, modality, location) else "dropped"
+
+
+def named_sources(images: list[str | Path], texts: list[str | Path], text_column: str | None,
+                  encoding: str | None) -> list[Source]:
+    named = [Source("images", os.path.abspath(p)) for p in images]
+    named += [Source("texts", os.path.abspath(p), text_column, encoding) for p in texts]
+    return list({s.key: s for s in named}.values())
+
+
+def plan_sources(named: list[Source], recorded: list[Source], replace: bool = False) -> SourcePlan:
+    """Sources named in this run update their recorded options; unnamed options come from the record."""
+    recorded_by_key = {s.key: s for s in recorded}
+    named = [_completed(s, recorded_by_key.get(s.key)) for s in named]
+    if not named:
+        return SourcePlan(list(recorded), list(recorded))
+    if replace:
+        return SourcePlan(named, named)
+    merged = dict(recorded_by_key)
+    merged.update({s.key: s for s in named})
+    return SourcePlan(list(merged.values()), named)
+
+
+def drop_sources(recorded: list[Source], paths: list[str | Path]) -> SourcePlan:
+    """The plan of a run that removes `paths` from the sources and syncs nothing."""
+    doomed = {os.path.abspath(p) for p in paths}
+    unknown = sorted(doomed - {s.path for s in recorded})
+    if unknown:
+        known = ", ".join(s.path for s in recorded) or "none"
+        raise InvalidInputError(f"{unknown[0]} is not a source of this index (its sources: {known}); "
+                                f"{command('info')} lists them")
+    return SourcePlan([s for s in recorded if s.path not in doomed], [])
+
+
+def reading_options(source: Source) -> tuple[str, str]:
+    return source.text_column or DEFAULT_TEXT_COLUMN, source.encoding or DEFAULT_ENCODING
+
+
+def _completed(named: Source, recorded: Source | None) -> Source:
+    if named.kind != "texts":
+        return named
+    text_column = named.text_column or (recorded.text_column if recorded else None)
+    encoding = named.encoding or (recorded.encoding if recorded else None)
+    return Source("texts", named.path, text_column, encoding)
+
+
+def _owned(sources: list[Source], modality: str, location: str | None) -> bool:
+    if location is None:
+        return False
+    for source in sources:
+        if modality == "image" and source.kind == "images":
+            if location == source.path or location.startswith(source.path.rstrip(os.sep) + os.sep):
+                return True
+        elif modality == "text" and source.kind == "texts" and location == source.path:
+            return True
+    return False
+
+
+def check_replace(replace: bool, named: list[Source]) -> None:
+    if replace and not named:
+        raise InvalidInputError(f"{option('replace_sources')} needs the sources that replace the index's own; "
+                                "name image folders or text corpora")

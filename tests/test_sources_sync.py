@@ -1,0 +1,172 @@
+"""Sources add up: naming one adds and syncs it, the others are kept; dropping one is explicit."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from conftest import CATALOG, noise_image
+from fakes import FakeEncoder
+from indexer import IndexConfig, build_index
+from indexer.edit import list_items, remove_items
+from indexer.errors import InvalidInputError
+from indexer.store import IndexDir
+from test_cli import xmodal
+from test_incremental import snapshot
+
+FAKE = "python:fakes:make_encoder"
+
+
+def folder(root, name: str, count: int, seed: int):
+    path = root / name
+    path.mkdir()
+    for i in range(count):
+        noise_image(seed + i).save(path / f"{name}-{i}.png")
+    return path
+
+
+def paths(index, modality="image") -> set[str]:
+    return {r.path or r.text for r in list_items(index, modality)}
+
+
+def build(out, **config):
+    return build_index(out, IndexConfig(workers=0, **config), encoder=FakeEncoder())
+
+
+def test_naming_a_second_folder_adds_it_and_keeps_the_first(tmp_path):
+    first, second = folder(tmp_path, "photos", 5, 0), folder(tmp_path, "photos2", 3, 100)
+    out = tmp_path / "lib"
+    build(out, images=[first])
+    report = build(out, images=[second])
+    assert (report.stats.encoded, report.stats.removed, report.counts["image"]) == (3, 0, 8)
+    assert [s.path for s in IndexDir(out).read_manifest().sources] == [str(first), str(second)]
+
+
+def test_indexing_only_images_into_a_catalog_keeps_its_texts(tmp_path):
+    images = tmp_path / "images"
+    shutil.copytree(CATALOG / "images", images)
+    out = tmp_path / "catalog"
+    build(out, texts=[CATALOG / "listings.csv"], text_column="description")
+    report = build(out, images=[images])
+    assert report.counts == {"image": 12, "text": 12} and report.stats.removed == 0
+
+
+def test_a_named_source_is_synced_and_the_others_left_alone(tmp_path):
+    first, second = folder(tmp_path, "photos", 5, 0), folder(tmp_path, "photos2", 3, 100)
+    out = tmp_path / "lib"
+    build(out, images=[first, second])
+    (first / "photos-0.png").unlink()
+    (second / "photos2-0.png").unlink()
+    report = build(out, images=[first])
+    assert report.stats.removed == 1
+    assert str(second / "photos2-0.png") in paths(out)  # not synced: kept as it was
+    everything = build(out)
+    assert everything.stats.removed == 1 and str(second / "photos2-0.png") not in paths(out)
+
+
+def test_remove_source_drops_its_items_and_a_rerun_does_not_bring_them_back(tmp_path):
+    first, second = folder(tmp_path, "photos", 5, 0), folder(tmp_path, "photos2", 3, 100)
+    out = tmp_path / "lib"
+    build(out, images=[first, second], texts=[CATALOG / "listings.csv"], text_column="title")
+    removed = remove_items(out, sources=[second, CATALOG / "listings.csv"])
+    assert len(removed) == 3 + 12
+    assert paths(out) == {str(p) for p in first.iterdir()} and not list_items(out, "text")
+    again = build(out)
+    assert again.counts == {"image": 5, "text": 0} and again.stats.encoded == 0
+    with pytest.raises(InvalidInputError, match="is not a source of this index"):
+        remove_items(out, sources=[tmp_path / "elsewhere"])
+
+
+def test_replace_sources_makes_the_named_ones_the_whole_set(tmp_path):
+    first, second = folder(tmp_path, "photos", 5, 0), folder(tmp_path, "photos2", 3, 100)
+    out = tmp_path / "lib"
+    build(out, images=[first])
+    report = build(out, images=[second], replace_sources=True)
+    assert report.counts["image"] == 3 and report.stats.removed == 5
+    assert [s.path for s in IndexDir(out).read_manifest().sources] == [str(second)]
+
+
+def test_a_vanished_source_folder_is_an_error_not_a_mass_deletion(tmp_path):
+    first, second = folder(tmp_path, "photos", 5, 0), folder(tmp_path, "photos2", 3, 100)
+    out = tmp_path / "lib"
+    build(out, images=[first, second])
+    before = snapshot(out)
+    shutil.rmtree(second)  # an unmounted drive looks the same
+    with pytest.raises(InvalidInputError, match="photos2 does not exist.*remove_items"):
+        build(out)
+    assert snapshot(out)["items"].keys() == before["items"].keys()
+
+
+def test_an_emptied_source_folder_loses_its_items(tmp_path):
+    first, second = folder(tmp_path, "photos", 5, 0), folder(tmp_path, "photos2", 3, 100)
+    out = tmp_path / "lib"
+    build(out, images=[first, second])
+    for path in second.iterdir():
+        path.unlink()
+    report = build(out)
+    assert report.counts["image"] == 5 and report.stats.removed == 3
+
+
+def test_each_corpus_keeps_its_own_reading_options(tmp_path):
+    titles = tmp_path / "titles.csv"
+    titles.write_text("name,price\na red car,1\n", encoding="utf-8")
+    menu = tmp_path / "menu.txt"
+    menu.write_bytes("café latte\n".encode("latin-1"))
+    out = tmp_path / "texts"
+    build(out, texts=[titles], text_column="name")
+    build(out, texts=[menu], encoding="latin-1")
+    report = build(out)  # every corpus re-read with its recorded options
+    assert report.stats.encoded == 0 and report.stats.removed == 0
+    assert paths(out, "text") == {"a red car", "café latte"}
+    recorded = {s.path: s for s in IndexDir(out).read_manifest().sources}
+    assert recorded[str(titles)].text_column == "name" and recorded[str(menu)].encoding == "latin-1"
+
+
+def test_the_same_text_in_two_corpora_is_two_items_encoded_once(tmp_path):
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_text("a red car\n")
+    b.write_text("a red car\nblue mug\n")
+    out = tmp_path / "texts"
+    build(out, texts=[a])
+    report = build(out, texts=[b])
+    assert report.counts["text"] == 3 and (report.stats.encoded, report.stats.reused) == (1, 1)
+
+
+def test_a_format_1_index_is_read_and_upgraded_on_its_next_commit(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    images = folder(tmp_path, "photos", 4, 0)
+    out = tmp_path / "old"
+    build(out, images=[images], texts=[CATALOG / "listings.csv"], text_column="title")
+    manifest_path = out / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    items_path = out / manifest["generation"] / "items.parquet"
+    items = pq.read_table(items_path)
+    sources = [f"{s}:{n}" if s else None for s, n in zip(items["source"].to_pylist(), items["line"].to_pylist())]
+    old_items = items.drop_columns(["line"]).set_column(items.schema.get_field_index("source"), "source",
+                                                        pa.array(sources, pa.string()))
+    pq.write_table(old_items, items_path)
+    manifest.update(format_version=1, sources={"images": [str(images)], "texts": [str(CATALOG / "listings.csv")]},
+                    settings={"text_column": "title", "index_type": "auto"})
+    manifest_path.write_text(json.dumps(manifest))
+    report = build(out)
+    assert (report.stats.encoded, report.stats.removed) == (0, 0) and report.counts == {"image": 4, "text": 12}
+    upgraded = json.loads(manifest_path.read_text())
+    assert upgraded["format_version"] == 2 and upgraded["sources"][1]["text_column"] == "title"
+
+
+def test_cli_adds_a_folder_lists_sources_and_drops_one(tmp_path):
+    first, second = folder(tmp_path, "photos", 4, 0), folder(tmp_path, "photos2", 2, 100)
+    out = tmp_path / "lib"
+    assert xmodal("index", str(first), "--out", str(out), "--model", FAKE).returncode == 0
+    added = xmodal("index", str(second), "--out", str(out))
+    assert added.returncode == 0, added.stderr
+    assert "removed 0" in added.stdout and "indexed 6 images" in added.stdout
+    info = xmodal("info", str(out))
+    assert f"source:   {first} (images)" in info.stdout and f"source:   {second} (images)" in info.stdout
+    assert [s["path"] for s in json.loads(xmodal("info", str(out), "--json").stdout)["sources"]] == [
+        str(first), str(second)]
+    dropped = xmodal("remove", str(out), "--source", str(second))
+    assert dropped.returncode == 0 and "removed 2 items" in dropped.stdout
