@@ -302,10 +302,20 @@ def _failure(failed: DecodeFailure) -> Failure:
 
 
 class _JournalBuffer:
-    """Collects encoded items and commits them to the journal every `every` items."""
+    """Collects encoded items and commits them to the journal every `every` items.
+
+    Used as a context manager it also commits what it holds when the run is
+    interrupted or fails, so a resume never re-encodes work that was done.
+    """
 
     def __init__(self, journal: Journal, every: int):
         self.journal, self.every, self.pending = journal, every, []
+
+    def __enter__(self) -> "_JournalBuffer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.flush()
 
     def add(self, entries: list[JournalEntry]) -> None:
         self.pending.extend(entries)
@@ -322,15 +332,13 @@ def _encode_planned_images(model: _EncoderOnDemand, plan: Planned, journal, ids:
     if not plan.to_encode:
         return []
     encoder = model.get()
-    buffer = _JournalBuffer(journal, config.journal_every)
+    with _JournalBuffer(journal, config.journal_every) as buffer:
+        def remember(decoded: list[DecodedImage], vectors: np.ndarray) -> None:
+            buffer.add([JournalEntry("image", d.path, d.content_hash, d.size, d.mtime, d.width, d.height, v)
+                        for d, v in zip(decoded, vectors)])
 
-    def remember(decoded: list[DecodedImage], vectors: np.ndarray) -> None:
-        buffer.add([JournalEntry("image", d.path, d.content_hash, d.size, d.mtime, d.width, d.height, v)
-                    for d, v in zip(decoded, vectors)])
-
-    result = encode_image_files(encoder, plan.to_encode, config.batch_size, config.workers, config.max_pixels,
-                                progress, timer, on_batch=remember)
-    buffer.flush()
+        result = encode_image_files(encoder, plan.to_encode, config.batch_size, config.workers, config.max_pixels,
+                                    progress, timer, on_batch=remember)
     for image, vector in zip(result.images, result.vectors):
         plan.keep(ItemRow(row_id=ids.take(), modality="image", path=image.path, content_hash=image.content_hash,
                           size=image.size, mtime=image.mtime, width=image.width, height=image.height),
@@ -344,21 +352,20 @@ def _encode_planned_texts(model: _EncoderOnDemand, plan: Planned, journal, ids: 
     if not records:
         return
     encoder = model.get()
-    buffer = _JournalBuffer(journal, config.journal_every)
     bar = progress("texts", len(records)) if progress else None
-    for start in range(0, len(records), config.batch_size):
-        chunk = records[start:start + config.batch_size]
-        with timer.stage("encode"):
-            vectors = encoder.encode_texts([r.text for r in chunk])
-        digests = [text_hash(r.text) for r in chunk]
-        buffer.add([JournalEntry("text", None, d, None, None, None, None, v) for d, v in zip(digests, vectors)])
-        for record, digest, vector in zip(chunk, digests, vectors):
-            plan.keep(ItemRow(row_id=ids.take(), modality="text", text=record.text, source=record.source,
-                              line=record.line, content_hash=digest, size=len(record.text.encode("utf-8")),
-                              metadata=record.metadata or None), vector, reused=False)
-        if bar:
-            bar.update(len(chunk))
-    buffer.flush()
+    with _JournalBuffer(journal, config.journal_every) as buffer:
+        for start in range(0, len(records), config.batch_size):
+            chunk = records[start:start + config.batch_size]
+            with timer.stage("encode"):
+                vectors = encoder.encode_texts([r.text for r in chunk])
+            digests = [text_hash(r.text) for r in chunk]
+            buffer.add([JournalEntry("text", None, d, None, None, None, None, v) for d, v in zip(digests, vectors)])
+            for record, digest, vector in zip(chunk, digests, vectors):
+                plan.keep(ItemRow(row_id=ids.take(), modality="text", text=record.text, source=record.source,
+                                  line=record.line, content_hash=digest, size=len(record.text.encode("utf-8")),
+                                  metadata=record.metadata or None), vector, reused=False)
+            if bar:
+                bar.update(len(chunk))
     if bar:
         bar.close()
 

@@ -8,7 +8,9 @@ Use it from the CLI as --model python:fakes:make_encoder with tests/ on PYTHONPA
 """
 from __future__ import annotations
 
+import os
 import re
+import time
 from typing import Sequence
 
 import numpy as np
@@ -75,5 +77,20 @@ class FakeEncoder:
         return l2_normalize(np.stack([concept_vector(text_concepts(t)) for t in texts]))
 
 
+class SlowFakeEncoder(FakeEncoder):
+    """Takes its time per batch and notes each batch in $FAKE_PROGRESS_FILE, so a test can interrupt it mid-run."""
+
+    def encode_preprocessed(self, batch) -> np.ndarray:
+        time.sleep(0.2)
+        vectors = super().encode_preprocessed(batch)
+        with open(os.environ["FAKE_PROGRESS_FILE"], "a") as handle:
+            handle.write(f"{len(vectors)}\n")
+        return vectors
+
+
 def make_encoder(pretrained: str | None, device: str) -> FakeEncoder:
     return FakeEncoder(device)
+
+
+def make_slow_encoder(pretrained: str | None, device: str) -> FakeEncoder:
+    return SlowFakeEncoder(device)

@@ -333,3 +333,31 @@ def test_an_open_index_keeps_answering_after_its_generation_is_collected(tmp_pat
     assert not (out / idx.manifest.generation).exists()
     assert len(idx.search(text="a red car", target="image", k=50)) == IMAGES_IN_SOURCES
     assert len(idx.search(text="a red car", target="text", k=3)) == 3
+
+
+def test_ctrl_c_in_a_small_first_build_keeps_every_encoded_batch(tmp_path, sources):
+    """Under 512 items nothing reached the journal before an interrupt; now the interrupt commits it."""
+    images, _ = sources
+    out, progress = tmp_path / "idx", tmp_path / "progress"
+    env = {**env_with_tests_path(), "FAKE_PROGRESS_FILE": str(progress)}
+    command = [sys.executable, "-c", "import cli; cli.app()", "index", str(images), "--out", str(out),
+               "--model", "python:fakes:make_slow_encoder", "--batch-size", "2", "--workers", "0"]
+    run = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while (not progress.exists() or len(progress.read_text().split()) < 3) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    while_running = subprocess.run([sys.executable, "-c", "import cli; cli.app()", "search", str(out), "car"],
+                                   capture_output=True, text=True, timeout=60, env=env)
+    run.send_signal(signal.SIGINT)
+    _, stderr = run.communicate(timeout=60)
+    assert run.returncode == 130 and stderr.strip().splitlines()[-1].startswith("error: interrupted")
+    assert f"is being built (xmodal run pid {run.pid})" in while_running.stderr
+    encoded = sum(int(n) for n in progress.read_text().split())
+    assert 6 <= encoded < IMAGES_IN_SOURCES and not IndexDir(out).is_index()
+    after = subprocess.run([sys.executable, "-c", "import cli; cli.app()", "search", str(out), "car"],
+                           capture_output=True, text=True, timeout=60, env=env)
+    assert after.returncode == 2 and after.stderr == (
+        f"error: the first build of {out} was interrupted before its first commit; "
+        "run the same `xmodal index` again to resume it\n")
+    report = build_index(out, IndexConfig(images=[images], workers=0), encoder=FakeEncoder())
+    assert report.stats.resumed == encoded and report.stats.encoded == IMAGES_IN_SOURCES - encoded

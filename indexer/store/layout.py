@@ -12,7 +12,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import NotAnIndexError
+from ..errors import IndexNotReadyError, NotAnIndexError, command
+from .lock import running_writer
 from .manifest import FORMAT_NAME, FORMAT_VERSION, Manifest
 
 MANIFEST = "manifest.json"
@@ -36,23 +37,36 @@ class IndexDir:
         return self.root / generation
 
     def read_manifest(self) -> Manifest:
+        if not self.root.exists():
+            raise NotAnIndexError(f"{self.root} does not exist; build one with {command('index')}")
         if not self.root.is_dir():
-            raise NotAnIndexError(f"{self.root} does not exist; build one with `xmodal index`")
+            raise NotAnIndexError(f"{self.root} is a file, not an index folder; give the folder that "
+                                  f"{command('index')} wrote")
         if not self.is_index():
-            raise NotAnIndexError(
-                f"{self.root} is not an xmodal index (no {MANIFEST}); build one with `xmodal index`"
-            )
+            self._raise_not_ready()
+            raise NotAnIndexError(f"{self.root} is not an xmodal index (no {MANIFEST}); build one with {command('index')}")
         try:
             data = json.loads(self.manifest_path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise NotAnIndexError(f"{self.manifest_path} is unreadable ({exc}); rebuild the index") from None
         if data.get("format") != FORMAT_NAME:
-            raise NotAnIndexError(f"{self.root} is not an xmodal index; build one with `xmodal index`")
+            raise NotAnIndexError(f"{self.root} is not an xmodal index; build one with {command('index')}")
         if int(data.get("format_version", 0)) > FORMAT_VERSION:
             raise NotAnIndexError(
                 f"{self.root} was written by a newer xmodal (format {data['format_version']}); upgrade xmodal"
             )
         return Manifest.from_dict(data)
+
+    def _raise_not_ready(self) -> None:
+        """A folder holding only a first build's lock and journal is an index on its way, not garbage."""
+        if not (self.root / ".lock").is_file() or not self._only_unfinished_run():
+            return
+        writer = running_writer(self.root)
+        if writer is not None:
+            raise IndexNotReadyError(f"{self.root} is being built (xmodal run pid {writer}) and has no commit yet; "
+                                     "search it once that run has finished")
+        raise IndexNotReadyError(f"the first build of {self.root} was interrupted before its first commit; "
+                                 f"run the same {command('index')} again to resume it")
 
     def check_writable_target(self) -> None:
         """A new index may go into a missing folder, an empty one, or over an existing index."""

@@ -36,6 +36,24 @@ class WriterLock:
 
     def __exit__(self, *exc) -> None:
         if self._fd is not None:
+            os.ftruncate(self._fd, 0)  # no writer now; a killed writer leaves its (dead) pid behind
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+
+
+def running_writer(root: Path) -> int | None:
+    """The pid of the process writing to `root`, if one is alive; readers never take the lock to ask."""
+    try:
+        text = (root / LOCK_FILE).read_text().strip()
+    except OSError:
+        return None
+    if not text.isdigit():
+        return None
+    try:
+        os.kill(int(text), 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass  # alive, another user's
+    return int(text)
