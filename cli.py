@@ -118,7 +118,9 @@ def search(
 
     hits = _run(run)
     if as_json:
-        typer.echo(json.dumps([h.to_dict() for h in hits], ensure_ascii=False, indent=2, default=str))
+        result = {"query": {"text": query, "image": str(image) if image else None}, "target": target, "k": k,
+                  "count": len(hits), "hits": [h.to_dict() for h in hits]}
+        typer.echo(json.dumps(result, ensure_ascii=False, indent=2, default=str))
         return
     if not hits:
         typer.echo(f"no {target}s in this index")

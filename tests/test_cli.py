@@ -54,7 +54,9 @@ def test_index_prints_a_summary(tmp_path):
 def test_search_json_and_table(catalog_index):
     result = runner.invoke(app, ["search", str(catalog_index), "I want to buy a red car", "--json", "-k", "3"])
     assert result.exit_code == 0, result.output
-    hits = json.loads(result.output)
+    result_json = json.loads(result.output)
+    hits = result_json["hits"]
+    assert result_json["count"] == 3 and result_json["k"] == 3 and result_json["target"] == "image"
     assert [h["rank"] for h in hits] == [1, 2, 3]
     assert hits[0]["path"].endswith("01-red-car.png") and hits[0]["modality"] == "image"
     assert {"rank", "score", "row_id", "modality", "path", "text", "metadata"} <= set(hits[0])
@@ -85,7 +87,7 @@ def test_real_subprocess_index_search_info(tmp_path):
     assert "truncated.png" in built.stderr and "Traceback" not in built.stderr
     found = xmodal("search", str(out), "我想买一辆红色汽车", "--json", "-k", "1")
     assert found.returncode == 0, found.stderr
-    assert json.loads(found.stdout)[0]["path"].endswith("01-red-car.png")
+    assert json.loads(found.stdout)["hits"][0]["path"].endswith("01-red-car.png")
     info = json.loads(xmodal("info", str(out), "--json").stdout)
     assert info["counts"] == {"image": 12, "text": 12} and info["failures"] == 1
 

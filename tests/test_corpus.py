@@ -127,5 +127,5 @@ def test_cli_refuses_a_latin1_corpus_then_indexes_it_with_encoding(tmp_path):
     assert built.returncode == 0, built.stderr
     assert f"skipped {path}:4: empty text" in built.stderr
     found = json.loads(xmodal("search", str(out), "latte", "--target", "text", "--json").stdout)
-    texts = [h["text"] for h in (found["hits"] if isinstance(found, dict) else found)]
+    texts = [h["text"] for h in found["hits"]]
     assert sorted(texts) == ["a red car", "café latte", "crème brûlée"]

@@ -1,6 +1,7 @@
 """open_clip models: built-in names with a weights tag or a checkpoint file, hf-hub:, local-dir:."""
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -16,6 +17,7 @@ LOCAL_DIR = "local-dir:"
 HF_HUB = "hf-hub:"
 DEFAULT_WEIGHTS = {"ViT-B-32": "laion2b_s34b_b79k"}
 RANDOM_WEIGHTS = {"none", "random"}
+RANDOM_SEED = 0  # random weights are seeded, so an index built with them reopens with the same model
 _HUB_WEIGHT_FILES = ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
 
 
@@ -80,9 +82,10 @@ def load_open_clip(spec: str, pretrained: str | None, device: str) -> OpenClipEn
         pretrained, kwargs = _named_source(model_name, pretrained)
     precision = precision_for(device)
     try:
-        model, _, preprocess = open_clip.create_model_and_transforms(
-            model_name, precision=precision, device=device, **kwargs
-        )
+        with _seeded(pretrained == "none"):
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                model_name, precision=precision, device=device, **kwargs
+            )
     except (RuntimeError, OSError, ValueError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelUnavailableError(f"could not load model {spec!r}: {first_line}; {WAYS_OUT}") from exc
@@ -97,6 +100,18 @@ def load_open_clip(spec: str, pretrained: str | None, device: str) -> OpenClipEn
         versions=_versions(),
     )
     return OpenClipEncoder(model, preprocess, tokenizer, identity, device)
+
+
+@contextlib.contextmanager
+def _seeded(active: bool):
+    import torch
+
+    if not active:
+        yield
+        return
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_SEED)
+        yield
 
 
 def _local_dir_source(spec: str) -> str:
@@ -130,7 +145,7 @@ def _named_source(name: str, pretrained: str | None) -> tuple[str | None, dict[s
     if pretrained is None:
         pretrained = default_weights(name)
     if pretrained is None or pretrained.lower() in RANDOM_WEIGHTS:
-        return None, {}
+        return "none", {}
     if os.path.isfile(pretrained):
         path = str(Path(pretrained).resolve())
         return path, {"pretrained": path}
