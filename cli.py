@@ -60,6 +60,7 @@ def index(
     batch_size: int = typer.Option(64, "--batch-size", min=1),
     workers: Optional[int] = typer.Option(None, "--workers", min=0, help="Image decoding processes [default: cores - 1]."),
     index_type: str = typer.Option("auto", "--index-type", help="auto, flat (exact), hnsw or ivf."),
+    max_pixels: int = typer.Option(300_000_000, "--max-pixels", min=1, help="Refuse images whose declared size is larger (decompression bombs)."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Try files that failed before, changed or not."),
     replace_sources: bool = typer.Option(False, "--replace-sources", help="Make the sources named here the index's whole set, dropping the others and their items."),
 ) -> None:
@@ -76,7 +77,7 @@ def index(
         _fail(f"unknown --index-type {index_type!r}; use one of {', '.join(INDEX_TYPES)}")
     config = IndexConfig(images=list(images or []), texts=list(texts or []), text_column=text_column,
                          encoding=encoding, model=model, pretrained=pretrained, device=device, batch_size=batch_size,
-                         workers=workers, index_type=index_type, retry_failed=retry_failed,
+                         workers=workers, index_type=index_type, max_pixels=max_pixels, retry_failed=retry_failed,
                          replace_sources=replace_sources)
     report = _run(lambda: build_index(out, config, progress=_tqdm_progress))
     typer.echo(f"model: {report.model} on {report.device}")

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
 from .errors import ImageDecodeError
-from .imaging import MAX_PIXELS, decode_image
+from .imaging import MAX_PIXELS, decode_picture
 
 
 @dataclass
@@ -47,14 +47,14 @@ def read_one(path: str, preprocess: Callable[[Any], Any], max_pixels: int = MAX_
     except OSError as exc:
         return DecodeFailure(path, f"unreadable: {exc.strerror or exc}")
     try:
-        image = decode_image(data, path, max_pixels)
-        pixels = preprocess(image)
+        picture = decode_picture(data, path, max_pixels)
+        pixels = preprocess(picture.image)
     except ImageDecodeError as exc:
         return DecodeFailure(path, str(exc))
     except Exception as exc:  # a preprocessing bug for one odd file must not end a long run
         return DecodeFailure(path, f"preprocessing failed: {type(exc).__name__}: {exc}")
     return DecodedImage(path, content_hash(data), stat.st_size, stat.st_mtime,
-                        image.width, image.height, pixels)
+                        picture.width, picture.height, pixels)
 
 
 class _FileDataset:

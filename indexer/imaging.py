@@ -2,17 +2,32 @@
 from __future__ import annotations
 
 import io
-import warnings
+import math
+import threading
+from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
-from .errors import ImageDecodeError
+from .errors import ImageDecodeError, option
 
 BASE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 HEIF_EXTENSIONS = frozenset({".heic", ".heif"})
-# Pillow's own bomb threshold (about 89 M pixels); checked from the header, before decoding.
-MAX_PIXELS = 89_478_485
+# Medium-format cameras reach 150 MP and stitched panoramas more; a declared size above this is a
+# decompression bomb, refused from the header before any pixel is decoded.
+MAX_PIXELS = 300_000_000
+# JPEGs larger than this are decoded reduced, in the decoder (DCT scaling): memory stays bounded.
+REDUCE_JPEG_ABOVE = 50_000_000
+_PILLOW_LIMIT = threading.Lock()
+
+
+@dataclass
+class Picture:
+    """A decoded RGB image, and the size of the photo itself (the image may have been decoded reduced)."""
+
+    image: Image.Image
+    width: int
+    height: int
 
 
 def heif_available() -> bool:
@@ -34,32 +49,61 @@ def _register_heif() -> None:
     pillow_heif.register_heif_opener()
 
 
-def decode_image(data: bytes, name: str = "image", max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Decode bytes to an RGB image with EXIF orientation applied (first frame of animations)."""
+def decode_picture(data: bytes, name: str = "image", max_pixels: int = MAX_PIXELS) -> Picture:
+    """Decode bytes to RGB with EXIF orientation applied (first frame of animations); bad files raise."""
     if not data:
         raise ImageDecodeError("empty file")
     if Path(name).suffix.lower() in HEIF_EXTENSIONS and heif_available():
         _register_heif()
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            width, height = image.size
-            if width * height > max_pixels:
-                raise ImageDecodeError(
-                    f"decompression bomb: {width}x{height} is over {max_pixels:,} pixels"
-                )
-            image.load()
-            return ImageOps.exif_transpose(image).convert("RGB")
+        image = _open_checked(data, max_pixels)
+        width, height = image.size
+        if image.format == "JPEG" and width * height > REDUCE_JPEG_ABOVE:
+            # The decoder scales by 1/2, 1/4 or 1/8: the least of these that brings the photo under the bound.
+            scale = min(8, 2 ** math.ceil(math.log2(math.sqrt(width * height / REDUCE_JPEG_ABOVE))))
+            image.draft("RGB", (math.ceil(width / scale), math.ceil(height / scale)))
+        image.load()
+        image, width, height = _upright(image, width, height)
+        return Picture(image if image.mode == "RGB" else image.convert("RGB"), width, height)
     except ImageDecodeError:
         raise
     except UnidentifiedImageError:
         raise ImageDecodeError("not a recognised image format") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageDecodeError(f"decompression bomb: {exc}") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         reason = str(exc) or type(exc).__name__
         raise ImageDecodeError(f"corrupt or truncated: {reason}") from None
+
+
+def decode_image(data: bytes, name: str = "image", max_pixels: int = MAX_PIXELS) -> Image.Image:
+    return decode_picture(data, name, max_pixels).image
+
+
+def _open_checked(data: bytes, max_pixels: int) -> Image.Image:
+    """Open (header only) and refuse a bomb in our words; Pillow's own global limit is ours to set."""
+    with _PILLOW_LIMIT:
+        saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            image = Image.open(io.BytesIO(data))
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ImageDecodeError(
+            f"decompression bomb: {width}x{height} is {width * height / 1e6:.0f} megapixels, over the limit of "
+            f"{max_pixels / 1e6:g}; if it is a real photo, raise the limit ({option('max_pixels')})"
+        )
+    return image
+
+
+def _upright(image: Image.Image, width: int, height: int) -> tuple[Image.Image, int, int]:
+    """Apply EXIF orientation, copying only when a photo is really rotated or flipped."""
+    orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+    if orientation in (1, None):
+        return image, width, height
+    turned = ImageOps.exif_transpose(image)
+    if orientation in (5, 6, 7, 8):  # a quarter turn swaps the photo's sides
+        width, height = height, width
+    return turned, width, height
 
 
 def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:

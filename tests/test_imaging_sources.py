@@ -3,15 +3,18 @@ from __future__ import annotations
 
 import io
 import os
+import subprocess
+import sys
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from conftest import noise_image
+from conftest import env_with_tests_path, noise_image
 from indexer.errors import ImageDecodeError, InvalidInputError, NoImagesError, TextColumnError
-from indexer.imaging import decode_image, heif_available, load_image
+from indexer.imaging import decode_image, decode_picture, heif_available, load_image
 from indexer.sources import find_images, read_texts
 
 
@@ -53,12 +56,50 @@ def test_truncated_jpeg_is_a_decode_error():
         decode_image(data[: len(data) // 2], "cut.jpg")
 
 
-def test_decompression_bomb_is_refused_before_decoding(tmp_path):
+def test_decompression_bomb_is_refused_before_decoding_in_our_words(tmp_path):
     path = tmp_path / "bomb.png"
-    Image.new("1", (12_000, 8_000)).save(path)  # 96 M pixels, a few kB on disk
+    Image.new("1", (20_000, 20_000)).save(path)  # 400 M pixels, a few kB on disk
     assert path.stat().st_size < 200_000
-    with pytest.raises(ImageDecodeError, match="decompression bomb"):
+    with pytest.raises(ImageDecodeError) as caught:
         load_image(path)
+    assert str(caught.value) == ("decompression bomb: 20000x20000 is 400 megapixels, over the limit of 300; "
+                                 "if it is a real photo, raise the limit (max_pixels)")
+    assert caught.value.for_cli().endswith("raise the limit (--max-pixels)")
+    assert Image.MAX_IMAGE_PIXELS == 89_478_485  # Pillow's own global is left as it was
+
+
+def test_a_photo_over_pillows_limit_decodes_reduced_with_its_own_size(tmp_path):
+    """A 120-megapixel JPEG (Pillow's default refuses it) decodes, reduced in the decoder, in bounded memory."""
+    path = tmp_path / "medium-format.jpg"
+    gradient = np.linspace(0, 255, 12_000, dtype=np.uint8)
+    Image.fromarray(np.broadcast_to(gradient, (10_000, 12_000))).convert("RGB").save(path, quality=60)
+    # VmHWM, not ru_maxrss: the latter survives exec and would count this test process's own peak.
+    code = ("from indexer.imaging import decode_picture\n"
+            f"p = decode_picture(open({str(path)!r}, 'rb').read(), 'x.jpg')\n"
+            "hwm = next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM'))\n"
+            "print(p.width, p.height, p.image.size[0], p.image.size[1], hwm // 1024)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env=env_with_tests_path())
+    width, height, decoded_w, decoded_h, peak_mb = map(int, out.stdout.split())
+    assert (width, height) == (12_000, 10_000) and decoded_w * decoded_h < 50_000_000
+    assert peak_mb < 250, f"peak RSS {peak_mb} MB; a full decode alone is 360 MB"
+
+
+def test_exif_rotated_photo_reports_its_upright_size():
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to view
+    picture = decode_picture(_jpeg_bytes(noise_image(1, size=(80, 40)), exif=exif.tobytes()), "x.jpg")
+    assert picture.image.size == (40, 80) and (picture.width, picture.height) == (40, 80)
+
+
+def test_the_pixel_limit_is_an_index_option(tmp_path, image_folder):
+    from fakes import FakeEncoder
+    from indexer import IndexConfig, build_index
+
+    report = build_index(tmp_path / "idx", IndexConfig(images=[image_folder], workers=0, max_pixels=4000),
+                         encoder=FakeEncoder())
+    assert report.counts["image"] == 0 and len(report.failures) == 11
+    assert all(f.reason.startswith("decompression bomb: 72x56") for f in report.failures)
 
 
 @pytest.mark.skipif(not heif_available(), reason="pillow-heif is not installed")
