@@ -17,9 +17,30 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
 
 DEFAULT_MODEL = "ViT-B-32"  # the registry's default; repeated here so --help needs no import
+DEFAULT_MAX_PIXELS = 300_000_000  # indexer.imaging.MAX_PIXELS, likewise
+MODALITIES = ("image", "text")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"xmodal {version('xmodal')}")
+        except PackageNotFoundError:
+            typer.echo("xmodal (not installed as a package)")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                      help="Print xmodal's version and exit.")) -> None:
+    """Cross-modal search: index image folders and text corpora, then search one with the other."""
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -47,24 +68,30 @@ def _tqdm_progress(label: str, total: int):
                 disable=None, leave=False)
 
 
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+
+
 @app.command()
 def index(
-    images: List[Path] = typer.Argument(None, help="Image folders, searched recursively."),
-    out: Path = typer.Option(..., "--out", "-o", help="Index folder to write (new, empty, or an existing index)."),
-    texts: List[Path] = typer.Option(None, "--texts", help="Text corpus: .txt (a text a line), .csv, .tsv, .jsonl, .parquet."),
-    text_column: Optional[str] = typer.Option(None, "--text-column", help="Column holding the text in tables [default: text]."),
-    encoding: str = typer.Option("utf-8", "--encoding", help="Encoding of the text corpora (utf-8 with or without BOM by default; e.g. latin-1, cp1252, gb18030)."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help=f"Model spec (xmodal models lists them) [default: the index's model, or {DEFAULT_MODEL}]."),
-    pretrained: Optional[str] = typer.Option(None, "--pretrained", help="Weights tag or checkpoint file; 'none' for random weights."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
-    batch_size: int = typer.Option(64, "--batch-size", min=1),
-    workers: Optional[int] = typer.Option(None, "--workers", min=0, help="Image decoding processes [default: cores - 1]."),
-    index_type: str = typer.Option("auto", "--index-type", help="auto, flat (exact), hnsw or ivf."),
-    max_pixels: int = typer.Option(300_000_000, "--max-pixels", min=1, help="Refuse images whose declared size is larger (decompression bombs)."),
+    images: List[Path] = typer.Argument(None, metavar="FOLDER", hidden=True),
+    out: Path = typer.Option(..., "--out", "-o", metavar="INDEX", help="Index folder to write: new, empty, or an existing index."),
+    texts: List[Path] = typer.Option(None, "--texts", metavar="FILE", help="Text corpus: .txt (a text a line), .csv, .tsv, .jsonl, .parquet. Repeatable."),
+    text_column: Optional[str] = typer.Option(None, "--text-column", metavar="NAME", help="Column holding the text in tables (default: as recorded, else 'text')."),
+    encoding: Optional[str] = typer.Option(None, "--encoding", metavar="NAME", help="Encoding of the corpora named here (default: as recorded, else utf-8 with or without BOM), e.g. latin-1, cp1252, gb18030."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", metavar="SPEC", help=f"Model spec; `xmodal models` lists them (default: the index's model, else {DEFAULT_MODEL})."),
+    pretrained: Optional[str] = typer.Option(None, "--pretrained", metavar="TAG|FILE", help="Weights tag or checkpoint file; 'none' for (seeded) random weights."),
+    device: str = typer.Option("auto", "--device", metavar="DEVICE", help="auto, cpu, cuda or cuda:N."),
+    batch_size: int = typer.Option(64, "--batch-size", min=1, metavar="N", help="Items encoded at once."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=0, metavar="N", help="Image decoding processes (default: cores - 1; 0 decodes in this process)."),
+    index_type: str = typer.Option("auto", "--index-type", metavar="TYPE", help="auto, flat (exact), hnsw or ivf."),
+    max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", min=1, metavar="N", help="Refuse images whose declared size is larger: decompression bombs."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Try files that failed before, changed or not."),
     replace_sources: bool = typer.Option(False, "--replace-sources", help="Make the sources named here the index's whole set, dropping the others and their items."),
 ) -> None:
     """Embed images and texts into one space and write a searchable index.
+
+    FOLDER: image folders, searched recursively.
 
     Sources add up: naming a folder or corpus adds it to the index's sources and syncs it (new, changed and
     deleted files); the index's other sources are kept as they are. With no sources named, every recorded
@@ -76,40 +103,54 @@ def index(
     if index_type not in INDEX_TYPES:
         _fail(f"unknown --index-type {index_type!r}; use one of {', '.join(INDEX_TYPES)}")
     config = IndexConfig(images=list(images or []), texts=list(texts or []), text_column=text_column,
-                         encoding=encoding, model=model, pretrained=pretrained, device=device, batch_size=batch_size,
-                         workers=workers, index_type=index_type, max_pixels=max_pixels, retry_failed=retry_failed,
-                         replace_sources=replace_sources)
+                         encoding=encoding, model=model, pretrained=pretrained, device=device,
+                         batch_size=batch_size, workers=workers, index_type=index_type, max_pixels=max_pixels,
+                         retry_failed=retry_failed, replace_sources=replace_sources)
     report = _run(lambda: build_index(out, config, progress=_tqdm_progress))
-    typer.echo(f"model: {report.model} on {report.device}")
+    where = f"on {report.device}" if report.device else "(not loaded: nothing to encode)"
+    typer.echo(f"model: {report.model} {where}")
     for failure in report.failures[:20]:
         typer.echo(f"skipped {failure.where()}: {failure.reason}", err=True)
     if len(report.failures) > 20:
         typer.echo(f"... and {len(report.failures) - 20} more (xmodal info {out} --failures)", err=True)
     stats = report.stats
-    typer.echo(
-        f"indexed {report.counts['image']} images, {report.counts['text']} texts; "
-        f"skipped {len(report.failures)}; {report.seconds:.1f} s, {report.items_per_second:.1f} items/s -> {report.path}"
-    )
+    typer.echo(f"indexed {_count(report.counts['image'], 'image')}, {_count(report.counts['text'], 'text')}; "
+               f"{_skipped(report.failures)}; {report.seconds:.1f} s, {report.items_per_second:.1f} items/s "
+               f"-> {report.path}")
     typer.echo(f"this run: encoded {stats.encoded}, reused {stats.reused}, resumed {stats.resumed}, "
                f"removed {stats.removed}, failed {stats.failed}" + ("" if report.committed else " (nothing changed)"))
 
 
+def _skipped(failures) -> str:
+    if not failures:
+        return "skipped 0"
+    images = sum(f.modality == "image" for f in failures)
+    parts = [_count(images, "image")] if images else []
+    if len(failures) - images:
+        parts.append(_count(len(failures) - images, "text row"))
+    return f"skipped {len(failures)} ({', '.join(parts)})"
+
+
 @app.command()
 def search(
-    index_dir: Path = typer.Argument(..., help="An index folder written by `xmodal index`."),
-    query: Optional[str] = typer.Argument(None, help="Query text (or use --image)."),
-    image: Optional[Path] = typer.Option(None, "--image", help="Query image file."),
-    target: str = typer.Option("image", "--target", "-t", help="What to return: image or text."),
-    k: int = typer.Option(10, "-k", "--top-k", help="How many hits."),
-    as_json: bool = typer.Option(False, "--json", help="Print a JSON array of hits."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    index_dir: Path = typer.Argument(..., metavar="INDEX", hidden=True),
+    query: Optional[str] = typer.Argument(None, metavar="QUERY", hidden=True),
+    image: Optional[Path] = typer.Option(None, "--image", metavar="FILE", help="Search by this image instead of a text."),
+    target: str = typer.Option("image", "--target", "-t", metavar="KIND", help="What to return: image or text."),
+    k: int = typer.Option(10, "-k", "--top-k", metavar="N", help="How many hits."),
+    as_json: bool = typer.Option(False, "--json", help="Print the hits as JSON: {query, target, k, count, hits}."),
+    device: str = typer.Option("auto", "--device", metavar="DEVICE", help="auto, cpu, cuda or cuda:N."),
 ) -> None:
-    """Search an index with a text or an image."""
+    """Search an index with a text or an image.
+
+    INDEX: an index folder written by `xmodal index`. QUERY: the text to search with (or use --image).
+    Hits are ranked by cosine similarity; equal scores rank by row id.
+    """
     if k < 1:
         _fail(f"-k must be at least 1 (got {k})")
     if (query is None) == (image is None):
-        _fail("give a query text or --image PATH (one of them)")
-    if target not in ("image", "text"):
+        _fail("give a query text or --image FILE (one of them)")
+    if target not in MODALITIES:
         _fail(f"unknown --target {target!r}; use image or text")
     from search import open_index
 
@@ -123,13 +164,12 @@ def search(
                   "count": len(hits), "hits": [h.to_dict() for h in hits]}
         typer.echo(json.dumps(result, ensure_ascii=False, indent=2, default=str))
         return
-    if not hits:
-        typer.echo(f"no {target}s in this index")
-        return
     for hit in hits:
         shown = hit.path if hit.modality == "image" else hit.text
         extra = "  " + ", ".join(f"{k}={v}" for k, v in hit.metadata.items()) if hit.metadata else ""
         typer.echo(f"{hit.rank:>3}  {hit.score:+.4f}  {hit.modality:<5}  {_clip(shown, 70)}{_clip(extra, 80)}")
+    if len(hits) < k:
+        typer.echo(f"({_count(len(hits), 'hit')}: the index holds no more {target}s)", err=True)
 
 
 def _clip(text: str | None, width: int) -> str:
@@ -139,11 +179,14 @@ def _clip(text: str | None, width: int) -> str:
 
 @app.command()
 def info(
-    index_dir: Path = typer.Argument(..., help="An index folder."),
+    index_dir: Path = typer.Argument(..., metavar="INDEX", hidden=True),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
-    failures: bool = typer.Option(False, "--failures", help="List the files that could not be indexed."),
+    failures: bool = typer.Option(False, "--failures", help="List the files and rows that could not be indexed, with why."),
 ) -> None:
-    """Show what an index holds and which model built it."""
+    """Show what an index holds, its sources, and which model built it.
+
+    INDEX: an index folder.
+    """
     from indexer.store import IndexDir
 
     manifest = _run(lambda: IndexDir(index_dir).read_manifest())
@@ -172,8 +215,8 @@ def info(
     model = manifest.model
     typer.echo(f"index:    {summary['path']} ({manifest.generation}, format {manifest.format_version})")
     typer.echo(f"model:    {model.describe()} [{model.family}]")
-    typer.echo(f"items:    {manifest.counts['image']} images, {manifest.counts['text']} texts; "
-               f"{manifest.failures} failed")
+    typer.echo(f"items:    {_count(manifest.counts['image'], 'image')}, {_count(manifest.counts['text'], 'text')}; "
+               f"{manifest.failures} skipped")
     for source in manifest.sources:
         options = "".join(f", {k} {v}" for k, v in source.to_dict().items() if k not in ("kind", "path"))
         typer.echo(f"source:   {source.path} ({source.kind}{options})")
@@ -185,23 +228,27 @@ def info(
         typer.echo(f"last run: encoded {run.get('encoded', 0)}, reused {run.get('reused', 0)}, "
                    f"removed {run.get('removed', 0)}, failed {run.get('failed', 0)} in {run.get('seconds', 0)} s")
     for row in summary.get("failed_files", []):
-        typer.echo(f"failed:   {row['path']}: {row['reason']}")
+        where = row["path"] if row.get("line") is None else f"{row['path']}:{row['line']}"
+        typer.echo(f"skipped:  {where}: {row['reason']}")
 
 
 @app.command("eval")
 def eval_(
-    dataset: Path = typer.Argument(..., help="A labelled folder (one subfolder per class) or a captions file (.csv/.jsonl)."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help=f"Model spec to evaluate [default: {DEFAULT_MODEL}]."),
-    pretrained: Optional[str] = typer.Option(None, "--pretrained", help="Weights tag or checkpoint file."),
-    index_dir: Optional[Path] = typer.Option(None, "--index", help="Evaluate an existing index (its vectors and ANN)."),
-    ks: str = typer.Option("1,5,10", "-k", help="Cut-offs, comma-separated."),
-    prompt: str = typer.Option("a photo of a {}", "--prompt", help="Class prompt for labelled folders."),
-    image_column: str = typer.Option("image", "--image-column", help="Captions file: image path column."),
-    caption_column: str = typer.Option("caption", "--caption-column", help="Captions file: caption column."),
+    dataset: Path = typer.Argument(..., metavar="DATASET", hidden=True),
+    model: Optional[str] = typer.Option(None, "--model", "-m", metavar="SPEC", help=f"Model spec to evaluate (default: {DEFAULT_MODEL})."),
+    pretrained: Optional[str] = typer.Option(None, "--pretrained", metavar="TAG|FILE", help="Weights tag or checkpoint file."),
+    index_dir: Optional[Path] = typer.Option(None, "--index", metavar="INDEX", help="Evaluate an existing index (its vectors and ANN)."),
+    ks: str = typer.Option("1,5,10", "-k", metavar="K,K,...", help="Cut-offs, comma-separated."),
+    prompt: str = typer.Option("a photo of a {}", "--prompt", metavar="TEXT", help="Class prompt for labelled folders."),
+    image_column: str = typer.Option("image", "--image-column", metavar="NAME", help="Captions file: image path column."),
+    caption_column: str = typer.Option("caption", "--caption-column", metavar="NAME", help="Captions file: caption column."),
     as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    device: str = typer.Option("auto", "--device", metavar="DEVICE", help="auto, cpu, cuda or cuda:N."),
 ) -> None:
-    """Measure retrieval quality: precision/recall/mAP and zero-shot accuracy, or Recall@K on captions."""
+    """Measure retrieval quality: precision/recall/mAP and zero-shot accuracy, or Recall@K on captions.
+
+    DATASET: a labelled folder (one subfolder per class) or a captions file (.csv/.jsonl).
+    """
     try:
         cutoffs = tuple(sorted({int(x) for x in ks.split(",") if x.strip()}))
     except ValueError:
@@ -233,12 +280,15 @@ def eval_(
 
 @app.command("list")
 def list_(
-    index_dir: Path = typer.Argument(..., help="An index folder."),
-    modality: Optional[str] = typer.Option(None, "--modality", help="image or text only."),
+    index_dir: Path = typer.Argument(..., metavar="INDEX", hidden=True),
+    modality: Optional[str] = typer.Option(None, "--modality", metavar="KIND", help="image or text only."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON array of items."),
 ) -> None:
-    """List the items an index holds, with their row ids."""
-    if modality not in (None, "image", "text"):
+    """List the items an index holds, with their row ids.
+
+    INDEX: an index folder.
+    """
+    if modality not in (None, *MODALITIES):
         _fail(f"unknown --modality {modality!r}; use image or text")
     from indexer.edit import list_items
 
@@ -252,27 +302,36 @@ def list_(
 
 @app.command()
 def remove(
-    index_dir: Path = typer.Argument(..., help="An index folder."),
-    paths: List[Path] = typer.Option(None, "--path", help="A file (or every file under a folder) to remove."),
-    ids: List[int] = typer.Option(None, "--id", help="A row id to remove."),
-    sources: List[Path] = typer.Option(None, "--source", help="A source (image folder or corpus) to drop, with its items."),
+    index_dir: Path = typer.Argument(..., metavar="INDEX", hidden=True),
+    paths: List[Path] = typer.Option(None, "--path", metavar="PATH", help="A file, or every file under a folder. Repeatable."),
+    ids: List[int] = typer.Option(None, "--id", metavar="ROW_ID", help="A row id (`xmodal list` shows them). Repeatable."),
+    sources: List[Path] = typer.Option(None, "--source", metavar="PATH", help="A source (image folder or corpus) to drop, with its items. Repeatable."),
 ) -> None:
-    """Remove items, or whole sources, from an index without re-indexing the rest."""
+    """Remove items, or whole sources, from an index without re-indexing the rest.
+
+    INDEX: an index folder. A removed file that is still in an indexed folder comes back on the next
+    `xmodal index`; drop the folder itself with --source.
+    """
     from indexer.edit import remove_items
 
     removed = _run(lambda: remove_items(index_dir, paths=list(paths or []), row_ids=list(ids or []),
                                         sources=list(sources or [])))
-    typer.echo(f"removed {len(removed)} items from {index_dir}")
+    typer.echo(f"removed {_count(len(removed), 'item')} from {index_dir}")
 
 
 @app.command()
 def models(
-    contains: Optional[str] = typer.Argument(None, help="Only names containing this."),
+    contains: Optional[str] = typer.Argument(None, metavar="FILTER", hidden=True),
 ) -> None:
-    """List model names the registry knows (plus the spec forms it accepts)."""
+    """List the model names the registry knows, and the spec forms it accepts.
+
+    FILTER: only names containing this (case-insensitive).
+    """
     from indexer.models import list_models
 
     names = [n for n in list_models() if not contains or contains.lower() in n.lower()]
+    if not names:
+        _fail(f"no model names contain {contains!r}; `xmodal models` lists them all")
     for name in names:
         typer.echo(name)
     typer.echo("also: hf-hub:ORG/REPO, local-dir:PATH, transformers:ORG/REPO|PATH, python:MODULE:FACTORY", err=True)

@@ -19,7 +19,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from indexer.decode import DecodedImage, iter_decoded_batches  # noqa: E402
+from indexer.decode import DecodedImage, iter_decoded  # noqa: E402
 from indexer.models.offline import conse_mix, load_offline, _class_names  # noqa: E402
 from search import metrics  # noqa: E402
 from search.evaluate import _labelled_folder  # noqa: E402
@@ -28,12 +28,11 @@ PROMPTS = ["a photo of a {}.", "a photo of a {}", "{}", "a picture of a {}, a ty
 KS = [1, 3, 5, 10, 20, 50]
 
 
-def probabilities(encoder, paths, workers=1):
-    out = []
-    for batch in iter_decoded_batches(paths, encoder.preprocess_image, 64, workers):
-        ok = [b.pixels for b in batch if isinstance(b, DecodedImage)]
-        out.append(encoder.class_probabilities(ok))
-    return np.concatenate(out)
+def probabilities(encoder, paths, workers=1, batch_size=64):
+    pixels = [item.pixels for item in iter_decoded(paths, encoder.preprocess_image, workers)
+              if isinstance(item, DecodedImage)]
+    return np.concatenate([encoder.class_probabilities(pixels[i:i + batch_size])
+                           for i in range(0, len(pixels), batch_size)])
 
 
 def main() -> None:

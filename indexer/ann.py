@@ -22,7 +22,8 @@ HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 200
 HNSW_EF_SEARCH = 128  # recall@10 0.99 on tests/test_ann.py clustered data (64 gave 0.95)
 IVF_MIN_POINTS_PER_LIST = 39  # faiss warns below this many training points per centroid
-IVF_DRIFT = 2.0  # retrain when the collection grew or shrank by this factor since training
+IVF_DRIFT = 2.0
+TIE_MARGIN = 8  # extra neighbours fetched so that ties at the k-th place can be broken by row id  # retrain when the collection grew or shrank by this factor since training
 
 
 def choose_ann(count: int, requested: str = "auto") -> AnnSpec:
@@ -102,17 +103,20 @@ class VectorIndex:
         return int(self._index.ntotal)
 
     def search(self, queries: np.ndarray, k: int) -> list[SearchResult]:
+        """The k best per query; equal scores rank by row id, so the same query always gives the same hits."""
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
-        k = min(k, len(self))
+        total = len(self)
+        k = min(k, total)
         if k == 0:
             empty = SearchResult(np.zeros(0, np.float32), np.zeros(0, np.int64))
             return [empty for _ in range(len(queries))]
-        scores, ids = self._index.search(queries, k)
-        results = []
-        for row_scores, row_ids in zip(scores, ids):
-            keep = row_ids >= 0
-            results.append(SearchResult(row_scores[keep], row_ids[keep]))
-        return results
+        fetch = min(total, k + TIE_MARGIN)
+        while True:
+            scores, ids = self._index.search(queries, fetch)
+            if fetch == total or not _tie_at_the_edge(scores, ids, k):
+                break
+            fetch = min(total, fetch * 4)  # items tied with the k-th may lie beyond what was fetched
+        return [_ranked(row_scores, row_ids, k) for row_scores, row_ids in zip(scores, ids)]
 
     def save(self, path: Path) -> None:
         import faiss
@@ -135,6 +139,22 @@ class VectorIndex:
             faiss.downcast_index(self._index.index).hnsw.efSearch = self.spec.params["efSearch"]
         elif self.spec.kind == "ivf":
             faiss.extract_index_ivf(self._index).nprobe = self.spec.params["nprobe"]
+
+
+def _tie_at_the_edge(scores: np.ndarray, ids: np.ndarray, k: int) -> bool:
+    """Whether some query's k-th score equals its last fetched one (more equal scores may follow)."""
+    for row_scores, row_ids in zip(scores, ids):
+        valid = row_scores[row_ids >= 0]
+        if len(valid) > k and valid[k - 1] == valid[-1]:
+            return True
+    return False
+
+
+def _ranked(scores: np.ndarray, ids: np.ndarray, k: int) -> SearchResult:
+    keep = ids >= 0
+    scores, ids = scores[keep], ids[keep]
+    order = np.lexsort((ids, -scores))[:k]  # score descending, then row id ascending
+    return SearchResult(scores[order], ids[order])
 
 
 def build_or_update(previous: VectorIndex | None, vectors: np.ndarray, row_ids: np.ndarray,

@@ -72,28 +72,26 @@ class _FileDataset:
         return read_one(self.paths[i], self.preprocess, self.max_pixels)
 
 
-def _as_list(batch):
-    return batch
+def _identity(item):
+    return item
 
 
 def default_workers() -> int:
     return min(8, max(1, (os.cpu_count() or 1) - 1))
 
 
-def iter_decoded_batches(paths: Sequence[str], preprocess, batch_size: int, workers: int,
-                         max_pixels: int = MAX_PIXELS) -> Iterator[list]:
-    """Batches of DecodedImage | DecodeFailure, in path order, decoded by `workers` processes."""
+def iter_decoded(paths: Sequence[str], preprocess, workers: int,
+                 max_pixels: int = MAX_PIXELS) -> Iterator[DecodedImage | DecodeFailure]:
+    """DecodedImage | DecodeFailure for each path, in path order, decoded by `workers` processes.
+
+    Items arrive one by one (not in batches), so progress can be shown as files decode.
+    """
     if workers <= 0:
-        for start in range(0, len(paths), batch_size):
-            yield [read_one(p, preprocess, max_pixels) for p in paths[start:start + batch_size]]
+        for path in paths:
+            yield read_one(path, preprocess, max_pixels)
         return
     from torch.utils.data import DataLoader
 
-    loader = DataLoader(
-        _FileDataset(paths, preprocess, max_pixels),
-        batch_size=batch_size,
-        num_workers=workers,
-        collate_fn=_as_list,
-        prefetch_factor=4,
-    )
+    loader = DataLoader(_FileDataset(paths, preprocess, max_pixels), batch_size=None, num_workers=workers,
+                        collate_fn=_identity, prefetch_factor=64)
     yield from loader

@@ -19,7 +19,7 @@ from typing import Callable, Iterator, Protocol
 import numpy as np
 
 from . import ann, sources
-from .decode import DecodedImage, DecodeFailure, default_workers, iter_decoded_batches
+from .decode import DecodedImage, DecodeFailure, default_workers, iter_decoded
 from .errors import IndexWriteError, InvalidInputError, ModelMismatchError, option
 from .imaging import MAX_PIXELS
 from .models import DEFAULT_MODEL, Encoder, ModelIdentity, load_encoder
@@ -65,7 +65,7 @@ class IndexReport:
     failures: list[Failure]
     seconds: float
     stage_seconds: dict[str, float]
-    device: str
+    device: str | None  # None: the model was not loaded (nothing to encode)
     model: str
     stats: RunStats
     committed: bool
@@ -173,8 +173,9 @@ class _EncoderOnDemand:
         return self._encoder.identity if self._encoder else self._previous.model
 
     @property
-    def device(self) -> str:
-        return self._encoder.device if self._encoder else "none (nothing to encode)"
+    def device(self) -> str | None:
+        """Where the model ran; None when nothing needed encoding and it was never loaded."""
+        return self._encoder.device if self._encoder else None
 
     def get(self) -> Encoder:
         if self._encoder is None:
@@ -244,7 +245,7 @@ def _check_same_model(index_dir: IndexDir, previous: Manifest | None, encoder: E
     if previous and previous.model.compatibility_key() != encoder.identity.compatibility_key():
         raise ModelMismatchError(
             f"{index_dir.root} was built with {previous.model.describe()}, not {encoder.identity.describe()}; "
-            "index into a new --out folder, or use the index's model"
+            f"index into a new {option('out')} folder, or use the index's model"
         )
 
 
@@ -265,28 +266,37 @@ def encode_image_files(encoder: Encoder, paths: list[str], batch_size: int = 64,
                        timer: _Timer | None = None, on_batch: BatchHook | None = None) -> EncodedImages:
     """Decode (in worker processes) and encode image files; bad files become failures."""
     timer = timer or _Timer()
-    decoded_all, vectors, failures = [], [], []
+    decoded_all, vectors, failures, pending = [], [], [], []
     bar = progress("images", len(paths)) if progress and paths else None
     workers = default_workers() if workers is None else workers
-    batches = iter_decoded_batches(paths, encoder.preprocess_image, batch_size, workers, max_pixels)
+
+    def encode_pending() -> None:
+        with timer.stage("encode"):
+            encoded = encoder.encode_preprocessed([d.pixels for d in pending])
+        for d in pending:
+            d.pixels = None  # keep metadata only: memory stays bounded by the batch
+        vectors.append(encoded)
+        decoded_all.extend(pending)
+        if on_batch:
+            on_batch(list(pending), encoded)
+        pending.clear()
+
+    items = iter_decoded(paths, encoder.preprocess_image, workers, max_pixels)
     while True:
         with timer.stage("decode_wait"):
-            batch = next(batches, None)
-        if batch is None:
+            item = next(items, None)
+        if item is None:
             break
-        decoded = [b for b in batch if isinstance(b, DecodedImage)]
-        failures.extend(_failure(b) for b in batch if isinstance(b, DecodeFailure))
-        if decoded:
-            with timer.stage("encode"):
-                encoded = encoder.encode_preprocessed([d.pixels for d in decoded])
-            for d in decoded:
-                d.pixels = None  # keep metadata only: memory stays bounded by the batch
-            vectors.append(encoded)
-            decoded_all.extend(decoded)
-            if on_batch:
-                on_batch(decoded, encoded)
+        if isinstance(item, DecodedImage):
+            pending.append(item)
+        else:
+            failures.append(_failure(item))
+        if len(pending) >= batch_size:
+            encode_pending()
         if bar:
-            bar.update(len(batch))
+            bar.update(1)
+    if pending:
+        encode_pending()
     if bar:
         bar.close()
     matrix = np.concatenate(vectors) if vectors else np.zeros((0, encoder.identity.dim), np.float32)

@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 
 from indexer.ann import VectorIndex
-from indexer.errors import ImageDecodeError, InvalidInputError, ModelMismatchError
+from indexer.errors import ImageDecodeError, InvalidInputError, ModelMismatchError, option
 from indexer.imaging import load_image
 from indexer.models import Encoder, encode_images, load_encoder_for
 from indexer.store import MODALITIES, IndexDir, Manifest
@@ -58,6 +58,7 @@ class SearchIndex:
                target: str = "image", k: int = 10) -> list[Hit]:
         """Hits for one query (a text or an image), best first, from the `target` modality."""
         _check_query(text, image, target, k)
+        self._check_holds(target)  # before the model loads: that can take seconds
         return self.search_vector(self._embed(text, image), target=target, k=k)
 
     def search_vector(self, vector: np.ndarray, target: str = "image", k: int = 10) -> list[Hit]:
@@ -68,10 +69,8 @@ class SearchIndex:
                 f"query vector has {vector.shape[1]} dimensions, the index {self.manifest.model.dim}; "
                 "embed the query with the index's model"
             )
-        ann = self._ann_for(target)
-        if ann is None:
-            return []
-        result = ann.search(vector, k)[0]
+        self._check_holds(target)
+        result = self._ann[target].search(vector, k)[0]
         return [self._hit(rank, float(score), int(row_id))
                 for rank, (score, row_id) in enumerate(zip(result.scores, result.row_ids), start=1)]
 
@@ -97,8 +96,14 @@ class SearchIndex:
     def _embed(self, text: str | None, image) -> np.ndarray:
         return self.embed_text(text) if text is not None else self.embed_image(image)
 
-    def _ann_for(self, target: str) -> VectorIndex | None:
-        return self._ann.get(target)
+    def _check_holds(self, target: str) -> None:
+        if target in self._ann:
+            return
+        held = ", ".join(f"{n} {m}" + ("s" if n != 1 else "") for m, n in self.manifest.counts.items() if n) or "nothing"
+        others = [m for m, n in self.manifest.counts.items() if n and m != target]
+        hint = f"search {option('target', others[0])} instead, or " if others else ""
+        source = option("texts", "FILE") if target == "text" else "an image folder"
+        raise InvalidInputError(f"{self.path} holds no {target}s (it holds {held}); {hint}index {source} into it")
 
     def _position(self, row_id: int) -> int:
         found = np.searchsorted(self._row_ids, row_id, sorter=self._order)

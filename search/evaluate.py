@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from indexer.errors import InvalidInputError
+from indexer.errors import InvalidInputError, command, option
 from indexer.models import Encoder, load_encoder
 from indexer.pipeline import encode_image_files
 from indexer.sources import find_images, read_texts
@@ -118,7 +118,7 @@ class _CaptionsRun:
 def _labelled_folder(root: Path) -> tuple[list[str], dict[str, int], list[str]]:
     classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if len(classes) < 2:
-        raise InvalidInputError(f"{root} needs one subfolder per class (found {len(classes)}); see xmodal eval --help")
+        raise InvalidInputError(f"{root} needs one subfolder per class (found {len(classes)}); see {command('eval')}")
     labels: dict[str, int] = {}
     for number, name in enumerate(classes):
         labels.update({p: number for p in find_images([root / name])})
@@ -129,7 +129,7 @@ def _captions_file(path: Path, image_column: str, caption_column: str) -> tuple[
     records = read_texts(path, text_column=caption_column)
     if records and image_column not in records[0].metadata:
         raise InvalidInputError(
-            f"{path.name} has no column {image_column!r}; name the image column with --image-column"
+            f"{path.name} has no column {image_column!r}; name the image column with {option('image_column')}"
         )
     owners = [str((path.parent / str(r.metadata[image_column])).resolve()) for r in records]
     return sorted(set(owners)), [r.text for r in records], owners

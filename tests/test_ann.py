@@ -86,3 +86,17 @@ def test_gpu_placement_is_decided_on_load_and_files_are_written_from_cpu(tmp_pat
     assert len(moved) == 2  # flat and IVF go to the GPU; faiss has no GPU HNSW
     ivf = faiss.extract_index_ivf(moved[1])
     assert ivf.nprobe == choose_ann(2000, "ivf").params["nprobe"]  # set before the copy to the GPU
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw", "ivf"])
+def test_equal_scores_rank_by_row_id_even_across_the_kth_place(kind):
+    rng = np.random.default_rng(5)
+    base = rng.normal(size=(1, 16)).astype(np.float32)
+    others = rng.normal(size=(300, 16)).astype(np.float32) * 0.05 - base  # far from the query
+    vectors = np.vstack([np.repeat(base, 40, axis=0), others])
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    row_ids = rng.permutation(np.arange(1000, 1000 + len(vectors)) * 3)  # sparse, shuffled ids
+    index = VectorIndex.build(vectors, row_ids, choose_ann(len(vectors), kind))
+    for k in (1, 5, 39, 40):
+        result = index.search(vectors[0], k)[0]
+        assert list(result.row_ids) == sorted(row_ids[:40])[:k], kind

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -83,7 +84,7 @@ def test_real_subprocess_index_search_info(tmp_path):
     built = xmodal("index", str(images), "--out", str(out), "--texts", str(CATALOG / "listings.csv"),
                    "--text-column", "title", "--model", FAKE, "--workers", "2")
     assert built.returncode == 0, built.stderr
-    assert "indexed 12 images, 12 texts; skipped 1;" in built.stdout
+    assert "indexed 12 images, 12 texts; skipped 1 (1 image);" in built.stdout
     assert "truncated.png" in built.stderr and "Traceback" not in built.stderr
     found = xmodal("search", str(out), "我想买一辆红色汽车", "--json", "-k", "1")
     assert found.returncode == 0, found.stderr
@@ -119,6 +120,8 @@ def test_bad_inputs_give_one_line_and_write_nothing(tmp_path, catalog_index):
         (["search", str(catalog_index), "--image", str(corrupt)], "cannot be read"),
         (["search", str(catalog_index)], "give a query text or --image"),
         (["info", str(tmp_path / "missing")], "does not exist"),
+        (["search", str(corrupt), "red car"], "is a file, not an index folder"),
+        (["models", "zzz-no-such"], "no model names contain 'zzz-no-such'"),
     ]
     before = sorted(p.name for p in catalog_index.rglob("*"))
     for args, needle in cases:
@@ -132,3 +135,61 @@ def test_model_without_weights_fails_in_one_line_in_a_real_process(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and result.stderr.startswith("error: weights ViT-B-32")
     assert not (tmp_path / "idx").exists()
+
+
+def test_help_is_clean_and_version_and_short_help_answer():
+    for command in ["--help", "index -h", "search -h", "info -h", "eval -h", "list -h", "remove -h", "models -h"]:
+        result = runner.invoke(app, command.split())
+        assert result.exit_code == 0, command
+        assert "<list" not in result.output and "<str>" not in result.output, command
+        assert not re.search(r"\w \.(\s|$)", result.output), command  # a default stripped out of the sentence
+    version = runner.invoke(app, ["--version"])
+    assert version.exit_code == 0 and version.output.startswith("xmodal ")
+
+
+def test_summaries_count_in_words_and_say_when_no_model_loaded(tmp_path):
+    folder = tmp_path / "one"
+    folder.mkdir()
+    shutil.copy(CATALOG / "images" / "01-red-car.png", folder)
+    first = runner.invoke(app, ["index", str(folder), "--out", str(tmp_path / "idx"), "--model", FAKE, "--workers", "0"])
+    assert "indexed 1 image, 0 texts; skipped 0;" in first.output
+    again = runner.invoke(app, ["index", "--out", str(tmp_path / "idx")])
+    assert again.output.startswith("model: python:fakes:make_encoder, 13-d (not loaded: nothing to encode)\n")
+    no_texts = runner.invoke(app, ["search", str(tmp_path / "idx"), "red car", "--target", "text"])
+    assert no_texts.exit_code == 2 and no_texts.output == (
+        f"error: {tmp_path / 'idx'} holds no texts (it holds 1 image); search --target image instead, "
+        "or index --texts FILE into it\n")
+
+
+def test_a_missing_target_is_refused_before_the_model_loads(catalog_index, tmp_path, monkeypatch):
+    import search.engine
+    from indexer.errors import InvalidInputError
+    from search import open_index
+
+    images_only = tmp_path / "images-only"
+    runner.invoke(app, ["index", str(CATALOG / "images"), "--out", str(images_only), "--model", FAKE, "--workers", "0"])
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(search.engine, "load_encoder_for", no_model)
+    with pytest.raises(InvalidInputError, match="holds no texts"):
+        open_index(images_only).search(text="a red car", target="text")
+
+
+def test_progress_moves_with_every_decoded_image(tmp_path):
+    from fakes import FakeEncoder
+    from indexer import IndexConfig, build_index
+
+    updates = []
+
+    class Recorder:
+        def update(self, n):
+            updates.append(n)
+
+        def close(self):
+            pass
+
+    build_index(tmp_path / "idx", IndexConfig(images=[CATALOG / "images"], workers=2, batch_size=64),
+                encoder=FakeEncoder(), progress=lambda label, total: Recorder())
+    assert updates == [1] * 12

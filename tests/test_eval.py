@@ -84,7 +84,7 @@ def test_eval_bad_inputs(tmp_path, labelled):
     (tmp_path / "one" / "only").mkdir(parents=True)
     with pytest.raises(InvalidInputError, match="one subfolder per class"):
         evaluate(tmp_path / "one", encoder=FakeEncoder())
-    with pytest.raises(InvalidInputError, match="--image-column"):
+    with pytest.raises(InvalidInputError, match="name the image column with image_column"):
         evaluate(CATALOG / "listings.csv", encoder=FakeEncoder(), caption_column="title", image_column="photo")
     for args, needle in [(["-k", "0"], "-k takes"), (["--prompt", "no slot"], "--prompt must contain")]:
         out = runner.invoke(app, ["eval", str(labelled), "--model", FAKE, *args])

@@ -71,7 +71,9 @@ def test_uncached_weights_offline_fail_fast_with_the_way_out():
         load_encoder("ViT-B-32", pretrained="laion2b_s34b_b79k", device="cpu")
     message = str(err.value)
     assert "\n" not in message
-    assert "not in the local cache" in message and "--pretrained" in message and "local-dir:" in message
+    assert "not in the local cache" in message and "local-dir:" in message
+    assert "pretrained='/path/to/weights.safetensors'" in message and "model='offline'" in message  # API terms
+    assert "--pretrained /path/to/weights.safetensors" in err.value.for_cli()  # CLI terms
 
 
 def test_unreachable_hub_fails_in_seconds_not_minutes(tmp_path):
@@ -96,7 +98,7 @@ def test_local_dir_without_config_is_an_unknown_model(tmp_path):
 def test_cuda_requested_without_gpu_is_refused(tiny_spec):
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    with pytest.raises(InvalidInputError, match="--device cpu"):
+    with pytest.raises(InvalidInputError, match="device='cuda' was asked for.*use device='cpu'"):
         load_encoder(tiny_spec, device="cuda")
 
 

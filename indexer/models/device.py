@@ -1,7 +1,7 @@
 """The one place that decides which torch device and precision a model runs on."""
 from __future__ import annotations
 
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, option
 
 
 def resolve_device(requested: str | None = None) -> str:
@@ -12,7 +12,7 @@ def resolve_device(requested: str | None = None) -> str:
         return "cuda" if torch.cuda.is_available() else "cpu"
     if requested.startswith("cuda") and not torch.cuda.is_available():
         raise InvalidInputError(
-            f"--device {requested} was asked for, but torch sees no CUDA GPU; use --device cpu"
+            f"{option('device', requested)} was asked for, but torch sees no CUDA GPU; use {option('device', 'cpu')}"
         )
     try:
         torch.device(requested)

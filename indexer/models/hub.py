@@ -10,6 +10,8 @@ import os
 import socket
 from urllib.parse import urlparse
 
+from ..errors import option
+
 _TRUTHY = {"1", "true", "yes", "on"}
 PROBE_TIMEOUT_S = 3.0
 
@@ -53,7 +55,7 @@ def cached_hub_file(repo_id: str, filenames: list[str], cache_dir: str | None = 
 
 
 WAYS_OUT = (
-    "pass a local checkpoint (--pretrained /path/to/weights.safetensors) or a "
-    "local-dir:PATH model, pre-fill the Hugging Face cache on a connected machine, "
-    "or use --model offline (pip install 'xmodal[offline]')"
+    f"pass a local checkpoint ({option('pretrained', '/path/to/weights.safetensors')}) or a "
+    f"local-dir:PATH model, pre-fill the Hugging Face cache on a connected machine, "
+    f"or use {option('model', 'offline')} (pip install 'xmodal[offline]')"
 )

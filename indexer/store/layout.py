@@ -12,7 +12,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import IndexNotReadyError, NotAnIndexError, command
+from ..errors import IndexNotReadyError, NotAnIndexError, command, option
 from .lock import running_writer
 from .manifest import FORMAT_NAME, FORMAT_VERSION, Manifest
 
@@ -75,7 +75,7 @@ class IndexDir:
         if self.root.is_dir() and not self.is_index() and not self._only_unfinished_run():
             raise NotAnIndexError(
                 f"{self.root} is a non-empty folder that is not an xmodal index; "
-                "choose a new or empty folder for --out"
+                f"choose a new or empty folder for {option('out')}"
             )
 
     def _only_unfinished_run(self) -> bool:
