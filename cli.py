@@ -165,9 +165,9 @@ def search(
         typer.echo(json.dumps(result, ensure_ascii=False, indent=2, default=str))
         return
     for hit in hits:
-        shown = hit.path if hit.modality == "image" else hit.text
+        shown = hit.path if hit.modality == "image" else _clip(hit.text, 70)  # a path is shown whole: it is used
         extra = "  " + ", ".join(f"{k}={v}" for k, v in hit.metadata.items()) if hit.metadata else ""
-        typer.echo(f"{hit.rank:>3}  {hit.score:+.4f}  {hit.modality:<5}  {_clip(shown, 70)}{_clip(extra, 80)}")
+        typer.echo(f"{hit.rank:>3}  {hit.score:+.4f}  {hit.modality:<5}  {shown}{_clip(extra, 80)}")
     if len(hits) < k:
         typer.echo(f"({_count(len(hits), 'hit')}: the index holds no more {target}s)", err=True)
 
@@ -297,7 +297,7 @@ def list_(
         typer.echo(json.dumps([r.__dict__ for r in rows], ensure_ascii=False, indent=2, default=str))
         return
     for row in rows:
-        typer.echo(f"{row.row_id:>8}  {row.modality:<5}  {_clip(row.path or row.text, 100)}")
+        typer.echo(f"{row.row_id:>8}  {row.modality:<5}  {row.path or _clip(row.text, 100)}")
 
 
 @app.command()

@@ -94,3 +94,4 @@ def test_build_then_search_in_fresh_processes(kind, tmp_path, tiny_model_dir, ti
     assert hit["path"] == str(CATALOG / "images" / QUERY) and hit["score"] > 0.999
     by_text = xmodal(env, "search", str(out), "a green car", "-k", "3")
     assert by_text.returncode == 0 and len(by_text.stdout.splitlines()) == 3, by_text.stderr[-2000:]
+    assert "Loading weights" not in built.stderr + found.stderr + by_text.stderr  # no dependency's progress bars

