@@ -78,6 +78,7 @@ def index(
     out: Path = typer.Option(..., "--out", "-o", metavar="INDEX", help="Index folder to write: new, empty, or an existing index."),
     texts: List[Path] = typer.Option(None, "--texts", metavar="FILE", help="Text corpus: .txt (a text a line), .csv, .tsv, .jsonl, .parquet. Repeatable."),
     text_column: Optional[str] = typer.Option(None, "--text-column", metavar="NAME", help="Column holding the text in tables (default: as recorded, else 'text')."),
+    image_column: Optional[str] = typer.Option(None, "--image-column", metavar="NAME", help="Column of a table naming each row's photo (relative to the table, or absolute): each row becomes one product holding its photo and its text."),
     encoding: Optional[str] = typer.Option(None, "--encoding", metavar="NAME", help="Encoding of the corpora named here (default: as recorded, else utf-8 with or without BOM), e.g. latin-1, cp1252, gb18030."),
     model: Optional[str] = typer.Option(None, "--model", "-m", metavar="SPEC", help=f"Model spec; `xmodal models` lists them (default: the index's model, else {DEFAULT_MODEL})."),
     pretrained: Optional[str] = typer.Option(None, "--pretrained", metavar="TAG|FILE", help="Weights tag or checkpoint file; 'none' for (seeded) random weights."),
@@ -103,7 +104,7 @@ def index(
     if index_type not in INDEX_TYPES:
         _fail(f"unknown --index-type {index_type!r}; use one of {', '.join(INDEX_TYPES)}")
     config = IndexConfig(images=list(images or []), texts=list(texts or []), text_column=text_column,
-                         encoding=encoding, model=model, pretrained=pretrained, device=device,
+                         image_column=image_column, encoding=encoding, model=model, pretrained=pretrained, device=device,
                          batch_size=batch_size, workers=workers, index_type=index_type, max_pixels=max_pixels,
                          retry_failed=retry_failed, replace_sources=replace_sources)
     report = _run(lambda: build_index(out, config, progress=_tqdm_progress))
@@ -114,11 +115,18 @@ def index(
     if len(report.failures) > 20:
         typer.echo(f"... and {len(report.failures) - 20} more (xmodal info {out} --failures)", err=True)
     stats = report.stats
-    typer.echo(f"indexed {_count(report.counts['image'], 'image')}, {_count(report.counts['text'], 'text')}; "
-               f"{_skipped(report.failures)}; {report.seconds:.1f} s, {report.items_per_second:.1f} items/s "
-               f"-> {report.path}")
+    typer.echo(f"indexed {_held(report.counts)}; {_skipped(report.failures)}; {report.seconds:.1f} s, "
+               f"{report.items_per_second:.1f} items/s -> {report.path}")
     typer.echo(f"this run: encoded {stats.encoded}, reused {stats.reused}, resumed {stats.resumed}, "
                f"removed {stats.removed}, failed {stats.failed}" + ("" if report.committed else " (nothing changed)"))
+
+
+def _held(counts: dict[str, int]) -> str:
+    """'12 images, 12 texts', and the products when there are any."""
+    held = [_count(counts.get("image", 0), "image"), _count(counts.get("text", 0), "text")]
+    if counts.get("product"):
+        held.append(_count(counts["product"], "product"))
+    return ", ".join(held)
 
 
 def _skipped(failures) -> str:
@@ -215,8 +223,7 @@ def info(
     model = manifest.model
     typer.echo(f"index:    {summary['path']} ({manifest.generation}, format {manifest.format_version})")
     typer.echo(f"model:    {model.describe()} [{model.family}]")
-    typer.echo(f"items:    {_count(manifest.counts['image'], 'image')}, {_count(manifest.counts['text'], 'text')}; "
-               f"{manifest.failures} skipped")
+    typer.echo(f"items:    {_held(manifest.counts)}; {manifest.failures} skipped")
     for source in manifest.sources:
         options = "".join(f", {k} {v}" for k, v in source.to_dict().items() if k not in ("kind", "path"))
         typer.echo(f"source:   {source.path} ({source.kind}{options})")

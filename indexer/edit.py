@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 from .errors import InvalidInputError, command, option
-from .commit import NewState, RunStats, commit_state, load_state
+from .commit import NewState, RunStats, commit_state, load_state, vectors_of
 from .store import IndexDir, ItemRow
 from .store.lock import WriterLock
 from .sync import SourcePlan, drop_sources
@@ -37,10 +37,9 @@ def remove_items(index: str | Path, paths: list[str | Path] = (), row_ids: list[
         doomed = by_source | (_select(state.rows, [os.path.abspath(p) for p in paths], set(row_ids))
                               if paths or row_ids or not sources else set())
         keep = [r for r in state.rows if r.row_id not in doomed]
-        failures = [f for f in state.failures
-                    if not source_plan or source_plan.owner(f.modality, f.path) != "dropped"]
+        failures = [f for f in state.failures if not source_plan or source_plan.owner_of(f) != "dropped"]
         stats = RunStats(reused=len(keep), removed=len(doomed), seconds=round(time.perf_counter() - started, 3))
-        new = NewState(keep, [state.vectors[r.row_id] for r in keep], failures,
+        new = NewState(keep, vectors_of(state, keep), failures,
                        source_plan.sources if source_plan else manifest.sources, manifest.next_row_id, stats,
                        manifest.settings)
         commit_state(index_dir, manifest.model, manifest, state, new)
@@ -48,8 +47,7 @@ def remove_items(index: str | Path, paths: list[str | Path] = (), row_ids: list[
 
 
 def _dropped_by(source_plan: SourcePlan, rows: list[ItemRow]) -> set[int]:
-    return {r.row_id for r in rows
-            if source_plan.owner(r.modality, r.path if r.modality == "image" else r.source) == "dropped"}
+    return {r.row_id for r in rows if source_plan.owner_of(r) == "dropped"}
 
 
 def _select(rows: list[ItemRow], paths: list[str], row_ids: set[int]) -> set[int]:

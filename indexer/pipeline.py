@@ -7,37 +7,26 @@ atomic commit (store/layout.py). One writer at a time (store/lock.py).
 """
 from __future__ import annotations
 
-import os
 import shutil
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterator, Protocol
-
-import numpy as np
 
 from . import ann, sources
-from .decode import DecodedImage, DecodeFailure, default_workers, iter_decoded
-from .errors import IndexWriteError, InvalidInputError, ModelMismatchError, option
+from .commit import NewState, RunStats, commit_state, load_state, vectors_of
+from .encode import EncodeSettings, ProgressFactory, Timer, encode_images_journaled, encode_texts_journaled
+from .errors import InvalidInputError, ModelMismatchError, option
 from .imaging import MAX_PIXELS
 from .models import DEFAULT_MODEL, Encoder, ModelIdentity, load_encoder
 from .plan import Planned, RowIds, StoredState, plan_images, plan_texts, text_hash
-from .store import MODALITIES, Failure, IndexDir, ItemRow, Manifest
-from .store.journal import Journal, JournalEntry
+from .plan_products import ProductPlan, plan_products
+from .store import Failure, IndexDir, ItemRow, Manifest
+from .store.journal import Journal
 from .store.lock import WriterLock
-from .commit import NewState, RunStats, commit_state, load_state
 from .store.manifest import Source
 from .sync import SourcePlan, check_replace, named_sources, plan_sources, reading_options
 
-
-class ProgressBar(Protocol):
-    def update(self, n: int) -> None: ...
-    def close(self) -> None: ...
-
-
-ProgressFactory = Callable[[str, int], ProgressBar]
+__all__ = ["IndexConfig", "IndexReport", "build_index"]
 
 
 @dataclass
@@ -46,6 +35,7 @@ class IndexConfig:
     texts: list[Path] = field(default_factory=list)
     text_column: str | None = None  # for the corpora named in `texts`; None: as recorded, else "text"
     encoding: str | None = None  # likewise; None: as recorded, else utf-8
+    image_column: str | None = None  # likewise; a column naming each row's photo makes the rows products
     replace_sources: bool = False  # the sources named become the index's whole set
     model: str | None = None  # None: the existing index's model, else the registry default
     pretrained: str | None = None
@@ -76,19 +66,6 @@ class IndexReport:
         return self.stats.encoded / self.seconds if self.seconds > 0 else 0.0
 
 
-class _Timer:
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-
-    @contextmanager
-    def stage(self, name: str) -> Iterator[None]:
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
-
-
 def build_index(out: str | Path, config: IndexConfig, progress: ProgressFactory | None = None,
                 encoder: Encoder | None = None) -> IndexReport:
     """Index `config`'s sources into `out`, re-using whatever an earlier run already did.
@@ -97,13 +74,13 @@ def build_index(out: str | Path, config: IndexConfig, progress: ProgressFactory 
     synced; the others are kept as they are. With none named, every recorded source
     is synced. Inputs are checked before the model loads; nothing is written for bad input.
     """
-    started, timer = time.perf_counter(), _Timer()
+    started, timer = time.perf_counter(), Timer()
     index_dir = IndexDir(Path(out))
     index_dir.check_writable_target()
     previous = index_dir.read_manifest() if index_dir.is_index() else None
     config = _with_recorded_settings(config, previous)
     ann.choose_ann(0, config.index_type)  # an unknown index type fails now, not after hours of encoding
-    named = named_sources(config.images, config.texts, config.text_column, config.encoding)
+    named = named_sources(config.images, config.texts, config.text_column, config.encoding, config.image_column)
     check_replace(config.replace_sources, named)
     recorded = previous.sources if previous else []
     source_plan = plan_sources(named, recorded, config.replace_sources)
@@ -127,17 +104,18 @@ class FoundItems:
 
     image_paths: list[str]
     texts: list[sources.TextRecord]
+    products: list[sources.TextRecord]  # rows of tables read with an image column
     skipped_rows: list[Failure]
 
     @property
     def empty(self) -> bool:
-        return not self.image_paths and not self.texts
+        return not self.image_paths and not self.texts and not self.products
 
 
 def read_sources(synced: list[Source], recorded: list[Source]) -> FoundItems:
     """Read the sources a run syncs. A newly added folder must hold images; a recorded one may be emptied."""
     known = {s.key for s in recorded}
-    image_paths, texts, skipped = [], [], []
+    image_paths, texts, products, skipped = [], [], [], []
     for source in synced:
         if source.kind == "images":
             found = sources.list_images(source.path)
@@ -146,16 +124,16 @@ def read_sources(synced: list[Source], recorded: list[Source]) -> FoundItems:
             image_paths.extend(found)
         else:
             corpus = sources.read_corpus(source.path, *reading_options(source))
-            texts.extend(corpus.records)
-            skipped.extend(Failure(s.source, "text", s.reason, line=s.line) for s in corpus.skipped)
-    return FoundItems(sorted(set(image_paths)), texts, skipped)
+            (products if source.image_column else texts).extend(corpus.records)
+            skipped.extend(Failure(s.source, "text", s.reason, line=s.line, source=s.source) for s in corpus.skipped)
+    return FoundItems(sorted(set(image_paths)), texts, products, skipped)
 
 
 class _EncoderOnDemand:
     """Loads the model the first time it is needed: a re-run with nothing new never loads it."""
 
     def __init__(self, config: IndexConfig, previous: Manifest | None, index_dir: IndexDir,
-                 given: Encoder | None, timer: _Timer):
+                 given: Encoder | None, timer: Timer):
         self._config, self._previous, self._dir, self._timer = config, previous, index_dir, timer
         self._encoder = given
         if given is not None:
@@ -186,7 +164,7 @@ class _EncoderOnDemand:
 
 
 def _run_locked(index_dir: IndexDir, config: IndexConfig, named: list[Source], source_plan: SourcePlan,
-                found: FoundItems, encoder: Encoder | None, progress, timer: _Timer, started: float) -> IndexReport:
+                found: FoundItems, encoder: Encoder | None, progress, timer: Timer, started: float) -> IndexReport:
     previous = index_dir.read_manifest() if index_dir.is_index() else None  # as of taking the lock
     recorded = previous.sources if previous else []
     fresh_plan = plan_sources(named, recorded, config.replace_sources)
@@ -200,16 +178,23 @@ def _run_locked(index_dir: IndexDir, config: IndexConfig, named: list[Source], s
     with timer.stage("plan"):
         image_plan = plan_images(found.image_paths, scoped, journal, ids, config.retry_failed)
         text_plan = plan_texts(found.texts, scoped, journal, ids)
-    new_failures = _encode_planned_images(model, image_plan, journal, ids, config, timer, progress)
-    _encode_planned_texts(model, text_plan, journal, ids, config, timer, progress)
+        product_plan = plan_products(found.products, scoped, journal, ids, config.retry_failed)
+    settings = EncodeSettings(config.batch_size, config.workers, config.max_pixels, config.journal_every)
+    new_failures = _encode_planned_images(model, image_plan, journal, ids, settings, timer, progress)
+    _encode_planned_texts(model, text_plan, journal, ids, settings, timer, progress)
+    _encode_planned_products(model, product_plan, journal, settings, timer, progress)
     known = set(state.failures)
-    new_failures += [f for f in found.skipped_rows if f not in known]
+    new_failures += product_plan.new_failures + [f for f in found.skipped_rows if f not in known]
     dropped = len(state.rows) - len(scoped.rows) - len(carried.rows)
-    stats = _stats(image_plan, text_plan, new_failures, dropped)
-    failures = carried.failures + image_plan.carried_failures + new_failures + \
+    stats = _stats(image_plan, text_plan, product_plan, new_failures, dropped)
+    failures = carried.failures + image_plan.carried_failures + product_plan.carried_failures + new_failures + \
         [f for f in found.skipped_rows if f in known]
-    new = NewState(carried.rows + image_plan.rows + text_plan.rows,
-                   [state.vectors[r.row_id] for r in carried.rows] + image_plan.vectors + text_plan.vectors,
+    vectors = vectors_of(state, carried.rows)
+    vectors.setdefault("image", {}).update((r.row_id, v) for r, v in zip(image_plan.rows, image_plan.vectors))
+    vectors.setdefault("text", {}).update((r.row_id, v) for r, v in zip(text_plan.rows, text_plan.vectors))
+    vectors.setdefault("product-image", {}).update(product_plan.photo_vectors)
+    vectors.setdefault("product-text", {}).update(product_plan.text_vectors)
+    new = NewState(carried.rows + image_plan.rows + text_plan.rows + product_plan.rows, vectors,
                    failures, source_plan.sources, ids.next, stats, {"index_type": config.index_type})
     with timer.stage("write"):
         stats.seconds = round(time.perf_counter() - started, 3)
@@ -223,11 +208,9 @@ def _split_by_source(state: StoredState, source_plan: SourcePlan) -> tuple[Store
     """(what the synced sources owned: the planner's input, what other sources keep); the rest is dropped."""
     scoped, carried = StoredState(vectors=state.vectors, reusable=state.rows), StoredState()
     for row in state.rows:
-        owner = source_plan.owner(row.modality, row.path if row.modality == "image" else row.source)
-        {"synced": scoped.rows, "kept": carried.rows}.get(owner, []).append(row)
+        {"synced": scoped.rows, "kept": carried.rows}.get(source_plan.owner_of(row), []).append(row)
     for failure in state.failures:
-        owner = source_plan.owner(failure.modality, failure.path)
-        {"synced": scoped.failures, "kept": carried.failures}.get(owner, []).append(failure)
+        {"synced": scoped.failures, "kept": carried.failures}.get(source_plan.owner_of(failure), []).append(failure)
     return scoped, carried
 
 
@@ -249,106 +232,11 @@ def _check_same_model(index_dir: IndexDir, previous: Manifest | None, encoder: E
         )
 
 
-@dataclass
-class EncodedImages:
-    """Images that decoded, in input order, with their vectors; and those that did not."""
-
-    images: list[DecodedImage]
-    vectors: np.ndarray
-    failures: list[Failure]
-
-
-BatchHook = Callable[[list[DecodedImage], np.ndarray], None]
-
-
-def encode_image_files(encoder: Encoder, paths: list[str], batch_size: int = 64, workers: int | None = None,
-                       max_pixels: int = MAX_PIXELS, progress: ProgressFactory | None = None,
-                       timer: _Timer | None = None, on_batch: BatchHook | None = None) -> EncodedImages:
-    """Decode (in worker processes) and encode image files; bad files become failures."""
-    timer = timer or _Timer()
-    decoded_all, vectors, failures, pending = [], [], [], []
-    bar = progress("images", len(paths)) if progress and paths else None
-    workers = default_workers() if workers is None else workers
-
-    def encode_pending() -> None:
-        with timer.stage("encode"):
-            encoded = encoder.encode_preprocessed([d.pixels for d in pending])
-        for d in pending:
-            d.pixels = None  # keep metadata only: memory stays bounded by the batch
-        vectors.append(encoded)
-        decoded_all.extend(pending)
-        if on_batch:
-            on_batch(list(pending), encoded)
-        pending.clear()
-
-    items = iter_decoded(paths, encoder.preprocess_image, workers, max_pixels)
-    while True:
-        with timer.stage("decode_wait"):
-            item = next(items, None)
-        if item is None:
-            break
-        if isinstance(item, DecodedImage):
-            pending.append(item)
-        else:
-            failures.append(_failure(item))
-        if len(pending) >= batch_size:
-            encode_pending()
-        if bar:
-            bar.update(1)
-    if pending:
-        encode_pending()
-    if bar:
-        bar.close()
-    matrix = np.concatenate(vectors) if vectors else np.zeros((0, encoder.identity.dim), np.float32)
-    return EncodedImages(decoded_all, matrix, failures)
-
-
-def _failure(failed: DecodeFailure) -> Failure:
-    try:
-        stat = os.stat(failed.path)
-        return Failure(failed.path, "image", failed.reason, stat.st_size, stat.st_mtime)
-    except OSError:
-        return Failure(failed.path, "image", failed.reason)
-
-
-class _JournalBuffer:
-    """Collects encoded items and commits them to the journal every `every` items.
-
-    Used as a context manager it also commits what it holds when the run is
-    interrupted or fails, so a resume never re-encodes work that was done.
-    """
-
-    def __init__(self, journal: Journal, every: int):
-        self.journal, self.every, self.pending = journal, every, []
-
-    def __enter__(self) -> "_JournalBuffer":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.flush()
-
-    def add(self, entries: list[JournalEntry]) -> None:
-        self.pending.extend(entries)
-        if len(self.pending) >= self.every:
-            self.flush()
-
-    def flush(self) -> None:
-        self.journal.append(self.pending)
-        self.pending = []
-
-
-def _encode_planned_images(model: _EncoderOnDemand, plan: Planned, journal, ids: RowIds, config: IndexConfig,
-                           timer, progress) -> list[Failure]:
+def _encode_planned_images(model: _EncoderOnDemand, plan: Planned, journal: Journal, ids: RowIds,
+                           settings: EncodeSettings, timer: Timer, progress) -> list[Failure]:
     if not plan.to_encode:
         return []
-    encoder = model.get()
-    with _JournalBuffer(journal, config.journal_every) as buffer:
-        def remember(decoded: list[DecodedImage], vectors: np.ndarray) -> None:
-            buffer.add([JournalEntry("image", d.path, d.content_hash, d.size, d.mtime, d.width, d.height, v)
-                        for d, v in zip(decoded, vectors)])
-
-        result = encode_image_files(encoder, plan.to_encode, config.batch_size, config.workers, config.max_pixels,
-                                    progress, timer, on_batch=remember)
+    result = encode_images_journaled(model.get(), plan.to_encode, journal, settings, timer, progress)
     for image, vector in zip(result.images, result.vectors):
         plan.keep(ItemRow(row_id=ids.take(), modality="image", path=image.path, content_hash=image.content_hash,
                           size=image.size, mtime=image.mtime, width=image.width, height=image.height),
@@ -356,32 +244,51 @@ def _encode_planned_images(model: _EncoderOnDemand, plan: Planned, journal, ids:
     return result.failures
 
 
-def _encode_planned_texts(model: _EncoderOnDemand, plan: Planned, journal, ids: RowIds, config: IndexConfig,
-                          timer, progress) -> None:
+def _encode_planned_texts(model: _EncoderOnDemand, plan: Planned, journal: Journal, ids: RowIds,
+                          settings: EncodeSettings, timer: Timer, progress) -> None:
     records = plan.to_encode
     if not records:
         return
-    encoder = model.get()
-    bar = progress("texts", len(records)) if progress else None
-    with _JournalBuffer(journal, config.journal_every) as buffer:
-        for start in range(0, len(records), config.batch_size):
-            chunk = records[start:start + config.batch_size]
-            with timer.stage("encode"):
-                vectors = encoder.encode_texts([r.text for r in chunk])
-            digests = [text_hash(r.text) for r in chunk]
-            buffer.add([JournalEntry("text", None, d, None, None, None, None, v) for d, v in zip(digests, vectors)])
-            for record, digest, vector in zip(chunk, digests, vectors):
-                plan.keep(ItemRow(row_id=ids.take(), modality="text", text=record.text, source=record.source,
-                                  line=record.line, content_hash=digest, size=len(record.text.encode("utf-8")),
-                                  metadata=record.metadata or None), vector, reused=False)
-            if bar:
-                bar.update(len(chunk))
-    if bar:
-        bar.close()
+    vectors = encode_texts_journaled(model.get(), [r.text for r in records], journal, settings, timer, progress)
+    for record, vector in zip(records, vectors):
+        plan.keep(ItemRow(row_id=ids.take(), modality="text", text=record.text, source=record.source,
+                          line=record.line, content_hash=text_hash(record.text), size=len(record.text.encode("utf-8")),
+                          metadata=record.metadata or None), vector, reused=False)
 
 
-def _stats(image_plan: Planned, text_plan: Planned, new_failures: list[Failure], dropped: int) -> RunStats:
+def _encode_planned_products(model: _EncoderOnDemand, plan: ProductPlan, journal: Journal,
+                             settings: EncodeSettings, timer: Timer, progress) -> None:
+    if plan.photos_to_encode:
+        result = encode_images_journaled(model.get(), list(plan.photos_to_encode), journal, settings, timer,
+                                         progress, label="photos")
+        for image, vector in zip(result.images, result.vectors):
+            for row in plan.photos_to_encode[image.path]:
+                row.image_hash, row.size, row.mtime = image.content_hash, image.size, image.mtime
+                row.width, row.height = image.width, image.height
+                plan.photo_vectors[row.row_id] = vector
+        for failure in result.failures:
+            for row in plan.photos_to_encode[failure.path]:
+                plan.new_failures.append(replace(failure, line=row.line, source=row.source))
+    if plan.texts_to_encode:
+        texts = list(plan.texts_to_encode)
+        vectors = encode_texts_journaled(model.get(), texts, journal, settings, timer, progress, label="descriptions")
+        for text, vector in zip(texts, vectors):
+            for row in plan.texts_to_encode[text]:
+                plan.text_vectors[row.row_id] = vector
+    for row in plan.rows:
+        if row.row_id not in plan.photo_vectors:  # no photo, or it could not be read: the product is its text
+            row.image_hash = row.size = row.mtime = row.width = row.height = None
+
+
+def _stats(image_plan: Planned, text_plan: Planned, product_plan: ProductPlan, new_failures: list[Failure],
+           dropped: int) -> RunStats:
+    """Counts of vectors: a product's photo and description count apart."""
     plans = (image_plan, text_plan)
     encoded = sum(len(p.rows) for p in plans) - sum(p.reused + p.resumed for p in plans)
-    return RunStats(encoded=encoded, reused=sum(p.reused for p in plans), resumed=sum(p.resumed for p in plans),
-                    removed=sum(len(p.removed_ids) for p in plans) + dropped, failed=len(new_failures))
+    encoded += sum(len(rows) for rows in product_plan.photos_to_encode.values())
+    encoded += sum(len(rows) for rows in product_plan.texts_to_encode.values())
+    encoded -= sum(1 for f in new_failures if f.source and f.modality == "image")  # photos that did not decode
+    return RunStats(encoded=encoded, reused=sum(p.reused for p in plans) + product_plan.reused,
+                    resumed=sum(p.resumed for p in plans) + product_plan.resumed,
+                    removed=sum(len(p.removed_ids) for p in plans) + len(product_plan.removed_ids) + dropped,
+                    failed=len(new_failures))

@@ -24,17 +24,20 @@ HASH_BLOCK = 1 << 20
 
 @dataclass
 class StoredState:
-    """The last committed index: rows, vectors by row id, and failures.
+    """The last committed index: rows, vectors by vector set and row id, and failures.
 
     A run's planner sees the rows and failures of the sources it syncs; `reusable`
     holds every stored row, whose vectors may be reused by content.
     """
 
     rows: list[ItemRow] = field(default_factory=list)
-    vectors: dict[int, np.ndarray] = field(default_factory=dict)
+    vectors: dict[str, dict[int, np.ndarray]] = field(default_factory=dict)
     failures: list[Failure] = field(default_factory=list)
     next_row_id: int = 0
     reusable: list[ItemRow] = field(default_factory=list)
+
+    def vector(self, vector_set: str, row_id: int) -> np.ndarray:
+        return self.vectors[vector_set][row_id]
 
 
 @dataclass
@@ -95,7 +98,7 @@ def plan_images(paths: list[str], state: StoredState, journal: Journal, ids: Row
             continue  # vanished since the scan: as if never seen
         old = by_path.get(path)
         if old and old.size == stat.st_size and old.mtime == stat.st_mtime:
-            plan.keep(old, state.vectors[old.row_id])
+            plan.keep(old, state.vector("image", old.row_id))
             used_ids.add(old.row_id)
             continue
         failure = failed.get(path)
@@ -114,7 +117,7 @@ def plan_images(paths: list[str], state: StoredState, journal: Journal, ids: Row
             moved = source.row_id in in_scope and source.path not in present and source.row_id not in used_ids
             row_id = source.row_id if (source.path == path or moved) else ids.take()
             used_ids.add(row_id)
-            plan.keep(_moved_row(source, row_id, path, stat), state.vectors[source.row_id])
+            plan.keep(_moved_row(source, row_id, path, stat), state.vector("image", source.row_id))
             continue
         entry = journal.by_hash.get(("image", digest))
         if entry is not None:
@@ -138,9 +141,9 @@ def plan_texts(records: list[TextRecord], state: StoredState, journal: Journal, 
         same = pool.get((record.source, digest))
         if same:
             old = same.pop(0)
-            plan.keep(_text_row(old.row_id, record, digest), state.vectors[old.row_id])
+            plan.keep(_text_row(old.row_id, record, digest), state.vector("text", old.row_id))
         elif digest in elsewhere:
-            plan.keep(_text_row(ids.take(), record, digest), state.vectors[elsewhere[digest]])
+            plan.keep(_text_row(ids.take(), record, digest), state.vector("text", elsewhere[digest]))
         elif ("text", digest) in journal.by_hash:
             plan.keep(_text_row(ids.take(), record, digest), journal.by_hash[("text", digest)].vector, reused=False)
             plan.resumed += 1

@@ -35,6 +35,7 @@ class TextRecord:
     source: str  # the corpus file, absolute
     line: int  # 1-based line of the file (row number for Parquet)
     metadata: dict[str, Any] = field(default_factory=dict)
+    image: str | None = None  # with an image column: the row's photo, absolute (the row is a product)
 
 
 @dataclass(frozen=True)
@@ -98,10 +99,13 @@ def read_texts(path: str | Path, text_column: str | None = None, encoding: str =
     return read_corpus(path, text_column, encoding).records
 
 
-def read_corpus(path: str | Path, text_column: str | None = None, encoding: str = DEFAULT_ENCODING) -> Corpus:
+def read_corpus(path: str | Path, text_column: str | None = None, encoding: str = DEFAULT_ENCODING,
+                image_column: str | None = None) -> Corpus:
     """Texts of one corpus, and the rows skipped with their reasons.
 
-    In tables every column but the text column is kept as metadata, typed.
+    In tables every column but the text column is kept as metadata, typed. With an
+    image column, each row links its photo (relative to the table's folder, or
+    absolute): the record's `image`; an empty cell means the row has no photo.
     """
     path = Path(os.path.abspath(path))  # sources are recorded absolute, however they were typed
     suffix = check_corpus(path, encoding)
@@ -110,7 +114,7 @@ def read_corpus(path: str | Path, text_column: str | None = None, encoding: str 
     else:
         _check_decodes(path, encoding)
         rows = {".txt": _txt_rows, ".jsonl": _jsonl_rows}.get(suffix, _delimited_rows)(path, encoding)
-    return _corpus_from_rows(path, rows, text_column or DEFAULT_TEXT_COLUMN, encoding)
+    return _corpus_from_rows(path, rows, text_column or DEFAULT_TEXT_COLUMN, image_column)
 
 
 def check_corpus(path: Path, encoding: str = DEFAULT_ENCODING) -> str:
@@ -238,7 +242,7 @@ def _decode_cell(value: Any, encoding: str) -> Any:
 
 # ---- rows -> records ----------------------------------------------------------------------------------
 
-def _corpus_from_rows(path: Path, rows: Iterator[Row], text_column: str, encoding: str) -> Corpus:
+def _corpus_from_rows(path: Path, rows: Iterator[Row], text_column: str, image_column: str | None) -> Corpus:
     source = str(path)
     usable: list[tuple[int, dict[str, Any]]] = []
     skipped: list[SkippedRow] = []
@@ -249,11 +253,10 @@ def _corpus_from_rows(path: Path, rows: Iterator[Row], text_column: str, encodin
             continue
         columns.update(dict.fromkeys(row))
         usable.append((line, row))
-    if usable and text_column not in columns:
-        raise TextColumnError(
-            f"{path.name} has no column {text_column!r}; its columns are {', '.join(columns)} "
-            f"(choose one with {option('text_column')})"
-        )
+    for name, flag in ((text_column, "text_column"), (image_column, "image_column")):
+        if usable and name is not None and name not in columns:
+            raise TextColumnError(f"{path.name} has no column {name!r}; its columns are {', '.join(columns)} "
+                                  f"(choose one with {option(flag)})")
     typed = _typed_columns([r for _, r in usable], [c for c in columns if c != text_column], path.suffix.lower())
     records = []
     for (line, row), metadata in zip(usable, typed):
@@ -262,9 +265,16 @@ def _corpus_from_rows(path: Path, rows: Iterator[Row], text_column: str, encodin
         if not text:
             skipped.append(SkippedRow(source, line, "empty text"))
             continue
-        records.append(TextRecord(text, source, line, metadata))
+        photo = _photo_path(path, row.get(image_column)) if image_column else None
+        records.append(TextRecord(text, source, line, metadata, photo))
     skipped.sort(key=lambda s: s.line)
     return Corpus(records, skipped)
+
+
+def _photo_path(table: Path, cell: Any) -> str | None:
+    if cell is None or not str(cell).strip():
+        return None
+    return os.path.normpath(os.path.join(table.parent, os.path.expanduser(str(cell).strip())))
 
 
 def _typed_columns(rows: list[dict[str, Any]], names: list[str], suffix: str) -> list[dict[str, Any]]:

@@ -14,6 +14,7 @@ from pathlib import Path
 from .errors import InvalidInputError, command, option
 from .sources import DEFAULT_ENCODING, DEFAULT_TEXT_COLUMN
 from .store.manifest import Source
+from .store.tables import Failure, ItemRow
 
 
 @dataclass
@@ -27,11 +28,17 @@ class SourcePlan:
             return "synced"
         return "kept" if _owned(self.sources, modality, location) else "dropped"
 
+    def owner_of(self, item: ItemRow | Failure) -> str:
+        """An image belongs to the folders above it; a text or a product, and their failures, to their corpus."""
+        if isinstance(item, Failure):
+            return self.owner("text", item.source) if item.source else self.owner(item.modality, item.path)
+        return self.owner(item.modality, item.path if item.modality == "image" else item.source)
+
 
 def named_sources(images: list[str | Path], texts: list[str | Path], text_column: str | None,
-                  encoding: str | None) -> list[Source]:
+                  encoding: str | None, image_column: str | None = None) -> list[Source]:
     named = [Source("images", os.path.abspath(p)) for p in images]
-    named += [Source("texts", os.path.abspath(p), text_column, encoding) for p in texts]
+    named += [Source("texts", os.path.abspath(p), text_column, encoding, image_column) for p in texts]
     return list({s.key: s for s in named}.values())
 
 
@@ -59,8 +66,9 @@ def drop_sources(recorded: list[Source], paths: list[str | Path]) -> SourcePlan:
     return SourcePlan([s for s in recorded if s.path not in doomed], [])
 
 
-def reading_options(source: Source) -> tuple[str, str]:
-    return source.text_column or DEFAULT_TEXT_COLUMN, source.encoding or DEFAULT_ENCODING
+def reading_options(source: Source) -> tuple[str, str, str | None]:
+    """(text column, encoding, image column) of a text source."""
+    return source.text_column or DEFAULT_TEXT_COLUMN, source.encoding or DEFAULT_ENCODING, source.image_column
 
 
 def _completed(named: Source, recorded: Source | None) -> Source:
@@ -68,7 +76,8 @@ def _completed(named: Source, recorded: Source | None) -> Source:
         return named
     text_column = named.text_column or (recorded.text_column if recorded else None)
     encoding = named.encoding or (recorded.encoding if recorded else None)
-    return Source("texts", named.path, text_column, encoding)
+    image_column = named.image_column or (recorded.image_column if recorded else None)
+    return Source("texts", named.path, text_column, encoding, image_column)
 
 
 def _owned(sources: list[Source], modality: str, location: str | None) -> bool:
@@ -78,7 +87,7 @@ def _owned(sources: list[Source], modality: str, location: str | None) -> bool:
         if modality == "image" and source.kind == "images":
             if location == source.path or location.startswith(source.path.rstrip(os.sep) + os.sep):
                 return True
-        elif modality == "text" and source.kind == "texts" and location == source.path:
+        elif modality in ("text", "product") and source.kind == "texts" and location == source.path:
             return True
     return False
 

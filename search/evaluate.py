@@ -16,7 +16,7 @@ import numpy as np
 
 from indexer.errors import InvalidInputError, command, option
 from indexer.models import Encoder, load_encoder
-from indexer.pipeline import encode_image_files
+from indexer.encode import encode_image_files
 from indexer.sources import find_images, read_texts
 
 from . import metrics

@@ -2,6 +2,7 @@
 
     python tests/kill_driver.py INDEX IMAGES TEXTS POINT N      # POINT from POINTS, or "none"
     python tests/kill_driver.py INDEX IMAGES TEXTS loop ROUNDS  # rewrite a file and re-index, ROUNDS times
+    python tests/kill_driver.py INDEX - TABLE POINT N products   # TABLE's rows are products (image column "image")
 
 Only the test suite uses this; the product has no fault hooks of its own.
 """
@@ -47,15 +48,19 @@ def arm(point: str, nth: int) -> None:
     setattr(owner, attr, killer)
 
 
-def config(images: str, texts: str):
+def config(images: str, texts: str, products: bool = False):
     from indexer import IndexConfig
 
+    if products:
+        return IndexConfig(texts=[Path(texts)], text_column="description", image_column="image",
+                           model="python:fakes:make_encoder", workers=0, batch_size=4, journal_every=4)
     return IndexConfig(images=[Path(images)], texts=[Path(texts)], model="python:fakes:make_encoder",
                        workers=0, batch_size=4, journal_every=4)
 
 
 def main() -> None:
     index, images, texts, point, number = sys.argv[1:6]
+    products = sys.argv[6:7] == ["products"]
     from indexer import build_index
 
     if point == "loop":
@@ -67,7 +72,7 @@ def main() -> None:
         return
     if point != "none":
         arm(point, int(number))
-    report = build_index(index, config(images, texts))
+    report = build_index(index, config(images, texts, products))
     print(report.stats.to_dict())
 
 

@@ -71,7 +71,7 @@ def test_info_json_has_counts_failures_and_model(catalog_index):
     result = runner.invoke(app, ["info", str(catalog_index), "--json"])
     assert result.exit_code == 0, result.output
     info = json.loads(result.output)
-    assert info["counts"] == {"image": 12, "text": 12}
+    assert info["counts"] == {"image": 12, "text": 12, "product": 0}
     assert info["failures"] == 0
     assert info["model"]["spec"] == FAKE and info["model"]["dim"] == 13
 
@@ -90,7 +90,7 @@ def test_real_subprocess_index_search_info(tmp_path):
     assert found.returncode == 0, found.stderr
     assert json.loads(found.stdout)["hits"][0]["path"].endswith("01-red-car.png")
     info = json.loads(xmodal("info", str(out), "--json").stdout)
-    assert info["counts"] == {"image": 12, "text": 12} and info["failures"] == 1
+    assert info["counts"] == {"image": 12, "text": 12, "product": 0} and info["failures"] == 1
 
 
 def _assert_one_line_error(result, needle: str):

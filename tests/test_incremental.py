@@ -49,7 +49,7 @@ def snapshot(index) -> dict:
     for row in state.rows:
         key = (row.modality, row.path or row.text)
         assert key not in items, f"duplicate item {key}"
-        items[key] = state.vectors[row.row_id]
+        items[key] = state.vector(row.modality, row.row_id)
     ids = [r.row_id for r in state.rows]
     assert len(ids) == len(set(ids)), "duplicate row ids"
     return {"items": items, "failures": sorted(f.path for f in state.failures)}
@@ -172,7 +172,7 @@ def test_remove_and_list(tmp_path, sources):
     removed = remove_items(out, paths=[images / "nested"], row_ids=[text_id])
     assert len(removed) == IMAGES_IN_SOURCES // 2 + 1
     idx = open_index(out, encoder=FakeEncoder())
-    assert idx.manifest.counts == {"image": IMAGES_IN_SOURCES - IMAGES_IN_SOURCES // 2, "text": 8}
+    assert idx.manifest.counts == {"image": IMAGES_IN_SOURCES - IMAGES_IN_SOURCES // 2, "text": 8, "product": 0}
     assert all("nested" not in h.path for h in idx.search(text="red", target="image", k=50))
     with pytest.raises(InvalidInputError, match="no indexed item"):
         remove_items(out, paths=[images / "nested"])

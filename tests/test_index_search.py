@@ -26,7 +26,7 @@ def built(tmp_path, image_folder, texts_csv, tiny_spec):
 
 def test_report_counts_and_failures(built):
     _, report = built
-    assert report.counts == {"image": 11, "text": 4}
+    assert report.counts == {"image": 11, "text": 4, "product": 0}
     assert [(f.path.endswith("broken.jpg"), f.modality) for f in report.failures] == [(True, "image")]
     assert "not a recognised image format" in report.failures[0].reason or "corrupt" in report.failures[0].reason
 
@@ -75,7 +75,7 @@ def test_manifest_records_model_counts_and_metric(built, tiny_encoder):
     out, _ = built
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["format"] == "xmodal-index" and manifest["format_version"] == 2
-    assert manifest["counts"] == {"image": 11, "text": 4} and manifest["failures"] == 1
+    assert manifest["counts"] == {"image": 11, "text": 4, "product": 0} and manifest["failures"] == 1
     assert manifest["metric"] == "cosine"
     assert manifest["model"]["spec"] == tiny_encoder.identity.spec and manifest["model"]["dim"] == 32
     assert manifest["ann"]["image"]["kind"] == "flat"
@@ -137,7 +137,7 @@ def test_rebuild_replaces_the_index_atomically(built, image_folder, tiny_encoder
     (image_folder / "img00.png").unlink()
     build_index(out, IndexConfig(images=[image_folder], workers=0, replace_sources=True), encoder=tiny_encoder)
     idx = open_index(out, encoder=tiny_encoder)
-    assert idx.manifest.counts == {"image": 10, "text": 0} and idx.manifest.generation == "gen-000002"
+    assert idx.manifest.counts == {"image": 10, "text": 0, "product": 0} and idx.manifest.generation == "gen-000002"
     assert len(idx.search(text="anything", target="image", k=50)) == 10
 
 

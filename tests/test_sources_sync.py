@@ -49,7 +49,7 @@ def test_indexing_only_images_into_a_catalog_keeps_its_texts(tmp_path):
     out = tmp_path / "catalog"
     build(out, texts=[CATALOG / "listings.csv"], text_column="description")
     report = build(out, images=[images])
-    assert report.counts == {"image": 12, "text": 12} and report.stats.removed == 0
+    assert report.counts == {"image": 12, "text": 12, "product": 0} and report.stats.removed == 0
 
 
 def test_a_named_source_is_synced_and_the_others_left_alone(tmp_path):
@@ -73,7 +73,7 @@ def test_remove_source_drops_its_items_and_a_rerun_does_not_bring_them_back(tmp_
     assert len(removed) == 3 + 12
     assert paths(out) == {str(p) for p in first.iterdir()} and not list_items(out, "text")
     again = build(out)
-    assert again.counts == {"image": 5, "text": 0} and again.stats.encoded == 0
+    assert again.counts == {"image": 5, "text": 0, "product": 0} and again.stats.encoded == 0
     with pytest.raises(InvalidInputError, match="is not a source of this index"):
         remove_items(out, sources=[tmp_path / "elsewhere"])
 
@@ -152,7 +152,7 @@ def test_a_format_1_index_is_read_and_upgraded_on_its_next_commit(tmp_path):
                     settings={"text_column": "title", "index_type": "auto"})
     manifest_path.write_text(json.dumps(manifest))
     report = build(out)
-    assert (report.stats.encoded, report.stats.removed) == (0, 0) and report.counts == {"image": 4, "text": 12}
+    assert (report.stats.encoded, report.stats.removed) == (0, 0) and report.counts == {"image": 4, "text": 12, "product": 0}
     upgraded = json.loads(manifest_path.read_text())
     assert upgraded["format_version"] == 2 and upgraded["sources"][1]["text_column"] == "title"
 

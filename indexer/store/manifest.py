@@ -10,7 +10,11 @@ from ..models.base import ModelIdentity
 FORMAT_NAME = "xmodal-index"
 FORMAT_VERSION = 2  # 2: sources are a list with per-source options; items carry their corpus line
 METRIC = "cosine"  # inner product over L2-normalised vectors
-MODALITIES = ("image", "text")
+MODALITIES = ("image", "text", "product")
+# A product (a table row with a photo) holds two vectors; every other item one. Files and ANN indexes are
+# per vector set: embeddings-<set>.parquet and <set>.faiss.
+VECTOR_SETS = ("image", "text", "product-image", "product-text")
+SETS_OF = {"image": ("image",), "text": ("text",), "product": ("product-image", "product-text")}
 
 
 @dataclass(frozen=True)
@@ -29,6 +33,7 @@ class Source:
     path: str  # absolute
     text_column: str | None = None
     encoding: str | None = None
+    image_column: str | None = None  # a table whose rows link a photo: each row is one product
 
     @property
     def key(self) -> tuple[str, str]:

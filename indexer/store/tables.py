@@ -21,6 +21,7 @@ ITEM_FIELDS = [
     pa.field("mtime", pa.float64()),
     pa.field("width", pa.int32()),
     pa.field("height", pa.int32()),
+    pa.field("image_hash", pa.string()),  # products: the photo's content hash (content_hash is the text's)
 ]
 FAILURE_SCHEMA = pa.schema([
     pa.field("path", pa.string()),
@@ -29,6 +30,7 @@ FAILURE_SCHEMA = pa.schema([
     pa.field("size", pa.int64()),
     pa.field("mtime", pa.float64()),
     pa.field("line", pa.int64()),
+    pa.field("source", pa.string()),
 ])
 
 
@@ -45,6 +47,7 @@ class ItemRow:
     mtime: float | None = None
     width: int | None = None
     height: int | None = None
+    image_hash: str | None = None
     metadata: dict[str, Any] | None = None
 
 
@@ -56,6 +59,7 @@ class Failure:
     size: int | None = None  # the file as it failed: a later run retries it only once it changes
     mtime: float | None = None
     line: int | None = None  # a row of a text corpus: its line
+    source: str | None = None  # the corpus that owns it (a text row, a product's photo); None: an image folder's file
 
     def where(self) -> str:
         return self.path if self.line is None else f"{self.path}:{self.line}"
@@ -67,8 +71,31 @@ def write_items(path: Path, rows: list[ItemRow]) -> None:
     metadata = [r.metadata for r in rows]
     if any(metadata):
         # User columns travel as one struct column: typed, and never clash with ours.
-        table = table.append_column("metadata", pa.array(metadata))
+        table = table.append_column("metadata", metadata_array(metadata))
     pq.write_table(table, path)
+
+
+def metadata_array(metadata: list[dict[str, Any] | None]) -> pa.Array:
+    """One struct column for every corpus's columns; a name typed differently by two corpora becomes text."""
+    try:
+        return pa.array(metadata)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        pass
+    kinds: dict[str, set[type]] = {}
+    for row in metadata:
+        for key, value in (row or {}).items():
+            if value is not None:
+                kinds.setdefault(key, set()).add(type(value))
+    as_text = {k for k, types in kinds.items() if len(types) > 1 and not types <= {int, float}}
+    as_float = {k for k, types in kinds.items() if types == {int, float}}
+
+    def unified(row: dict[str, Any] | None) -> dict[str, Any] | None:
+        if row is None:
+            return None
+        return {k: (None if v is None else str(v) if k in as_text else float(v) if k in as_float else v)
+                for k, v in row.items()}
+
+    return pa.array([unified(row) for row in metadata])
 
 
 def read_items(path: Path) -> pa.Table:
@@ -101,6 +128,7 @@ def read_failures(path: Path) -> list[Failure]:
 
 
 def write_embeddings(path: Path, row_ids: np.ndarray, vectors: np.ndarray) -> None:
+    """Vectors keyed by row id (never by position); float32."""
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     dim = vectors.shape[1] if vectors.ndim == 2 else 0
     flat = pa.array(vectors.reshape(-1), type=pa.float32())
@@ -110,6 +138,8 @@ def write_embeddings(path: Path, row_ids: np.ndarray, vectors: np.ndarray) -> No
 
 
 def read_embeddings(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    if not path.exists():  # a vector set this index (or its format) never had
+        return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
     table = pq.read_table(path)
     ids = table.column("row_id").to_numpy()
     column = table.column("embedding").combine_chunks()

@@ -1,0 +1,166 @@
+"""The encoder stage: decoded images and texts -> vectors, committed to the resume journal as they come."""
+from __future__ import annotations
+
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable, Iterator, Protocol
+
+import numpy as np
+
+from .decode import DecodedImage, DecodeFailure, default_workers, iter_decoded
+from .imaging import MAX_PIXELS
+from .models import Encoder
+from .plan import text_hash
+from .store.journal import Journal, JournalEntry
+from .store.tables import Failure
+
+
+class ProgressBar(Protocol):
+    def update(self, n: int) -> None: ...
+    def close(self) -> None: ...
+
+
+ProgressFactory = Callable[[str, int], ProgressBar]
+BatchHook = Callable[[list[DecodedImage], np.ndarray], None]
+
+
+class Timer:
+    """Seconds spent per stage of a run."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+
+@dataclass
+class EncodedImages:
+    """Images that decoded, in input order, with their vectors; and those that did not."""
+
+    images: list[DecodedImage]
+    vectors: np.ndarray
+    failures: list[Failure]
+
+
+@dataclass
+class EncodeSettings:
+    batch_size: int = 64
+    workers: int | None = None
+    max_pixels: int = MAX_PIXELS
+    journal_every: int = 512
+
+
+def encode_image_files(encoder: Encoder, paths: list[str], batch_size: int = 64, workers: int | None = None,
+                       max_pixels: int = MAX_PIXELS, progress: ProgressFactory | None = None,
+                       timer: Timer | None = None, on_batch: BatchHook | None = None,
+                       label: str = "images") -> EncodedImages:
+    """Decode (in worker processes) and encode image files; bad files become failures."""
+    timer = timer or Timer()
+    decoded_all, vectors, failures, pending = [], [], [], []
+    bar = progress(label, len(paths)) if progress and paths else None
+    workers = default_workers() if workers is None else workers
+
+    def encode_pending() -> None:
+        with timer.stage("encode"):
+            encoded = encoder.encode_preprocessed([d.pixels for d in pending])
+        for d in pending:
+            d.pixels = None  # keep metadata only: memory stays bounded by the batch
+        vectors.append(encoded)
+        decoded_all.extend(pending)
+        if on_batch:
+            on_batch(list(pending), encoded)
+        pending.clear()
+
+    items = iter_decoded(paths, encoder.preprocess_image, workers, max_pixels)
+    while True:
+        with timer.stage("decode_wait"):
+            item = next(items, None)
+        if item is None:
+            break
+        if isinstance(item, DecodedImage):
+            pending.append(item)
+        else:
+            failures.append(_failure(item))
+        if len(pending) >= batch_size:
+            encode_pending()
+        if bar:
+            bar.update(1)
+    if pending:
+        encode_pending()
+    if bar:
+        bar.close()
+    matrix = np.concatenate(vectors) if vectors else np.zeros((0, encoder.identity.dim), np.float32)
+    return EncodedImages(decoded_all, matrix, failures)
+
+
+def _failure(failed: DecodeFailure) -> Failure:
+    try:
+        stat = os.stat(failed.path)
+        return Failure(failed.path, "image", failed.reason, stat.st_size, stat.st_mtime)
+    except OSError:
+        return Failure(failed.path, "image", failed.reason)
+
+
+class JournalBuffer:
+    """Collects encoded items and commits them to the journal every `every` items.
+
+    Used as a context manager it also commits what it holds when the run is
+    interrupted or fails, so a resume never re-encodes work that was done.
+    """
+
+    def __init__(self, journal: Journal, every: int):
+        self.journal, self.every, self.pending = journal, every, []
+
+    def __enter__(self) -> "JournalBuffer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.flush()
+
+    def add(self, entries: list[JournalEntry]) -> None:
+        self.pending.extend(entries)
+        if len(self.pending) >= self.every:
+            self.flush()
+
+    def flush(self) -> None:
+        self.journal.append(self.pending)
+        self.pending = []
+
+
+def encode_images_journaled(encoder: Encoder, paths: list[str], journal: Journal, settings: EncodeSettings,
+                            timer: Timer, progress: ProgressFactory | None, label: str = "images") -> EncodedImages:
+    with JournalBuffer(journal, settings.journal_every) as buffer:
+        def remember(decoded: list[DecodedImage], vectors: np.ndarray) -> None:
+            buffer.add([JournalEntry("image", d.path, d.content_hash, d.size, d.mtime, d.width, d.height, v)
+                        for d, v in zip(decoded, vectors)])
+
+        return encode_image_files(encoder, paths, settings.batch_size, settings.workers, settings.max_pixels,
+                                  progress, timer, on_batch=remember, label=label)
+
+
+def encode_texts_journaled(encoder: Encoder, texts: list[str], journal: Journal, settings: EncodeSettings,
+                           timer: Timer, progress: ProgressFactory | None, label: str = "texts") -> np.ndarray:
+    """Vectors of `texts`, in order; each batch is journaled by content as it is encoded."""
+    bar = progress(label, len(texts)) if progress and texts else None
+    chunks = []
+    with JournalBuffer(journal, settings.journal_every) as buffer:
+        for start in range(0, len(texts), settings.batch_size):
+            chunk = texts[start:start + settings.batch_size]
+            with timer.stage("encode"):
+                vectors = encoder.encode_texts(chunk)
+            buffer.add([JournalEntry("text", None, text_hash(t), None, None, None, None, v)
+                        for t, v in zip(chunk, vectors)])
+            chunks.append(vectors)
+            if bar:
+                bar.update(len(chunk))
+    if bar:
+        bar.close()
+    return np.concatenate(chunks) if chunks else np.zeros((0, encoder.identity.dim), np.float32)

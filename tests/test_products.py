@@ -1,0 +1,220 @@
+"""Products: a table row and its photo are one item with two vectors, kept in sync part by part."""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import CATALOG, noise_image
+from fakes import FakeEncoder
+from indexer import IndexConfig, build_index
+from indexer.commit import load_state
+from indexer.edit import remove_items
+from indexer.errors import TextColumnError
+from indexer.imaging import load_image
+from indexer.models import encode_images
+from indexer.store import IndexDir
+from test_cli import xmodal
+
+
+class CountingEncoder(FakeEncoder):
+    def __init__(self):
+        super().__init__()
+        self.images = self.texts = 0
+
+    def encode_preprocessed(self, batch):
+        self.images += len(batch)
+        return super().encode_preprocessed(batch)
+
+    def encode_texts(self, texts):
+        self.texts += len(texts)
+        return super().encode_texts(texts)
+
+
+@pytest.fixture
+def shop(tmp_path):
+    """A copy of the demo catalog that tests may change."""
+    folder = tmp_path / "shop"
+    shutil.copytree(CATALOG, folder)
+    return folder
+
+
+def build(out, table, encoder=None, **extra):
+    config = IndexConfig(texts=[table], text_column="description", image_column="image", workers=0, **extra)
+    return build_index(out, config, encoder=encoder or FakeEncoder())
+
+
+def products(out) -> dict[str, tuple]:
+    """title -> (row id, photo vector or None, text vector, row), from the stored index."""
+    state = load_state(IndexDir(out), IndexDir(out).read_manifest())
+    found = {}
+    for row in state.rows:
+        assert row.modality == "product"
+        found[row.metadata["title"]] = (row.row_id, state.vectors["product-image"].get(row.row_id),
+                                        state.vectors["product-text"][row.row_id], row)
+    return found
+
+
+def rewrite(table, change) -> None:
+    with open(table, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    rows = change(rows)
+    with open(table, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def test_each_row_is_one_product_with_its_photo_and_text(shop, tmp_path):
+    out = tmp_path / "idx"
+    report = build(out, shop / "listings.csv")
+    assert report.counts == {"image": 0, "text": 0, "product": 12} and not report.failures
+    encoder = FakeEncoder()
+    for title, (_, photo, text, row) in products(out).items():
+        picture = load_image(shop / row.metadata["image"])
+        np.testing.assert_allclose(photo, encode_images(encoder, [picture])[0], atol=1e-6)
+        np.testing.assert_allclose(text, encoder.encode_texts([row.text])[0], atol=1e-6)
+        assert row.path == str(shop / row.metadata["image"]) and (row.width, row.height) == picture.size
+        assert row.metadata["title"] == title and isinstance(row.metadata["price"], int)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["counts"]["product"] == 12 and manifest["sources"][0]["image_column"] == "image"
+
+
+def test_a_missing_or_broken_photo_leaves_a_product_with_its_text(shop, tmp_path):
+    (shop / "images" / "02-blue-car.png").unlink()
+    (shop / "images" / "03-green-car.png").write_bytes((CATALOG / "images" / "03-green-car.png").read_bytes()[:300])
+    rewrite(shop / "listings.csv", lambda rows: [{**r, "image": "" if r["id"] == "4" else r["image"]} for r in rows])
+    out = tmp_path / "idx"
+    report = build(out, shop / "listings.csv")
+    assert report.counts["product"] == 12
+    reasons = {(f.path.rsplit("/", 1)[1], f.line): f.reason.split(":")[0] for f in report.failures}
+    assert reasons == {("02-blue-car.png", 3): "unreadable", ("03-green-car.png", 4): "corrupt or truncated"}
+    found = products(out)
+    for title in ("Blue family hatchback", "Green vintage car", "Red running shoes"):
+        assert found[title][1] is None and found[title][2] is not None
+        assert found[title][3].image_hash is None and found[title][3].width is None
+    assert found["Red running shoes"][3].path is None  # an empty cell: no photo, and no failure
+
+
+def test_reruns_encode_only_the_part_that_changed(shop, tmp_path):
+    out, table = tmp_path / "idx", shop / "listings.csv"
+    build(out, table)
+    before = products(out)
+    counting = CountingEncoder()
+    unchanged = build(out, table, counting)
+    assert not unchanged.committed and (counting.images, counting.texts) == (0, 0)
+
+    noise_image(5).save(shop / "images" / "05-white-shoe.png")  # a new photo for one product
+    counting = CountingEncoder()
+    report = build(out, table, counting)
+    assert (counting.images, counting.texts) == (1, 0) and report.stats.encoded == 1
+    after = products(out)
+    assert after["White sneakers"][0] == before["White sneakers"][0]  # same product, same row id
+    assert not np.array_equal(after["White sneakers"][1], before["White sneakers"][1])
+
+    rewrite(table, lambda rows: [{**r, "description": "A blue hatchback car, new tyres."} if r["id"] == "2" else r
+                                 for r in rows])
+    counting = CountingEncoder()
+    build(out, table, counting)
+    assert (counting.images, counting.texts) == (0, 1)
+    edited = products(out)["Blue family hatchback"]
+    assert edited[0] == before["Blue family hatchback"][0] and edited[3].text == "A blue hatchback car, new tyres."
+    np.testing.assert_array_equal(edited[1], before["Blue family hatchback"][1])
+
+    rewrite(table, lambda rows: [r for r in rows if r["id"] != "9"])
+    counting = CountingEncoder()
+    removed = build(out, table, counting)
+    assert removed.stats.removed == 1 and removed.counts["product"] == 11 and counting.images + counting.texts == 0
+
+
+def test_a_photo_also_in_an_image_folder_is_encoded_once(shop, tmp_path):
+    out = tmp_path / "idx"
+    counting = CountingEncoder()
+    build_index(out, IndexConfig(images=[shop / "images"], workers=0), encoder=counting)
+    build(out, shop / "listings.csv", counting)
+    assert counting.images == 12 and counting.texts == 12
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
+def test_jsonl_and_parquet_tables_link_relative_and_absolute_photos(shop, tmp_path, suffix):
+    rows = [{"description": "a red sports car", "photo": "images/01-red-car.png", "price": 18500},
+            {"description": "a blue hatchback", "photo": str(shop / "images" / "02-blue-car.png"), "price": 7900}]
+    table = shop / f"listings{suffix}"
+    if suffix == ".jsonl":
+        table.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    else:
+        pq.write_table(pa.Table.from_pylist(rows), table)
+    report = build_index(tmp_path / "idx", IndexConfig(texts=[table], text_column="description",
+                                                        image_column="photo", workers=0), encoder=FakeEncoder())
+    assert report.counts["product"] == 2 and not report.failures
+    state = load_state(IndexDir(tmp_path / "idx"), IndexDir(tmp_path / "idx").read_manifest())
+    assert sorted(r.path for r in state.rows) == [str(shop / "images" / "01-red-car.png"),
+                                                 str(shop / "images" / "02-blue-car.png")]
+    assert len(state.vectors["product-image"]) == 2
+
+
+def test_dropping_the_table_drops_its_products_and_their_photo_failures(shop, tmp_path):
+    (shop / "images" / "02-blue-car.png").unlink()
+    out = tmp_path / "idx"
+    build(out, shop / "listings.csv")
+    removed = remove_items(out, sources=[shop / "listings.csv"])
+    assert len(removed) == 12
+    manifest = IndexDir(out).read_manifest()
+    assert manifest.counts["product"] == 0 and manifest.failures == 0 and manifest.sources == []
+
+
+def test_an_image_column_that_is_not_there(shop, tmp_path):
+    with pytest.raises(TextColumnError, match="has no column 'photo'; its columns are id, title, description"):
+        build_index(tmp_path / "idx", IndexConfig(texts=[shop / "listings.csv"], text_column="description",
+                                                  image_column="photo"), encoder=FakeEncoder())
+    result = xmodal("index", "--texts", str(shop / "listings.csv"), "--text-column", "description",
+                    "--image-column", "photo", "--out", str(tmp_path / "idx"), "--model", "python:fakes:make_encoder")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert result.stderr.startswith("error: listings.csv has no column 'photo'") and "--image-column" in result.stderr
+    assert not (tmp_path / "idx").exists()
+
+
+def test_cli_indexes_products_and_counts_them(shop, tmp_path):
+    out = tmp_path / "idx"
+    built = xmodal("index", "--texts", str(shop / "listings.csv"), "--text-column", "description",
+                   "--image-column", "image", "--out", str(out), "--model", "python:fakes:make_encoder")
+    assert built.returncode == 0, built.stderr
+    assert "indexed 0 images, 0 texts, 12 products; skipped 0;" in built.stdout
+    info = json.loads(xmodal("info", str(out), "--json").stdout)
+    assert info["counts"]["product"] == 12
+
+
+@pytest.mark.parametrize("point,nth", [("encode_image", 2), ("encode_text", 1), ("journal_append", 2),
+                                       ("write_items", 1), ("manifest_write", 1)])
+def test_a_killed_product_run_resumes_to_a_clean_build(shop, tmp_path, point, nth):
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import TESTS, env_with_tests_path
+
+    def driver(out, kill_point, number):
+        return subprocess.run([sys.executable, str(TESTS / "kill_driver.py"), str(out), "-",
+                               str(shop / "listings.csv"), kill_point, str(number), "products"],
+                              capture_output=True, text=True, timeout=120, env=env_with_tests_path())
+
+    out = tmp_path / "idx"
+    assert driver(out, point, nth).returncode == -signal.SIGKILL
+    resumed = driver(out, "none", 0)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    stats = eval(resumed.stdout.strip().splitlines()[-1])
+    clean = tmp_path / "clean"
+    build(clean, shop / "listings.csv")
+    got, want = products(out), products(clean)
+    assert got.keys() == want.keys() and len(got) == 12
+    for title in want:
+        np.testing.assert_array_equal(got[title][1], want[title][1])
+        np.testing.assert_array_equal(got[title][2], want[title][2])
+    assert len({p[0] for p in got.values()}) == 12  # no duplicate row ids
+    if point != "manifest_write":
+        assert stats["encoded"] + stats["resumed"] + stats["reused"] == 24  # nothing encoded twice
