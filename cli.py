@@ -24,6 +24,7 @@ app = typer.Typer(
 DEFAULT_MODEL = "ViT-B-32"  # the registry's default; repeated here so --help needs no import
 DEFAULT_MAX_PIXELS = 300_000_000  # indexer.imaging.MAX_PIXELS, likewise
 MODALITIES = ("image", "text")
+TARGETS = ("image", "text", "product")
 
 
 def _version(value: bool) -> None:
@@ -144,40 +145,76 @@ def search(
     index_dir: Path = typer.Argument(..., metavar="INDEX", hidden=True),
     query: Optional[str] = typer.Argument(None, metavar="QUERY", hidden=True),
     image: Optional[Path] = typer.Option(None, "--image", metavar="FILE", help="Search by this image instead of a text."),
-    target: str = typer.Option("image", "--target", "-t", metavar="KIND", help="What to return: image or text."),
+    target: str = typer.Option("image", "--target", "-t", metavar="KIND", help="What to return: image, text or product."),
     k: int = typer.Option(10, "-k", "--top-k", metavar="N", help="How many hits."),
+    where: Optional[str] = typer.Option(None, "--where", metavar="FILTER", help="Only items whose metadata pass, e.g. \"price < 20000 and colour == 'red'\"."),
+    like: List[str] = typer.Option(None, "--like", metavar="ITEM", help="A liked example: a row id, an image file or a text. Repeatable."),
+    dislike: List[str] = typer.Option(None, "--dislike", metavar="ITEM", help="A disliked example, likewise. Repeatable."),
+    strategy: str = typer.Option("average_vector", "--strategy", metavar="NAME", help="How likes and dislikes score: average_vector, best_score or sum_scores."),
+    add: List[str] = typer.Option(None, "--add", metavar="[W:]TERM", help="Add a term to the query: a text, an image file or a row id, with an optional weight (2:sunset). Repeatable."),
+    sub: List[str] = typer.Option(None, "--sub", metavar="[W:]TERM", help="Subtract a term from the query, likewise. Repeatable."),
+    weights: Optional[str] = typer.Option(None, "--weights", metavar="image=W,text=W", help="Products: the weight of the photo and of the description (default image=0.5,text=0.5)."),
+    fusion: str = typer.Option("zscore", "--fusion", metavar="NAME", help="Products: how part scores combine: zscore (standardised), dbsf, rrf or sum (raw cosines)."),
     as_json: bool = typer.Option(False, "--json", help="Print the hits as JSON: {query, target, k, count, hits}."),
     device: str = typer.Option("auto", "--device", metavar="DEVICE", help="auto, cpu, cuda or cuda:N."),
 ) -> None:
-    """Search an index with a text or an image.
+    """Search an index with a text, an image, liked and disliked items, or all of them.
 
     INDEX: an index folder written by `xmodal index`. QUERY: the text to search with (or use --image).
-    Hits are ranked by cosine similarity; equal scores rank by row id.
+    Hits are ranked by cosine similarity (products: by the fusion of their photo's and their
+    description's scores); equal scores rank by row id. Every hit shows its row id, for --like.
     """
     if k < 1:
         _fail(f"-k must be at least 1 (got {k})")
-    if (query is None) == (image is None):
-        _fail("give a query text or --image FILE (one of them)")
-    if target not in MODALITIES:
-        _fail(f"unknown --target {target!r}; use image or text")
+    if query is not None and image is not None:
+        _fail("give a query text or --image FILE, not both (add the other with --add)")
+    if target not in TARGETS:
+        _fail(f"unknown --target {target!r}; use image, text or product")
+    parsed_weights = _parse_weights(weights) if weights is not None else None
     from search import open_index
+    from search.examples import parse_cli_term
 
     def run():
         idx = open_index(index_dir, device=device)
-        return idx.search(text=query, image=str(image) if image else None, target=target, k=k)
+        return idx.search(text=query, image=str(image) if image else None, target=target, k=k, where=where,
+                          like=[parse_cli_term(x)[1] for x in like or []],
+                          dislike=[parse_cli_term(x)[1] for x in dislike or []], strategy=strategy,
+                          add=[parse_cli_term(x) for x in add or []], subtract=[parse_cli_term(x) for x in sub or []],
+                          weights=parsed_weights, fusion=fusion)
 
     hits = _run(run)
     if as_json:
-        result = {"query": {"text": query, "image": str(image) if image else None}, "target": target, "k": k,
-                  "count": len(hits), "hits": [h.to_dict() for h in hits]}
+        asked = {"text": query, "image": str(image) if image else None, "like": like or [], "dislike": dislike or [],
+                 "add": add or [], "sub": sub or [], "where": where, "strategy": strategy, "weights": parsed_weights,
+                 "fusion": fusion}
+        result = {"query": asked, "target": target, "k": k, "count": len(hits), "hits": [h.to_dict() for h in hits]}
         typer.echo(json.dumps(result, ensure_ascii=False, indent=2, default=str))
         return
     for hit in hits:
-        shown = hit.path if hit.modality == "image" else _clip(hit.text, 70)  # a path is shown whole: it is used
-        extra = "  " + ", ".join(f"{k}={v}" for k, v in hit.metadata.items()) if hit.metadata else ""
-        typer.echo(f"{hit.rank:>3}  {hit.score:+.4f}  {hit.modality:<5}  {shown}{_clip(extra, 80)}")
+        typer.echo(_hit_line(hit))
     if len(hits) < k:
-        typer.echo(f"({_count(len(hits), 'hit')}: the index holds no more {target}s)", err=True)
+        more = "that pass the filter" if where else "to show"
+        typer.echo(f"({_count(len(hits), 'hit')}: the index holds no more {target}s {more})", err=True)
+
+
+def _hit_line(hit) -> str:
+    """rank, score, kind, row id, then the path (whole: it is used) or the text, and the metadata."""
+    shown = hit.path if hit.modality == "image" else _clip(hit.text, 60)
+    if hit.scores:
+        shown += "  [" + " ".join(f"{part} {value:+.3f}" for part, value in hit.scores.items()) + "]"
+    extra = "  " + ", ".join(f"{k}={v}" for k, v in hit.metadata.items()) if hit.metadata else ""
+    return f"{hit.rank:>3}  {hit.score:+.4f}  {hit.modality:<7} #{hit.row_id:<5} {shown}{_clip(extra, 80)}"
+
+
+def _parse_weights(text: str) -> dict[str, float]:
+    weights = {}
+    for part in text.split(","):
+        name, _, value = part.partition("=")
+        try:
+            weights[name.strip()] = float(value)
+        except ValueError:
+            _fail(f"--weights takes image=W,text=W with numbers (got {text!r})")
+    return weights
 
 
 def _clip(text: str | None, width: int) -> str:

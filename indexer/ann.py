@@ -23,7 +23,8 @@ HNSW_EF_CONSTRUCTION = 200
 HNSW_EF_SEARCH = 128  # recall@10 0.99 on tests/test_ann.py clustered data (64 gave 0.95)
 IVF_MIN_POINTS_PER_LIST = 39  # faiss warns below this many training points per centroid
 IVF_DRIFT = 2.0
-TIE_MARGIN = 8  # extra neighbours fetched so that ties at the k-th place can be broken by row id  # retrain when the collection grew or shrank by this factor since training
+TIE_MARGIN = 8  # extra neighbours fetched so that ties at the k-th place can be broken by row id
+FILTERED_EF_MAX = 4096  # HNSW breadth for narrow filters (narrower ones are scored exactly by the engine)  # retrain when the collection grew or shrank by this factor since training
 
 
 def choose_ann(count: int, requested: str = "auto") -> AnnSpec:
@@ -102,21 +103,42 @@ class VectorIndex:
     def __len__(self) -> int:
         return int(self._index.ntotal)
 
-    def search(self, queries: np.ndarray, k: int) -> list[SearchResult]:
-        """The k best per query; equal scores rank by row id, so the same query always gives the same hits."""
+    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> list[SearchResult]:
+        """The k best per query, among the `allowed` row ids if given (a filter applied inside the search).
+
+        Equal scores rank by row id, so the same query always gives the same hits.
+        """
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
-        total = len(self)
+        total = len(self) if allowed is None else min(len(self), len(allowed))
         k = min(k, total)
         if k == 0:
             empty = SearchResult(np.zeros(0, np.float32), np.zeros(0, np.int64))
             return [empty for _ in range(len(queries))]
+        params = None if allowed is None else self._filtered_params(np.asarray(allowed, dtype=np.int64))
         fetch = min(total, k + TIE_MARGIN)
         while True:
-            scores, ids = self._index.search(queries, fetch)
+            scores, ids = self._index.search(queries, fetch, params=params)
             if fetch == total or not _tie_at_the_edge(scores, ids, k):
                 break
             fetch = min(total, fetch * 4)  # items tied with the k-th may lie beyond what was fetched
         return [_ranked(row_scores, row_ids, k) for row_scores, row_ids in zip(scores, ids)]
+
+    def _filtered_params(self, allowed: np.ndarray):
+        """Search parameters that admit only `allowed`; approximate indexes look wider as the filter narrows."""
+        import faiss
+
+        selector = faiss.IDSelectorBatch(allowed)
+        share = max(len(allowed) / max(len(self), 1), 1e-6)
+        if self.spec.kind == "hnsw":
+            ef = int(min(FILTERED_EF_MAX, max(self.spec.params["efSearch"], self.spec.params["efSearch"] / share)))
+            params = faiss.SearchParametersHNSW(sel=selector, efSearch=ef)
+        elif self.spec.kind == "ivf":
+            nlist, nprobe = self.spec.params["nlist"], self.spec.params["nprobe"]
+            params = faiss.SearchParametersIVF(sel=selector, nprobe=int(min(nlist, math.ceil(nprobe / share))))
+        else:
+            params = faiss.SearchParameters(sel=selector)
+        params.keep_alive = (selector, allowed)  # faiss holds raw pointers: keep what they point to
+        return params
 
     def save(self, path: Path) -> None:
         import faiss

@@ -2,26 +2,50 @@
 
 Open once, query many times: the model loads on the first query that needs it.
 Items and FAISS indexes are read when the index is opened, so an open index
-keeps answering even after later commits have collected its generation.
+keeps answering even after later commits have collected its generation; stored
+vectors (for likes by row id, strategies and products) are read when first needed.
+
+A search is a plan of liked and disliked examples (a text or image query, likes,
+dislikes, the query algebra's terms), scored per part with a strategy
+(search/recommend.py), among the items a filter admits (search/filters.py);
+products fuse their photo and description scores (search/fusion.py).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
+import pyarrow as pa
 from PIL import Image
 
 from indexer.ann import VectorIndex
-from indexer.errors import ImageDecodeError, InvalidInputError, ModelMismatchError, option
+from indexer.errors import ImageDecodeError, InvalidInputError, ModelMismatchError, command, option
 from indexer.imaging import load_image
 from indexer.models import Encoder, encode_images, load_encoder_for
-from indexer.store import MODALITIES, IndexDir, Manifest
-from indexer.store.tables import read_embeddings, read_failures, read_items
+from indexer.store import MODALITIES, SETS_OF, IndexDir, Manifest
+from indexer.store.tables import read_failures, read_items
 
+from .examples import Example, QueryPlan, Term, WeightedTerm, combine, describe, split_weight
+from .filters import BUILT_IN_COLUMNS, Filter, parse_filter
+from .fusion import DEFAULT_FUSION, FUSIONS, fuse
 from .hits import Hit
+from .recommend import DEFAULT_STRATEGY, PartQuery, check_strategy
+from .vectors import StoredVectors
 
 TARGETS = MODALITIES
+PARTS = {"image": ("image",), "text": ("text",), "product": ("image", "text")}
+DEFAULT_WEIGHTS = {"image": 0.5, "text": 0.5}
+EXACT_SUBSET = 20_000  # a filtered or strategy search over at most this many items scores them all exactly
+PROBE_DEPTH = 1_000  # above that, each probe of the ANN index brings this many candidates (at least 10 k)
+
+
+@dataclass(frozen=True)
+class Ranked:
+    row_id: int
+    score: float
+    parts: dict[str, float] | None = None
 
 
 class SearchIndex:
@@ -34,7 +58,10 @@ class SearchIndex:
         self._items = read_items(self._generation / "items.parquet")
         self._row_ids = self._items.column("row_id").to_numpy()
         self._order = np.argsort(self._row_ids, kind="stable")
-        self._ann = {m: VectorIndex.load(self._generation / f"{m}.faiss", spec) for m, spec in manifest.ann.items()}
+        self._modality = self._items.column("modality").to_numpy(zero_copy_only=False)
+        self._ann = {s: VectorIndex.load(self._generation / f"{s}.faiss", spec) for s, spec in manifest.ann.items()}
+        self._vectors: dict[str, StoredVectors] = {}
+        self._filter_tables: dict[str, pa.Table] = {}
         self._encoder: Encoder | None = None
         if encoder is not None:
             self._check_model(encoder)
@@ -54,25 +81,41 @@ class SearchIndex:
     def __len__(self) -> int:
         return len(self._row_ids)
 
-    def search(self, text: str | None = None, image: str | Path | Image.Image | None = None,
-               target: str = "image", k: int = 10) -> list[Hit]:
-        """Hits for one query (a text or an image), best first, from the `target` modality."""
-        _check_query(text, image, target, k)
-        self._check_holds(target)  # before the model loads: that can take seconds
-        return self.search_vector(self._embed(text, image), target=target, k=k)
+    # ---- searching ---------------------------------------------------------------------------------------
 
-    def search_vector(self, vector: np.ndarray, target: str = "image", k: int = 10) -> list[Hit]:
+    def search(self, text: str | None = None, image: str | Path | Image.Image | None = None, *,
+               target: str = "image", k: int = 10, like: Sequence[Term] = (), dislike: Sequence[Term] = (),
+               strategy: str = DEFAULT_STRATEGY, add: Sequence[WeightedTerm] = (),
+               subtract: Sequence[WeightedTerm] = (), where: str | None = None,
+               weights: dict[str, float] | None = None, fusion: str = DEFAULT_FUSION) -> list[Hit]:
+        """Hits for a query, best first, from the `target` kind of item (image, text or product).
+
+        The query is a text or an image, and/or liked examples; disliked examples, terms to
+        add or subtract, and a metadata filter refine it. Examples are texts, images (paths
+        or PIL images), row ids of indexed items, or vectors.
+        """
+        _check_k(k)
         _check_target(target)
-        vector = np.asarray(vector, dtype=np.float32).reshape(1, -1)
-        if vector.shape[1] != self.manifest.model.dim:
-            raise ModelMismatchError(
-                f"query vector has {vector.shape[1]} dimensions, the index {self.manifest.model.dim}; "
-                "embed the query with the index's model"
-            )
+        check_strategy(strategy)
+        weights = _checked_weights(weights, target)
+        if fusion not in FUSIONS:
+            raise InvalidInputError(f"unknown fusion {fusion!r}; use one of {', '.join(FUSIONS)}")
         self._check_holds(target)
-        result = self._ann[target].search(vector, k)[0]
-        return [self._hit(rank, float(score), int(row_id))
-                for rank, (score, row_id) in enumerate(zip(result.scores, result.row_ids), start=1)]
+        allowed = self._admitted(target, where)  # a bad filter fails before the model loads
+        plan = self._plan(text, image, like, dislike, add, subtract, strategy)
+        ranked = self._rank(target, plan, strategy, allowed, k, weights, fusion)
+        return [self._hit(rank, r) for rank, r in enumerate(ranked, start=1)]
+
+    def search_vector(self, vector: np.ndarray, target: str = "image", k: int = 10,
+                      where: str | None = None) -> list[Hit]:
+        """Hits for a query vector made with the index's model."""
+        _check_k(k)
+        _check_target(target)
+        self._check_holds(target)
+        plan = QueryPlan(liked=[self._vector_example(vector)])
+        ranked = self._rank(target, plan, DEFAULT_STRATEGY, self._admitted(target, where), k, DEFAULT_WEIGHTS,
+                            DEFAULT_FUSION)
+        return [self._hit(rank, r) for rank, r in enumerate(ranked, start=1)]
 
     def embed_text(self, text: str) -> np.ndarray:
         return self.encoder.encode_texts([text])[0]
@@ -81,28 +124,202 @@ class SearchIndex:
         picture = image if isinstance(image, Image.Image) else _load_query_image(image)
         return encode_images(self.encoder, [picture.convert("RGB")])[0]
 
+    # ---- what the index holds -----------------------------------------------------------------------------
+
     def failures(self):
         return read_failures(self._generation / "failures.parquet")
 
-    def embeddings(self, modality: str) -> tuple[np.ndarray, np.ndarray]:
-        """(row_ids, vectors) stored for `modality`, as the indexer wrote them."""
-        _check_target(modality)
-        return read_embeddings(self._generation / f"embeddings-{modality}.parquet")
+    def embeddings(self, vector_set: str) -> tuple[np.ndarray, np.ndarray]:
+        """(row_ids, vectors) stored for a vector set (image, text, product-image, product-text)."""
+        stored = self._stored(vector_set)
+        return stored.row_ids, stored.matrix
 
     def item(self, row_id: int) -> dict[str, Any]:
         position = self._position(row_id)
         return {name: self._items.column(name)[position].as_py() for name in self._items.column_names}
 
-    def _embed(self, text: str | None, image) -> np.ndarray:
-        return self.embed_text(text) if text is not None else self.embed_image(image)
+    def columns(self, target: str) -> list[str]:
+        """The columns a filter on `target` items may name: their metadata, then the built-ins."""
+        return list(self._filter_table(target).column_names[1:])
+
+    # ---- plans --------------------------------------------------------------------------------------------
+
+    def _plan(self, text, image, like, dislike, add, subtract, strategy: str) -> QueryPlan:
+        if text is not None and image is not None:
+            raise InvalidInputError("give one query: a text or an image, not both (add the other as a term)")
+        if text is not None and not text.strip():
+            raise InvalidInputError("the query text is empty; type what you are looking for")
+        plan = QueryPlan()
+        base = None
+        if text is not None:
+            base = Example({"any": self.embed_text(text)}, label=text)
+        elif image is not None:
+            base = Example({"any": self.embed_image(image)}, label=str(image))
+        terms = {name: [self._example(t, plan, weighted=True) for t in items]
+                 for name, items in (("add", add), ("subtract", subtract))}
+        query = combine(base, terms["add"], terms["subtract"])
+        plan.liked = ([query] if query else []) + [self._example(t, plan) for t in like]
+        plan.disliked = [self._example(t, plan) for t in dislike]
+        if not plan.liked and (strategy == "average_vector" or not plan.disliked):
+            what = (f"a query text, {option('image', 'FILE')} or {option('like', 'ITEM')}" if plan.disliked
+                    else f"a query: a text, {option('image', 'FILE')}, or liked items ({option('like', 'ITEM')})")
+            raise InvalidInputError(f"give {what}" + (f" (or use {option('strategy', 'best_score')} to search "
+                                                       "away from disliked items alone)" if plan.disliked else ""))
+        return plan
+
+    def _example(self, term: WeightedTerm, plan: QueryPlan, weighted: bool = False) -> Example:
+        weight, term = split_weight(term) if weighted else (1.0, term)
+        if weight < 0:
+            raise InvalidInputError(f"a term's weight cannot be negative ({weight} for {describe(term)}); "
+                                    "subtract the term instead")
+        if isinstance(term, (bool, np.bool_)):
+            raise InvalidInputError(f"{term!r} is not a query term; use a text, an image, a row id or a vector")
+        if isinstance(term, (int, np.integer)):
+            example = self._stored_example(int(term))
+            plan.excluded.add(int(term))
+        elif isinstance(term, np.ndarray):
+            example = self._vector_example(term)
+        elif isinstance(term, (Path, Image.Image)):
+            example = Example({"any": self.embed_image(term)}, label=str(term))
+        elif isinstance(term, str):
+            if not term.strip():
+                raise InvalidInputError("a text term is empty; give words, an image file or a row id")
+            example = Example({"any": self.embed_text(term)}, label=term)
+        else:
+            raise InvalidInputError(f"{describe(term)} is not a query term; use a text, an image, a row id or a vector")
+        example.weight = weight
+        return example
+
+    def _stored_example(self, row_id: int) -> Example:
+        try:
+            modality = self.item(row_id)["modality"]
+        except KeyError:
+            raise InvalidInputError(f"no item with row id {row_id} in {self.path}; {command('list')} shows the ids") \
+                from None
+        vectors = {}
+        for vector_set, part in zip(SETS_OF[modality], PARTS[modality]):
+            found = self._stored(vector_set).vector(row_id)
+            if found is not None:
+                vectors[part] = found
+        if not vectors:
+            raise InvalidInputError(f"item {row_id} has no vector (its photo and text could not be read)")
+        return Example(vectors, row_id=row_id, label=f"#{row_id}")
+
+    def _vector_example(self, vector: np.ndarray) -> Example:
+        vector = np.asarray(vector, dtype=np.float32).reshape(-1)
+        if vector.shape[0] != self.manifest.model.dim:
+            raise ModelMismatchError(
+                f"a query vector has {vector.shape[0]} dimensions, the index {self.manifest.model.dim}; "
+                "embed it with the index's model"
+            )
+        norm = float(np.linalg.norm(vector))
+        if norm < 1e-12 or not np.isfinite(norm):
+            raise InvalidInputError("a query vector is zero (or not finite); give a real embedding")
+        return Example({"any": vector / norm})
+
+    # ---- ranking ------------------------------------------------------------------------------------------
+
+    def _rank(self, target: str, plan: QueryPlan, strategy: str, allowed: np.ndarray | None, k: int,
+              weights: dict[str, float], fusion: str) -> list[Ranked]:
+        if plan.excluded:
+            allowed = np.setdiff1d(self._ids_of(target) if allowed is None else allowed,
+                                   np.fromiter(plan.excluded, np.int64))
+        queries = {part: PartQuery(_stack([e.for_part(part) for e in plan.liked], self.manifest.model.dim),
+                                   _stack([e.for_part(part) for e in plan.disliked], self.manifest.model.dim),
+                                   strategy) for part in PARTS[target]}
+        if target != "product":
+            ids, scores = self._best(target, queries[target], allowed, k)
+            return [Ranked(int(i), float(s)) for i, s in zip(ids, scores)]
+        return self._rank_products(queries, allowed, k, weights, fusion)
+
+    def _best(self, vector_set: str, query: PartQuery, allowed: np.ndarray | None, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Row ids and scores of the k best of one vector set, exact where the ANN index is not enough."""
+        single = query.single_vector
+        ann = self._ann[vector_set]
+        if single is not None and (allowed is None or len(allowed) > EXACT_SUBSET):
+            result = ann.search(single, k, allowed)[0]
+            return result.row_ids, result.scores
+        ids, vectors = self._stored(vector_set).subset(self._candidates(vector_set, query, allowed, k))
+        return _top(ids, query.scores(vectors), k)
+
+    def _candidates(self, vector_set: str, query: PartQuery, allowed: np.ndarray | None, k: int) -> np.ndarray | None:
+        """The rows worth scoring exactly: all admitted ones when few, else the ANN neighbours of each probe."""
+        count = len(self._stored(vector_set)) if allowed is None else len(allowed)
+        if count <= EXACT_SUBSET:
+            return allowed
+        depth = max(PROBE_DEPTH, 10 * k)
+        found = [r.row_ids for r in self._ann[vector_set].search(query.probes(), depth, allowed)]
+        return np.unique(np.concatenate(found)) if found else np.zeros(0, np.int64)
+
+    def _rank_products(self, queries: dict[str, PartQuery], allowed: np.ndarray | None, k: int,
+                       weights: dict[str, float], fusion: str) -> list[Ranked]:
+        sets = {part: f"product-{part}" for part in PARTS["product"]}
+        pools = [self._candidates(s, queries[p], allowed, k) for p, s in sets.items() if s in self._ann]
+        ids = self._ids_of("product") if allowed is None else allowed
+        if pools and all(p is not None for p in pools):
+            ids = np.unique(np.concatenate(pools))
+        part_scores, population = {}, {}
+        for part, vector_set in sets.items():
+            stored = self._stored(vector_set)
+            scores = np.full(len(ids), np.nan)
+            positions = stored.positions(ids)
+            have = positions >= 0
+            scores[have] = queries[part].scores(stored.matrix[positions[have]])
+            part_scores[part] = scores
+            sample = queries[part].scores(stored.sample()) if len(stored) else np.zeros(0)
+            population[part] = (float(sample.mean()), float(sample.std())) if len(sample) else (0.0, 1.0)
+        fused = fuse(part_scores, weights, fusion, population)
+        top_ids, top_scores = _top(ids, fused, k)
+        where = {int(i): n for n, i in enumerate(ids)}
+        return [Ranked(int(i), float(s), {p: float(part_scores[p][where[int(i)]]) for p in part_scores
+                                           if not np.isnan(part_scores[p][where[int(i)]])})
+                for i, s in zip(top_ids, top_scores)]
+
+    # ---- filters ------------------------------------------------------------------------------------------
+
+    def _admitted(self, target: str, where: str | None) -> np.ndarray | None:
+        """Row ids of the `target` items the filter admits (None: no filter, all of them)."""
+        if where is None:
+            return None
+        condition: Filter = parse_filter(where)
+        table = self._filter_table(target)
+        return table.column("row_id").to_numpy()[condition.mask(table)]
+
+    def _filter_table(self, target: str) -> pa.Table:
+        """row_id, the metadata fields, then the built-in columns, for the items of one kind."""
+        if target not in self._filter_tables:
+            items = self._items.filter(pa.compute.equal(self._items.column("modality"), target))
+            columns = {"row_id": items.column("row_id")}
+            if "metadata" in items.column_names:
+                metadata = items.column("metadata").combine_chunks()
+                for index, field in enumerate(metadata.type):
+                    columns[field.name] = metadata.field(index)  # a metadata name shadows a built-in one
+            for name in BUILT_IN_COLUMNS:
+                columns.setdefault(name, items.column(name))
+            self._filter_tables[target] = pa.table(columns)
+        return self._filter_tables[target]
+
+    # ---- helpers ------------------------------------------------------------------------------------------
+
+    def _stored(self, vector_set: str) -> StoredVectors:
+        if vector_set not in self._vectors:
+            try:
+                self._vectors[vector_set] = StoredVectors.load(self._generation / f"embeddings-{vector_set}.parquet")
+            except FileNotFoundError:
+                raise InvalidInputError(f"{self.path} was rewritten since it was opened; open it again") from None
+        return self._vectors[vector_set]
+
+    def _ids_of(self, modality: str) -> np.ndarray:
+        return np.sort(self._row_ids[self._modality == modality])
 
     def _check_holds(self, target: str) -> None:
-        if target in self._ann:
+        if self.manifest.counts.get(target, 0) and any(s in self._ann for s in SETS_OF[target]):
             return
         held = ", ".join(f"{n} {m}" + ("s" if n != 1 else "") for m, n in self.manifest.counts.items() if n) or "nothing"
         others = [m for m, n in self.manifest.counts.items() if n and m != target]
         hint = f"search {option('target', others[0])} instead, or " if others else ""
-        source = option("texts", "FILE") if target == "text" else "an image folder"
+        source = {"text": option("texts", "FILE"), "image": "an image folder",
+                  "product": f"a table with {option('image_column', 'NAME')}"}[target]
         raise InvalidInputError(f"{self.path} holds no {target}s (it holds {held}); {hint}index {source} into it")
 
     def _position(self, row_id: int) -> int:
@@ -111,10 +328,11 @@ class SearchIndex:
             raise KeyError(f"row id {row_id} is not in this index")
         return int(self._order[found])
 
-    def _hit(self, rank: int, score: float, row_id: int) -> Hit:
-        row = self.item(row_id)
-        return Hit(rank=rank, score=score, row_id=row_id, modality=row["modality"],
-                   path=row.get("path"), text=row.get("text"), metadata=row.get("metadata") or {})
+    def _hit(self, rank: int, ranked: Ranked) -> Hit:
+        row = self.item(ranked.row_id)
+        return Hit(rank=rank, score=ranked.score, row_id=ranked.row_id, modality=row["modality"],
+                   path=row.get("path"), text=row.get("text"), metadata=row.get("metadata") or {},
+                   scores=ranked.parts)
 
     def _check_model(self, encoder: Encoder) -> None:
         built, given = self.manifest.model, encoder.identity
@@ -139,19 +357,38 @@ def open_index(path: str | Path, device: str | None = None, encoder: Encoder | N
     return SearchIndex(index_dir, index_dir.read_manifest(), device=device, encoder=encoder)
 
 
+def _top(ids: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k best by score, equal scores by row id."""
+    ids = np.asarray(ids, dtype=np.int64)
+    order = np.lexsort((ids, -np.asarray(scores, dtype=np.float64)))[:k]
+    return ids[order], np.asarray(scores)[order]
+
+
+def _stack(vectors: list[np.ndarray], dim: int) -> np.ndarray:
+    return np.stack(vectors).astype(np.float32) if vectors else np.zeros((0, dim), np.float32)
+
+
+def _check_k(k: int) -> None:
+    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
+        raise InvalidInputError(f"k must be a whole number of at least 1 (got {k!r})")
+
+
 def _check_target(target: str) -> None:
     if target not in TARGETS:
         raise InvalidInputError(f"unknown target {target!r}; use one of {', '.join(TARGETS)}")
 
 
-def _check_query(text, image, target: str, k: int) -> None:
-    if (text is None) == (image is None):
-        raise InvalidInputError("give exactly one query: a text or an image")
-    if text is not None and not text.strip():
-        raise InvalidInputError("the query text is empty; type what you are looking for")
-    if not isinstance(k, int) or k < 1:
-        raise InvalidInputError(f"k must be a whole number of at least 1 (got {k!r})")
-    _check_target(target)
+def _checked_weights(weights: dict[str, float] | None, target: str) -> dict[str, float]:
+    if weights is None:
+        return dict(DEFAULT_WEIGHTS)
+    unknown = sorted(set(weights) - {"image", "text"})
+    if unknown:
+        raise InvalidInputError(f"unknown part {unknown[0]!r} in the weights; use image=W,text=W")
+    if any(not np.isfinite(w) or w < 0 for w in weights.values()):
+        raise InvalidInputError("weights must be numbers of at least 0, e.g. image=0.7,text=0.3")
+    if target == "product" and sum(weights.get(p, 0.0) for p in ("image", "text")) <= 0:
+        raise InvalidInputError("the weights sum to zero; give a part a weight, e.g. image=1,text=0")
+    return {"image": float(weights.get("image", 0.0)), "text": float(weights.get("text", 0.0))}
 
 
 def _load_query_image(path: str | Path) -> Image.Image:

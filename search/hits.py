@@ -16,6 +16,7 @@ class Hit:
     path: str | None = None
     text: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    scores: dict[str, float] | None = None  # products: the score of each part it has (image, text)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

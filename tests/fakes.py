@@ -94,3 +94,39 @@ def make_encoder(pretrained: str | None, device: str) -> FakeEncoder:
 
 def make_slow_encoder(pretrained: str | None, device: str) -> FakeEncoder:
     return SlowFakeEncoder(device)
+
+
+class HashEncoder:
+    """Deterministic random unit vectors: a text's from its bytes, an image's from its pixels. No ties.
+
+    Mixed with a shared direction per class of item ("kind:..." in a text; the image's mean
+    colour band for an image), so neighbours are real, as with a learned model.
+    """
+
+    def __init__(self, device: str = "cpu", dim: int = 24):
+        self.device = "cpu" if device == "auto" else device
+        self.identity = ModelIdentity(family="fake", spec="python:fakes:make_hash_encoder", pretrained=None,
+                                      dim=dim, preprocess={"kind": "hash"}, versions={})
+
+    def _vector(self, data: bytes, group: int) -> np.ndarray:
+        import hashlib
+
+        seed = int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
+        noise = np.random.default_rng(seed).normal(size=self.identity.dim)
+        centre = np.random.default_rng(group).normal(size=self.identity.dim)
+        return (centre + 0.6 * noise).astype(np.float32)
+
+    def preprocess_image(self, image) -> np.ndarray:
+        pixels = np.asarray(image.convert("RGB").resize((8, 8)))
+        return self._vector(pixels.tobytes(), int(pixels.mean()) // 32)
+
+    def encode_preprocessed(self, batch) -> np.ndarray:
+        return l2_normalize(np.stack(list(batch)))
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        groups = [int(m.group(1)) if (m := re.search(r"kind:(\d+)", t)) else 99 for t in texts]
+        return l2_normalize(np.stack([self._vector(t.encode(), g) for t, g in zip(texts, groups)]))
+
+
+def make_hash_encoder(pretrained: str | None, device: str) -> HashEncoder:
+    return HashEncoder(device)

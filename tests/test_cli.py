@@ -118,7 +118,7 @@ def test_bad_inputs_give_one_line_and_write_nothing(tmp_path, catalog_index):
         (["search", str(catalog_index), "red car", "-k", "0"], "-k must be at least 1"),
         (["search", str(catalog_index), "--image", str(tmp_path / "nope.jpg")], "does not exist"),
         (["search", str(catalog_index), "--image", str(corrupt)], "cannot be read"),
-        (["search", str(catalog_index)], "give a query text or --image"),
+        (["search", str(catalog_index)], "give a query: a text, --image FILE, or liked items (--like ITEM)"),
         (["info", str(tmp_path / "missing")], "does not exist"),
         (["search", str(corrupt), "red car"], "is a file, not an index folder"),
         (["models", "zzz-no-such"], "no model names contain 'zzz-no-such'"),

@@ -111,8 +111,10 @@ def test_query_arguments_are_checked(built, tiny_encoder, tmp_path):
         idx.search(text="x", k=0)
     with pytest.raises(InvalidInputError, match="unknown target"):
         idx.search(text="x", target="video")
-    with pytest.raises(InvalidInputError, match="exactly one"):
+    with pytest.raises(InvalidInputError, match="give a query: a text, image='FILE', or liked items"):
         idx.search()
+    with pytest.raises(InvalidInputError, match="a text or an image, not both"):
+        idx.search(text="x", image=tmp_path / "nope.jpg")
     with pytest.raises(InvalidInputError, match="does not exist"):
         idx.search(image=tmp_path / "nope.jpg")
     bad = tmp_path / "bad.png"

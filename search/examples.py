@@ -1,0 +1,95 @@
+"""Query terms: what a search is made of, and how they combine.
+
+A term is a text, an image (file or PIL image), a row id of an indexed item, or a
+vector. Likes and dislikes are terms; so are the terms added to or subtracted
+from a query (`add`/`subtract`), each with an optional weight, as in rclip:
+q = normalise(query + sum(w * added) - sum(w * subtracted)).
+
+An Example is a term embedded: one vector per part ("image", "text") for a
+product, one vector for anything else, usable against either part.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+from PIL import Image
+
+from indexer.errors import InvalidInputError
+
+Term = Union[int, str, Path, Image.Image, np.ndarray]
+WeightedTerm = Union[Term, tuple[float, Term]]
+_WEIGHT = re.compile(r"^(\d+(?:\.\d*)?|\.\d+):(.+)$", re.S)
+
+
+@dataclass
+class Example:
+    vectors: dict[str, np.ndarray]  # part -> unit vector; "any" for a single-vector term
+    row_id: int | None = None  # an indexed item: never returned as a hit
+    weight: float = 1.0
+    label: str = ""
+
+    def for_part(self, part: str) -> np.ndarray:
+        """This example's vector for a part, or its other vector: one space holds both."""
+        return self.vectors.get(part, next(iter(self.vectors.values())))
+
+
+def parse_cli_term(raw: str) -> tuple[float, Term]:
+    """`[W:]TERM` from the command line: digits are a row id, an existing file an image, the rest a text."""
+    weight, term = 1.0, raw
+    match = _WEIGHT.match(raw)
+    if match:
+        weight, term = float(match.group(1)), match.group(2)
+    if term.strip().isdigit():
+        return weight, int(term)
+    if os.path.isfile(os.path.expanduser(term)):
+        return weight, Path(os.path.expanduser(term))
+    return weight, term
+
+
+def split_weight(term: WeightedTerm) -> tuple[float, Term]:
+    if isinstance(term, tuple):
+        if len(term) != 2 or not isinstance(term[0], (int, float)):
+            raise InvalidInputError(f"a weighted term is a (weight, term) pair, not {term!r}")
+        return float(term[0]), term[1]
+    return 1.0, term
+
+
+def combine(base: Example | None, added: list[Example], subtracted: list[Example]) -> Example | None:
+    """The query algebra, part by part: normalise(base + sum(w * added) - sum(w * subtracted))."""
+    if base is None and not added:
+        if subtracted:
+            raise InvalidInputError("subtracting terms needs something to subtract from: a query or an added term")
+        return None
+    terms = ([base] if base else []) + added
+    parts = sorted({p for e in terms + subtracted for p in e.vectors} - {"any"}) or ["any"]
+    vectors = {}
+    for part in parts:
+        total = sum(e.weight * e.for_part(part) for e in terms) - sum(e.weight * e.for_part(part) for e in subtracted)
+        norm = float(np.linalg.norm(total))
+        if norm < 1e-6:
+            raise InvalidInputError("the added and subtracted terms cancel out; change their weights")
+        vectors[part] = (total / norm).astype(np.float32)
+    return Example(vectors, label="query")
+
+
+def describe(term: Any) -> str:
+    if isinstance(term, np.ndarray):
+        return f"a {term.shape[-1]}-d vector"
+    if isinstance(term, Image.Image):
+        return "an image"
+    return repr(term) if isinstance(term, str) else str(term)
+
+
+@dataclass
+class QueryPlan:
+    """What a search scores by: liked and disliked examples (the query counts as one more liked one),
+    and the indexed items named anywhere in it, which are never hits."""
+
+    liked: list[Example] = field(default_factory=list)
+    disliked: list[Example] = field(default_factory=list)
+    excluded: set[int] = field(default_factory=set)
