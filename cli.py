@@ -154,6 +154,7 @@ def search(
     add: List[str] = typer.Option(None, "--add", metavar="[W:]TERM", help="Add a term to the query: a text, an image file or a row id, with an optional weight (2:sunset). Repeatable."),
     sub: List[str] = typer.Option(None, "--sub", metavar="[W:]TERM", help="Subtract a term from the query, likewise. Repeatable."),
     weights: Optional[str] = typer.Option(None, "--weights", metavar="image=W,text=W", help="Products: the weight of the photo and of the description (default image=0.5,text=0.5)."),
+    dedup: bool = typer.Option(False, "--dedup", help="Collapse near-duplicate hits (copies of one photo, the same text twice) into the best-ranked one."),
     fusion: str = typer.Option("zscore", "--fusion", metavar="NAME", help="Products: how part scores combine: zscore (standardised), dbsf, rrf or sum (raw cosines)."),
     as_json: bool = typer.Option(False, "--json", help="Print the hits as JSON: {query, target, k, count, hits}."),
     device: str = typer.Option("auto", "--device", metavar="DEVICE", help="auto, cpu, cuda or cuda:N."),
@@ -180,13 +181,13 @@ def search(
                           like=[parse_cli_term(x)[1] for x in like or []],
                           dislike=[parse_cli_term(x)[1] for x in dislike or []], strategy=strategy,
                           add=[parse_cli_term(x) for x in add or []], subtract=[parse_cli_term(x) for x in sub or []],
-                          weights=parsed_weights, fusion=fusion)
+                          weights=parsed_weights, fusion=fusion, dedup=dedup)
 
     hits = _run(run)
     if as_json:
         asked = {"text": query, "image": str(image) if image else None, "like": like or [], "dislike": dislike or [],
                  "add": add or [], "sub": sub or [], "where": where, "strategy": strategy, "weights": parsed_weights,
-                 "fusion": fusion}
+                 "fusion": fusion, "dedup": dedup}
         result = {"query": asked, "target": target, "k": k, "count": len(hits), "hits": [h.to_dict() for h in hits]}
         typer.echo(json.dumps(result, ensure_ascii=False, indent=2, default=str))
         return
@@ -220,6 +221,42 @@ def _parse_weights(text: str) -> dict[str, float]:
 def _clip(text: str | None, width: int) -> str:
     text = (text or "").replace("\n", " ")
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+@app.command()
+def duplicates(
+    index_dir: Path = typer.Argument(..., metavar="INDEX", hidden=True),
+    modality: str = typer.Option("image", "--modality", metavar="KIND", help="image, text or product."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", metavar="S", help="Cosine at which the model proposes a pair (default: 0.5 for images and products, 0.9 for texts); the content check then decides."),
+    pixels: float = typer.Option(0.98, "--pixels", metavar="P", help="Photos: aligned pixel correlation a copy must reach; 0 trusts the model alone."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON list of {keep, items, min_score}."),
+    device: str = typer.Option("auto", "--device", metavar="DEVICE", help="auto, cpu, cuda or cuda:N."),
+) -> None:
+    """Find near-duplicates: copies of one photo (resized, re-compressed, lightly cropped), the same text twice.
+
+    INDEX: an index folder. Each group names the member to keep (the largest file, then the one with
+    the most metadata) and the others; `xmodal remove INDEX --id ...` removes those you choose.
+    """
+    if modality not in TARGETS:
+        _fail(f"unknown --modality {modality!r}; use image, text or product")
+    from search import open_index
+
+    index = _run(lambda: open_index(index_dir, device=device))
+    groups = _run(lambda: index.duplicates(modality, threshold, pixels))
+    if as_json:
+        typer.echo(json.dumps([g.to_dict() for g in groups], indent=2))
+        return
+    for number, group in enumerate(groups, start=1):
+        typer.echo(f"group {number}: keep #{group.keep} {_shown(index.item(group.keep))} "
+                   f"(min cosine {group.min_score:.4f})")
+        for row_id in group.items[1:]:
+            typer.echo(f"    #{row_id:<6} {_shown(index.item(row_id))}")
+    extra = sum(len(g.items) - 1 for g in groups)
+    typer.echo(f"{_count(len(groups), 'group')} of near-duplicate {modality}s; {extra} could go", err=True)
+
+
+def _shown(item: dict) -> str:
+    return item["path"] if item["modality"] == "image" and item.get("path") else _clip(item.get("text"), 80)
 
 
 @app.command()

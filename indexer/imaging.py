@@ -113,3 +113,4 @@ def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
     except OSError as exc:
         raise ImageDecodeError(f"cannot read {path}: {exc.strerror or exc}") from None
     return decode_image(data, str(path), max_pixels)
+

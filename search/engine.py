@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -27,10 +27,12 @@ from indexer.models import Encoder, encode_images, load_encoder_for
 from indexer.store import MODALITIES, SETS_OF, IndexDir, Manifest
 from indexer.store.tables import read_failures, read_items
 
+from .duplicates import DEFAULT_THRESHOLD, NEIGHBOURS, ContentCheck, DuplicateGroup, check_threshold, group_duplicates
 from .examples import Example, QueryPlan, Term, WeightedTerm, combine, describe, split_weight
 from .filters import BUILT_IN_COLUMNS, Filter, parse_filter
 from .fusion import DEFAULT_FUSION, FUSIONS, fuse
 from .hits import Hit
+from .pixels import SAME_PHOTO
 from .recommend import DEFAULT_STRATEGY, PartQuery, check_strategy
 from .vectors import StoredVectors
 
@@ -87,12 +89,14 @@ class SearchIndex:
                target: str = "image", k: int = 10, like: Sequence[Term] = (), dislike: Sequence[Term] = (),
                strategy: str = DEFAULT_STRATEGY, add: Sequence[WeightedTerm] = (),
                subtract: Sequence[WeightedTerm] = (), where: str | None = None,
-               weights: dict[str, float] | None = None, fusion: str = DEFAULT_FUSION) -> list[Hit]:
+               weights: dict[str, float] | None = None, fusion: str = DEFAULT_FUSION, dedup: bool = False) -> list[Hit]:
         """Hits for a query, best first, from the `target` kind of item (image, text or product).
 
         The query is a text or an image, and/or liked examples; disliked examples, terms to
         add or subtract, and a metadata filter refine it. Examples are texts, images (paths
-        or PIL images), row ids of indexed items, or vectors.
+        or PIL images), row ids of indexed items, or vectors. With `dedup`, near-duplicate
+        hits (copies of one photo, the same text twice) collapse into the best-ranked one,
+        and k distinct hits come back where the index holds them.
         """
         _check_k(k)
         _check_target(target)
@@ -103,8 +107,67 @@ class SearchIndex:
         self._check_holds(target)
         allowed = self._admitted(target, where)  # a bad filter fails before the model loads
         plan = self._plan(text, image, like, dislike, add, subtract, strategy)
-        ranked = self._rank(target, plan, strategy, allowed, k, weights, fusion)
+        if dedup:
+            ranked = self._distinct(target, lambda depth: self._rank(target, plan, strategy, allowed, depth, weights,
+                                                                     fusion), k)
+        else:
+            ranked = self._rank(target, plan, strategy, allowed, k, weights, fusion)
         return [self._hit(rank, r) for rank, r in enumerate(ranked, start=1)]
+
+    def duplicates(self, modality: str = "image", threshold: float | None = None, pixels: float = SAME_PHOTO,
+                   neighbours: int = NEIGHBOURS) -> list[DuplicateGroup]:
+        """Groups of near-duplicate items of one kind (image, text or product), each with the one to keep."""
+        _check_target(modality)
+        self._check_holds(modality)
+        threshold = DEFAULT_THRESHOLD.get(modality, DEFAULT_THRESHOLD["image"]) if threshold is None else threshold
+        check_threshold(threshold)
+        vector_set = self._dedup_set(modality)
+        stored = self._stored(vector_set)
+        check = ContentCheck(self.item, pixels)
+        pairs = []
+        for start in range(0, len(stored), 1024):
+            queries, ids = stored.matrix[start:start + 1024], stored.row_ids[start:start + 1024]
+            for row_id, found in zip(ids.tolist(), self._ann[vector_set].search(queries, neighbours + 1)):
+                for other, score in zip(found.row_ids.tolist(), found.scores.tolist()):
+                    if row_id < other and score >= threshold and check.same(row_id, other):
+                        pairs.append((row_id, other, score))
+        candidates = self._ids_of(modality)
+        return group_duplicates(candidates, pairs, self._keep_key)
+
+    def _distinct(self, target: str, ranked_to: Callable[[int], list[Ranked]], k: int) -> list[Ranked]:
+        """The best k hits of which none duplicates a better one: asks for more until k are distinct."""
+        depth, threshold = 4 * k, DEFAULT_THRESHOLD.get(target, DEFAULT_THRESHOLD["image"])
+        check = ContentCheck(self.item)
+        stored = self._stored(self._dedup_set(target))
+        while True:
+            ranked = ranked_to(depth)
+            kept: list[Ranked] = []
+            vectors = []
+            for candidate in ranked:
+                vector = stored.vector(candidate.row_id)
+                near = [r for r, v in zip(kept, vectors) if vector is not None and v is not None
+                        and float(v @ vector) >= threshold]
+                if any(check.same(r.row_id, candidate.row_id) for r in near):
+                    continue
+                kept.append(candidate)
+                vectors.append(vector)
+                if len(kept) == k:
+                    return kept
+            if len(ranked) < depth:
+                return kept  # nothing more to ask for
+            depth *= 4
+
+    def _dedup_set(self, modality: str) -> str:
+        """The vectors that propose duplicate pairs: a product's photo (its text when it has none)."""
+        if modality != "product":
+            return modality
+        return "product-image" if "product-image" in self._ann else "product-text"
+
+    def _keep_key(self, row_id: int) -> tuple:
+        item = self.item(row_id)
+        filled = sum(v is not None for v in (item.get("metadata") or {}).values())
+        size = item.get("size") if item["modality"] != "text" else 0
+        return (-(size or 0), -filled, row_id)
 
     def search_vector(self, vector: np.ndarray, target: str = "image", k: int = 10,
                       where: str | None = None) -> list[Hit]:

@@ -83,7 +83,8 @@ class Filter:
         """One bool per row of `table` (its columns: the built-ins and the metadata fields)."""
         missing = sorted(self.columns - set(table.column_names))
         if missing:
-            known = ", ".join(sorted(table.column_names, key=lambda c: (c in BUILT_IN_COLUMNS, c)))
+            known = ", ".join(sorted((c for c in table.column_names if c != "row_id"),
+                                     key=lambda c: (c in BUILT_IN_COLUMNS, c)))
             raise FilterError(f"unknown column {missing[0]!r} in the filter; the columns are {known}")
         return _evaluate(self.tree, table)
 

@@ -138,7 +138,8 @@ def test_model_without_weights_fails_in_one_line_in_a_real_process(tmp_path):
 
 
 def test_help_is_clean_and_version_and_short_help_answer():
-    for command in ["--help", "index -h", "search -h", "info -h", "eval -h", "list -h", "remove -h", "models -h"]:
+    for command in ["--help", "index -h", "search -h", "info -h", "eval -h", "list -h", "remove -h", "models -h",
+                    "duplicates -h"]:
         result = runner.invoke(app, command.split())
         assert result.exit_code == 0, command
         assert "<list" not in result.output and "<str>" not in result.output, command
