@@ -154,3 +154,11 @@ def test_cli_where_and_its_errors(indexes):
                            ("", "error: the filter is empty")):
         bad = xmodal("search", out, "x", "--target", "text", "--where", where)
         assert bad.returncode == 2 and bad.stderr.startswith(message) and bad.stderr.count("\n") == 1, bad.stderr
+
+
+def test_cli_refuses_python_in_a_filter_and_runs_nothing(indexes, tmp_path):
+    marker = tmp_path / "pwned"
+    result = xmodal("search", str(indexes["flat"]), "x", "--target", "text", "--where",
+                    f"__import__('os').system('touch {marker}') == 0")
+    assert result.returncode == 2 and result.stderr.startswith("error: cannot read the filter at position")
+    assert not marker.exists()
