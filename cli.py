@@ -260,6 +260,69 @@ def _shown(item: dict) -> str:
 
 
 @app.command()
+def serve(
+    index_dir: Path = typer.Argument(..., metavar="INDEX", hidden=True),
+    more: List[str] = typer.Option(None, "--index", metavar="NAME=INDEX", help="Serve another index under a name. Repeatable."),
+    host: str = typer.Option("127.0.0.1", "--host", metavar="ADDRESS", help="Address to listen on; anything but loopback needs --token."),
+    port: int = typer.Option(8000, "--port", metavar="N", help="Port to listen on."),
+    token: Optional[str] = typer.Option(None, "--token", metavar="TOKEN", envvar="XMODAL_TOKEN", help="Require Authorization: Bearer TOKEN on every request but /health (or set XMODAL_TOKEN)."),
+    device: str = typer.Option("auto", "--device", metavar="DEVICE", help="auto, cpu, cuda or cuda:N."),
+    batching: bool = typer.Option(True, "--batching/--no-batching", help="Encode the texts of concurrent requests in one pass (default: on)."),
+) -> None:
+    """Serve indexes over HTTP: a JSON API and a search page, until stopped (Ctrl-C or SIGTERM).
+
+    INDEX: an index folder, served under its folder's name; --index NAME=INDEX adds others.
+    Each index and its model load once; a new commit by `xmodal index` is picked up within seconds.
+    """
+    loopback = host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
+    if not loopback and not token:
+        _fail(f"refusing to listen on {host} without --token: anyone who can reach it could search the index "
+              "and see its photos; pass --token TOKEN (or set XMODAL_TOKEN), or listen on 127.0.0.1")
+    named = {index_dir.name.removesuffix(".idx") or "index": index_dir}
+    for entry in more or []:
+        name, _, path = entry.partition("=")
+        if not name or not path:
+            _fail(f"--index takes NAME=INDEX (got {entry!r})")
+        if name in named:
+            _fail(f"two indexes are named {name!r}; give each --index a name of its own")
+        named[name] = Path(path)
+    _check_port_free(host, port)
+    try:
+        from search.serve.app import create_app
+    except ImportError:
+        _fail("xmodal serve needs its web parts; install them with pip install 'xmodal[serve]'")
+    web = _run(lambda: create_app(named, token=token, device=device, batching=batching))
+    import uvicorn
+
+    where = f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
+    typer.echo(f"serving {', '.join(f'{n} ({p})' for n, p in named.items())} on {where} (Ctrl-C stops)")
+    _stop_quietly_on_signals()
+    uvicorn.run(web, host=host, port=port, log_level="warning", timeout_graceful_shutdown=30)
+    typer.echo("stopped")
+
+
+def _stop_quietly_on_signals() -> None:
+    """Uvicorn finishes the requests in flight, then re-raises the signal that stopped it to the handler
+    found before it started; with these, being stopped is a normal end (exit 0), not a death by signal."""
+    import signal
+
+    for stop in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop, lambda *_: None)
+
+
+def _check_port_free(host: str, port: int) -> None:
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            _fail(f"cannot listen on {host}:{port} ({exc.strerror or exc}); choose another --port")
+
+
+@app.command()
 def info(
     index_dir: Path = typer.Argument(..., metavar="INDEX", hidden=True),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),

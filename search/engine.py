@@ -41,6 +41,7 @@ PARTS = {"image": ("image",), "text": ("text",), "product": ("image", "text")}
 DEFAULT_WEIGHTS = {"image": 0.5, "text": 0.5}
 EXACT_SUBSET = 20_000  # a filtered or strategy search over at most this many items scores them all exactly
 PROBE_DEPTH = 1_000  # above that, each probe of the ANN index brings this many candidates (at least 10 k)
+FILTER_CACHE = 64  # filters whose admitted row ids an open index remembers
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ class SearchIndex:
         self._ann = {s: VectorIndex.load(self._generation / f"{s}.faiss", spec) for s, spec in manifest.ann.items()}
         self._vectors: dict[str, StoredVectors] = {}
         self._filter_tables: dict[str, pa.Table] = {}
+        self._admitted_cache: dict[tuple[str, str], np.ndarray] = {}  # the same filter again costs nothing
         self._encoder: Encoder | None = None
         if encoder is not None:
             self._check_model(encoder)
@@ -179,6 +181,16 @@ class SearchIndex:
         ranked = self._rank(target, plan, DEFAULT_STRATEGY, self._admitted(target, where), k, DEFAULT_WEIGHTS,
                             DEFAULT_FUSION)
         return [self._hit(rank, r) for rank, r in enumerate(ranked, start=1)]
+
+    def preload(self) -> "SearchIndex":
+        """Read every stored vector set now: a long-lived reader then never needs its generation's files again."""
+        for vector_set in self._ann:
+            self._stored(vector_set)
+        return self
+
+    @property
+    def generation(self) -> str:
+        return self.manifest.generation
 
     def embed_text(self, text: str) -> np.ndarray:
         return self.encoder.encode_texts([text])[0]
@@ -344,9 +356,14 @@ class SearchIndex:
         """Row ids of the `target` items the filter admits (None: no filter, all of them)."""
         if where is None:
             return None
-        condition: Filter = parse_filter(where)
-        table = self._filter_table(target)
-        return table.column("row_id").to_numpy()[condition.mask(table)]
+        key = (target, where)
+        if key not in self._admitted_cache:
+            condition: Filter = parse_filter(where)
+            table = self._filter_table(target)
+            if len(self._admitted_cache) >= FILTER_CACHE:
+                self._admitted_cache.pop(next(iter(self._admitted_cache)))
+            self._admitted_cache[key] = table.column("row_id").to_numpy()[condition.mask(table)]
+        return self._admitted_cache[key]
 
     def _filter_table(self, target: str) -> pa.Table:
         """row_id, the metadata fields, then the built-in columns, for the items of one kind."""

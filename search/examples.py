@@ -23,7 +23,7 @@ from indexer.errors import InvalidInputError
 
 Term = Union[int, str, Path, Image.Image, np.ndarray]
 WeightedTerm = Union[Term, tuple[float, Term]]
-_WEIGHT = re.compile(r"^(\d+(?:\.\d*)?|\.\d+):(.+)$", re.S)
+WEIGHT_PREFIX = re.compile(r"^(\d+(?:\.\d*)?|\.\d+):(.+)$", re.S)  # "2:sunset", "0.5:photo.jpg"
 
 
 @dataclass
@@ -41,7 +41,7 @@ class Example:
 def parse_cli_term(raw: str) -> tuple[float, Term]:
     """`[W:]TERM` from the command line: digits are a row id, an existing file an image, the rest a text."""
     weight, term = 1.0, raw
-    match = _WEIGHT.match(raw)
+    match = WEIGHT_PREFIX.match(raw)
     if match:
         weight, term = float(match.group(1)), match.group(2)
     if term.strip().isdigit():

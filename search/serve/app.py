@@ -1,0 +1,344 @@
+"""`xmodal serve`: the search engine over HTTP (FastAPI), and the web page that uses it.
+
+    POST /search              text | image (base64, or a multipart upload), like, dislike, strategy, add,
+                              subtract, where, target, k, weights, fusion, dedup, index -> {hits, took_ms, ...}
+    GET  /items/{row_id}      one item, as stored
+    GET  /thumbnails/{row_id} a JPEG thumbnail of an indexed photo (ETag, Cache-Control)
+    GET  /indexes             what each index holds: counts, model, filter fields
+    GET  /health              alive, and each index's generation (no token needed)
+    GET  /metrics             Prometheus text: requests, latency histogram, errors
+    GET  /                    the page; /static/* its assets, all served from here (no CDN)
+
+With a token, every request but /health needs `Authorization: Bearer TOKEN` (or the
+page's session cookie, set by POST /session). Every error is JSON {"error": "..."}.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import io
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from pydantic import BaseModel, Field
+
+from indexer.errors import (ImageDecodeError, InvalidInputError, ModelMismatchError, ModelUnavailableError,
+                            XmodalError)
+
+from ..examples import WEIGHT_PREFIX as _WEIGHT
+from .batching import BatchingEncoder
+from .live import LiveIndex
+from .metrics import Metrics
+from .thumbnails import NotServed, Thumbnails
+
+STATIC = Path(__file__).resolve().parent / "static"
+MAX_UPLOAD_BYTES = 20 << 20
+SESSION_COOKIE = "xmodal_session"
+OPEN_ROUTES = {"/health"}  # answered without a token
+PAGE_ROUTES = {"/", "/session"}  # the page loads, then asks for the token itself
+
+
+class ImageTerm(BaseModel):
+    image: str = Field(description="An image, base64-encoded (a data: URL works too).")
+
+
+Term = Union[int, str, ImageTerm, list]
+
+
+class SearchRequest(BaseModel):
+    text: str | None = Field(None, description="The query text.")
+    image: str | None = Field(None, description="A query image, base64-encoded; or upload it as multipart 'image'.")
+    like: list[Term] = Field(default_factory=list, description="Liked examples: row ids, texts or {image: base64}.")
+    dislike: list[Term] = Field(default_factory=list, description="Disliked examples, likewise.")
+    strategy: str = "average_vector"
+    add: list[Term] = Field(default_factory=list, description="Terms added to the query: 'W:text', row ids, [w, term].")
+    subtract: list[Term] = Field(default_factory=list, description="Terms subtracted from the query, likewise.")
+    where: str | None = Field(None, description="A metadata filter, e.g. price < 20000 and colour == 'red'.")
+    target: str | None = Field(None, description="image, text or product (default: products if the index "
+                                                   "holds any, else images, else texts).")
+    k: int = 10
+    weights: dict[str, float] | None = None
+    fusion: str = "zscore"
+    dedup: bool = False
+    index: str | None = Field(None, description="Which index, when the service has several (default: the first).")
+
+
+@dataclass
+class Service:
+    indexes: dict[str, LiveIndex]
+    token: str | None = None
+    metrics: Metrics = field(default_factory=Metrics)
+    thumbnails: Thumbnails = field(default_factory=Thumbnails)
+
+    def live(self, name: str | None) -> LiveIndex:
+        if name is None:
+            return next(iter(self.indexes.values()))
+        if name not in self.indexes:
+            raise LookupError(f"no index named {name!r}; this service has {', '.join(self.indexes)}")
+        return self.indexes[name]
+
+
+def create_app(indexes: dict[str, str | Path], token: str | None = None, device: str | None = None,
+               batching: bool = True, encoder=None) -> FastAPI:
+    """The service for `indexes` (name -> folder); each index and each model load once, before any request."""
+    service = Service({name: LiveIndex(name, Path(path), device, encoder) for name, path in indexes.items()}, token)
+    _load_models(service, batching)
+    app = FastAPI(title="xmodal", summary="Cross-modal search: texts, images, products, likes and dislikes.",
+                  docs_url=None, redoc_url=None)  # the OpenAPI document is /openapi.json; no CDN-hosted viewer
+    app.state.service = service
+    _install_middleware(app, service)
+    _install_routes(app, service)
+    return app
+
+
+def _load_models(service: Service, batching: bool) -> None:
+    """One encoder per model, shared by the indexes it built; texts batched across requests if `batching`."""
+    shared: dict[Any, Any] = {}
+    for live in service.indexes.values():
+        index = live.current()
+        key = index.manifest.model.compatibility_key()
+        if key not in shared:
+            shared[key] = BatchingEncoder(index.encoder) if batching else index.encoder
+        live.share_encoder(shared[key])
+
+
+def _install_middleware(app: FastAPI, service: Service) -> None:
+    @app.middleware("http")
+    async def guard(request: Request, call_next):
+        started = time.perf_counter()
+        route = _route_of(request)
+        if service.token and route not in OPEN_ROUTES | PAGE_ROUTES and not route.startswith("/static/") \
+                and not _authorised(request, service.token):
+            response: Response = _error(401, "this service needs a token: send Authorization: Bearer TOKEN")
+        else:
+            try:
+                response = await call_next(request)
+            except Exception:  # never a stack trace to the client; the server log has it
+                import logging
+
+                logging.getLogger("xmodal.serve").exception("request failed")
+                response = _error(500, "internal error; see the server's log")
+        service.metrics.observe(request.method, route, response.status_code, time.perf_counter() - started)
+        return response
+
+
+def _route_of(request: Request) -> str:
+    path = request.url.path
+    for prefix in ("/items/", "/thumbnails/", "/static/"):
+        if path.startswith(prefix):
+            return prefix + "{id}" if prefix != "/static/" else "/static/"
+    return path if path in {"/", "/search", "/indexes", "/health", "/metrics", "/session", "/openapi.json"} \
+        else "other"
+
+
+def _authorised(request: Request, token: str) -> bool:
+    given = request.headers.get("authorization", "")
+    if given.lower().startswith("bearer ") and hmac.compare_digest(given[7:].strip(), token):
+        return True
+    cookie = request.cookies.get(SESSION_COOKIE, "")
+    return bool(cookie) and hmac.compare_digest(cookie, token)
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def _status_of(exc: Exception) -> int:
+    if isinstance(exc, LookupError):
+        return 404
+    if isinstance(exc, ModelUnavailableError):
+        return 503
+    if isinstance(exc, (InvalidInputError, ModelMismatchError, ImageDecodeError, ValueError)):
+        return 400
+    return 400 if isinstance(exc, XmodalError) else 500
+
+
+def _install_routes(app: FastAPI, service: Service) -> None:
+    @app.exception_handler(XmodalError)
+    async def xmodal_error(request: Request, exc: XmodalError):
+        return _error(_status_of(exc), str(exc))
+
+    @app.exception_handler(LookupError)
+    async def not_found(request: Request, exc: LookupError):
+        return _error(404, str(exc.args[0]) if exc.args else "not found")
+
+    @app.exception_handler(404)
+    async def no_route(request: Request, exc):
+        return _error(404, f"no such page: {request.url.path}")
+
+    @app.exception_handler(405)
+    async def wrong_method(request: Request, exc):
+        return _error(405, f"{request.method} is not allowed on {request.url.path}")
+
+    from fastapi.exceptions import RequestValidationError
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, exc: RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        return _error(400, f"bad request: {where}: {first.get('msg', 'invalid')}" if where else "bad request")
+
+    @app.post("/search", summary="Search an index")
+    def search(body: SearchRequest, request: Request) -> dict[str, Any]:
+        return _search(service, body, None)
+
+    @app.post("/search/upload", summary="Search by an uploaded image (multipart: 'image' file, 'request' JSON)")
+    async def search_upload(request: Request) -> dict[str, Any]:
+        form = await request.form(max_part_size=MAX_UPLOAD_BYTES)
+        upload = form.get("image")
+        data = await upload.read(MAX_UPLOAD_BYTES + 1) if upload is not None and hasattr(upload, "read") else None
+        if data is not None and len(data) > MAX_UPLOAD_BYTES:
+            return _error(413, f"the upload is over {MAX_UPLOAD_BYTES >> 20} MB; send a smaller image")
+        try:
+            body = SearchRequest(**json.loads(form.get("request") or "{}"))
+        except (ValueError, TypeError) as exc:
+            return _error(400, f"bad request: the 'request' field must be a JSON search request ({exc})")
+        from starlette.concurrency import run_in_threadpool
+
+        return await run_in_threadpool(_search, service, body, data)
+
+    @app.get("/items/{row_id}", summary="One indexed item")
+    def item(row_id: int, index: str | None = None) -> dict[str, Any]:
+        found = service.live(index).current()
+        try:
+            row = found.item(row_id)
+        except KeyError:
+            raise LookupError(f"no item with row id {row_id}") from None
+        return {k: v for k, v in row.items() if k not in ("content_hash", "image_hash")}
+
+    @app.get("/thumbnails/{row_id}", summary="A JPEG thumbnail of an indexed photo")
+    def thumbnail(row_id: int, request: Request, index: str | None = None) -> Response:
+        try:
+            found = service.thumbnails.get(service.live(index).current(), row_id)
+        except NotServed as exc:
+            return _error(404, str(exc))
+        headers = {"ETag": found.etag, "Cache-Control": "private, max-age=86400"}
+        if request.headers.get("if-none-match") == found.etag:
+            return Response(status_code=304, headers=headers)
+        return Response(found.jpeg, media_type="image/jpeg", headers=headers)
+
+    @app.get("/indexes", summary="What each index holds")
+    def indexes() -> dict[str, Any]:
+        return {"indexes": [_describe(name, live) for name, live in service.indexes.items()]}
+
+    @app.get("/health", summary="Alive")
+    def health() -> dict[str, Any]:
+        return {"status": "ok", "indexes": {name: live.current().generation for name, live in service.indexes.items()}}
+
+    @app.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
+    def metrics() -> PlainTextResponse:
+        gauges = {"xmodal_items": {}, "xmodal_reloads_total": {}}
+        for name, live in service.indexes.items():
+            for modality, count in live.current().manifest.counts.items():
+                gauges["xmodal_items"][(("index", name), ("kind", modality))] = count
+            gauges["xmodal_reloads_total"][(("index", name),)] = live.reloads
+        return PlainTextResponse(service.metrics.render(gauges), media_type="text/plain; version=0.0.4")
+
+    @app.post("/session", summary="The page's sign-in: a valid token becomes a session cookie")
+    async def session(request: Request) -> Response:
+        try:
+            given = str((await request.json()).get("token", ""))
+        except ValueError:
+            given = ""
+        if not service.token:
+            return JSONResponse({"ok": True})
+        if not hmac.compare_digest(given, service.token):
+            return _error(401, "wrong token")
+        response = JSONResponse({"ok": True})
+        response.set_cookie(SESSION_COOKIE, service.token, httponly=True, samesite="strict")
+        return response
+
+    @app.get("/", summary="The search page", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    @app.get("/static/{name}", include_in_schema=False)
+    def static(name: str) -> Response:
+        allowed = {p.name: p for p in STATIC.iterdir() if p.is_file()}  # by name only: no path reaches disk
+        if name not in allowed:
+            return _error(404, f"no such page: /static/{name}")
+        return FileResponse(allowed[name])
+
+
+def _search(service: Service, body: SearchRequest, upload: bytes | None) -> dict[str, Any]:
+    started = time.perf_counter()
+    live = service.live(body.index)
+    index = live.current()
+    target = body.target or _default_target(index)
+    image = _image(upload) if upload is not None else (_image(_decode_base64(body.image)) if body.image else None)
+    hits = index.search(
+        text=body.text, image=image, target=target, k=body.k, where=body.where, strategy=body.strategy,
+        like=[_term(t) for t in body.like], dislike=[_term(t) for t in body.dislike],
+        add=[_term(t, weighted=True) for t in body.add], subtract=[_term(t, weighted=True) for t in body.subtract],
+        weights=body.weights, fusion=body.fusion, dedup=body.dedup)
+    return {"index": live.name, "generation": index.generation, "target": target, "k": body.k,
+            "count": len(hits), "hits": [h.to_dict() for h in hits],
+            "took_ms": round((time.perf_counter() - started) * 1000, 2)}
+
+
+def _default_target(index) -> str:
+    counts = index.manifest.counts
+    return next((t for t in ("product", "image", "text") if counts.get(t)), "image")
+
+
+def _term(term: Any, weighted: bool = False):
+    """HTTP terms: numbers (and all-digit strings) are row ids, other strings texts, images base64.
+
+    In add/subtract a term may carry a weight: [w, term], or 'W:text' as on the command line.
+    A string never names a file: a request cannot make the server read from its disk.
+    """
+    if weighted:
+        if isinstance(term, list):
+            if len(term) != 2 or not isinstance(term[0], (int, float)):
+                raise InvalidInputError(f"a weighted term is [weight, term], not {term!r}")
+            return float(term[0]), _term(term[1])
+        if isinstance(term, str) and (match := _WEIGHT.match(term)):
+            return float(match.group(1)), _term(match.group(2))
+        return 1.0, _term(term)
+    if isinstance(term, ImageTerm):
+        return _image(_decode_base64(term.image))
+    if isinstance(term, bool) or isinstance(term, list):
+        raise InvalidInputError(f"{term!r} is not a term; use a row id, a text or {{\"image\": base64}}")
+    if isinstance(term, int) or term.strip().isdigit():
+        return int(term)
+    return term
+
+
+def _decode_base64(data: str) -> bytes:
+    if data.startswith("data:"):
+        data = data.split(",", 1)[-1]
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidInputError("the image is not valid base64; send the file's bytes base64-encoded") from None
+
+
+def _image(data: bytes):
+    from indexer.imaging import decode_image
+
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise InvalidInputError(f"the image is over {MAX_UPLOAD_BYTES >> 20} MB; send a smaller one")
+    try:
+        return decode_image(data, "upload")
+    except ImageDecodeError as exc:
+        raise InvalidInputError(f"the uploaded image cannot be read ({exc}); send a JPEG, PNG or WebP") from None
+
+
+def _describe(name: str, live: LiveIndex) -> dict[str, Any]:
+    index = live.current()
+    manifest = index.manifest
+    fields = {}
+    for target, count in manifest.counts.items():
+        if count:
+            table = index._filter_table(target)
+            fields[target] = {c: str(table.schema.field(c).type) for c in table.column_names if c != "row_id"}
+    return {"name": name, "path": str(live.path.resolve()), "generation": manifest.generation, "counts": manifest.counts,
+            "model": manifest.model.describe(), "identity": manifest.model.to_dict(),
+            "targets": [t for t, n in manifest.counts.items() if n], "fields": fields,
+            "updated_at": manifest.updated_at}

@@ -1,0 +1,263 @@
+// xmodal's search page: state in the URL, likes and dislikes as chips, results as a grid of cards.
+"use strict";
+
+const $ = (selector) => document.querySelector(selector);
+const state = { q: "", target: "image", where: "", like: [], dislike: [], k: 24, index: "", image: null };
+const labels = new Map(); // row id -> a short name, for the chips
+
+function readUrl() {
+  const params = new URLSearchParams(location.search);
+  state.q = params.get("q") || "";
+  state.target = params.get("target") || state.target;
+  state.where = params.get("where") || "";
+  state.index = params.get("index") || "";
+  state.k = Number(params.get("k")) || 24;
+  state.like = params.getAll("like").map(Number).filter(Number.isInteger);
+  state.dislike = params.getAll("dislike").map(Number).filter(Number.isInteger);
+}
+
+function writeUrl(push) {
+  const params = new URLSearchParams();
+  if (state.q) params.set("q", state.q);
+  params.set("target", state.target);
+  if (state.where) params.set("where", state.where);
+  if (state.index) params.set("index", state.index);
+  if (state.k !== 24) params.set("k", String(state.k));
+  state.like.forEach((id) => params.append("like", id));
+  state.dislike.forEach((id) => params.append("dislike", id));
+  const url = `${location.pathname}?${params}`;
+  if (push) history.pushState(null, "", url); else history.replaceState(null, "", url);
+}
+
+function showForm() {
+  $("#q").value = state.q;
+  $("#where").value = state.where;
+  document.querySelectorAll("input[name=target]").forEach((radio) => { radio.checked = radio.value === state.target; });
+  renderChips();
+}
+
+function hasQuery() {
+  return Boolean(state.q || state.image || state.like.length || state.dislike.length);
+}
+
+async function call(url, options) {
+  const response = await fetch(url, options);
+  if (response.status === 401) {
+    await signIn();
+    return call(url, options);
+  }
+  let body = {};
+  try { body = await response.json(); } catch (_) { body = { error: `the server answered ${response.status}` }; }
+  if (!response.ok) throw new Error(body.error || `the server answered ${response.status}`);
+  return body;
+}
+
+function signIn() {
+  return new Promise((resolve) => {
+    const dialog = $("#signin");
+    const form = $("#signin-form");
+    form.onsubmit = async (event) => {
+      event.preventDefault();
+      const answer = await fetch("/session", { method: "POST", headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ token: $("#token").value }) });
+      if (answer.ok) { dialog.close(); resolve(); return; }
+      $("#signin-error").textContent = "That token is not right.";
+      $("#signin-error").hidden = false;
+    };
+    if (!dialog.open) dialog.showModal();
+    $("#token").focus();
+  });
+}
+
+async function search(push = true) {
+  writeUrl(push);
+  renderChips();
+  showError("");
+  if (!hasQuery()) { $("#results").replaceChildren(); $("#status").textContent = ""; return; }
+  const request = { target: state.target, k: state.k, like: state.like, dislike: state.dislike };
+  if (state.q) request.text = state.q;
+  if (state.where) request.where = state.where;
+  if (state.index) request.index = state.index;
+  $("#status").textContent = "Searching...";
+  try {
+    let body;
+    if (state.image) {
+      const form = new FormData();
+      form.append("request", JSON.stringify(request));
+      form.append("image", state.image.file, state.image.name);
+      body = await call("/search/upload", { method: "POST", body: form });
+    } else {
+      body = await call("/search", { method: "POST", headers: { "Content-Type": "application/json" },
+        body: JSON.stringify(request) });
+    }
+    renderHits(body);
+  } catch (error) {
+    $("#status").textContent = "";
+    $("#results").replaceChildren();
+    showError(error.message);
+  }
+}
+
+function showError(message) {
+  const box = $("#error");
+  box.textContent = message;
+  box.hidden = !message;
+  const aboutFilter = /filter|column/.test(message);
+  $("#where").setAttribute("aria-invalid", aboutFilter ? "true" : "false");
+}
+
+function renderHits(body) {
+  const list = $("#results");
+  const cards = body.hits.map(renderCard);
+  list.replaceChildren(...cards);
+  const noun = state.target === "text" ? "text" : state.target === "product" ? "product" : "image";
+  $("#status").textContent = body.count
+    ? `${body.count} ${noun}${body.count === 1 ? "" : "s"} in ${body.took_ms} ms`
+    : `No ${noun}s match.`;
+}
+
+function renderCard(hit) {
+  const card = $("#card").content.firstElementChild.cloneNode(true);
+  const name = hit.modality === "image" ? baseName(hit.path) : (hit.metadata.title || hit.text || "");
+  labels.set(hit.row_id, shorten(name, 28));
+  card.dataset.rowId = hit.row_id;
+  if (hit.path) {
+    const img = card.querySelector("img");
+    img.src = `/thumbnails/${hit.row_id}${state.index ? `?index=${encodeURIComponent(state.index)}` : ""}`;
+    img.alt = name;
+    img.onerror = () => card.classList.add("no-photo");
+  } else {
+    card.classList.add("no-photo");
+  }
+  card.querySelector(".rank").textContent = `#${hit.rank}`;
+  card.querySelector(".score").textContent = `score ${hit.score.toFixed(3)}`;
+  card.querySelector(".row").textContent = `row ${hit.row_id}`;
+  const text = card.querySelector(".text");
+  text.textContent = hit.modality === "image" ? baseName(hit.path) : hit.text;
+  if (hit.path) text.title = hit.path;
+  const fields = card.querySelector(".fields");
+  const shown = Object.entries(hit.metadata || {}).filter(([, v]) => v !== null && v !== "").slice(0, 6);
+  if (hit.scores) shown.push(...Object.entries(hit.scores).map(([part, v]) => [`${part} score`, v.toFixed(3)]));
+  for (const [key, value] of shown) {
+    const term = document.createElement("dt"); term.textContent = key;
+    const detail = document.createElement("dd"); detail.textContent = String(value);
+    fields.append(term, detail);
+  }
+  card.querySelector(".more").addEventListener("click", () => {
+    Object.assign(state, { q: "", image: null, like: [hit.row_id], dislike: [] });
+    showForm();
+    search();
+  });
+  card.querySelector(".like").addEventListener("click", () => feedback("like", hit.row_id));
+  card.querySelector(".dislike").addEventListener("click", () => feedback("dislike", hit.row_id));
+  return card;
+}
+
+function feedback(kind, rowId) {
+  const other = kind === "like" ? "dislike" : "like";
+  state[other] = state[other].filter((id) => id !== rowId);
+  if (!state[kind].includes(rowId)) state[kind].push(rowId);
+  search();
+}
+
+function renderChips() {
+  const chips = [];
+  if (state.image) chips.push(chip(`Photo: ${shorten(state.image.name, 24)}`, "query", () => { state.image = null; }));
+  for (const id of state.like) {
+    chips.push(chip(`Liked: ${labels.get(id) || `row ${id}`}`, "liked", () => { state.like = state.like.filter((x) => x !== id); }));
+  }
+  for (const id of state.dislike) {
+    chips.push(chip(`Disliked: ${labels.get(id) || `row ${id}`}`, "disliked", () => { state.dislike = state.dislike.filter((x) => x !== id); }));
+  }
+  $("#chips").replaceChildren(...chips);
+  $("#feedback").hidden = chips.length === 0;
+}
+
+function chip(text, kind, remove) {
+  const item = document.createElement("li");
+  item.className = `chip ${kind}`;
+  item.append(document.createTextNode(text));
+  const button = document.createElement("button");
+  button.type = "button";
+  button.setAttribute("aria-label", `Remove ${text}`);
+  button.textContent = "\u00d7";
+  button.addEventListener("click", () => { remove(); search(); });
+  item.append(button);
+  return item;
+}
+
+function useImage(file) {
+  if (!file || !file.type.startsWith("image/")) { showError("That is not an image; drop or pick a photo."); return; }
+  state.image = { file, name: file.name || "pasted image" };
+  state.q = "";
+  $("#q").value = "";
+  search();
+}
+
+function baseName(path) { return path ? path.split("/").pop() : ""; }
+function shorten(text, size) { return text.length > size ? `${text.slice(0, size - 1)}\u2026` : text; }
+
+async function loadIndexes() {
+  try {
+    const body = await call("/indexes", {});
+    const select = $("#index");
+    if (body.indexes.length > 1) {
+      select.replaceChildren(...body.indexes.map((index) => new Option(index.name, index.name)));
+      select.value = state.index || body.indexes[0].name;
+      select.parentElement.hidden = false;
+    }
+    const current = body.indexes.find((index) => index.name === (state.index || body.indexes[0].name));
+    if (current && !new URLSearchParams(location.search).get("target")) {
+      state.target = current.targets.includes("product") ? "product" : current.targets[0] || "image";
+    }
+    document.querySelectorAll("input[name=target]").forEach((radio) => {
+      radio.disabled = current ? !current.targets.includes(radio.value) : false;
+      radio.parentElement.hidden = radio.disabled;
+    });
+  } catch (error) { showError(error.message); }
+}
+
+function wire() {
+  $("#search").addEventListener("submit", (event) => {
+    event.preventDefault();
+    state.q = $("#q").value.trim();
+    state.where = $("#where").value.trim();
+    if (state.q) state.image = null;
+    search();
+  });
+  document.querySelectorAll("input[name=target]").forEach((radio) => radio.addEventListener("change", () => {
+    state.target = radio.value;
+    search();
+  }));
+  $("#index").addEventListener("change", (event) => { state.index = event.target.value; state.like = []; state.dislike = []; search(); });
+  $("#file").addEventListener("change", (event) => useImage(event.target.files[0]));
+  const drop = $("#drop");
+  drop.addEventListener("dragover", (event) => { event.preventDefault(); drop.classList.add("dragging"); });
+  drop.addEventListener("dragleave", () => drop.classList.remove("dragging"));
+  drop.addEventListener("drop", (event) => {
+    event.preventDefault();
+    drop.classList.remove("dragging");
+    useImage(event.dataTransfer.files[0]);
+  });
+  document.addEventListener("paste", (event) => {
+    const file = [...(event.clipboardData?.files || [])].find((f) => f.type.startsWith("image/"));
+    if (file) { event.preventDefault(); useImage(file); }
+  });
+  $("#clear").addEventListener("click", () => {
+    Object.assign(state, { q: "", image: null, like: [], dislike: [], where: "" });
+    showForm();
+    search();
+  });
+  window.addEventListener("popstate", () => { readUrl(); showForm(); search(false); });
+}
+
+async function start() {
+  readUrl();
+  wire();
+  await loadIndexes();
+  showForm();
+  if (hasQuery()) search(false);
+  $("#q").focus();
+}
+
+start();

@@ -1,0 +1,338 @@
+"""`xmodal serve` through a real server process on a free loopback port: every endpoint, the errors,
+the token, attempts to read files it must not serve, following a commit, and stopping cleanly."""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import subprocess
+import threading
+import time
+
+import httpx
+import pytest
+from PIL import Image
+
+from conftest import CATALOG, env_with_tests_path
+from fakes import FakeEncoder
+from indexer import IndexConfig, build_index
+from server import Server, xmodal_command
+
+pytest.importorskip("fastapi", reason="xmodal[serve] is part of .[dev]")
+FAKE = "python:fakes:make_encoder"
+
+
+def build(out, **config):
+    build_index(out, IndexConfig(workers=0, **config), encoder=FakeEncoder())
+    return out
+
+
+@pytest.fixture(scope="module")
+def indexes(tmp_path_factory):
+    root = tmp_path_factory.mktemp("served")
+    shop = build(root / "shop.idx", texts=[CATALOG / "listings.csv"], text_column="description",
+                 image_column="image")
+    photos = build(root / "photos.idx", images=[CATALOG / "images"], texts=[CATALOG / "listings.csv"],
+                   text_column="description")
+    return shop, photos
+
+
+@pytest.fixture(scope="module")
+def server(indexes, tmp_path_factory):
+    shop, photos = indexes
+    with Server(str(shop), "--index", f"photos={photos}", log=tmp_path_factory.mktemp("log") / "serve.log") as up:
+        yield up
+
+
+def cli_search(*args: str) -> dict:
+    done = subprocess.run(xmodal_command() + ["search", *args, "--json"], capture_output=True, text=True,
+                          timeout=120, env=env_with_tests_path())
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def b64(path) -> str:
+    return base64.b64encode(path.read_bytes()).decode()
+
+
+# ---- search -------------------------------------------------------------------------------------------------
+
+def test_search_answers_exactly_what_the_cli_prints(server, indexes):
+    shop, _ = indexes
+    status, answer = server.json("POST", "/search", {"text": "I want to buy a red car", "target": "product", "k": 5})
+    assert status == 200
+    assert answer["hits"] == cli_search(str(shop), "I want to buy a red car", "--target", "product", "-k", "5")["hits"]
+    assert answer["hits"][0]["metadata"]["title"] == "Red sports car"
+    assert answer["index"] == "shop" and answer["count"] == 5 and answer["took_ms"] > 0
+
+
+def test_search_with_filter_likes_algebra_and_weights_matches_the_cli(server, indexes):
+    shop, _ = indexes
+    body = {"text": "a car", "target": "product", "k": 4, "where": "price < 20000", "like": [0], "dislike": [1],
+            "add": ["0.5:red"], "subtract": [[0.3, "blue"]], "weights": {"image": 0.7, "text": 0.3}}
+    status, answer = server.json("POST", "/search", body)
+    assert status == 200, answer
+    expected = cli_search(str(shop), "a car", "--target", "product", "-k", "4", "--where", "price < 20000",
+                          "--like", "0", "--dislike", "1", "--add", "0.5:red", "--sub", "0.3:blue",
+                          "--weights", "image=0.7,text=0.3")
+    assert answer["hits"] == expected["hits"]
+    assert all(h["metadata"]["price"] < 20000 for h in answer["hits"])
+    assert {h["row_id"] for h in answer["hits"]}.isdisjoint({0, 1})  # liked and disliked examples are not hits
+
+
+def test_search_by_image_base64_and_multipart_upload(server, indexes):
+    photo = CATALOG / "images" / "02-blue-car.png"
+    status, by_json = server.json("POST", "/search", {"image": b64(photo), "index": "photos", "k": 3})
+    assert status == 200
+    assert by_json["hits"][0]["path"].endswith("02-blue-car.png")
+    upload = httpx.post(server.url + "/search/upload", timeout=60,
+                        files={"image": ("car.png", photo.read_bytes(), "image/png")},
+                        data={"request": json.dumps({"index": "photos", "k": 3, "target": "text"})})
+    assert upload.status_code == 200
+    assert upload.json()["hits"][0]["metadata"]["title"] == "Blue family hatchback"
+    data_url = "data:image/png;base64," + b64(photo)
+    assert server.json("POST", "/search", {"like": [{"image": data_url}], "index": "photos", "k": 1})[1][
+        "hits"][0]["path"].endswith("02-blue-car.png")
+
+
+def test_default_target_is_what_the_index_holds(server):
+    assert server.json("POST", "/search", {"text": "red car"})[1]["target"] == "product"
+    assert server.json("POST", "/search", {"text": "red car", "index": "photos"})[1]["target"] == "image"
+
+
+@pytest.mark.parametrize("body, status, words", [
+    ({"text": "car", "where": "price <"}, 400, "filter"),
+    ({"text": "car", "where": "__import__('os').system('touch /tmp/xmodal-pwned')"}, 400, "filter"),
+    ({"text": "car", "k": 0}, 400, "k must be"),
+    ({"text": "car", "target": "video"}, 400, "unknown target"),
+    ({"text": "car", "index": "nope"}, 404, "no index named 'nope'"),
+    ({"image": "not base64 at all!"}, 400, "base64"),
+    ({"image": base64.b64encode(b"\x89PNG\r\n\x1a\n truncated").decode()}, 400, "cannot be read"),
+    ({"text": "car", "like": [9999]}, 400, "9999"),
+    ({"text": "car", "k": "many"}, 400, "k"),
+    ({"text": "car", "add": [[1, 2, 3]]}, 400, "weighted term"),
+    ({}, 400, ""),
+])
+def test_bad_requests_get_one_json_error(server, body, status, words):
+    code, headers, data = server.call("POST", "/search", body)
+    assert code == status, data
+    assert headers["content-type"] == "application/json"
+    error = json.loads(data)["error"]
+    assert words.lower() in error.lower() and "Traceback" not in error and "\n" not in error
+    assert not os.path.exists("/tmp/xmodal-pwned")
+
+
+def test_malformed_json_and_oversized_upload(server):
+    code, _, data = server.call("POST", "/search", raw=b"{not json", headers={"Content-Type": "application/json"})
+    assert code == 400 and "error" in json.loads(data)
+    big = httpx.post(server.url + "/search/upload", timeout=60,
+                     files={"image": ("big.png", b"\0" * (21 << 20), "image/png")}, data={"request": "{}"})
+    assert big.status_code == 413 and "smaller" in big.json()["error"]
+
+
+def test_an_upload_over_the_pixel_limit_is_refused_from_its_header(server, tmp_path):
+    huge = tmp_path / "huge.png"
+    Image.new("1", (20000, 16000)).save(huge, optimize=True)  # 320 MP, a few hundred kB on disk
+    code, answer = server.json("POST", "/search", {"image": b64(huge), "index": "photos"})
+    assert code == 400 and "megapixels" in answer["error"]
+
+
+# ---- items, thumbnails, indexes, health, metrics, page ----------------------------------------------------
+
+def test_item_by_row_id(server):
+    status, item = server.json("GET", "/items/1")
+    assert status == 200 and item["metadata"]["title"] == "Blue family hatchback" and item["row_id"] == 1
+    assert server.json("GET", "/items/999")[0] == 404
+    assert server.json("GET", "/items/abc")[0] == 400
+    assert server.json("GET", "/items/0?index=photos")[1]["modality"] == "image"
+
+
+def test_thumbnail_is_a_cached_jpeg_with_etag(server):
+    status, headers, data = server.call("GET", "/thumbnails/0")
+    assert status == 200 and headers["content-type"] == "image/jpeg"
+    assert "max-age" in headers["cache-control"] and headers["etag"]
+    picture = Image.open(__import__("io").BytesIO(data))
+    assert picture.format == "JPEG" and max(picture.size) <= 320
+    again = server.call("GET", "/thumbnails/0", headers={"If-None-Match": headers["etag"]})
+    assert again[0] == 304 and again[2] == b""
+    _, photos = server.json("POST", "/search", {"text": "x", "index": "photos", "target": "text", "k": 1})
+    text_row = photos["hits"][0]["row_id"]
+    assert server.json("GET", f"/thumbnails/{text_row}?index=photos") == (404, {"error": f"item {text_row} has no photo"})
+
+
+@pytest.mark.parametrize("path", [
+    "/thumbnails/../../../../etc/passwd", "/thumbnails/..%2F..%2F..%2Fetc%2Fpasswd",
+    "/thumbnails/%252e%252e%252f%252e%252e%252fetc%252fpasswd", "/thumbnails/0/../../../etc/passwd",
+    "/static/../../../etc/passwd", "/static/..%2Fapp.py", "/static/%2e%2e%2fapp.py", "/static/%252e%252e%252fapp.py",
+    "/static/..%5c..%5capp.py", "/items/..%2F..%2Fetc%2Fpasswd", "/static//etc/passwd", "/%2e%2e/%2e%2e/etc/passwd",
+    "/thumbnails/-1", "/thumbnails/1e3",
+])
+def test_traversal_attempts_read_nothing(server, path):
+    status, headers, data = server.call("GET", path)
+    assert status in (400, 404), (path, status)
+    assert headers["content-type"] == "application/json"
+    assert b"root:" not in data and b"import" not in data
+
+
+def test_a_link_in_an_indexed_folder_pointing_out_of_it_is_not_served(tmp_path):
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    Image.new("RGB", (40, 30), (200, 30, 35)).save(secret / "private.png")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.new("RGB", (40, 30), (35, 70, 190)).save(photos / "inside.png")
+    (photos / "escape.png").symlink_to(secret / "private.png")
+    index = build(tmp_path / "linked.idx", images=[photos])
+    with Server(str(index)) as up:
+        rows = {h["path"].rsplit("/", 1)[1]: h["row_id"]
+                for h in up.json("POST", "/search", {"text": "red", "k": 5})[1]["hits"]}
+        assert set(rows) == {"inside.png", "escape.png"}  # indexed, as any photo in the folder
+        assert up.call("GET", f"/thumbnails/{rows['inside.png']}")[0] == 200
+        status, answer = up.json("GET", f"/thumbnails/{rows['escape.png']}")
+        assert status == 404 and "outside its source folder" in answer["error"]
+
+
+def test_indexes_health_metrics_openapi_and_page(server):
+    status, listing = server.json("GET", "/indexes")
+    shop, photos = listing["indexes"]
+    assert (shop["name"], shop["counts"]["product"], shop["targets"]) == ("shop", 12, ["product"])
+    assert shop["fields"]["product"]["price"] == "int64" and shop["model"].startswith(FAKE)
+    assert photos["targets"] == ["image", "text"]
+    assert server.json("GET", "/health")[1]["indexes"] == {"shop": shop["generation"], "photos": photos["generation"]}
+    status, headers, text = server.call("GET", "/metrics")
+    assert status == 200 and headers["content-type"].startswith("text/plain")
+    metrics = text.decode()
+    assert 'xmodal_requests_total{method="GET",route="/indexes",status="200"}' in metrics
+    assert 'xmodal_request_seconds_bucket{route="/search",le="+Inf"}' in metrics
+    assert 'xmodal_items{index="shop",kind="product"} 12' in metrics
+    schema = server.json("GET", "/openapi.json")[1]
+    assert {"/search", "/items/{row_id}", "/thumbnails/{row_id}", "/indexes", "/health", "/metrics"} <= set(schema["paths"])
+    status, headers, page = server.call("GET", "/")
+    assert status == 200 and b"<script src=\"/static/app.js\"" in page and b"http" not in page.split(b"<body")[0]
+    assert server.call("GET", "/static/app.js")[0] == 200
+    assert server.json("DELETE", "/search")[0] == 405
+
+
+# ---- the token ------------------------------------------------------------------------------------------------
+
+def test_with_a_token_everything_but_health_needs_it(indexes):
+    shop, _ = indexes
+    with Server(str(shop), "--token", "s3cret") as up:
+        assert up.call("GET", "/health")[0] == 200
+        for method, path, body in [("POST", "/search", {"text": "car"}), ("GET", "/items/0", None),
+                                   ("GET", "/thumbnails/0", None), ("GET", "/indexes", None), ("GET", "/metrics", None),
+                                   ("GET", "/openapi.json", None)]:
+            status, answer = up.json(method, path, body)
+            assert status == 401 and "Bearer" in answer["error"], path
+            assert up.call(method, path, body, headers={"Authorization": "Bearer wrong"})[0] == 401
+            assert up.call(method, path, body, headers={"Authorization": "Bearer s3cret"})[0] == 200, path
+        assert up.call("GET", "/")[0] == 200  # the page loads, then asks for the token
+        assert up.json("POST", "/session", {"token": "nope"})[0] == 401
+        signed_in = httpx.post(up.url + "/session", json={"token": "s3cret"})
+        cookie = signed_in.cookies.get("xmodal_session")
+        assert signed_in.status_code == 200 and "httponly" in signed_in.headers["set-cookie"].lower()
+        assert httpx.get(up.url + "/indexes", cookies={"xmodal_session": cookie}).status_code == 200
+
+
+def serve_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(xmodal_command() + ["serve", *args], capture_output=True, text=True, timeout=120,
+                          env=env_with_tests_path())
+
+
+def test_listening_beyond_loopback_needs_a_token(indexes):
+    done = serve_cli(str(indexes[0]), "--host", "0.0.0.0")
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: refusing to listen on 0.0.0.0 without --token") and "Traceback" not in done.stderr
+
+
+def test_a_taken_port_and_a_missing_index_are_one_line_each(indexes, tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = serve_cli(str(indexes[0]), "--port", str(port))
+    assert done.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    missing = serve_cli(str(tmp_path / "nothing.idx"))
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
+    assert len(missing.stderr.strip().splitlines()) == 1
+
+
+# ---- following commits, stopping ----------------------------------------------------------------------------
+
+def test_a_commit_is_answered_within_seconds_and_no_request_fails(tmp_path):
+    corpus = tmp_path / "notes.csv"
+    corpus.write_text("text\na red apple\na blue mug\n")
+    index = build(tmp_path / "notes.idx", texts=[corpus])
+    with Server(str(index)) as up:
+        statuses, stop = [], threading.Event()
+
+        def hammer():
+            while not stop.is_set():
+                statuses.append(up.call("POST", "/search", {"text": "bicycle", "target": "text", "k": 1})[0])
+
+        worker = threading.Thread(target=hammer)
+        worker.start()
+        try:
+            corpus.write_text("text\na red apple\na blue mug\na green bicycle\n")
+            added = subprocess.run(xmodal_command() + ["index", "--out", str(index), "--model", FAKE],
+                                   capture_output=True, text=True, timeout=120, env=env_with_tests_path())
+            assert added.returncode == 0, added.stderr
+            deadline, top = time.monotonic() + 10, None
+            while time.monotonic() < deadline:
+                top = up.json("POST", "/search", {"text": "bicycle", "target": "text", "k": 1})[1]["hits"][0]
+                if top["text"] == "a green bicycle":
+                    break
+                time.sleep(0.2)
+        finally:
+            stop.set()
+            worker.join()
+        assert top["text"] == "a green bicycle"
+        assert statuses and set(statuses) == {200}
+        assert 'xmodal_reloads_total{index="notes"} 1' in up.call("GET", "/metrics")[2].decode()
+
+
+def test_sigterm_finishes_the_request_in_flight_then_exits_0(tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.new("RGB", (40, 30), (200, 30, 35)).save(photos / "red.png")
+    progress = tmp_path / "progress"
+    progress.write_text("")
+    slow_env = {"FAKE_PROGRESS_FILE": str(progress)}
+    env = {**env_with_tests_path(), **slow_env}
+    built = subprocess.run(xmodal_command() + ["index", str(photos), "--out", str(tmp_path / "slow.idx"),
+                                               "--model", "python:fakes:make_slow_encoder", "--workers", "0"],
+                           capture_output=True, text=True, timeout=120, env=env)
+    assert built.returncode == 0, built.stderr
+    upload = (photos / "red.png").read_bytes()
+    with Server(str(tmp_path / "slow.idx"), env=slow_env) as up:
+        answer = {}
+        asking = threading.Thread(target=lambda: answer.update(response=httpx.post(
+            up.url + "/search/upload", files={"image": ("red.png", upload, "image/png")},
+            data={"request": "{}"}, timeout=30)))
+        asking.start()
+        time.sleep(0.1)  # the slow encoder takes 0.2 s per image: the request is in flight
+        returncode = up.stop()
+        asking.join()
+    assert answer["response"].status_code == 200
+    assert answer["response"].json()["hits"][0]["path"].endswith("red.png")
+    assert returncode == 0
+
+
+def test_a_failure_inside_the_server_is_a_json_500_without_its_details(indexes):
+    from fastapi.testclient import TestClient
+
+    from search.serve.app import create_app
+
+    class BrokenEncoder(FakeEncoder):
+        def encode_texts(self, texts):
+            raise RuntimeError("secret detail of the failure")
+
+    client = TestClient(create_app({"shop": indexes[0]}, encoder=BrokenEncoder()), raise_server_exceptions=False)
+    answer = client.post("/search", json={"text": "car"})
+    assert answer.status_code == 500
+    assert answer.json() == {"error": "internal error; see the server's log"}
+    assert 'xmodal_errors_total{route="/search"} 1' in client.get("/metrics").text
