@@ -1,0 +1,218 @@
+"""The search page in headless Chromium (Debian's chromium + chromium-driver, driven by Selenium).
+
+Each step leaves a screenshot in tests/artifacts/ (or $XMODAL_ARTIFACTS). Without a browser these
+tests skip, unless XMODAL_REQUIRE_BROWSER=1 (as in CI), where a missing browser is a failure.
+Install one with: sudo apt-get install chromium chromium-driver
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+
+from conftest import CATALOG, REPO
+from fakes import FakeEncoder
+from indexer import IndexConfig, build_index
+from server import Server
+
+pytest.importorskip("fastapi", reason="xmodal[serve] is part of .[dev]")
+BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
+DRIVER = shutil.which("chromedriver")
+if not (BROWSER and DRIVER):
+    if os.environ.get("XMODAL_REQUIRE_BROWSER") == "1":
+        raise RuntimeError("XMODAL_REQUIRE_BROWSER=1 but no chromium + chromedriver: "
+                           "sudo apt-get install chromium chromium-driver")
+    pytest.skip("no chromium + chromedriver here: sudo apt-get install chromium chromium-driver",
+                allow_module_level=True)
+
+from selenium import webdriver  # noqa: E402
+from selenium.webdriver.chrome.service import Service as DriverService  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+ARTIFACTS = Path(os.environ.get("XMODAL_ARTIFACTS", REPO / "tests" / "artifacts"))
+RED_CAR = "/?q=I%20want%20to%20buy%20a%20red%20car&target=product"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("page")
+    encoder = FakeEncoder()
+    build_index(root / "shop.idx", IndexConfig(texts=[CATALOG / "listings.csv"], text_column="description",
+                                               image_column="image", workers=0), encoder=encoder)
+    build_index(root / "photos.idx", IndexConfig(images=[CATALOG / "images"], workers=0), encoder=encoder)
+    with Server(str(root / "shop.idx"), "--index", f"photos={root / 'photos.idx'}") as up:
+        yield up
+
+
+def start_browser(width: int = 1280, height: int = 900) -> webdriver.Chrome:
+    options = webdriver.ChromeOptions()
+    options.binary_location = BROWSER
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-extensions", "--no-first-run",
+                 f"--window-size={width},{height}"):
+        options.add_argument(flag)
+    browser = webdriver.Chrome(service=DriverService(DRIVER), options=options)
+    browser.set_page_load_timeout(60)
+    return browser
+
+
+@pytest.fixture
+def browser():
+    started = start_browser()
+    yield started
+    started.quit()
+
+
+def shot(browser, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(ARTIFACTS / f"{name}.png"))
+
+
+def wait(browser, condition, timeout: float = 30):
+    return WebDriverWait(browser, timeout).until(lambda b: condition(b))
+
+
+def cards(browser):
+    return browser.find_elements(By.CSS_SELECTOR, "#results .card")
+
+
+def rows(browser) -> list[int]:
+    return [int(card.get_attribute("data-row-id")) for card in cards(browser)]
+
+
+def thumbnails_loaded(browser) -> bool:
+    return browser.execute_script(
+        "const imgs=[...document.querySelectorAll('#results .card:not(.no-photo) img')]"
+        "  .filter(i=>i.getBoundingClientRect().top<window.innerHeight);"  # lazy: those on screen
+        "return imgs.length>0 && imgs.every(i=>i.complete && i.naturalWidth>0);")
+
+
+def query_of(browser) -> dict:
+    return parse_qs(urlparse(browser.current_url).query)
+
+
+def test_a_shared_url_runs_its_search_and_shows_thumbnails(server, browser):
+    browser.get(server.url + RED_CAR)
+    wait(browser, lambda b: len(cards(b)) == 12 and thumbnails_loaded(b))
+    first = cards(browser)[0]
+    assert "Red sports car" in first.text and "18500" in first.text and "row 0" in first.text
+    assert browser.find_element(By.ID, "q").get_attribute("value") == "I want to buy a red car"
+    assert browser.find_element(By.CSS_SELECTOR, "input[value=product]").is_selected()
+    shot(browser, "01-red-car-from-url")
+
+
+def test_typing_a_query_shows_thumbnails_and_puts_it_in_the_url(server, browser):
+    browser.get(server.url + "/?index=photos")
+    box = wait(browser, lambda b: b.find_element(By.ID, "q"))
+    box.send_keys("a blue car", Keys.ENTER)
+    wait(browser, lambda b: len(cards(b)) > 0 and thumbnails_loaded(b))
+    assert "02-blue-car.png" in cards(browser)[0].text
+    assert query_of(browser)["q"] == ["a blue car"] and query_of(browser)["target"] == ["image"]
+    heights = {round(t.rect["height"]) for t in browser.find_elements(By.CSS_SELECTOR, ".card .thumb")}
+    assert len(heights) == 1 and heights.pop() > 50  # every thumbnail box is sized before its photo arrives
+    shot(browser, "02-typed-query")
+
+
+def test_search_by_an_uploaded_photo(server, browser):
+    browser.get(server.url + "/?index=photos")
+    picker = wait(browser, lambda b: b.find_element(By.ID, "file"))
+    picker.send_keys(str(CATALOG / "images" / "03-green-car.png"))
+    wait(browser, lambda b: len(cards(b)) > 0 and thumbnails_loaded(b))
+    assert "03-green-car.png" in cards(browser)[0].text
+    chips = browser.find_element(By.ID, "chips").text
+    assert "Photo: 03-green-car.png" in chips
+    shot(browser, "03-search-by-photo")
+
+
+def test_like_and_dislike_change_the_list_and_can_be_taken_back(server, browser):
+    browser.get(server.url + RED_CAR)
+    wait(browser, lambda b: len(cards(b)) == 12)
+    before = rows(browser)
+    liked = before[1]
+    cards(browser)[1].find_element(By.CSS_SELECTOR, "button.like").click()
+    wait(browser, lambda b: query_of(b).get("like") == [str(liked)] and len(cards(b)) == 11)
+    after = rows(browser)
+    assert liked not in after and after != [r for r in before if r != liked]  # gone, and the order changed
+    assert "Liked:" in browser.find_element(By.ID, "chips").text
+    shot(browser, "04-liked")
+    disliked = after[0]
+    cards(browser)[0].find_element(By.CSS_SELECTOR, "button.dislike").click()
+    wait(browser, lambda b: query_of(b).get("dislike") == [str(disliked)] and disliked not in rows(b))
+    assert "Disliked:" in browser.find_element(By.ID, "chips").text
+    shot(browser, "05-disliked")
+    browser.find_element(By.CSS_SELECTOR, "#chips .chip.liked button").click()  # take the like back
+    wait(browser, lambda b: "like" not in query_of(b) and liked in rows(b))
+    browser.refresh()  # the state lives in the URL: a reload shows the same search
+    wait(browser, lambda b: liked in rows(b) and disliked not in rows(b))
+    assert "Disliked:" in browser.find_element(By.ID, "chips").text
+    shot(browser, "06-like-removed-after-reload")
+
+
+def test_a_bad_filter_shows_its_error_and_a_good_one_narrows(server, browser):
+    browser.get(server.url + RED_CAR)
+    wait(browser, lambda b: len(cards(b)) == 12)
+    where = browser.find_element(By.ID, "where")
+    where.send_keys("price <", Keys.ENTER)
+    error = wait(browser, lambda b: b.find_element(By.ID, "error") if b.find_element(By.ID, "error").is_displayed()
+                 else None)
+    assert "filter" in error.text.lower() and where.get_attribute("aria-invalid") == "true"
+    shot(browser, "07-bad-filter")
+    where.send_keys(" 10000", Keys.ENTER)
+    wait(browser, lambda b: not b.find_element(By.ID, "error").is_displayed() and 0 < len(cards(b)) < 12)
+    prices = [int(c.find_element(By.XPATH, ".//dt[text()='price']/following-sibling::dd[1]").text) for c in cards(browser)]
+    assert prices and all(p < 10000 for p in prices)
+    assert query_of(browser)["where"] == ["price < 10000"]
+    shot(browser, "08-good-filter")
+
+
+def test_more_like_this_and_the_keyboard(server, browser):
+    browser.get(server.url + "/?index=photos&q=red")
+    wait(browser, lambda b: len(cards(b)) > 0)
+    seed = rows(browser)[0]
+    button = cards(browser)[0].find_element(By.CSS_SELECTOR, "button.more")
+    browser.execute_script("arguments[0].focus()", button)
+    button.send_keys(Keys.ENTER)  # buttons answer the keyboard
+    wait(browser, lambda b: query_of(b).get("like") == [str(seed)] and seed not in rows(b) and rows(b))
+    assert "q" not in query_of(browser)
+    shot(browser, "09-more-like-this")
+
+
+def test_on_a_phone_sized_screen_nothing_overflows(server):
+    phone = start_browser(390, 844)
+    try:  # a desktop window cannot be narrower than 500 px: emulate the phone's screen instead
+        phone.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                              {"width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": True})
+        phone.get(server.url + RED_CAR)
+        wait(phone, lambda b: len(cards(b)) == 12 and thumbnails_loaded(b))
+        assert phone.execute_script("return window.innerWidth") == 390
+        assert phone.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
+        shot(phone, "10-phone")
+    finally:
+        phone.quit()
+
+
+def test_with_a_token_the_page_asks_for_it_once(tmp_path):
+    build_index(tmp_path / "shop.idx", IndexConfig(texts=[CATALOG / "listings.csv"], text_column="description",
+                                                   image_column="image", workers=0), encoder=FakeEncoder())
+    with Server(str(tmp_path / "shop.idx"), "--token", "open sesame") as up:
+        page = start_browser()
+        try:
+            page.get(up.url + RED_CAR)
+            token = wait(page, lambda b: b.find_element(By.ID, "token") if b.find_element(By.ID, "token").is_displayed()
+                         else None)
+            shot(page, "11-token-asked")
+            token.send_keys("wrong", Keys.ENTER)
+            wait(page, lambda b: b.find_element(By.ID, "signin-error").is_displayed())
+            token.clear()
+            token.send_keys("open sesame", Keys.ENTER)
+            wait(page, lambda b: len(cards(b)) == 12 and thumbnails_loaded(b))
+            page.refresh()  # signed in for the session: not asked again
+            wait(page, lambda b: len(cards(b)) == 12)
+            assert not page.find_element(By.ID, "signin").is_displayed()
+        finally:
+            page.quit()
