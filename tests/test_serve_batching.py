@@ -49,3 +49,17 @@ def test_a_lone_request_is_encoded_at_once_and_an_error_reaches_its_caller():
     with pytest.raises(ValueError, match="boom"):
         batching.encode_texts(["boom"])
     assert batching.encode_texts(["a red car"]).shape == (1, FakeEncoder().identity.dim)
+
+
+def test_recent_texts_are_remembered_and_the_memory_is_bounded(monkeypatch):
+    import search.serve.batching as batching_module
+
+    monkeypatch.setattr(batching_module, "CACHE_TEXTS", 3)
+    inner = CountingEncoder()
+    batching = BatchingEncoder(inner)
+    first = batching.encode_texts(["a red car", "a blue mug", "a red car"])
+    assert inner.passes == 1 and batching.texts == 2  # a text twice in one call is encoded once
+    np.testing.assert_array_equal(batching.encode_texts(["a red car"])[0], first[0])
+    assert inner.passes == 1  # the page re-running its query with a like costs no encoding
+    batching.encode_texts(["one", "two", "three"])
+    assert len(batching._cache) == 3 and "a red car" not in batching._cache

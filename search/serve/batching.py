@@ -2,12 +2,14 @@
 
 Requests that arrive while the encoder is busy wait together and are encoded as
 one batch: one pass for many queries costs less than one pass each. A request
-alone is encoded at once, without waiting for company.
+alone is encoded at once, without waiting for company. The last CACHE_TEXTS
+texts are remembered: a page re-runs its query with each like and dislike.
 """
 from __future__ import annotations
 
 import queue
 import threading
+from collections import OrderedDict
 from concurrent.futures import Future
 from typing import Any, Sequence
 
@@ -16,6 +18,7 @@ import numpy as np
 from indexer.models import Encoder
 
 MAX_BATCH = 32
+CACHE_TEXTS = 1024  # about 1.5 MB of 384-d vectors
 
 
 class BatchingEncoder:
@@ -27,6 +30,8 @@ class BatchingEncoder:
         self._worker = threading.Thread(target=self._run, name="xmodal-text-batcher", daemon=True)
         self._worker.start()
         self.batches = self.texts = 0
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cache_lock = threading.Lock()
 
     @property
     def identity(self):
@@ -43,9 +48,25 @@ class BatchingEncoder:
         return self._encoder.encode_preprocessed(batch)
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
-        done: Future = Future()
-        self._queue.put((list(texts), done))
-        return done.result()
+        texts = list(texts)
+        with self._cache_lock:
+            known = {t: self._cache[t] for t in texts if t in self._cache}
+            for text in known:
+                self._cache.move_to_end(text)
+        missing = list(dict.fromkeys(t for t in texts if t not in known))
+        if missing:
+            done: Future = Future()
+            self._queue.put((missing, done))
+            known.update(zip(missing, done.result()))
+            self._remember(missing, known)
+        return np.stack([known[t] for t in texts])
+
+    def _remember(self, texts: list[str], vectors: dict[str, np.ndarray]) -> None:
+        with self._cache_lock:
+            for text in texts:
+                self._cache[text] = vectors[text]
+            while len(self._cache) > CACHE_TEXTS:
+                self._cache.popitem(last=False)
 
     def _run(self) -> None:
         while True:
