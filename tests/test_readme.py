@@ -4,6 +4,8 @@ A `console` block holds `$ command` lines, each followed by what it prints
 (stdout and stderr as a terminal shows them). Commands run in README order,
 in a scratch copy of the repository's data, with the offline model, no network.
 A `python` block followed by a `text` block is run, and must print that text.
+A `$ curl` line asks `xmodal serve shop.idx`, started for it in the same folder on a
+free port (the README says localhost:8000).
 Timings, dates and the checkout's path are the only things allowed to differ.
 """
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, env_with_tests_path
+from server import Server
 
 README = REPO / "README.md"
 SHOWN_ROOT = "/home/me/xmodal"  # where the README's outputs were made: a checkout there
@@ -27,6 +30,7 @@ VARIABLE = [
     (re.compile(r"\d+(\.\d+)? (s|ms|items/s)\b"), r"N \2"),
     (re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00"), "TIMESTAMP"),
     (re.compile(r"xmodal run pid \d+"), "xmodal run pid N"),
+    (re.compile(r'"took_ms": [\d.]+'), '"took_ms": N'),
     (re.compile(r"[ \t]+$", re.M), ""),
 ]
 
@@ -74,7 +78,26 @@ def workdir(tmp_path_factory) -> Path:
     return root
 
 
-def run(command: str, root: Path) -> str:
+@pytest.fixture(scope="module")
+def service(workdir):
+    started: list[Server] = []
+
+    def port() -> int:
+        if not started:
+            started.append(Server(str(workdir / "shop.idx")))
+        return started[0].port
+
+    yield port
+    for server in started:
+        server.stop()
+
+
+def run(command: str, root: Path, service=None) -> str:
+    if command.startswith("curl "):
+        command = command.replace("localhost:8000", f"127.0.0.1:{service()}")
+        done = subprocess.run(command, shell=True, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, timeout=120, env=env_with_tests_path())
+        return done.stdout
     words = shlex.split(command)
     assert words[0] == "xmodal", f"README examples run xmodal, not {words[0]}"
     env = {**env_with_tests_path(), "COLUMNS": "100"}
@@ -87,9 +110,9 @@ def test_the_readme_has_examples_to_check():
     assert len(console_steps()) >= 10 and python_examples()
 
 
-def test_console_examples_print_what_the_readme_shows(workdir):
+def test_console_examples_print_what_the_readme_shows(workdir, service):
     for command, shown in console_steps():
-        printed = run(command, workdir)
+        printed = run(command, workdir, service)
         assert normalise(printed, workdir) == normalise(shown, workdir), f"$ {command}"
 
 

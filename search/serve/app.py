@@ -120,7 +120,18 @@ def _load_models(service: Service, batching: bool) -> None:
         key = index.manifest.model.compatibility_key()
         if key not in shared:
             shared[key] = BatchingEncoder(index.encoder) if batching else index.encoder
+            _warm_up(shared[key])
         live.share_encoder(shared[key])
+
+
+def _warm_up(encoder) -> None:
+    """Some models load parts on first use (the offline model's text tower): pay that before any request."""
+    import logging
+
+    try:
+        encoder.encode_texts(["warm up"])
+    except Exception as exc:  # the first request will meet it again, with its own error
+        logging.getLogger("xmodal.serve").warning("encoding a first text failed: %s", exc)
 
 
 def _install_middleware(app: FastAPI, service: Service) -> None:
