@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from pathlib import Path
 
 from indexer.errors import XmodalError
@@ -28,7 +29,6 @@ class LiveIndex:
         self._index = open_index(self.path, device=device, encoder=encoder).preload()
         self._seen = self._manifest_stamp()
         self.reloads = 0
-        self._stop = threading.Event()
         self._watcher = threading.Thread(target=self._watch, name=f"xmodal-watch-{name}", daemon=True)
         self._watcher.start()
 
@@ -39,11 +39,9 @@ class LiveIndex:
         """Every generation from now on answers with this encoder (the batching wrapper)."""
         self._index._encoder = encoder
 
-    def close(self) -> None:
-        self._stop.set()
-
     def _watch(self) -> None:
-        while not self._stop.wait(CHECK_EVERY_S):
+        while True:  # a daemon thread: it ends with the service
+            time.sleep(CHECK_EVERY_S)
             self.follow_commits()
 
     def follow_commits(self) -> bool:
