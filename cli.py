@@ -73,6 +73,10 @@ def _count(number: int, noun: str) -> str:
     return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
+def _megabytes(size: int) -> str:
+    return f"{size / 1e6:.1f} MB" if size >= 100_000 else f"{size / 1e3:.1f} kB"
+
+
 @app.command()
 def index(
     images: List[Path] = typer.Argument(None, metavar="FOLDER", hidden=True),
@@ -87,6 +91,7 @@ def index(
     batch_size: int = typer.Option(64, "--batch-size", min=1, metavar="N", help="Items encoded at once."),
     workers: Optional[int] = typer.Option(None, "--workers", min=0, metavar="N", help="Image decoding processes (default: cores - 1; 0 decodes in this process)."),
     index_type: str = typer.Option("auto", "--index-type", metavar="TYPE", help="auto, flat (exact), hnsw or ivf."),
+    vectors: Optional[str] = typer.Option(None, "--vectors", metavar="TYPE", help="How vectors are stored: float32, or float16 (half the disk and memory); default: as recorded, else float32."),
     max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", min=1, metavar="N", help="Refuse images whose declared size is larger: decompression bombs."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Try files that failed before, changed or not."),
     replace_sources: bool = typer.Option(False, "--replace-sources", help="Make the sources named here the index's whole set, dropping the others and their items."),
@@ -107,7 +112,7 @@ def index(
     config = IndexConfig(images=list(images or []), texts=list(texts or []), text_column=text_column,
                          image_column=image_column, encoding=encoding, model=model, pretrained=pretrained, device=device,
                          batch_size=batch_size, workers=workers, index_type=index_type, max_pixels=max_pixels,
-                         retry_failed=retry_failed, replace_sources=replace_sources)
+                         retry_failed=retry_failed, replace_sources=replace_sources, vectors=vectors)
     report = _run(lambda: build_index(out, config, progress=_tqdm_progress))
     where = f"on {report.device}" if report.device else "(not loaded: nothing to encode)"
     typer.echo(f"model: {report.model} {where}")
@@ -347,6 +352,7 @@ def info(
         "created_at": manifest.created_at,
         "updated_at": manifest.updated_at,
         "sources": [s.to_dict() for s in manifest.sources],
+        "segments": [s.to_dict() for s in manifest.segments],
         "last_run": manifest.last_run,
     }
     if failures:
@@ -366,6 +372,9 @@ def info(
         typer.echo(f"source:   {source.path} ({source.kind}{options})")
     for modality, ann in summary["ann"].items():
         typer.echo(f"ann:      {modality}: {ann}")
+    deleted = sum(s.deleted_count for s in manifest.segments)
+    typer.echo(f"storage:  {_count(len(manifest.segments), 'segment')}, {_count(deleted, 'deleted row')} "
+               f"awaiting compaction, vectors {manifest.settings.get('vectors', 'float32')}")
     typer.echo(f"updated:  {manifest.updated_at}")
     run = manifest.last_run
     if run:
@@ -461,6 +470,23 @@ def remove(
     removed = _run(lambda: remove_items(index_dir, paths=list(paths or []), row_ids=list(ids or []),
                                         sources=list(sources or [])))
     typer.echo(f"removed {_count(len(removed), 'item')} from {index_dir}")
+
+
+@app.command()
+def compact(
+    index_dir: Path = typer.Argument(..., metavar="INDEX", hidden=True),
+) -> None:
+    """Rewrite segments that hold deleted rows and merge small ones (commits do this on their own past thresholds).
+
+    INDEX: an index folder. Also upgrades an index written by an older xmodal. Searches keep running meanwhile.
+    """
+    from indexer.edit import compact_index
+
+    report = _run(lambda: compact_index(index_dir))
+    upgraded = " (upgraded to the current format)" if report.upgraded else ""
+    typer.echo(f"compacted {index_dir}{upgraded}: {_count(report.segments_before, 'segment')} -> "
+               f"{report.segments_after}, {_count(report.deleted_before - report.deleted_after, 'deleted row')} "
+               f"dropped, {_megabytes(report.bytes_written)} written in {report.seconds:.2f} s")
 
 
 @app.command()

@@ -22,9 +22,11 @@ HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 200
 HNSW_EF_SEARCH = 128  # recall@10 0.99 on tests/test_ann.py clustered data (64 gave 0.95)
 IVF_MIN_POINTS_PER_LIST = 39  # faiss warns below this many training points per centroid
-IVF_DRIFT = 2.0
+IVF_FIRST_NPROBE = 4  # tuning starts here and doubles until the recall target is met
+TUNING_QUERIES = 200  # stored vectors used as queries to choose nprobe
+TARGET_RECALL = 0.97  # recall@10 against exact search, on the collection's own vectors, that nprobe must reach
 TIE_MARGIN = 8  # extra neighbours fetched so that ties at the k-th place can be broken by row id
-FILTERED_EF_MAX = 4096  # HNSW breadth for narrow filters (narrower ones are scored exactly by the engine)  # retrain when the collection grew or shrank by this factor since training
+FILTERED_EF_MAX = 4096  # HNSW breadth for narrow filters (narrower ones are scored exactly by the engine)
 
 
 def choose_ann(count: int, requested: str = "auto") -> AnnSpec:
@@ -36,8 +38,8 @@ def choose_ann(count: int, requested: str = "auto") -> AnnSpec:
     if kind == "hnsw":
         return AnnSpec("hnsw", {"M": HNSW_M, "efSearch": HNSW_EF_SEARCH})
     if kind == "ivf":
-        nlist = max(1, min(int(4 * math.sqrt(max(count, 1))), count // IVF_MIN_POINTS_PER_LIST or 1))
-        return AnnSpec("ivf", {"nlist": nlist, "nprobe": min(nlist, max(8, nlist // 16))})
+        nlist = max(1, min(int(math.sqrt(max(count, 1))), count // IVF_MIN_POINTS_PER_LIST or 1))
+        return AnnSpec("ivf", {"nlist": nlist, "nprobe": min(nlist, IVF_FIRST_NPROBE)})
     return AnnSpec("flat", {})
 
 
@@ -79,42 +81,33 @@ class VectorIndex:
             index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
         index.add_with_ids(vectors, np.asarray(row_ids, dtype=np.int64))
         if spec.kind == "ivf":
-            spec = AnnSpec("ivf", {**spec.params, "trained_on": len(vectors)})
+            nprobe, recall = _tuned_nprobe(faiss.extract_index_ivf(index), vectors, row_ids,
+                                           spec.params["nprobe"])
+            spec = AnnSpec("ivf", {**spec.params, "nprobe": nprobe, "trained_on": len(vectors),
+                                   "tuned_recall_at_10": recall})
         return cls(index, spec)
-
-    def can_update(self, new_count: int, removing: bool) -> bool:
-        """Whether adding/removing in place keeps this index as good as a rebuild."""
-        if self.spec.kind == "ivf":
-            trained_on = self.spec.params.get("trained_on", len(self))
-            return trained_on / IVF_DRIFT <= new_count <= trained_on * IVF_DRIFT
-        if self.spec.kind == "hnsw":
-            return not removing  # faiss HNSW cannot delete
-        return False  # flat: a rebuild is a copy, as cheap as an update
-
-    def update(self, vectors: np.ndarray, row_ids: np.ndarray, removed_ids: np.ndarray) -> None:
-        import faiss
-
-        if len(removed_ids):
-            self._index.remove_ids(faiss.IDSelectorBatch(np.asarray(removed_ids, dtype=np.int64)))
-        if len(row_ids):
-            self._index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32),
-                                     np.asarray(row_ids, dtype=np.int64))
 
     def __len__(self) -> int:
         return int(self._index.ntotal)
 
-    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> list[SearchResult]:
-        """The k best per query, among the `allowed` row ids if given (a filter applied inside the search).
+    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None,
+               excluded: np.ndarray | None = None) -> list[SearchResult]:
+        """The k best per query, among the `allowed` row ids if given (a filter applied inside the search),
+        skipping `excluded` ones (a segment's deleted rows).
 
         Equal scores rank by row id, so the same query always gives the same hits.
         """
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
-        total = len(self) if allowed is None else min(len(self), len(allowed))
+        if allowed is None and excluded is not None and len(excluded):
+            total = len(self) - len(excluded)
+            params = self._excluding_params(np.asarray(excluded, dtype=np.int64))
+        else:
+            total = len(self) if allowed is None else min(len(self), len(allowed))
+            params = None if allowed is None else self._filtered_params(np.asarray(allowed, dtype=np.int64))
         k = min(k, total)
-        if k == 0:
+        if k <= 0:
             empty = SearchResult(np.zeros(0, np.float32), np.zeros(0, np.int64))
             return [empty for _ in range(len(queries))]
-        params = None if allowed is None else self._filtered_params(np.asarray(allowed, dtype=np.int64))
         fetch = min(total, k + TIE_MARGIN)
         while True:
             scores, ids = self._index.search(queries, fetch, params=params)
@@ -140,6 +133,21 @@ class VectorIndex:
         params.keep_alive = (selector, allowed)  # faiss holds raw pointers: keep what they point to
         return params
 
+    def _excluding_params(self, excluded: np.ndarray):
+        """Search parameters that skip `excluded` (few, as compaction keeps them under a fifth)."""
+        import faiss
+
+        inner = faiss.IDSelectorBatch(excluded)
+        selector = faiss.IDSelectorNot(inner)
+        if self.spec.kind == "hnsw":
+            params = faiss.SearchParametersHNSW(sel=selector, efSearch=self.spec.params["efSearch"])
+        elif self.spec.kind == "ivf":
+            params = faiss.SearchParametersIVF(sel=selector, nprobe=self.spec.params["nprobe"])
+        else:
+            params = faiss.SearchParameters(sel=selector)
+        params.keep_alive = (selector, inner, excluded)  # faiss holds raw pointers: keep what they point to
+        return params
+
     def save(self, path: Path) -> None:
         import faiss
 
@@ -163,6 +171,24 @@ class VectorIndex:
             faiss.extract_index_ivf(self._index).nprobe = self.spec.params["nprobe"]
 
 
+def _tuned_nprobe(index, vectors: np.ndarray, row_ids: np.ndarray, nprobe: int) -> tuple[int, float]:
+    """The smallest nprobe (doubling) whose recall@10 on a sample of the vectors reaches TARGET_RECALL.
+
+    Measured like autofaiss does, against exact search; recall depends on how clustered the data is,
+    so no fixed nprobe suits every collection.
+    """
+    sample = vectors[np.random.default_rng(0).choice(len(vectors), min(TUNING_QUERIES, len(vectors)), replace=False)]
+    k = min(10, len(vectors))
+    exact = np.asarray(row_ids)[np.argpartition(-(sample @ vectors.T), k - 1, axis=1)[:, :k]]
+    while True:
+        index.nprobe = nprobe
+        _, found = index.search(sample, k)
+        recall = float(np.mean([len(set(f) & set(e)) / k for f, e in zip(found.tolist(), exact.tolist())]))
+        if recall >= TARGET_RECALL or nprobe >= index.nlist:
+            return nprobe, round(recall, 4)
+        nprobe = min(index.nlist, nprobe * 2)
+
+
 def _tie_at_the_edge(scores: np.ndarray, ids: np.ndarray, k: int) -> bool:
     """Whether some query's k-th score equals its last fetched one (more equal scores may follow)."""
     for row_scores, row_ids in zip(scores, ids):
@@ -177,21 +203,6 @@ def _ranked(scores: np.ndarray, ids: np.ndarray, k: int) -> SearchResult:
     scores, ids = scores[keep], ids[keep]
     order = np.lexsort((ids, -scores))[:k]  # score descending, then row id ascending
     return SearchResult(scores[order], ids[order])
-
-
-def build_or_update(previous: VectorIndex | None, vectors: np.ndarray, row_ids: np.ndarray,
-                    added: np.ndarray, removed: np.ndarray, requested: str) -> VectorIndex:
-    """Update `previous` in place where that is as good as a rebuild; otherwise build anew.
-
-    `vectors`/`row_ids` are the whole collection; `added` and `removed` are row ids.
-    """
-    spec = choose_ann(len(row_ids), requested)
-    if previous is not None and previous.spec.kind == spec.kind and previous.can_update(len(row_ids), len(removed) > 0):
-        positions = {int(r): i for i, r in enumerate(row_ids)}
-        take = [positions[int(r)] for r in added]
-        previous.update(vectors[take], np.asarray(added, dtype=np.int64), removed)
-        return previous
-    return VectorIndex.build(vectors, row_ids, spec)
 
 
 def _to_gpu(index):

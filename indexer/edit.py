@@ -1,8 +1,9 @@
-"""Editing a committed index without re-indexing: removing items, listing what it holds."""
+"""Editing a committed index without re-indexing: removing items, compacting, listing what it holds."""
 from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import InvalidInputError, command, option
@@ -66,3 +67,34 @@ def _select(rows: list[ItemRow], paths: list[str], row_ids: set[int]) -> set[int
         raise InvalidInputError(f"name what to remove: {option('path', 'PATH')}, {option('id', 'ROW_ID')} "
                                 f"or {option('source', 'PATH')}")
     return chosen
+
+
+@dataclass(frozen=True)
+class CompactReport:
+    segments_before: int
+    segments_after: int
+    deleted_before: int  # rows the deletion records hid before; compaction drops them from disk
+    deleted_after: int
+    bytes_written: int
+    seconds: float
+    upgraded: bool  # a format-2 index was rewritten into segments
+
+
+def compact_index(index: str | Path) -> CompactReport:
+    """Rewrite segments with deleted rows and merge small ones; upgrades a format-2 index.
+
+    Like any run, a killed compaction leaves the last commit as it was.
+    """
+    started = time.perf_counter()
+    index_dir = IndexDir(Path(index))
+    index_dir.read_manifest()
+    with WriterLock(index_dir.root):
+        manifest = index_dir.read_manifest()
+        state = load_state(index_dir, manifest)
+        stats = RunStats(reused=len(state.rows))
+        new = NewState(state.rows, vectors_of(state, state.rows), state.failures, manifest.sources,
+                       manifest.next_row_id, stats, manifest.settings)
+        after, _ = commit_state(index_dir, manifest.model, manifest, state, new, compact=True)
+    return CompactReport(len(manifest.segments), len(after.segments), sum(s.deleted_count for s in manifest.segments),
+                         sum(s.deleted_count for s in after.segments), stats.bytes_written,
+                         round(time.perf_counter() - started, 3), manifest.is_legacy)

@@ -24,6 +24,7 @@ from .store import Failure, IndexDir, ItemRow, Manifest
 from .store.journal import Journal
 from .store.lock import WriterLock
 from .store.manifest import Source
+from .store.segments import check_vector_dtype
 from .sync import SourcePlan, check_replace, named_sources, plan_sources, reading_options
 
 __all__ = ["IndexConfig", "IndexReport", "build_index"]
@@ -43,6 +44,7 @@ class IndexConfig:
     batch_size: int = 64
     workers: int | None = None
     index_type: str = "auto"
+    vectors: str | None = None  # storage of vectors: "float32" or "float16"; None: as recorded, else float32
     max_pixels: int = MAX_PIXELS
     retry_failed: bool = False
     journal_every: int = 512  # items encoded between resume points
@@ -80,6 +82,7 @@ def build_index(out: str | Path, config: IndexConfig, progress: ProgressFactory 
     previous = index_dir.read_manifest() if index_dir.is_index() else None
     config = _with_recorded_settings(config, previous)
     ann.choose_ann(0, config.index_type)  # an unknown index type fails now, not after hours of encoding
+    check_vector_dtype(config.vectors)
     named = named_sources(config.images, config.texts, config.text_column, config.encoding, config.image_column)
     check_replace(config.replace_sources, named)
     recorded = previous.sources if previous else []
@@ -195,7 +198,8 @@ def _run_locked(index_dir: IndexDir, config: IndexConfig, named: list[Source], s
     vectors.setdefault("product-image", {}).update(product_plan.photo_vectors)
     vectors.setdefault("product-text", {}).update(product_plan.text_vectors)
     new = NewState(carried.rows + image_plan.rows + text_plan.rows + product_plan.rows, vectors,
-                   failures, source_plan.sources, ids.next, stats, {"index_type": config.index_type})
+                   failures, source_plan.sources, ids.next, stats,
+                   {"index_type": config.index_type, "vectors": config.vectors})
     with timer.stage("write"):
         stats.seconds = round(time.perf_counter() - started, 3)
         manifest, committed = commit_state(index_dir, model.identity, previous, state, new)
@@ -217,8 +221,9 @@ def _split_by_source(state: StoredState, source_plan: SourcePlan) -> tuple[Store
 def _with_recorded_settings(config: IndexConfig, previous: Manifest | None) -> IndexConfig:
     """The caller's config, completed from what the index recorded (the caller's object is not changed)."""
     if previous is None:
-        return replace(config, model=config.model or DEFAULT_MODEL)
-    config = replace(config, model=config.model or previous.model.spec)
+        return replace(config, model=config.model or DEFAULT_MODEL, vectors=config.vectors or "float32")
+    config = replace(config, model=config.model or previous.model.spec,
+                     vectors=config.vectors or previous.settings.get("vectors", "float32"))
     if config.index_type == "auto":
         config = replace(config, index_type=previous.settings.get("index_type", "auto"))
     return config

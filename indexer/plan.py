@@ -35,6 +35,7 @@ class StoredState:
     failures: list[Failure] = field(default_factory=list)
     next_row_id: int = 0
     reusable: list[ItemRow] = field(default_factory=list)
+    segments: dict[str, np.ndarray] = field(default_factory=dict)  # live row ids by segment name
 
     def vector(self, vector_set: str, row_id: int) -> np.ndarray:
         return self.vectors[vector_set][row_id]

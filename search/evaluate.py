@@ -160,7 +160,7 @@ def _ann_recall(search_index, ks) -> dict[str, float]:
     probes = vectors[np.random.default_rng(0).choice(len(vectors), min(ANN_PROBES, len(vectors)), replace=False)]
     k = max(ks)
     exact = -np.sort(-(probes @ vectors.T), axis=1)[:, :k]
-    approximate = [np.array([h.score for h in search_index.search_vector(q, "image", k)]) for q in probes]
+    approximate = [np.array([h.score for h in found]) for found in search_index.search_many(vectors=probes, k=k)]
     return {"index_type": spec.kind, **{f"recall@{n}": metrics.ann_recall_at_k(approximate, exact, n) for n in ks}}
 
 

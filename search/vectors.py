@@ -1,53 +1,181 @@
-"""Stored vectors of one vector set, by row id: exact scoring of subsets, lookups, population statistics."""
+"""Stored vectors of one vector set across an index's segments: search, lookups by row id, statistics.
+
+Each segment contributes a part: its row ids, its vectors (memory-mapped, float32
+or float16) and, where it is large, a FAISS index; rows its deletion record names
+are skipped. A search asks every part for its k best and keeps the k best of all;
+equal scores rank by row id, so the answer is the same however the rows are split.
+"""
 from __future__ import annotations
 
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 
-from indexer.store.tables import read_embeddings
+from indexer.ann import SearchResult, VectorIndex
 
 POPULATION_SAMPLE = 4096  # vectors scored to estimate a query's score distribution over a collection
+SCORE_CHUNK = 65_536  # rows scored at once by an exact scan: bounds the memory of a batch of queries
+
+
+@dataclass
+class VectorPart:
+    """One segment's vectors of one set. `row_ids` ascending; `live` False for deleted rows."""
+
+    row_ids: np.ndarray
+    matrix: np.ndarray  # float32 or float16; may be a read-only memory map
+    live: np.ndarray | None = None  # None: every row is live
+    ann: VectorIndex | None = None  # None: searched exactly
+
+    def exact(self, queries: np.ndarray, k: int, positions: np.ndarray | None) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per query, the candidates at least as good as its k-th best here (ties kept), as (ids, scores).
+
+        `positions`: the rows to consider (a filter); None: every live row. Wide selections are scored
+        in contiguous blocks of the memory map and masked, narrow ones gathered.
+        """
+        admitted = self.live
+        if positions is not None and len(positions) > len(self.row_ids) // 4:
+            admitted = np.zeros(len(self.row_ids), bool)
+            admitted[positions] = True  # positions hold live rows only
+            positions = None
+        found: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in range(len(queries))]
+        if positions is not None:
+            blocks = ((positions[s:s + SCORE_CHUNK], None) for s in range(0, len(positions), SCORE_CHUNK))
+        else:
+            blocks = ((slice(s, s + SCORE_CHUNK), admitted) for s in range(0, len(self.row_ids), SCORE_CHUNK))
+        for rows, mask in blocks:
+            ids = self.row_ids[rows]
+            scores = queries @ np.asarray(self.matrix[rows], dtype=np.float32).T
+            if mask is not None:
+                scores[:, ~mask[rows]] = -np.inf
+            for q, row in enumerate(scores):
+                keep = _at_least_kth(row, k)
+                keep = keep[np.isfinite(row[keep])]
+                found[q].append((ids[keep], row[keep]))
+        return [_joined(parts) for parts in found]
+
+    def excluded(self) -> np.ndarray | None:
+        return None if self.live is None else self.row_ids[~self.live]
 
 
 class StoredVectors:
     """Row ids (ascending) and their L2-normalised vectors; never joined to anything by position."""
 
-    def __init__(self, row_ids: np.ndarray, matrix: np.ndarray):
-        order = np.argsort(row_ids, kind="stable")
-        self.row_ids = np.asarray(row_ids, dtype=np.int64)[order]
-        self.matrix = np.ascontiguousarray(matrix[order], dtype=np.float32)
+    def __init__(self, parts: list[VectorPart]):
+        self.parts = [p for p in parts if len(p.row_ids)]
+        ids, part_of, offset = [], [], []
+        for number, part in enumerate(self.parts):
+            live = np.arange(len(part.row_ids)) if part.live is None else np.flatnonzero(part.live)
+            ids.append(part.row_ids[live])
+            part_of.append(np.full(len(live), number, np.int32))
+            offset.append(live)
+        ids_all = np.concatenate(ids) if ids else np.zeros(0, np.int64)
+        order = np.argsort(ids_all, kind="stable")
+        self.row_ids = ids_all[order].astype(np.int64)
+        self._part = np.concatenate(part_of)[order] if ids else np.zeros(0, np.int32)
+        self._offset = np.concatenate(offset)[order] if ids else np.zeros(0, np.int64)
+        self.dim = self.parts[0].matrix.shape[1] if self.parts else 0
 
     @classmethod
-    def load(cls, path: Path) -> "StoredVectors":
-        row_ids, matrix = read_embeddings(path)
-        return cls(row_ids, matrix)
+    def of(cls, row_ids: np.ndarray, matrix: np.ndarray) -> "StoredVectors":
+        """One in-memory part (tests, evaluation)."""
+        order = np.argsort(row_ids, kind="stable")
+        return cls([VectorPart(np.asarray(row_ids, np.int64)[order], np.asarray(matrix, np.float32)[order])])
 
     def __len__(self) -> int:
         return len(self.row_ids)
 
+    # ---- lookups ------------------------------------------------------------------------------------------
+
     def positions(self, row_ids: np.ndarray) -> np.ndarray:
-        """Position of each row id, -1 where this set has no vector for it."""
+        """Position of each row id among `self.row_ids`, -1 where this set has no vector for it."""
         row_ids = np.asarray(row_ids, dtype=np.int64)
         if not len(self.row_ids):
             return np.full(len(row_ids), -1, dtype=np.int64)
         found = np.minimum(np.searchsorted(self.row_ids, row_ids), len(self.row_ids) - 1)
         return np.where(self.row_ids[found] == row_ids, found, -1)
 
+    def take(self, positions: np.ndarray) -> np.ndarray:
+        """float32 vectors at `positions` (of `self.row_ids`), in that order."""
+        positions = np.asarray(positions, dtype=np.int64)
+        out = np.empty((len(positions), self.dim), np.float32)
+        parts = self._part[positions]
+        for number in np.unique(parts):
+            mine = parts == number
+            offsets = self._offset[positions[mine]]
+            order = np.argsort(offsets)  # memory maps read fastest in file order
+            rows = np.empty((len(offsets), self.dim), np.float32)
+            rows[order] = self.parts[number].matrix[offsets[order]]
+            out[mine] = rows
+        return out
+
     def vector(self, row_id: int) -> np.ndarray | None:
         position = self.positions(np.array([row_id]))[0]
-        return None if position < 0 else self.matrix[position]
+        return None if position < 0 else self.take(np.array([position]))[0]
 
     def subset(self, row_ids: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """(row ids, vectors) of the given ids that have a vector here; all of them for None."""
         if row_ids is None:
-            return self.row_ids, self.matrix
+            return self.row_ids, self.take(np.arange(len(self.row_ids)))
         positions = self.positions(row_ids)
         positions = np.unique(positions[positions >= 0])
-        return self.row_ids[positions], self.matrix[positions]
+        return self.row_ids[positions], self.take(positions)
+
+    def chunks(self, size: int = 1024):
+        """(row ids, vectors) in blocks of `size`, every vector once."""
+        for start in range(0, len(self.row_ids), size):
+            positions = np.arange(start, min(start + size, len(self.row_ids)))
+            yield self.row_ids[positions], self.take(positions)
 
     def sample(self, count: int = POPULATION_SAMPLE) -> np.ndarray:
         """A fixed, evenly spread sample of the vectors (all of them when there are few)."""
         if len(self) <= count:
-            return self.matrix
-        return self.matrix[np.linspace(0, len(self) - 1, count).astype(np.int64)]
+            return self.take(np.arange(len(self)))
+        return self.take(np.linspace(0, len(self) - 1, count).astype(np.int64))
+
+    # ---- search -------------------------------------------------------------------------------------------
+
+    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> list[SearchResult]:
+        """The k best per query over every part, among `allowed` row ids if given; ties by row id."""
+        queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        found: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in range(len(queries))]
+        admitted = None
+        if allowed is not None:
+            admitted = self.positions(allowed)
+            admitted = admitted[admitted >= 0]
+        for number, part in enumerate(self.parts):
+            positions = None if admitted is None else np.sort(self._offset[admitted[self._part[admitted] == number]])
+            if positions is not None and not len(positions):
+                continue
+            for q, (ids, scores) in enumerate(_search_part(part, queries, k, positions)):
+                found[q].append((ids, scores))
+        results = []
+        for parts in found:
+            ids, scores = _joined(parts)
+            order = np.lexsort((ids, -scores.astype(np.float64)))[:k]
+            results.append(SearchResult(scores[order].astype(np.float32), ids[order]))
+        return results
+
+
+def _search_part(part: VectorPart, queries: np.ndarray, k: int,
+                 positions: np.ndarray | None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The k best of one part (ties at the edge kept), among the rows at `positions` if given."""
+    if part.ann is None:
+        return part.exact(queries, k, positions)
+    subset = None if positions is None else part.row_ids[positions]
+    results = part.ann.search(queries, k, subset, excluded=part.excluded() if subset is None else None)
+    return [(r.row_ids, r.scores) for r in results]
+
+
+def _at_least_kth(scores: np.ndarray, k: int) -> np.ndarray:
+    """Positions of the scores at least the k-th best (all of them when there are few)."""
+    if len(scores) <= k:
+        return np.arange(len(scores))
+    kth = np.partition(scores, len(scores) - k)[len(scores) - k]
+    return np.flatnonzero(scores >= kth)
+
+
+def _joined(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    if not parts:
+        return np.zeros(0, np.int64), np.zeros(0, np.float32)
+    return (np.concatenate([p[0] for p in parts]).astype(np.int64),
+            np.concatenate([p[1] for p in parts]).astype(np.float32))

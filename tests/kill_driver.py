@@ -3,6 +3,7 @@
     python tests/kill_driver.py INDEX IMAGES TEXTS POINT N      # POINT from POINTS, or "none"
     python tests/kill_driver.py INDEX IMAGES TEXTS loop ROUNDS  # rewrite a file and re-index, ROUNDS times
     python tests/kill_driver.py INDEX - TABLE POINT N products   # TABLE's rows are products (image column "image")
+    python tests/kill_driver.py INDEX - - POINT N compact         # compact INDEX (xmodal compact)
 
 Only the test suite uses this; the product has no fault hooks of its own.
 """
@@ -21,8 +22,11 @@ POINTS = {
     "encode_image": ("fakes", "FakeEncoder", "encode_preprocessed"),
     "encode_text": ("fakes", "FakeEncoder", "encode_texts"),
     "journal_append": ("indexer.store.journal", "Journal", "append"),
-    "write_embeddings": ("indexer.commit", None, "write_embeddings"),
-    "write_items": ("indexer.commit", None, "write_items"),
+    "write_items": ("indexer.store.segments", None, "write_items"),
+    "write_vectors": ("indexer.store.segments", None, "_save_npy"),  # ids, vectors and deletion files
+    "write_deletions": ("indexer.commit", None, "write_deletions"),
+    "publish_segment": ("indexer.store.layout", "IndexDir", "publish_segment"),
+    "write_failures": ("indexer.commit", None, "write_failures"),
     "ann_save": ("indexer.ann", "VectorIndex", "save"),
     "generation_rename": ("indexer.store.layout", None, "_fsync_tree"),
     "manifest_write": ("indexer.store.layout", None, "_write_atomic"),
@@ -63,6 +67,13 @@ def main() -> None:
     products = sys.argv[6:7] == ["products"]
     from indexer import build_index
 
+    if sys.argv[6:7] == ["compact"]:
+        from indexer.edit import compact_index
+
+        if point != "none":
+            arm(point, int(number))
+        print(compact_index(index))
+        return
     if point == "loop":
         from conftest import noise_image
 

@@ -77,15 +77,17 @@ def test_gpu_placement_is_decided_on_load_and_files_are_written_from_cpu(tmp_pat
     monkeypatch.setattr(faiss, "index_cpu_to_all_gpus", lambda index: moved.append(index) or index, raising=False)
     monkeypatch.setattr(faiss, "index_gpu_to_cpu", lambda index: copied_back.append(index) or index, raising=False)
     vectors = clustered(2000)
+    specs = {}
     for kind in ("flat", "ivf", "hnsw"):
         built = VectorIndex.build(vectors, np.arange(2000), choose_ann(2000, kind))
+        specs[kind] = built.spec
         built.save(tmp_path / f"{kind}.faiss")
         loaded = VectorIndex.load(tmp_path / f"{kind}.faiss", built.spec)
         assert loaded.search(vectors[:1], 1)[0].row_ids.tolist() == [0]
     assert len(copied_back) == 3  # every save goes through a CPU copy
     assert len(moved) == 2  # flat and IVF go to the GPU; faiss has no GPU HNSW
     ivf = faiss.extract_index_ivf(moved[1])
-    assert ivf.nprobe == choose_ann(2000, "ivf").params["nprobe"]  # set before the copy to the GPU
+    assert ivf.nprobe == specs["ivf"].params["nprobe"]  # set before the copy to the GPU
 
 
 @pytest.mark.parametrize("kind", ["flat", "hnsw", "ivf"])

@@ -193,7 +193,7 @@ def test_write_errors_keep_the_last_commit_and_the_encoded_work(tmp_path, source
     def fail(*args, **kwargs):
         raise error
 
-    monkeypatch.setattr(pipeline, "write_embeddings", fail)
+    monkeypatch.setattr(pipeline, "write_segment", fail)
     with pytest.raises(IndexWriteError, match=f"{error.strerror}; the last committed index is unchanged"):
         build_index(out, config(images, texts), encoder=FakeEncoder())
     assert_same(snapshot(out), before)
@@ -242,8 +242,8 @@ def test_bad_model_on_a_new_folder_leaves_nothing(tmp_path, sources):
 
 KILLS = [("encode_image", 1), ("encode_image", 2), ("encode_image", 4), ("encode_image", 6),
          ("journal_append", 1), ("journal_append", 3), ("journal_append", 6), ("encode_text", 1),
-         ("encode_text", 3), ("write_embeddings", 1), ("write_embeddings", 2), ("ann_save", 1),
-         ("ann_save", 2), ("write_items", 1), ("generation_rename", 1), ("manifest_write", 1),
+         ("encode_text", 3), ("write_items", 1), ("write_vectors", 1), ("write_vectors", 3),
+         ("publish_segment", 1), ("write_failures", 1), ("generation_rename", 1), ("manifest_write", 1),
          ("garbage_collect", 1), ("journal_clear", 1)]
 
 
@@ -266,7 +266,8 @@ def test_first_build_killed_then_resumed_equals_a_clean_build(tmp_path, sources,
 
 
 @pytest.mark.parametrize("point,nth", [("encode_image", 2), ("journal_append", 1), ("write_items", 1),
-                                       ("manifest_write", 1), ("encode_text", 1)])
+                                       ("write_vectors", 2), ("write_deletions", 1), ("publish_segment", 1),
+                                       ("manifest_write", 1), ("garbage_collect", 1), ("encode_text", 1)])
 def test_update_killed_keeps_the_last_commit_readable_then_resumes(tmp_path, sources, point, nth):
     images, texts = sources
     out = tmp_path / "idx"
@@ -274,6 +275,7 @@ def test_update_killed_keeps_the_last_commit_readable_then_resumes(tmp_path, sou
     before = snapshot(out)
     for i in range(6):
         noise_image(500 + i).save(images / f"more{i}.png")
+    (images / "n00.png").unlink()  # a deletion record, too
     texts.write_text(texts.read_text() + "\nanother yellow bicycle\nand a black shoe")
     killed = run_driver(out, images, texts, point, nth)
     assert killed.returncode == -signal.SIGKILL

@@ -34,7 +34,7 @@ def test_report_counts_and_failures(built):
 def test_every_image_and_text_finds_itself_first(built, tiny_encoder):
     out, _ = built
     idx = open_index(out, encoder=tiny_encoder)
-    items = pq.read_table(next(out.glob("gen-*")) / "items.parquet").to_pylist()
+    items = pq.read_table(next(out.glob("segments/seg-*")) / "items.parquet").to_pylist()
     for item in items:
         if item["modality"] == "image":
             hits = idx.search(image=item["path"], target="image", k=3)
@@ -60,7 +60,7 @@ def test_stored_vectors_equal_open_clip_encoding_of_the_files(built, tiny_spec):
 
 def test_items_table_has_unique_ids_and_the_documented_columns(built):
     out, _ = built
-    table = pq.read_table(next(out.glob("gen-*")) / "items.parquet")
+    table = pq.read_table(next(out.glob("segments/seg-*")) / "items.parquet")
     ids = table.column("row_id").to_pylist()
     assert len(ids) == len(set(ids)) == 15
     for name in ["modality", "path", "text", "content_hash", "size", "mtime", "width", "height", "metadata"]:
@@ -74,7 +74,7 @@ def test_items_table_has_unique_ids_and_the_documented_columns(built):
 def test_manifest_records_model_counts_and_metric(built, tiny_encoder):
     out, _ = built
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["format"] == "xmodal-index" and manifest["format_version"] == 2
+    assert manifest["format"] == "xmodal-index" and manifest["format_version"] == 3
     assert manifest["counts"] == {"image": 11, "text": 4, "product": 0} and manifest["failures"] == 1
     assert manifest["metric"] == "cosine"
     assert manifest["model"]["spec"] == tiny_encoder.identity.spec and manifest["model"]["dim"] == 32
@@ -152,12 +152,12 @@ def test_a_failed_write_leaves_the_previous_index_intact(built, image_folder, ti
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(pipeline, "write_items", disk_full)
-    (image_folder / "img00.png").unlink()  # a real change, so the run must write a new generation
+    monkeypatch.setattr(pipeline, "write_deletions", disk_full)
+    (image_folder / "img00.png").unlink()  # a real change: the run must record a deletion
     with pytest.raises(IndexWriteError, match="No space left on device; the last committed index is unchanged"):
         build_index(out, IndexConfig(images=[image_folder], workers=0), encoder=tiny_encoder)
     assert (out / "manifest.json").read_text() == before
-    assert not list(out.glob(".staging-*"))
+    assert not list(out.glob(".staging-*")) and not list(out.glob("segments/.staging-*"))
     assert len(open_index(out, encoder=tiny_encoder).search(text="dog", target="text", k=10)) == 4
 
 

@@ -31,6 +31,7 @@ VARIABLE = [
     (re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00"), "TIMESTAMP"),
     (re.compile(r"xmodal run pid \d+"), "xmodal run pid N"),
     (re.compile(r'"took_ms": [\d.]+'), '"took_ms": N'),
+    (re.compile(r"[\d.]+ (kB|MB) written"), r"N \1 written"),  # Parquet files hold the paths, which differ here
     (re.compile(r"[ \t]+$", re.M), ""),
 ]
 

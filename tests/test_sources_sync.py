@@ -133,6 +133,28 @@ def test_the_same_text_in_two_corpora_is_two_items_encoded_once(tmp_path):
     assert report.counts["text"] == 3 and (report.stats.encoded, report.stats.reused) == (1, 1)
 
 
+def as_format_2(out) -> None:
+    """Rewrite a fresh index in the format-2 layout: one generation folder of Parquet files."""
+    from indexer.commit import load_state
+    from indexer.store.tables import write_embeddings, write_failures, write_items
+
+    index_dir = IndexDir(out)
+    manifest = index_dir.read_manifest()
+    state = load_state(index_dir, manifest)
+    generation = out / manifest.generation
+    write_items(generation / "items.parquet", state.rows)
+    write_failures(generation / "failures.parquet", state.failures)
+    for vector_set, by_id in state.vectors.items():
+        if by_id:
+            ids = sorted(by_id)
+            write_embeddings(generation / f"embeddings-{vector_set}.parquet", ids, [by_id[i] for i in ids])
+    shutil.rmtree(out / "segments")
+    data = json.loads(index_dir.manifest_path.read_text())
+    data.pop("segments")
+    data["format_version"] = 2
+    index_dir.manifest_path.write_text(json.dumps(data))
+
+
 def test_a_format_1_index_is_read_and_upgraded_on_its_next_commit(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -140,6 +162,7 @@ def test_a_format_1_index_is_read_and_upgraded_on_its_next_commit(tmp_path):
     images = folder(tmp_path, "photos", 4, 0)
     out = tmp_path / "old"
     build(out, images=[images], texts=[CATALOG / "listings.csv"], text_column="title")
+    as_format_2(out)
     manifest_path = out / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
     items_path = out / manifest["generation"] / "items.parquet"
@@ -154,7 +177,8 @@ def test_a_format_1_index_is_read_and_upgraded_on_its_next_commit(tmp_path):
     report = build(out)
     assert (report.stats.encoded, report.stats.removed) == (0, 0) and report.counts == {"image": 4, "text": 12, "product": 0}
     upgraded = json.loads(manifest_path.read_text())
-    assert upgraded["format_version"] == 2 and upgraded["sources"][1]["text_column"] == "title"
+    assert upgraded["format_version"] == 3 and upgraded["sources"][1]["text_column"] == "title"
+    assert not IndexDir(out).read_manifest().is_legacy
 
 
 def test_cli_adds_a_folder_lists_sources_and_drops_one(tmp_path):

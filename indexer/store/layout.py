@@ -1,8 +1,10 @@
-"""An index directory on disk: generations of files, and the manifest that commits one.
+"""An index directory on disk: segments, generations, and the manifest that commits one.
 
-INDEX/manifest.json names the committed generation (INDEX/gen-NNNNNN/). A run
-writes a whole new generation, fsyncs it, then replaces manifest.json in one
-os.replace: a reader sees the old index or the new one, never half of either.
+INDEX/manifest.json names the committed generation (INDEX/gen-NNNNNN/: the run's
+failures and a copy of its manifest) and the segments it reads (INDEX/segments/).
+A run writes its new segment and deletion files, fsyncs them, then replaces
+manifest.json in one os.replace: a reader sees the old index or the new one, never
+half of either. Files no kept generation refers to are collected after a commit.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from pathlib import Path
 from ..errors import IndexNotReadyError, NotAnIndexError, command, option
 from .lock import running_writer
 from .manifest import FORMAT_NAME, FORMAT_VERSION, Manifest
+from .segments import SEGMENT_PREFIX, SEGMENTS_DIR
 
 MANIFEST = "manifest.json"
 GENERATION_PREFIX = "gen-"
@@ -80,7 +83,7 @@ class IndexDir:
 
     def _only_unfinished_run(self) -> bool:
         """Empty, or holding nothing but what a first run that died left: it is resumable."""
-        own = {".lock", ".journal", MANIFEST}
+        own = {".lock", ".journal", MANIFEST, SEGMENTS_DIR}
         return all(p.name in own or p.name.startswith((STAGING_PREFIX, GENERATION_PREFIX, f".{MANIFEST}."))
                    for p in self.root.iterdir())
 
@@ -94,8 +97,32 @@ class IndexDir:
         staging.mkdir()
         return generation, staging
 
+    @property
+    def segments_path(self) -> Path:
+        return self.root / SEGMENTS_DIR
+
+    def new_segment_staging(self, generation: str, number: int) -> tuple[str, Path]:
+        """The `number`th new segment of a commit, and a private folder to write it in before publishing.
+
+        Named after the generation, whose numbers never repeat, so a name is never reused.
+        """
+        self.segments_path.mkdir(parents=True, exist_ok=True)
+        name = f"{SEGMENT_PREFIX}{generation.removeprefix(GENERATION_PREFIX)}-{number}"
+        staging = self.segments_path / f"{STAGING_PREFIX}{name}-{os.getpid()}"
+        if staging.exists():
+            shutil.rmtree(staging)
+        staging.mkdir()
+        return name, staging
+
+    def publish_segment(self, staging: Path, name: str) -> None:
+        """Durable under its final name; still invisible to readers until a manifest names it."""
+        _fsync_tree(staging)
+        os.replace(staging, self.segments_path / name)
+        _fsync_dir(self.segments_path)
+
     def commit(self, staging: Path, manifest: Manifest) -> None:
         final = self.generation_path(manifest.generation)
+        (staging / MANIFEST).write_text(manifest.to_json(), encoding="utf-8")  # what GC and old readers refer to
         _fsync_tree(staging)
         os.replace(staging, final)
         _write_atomic(self.manifest_path, manifest.to_json())
@@ -106,7 +133,8 @@ class IndexDir:
         _write_atomic(self.manifest_path, manifest.to_json())
 
     def discard_staging(self) -> None:
-        for path in self.root.glob(f"{STAGING_PREFIX}*-{os.getpid()}"):
+        for path in [*self.root.glob(f"{STAGING_PREFIX}*-{os.getpid()}"),
+                     *self.segments_path.glob(f"{STAGING_PREFIX}*-{os.getpid()}")]:
             shutil.rmtree(path, ignore_errors=True)
 
     def _next_generation_number(self) -> int:
@@ -125,10 +153,32 @@ class IndexDir:
         for path in generations:
             if path.name not in keep:
                 shutil.rmtree(path, ignore_errors=True)
-        for path in self.root.glob(STAGING_PREFIX + "*"):
+        for path in [*self.root.glob(STAGING_PREFIX + "*"), *self.segments_path.glob(STAGING_PREFIX + "*")]:
             if path.name.endswith(f"-{os.getpid()}"):
                 continue
             shutil.rmtree(path, ignore_errors=True)
+        self._collect_segments(keep)
+
+    def _collect_segments(self, kept_generations: set[str]) -> None:
+        """Segments and deletion files that no kept generation reads: left by replaced or killed commits."""
+        if not self.segments_path.is_dir():
+            return
+        referenced: dict[str, set[str]] = {}
+        for generation in kept_generations:
+            copy = self.generation_path(generation) / MANIFEST
+            if not copy.is_file():
+                continue  # a format-2 generation: it reads no segment
+            for segment in json.loads(copy.read_text(encoding="utf-8")).get("segments", []):
+                referenced.setdefault(segment["name"], set()).add(segment.get("deleted"))
+        for folder in self.segments_path.iterdir():
+            if not folder.name.startswith(SEGMENT_PREFIX):
+                continue
+            if folder.name not in referenced:
+                shutil.rmtree(folder, ignore_errors=True)
+                continue
+            for deletions in folder.glob("deleted-*.npy"):
+                if deletions.name not in referenced[folder.name]:
+                    deletions.unlink(missing_ok=True)
 
 
 def _write_atomic(path: Path, text: str) -> None:

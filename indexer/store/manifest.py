@@ -8,7 +8,8 @@ from typing import Any
 from ..models.base import ModelIdentity
 
 FORMAT_NAME = "xmodal-index"
-FORMAT_VERSION = 2  # 2: sources are a list with per-source options; items carry their corpus line
+FORMAT_VERSION = 3  # 2: sources are a list with per-source options; items carry their corpus line
+# 3: segments with deletion records, vectors as raw .npy files
 METRIC = "cosine"  # inner product over L2-normalised vectors
 MODALITIES = ("image", "text", "product")
 # A product (a table row with a photo) holds two vectors; every other item one. Files and ANN indexes are
@@ -43,6 +44,43 @@ class Source:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
 
+@dataclass(frozen=True)
+class SegmentSet:
+    """One vector set inside a segment: how many vectors, stored how, searched with what."""
+
+    count: int
+    ann: AnnSpec
+    dtype: str = "float32"
+
+
+@dataclass(frozen=True)
+class SegmentRef:
+    """What a manifest records of a segment: enough to open it, and to decide when to compact it."""
+
+    name: str
+    rows: int
+    sets: dict[str, SegmentSet] = field(default_factory=dict)
+    deleted: str | None = None  # the segment's current deletion file (cumulative), if any row was deleted
+    deleted_count: int = 0
+    legacy: bool = False  # a format-2 generation folder read as a segment
+
+    @property
+    def live(self) -> int:
+        return self.rows - self.deleted_count
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["sets"] = {name: {"count": s.count, "ann": asdict(s.ann), "dtype": s.dtype} for name, s in self.sets.items()}
+        return {k: v for k, v in data.items() if v not in (None, False)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "SegmentRef":
+        sets = {name: SegmentSet(int(s["count"]), AnnSpec(s["ann"]["kind"], dict(s["ann"].get("params") or {})),
+                                 s.get("dtype", "float32")) for name, s in (data.get("sets") or {}).items()}
+        return cls(data["name"], int(data["rows"]), sets, data.get("deleted"), int(data.get("deleted_count", 0)),
+                   bool(data.get("legacy", False)))
+
+
 def _sources_from(data: dict[str, Any]) -> list[Source]:
     recorded = data.get("sources") or []
     if isinstance(recorded, dict):  # format 1: {"images": [...], "texts": [...]}, one text column for all
@@ -65,24 +103,39 @@ class Manifest:
     sources: list[Source] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)  # index_type: re-used by re-runs
     last_run: dict[str, Any] = field(default_factory=dict)
+    segments: list[SegmentRef] = field(default_factory=list)
     metric: str = METRIC
     format: str = FORMAT_NAME
     format_version: int = FORMAT_VERSION
+
+    @property
+    def is_legacy(self) -> bool:
+        """Written by format 2 or older: one generation folder holds everything."""
+        return any(s.legacy for s in self.segments)
 
     def to_json(self) -> str:
         data = asdict(self)
         data["model"] = self.model.to_dict()
         data["sources"] = [s.to_dict() for s in self.sources]
+        data["segments"] = [s.to_dict() for s in self.segments]
         return json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Manifest":
+        counts = {m: int(data["counts"].get(m, 0)) for m in MODALITIES}
+        ann = {m: AnnSpec(a["kind"], dict(a.get("params") or {})) for m, a in data["ann"].items()}
+        if int(data["format_version"]) < 3:  # the generation folder itself is the one segment
+            segments = [SegmentRef(data["generation"], sum(counts.values()),
+                                   {s: SegmentSet(-1, spec) for s, spec in ann.items()}, legacy=True)]
+        else:
+            segments = [SegmentRef.from_dict(s) for s in data.get("segments") or []]
         return cls(
             generation=data["generation"],
             model=ModelIdentity.from_dict(data["model"]),
-            counts={m: int(data["counts"].get(m, 0)) for m in MODALITIES},
+            counts=counts,
             failures=int(data["failures"]),
-            ann={m: AnnSpec(a["kind"], dict(a.get("params") or {})) for m, a in data["ann"].items()},
+            ann=ann,
+            segments=segments,
             next_row_id=int(data["next_row_id"]),
             created_at=data["created_at"],
             updated_at=data["updated_at"],

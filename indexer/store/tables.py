@@ -102,8 +102,21 @@ def read_items(path: Path) -> pa.Table:
     return pq.read_table(path)
 
 
-def read_item_rows(path: Path) -> list[ItemRow]:
-    table = pq.read_table(path)
+def concat_items(tables: list[pa.Table]) -> pa.Table:
+    """Items of several segments as one table; metadata types unify as `metadata_array` would unify them."""
+    if not tables:
+        return pa.table({f.name: pa.array([], f.type) for f in ITEM_FIELDS}, schema=pa.schema(ITEM_FIELDS))
+    try:
+        return pa.concat_tables(tables, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # a column typed differently by two segments' corpora
+        plain = pa.concat_tables([t.drop_columns(["metadata"]) if "metadata" in t.column_names else t
+                                  for t in tables], promote_options="permissive")
+        metadata = [row for t in tables for row in (t.column("metadata").to_pylist() if "metadata" in t.column_names
+                                                    else [None] * len(t))]
+        return plain.append_column("metadata", metadata_array(metadata))
+
+
+def item_rows(table: pa.Table) -> list[ItemRow]:
     names = {f.name for f in ITEM_FIELDS} | {"metadata"}
     return [_upgraded(ItemRow(**{k: v for k, v in row.items() if k in names})) for row in table.to_pylist()]
 

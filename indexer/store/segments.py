@@ -1,0 +1,121 @@
+"""Segments: immutable slices of an index (items, their vectors, per-set ANN indexes) plus deletion records.
+
+A commit adds at most one segment (the items it added or changed) and records the
+row ids it removed or replaced as a new deletion file of the segment that held
+them; nothing already written is rewritten. Vectors are raw .npy files, memory-
+mapped by readers, keyed by a row-id array of their own (never by position in the
+items table). A flat set needs no FAISS file: the vectors are its index.
+
+A format-2 index (one generation folder holding everything as Parquet) is read as
+one legacy segment; the next commit rewrites it as a real one.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from ..errors import InvalidInputError, option
+from .manifest import VECTOR_SETS, SegmentRef, SegmentSet
+from .tables import ItemRow, read_embeddings, read_items, write_items
+
+SEGMENTS_DIR = "segments"
+SEGMENT_PREFIX = "seg-"
+VECTOR_DTYPES = ("float32", "float16")
+
+
+def check_vector_dtype(dtype: str | None) -> None:
+    if dtype is not None and dtype not in VECTOR_DTYPES:
+        raise InvalidInputError(f"unknown vector storage {dtype!r} for {option('vectors')}; use one of {', '.join(VECTOR_DTYPES)}")
+
+
+def segment_folder(root: Path, ref: SegmentRef) -> Path:
+    return root / ref.name if ref.legacy else root / SEGMENTS_DIR / ref.name
+
+
+def ids_file(vector_set: str) -> str:
+    return f"{vector_set}.ids.npy"
+
+
+def vectors_file(vector_set: str) -> str:
+    return f"{vector_set}.vectors.npy"
+
+
+def write_segment(folder: Path, name: str, rows: list[ItemRow], vectors: dict[str, dict[int, np.ndarray]],
+                  dim: int, dtype: str, index_type: str) -> SegmentRef:
+    """Write rows and their vectors (by set, by row id) into `folder`; returns its manifest record."""
+    from .. import ann
+
+    rows = sorted(rows, key=lambda r: r.row_id)
+    write_items(folder / "items.parquet", rows)
+    sets = {}
+    for vector_set in VECTOR_SETS:
+        by_id = vectors.get(vector_set, {})
+        row_ids = np.array(sorted(r.row_id for r in rows if r.row_id in by_id), dtype=np.int64)
+        if not len(row_ids):
+            continue
+        matrix = np.stack([by_id[i] for i in row_ids.tolist()]).astype(np.float32).reshape(len(row_ids), dim)
+        _save_npy(folder / ids_file(vector_set), row_ids)
+        _save_npy(folder / vectors_file(vector_set), matrix.astype(dtype))
+        spec = ann.choose_ann(len(row_ids), index_type)
+        if spec.kind != "flat":  # a flat set is searched straight from its vectors
+            built = ann.VectorIndex.build(matrix, row_ids, spec)
+            built.save(folder / f"{vector_set}.faiss")
+            spec = built.spec
+        sets[vector_set] = SegmentSet(len(row_ids), spec, dtype)
+    return SegmentRef(name, len(rows), sets)
+
+
+def write_deletions(folder: Path, generation: str, deleted: np.ndarray) -> str:
+    """The segment's whole deletion list as of `generation`, in a new file (readers may hold the old one)."""
+    name = f"deleted-{generation}.npy"
+    _save_npy(folder / name, np.unique(np.asarray(deleted, dtype=np.int64)))
+    return name
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as handle:
+        np.save(handle, np.ascontiguousarray(array), allow_pickle=False)
+
+
+class SegmentReader:
+    """Reads one segment as a given manifest sees it (its deletion file included)."""
+
+    def __init__(self, root: Path, ref: SegmentRef):
+        self.ref = ref
+        self.folder = segment_folder(root, ref)
+
+    def deleted(self) -> np.ndarray:
+        if self.ref.deleted is None:
+            return np.zeros(0, np.int64)
+        return np.load(self.folder / self.ref.deleted)
+
+    def items(self) -> pa.Table:
+        """The live rows of this segment."""
+        table = read_items(self.folder / "items.parquet")
+        deleted = self.deleted()
+        if len(deleted):
+            keep = ~np.isin(table.column("row_id").to_numpy(), deleted)
+            table = table.filter(pa.array(keep))
+        return table
+
+    def vectors(self, vector_set: str) -> tuple[np.ndarray, np.ndarray]:
+        """(row ids, vectors) of one set, deleted rows included; vectors are memory-mapped where stored raw."""
+        if self.ref.legacy:
+            return read_embeddings(self.folder / f"embeddings-{vector_set}.parquet")
+        if vector_set not in self.ref.sets:
+            return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
+        row_ids = np.load(self.folder / ids_file(vector_set))
+        matrix = np.load(self.folder / vectors_file(vector_set), mmap_mode="r")
+        return row_ids, matrix
+
+    def ann(self, vector_set: str):
+        """The set's FAISS index, or None where the vectors are searched exactly."""
+        from .. import ann
+
+        spec = self.ref.sets[vector_set].ann
+        if spec.kind == "flat":
+            return None
+        return ann.VectorIndex.load(self.folder / f"{vector_set}.faiss", spec)
+
