@@ -18,14 +18,14 @@ import pytest
 
 from conftest import env_with_tests_path, noise_image
 from fakes import FakeEncoder
-from indexer import IndexConfig, build_index
+from indexer import build_index
 from indexer.ann import AnnSpec, VectorIndex
 from indexer.commit import COMPACT_DELETED_SHARE, MAX_SMALL_SEGMENTS
 from indexer.edit import compact_index, remove_items
 from indexer.store import IndexDir
 from search import open_index
 from search.vectors import StoredVectors, VectorPart
-from test_incremental import DRIVER, assert_same, clean_build, config, snapshot
+from test_incremental import DRIVER, assert_same, config, snapshot
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = Path(__file__).parent / "data" / "format2.idx"
