@@ -91,6 +91,7 @@ def index(
     batch_size: int = typer.Option(64, "--batch-size", min=1, metavar="N", help="Items encoded at once."),
     workers: Optional[int] = typer.Option(None, "--workers", min=0, metavar="N", help="Image decoding processes (default: cores - 1; 0 decodes in this process)."),
     index_type: str = typer.Option("auto", "--index-type", metavar="TYPE", help="auto, flat (exact), hnsw or ivf."),
+    memory_budget: Optional[str] = typer.Option(None, "--memory-budget", metavar="SIZE", help="Memory the search indexes may take, e.g. 4G: large collections then get compressed IVF codes (SQ8, PQ) re-ranked from the stored vectors; default: as recorded, else uncompressed."),
     vectors: Optional[str] = typer.Option(None, "--vectors", metavar="TYPE", help="How vectors are stored: float32, or float16 (half the disk and memory); default: as recorded, else float32."),
     max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", min=1, metavar="N", help="Refuse images whose declared size is larger: decompression bombs."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Try files that failed before, changed or not."),
@@ -112,7 +113,8 @@ def index(
     config = IndexConfig(images=list(images or []), texts=list(texts or []), text_column=text_column,
                          image_column=image_column, encoding=encoding, model=model, pretrained=pretrained, device=device,
                          batch_size=batch_size, workers=workers, index_type=index_type, max_pixels=max_pixels,
-                         retry_failed=retry_failed, replace_sources=replace_sources, vectors=vectors)
+                         retry_failed=retry_failed, replace_sources=replace_sources, vectors=vectors,
+                         memory_budget=memory_budget)
     report = _run(lambda: build_index(out, config, progress=_tqdm_progress))
     where = f"on {report.device}" if report.device else "(not loaded: nothing to encode)"
     typer.echo(f"model: {report.model} {where}")

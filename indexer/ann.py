@@ -25,11 +25,17 @@ IVF_MIN_POINTS_PER_LIST = 39  # faiss warns below this many training points per 
 IVF_FIRST_NPROBE = 4  # tuning starts here and doubles until the recall target is met
 TUNING_QUERIES = 200  # stored vectors used as queries to choose nprobe
 TARGET_RECALL = 0.97  # recall@10 against exact search, on the collection's own vectors, that nprobe must reach
+CODES = ("flat", "sq8", "pq")  # how IVF lists hold vectors: float32, one byte a dimension, product-quantised
+BUDGET_SHARE = 0.5  # of a memory budget, what the ANN indexes may take (items, queries and Python need the rest)
+RERANK = 4  # with compressed codes, k x this many candidates are re-scored exactly from the stored vectors...
+RERANK_MAX = 64  # ...more where the codes are too coarse for the recall target
+PQ_MIN_POINTS = 256 * IVF_MIN_POINTS_PER_LIST  # PQ trains 256 centroids per sub-quantiser; fewer points: SQ8
 TIE_MARGIN = 8  # extra neighbours fetched so that ties at the k-th place can be broken by row id
 FILTERED_EF_MAX = 4096  # HNSW breadth for narrow filters (narrower ones are scored exactly by the engine)
 
 
-def choose_ann(count: int, requested: str = "auto") -> AnnSpec:
+def choose_ann(count: int, requested: str = "auto", dim: int = 512, memory_budget: int | None = None) -> AnnSpec:
+    """The index for `count` vectors: exact while that is fast, else IVF whose codes fit `memory_budget` bytes."""
     if requested not in INDEX_TYPES:
         raise InvalidInputError(f"unknown index type {requested!r}; use one of {', '.join(INDEX_TYPES)}")
     kind = requested
@@ -39,8 +45,44 @@ def choose_ann(count: int, requested: str = "auto") -> AnnSpec:
         return AnnSpec("hnsw", {"M": HNSW_M, "efSearch": HNSW_EF_SEARCH})
     if kind == "ivf":
         nlist = max(1, min(int(math.sqrt(max(count, 1))), count // IVF_MIN_POINTS_PER_LIST or 1))
-        return AnnSpec("ivf", {"nlist": nlist, "nprobe": min(nlist, IVF_FIRST_NPROBE)})
+        params = {"nlist": nlist, "nprobe": min(nlist, IVF_FIRST_NPROBE)}
+        codes = choose_codes(count, dim, memory_budget)
+        if codes != "flat":
+            params.update(codes=codes, rerank=RERANK, **({"pq_m": pq_size(dim)} if codes == "pq" else {}))
+        return AnnSpec("ivf", params)
     return AnnSpec("flat", {})
+
+
+def choose_codes(count: int, dim: int, memory_budget: int | None) -> str:
+    """The most exact IVF codes whose lists fit in BUDGET_SHARE of the budget (the smallest if none does)."""
+    if memory_budget is None:
+        return "flat"
+    for codes in CODES:
+        if count * code_bytes(codes, dim) <= BUDGET_SHARE * memory_budget:
+            return codes
+    return "pq" if count >= PQ_MIN_POINTS else "sq8"  # a segment this small is small in any code
+
+
+def code_bytes(codes: str, dim: int) -> int:
+    """Bytes an IVF list spends on one vector: its code and its 8-byte id."""
+    return 8 + {"flat": 4 * dim, "sq8": dim, "pq": pq_size(dim)}[codes]
+
+
+def pq_size(dim: int) -> int:
+    """Sub-quantisers for PQ: one per 8 dimensions (64 bytes for 512-d), a divisor of `dim`."""
+    return max(m for m in range(1, max(dim // 8, 1) + 1) if dim % m == 0)
+
+
+def parse_memory(text: str) -> int:
+    """'4G', '512M', '800000K' or a number of bytes."""
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    cleaned = text.strip().upper().removesuffix("B").removesuffix("I")
+    try:
+        if cleaned and cleaned[-1] in units:
+            return int(float(cleaned[:-1]) * units[cleaned[-1]])
+        return int(cleaned)
+    except ValueError:
+        raise InvalidInputError(f"cannot read memory budget {text!r}; write it like 4G, 512M or 800000K") from None
 
 
 def gpu_count() -> int:
@@ -61,6 +103,7 @@ class VectorIndex:
     def __init__(self, index, spec: AnnSpec):
         self._index = index
         self.spec = spec
+        self._excluding = None  # (the deletion list, its search parameters)
         self._apply_search_params()
 
     @classmethod
@@ -70,8 +113,7 @@ class VectorIndex:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         dim = vectors.shape[1]
         if spec.kind == "ivf":
-            quantizer = faiss.IndexFlatIP(dim)
-            index = faiss.IndexIVFFlat(quantizer, dim, spec.params["nlist"], faiss.METRIC_INNER_PRODUCT)
+            index = _ivf(dim, spec)
             index.train(vectors)
         elif spec.kind == "hnsw":
             inner = faiss.IndexHNSWFlat(dim, spec.params["M"], faiss.METRIC_INNER_PRODUCT)
@@ -81,10 +123,8 @@ class VectorIndex:
             index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
         index.add_with_ids(vectors, np.asarray(row_ids, dtype=np.int64))
         if spec.kind == "ivf":
-            nprobe, recall = _tuned_nprobe(faiss.extract_index_ivf(index), vectors, row_ids,
-                                           spec.params["nprobe"])
-            spec = AnnSpec("ivf", {**spec.params, "nprobe": nprobe, "trained_on": len(vectors),
-                                   "tuned_recall_at_10": recall})
+            spec = _tuned(faiss.extract_index_ivf(index), vectors, row_ids,
+                          AnnSpec("ivf", {**spec.params, "trained_on": len(vectors)}))
         return cls(index, spec)
 
     def __len__(self) -> int:
@@ -100,7 +140,7 @@ class VectorIndex:
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         if allowed is None and excluded is not None and len(excluded):
             total = len(self) - len(excluded)
-            params = self._excluding_params(np.asarray(excluded, dtype=np.int64))
+            params = self._excluding_params(excluded)
         else:
             total = len(self) if allowed is None else min(len(self), len(allowed))
             params = None if allowed is None else self._filtered_params(np.asarray(allowed, dtype=np.int64))
@@ -134,8 +174,15 @@ class VectorIndex:
         return params
 
     def _excluding_params(self, excluded: np.ndarray):
-        """Search parameters that skip `excluded` (few, as compaction keeps them under a fifth)."""
+        """Search parameters that skip `excluded` (few, as compaction keeps them under a fifth).
+
+        Built once per deletion list: a segment's deletions do not change while it is open.
+        """
         import faiss
+
+        if self._excluding is not None and self._excluding[0] is excluded:
+            return self._excluding[1]
+        key, excluded = excluded, np.asarray(excluded, dtype=np.int64)
 
         inner = faiss.IDSelectorBatch(excluded)
         selector = faiss.IDSelectorNot(inner)
@@ -146,6 +193,7 @@ class VectorIndex:
         else:
             params = faiss.SearchParameters(sel=selector)
         params.keep_alive = (selector, inner, excluded)  # faiss holds raw pointers: keep what they point to
+        self._excluding = (key, params)
         return params
 
     def save(self, path: Path) -> None:
@@ -171,22 +219,54 @@ class VectorIndex:
             faiss.extract_index_ivf(self._index).nprobe = self.spec.params["nprobe"]
 
 
-def _tuned_nprobe(index, vectors: np.ndarray, row_ids: np.ndarray, nprobe: int) -> tuple[int, float]:
-    """The smallest nprobe (doubling) whose recall@10 on a sample of the vectors reaches TARGET_RECALL.
+def _ivf(dim: int, spec: AnnSpec):
+    import faiss
 
-    Measured like autofaiss does, against exact search; recall depends on how clustered the data is,
-    so no fixed nprobe suits every collection.
+    nlist, codes = spec.params["nlist"], spec.params.get("codes", "flat")
+    if codes == "flat":
+        return faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+    held = "SQ8" if codes == "sq8" else f"PQ{spec.params['pq_m']}"
+    return faiss.index_factory(dim, f"IVF{nlist},{held}", faiss.METRIC_INNER_PRODUCT)
+
+
+def _tuned(index, vectors: np.ndarray, row_ids: np.ndarray, spec: AnnSpec) -> AnnSpec:
+    """nprobe (and, for compressed codes, the re-rank depth) measured to reach TARGET_RECALL.
+
+    Measured like autofaiss does: recall@10 against exact search on a sample of the collection, after
+    the re-rank searches will do. It depends on how clustered the data is, so no fixed value suits all.
     """
     sample = vectors[np.random.default_rng(0).choice(len(vectors), min(TUNING_QUERIES, len(vectors)), replace=False)]
     k = min(10, len(vectors))
-    exact = np.asarray(row_ids)[np.argpartition(-(sample @ vectors.T), k - 1, axis=1)[:, :k]]
+    row_ids = np.asarray(row_ids, dtype=np.int64)
+    exact = row_ids[np.argpartition(-(sample @ vectors.T), k - 1, axis=1)[:, :k]].tolist()
+    rerank = spec.params.get("rerank", 1)
     while True:
-        index.nprobe = nprobe
-        _, found = index.search(sample, k)
-        recall = float(np.mean([len(set(f) & set(e)) / k for f, e in zip(found.tolist(), exact.tolist())]))
-        if recall >= TARGET_RECALL or nprobe >= index.nlist:
-            return nprobe, round(recall, 4)
-        nprobe = min(index.nlist, nprobe * 2)
+        nprobe = spec.params["nprobe"]
+        while True:
+            recall = _recall(index, nprobe, rerank, sample, vectors, row_ids, exact, k)
+            if recall >= TARGET_RECALL or nprobe >= index.nlist:
+                break
+            nprobe = min(index.nlist, nprobe * 2)
+        if recall >= TARGET_RECALL or rerank == 1 or rerank >= RERANK_MAX:
+            tuned = {**spec.params, "nprobe": nprobe, "tuned_recall_at_10": round(recall, 4)}
+            return AnnSpec(spec.kind, tuned | ({"rerank": rerank} if rerank > 1 else {}))
+        rerank *= 2
+
+
+def _recall(index, nprobe: int, rerank: int, sample, vectors, row_ids, exact, k: int) -> float:
+    index.nprobe = nprobe
+    _, found = index.search(sample, min(len(vectors), k * rerank))
+    if rerank > 1:
+        order = np.argsort(row_ids)
+        vectors_of = lambda ids: vectors[order[np.searchsorted(row_ids, ids, sorter=order)]]  # noqa: E731
+        found = [rescored(ids[ids >= 0], query, vectors_of, k) for ids, query in zip(found, sample)]
+    return float(np.mean([len(set(np.asarray(f)[:k].tolist()) & set(e)) / k for f, e in zip(found, exact)]))
+
+
+def rescored(ids: np.ndarray, query: np.ndarray, vectors_of, k: int) -> np.ndarray:
+    """The k best of candidate `ids` by exact score (equal scores by row id)."""
+    scores = vectors_of(ids) @ query
+    return ids[np.lexsort((ids, -scores))[:k]]
 
 
 def _tie_at_the_edge(scores: np.ndarray, ids: np.ndarray, k: int) -> bool:

@@ -70,6 +70,7 @@ def load_state(index_dir: IndexDir, manifest: Manifest | None) -> StoredState:
         state.segments[ref.name] = live
         for vector_set in VECTOR_SETS:
             row_ids, matrix = reader.vectors(vector_set)
+            matrix = np.asarray(matrix)  # rows as plain views of the map: cheaper than a million memmap objects
             keep = np.flatnonzero(np.isin(row_ids, live))
             state.vectors[vector_set].update(zip(row_ids[keep].tolist(), (matrix[i] for i in keep)))
     state.reusable = state.rows
@@ -178,7 +179,7 @@ def _write_segments(index_dir: IndexDir, generation: str, previous: Manifest | N
     if written:
         name, staging = index_dir.new_segment_staging(generation, 0)
         ref = write_segment(staging, name, written, new.vectors, dim, new.settings.get("vectors", "float32"),
-                            new.settings.get("index_type", "auto"))
+                            new.settings.get("index_type", "auto"), new.settings.get("memory_budget"), len(rows))
         new.stats.bytes_written += _size(staging)
         index_dir.publish_segment(staging, name)
         segments.append(ref)

@@ -45,6 +45,7 @@ class IndexConfig:
     workers: int | None = None
     index_type: str = "auto"
     vectors: str | None = None  # storage of vectors: "float32" or "float16"; None: as recorded, else float32
+    memory_budget: int | str | None = None  # bytes (or "4G") the ANN indexes may use when searched; None: as recorded
     max_pixels: int = MAX_PIXELS
     retry_failed: bool = False
     journal_every: int = 512  # items encoded between resume points
@@ -199,7 +200,7 @@ def _run_locked(index_dir: IndexDir, config: IndexConfig, named: list[Source], s
     vectors.setdefault("product-text", {}).update(product_plan.text_vectors)
     new = NewState(carried.rows + image_plan.rows + text_plan.rows + product_plan.rows, vectors,
                    failures, source_plan.sources, ids.next, stats,
-                   {"index_type": config.index_type, "vectors": config.vectors})
+                   {"index_type": config.index_type, "vectors": config.vectors, "memory_budget": config.memory_budget})
     with timer.stage("write"):
         stats.seconds = round(time.perf_counter() - started, 3)
         manifest, committed = commit_state(index_dir, model.identity, previous, state, new)
@@ -220,10 +221,13 @@ def _split_by_source(state: StoredState, source_plan: SourcePlan) -> tuple[Store
 
 def _with_recorded_settings(config: IndexConfig, previous: Manifest | None) -> IndexConfig:
     """The caller's config, completed from what the index recorded (the caller's object is not changed)."""
+    budget = ann.parse_memory(str(config.memory_budget)) if config.memory_budget is not None else None
     if previous is None:
-        return replace(config, model=config.model or DEFAULT_MODEL, vectors=config.vectors or "float32")
+        return replace(config, model=config.model or DEFAULT_MODEL, vectors=config.vectors or "float32",
+                       memory_budget=budget)
     config = replace(config, model=config.model or previous.model.spec,
-                     vectors=config.vectors or previous.settings.get("vectors", "float32"))
+                     vectors=config.vectors or previous.settings.get("vectors", "float32"),
+                     memory_budget=budget if budget is not None else previous.settings.get("memory_budget"))
     if config.index_type == "auto":
         config = replace(config, index_type=previous.settings.get("index_type", "auto"))
     return config

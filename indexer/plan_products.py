@@ -55,6 +55,8 @@ def plan_products(records: list[TextRecord], state: StoredState, journal: Journa
                   retry_failed: bool = False) -> ProductPlan:
     plan = ProductPlan()
     previous = [r for r in state.rows if r.modality == "product"]
+    if not records and not previous:
+        return plan  # no tables of products: skip indexing every stored vector by content
     matcher = _Matcher(previous)
     text_sources = _TextVectors(state)
     photo_sources = _PhotoVectors(state, retry_failed)

@@ -70,7 +70,7 @@ class SearchIndex:
         self._items = concat_items(items)
         self._row_ids = self._items.column("row_id").to_numpy()
         self._order = np.argsort(self._row_ids, kind="stable")
-        self._modality = self._items.column("modality").to_numpy(zero_copy_only=False)
+        self._ids_by_modality: dict[str, np.ndarray] = {}
         self._sets = {vector_set: StoredVectors(found) for vector_set, found in parts.items()}
         self._failures = read_failures(self._generation / "failures.parquet")
         self._filter_tables: dict[str, pa.Table] = {}
@@ -430,7 +430,10 @@ class SearchIndex:
         return self._sets.get(vector_set) or StoredVectors([])
 
     def _ids_of(self, modality: str) -> np.ndarray:
-        return np.sort(self._row_ids[self._modality == modality])
+        if modality not in self._ids_by_modality:
+            mask = pa.compute.equal(self._items.column("modality"), modality).to_numpy(zero_copy_only=False)
+            self._ids_by_modality[modality] = np.sort(self._row_ids[mask])
+        return self._ids_by_modality[modality]
 
     def _check_holds(self, target: str) -> None:
         if self.manifest.counts.get(target, 0) and any(s in self._sets for s in SETS_OF[target]):

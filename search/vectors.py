@@ -7,7 +7,7 @@ equal scores rank by row id, so the answer is the same however the rows are spli
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -25,6 +25,7 @@ class VectorPart:
     matrix: np.ndarray  # float32 or float16; may be a read-only memory map
     live: np.ndarray | None = None  # None: every row is live
     ann: VectorIndex | None = None  # None: searched exactly
+    _excluded: np.ndarray | None = field(default=None, repr=False)
 
     def exact(self, queries: np.ndarray, k: int, positions: np.ndarray | None) -> list[tuple[np.ndarray, np.ndarray]]:
         """Per query, the candidates at least as good as its k-th best here (ties kept), as (ids, scores).
@@ -54,7 +55,12 @@ class VectorPart:
         return [_joined(parts) for parts in found]
 
     def excluded(self) -> np.ndarray | None:
-        return None if self.live is None else self.row_ids[~self.live]
+        """Row ids of the deleted rows (computed once: every query of an ANN part passes them on)."""
+        if self.live is None:
+            return None
+        if self._excluded is None:
+            self._excluded = self.row_ids[~self.live]
+        return self._excluded
 
 
 class StoredVectors:
@@ -162,8 +168,18 @@ def _search_part(part: VectorPart, queries: np.ndarray, k: int,
     if part.ann is None:
         return part.exact(queries, k, positions)
     subset = None if positions is None else part.row_ids[positions]
-    results = part.ann.search(queries, k, subset, excluded=part.excluded() if subset is None else None)
-    return [(r.row_ids, r.scores) for r in results]
+    rerank = int(part.ann.spec.params.get("rerank", 1))
+    results = part.ann.search(queries, k * rerank, subset, excluded=part.excluded() if subset is None else None)
+    if rerank == 1:
+        return [(r.row_ids, r.scores) for r in results]
+    rescored = []  # compressed codes rank candidates roughly; the stored vectors score them exactly
+    for result, query in zip(results, queries):
+        rows = np.searchsorted(part.row_ids, result.row_ids)
+        order = np.argsort(rows)  # memory maps read fastest in file order
+        scores = np.empty(len(rows), np.float32)
+        scores[order] = np.asarray(part.matrix[rows[order]], dtype=np.float32) @ query
+        rescored.append((result.row_ids, scores))
+    return rescored
 
 
 def _at_least_kth(scores: np.ndarray, k: int) -> np.ndarray:

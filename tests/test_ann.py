@@ -102,3 +102,61 @@ def test_equal_scores_rank_by_row_id_even_across_the_kth_place(kind):
     for k in (1, 5, 39, 40):
         result = index.search(vectors[0], k)[0]
         assert list(result.row_ids) == sorted(row_ids[:40])[:k], kind
+
+
+def test_a_memory_budget_chooses_ivf_codes_that_fit():
+    from indexer.ann import BUDGET_SHARE, choose_codes, code_bytes, parse_memory
+
+    assert parse_memory("4G") == 4 << 30 and parse_memory("512m") == 512 << 20 and parse_memory("1000") == 1000
+    with pytest.raises(InvalidInputError, match="like 4G"):
+        parse_memory("lots")
+    n, dim = 1_000_000, 512
+    assert choose_codes(n, dim, None) == "flat"
+    assert choose_codes(n, dim, 8 << 30) == "flat"  # 2.06 GB of float32 lists fit in half of 8 GB
+    assert choose_codes(n, dim, 2 << 30) == "sq8"
+    assert choose_codes(n, dim, 256 << 20) == "pq" and n * code_bytes("pq", dim) <= BUDGET_SHARE * (256 << 20)
+    spec = choose_ann(n, "auto", dim, 256 << 20)
+    assert spec.kind == "ivf" and spec.params["codes"] == "pq" and spec.params["pq_m"] == 64 and spec.params["rerank"] > 1
+
+
+@pytest.mark.parametrize("codes", ["sq8", "pq"])
+def test_compressed_ivf_re_ranked_from_stored_vectors_keeps_recall_and_exact_scores(codes):
+    from search.vectors import StoredVectors, VectorPart
+
+    n = 12_007
+    vectors = clustered(n)
+    row_ids = np.arange(n, dtype=np.int64) * 2 + 5
+    budget = {"sq8": n * 60 * 2, "pq": n * 16 * 2}[codes]
+    spec = choose_ann(n, "ivf", 48, budget)
+    assert spec.params["codes"] == codes
+    index = VectorIndex.build(vectors, row_ids, spec)
+    assert index.spec.params["tuned_recall_at_10"] >= 0.95
+    stored = StoredVectors([VectorPart(row_ids, vectors.astype(np.float16), None, index)])
+    queries = clustered(97, seed=2)
+    want_scores, want_ids = exact_top_k(vectors.astype(np.float16).astype(np.float32), row_ids, queries, 10)
+    got = stored.search(queries, 10)
+    recall = np.mean([len(set(g.row_ids) & set(w)) / 10 for g, w in zip(got, want_ids)])
+    assert recall >= 0.9, recall
+    for result, query in zip(got, queries):  # scores are exact ones, not the codes' estimates
+        exact = vectors[(result.row_ids - 5) // 2].astype(np.float16).astype(np.float32) @ query
+        np.testing.assert_allclose(result.scores, exact, atol=1e-5)
+
+
+def test_an_index_built_within_a_memory_budget_finds_each_item(tmp_path):
+    from fakes import HashEncoder
+    from indexer import IndexConfig, build_index
+    from indexer.store import IndexDir
+    from search import open_index
+
+    corpus = tmp_path / "notes.txt"
+    corpus.write_text("\n".join(f"note {i} kind:{i % 11}" for i in range(3000)) + "\n")
+    encoder = HashEncoder()
+    build_index(tmp_path / "idx", IndexConfig(texts=[corpus], workers=0, index_type="ivf", memory_budget="60K"),
+                encoder=encoder)
+    manifest = IndexDir(tmp_path / "idx").read_manifest()
+    assert manifest.settings["memory_budget"] == 60 << 10
+    assert manifest.ann["text"].params["codes"] == "sq8"  # 3,000 vectors are too few to train PQ
+    idx = open_index(tmp_path / "idx", encoder=encoder)
+    for i in range(0, 3000, 97):
+        hit = idx.search(text=f"note {i} kind:{i % 11}", target="text", k=1)[0]
+        assert hit.text == f"note {i} kind:{i % 11}" and hit.score == pytest.approx(1.0, abs=1e-5)

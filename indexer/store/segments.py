@@ -43,8 +43,13 @@ def vectors_file(vector_set: str) -> str:
 
 
 def write_segment(folder: Path, name: str, rows: list[ItemRow], vectors: dict[str, dict[int, np.ndarray]],
-                  dim: int, dtype: str, index_type: str) -> SegmentRef:
-    """Write rows and their vectors (by set, by row id) into `folder`; returns its manifest record."""
+                  dim: int, dtype: str, index_type: str, memory_budget: int | None = None,
+                  index_size: int | None = None) -> SegmentRef:
+    """Write rows and their vectors (by set, by row id) into `folder`; returns its manifest record.
+
+    With a memory budget for the whole index (of `index_size` items), a large segment's IVF codes take
+    its share of the budget.
+    """
     from .. import ann
 
     rows = sorted(rows, key=lambda r: r.row_id)
@@ -58,7 +63,8 @@ def write_segment(folder: Path, name: str, rows: list[ItemRow], vectors: dict[st
         matrix = np.stack([by_id[i] for i in row_ids.tolist()]).astype(np.float32).reshape(len(row_ids), dim)
         _save_npy(folder / ids_file(vector_set), row_ids)
         _save_npy(folder / vectors_file(vector_set), matrix.astype(dtype))
-        spec = ann.choose_ann(len(row_ids), index_type)
+        share = None if memory_budget is None else memory_budget * len(row_ids) // max(index_size or len(rows), 1)
+        spec = ann.choose_ann(len(row_ids), index_type, dim, share)
         if spec.kind != "flat":  # a flat set is searched straight from its vectors
             built = ann.VectorIndex.build(matrix, row_ids, spec)
             built.save(folder / f"{vector_set}.faiss")
