@@ -370,7 +370,7 @@ def info(
     typer.echo(f"model:    {model.describe()} [{model.family}]")
     typer.echo(f"items:    {_held(manifest.counts)}; {manifest.failures} skipped")
     for source in manifest.sources:
-        options = "".join(f", {k} {v}" for k, v in source.to_dict().items() if k not in ("kind", "path"))
+        options = "".join(f", {k} {v}" for k, v in source.to_dict().items() if k not in ("kind", "path", "fingerprint"))
         typer.echo(f"source:   {source.path} ({source.kind}{options})")
     for modality, ann in summary["ann"].items():
         typer.echo(f"ann:      {modality}: {ann}")

@@ -1,6 +1,6 @@
 """Scale: build, re-run and search a synthetic CLIP-like collection of N items through the normal indexing path.
 
-    python bench/bench_scale.py --items 1000000 [--vectors float16] [--out bench/out/scale]
+    python bench/bench_scale.py --items 1000000 [--vectors float16] [--memory-budget 1G] [--out bench/out/scale]
 
 Reports: full build time and peak RSS, disk size, a 1%-change re-run (time, bytes written), a no-change
 re-run, open time and RSS when open, one-query p50/p95, QPS for batches of 100, recall@10 against
@@ -46,12 +46,13 @@ def disk_mb(folder: Path) -> float:
 
 # ---- steps (each in a fresh process) -----------------------------------------------------------------
 
-def step_index(corpus: str, out: str, vectors: str) -> dict:
+def step_index(corpus: str, out: str, vectors: str, budget: str) -> dict:
     from indexer import IndexConfig, build_index
 
     started = time.perf_counter()
     report = build_index(out, IndexConfig(texts=[Path(corpus)], model="python:synthetic:make_encoder",
-                                          vectors=vectors, batch_size=1024))
+                                          vectors=vectors, batch_size=1024,
+                                          memory_budget=None if budget == "none" else budget))
     return {"seconds": round(time.perf_counter() - started, 2), "peak_rss_mb": round(peak_rss_mb()),
             "stats": report.stats.to_dict(), "stages": {k: round(v, 2) for k, v in report.stage_seconds.items()}}
 
@@ -80,11 +81,12 @@ def step_search(out: str, first_query: str) -> dict:
             idx.search_many(vectors=queries[start:start + BATCH], target="text", k=10)
             batches += 1
     qps = batches * BATCH / (time.perf_counter() - t0)
+    rss_searched = rss_mb()
     exact = exact_top10(idx, queries)
     recall = float(np.mean([len(set(f) & set(e)) / 10 for f, e in zip(found, exact)]))
     ms = np.array(latencies) * 1000
     manifest = idx.manifest
-    return {"open_seconds": round(opened, 2), "rss_open_mb": round(rss_open), "rss_after_mb": round(rss_mb()),
+    return {"open_seconds": round(opened, 2), "rss_open_mb": round(rss_open), "rss_after_mb": round(rss_searched),
             "p50_ms": round(float(np.percentile(ms, 50)), 2), "p95_ms": round(float(np.percentile(ms, 95)), 2),
             "batch_qps": round(qps, 1), "recall_at_10": round(recall, 4),
             "segments": len(manifest.segments), "ann": {k: v.params | {"kind": v.kind} for k, v in manifest.ann.items()}}
@@ -119,6 +121,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--items", type=int, default=1_000_000)
     parser.add_argument("--vectors", default="float32")
+    parser.add_argument("--memory-budget", default="none")
     parser.add_argument("--out", type=Path, default=BENCH / "out" / "scale")
     parser.add_argument("--step", nargs="+")
     args = parser.parse_args()
@@ -128,15 +131,16 @@ def main() -> None:
         return
     import synthetic
 
-    folder = args.out / f"{args.items}-{args.vectors}"
+    folder = args.out / f"{args.items}-{args.vectors}-{args.memory_budget}"
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     corpus, index = folder / "corpus.parquet", folder / "index"
     numbers = np.arange(args.items)
     synthetic.write_corpus(corpus, numbers)
-    print(f"items {args.items:,}, vectors {args.vectors}, {os.cpu_count()} cores", flush=True)
+    print(f"items {args.items:,}, vectors {args.vectors}, memory budget {args.memory_budget}, "
+          f"{os.cpu_count()} cores", flush=True)
 
-    build = run_step("index", corpus, index, args.vectors)
+    build = run_step("index", corpus, index, args.vectors, args.memory_budget)
     size = disk_mb(index)
     print(f"full build:       {build['seconds']} s ({args.items / build['seconds']:,.0f} items/s), peak RSS "
           f"{build['peak_rss_mb']:,} MB, {build['stats']['bytes_written'] / 1e6:,.0f} MB written, index {size:,.0f} MB "
@@ -147,7 +151,7 @@ def main() -> None:
           f"p95 {searched['p95_ms']} ms; batches of {BATCH}: {searched['batch_qps']:,} queries/s; "
           f"recall@10 {searched['recall_at_10']}; ann {searched['ann']}", flush=True)
 
-    same = run_step("index", corpus, index, args.vectors)
+    same = run_step("index", corpus, index, args.vectors, args.memory_budget)
     print(f"no-change re-run: {same['seconds']} s, peak RSS {same['peak_rss_mb']:,} MB, "
           f"{same['stats']['bytes_written']:,} bytes written; stages {same['stages']}", flush=True)
 
@@ -155,7 +159,7 @@ def main() -> None:
     picked = np.random.default_rng(1).choice(args.items, args.items // 100, replace=False)
     changed[picked] += 5 * args.items  # new content in 1% of the rows: each is one deletion and one new item
     synthetic.write_corpus(corpus, changed)
-    delta = run_step("index", corpus, index, args.vectors)
+    delta = run_step("index", corpus, index, args.vectors, args.memory_budget)
     print(f"1% change re-run: {delta['seconds']} s ({100 * delta['seconds'] / build['seconds']:.1f}% of the build), "
           f"{delta['stats']['bytes_written'] / 1e6:,.1f} MB written "
           f"({100 * delta['stats']['bytes_written'] / build['stats']['bytes_written']:.1f}% of the build's), "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 import time
 from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
 from pathlib import Path
 
 from . import ann, sources
@@ -23,9 +24,11 @@ from .plan_products import ProductPlan, plan_products
 from .store import Failure, IndexDir, ItemRow, Manifest
 from .store.journal import Journal
 from .store.lock import WriterLock
-from .store.manifest import Source
+from .store.manifest import FORMAT_VERSION, Source
 from .store.segments import check_vector_dtype
+from .store.tables import read_failures
 from .sync import SourcePlan, check_replace, named_sources, plan_sources, reading_options
+from .unchanged import fingerprint, nothing_changed, skip_unchanged_corpora
 
 __all__ = ["IndexConfig", "IndexReport", "build_index"]
 
@@ -87,7 +90,7 @@ def build_index(out: str | Path, config: IndexConfig, progress: ProgressFactory 
     named = named_sources(config.images, config.texts, config.text_column, config.encoding, config.image_column)
     check_replace(config.replace_sources, named)
     recorded = previous.sources if previous else []
-    source_plan = plan_sources(named, recorded, config.replace_sources)
+    source_plan = skip_unchanged_corpora(plan_sources(named, recorded, config.replace_sources), recorded)
     with timer.stage("read_sources"):
         found = read_sources(source_plan.synced, recorded)
     if previous is None and found.empty:
@@ -110,6 +113,7 @@ class FoundItems:
     texts: list[sources.TextRecord]
     products: list[sources.TextRecord]  # rows of tables read with an image column
     skipped_rows: list[Failure]
+    fingerprints: dict[tuple[str, str], str | None] = field(default_factory=dict)  # corpora as they were read
 
     @property
     def empty(self) -> bool:
@@ -119,7 +123,7 @@ class FoundItems:
 def read_sources(synced: list[Source], recorded: list[Source]) -> FoundItems:
     """Read the sources a run syncs. A newly added folder must hold images; a recorded one may be emptied."""
     known = {s.key for s in recorded}
-    image_paths, texts, products, skipped = [], [], [], []
+    image_paths, texts, products, skipped, fingerprints = [], [], [], [], {}
     for source in synced:
         if source.kind == "images":
             found = sources.list_images(source.path)
@@ -127,10 +131,11 @@ def read_sources(synced: list[Source], recorded: list[Source]) -> FoundItems:
                 raise sources.no_images_error([source.path])
             image_paths.extend(found)
         else:
+            fingerprints[source.key] = fingerprint(source.path)  # before reading: a later edit is seen next run
             corpus = sources.read_corpus(source.path, *reading_options(source))
             (products if source.image_column else texts).extend(corpus.records)
             skipped.extend(Failure(s.source, "text", s.reason, line=s.line, source=s.source) for s in corpus.skipped)
-    return FoundItems(sorted(set(image_paths)), texts, products, skipped)
+    return FoundItems(sorted(set(image_paths)), texts, products, skipped, fingerprints)
 
 
 class _EncoderOnDemand:
@@ -171,10 +176,17 @@ def _run_locked(index_dir: IndexDir, config: IndexConfig, named: list[Source], s
                 found: FoundItems, encoder: Encoder | None, progress, timer: Timer, started: float) -> IndexReport:
     previous = index_dir.read_manifest() if index_dir.is_index() else None  # as of taking the lock
     recorded = previous.sources if previous else []
-    fresh_plan = plan_sources(named, recorded, config.replace_sources)
+    fresh_plan = skip_unchanged_corpora(plan_sources(named, recorded, config.replace_sources), recorded)
     if [s.key for s in fresh_plan.synced] != [s.key for s in source_plan.synced]:  # another run changed them
         source_plan, found = fresh_plan, read_sources(fresh_plan.synced, recorded)
+    source_plan = SourcePlan([replace(s, fingerprint=found.fingerprints[s.key]) if s.key in found.fingerprints else s
+                              for s in source_plan.sources], source_plan.synced)
     model = _EncoderOnDemand(config, previous, index_dir, encoder, timer)
+    recorded_settings = {"index_type": config.index_type, "vectors": config.vectors,
+                         "memory_budget": config.memory_budget}
+    if previous is not None and not Journal.has_saved_work(index_dir.root) and nothing_changed(
+            index_dir, previous, source_plan, found.image_paths, recorded_settings, config.retry_failed):
+        return _record_idle_run(index_dir, previous, source_plan, model, timer, started)
     state = load_state(index_dir, previous)
     scoped, carried = _split_by_source(state, source_plan)
     journal = Journal(index_dir.root, model.identity).open()
@@ -199,14 +211,27 @@ def _run_locked(index_dir: IndexDir, config: IndexConfig, named: list[Source], s
     vectors.setdefault("product-image", {}).update(product_plan.photo_vectors)
     vectors.setdefault("product-text", {}).update(product_plan.text_vectors)
     new = NewState(carried.rows + image_plan.rows + text_plan.rows + product_plan.rows, vectors,
-                   failures, source_plan.sources, ids.next, stats,
-                   {"index_type": config.index_type, "vectors": config.vectors, "memory_budget": config.memory_budget})
+                   failures, source_plan.sources, ids.next, stats, recorded_settings)
     with timer.stage("write"):
         stats.seconds = round(time.perf_counter() - started, 3)
         manifest, committed = commit_state(index_dir, model.identity, previous, state, new)
     journal.clear()
     return IndexReport(index_dir.root, dict(manifest.counts), failures, time.perf_counter() - started,
                        timer.seconds, model.device, model.identity.describe(), stats, committed)
+
+
+def _record_idle_run(index_dir: IndexDir, previous: Manifest, source_plan: SourcePlan, model: "_EncoderOnDemand",
+                     timer: Timer, started: float) -> IndexReport:
+    """Nothing changed: only the manifest's record of the last run is rewritten."""
+    stats = RunStats(reused=sum(previous.counts.values()), seconds=round(time.perf_counter() - started, 3))
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    with timer.stage("write"):
+        index_dir.write_manifest(replace(previous, sources=source_plan.sources, updated_at=now,
+                                         last_run={**stats.to_dict(), "finished_at": now},
+                                         format_version=FORMAT_VERSION))
+    failures = read_failures(index_dir.generation_path(previous.generation) / "failures.parquet")
+    return IndexReport(index_dir.root, dict(previous.counts), failures, time.perf_counter() - started,
+                       timer.seconds, model.device, model.identity.describe(), stats, False)
 
 
 def _split_by_source(state: StoredState, source_plan: SourcePlan) -> tuple[StoredState, StoredState]:

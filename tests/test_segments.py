@@ -18,7 +18,7 @@ import pytest
 
 from conftest import env_with_tests_path, noise_image
 from fakes import FakeEncoder
-from indexer import build_index
+from indexer import IndexConfig, build_index
 from indexer.ann import AnnSpec, VectorIndex
 from indexer.commit import COMPACT_DELETED_SHARE, MAX_SMALL_SEGMENTS
 from indexer.edit import compact_index, remove_items
@@ -349,3 +349,47 @@ def test_search_many_equals_one_query_at_a_time_across_segments(tmp_path, source
                                                                                            where=where)] for q in QUERIES]
     with pytest.raises(Exception, match="non-empty"):
         idx.search_many(texts=["ok", " "], target="text")
+
+
+# ---- re-runs that need not load the index ------------------------------------------------------------
+
+def test_a_rerun_with_nothing_changed_neither_reads_corpora_nor_loads_the_index(tmp_path, sources, monkeypatch):
+    import indexer.pipeline as pipeline
+
+    images, texts = sources
+    out = tmp_path / "idx"
+    build_index(out, config(images, texts), encoder=FakeEncoder())
+    recorded = IndexDir(out).read_manifest().sources
+    assert [s.fingerprint is not None for s in recorded] == [False, True]  # corpora only
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("should not be needed")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(pipeline.sources, "read_corpus", forbidden)
+        patch.setattr(pipeline, "load_state", forbidden)
+        report = build_index(out, config(images, texts), encoder=FakeEncoder())
+    assert not report.committed and report.stats.reused == 50 and report.counts["text"] == 30
+    assert IndexDir(out).read_manifest().last_run["reused"] == 50
+
+    with monkeypatch.context() as patch:  # an image changed: the index is loaded, the corpus still not read
+        patch.setattr(pipeline.sources, "read_corpus", forbidden)
+        noise_image(77).save(images / "n02.png")
+        report = build_index(out, config(images, texts), encoder=FakeEncoder())
+    assert report.committed and (report.stats.encoded, report.stats.removed) == (1, 1)
+
+    texts.write_text(texts.read_text() + "\none more line about a red car")  # the corpus changed: read again
+    report = build_index(out, config(images, texts), encoder=FakeEncoder())
+    assert report.stats.encoded == 1 and report.counts["text"] == 31
+    assert_same(snapshot(out), snapshot(clean(tmp_path, images, texts)))
+
+
+def test_changed_reading_options_read_an_unchanged_corpus_again(tmp_path):
+    corpus = tmp_path / "menu.csv"
+    corpus.write_text("id,text,name\n1,a red car,first\n2,a blue mug,second\n")
+    out = tmp_path / "idx"
+    build_index(out, IndexConfig(texts=[corpus], workers=0), encoder=FakeEncoder())
+    report = build_index(out, IndexConfig(texts=[corpus], text_column="name", workers=0), encoder=FakeEncoder())
+    assert report.committed and report.stats.encoded == 2
+    assert sorted(h.text for h in open_index(out, encoder=FakeEncoder()).search(text="x", target="text", k=5)) == \
+        ["first", "second"]

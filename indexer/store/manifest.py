@@ -35,6 +35,7 @@ class Source:
     text_column: str | None = None
     encoding: str | None = None
     image_column: str | None = None  # a table whose rows link a photo: each row is one product
+    fingerprint: str | None = None  # a corpus's "size:mtime_ns" when last read: unchanged ones are not read again
 
     @property
     def key(self) -> tuple[str, str]:

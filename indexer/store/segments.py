@@ -97,9 +97,9 @@ class SegmentReader:
             return np.zeros(0, np.int64)
         return np.load(self.folder / self.ref.deleted)
 
-    def items(self) -> pa.Table:
-        """The live rows of this segment."""
-        table = read_items(self.folder / "items.parquet")
+    def items(self, columns: list[str] | None = None) -> pa.Table:
+        """The live rows of this segment (only `columns`, which must include row_id, if given)."""
+        table = read_items(self.folder / "items.parquet", columns)
         deleted = self.deleted()
         if len(deleted):
             keep = ~np.isin(table.column("row_id").to_numpy(), deleted)

@@ -98,8 +98,8 @@ def metadata_array(metadata: list[dict[str, Any] | None]) -> pa.Array:
     return pa.array([unified(row) for row in metadata])
 
 
-def read_items(path: Path) -> pa.Table:
-    return pq.read_table(path)
+def read_items(path: Path, columns: list[str] | None = None) -> pa.Table:
+    return pq.read_table(path, columns=columns)
 
 
 def concat_items(tables: list[pa.Table]) -> pa.Table:
