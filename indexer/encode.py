@@ -147,8 +147,10 @@ def encode_images_journaled(encoder: Encoder, paths: list[str], journal: Journal
 
 
 def encode_texts_journaled(encoder: Encoder, texts: list[str], journal: Journal, settings: EncodeSettings,
-                           timer: Timer, progress: ProgressFactory | None, label: str = "texts") -> np.ndarray:
-    """Vectors of `texts`, in order; each batch is journaled by content as it is encoded."""
+                           timer: Timer, progress: ProgressFactory | None, label: str = "texts",
+                           hashes: list[str] | None = None) -> list[np.ndarray]:
+    """Vectors of `texts`, in order; each batch is journaled by content (`hashes`, if known) as it is encoded."""
+    hashes = hashes if hashes is not None else [text_hash(t) for t in texts]
     bar = progress(label, len(texts)) if progress and texts else None
     chunks = []
     with JournalBuffer(journal, settings.journal_every) as buffer:
@@ -156,11 +158,11 @@ def encode_texts_journaled(encoder: Encoder, texts: list[str], journal: Journal,
             chunk = texts[start:start + settings.batch_size]
             with timer.stage("encode"):
                 vectors = encoder.encode_texts(chunk)
-            buffer.add([JournalEntry("text", None, text_hash(t), None, None, None, None, v)
-                        for t, v in zip(chunk, vectors)])
+            buffer.add([JournalEntry("text", None, digest, None, None, None, None, v)
+                        for digest, v in zip(hashes[start:start + settings.batch_size], vectors)])
             chunks.append(vectors)
             if bar:
                 bar.update(len(chunk))
     if bar:
         bar.close()
-    return np.concatenate(chunks) if chunks else np.zeros((0, encoder.identity.dim), np.float32)
+    return [vector for chunk in chunks for vector in chunk]  # views: the journal holds the same batches

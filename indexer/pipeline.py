@@ -283,10 +283,12 @@ def _encode_planned_texts(model: _EncoderOnDemand, plan: Planned, journal: Journ
     records = plan.to_encode
     if not records:
         return
-    vectors = encode_texts_journaled(model.get(), [r.text for r in records], journal, settings, timer, progress)
-    for record, vector in zip(records, vectors):
+    digests = [text_hash(r.text) for r in records]
+    vectors = encode_texts_journaled(model.get(), [r.text for r in records], journal, settings, timer, progress,
+                                     hashes=digests)
+    for record, digest, vector in zip(records, digests, vectors):
         plan.keep(ItemRow(row_id=ids.take(), modality="text", text=record.text, source=record.source,
-                          line=record.line, content_hash=text_hash(record.text), size=len(record.text.encode("utf-8")),
+                          line=record.line, content_hash=digest, size=len(record.text.encode("utf-8")),
                           metadata=record.metadata or None), vector, reused=False)
 
 

@@ -60,9 +60,11 @@ def write_segment(folder: Path, name: str, rows: list[ItemRow], vectors: dict[st
         row_ids = np.array(sorted(r.row_id for r in rows if r.row_id in by_id), dtype=np.int64)
         if not len(row_ids):
             continue
-        matrix = np.stack([by_id[i] for i in row_ids.tolist()]).astype(np.float32).reshape(len(row_ids), dim)
+        matrix = np.empty((len(row_ids), dim), np.float32)  # filled in place: a stack and casts would copy it thrice
+        for position, row_id in enumerate(row_ids.tolist()):
+            matrix[position] = by_id[row_id]
         _save_npy(folder / ids_file(vector_set), row_ids)
-        _save_npy(folder / vectors_file(vector_set), matrix.astype(dtype))
+        _save_npy(folder / vectors_file(vector_set), matrix.astype(dtype, copy=False))
         share = None if memory_budget is None else memory_budget * len(row_ids) // max(index_size or len(rows), 1)
         spec = ann.choose_ann(len(row_ids), index_type, dim, share)
         if spec.kind != "flat":  # a flat set is searched straight from its vectors
