@@ -205,7 +205,8 @@ class VectorIndex:
     def load(cls, path: Path, spec: AnnSpec) -> "VectorIndex":
         import faiss
 
-        loaded = cls(faiss.read_index(str(path)), spec)  # search knobs set on the CPU copy travel with it
+        # Memory-mapped: opening costs nothing, and a search pages in only the lists (or codes) it reads.
+        loaded = cls(faiss.read_index(str(path), faiss.IO_FLAG_MMAP), spec)  # a magic value, not a bit: use alone  # search knobs set on the CPU copy travel with it
         if spec.kind in ("flat", "ivf"):  # faiss has no GPU HNSW
             loaded._index = _to_gpu(loaded._index)
         return loaded

@@ -123,7 +123,7 @@ class SearchIndex:
                                                                      fusion), k)
         else:
             ranked = self._rank(target, plan, strategy, allowed, k, weights, fusion)
-        return [self._hit(rank, r) for rank, r in enumerate(ranked, start=1)]
+        return self._hits([ranked])[0]
 
     def duplicates(self, modality: str = "image", threshold: float | None = None, pixels: float = SAME_PHOTO,
                    neighbours: int = NEIGHBOURS) -> list[DuplicateGroup]:
@@ -188,7 +188,7 @@ class SearchIndex:
         plan = QueryPlan(liked=[self._vector_example(vector)])
         ranked = self._rank(target, plan, DEFAULT_STRATEGY, self._admitted(target, where), k, DEFAULT_WEIGHTS,
                             DEFAULT_FUSION)
-        return [self._hit(rank, r) for rank, r in enumerate(ranked, start=1)]
+        return self._hits([ranked])[0]
 
     def search_many(self, texts: Sequence[str] = (), images: Sequence[str | Path | Image.Image] = (),
                     vectors: np.ndarray | Sequence[np.ndarray] = (), *, target: str = "image", k: int = 10,
@@ -221,7 +221,7 @@ class SearchIndex:
         else:
             ranked = [[Ranked(int(i), float(s)) for i, s in zip(r.row_ids, r.scores)]
                       for r in self._stored(target).search(matrix, k, allowed)]
-        return [[self._hit(rank, r) for rank, r in enumerate(found, start=1)] for found in ranked]
+        return self._hits(ranked)
 
     def preload(self) -> "SearchIndex":
         """Read every stored vector once now, so that a long-lived reader's first queries find them in memory.
@@ -451,8 +451,15 @@ class SearchIndex:
             raise KeyError(f"row id {row_id} is not in this index")
         return int(self._order[found])
 
-    def _hit(self, rank: int, ranked: Ranked) -> Hit:
-        row = self.item(ranked.row_id)
+    def _hits(self, ranked_lists: list[list[Ranked]]) -> list[list[Hit]]:
+        """Typed hits, their items read with one Arrow take for all of them, not a lookup per hit and column."""
+        flat = [r for ranked in ranked_lists for r in ranked]
+        positions = pa.array([self._position(r.row_id) for r in flat], pa.int64())  # every hit is a stored item
+        rows = iter(self._items.take(positions).to_pylist())
+        return [[self._hit(rank, r, next(rows)) for rank, r in enumerate(ranked, start=1)] for ranked in ranked_lists]
+
+    @staticmethod
+    def _hit(rank: int, ranked: Ranked, row: dict[str, Any]) -> Hit:
         return Hit(rank=rank, score=ranked.score, row_id=ranked.row_id, modality=row["modality"],
                    path=row.get("path"), text=row.get("text"), metadata=row.get("metadata") or {},
                    scores=ranked.parts)
