@@ -104,6 +104,7 @@ class VectorIndex:
         self._index = index
         self.spec = spec
         self._excluding = None  # (the deletion list, its search parameters)
+        self.path: Path | None = None  # the file it was mapped from
         self._apply_search_params()
 
     @classmethod
@@ -196,6 +197,14 @@ class VectorIndex:
         self._excluding = (key, params)
         return params
 
+    def warm(self) -> None:
+        """Read the mapped file once, so that searches find its pages in memory instead of on disk."""
+        if self.path is None:
+            return
+        with open(self.path, "rb") as handle:
+            while handle.read(1 << 24):
+                pass
+
     def save(self, path: Path) -> None:
         import faiss
 
@@ -206,7 +215,8 @@ class VectorIndex:
         import faiss
 
         # Memory-mapped: opening costs nothing, and a search pages in only the lists (or codes) it reads.
-        loaded = cls(faiss.read_index(str(path), faiss.IO_FLAG_MMAP), spec)  # a magic value, not a bit: use alone  # search knobs set on the CPU copy travel with it
+        loaded = cls(faiss.read_index(str(path), faiss.IO_FLAG_MMAP), spec)  # a magic value, not a bit: use alone
+        loaded.path = Path(path)  # search knobs set on the CPU copy travel with it
         if spec.kind in ("flat", "ivf"):  # faiss has no GPU HNSW
             loaded._index = _to_gpu(loaded._index)
         return loaded

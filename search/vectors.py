@@ -15,6 +15,7 @@ from indexer.ann import SearchResult, VectorIndex
 
 POPULATION_SAMPLE = 4096  # vectors scored to estimate a query's score distribution over a collection
 SCORE_CHUNK = 65_536  # rows scored at once by an exact scan: bounds the memory of a batch of queries
+WIDENED_UP_TO = 131_072  # float16 parts up to this many rows keep a float32 copy: converting per query costs more
 
 
 @dataclass
@@ -26,6 +27,15 @@ class VectorPart:
     live: np.ndarray | None = None  # None: every row is live
     ann: VectorIndex | None = None  # None: searched exactly
     _excluded: np.ndarray | None = field(default=None, repr=False)
+    _widened: np.ndarray | None = field(default=None, repr=False)
+
+    def scorable(self) -> np.ndarray:
+        """The vectors as float32 where that is cheap to hold (small float16 parts), else as stored."""
+        if self.matrix.dtype == np.float32 or len(self.row_ids) > WIDENED_UP_TO:
+            return self.matrix
+        if self._widened is None:
+            self._widened = np.asarray(self.matrix, dtype=np.float32)
+        return self._widened
 
     def exact(self, queries: np.ndarray, k: int, positions: np.ndarray | None) -> list[tuple[np.ndarray, np.ndarray]]:
         """Per query, the candidates at least as good as its k-th best here (ties kept), as (ids, scores).
@@ -43,9 +53,10 @@ class VectorPart:
             blocks = ((positions[s:s + SCORE_CHUNK], None) for s in range(0, len(positions), SCORE_CHUNK))
         else:
             blocks = ((slice(s, s + SCORE_CHUNK), admitted) for s in range(0, len(self.row_ids), SCORE_CHUNK))
+        matrix = self.scorable()
         for rows, mask in blocks:
             ids = self.row_ids[rows]
-            scores = queries @ np.asarray(self.matrix[rows], dtype=np.float32).T
+            scores = queries @ np.asarray(matrix[rows], dtype=np.float32).T
             if mask is not None:
                 scores[:, ~mask[rows]] = -np.inf
             for q, row in enumerate(scores):

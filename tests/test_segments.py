@@ -393,3 +393,23 @@ def test_changed_reading_options_read_an_unchanged_corpus_again(tmp_path):
     assert report.committed and report.stats.encoded == 2
     assert sorted(h.text for h in open_index(out, encoder=FakeEncoder()).search(text="x", target="text", k=5)) == \
         ["first", "second"]
+
+
+def test_memory_mapped_ivf_segments_keep_answering_after_they_are_collected(tmp_path):
+    from fakes import HashEncoder
+
+    corpus = tmp_path / "notes.txt"
+    corpus.write_text("\n".join(f"note {i} kind:{i % 9}" for i in range(2000)) + "\n")
+    encoder, out = HashEncoder(), tmp_path / "idx"
+    build_index(out, IndexConfig(texts=[corpus], workers=0, index_type="ivf"), encoder=encoder)
+    assert list(out.glob("segments/*/text.faiss"))
+    reader = open_index(out, encoder=encoder)
+    answers = [[h.row_id for h in reader.search(text=f"note {i} kind:{i % 9}", target="text", k=5)] for i in range(0, 2000, 199)]
+    corpus.write_text("\n".join(f"note {i} kind:{i % 9}" for i in range(1000)) + "\n")  # half deleted: rewritten
+    build_index(out, IndexConfig(texts=[corpus], workers=0), encoder=encoder)
+    for extra in range(2):  # two more commits: the first generation, and its segment, are collected
+        corpus.write_text(corpus.read_text() + f"one more note {extra}\n")
+        build_index(out, IndexConfig(texts=[corpus], workers=0), encoder=encoder)
+    assert not (out / "segments" / "seg-000001-0").exists()
+    assert [[h.row_id for h in reader.search(text=f"note {i} kind:{i % 9}", target="text", k=5)]
+            for i in range(0, 2000, 199)] == answers
