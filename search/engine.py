@@ -1,9 +1,9 @@
 """The query engine: encoder -> ANN index -> item store -> typed hits.
 
 Open once, query many times: the model loads on the first query that needs it.
-Everything is opened when the index is: the live items of every segment are read,
-vectors are memory-mapped and FAISS indexes loaded, so an open index keeps
-answering even after later commits have collected its segments.
+Everything is opened when the index is: items files are opened (a hit's row is
+read when needed, search/items.py), vectors and FAISS indexes memory-mapped, so an
+open index keeps answering even after later commits have collected its segments.
 
 A search is a plan of liked and disliked examples (a text or image query, likes,
 dislikes, the query algebra's terms), scored per part with a strategy
@@ -25,13 +25,14 @@ from indexer.imaging import load_image
 from indexer.models import Encoder, encode_images, load_encoder_for
 from indexer.store import MODALITIES, SETS_OF, IndexDir, Manifest
 from indexer.store.segments import SegmentReader
-from indexer.store.tables import concat_items, read_failures
+from indexer.store.tables import read_failures
 
 from .duplicates import DEFAULT_THRESHOLD, NEIGHBOURS, ContentCheck, DuplicateGroup, check_threshold, group_duplicates
 from .examples import Example, QueryPlan, Term, WeightedTerm, combine, describe, split_weight
 from .filters import BUILT_IN_COLUMNS, Filter, parse_filter
 from .fusion import DEFAULT_FUSION, FUSIONS, fuse
 from .hits import Hit
+from .items import ItemStore
 from .pixels import SAME_PHOTO
 from .recommend import DEFAULT_STRATEGY, PartQuery, check_strategy
 from .vectors import StoredVectors, VectorPart
@@ -58,18 +59,14 @@ class SearchIndex:
         self.manifest = manifest
         self._device = device
         self._generation = index_dir.generation_path(manifest.generation)
-        items, parts = [], {}
-        for ref in manifest.segments:
-            segment = SegmentReader(index_dir.root, ref)
-            items.append(segment.items())
+        segments, parts = [SegmentReader(index_dir.root, ref) for ref in manifest.segments], {}
+        for segment, ref in zip(segments, manifest.segments):
             deleted = segment.deleted()
             for vector_set in ref.sets:
                 row_ids, matrix = segment.vectors(vector_set)
                 live = ~np.isin(row_ids, deleted) if len(deleted) else None
                 parts.setdefault(vector_set, []).append(VectorPart(row_ids, matrix, live, segment.ann(vector_set)))
-        self._items = concat_items(items).combine_chunks()  # a take over many chunks costs 50 ms at 1M rows
-        self._row_ids = self._items.column("row_id").to_numpy()
-        self._order = np.argsort(self._row_ids, kind="stable")
+        self._items = ItemStore(segments)
         self._ids_by_modality: dict[str, np.ndarray] = {}
         self._sets = {vector_set: StoredVectors(found) for vector_set, found in parts.items()}
         self._failures = read_failures(self._generation / "failures.parquet")
@@ -92,7 +89,7 @@ class SearchIndex:
         return self._encoder
 
     def __len__(self) -> int:
-        return len(self._row_ids)
+        return len(self._items)
 
     # ---- searching ---------------------------------------------------------------------------------------
 
@@ -259,8 +256,7 @@ class SearchIndex:
         return self._stored(vector_set).subset(None)
 
     def item(self, row_id: int) -> dict[str, Any]:
-        position = self._position(row_id)
-        return {name: self._items.column(name)[position].as_py() for name in self._items.column_names}
+        return self._items.rows([row_id])[0]
 
     def columns(self, target: str) -> list[str]:
         """The columns a filter on `target` items may name: their metadata, then the built-ins."""
@@ -416,7 +412,7 @@ class SearchIndex:
     def _filter_table(self, target: str) -> pa.Table:
         """row_id, the metadata fields, then the built-in columns, for the items of one kind."""
         if target not in self._filter_tables:
-            items = self._items.filter(pa.compute.equal(self._items.column("modality"), target))
+            items = self._items.table(target, ["row_id", "metadata", *BUILT_IN_COLUMNS])
             columns = {"row_id": items.column("row_id")}
             if "metadata" in items.column_names:
                 metadata = items.column("metadata").combine_chunks()
@@ -434,8 +430,7 @@ class SearchIndex:
 
     def _ids_of(self, modality: str) -> np.ndarray:
         if modality not in self._ids_by_modality:
-            mask = pa.compute.equal(self._items.column("modality"), modality).to_numpy(zero_copy_only=False)
-            self._ids_by_modality[modality] = np.sort(self._row_ids[mask])
+            self._ids_by_modality[modality] = self._items.ids_of(modality)
         return self._ids_by_modality[modality]
 
     def _check_holds(self, target: str) -> None:
@@ -448,17 +443,9 @@ class SearchIndex:
                   "product": f"a table with {option('image_column', 'NAME')}"}[target]
         raise InvalidInputError(f"{self.path} holds no {target}s (it holds {held}); {hint}index {source} into it")
 
-    def _position(self, row_id: int) -> int:
-        found = np.searchsorted(self._row_ids, row_id, sorter=self._order)
-        if found >= len(self._order) or self._row_ids[self._order[found]] != row_id:
-            raise KeyError(f"row id {row_id} is not in this index")
-        return int(self._order[found])
-
     def _hits(self, ranked_lists: list[list[Ranked]]) -> list[list[Hit]]:
-        """Typed hits, their items read with one Arrow take for all of them, not a lookup per hit and column."""
-        flat = [r for ranked in ranked_lists for r in ranked]
-        positions = pa.array([self._position(r.row_id) for r in flat], pa.int64())  # every hit is a stored item
-        rows = iter(self._items.take(positions).to_pylist())
+        """Typed hits, their items read together (by row group)."""
+        rows = iter(self._items.rows([r.row_id for ranked in ranked_lists for r in ranked]))
         return [[self._hit(rank, r, next(rows)) for rank, r in enumerate(ranked, start=1)] for ranked in ranked_lists]
 
     @staticmethod

@@ -23,6 +23,7 @@ ITEM_FIELDS = [
     pa.field("height", pa.int32()),
     pa.field("image_hash", pa.string()),  # products: the photo's content hash (content_hash is the text's)
 ]
+ITEMS_ROW_GROUP = 8192  # a search reads a hit's item with its row group: small groups, little read
 FAILURE_SCHEMA = pa.schema([
     pa.field("path", pa.string()),
     pa.field("modality", pa.string()),
@@ -72,7 +73,7 @@ def write_items(path: Path, rows: list[ItemRow]) -> None:
     if any(metadata):
         # User columns travel as one struct column: typed, and never clash with ours.
         table = table.append_column("metadata", metadata_array(metadata))
-    pq.write_table(table, path)
+    pq.write_table(table, path, row_group_size=ITEMS_ROW_GROUP)
 
 
 def metadata_array(metadata: list[dict[str, Any] | None]) -> pa.Array:

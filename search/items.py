@@ -1,0 +1,115 @@
+"""The items of an open index, by row id: what a search needs is held, the rest is read when a hit needs it.
+
+Opening keeps each segment's items file open and reads only its row ids and modalities; a hit's
+row is read with its Parquet row group (a few thousand rows), and recently read groups are kept.
+So opening a large index costs little and memory grows with what is searched. The open files
+survive later commits collecting their segments, like the memory-mapped vectors.
+"""
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from indexer.store.segments import SegmentReader
+from indexer.store.tables import concat_items
+
+KEPT_GROUPS = 64  # row groups of items kept in memory (a group is up to 8,192 rows)
+
+
+class _SegmentItems:
+    def __init__(self, segment: SegmentReader):
+        self.file = pq.ParquetFile(open(segment.folder / "items.parquet", "rb"))
+        self.deleted = segment.deleted()
+        heads = self.file.read(columns=["row_id", "modality"])
+        self.row_ids = heads.column("row_id").to_numpy()
+        self.modality = heads.column("modality").combine_chunks()
+        self.live = ~np.isin(self.row_ids, self.deleted) if len(self.deleted) else np.ones(len(self.row_ids), bool)
+        sizes = [self.file.metadata.row_group(i).num_rows for i in range(self.file.metadata.num_row_groups)]
+        self.group_starts = np.cumsum([0] + sizes)
+
+    def metadata_fields(self) -> list[str]:
+        schema = self.file.schema_arrow
+        if "metadata" not in schema.names:
+            return []
+        return [f.name for f in schema.field("metadata").type]
+
+    def columns(self, names: list[str], modality: str) -> pa.Table:
+        """The live rows of one modality, with `names` (those this file has)."""
+        table = self.file.read(columns=[n for n in names if n in self.file.schema_arrow.names])
+        keep = self.live & (pc.equal(self.modality, modality).to_numpy(zero_copy_only=False))
+        return table.filter(pa.array(keep))
+
+
+class ItemStore:
+    def __init__(self, segments: list[SegmentReader]):
+        self._segments = [_SegmentItems(s) for s in segments]
+        ids, where, offsets = [], [], []
+        for number, segment in enumerate(self._segments):
+            live = np.flatnonzero(segment.live)
+            ids.append(segment.row_ids[live])
+            where.append(np.full(len(live), number, np.int32))
+            offsets.append(live)
+        all_ids = np.concatenate(ids) if ids else np.zeros(0, np.int64)
+        order = np.argsort(all_ids, kind="stable")
+        self.row_ids = all_ids[order].astype(np.int64)  # ascending
+        self._segment = np.concatenate(where)[order] if ids else np.zeros(0, np.int32)
+        self._offset = np.concatenate(offsets)[order] if ids else np.zeros(0, np.int64)
+        self._groups: OrderedDict[tuple[int, int], list[dict[str, Any]]] = OrderedDict()
+        self._lock = threading.Lock()  # a service reads items from many threads
+        fields: dict[str, None] = {}
+        for segment in self._segments:
+            fields.update(dict.fromkeys(segment.metadata_fields()))
+        self._metadata_fields = list(fields)
+
+    def __len__(self) -> int:
+        return len(self.row_ids)
+
+    def ids_of(self, modality: str) -> np.ndarray:
+        """Live row ids of one kind of item, ascending."""
+        found = []
+        for segment in self._segments:
+            mask = segment.live & pc.equal(segment.modality, modality).to_numpy(zero_copy_only=False)
+            found.append(segment.row_ids[mask])
+        return np.sort(np.concatenate(found)) if found else np.zeros(0, np.int64)
+
+    def rows(self, row_ids: list[int]) -> list[dict[str, Any]]:
+        """Each row id's item as a dict; KeyError for one the index does not hold."""
+        positions = np.searchsorted(self.row_ids, np.asarray(row_ids, dtype=np.int64))
+        out = []
+        with self._lock:
+            for row_id, position in zip(row_ids, positions.tolist()):
+                if position >= len(self.row_ids) or self.row_ids[position] != row_id:
+                    raise KeyError(f"row id {row_id} is not in this index")
+                out.append(dict(self._row(int(self._segment[position]), int(self._offset[position]))))
+        return out
+
+    def table(self, modality: str, names: list[str]) -> pa.Table:
+        """Columns `names` of every live item of one kind, across segments (types unified)."""
+        return concat_items([s.columns(names, modality) for s in self._segments])
+
+    def _row(self, segment: int, offset: int) -> dict[str, Any]:
+        starts = self._segments[segment].group_starts
+        group = int(np.searchsorted(starts, offset, side="right") - 1)
+        key = (segment, group)
+        if key not in self._groups:
+            rows = self._segments[segment].file.read_row_group(group).to_pylist()
+            self._groups[key] = [self._completed(r) for r in rows]
+            if len(self._groups) > KEPT_GROUPS:
+                self._groups.popitem(last=False)
+        self._groups.move_to_end(key)
+        return self._groups[key][offset - int(starts[group])]
+
+    def _completed(self, row: dict[str, Any]) -> dict[str, Any]:
+        """Every segment's metadata fields, None where this row's corpus has no such column."""
+        metadata = row.get("metadata")
+        if metadata is not None and len(metadata) != len(self._metadata_fields):
+            row["metadata"] = {name: metadata.get(name) for name in self._metadata_fields}
+        elif "metadata" not in row and self._metadata_fields:
+            row["metadata"] = None
+        return row
