@@ -136,7 +136,8 @@ def commit_state(index_dir: IndexDir, identity: ModelIdentity, previous: Manifes
 
 def _change(previous: Manifest | None, state: StoredState, rows: list[ItemRow], compact: bool) -> _Change:
     stored = {r.row_id: r for r in state.rows}
-    fresh = [r for r in rows if stored.get(r.row_id) != r]  # equal rows have equal content hashes, so equal vectors
+    # Equal rows have equal content hashes, so equal vectors; a planner that kept a row passes the same object.
+    fresh = [r for r in rows if (old := stored.get(r.row_id)) is not r and old != r]
     kept = {r.row_id for r in rows} - {r.row_id for r in fresh}
     gone = np.array(sorted(set(stored) - kept), dtype=np.int64)
     rewrite = _to_rewrite(previous.segments if previous else [], state, gone, compact, adding=bool(fresh))

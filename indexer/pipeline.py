@@ -237,8 +237,14 @@ def _record_idle_run(index_dir: IndexDir, previous: Manifest, source_plan: Sourc
 def _split_by_source(state: StoredState, source_plan: SourcePlan) -> tuple[StoredState, StoredState]:
     """(what the synced sources owned: the planner's input, what other sources keep); the rest is dropped."""
     scoped, carried = StoredState(vectors=state.vectors, reusable=state.rows), StoredState()
+    owners: dict[tuple[str, str | None], str] = {}  # texts and products: one answer per corpus, not per row
     for row in state.rows:
-        {"synced": scoped.rows, "kept": carried.rows}.get(source_plan.owner_of(row), []).append(row)
+        if row.modality == "image":
+            owner = source_plan.owner_of(row)
+        else:
+            owner = owners.get((row.modality, row.source)) or owners.setdefault((row.modality, row.source),
+                                                                                 source_plan.owner_of(row))
+        {"synced": scoped.rows, "kept": carried.rows}.get(owner, []).append(row)
     for failure in state.failures:
         {"synced": scoped.failures, "kept": carried.failures}.get(source_plan.owner_of(failure), []).append(failure)
     return scoped, carried

@@ -136,13 +136,14 @@ def plan_texts(records: list[TextRecord], state: StoredState, journal: Journal, 
     pool: dict[tuple[str | None, str], list[ItemRow]] = {}
     for row in (r for r in state.rows if r.modality == "text"):
         pool.setdefault((row.source, row.content_hash), []).append(row)
-    elsewhere = {r.content_hash: r.row_id for r in state.reusable if r.modality == "text"}
+    elsewhere = _LazyIndex(lambda: {r.content_hash: r.row_id for r in state.reusable if r.modality == "text"})
     for record in records:
         digest = text_hash(record.text)
         same = pool.get((record.source, digest))
         if same:
             old = same.pop(0)
-            plan.keep(_text_row(old.row_id, record, digest), state.vector("text", old.row_id))
+            unchanged = old.line == record.line and old.metadata == (record.metadata or None)
+            plan.keep(old if unchanged else _text_row(old.row_id, record, digest), state.vector("text", old.row_id))
         elif digest in elsewhere:
             plan.keep(_text_row(ids.take(), record, digest), state.vector("text", elsewhere[digest]))
         elif ("text", digest) in journal.by_hash:
@@ -152,6 +153,24 @@ def plan_texts(records: list[TextRecord], state: StoredState, journal: Journal, 
             plan.to_encode.append(record)
     plan.removed_ids = [r.row_id for rows in pool.values() for r in rows]
     return plan
+
+
+class _LazyIndex:
+    """A dictionary built on first use: a re-run that matches every text in its own corpus never builds it."""
+
+    def __init__(self, build):
+        self._build, self._built = build, None
+
+    def _get(self) -> dict:
+        if self._built is None:
+            self._built = self._build()
+        return self._built
+
+    def __contains__(self, key) -> bool:
+        return key in self._get()
+
+    def __getitem__(self, key):
+        return self._get()[key]
 
 
 def _text_row(row_id: int, record: TextRecord, digest: str) -> ItemRow:

@@ -413,3 +413,35 @@ def test_memory_mapped_ivf_segments_keep_answering_after_they_are_collected(tmp_
     assert not (out / "segments" / "seg-000001-0").exists()
     assert [[h.row_id for h in reader.search(text=f"note {i} kind:{i % 9}", target="text", k=5)]
             for i in range(0, 2000, 199)] == answers
+
+
+def test_an_open_index_reads_only_the_item_rows_its_hits_need(tmp_path):
+    from fakes import HashEncoder
+    from indexer.store.tables import ITEMS_ROW_GROUP
+
+    corpus = tmp_path / "notes.txt"
+    corpus.write_text("\n".join(f"note {i} kind:{i % 9}" for i in range(3 * ITEMS_ROW_GROUP + 5)) + "\n")
+    encoder, out = HashEncoder(), tmp_path / "idx"
+    build_index(out, IndexConfig(texts=[corpus], workers=0), encoder=encoder)
+    [segment] = segment_dirs(out)
+    assert pq.ParquetFile(segment / "items.parquet").metadata.num_row_groups == 4
+    idx = open_index(out, encoder=encoder)
+    assert len(idx) == 3 * ITEMS_ROW_GROUP + 5 and not idx._items._groups  # opening read ids only
+    hit = idx.search(text="note 9000 kind:0", target="text", k=1)[0]
+    assert hit.text == "note 9000 kind:0" and len(idx._items._groups) == 1
+
+
+def test_items_of_corpora_with_different_columns_share_one_set_of_fields(tmp_path):
+    first, second = tmp_path / "first.csv", tmp_path / "second.csv"
+    first.write_text("text,price,colour\na red car,18500,red\na blue mug,9,blue\n")
+    second.write_text("text,price,size\na red shoe,49.5,42\na green apple,0.5,\n")
+    out = tmp_path / "idx"
+    build_index(out, IndexConfig(texts=[first], workers=0), encoder=FakeEncoder())
+    build_index(out, IndexConfig(texts=[second], workers=0), encoder=FakeEncoder())
+    assert len(IndexDir(out).read_manifest().segments) == 2
+    idx = open_index(out, encoder=FakeEncoder())
+    hits = {h.text: h.metadata for h in idx.search(text="red", target="text", k=4)}
+    assert hits["a red car"] == {"price": 18500, "colour": "red", "size": None}
+    assert hits["a red shoe"] == {"price": 49.5, "colour": None, "size": 42}
+    cheap = idx.search(text="red", target="text", k=4, where="price < 10")
+    assert sorted(h.text for h in cheap) == ["a blue mug", "a green apple"]
