@@ -78,10 +78,11 @@ class FakeEncoder:
 
 
 class SlowFakeEncoder(FakeEncoder):
-    """Takes its time per batch and notes each batch in $FAKE_PROGRESS_FILE, so a test can interrupt it mid-run."""
+    """Takes its time per batch ($FAKE_BATCH_SECONDS, default 0.2) and notes each batch in $FAKE_PROGRESS_FILE,
+    so a test can interrupt it mid-run."""
 
     def encode_preprocessed(self, batch) -> np.ndarray:
-        time.sleep(0.2)
+        time.sleep(float(os.environ.get("FAKE_BATCH_SECONDS", "0.2")))
         vectors = super().encode_preprocessed(batch)
         with open(os.environ["FAKE_PROGRESS_FILE"], "a") as handle:
             handle.write(f"{len(vectors)}\n")

@@ -341,7 +341,8 @@ def test_ctrl_c_in_a_small_first_build_keeps_every_encoded_batch(tmp_path, sourc
     """Under 512 items nothing reached the journal before an interrupt; now the interrupt commits it."""
     images, _ = sources
     out, progress = tmp_path / "idx", tmp_path / "progress"
-    env = {**env_with_tests_path(), "FAKE_PROGRESS_FILE": str(progress)}
+    # Two seconds a batch: the search below (a fresh Python process) must run while the build is still going.
+    env = {**env_with_tests_path(), "FAKE_PROGRESS_FILE": str(progress), "FAKE_BATCH_SECONDS": "2"}
     command = [sys.executable, "-c", "import cli; cli.app()", "index", str(images), "--out", str(out),
                "--model", "python:fakes:make_slow_encoder", "--batch-size", "2", "--workers", "0"]
     run = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
