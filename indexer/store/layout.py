@@ -91,11 +91,7 @@ class IndexDir:
         self.root.mkdir(parents=True, exist_ok=True)
         number = self._next_generation_number()
         generation = f"{GENERATION_PREFIX}{number:06d}"
-        staging = self.root / f"{STAGING_PREFIX}{generation}-{os.getpid()}"
-        if staging.exists():
-            shutil.rmtree(staging)
-        staging.mkdir()
-        return generation, staging
+        return generation, _private_folder(self.root, generation)
 
     @property
     def segments_path(self) -> Path:
@@ -108,11 +104,7 @@ class IndexDir:
         """
         self.segments_path.mkdir(parents=True, exist_ok=True)
         name = f"{SEGMENT_PREFIX}{generation.removeprefix(GENERATION_PREFIX)}-{number}"
-        staging = self.segments_path / f"{STAGING_PREFIX}{name}-{os.getpid()}"
-        if staging.exists():
-            shutil.rmtree(staging)
-        staging.mkdir()
-        return name, staging
+        return name, _private_folder(self.segments_path, name)
 
     def publish_segment(self, staging: Path, name: str) -> None:
         """Durable under its final name; still invisible to readers until a manifest names it."""
@@ -179,6 +171,15 @@ class IndexDir:
             for deletions in folder.glob("deleted-*.npy"):
                 if deletions.name not in referenced[folder.name]:
                     deletions.unlink(missing_ok=True)
+
+
+def _private_folder(parent: Path, name: str) -> Path:
+    """An empty staging folder for `name` that only this process writes (a dead run's leftovers are cleared)."""
+    staging = parent / f"{STAGING_PREFIX}{name}-{os.getpid()}"
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir()
+    return staging
 
 
 def _write_atomic(path: Path, text: str) -> None:
