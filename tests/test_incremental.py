@@ -345,7 +345,9 @@ def test_ctrl_c_in_a_small_first_build_keeps_every_encoded_batch(tmp_path, sourc
     env = {**env_with_tests_path(), "FAKE_PROGRESS_FILE": str(progress), "FAKE_BATCH_SECONDS": "2"}
     command = [sys.executable, "-c", "import cli; cli.app()", "index", str(images), "--out", str(out),
                "--model", "python:fakes:make_slow_encoder", "--batch-size", "2", "--workers", "0"]
-    run = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # As in a terminal: a test run started in the background (`cmd &`) would pass SIGINT on as ignored.
+    run = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 60
     while (not progress.exists() or len(progress.read_text().split()) < 3) and time.monotonic() < deadline:
         time.sleep(0.05)
