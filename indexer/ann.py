@@ -163,16 +163,7 @@ class VectorIndex:
 
         selector = faiss.IDSelectorBatch(allowed)
         share = max(len(allowed) / max(len(self), 1), 1e-6)
-        if self.spec.kind == "hnsw":
-            ef = int(min(FILTERED_EF_MAX, max(self.spec.params["efSearch"], self.spec.params["efSearch"] / share)))
-            params = faiss.SearchParametersHNSW(sel=selector, efSearch=ef)
-        elif self.spec.kind == "ivf":
-            nlist, nprobe = self.spec.params["nlist"], self.spec.params["nprobe"]
-            params = faiss.SearchParametersIVF(sel=selector, nprobe=int(min(nlist, math.ceil(nprobe / share))))
-        else:
-            params = faiss.SearchParameters(sel=selector)
-        params.keep_alive = (selector, allowed)  # faiss holds raw pointers: keep what they point to
-        return params
+        return self._params_with(selector, share, keep_alive=(selector, allowed))
 
     def _excluding_params(self, excluded: np.ndarray):
         """Search parameters that skip `excluded` (few, as compaction keeps them under a fifth).
@@ -184,17 +175,25 @@ class VectorIndex:
         if self._excluding is not None and self._excluding[0] is excluded:
             return self._excluding[1]
         key, excluded = excluded, np.asarray(excluded, dtype=np.int64)
-
         inner = faiss.IDSelectorBatch(excluded)
         selector = faiss.IDSelectorNot(inner)
+        params = self._params_with(selector, 1.0, keep_alive=(selector, inner, excluded))
+        self._excluding = (key, params)
+        return params
+
+    def _params_with(self, selector, share: float, keep_alive: tuple):
+        """This index's search knobs with a selector; `share` of the rows admitted widens approximate searches."""
+        import faiss
+
         if self.spec.kind == "hnsw":
-            params = faiss.SearchParametersHNSW(sel=selector, efSearch=self.spec.params["efSearch"])
+            ef = int(min(FILTERED_EF_MAX, max(self.spec.params["efSearch"], self.spec.params["efSearch"] / share)))
+            params = faiss.SearchParametersHNSW(sel=selector, efSearch=ef)
         elif self.spec.kind == "ivf":
-            params = faiss.SearchParametersIVF(sel=selector, nprobe=self.spec.params["nprobe"])
+            nlist, nprobe = self.spec.params["nlist"], self.spec.params["nprobe"]
+            params = faiss.SearchParametersIVF(sel=selector, nprobe=int(min(nlist, math.ceil(nprobe / share))))
         else:
             params = faiss.SearchParameters(sel=selector)
-        params.keep_alive = (selector, inner, excluded)  # faiss holds raw pointers: keep what they point to
-        self._excluding = (key, params)
+        params.keep_alive = keep_alive  # faiss holds raw pointers: keep what they point to
         return params
 
     def warm(self) -> None:
