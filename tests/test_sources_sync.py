@@ -133,10 +133,21 @@ def test_the_same_text_in_two_corpora_is_two_items_encoded_once(tmp_path):
     assert report.counts["text"] == 3 and (report.stats.encoded, report.stats.reused) == (1, 1)
 
 
+def write_embeddings(path, row_ids, vectors) -> None:
+    """Format 2's vector file: row_id + a fixed-size list of float32 (xmodal no longer writes it)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    embedding = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), type=pa.float32()), vectors.shape[1])
+    pq.write_table(pa.table({"row_id": pa.array(np.asarray(row_ids, dtype=np.int64)), "embedding": embedding}), path)
+
+
 def as_format_2(out) -> None:
     """Rewrite a fresh index in the format-2 layout: one generation folder of Parquet files."""
     from indexer.commit import load_state
-    from indexer.store.tables import write_embeddings, write_failures, write_items
+    from indexer.store.tables import write_failures, write_items
 
     index_dir = IndexDir(out)
     manifest = index_dir.read_manifest()

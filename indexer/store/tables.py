@@ -146,16 +146,6 @@ def read_failures(path: Path) -> list[Failure]:
     return [Failure(**{k: v for k, v in row.items() if k in fields}) for row in pq.read_table(path).to_pylist()]
 
 
-def write_embeddings(path: Path, row_ids: np.ndarray, vectors: np.ndarray) -> None:
-    """Vectors keyed by row id (never by position); float32."""
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    dim = vectors.shape[1] if vectors.ndim == 2 else 0
-    flat = pa.array(vectors.reshape(-1), type=pa.float32())
-    embedding = pa.FixedSizeListArray.from_arrays(flat, dim) if dim else pa.array([], pa.list_(pa.float32(), 1))
-    table = pa.table({"row_id": pa.array(np.asarray(row_ids, dtype=np.int64)), "embedding": embedding})
-    pq.write_table(table, path)
-
-
 def read_embeddings(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if not path.exists():  # a vector set this index (or its format) never had
         return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
