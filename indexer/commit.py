@@ -1,27 +1,31 @@
 """Committing an index's state: only what changed is written, then the manifest swaps atomically.
 
-A commit compares the new rows with the stored ones: rows added or changed go into
-one new segment, rows removed or replaced become deletion records of the segments
-that held them, and segments that are mostly deleted, or small and many, are merged
-into the new segment on the way (compaction). Readers see the previous commit until
-the manifest is replaced (store/layout.py).
+A run hands over a delta: the rows it added or changed, already streaming into new
+segments (indexer/fresh.py), and the row ids it removed or replaced, which become
+deletion records of the segments that held them. Segments that are mostly deleted,
+or small and many, have their live rows moved into the new segments on the way
+(compaction). Readers see the previous commit until the manifest is replaced
+(store/layout.py).
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
+import pyarrow as pa
 
 from .errors import IndexWriteError
+from .fresh import SEGMENT_ROWS, FreshSegments
 from .models import ModelIdentity
-from .plan import StoredState
-from .store import MODALITIES, SETS_OF, VECTOR_SETS, Failure, IndexDir, ItemRow, Manifest
+from .store import MODALITIES, VECTOR_SETS, Failure, IndexDir, Manifest
 from .store.manifest import AnnSpec, SegmentRef, Source
-from .store.segments import SegmentReader, segment_folder, write_deletions, write_segment
-from .store.tables import item_rows, read_failures, write_failures
+from .store.segments import SegmentReader, segment_folder, write_deletions
+from .store.tables import write_failures
+from .stored import StoredState
 
 COMPACT_DELETED_SHARE = 0.2  # a segment with this share of its rows deleted is rewritten (as Qdrant and Milvus do)
 SMALL_SEGMENT_SHARE = 0.1  # a segment holding less than this share of the live items is small...
@@ -44,11 +48,13 @@ class RunStats:
 
 
 @dataclass
-class NewState:
-    """What a run wants committed: rows, and their vectors by vector set and row id."""
+class Delta:
+    """What a run changes: the rows it wrote (added, or changed under their row id) and the rows it deleted."""
 
-    rows: list[ItemRow]
-    vectors: dict[str, dict[int, np.ndarray]]
+    generation: str  # the generation being written; its staging folder exists
+    staging: Path
+    fresh: FreshSegments
+    gone: np.ndarray  # row ids whose stored copies are deleted: removed, or rewritten in `fresh`
     failures: list[Failure]
     sources: list[Source]
     next_row_id: int
@@ -56,74 +62,18 @@ class NewState:
     settings: dict[str, Any] = field(default_factory=dict)
 
 
-def load_state(index_dir: IndexDir, manifest: Manifest | None) -> StoredState:
-    """Rows, vectors (memory-mapped where stored raw) and failures of the last commit; empty for a new index."""
-    if manifest is None:
-        return StoredState()
-    state = StoredState(next_row_id=manifest.next_row_id)
-    state.vectors = {vector_set: {} for vector_set in VECTOR_SETS}
-    for ref in manifest.segments:
-        reader = SegmentReader(index_dir.root, ref)
-        items = reader.items()
-        live = items.column("row_id").to_numpy()
-        state.rows.extend(item_rows(items))
-        state.segments[ref.name] = live
-        for vector_set in VECTOR_SETS:
-            row_ids, matrix = reader.vectors(vector_set)
-            matrix = np.asarray(matrix)  # rows as plain views of the map: cheaper than a million memmap objects
-            keep = np.flatnonzero(np.isin(row_ids, live))
-            state.vectors[vector_set].update(zip(row_ids[keep].tolist(), (matrix[i] for i in keep)))
-    state.reusable = state.rows
-    state.failures = read_failures(index_dir.generation_path(manifest.generation) / "failures.parquet")
-    return state
+def start_delta(index_dir: IndexDir, dim: int, settings: dict[str, Any], expected_size: int) -> Delta:
+    """A generation's staging folder and a writer for its new segments."""
+    generation, staging = index_dir.new_staging()
+    return Delta(generation, staging, FreshSegments(index_dir, generation, dim, settings, expected_size),
+                 np.zeros(0, np.int64), [], [], 0, RunStats(), settings)
 
 
-def vectors_of(state: StoredState, rows: list[ItemRow]) -> dict[str, dict[int, np.ndarray]]:
-    """The stored vectors of `rows`, by vector set."""
-    out: dict[str, dict[int, np.ndarray]] = {}
-    for row in rows:
-        for vector_set in SETS_OF[row.modality]:
-            vector = state.vectors.get(vector_set, {}).get(row.row_id)
-            if vector is not None:
-                out.setdefault(vector_set, {})[row.row_id] = vector
-    return out
-
-
-@dataclass
-class _Change:
-    """What a commit does to the stored segments."""
-
-    fresh: list[ItemRow]  # rows added or changed: written anew
-    gone: np.ndarray  # row ids removed or replaced: deleted from the segments holding them
-    rewrite: set[str]  # segments whose live rows move into the new segment (legacy, mostly deleted, small)
-
-    @property
-    def empty(self) -> bool:
-        return not self.fresh and not len(self.gone) and not self.rewrite
-
-
-def commit_state(index_dir: IndexDir, identity: ModelIdentity, previous: Manifest | None, state: StoredState,
-                 new: NewState, compact: bool = False) -> tuple[Manifest, bool]:
-    """Make `new` the committed state; returns (manifest, whether a generation was written).
-
-    `compact` rewrites every segment with deletions and merges the small ones, whatever the thresholds.
-    """
-    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    rows = sorted(new.rows, key=lambda r: r.row_id)
-    failures = sorted(new.failures, key=lambda f: (f.path, f.line or 0, f.modality))
-    change = _change(previous, state, rows, compact)
+@contextmanager
+def writing(index_dir: IndexDir) -> Iterator[None]:
+    """Turns a failed write into IndexWriteError, leaving the last commit and the journal as they were."""
     try:
-        if previous is not None and change.empty and failures == state.failures:
-            manifest = _manifest(previous.generation, identity, rows, failures, previous.segments, new, previous, now)
-            index_dir.write_manifest(manifest)
-            return manifest, False
-        generation, staging = index_dir.new_staging()
-        segments = _write_segments(index_dir, generation, previous, state, change, rows, new, identity.dim)
-        write_failures(staging / "failures.parquet", failures)
-        new.stats.bytes_written += _size(staging)
-        new.stats.compacted = len(change.rewrite)
-        manifest = _manifest(generation, identity, rows, failures, segments, new, previous, now)
-        index_dir.commit(staging, manifest)
+        yield
     except OSError as exc:
         index_dir.discard_staging()
         reason = exc.strerror or str(exc)
@@ -131,17 +81,85 @@ def commit_state(index_dir: IndexDir, identity: ModelIdentity, previous: Manifes
             f"could not write the index in {index_dir.root}: {reason}; the last committed index is unchanged "
             "and the encoded work is kept for the next run (free disk space or fix permissions, then run again)"
         ) from None
+    except BaseException:
+        index_dir.discard_staging()
+        raise
+
+
+def commit_state(index_dir: IndexDir, identity: ModelIdentity, previous: Manifest | None, state: StoredState,
+                 delta: Delta, compact: bool = False) -> tuple[Manifest, bool]:
+    """Make the state after `delta` the committed one; returns (manifest, whether a generation was written).
+
+    `compact` rewrites every segment with deletions and merges the small ones, whatever the thresholds.
+    """
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    failures = sorted(delta.failures, key=lambda f: (f.path, f.line or 0, f.modality))
+    gone = np.unique(delta.gone)
+    segments_before = previous.segments if previous else []
+    adding = bool(delta.fresh.pending or delta.fresh.written)
+    rewrite = _to_rewrite(segments_before, state, gone, compact, adding)
+    counts = _counts_after(previous, state, gone, delta.fresh)
+    with writing(index_dir):
+        if previous is not None and not adding and not len(gone) and not rewrite and failures == state.failures:
+            index_dir.discard_staging()
+            manifest = _manifest(previous.generation, identity, counts, failures, previous.segments, delta,
+                                 previous, now)
+            index_dir.write_manifest(manifest)
+            return manifest, False
+        for ref in segments_before:
+            if ref.name in rewrite:
+                _move_live_rows(index_dir, ref, state.segments.get(ref.name), gone, delta.fresh)
+        kept = [_with_deletions(index_dir, delta.generation, ref, state.segments.get(ref.name, np.zeros(0, np.int64)),
+                                gone, delta.stats) for ref in segments_before if ref.name not in rewrite]
+        segments = [ref for ref in kept if ref.live] + delta.fresh.finish()
+        delta.stats.bytes_written += delta.fresh.bytes_written
+        write_failures(delta.staging / "failures.parquet", failures)
+        delta.stats.bytes_written += _size(delta.staging)
+        delta.stats.compacted = len(rewrite)
+        manifest = _manifest(delta.generation, identity, counts, failures, segments, delta, previous, now)
+        index_dir.commit(delta.staging, manifest)
     return manifest, True
 
 
-def _change(previous: Manifest | None, state: StoredState, rows: list[ItemRow], compact: bool) -> _Change:
-    stored = {r.row_id: r for r in state.rows}
-    # Equal rows have equal content hashes, so equal vectors; a planner that kept a row passes the same object.
-    fresh = [r for r in rows if (old := stored.get(r.row_id)) is not r and old != r]
-    kept = {r.row_id for r in rows} - {r.row_id for r in fresh}
-    gone = np.array(sorted(set(stored) - kept), dtype=np.int64)
-    rewrite = _to_rewrite(previous.segments if previous else [], state, gone, compact, adding=bool(fresh))
-    return _Change(fresh, gone, rewrite)
+def _counts_after(previous: Manifest | None, state: StoredState, gone: np.ndarray,
+                  fresh: FreshSegments) -> dict[str, int]:
+    counts = {m: (previous.counts.get(m, 0) if previous else 0) + fresh.modality_counts.get(m, 0)
+              for m in MODALITIES}
+    counts["text"] -= int(np.count_nonzero(np.isin(gone, state.texts.row_ids)))
+    gone_set = set(gone.tolist()) if len(gone) < len(state.rows) else None
+    for row in state.rows:
+        if (row.row_id in gone_set) if gone_set is not None else np.isin(row.row_id, gone):
+            counts[row.modality] -= 1
+    return counts
+
+
+MOVE_ROWS = 65_536  # rows moved at once by a compaction: bounds its memory
+
+
+def _move_live_rows(index_dir: IndexDir, ref: SegmentRef, live: np.ndarray | None, gone: np.ndarray,
+                    fresh: FreshSegments) -> None:
+    """A rewritten segment's rows that stay: into the new segments, with their vectors."""
+    reader = SegmentReader(index_dir.root, ref)
+    items = reader.items()
+    items = items.filter(pa.array(~np.isin(items.column("row_id").to_numpy(), gone)))
+    sets = {vector_set: reader.vectors(vector_set) for vector_set in VECTOR_SETS}
+    for start in range(0, len(items), MOVE_ROWS):
+        part = items.slice(start, MOVE_ROWS)
+        ids = part.column("row_id").to_numpy()
+        vectors = {}
+        for vector_set, (set_ids, matrix) in sets.items():
+            if not len(set_ids):
+                continue
+            order = np.argsort(set_ids, kind="stable")
+            at = np.searchsorted(set_ids, ids, sorter=order).clip(max=len(set_ids) - 1)
+            held = set_ids[order[at]] == ids
+            rows = np.sort(order[at[held]])
+            vectors[vector_set] = (set_ids[rows], np.asarray(matrix[rows], dtype=np.float32))
+        fresh.add(part, vectors)
+
+
+def _size(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
 
 
 def _to_rewrite(segments: list[SegmentRef], state: StoredState, gone: np.ndarray, compact: bool,
@@ -155,36 +173,10 @@ def _to_rewrite(segments: list[SegmentRef], state: StoredState, gone: np.ndarray
         if live_after[s.name] and (deleted >= COMPACT_DELETED_SHARE * s.rows or (compact and deleted)):
             rewrite.add(s.name)
     small = [s.name for s in segments if s.name not in rewrite and live_after[s.name]
-             and live_after[s.name] < SMALL_SEGMENT_SHARE * total]
+             and live_after[s.name] < min(SMALL_SEGMENT_SHARE * total, SEGMENT_ROWS / 2)]
     if len(small) + adding > MAX_SMALL_SEGMENTS or (compact and len(small) > 1):
         rewrite.update(small)
     return rewrite
-
-
-def _write_segments(index_dir: IndexDir, generation: str, previous: Manifest | None, state: StoredState,
-                    change: _Change, rows: list[ItemRow], new: NewState, dim: int) -> list[SegmentRef]:
-    """The segment list after this commit: old ones with their new deletions, then the new segment."""
-    by_id = {r.row_id: r for r in rows}
-    fresh_ids = {r.row_id for r in change.fresh}
-    moved = [by_id[i] for name in sorted(change.rewrite) for i in state.segments.get(name, np.zeros(0)).tolist()
-             if i in by_id and i not in fresh_ids]
-    segments = []
-    for ref in previous.segments if previous else []:
-        if ref.name in change.rewrite:
-            continue
-        ref = _with_deletions(index_dir, generation, ref, state.segments.get(ref.name, np.zeros(0, np.int64)),
-                              change.gone, new.stats)
-        if ref.live:
-            segments.append(ref)
-    written = change.fresh + moved
-    if written:
-        name, staging = index_dir.new_segment_staging(generation, 0)
-        ref = write_segment(staging, name, written, new.vectors, dim, new.settings.get("vectors", "float32"),
-                            new.settings.get("index_type", "auto"), new.settings.get("memory_budget"), len(rows))
-        new.stats.bytes_written += _size(staging)
-        index_dir.publish_segment(staging, name)
-        segments.append(ref)
-    return segments
 
 
 def _with_deletions(index_dir: IndexDir, generation: str, ref: SegmentRef, live: np.ndarray, gone: np.ndarray,
@@ -199,10 +191,6 @@ def _with_deletions(index_dir: IndexDir, generation: str, ref: SegmentRef, live:
     return replace(ref, deleted=name, deleted_count=len(deleted))
 
 
-def _size(folder: Path) -> int:
-    return sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
-
-
 def _ann_summary(segments: list[SegmentRef]) -> dict[str, AnnSpec]:
     """Per vector set, the ANN of the segment holding most of its vectors (`info` shows it)."""
     summary: dict[str, tuple[int, AnnSpec]] = {}
@@ -213,12 +201,12 @@ def _ann_summary(segments: list[SegmentRef]) -> dict[str, AnnSpec]:
     return {vector_set: spec for vector_set, (_, spec) in summary.items()}
 
 
-def _manifest(generation: str, identity: ModelIdentity, rows: list[ItemRow], failures: list[Failure],
-              segments: list[SegmentRef], new: NewState, previous: Manifest | None, now: str) -> Manifest:
+def _manifest(generation: str, identity: ModelIdentity, counts: dict[str, int], failures: list[Failure],
+              segments: list[SegmentRef], new: Delta, previous: Manifest | None, now: str) -> Manifest:
     return Manifest(
         generation=generation,
         model=identity,
-        counts={m: sum(r.modality == m for r in rows) for m in MODALITIES},
+        counts=counts,
         failures=len(failures),
         ann=_ann_summary(segments),
         next_row_id=new.next_row_id,

@@ -6,17 +6,19 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+from .commit import RunStats, commit_state, start_delta
 from .errors import InvalidInputError, command, option
-from .commit import NewState, RunStats, commit_state, load_state, vectors_of
 from .store import IndexDir, ItemRow
+from .stored import load_state, stored_rows
 from .store.lock import WriterLock
 from .sync import SourcePlan, drop_sources
 
 
 def list_items(index: str | Path, modality: str | None = None) -> list[ItemRow]:
     index_dir = IndexDir(Path(index))
-    rows = load_state(index_dir, index_dir.read_manifest()).rows
-    return sorted((r for r in rows if modality is None or r.modality == modality), key=lambda r: r.row_id)
+    return [r for r in stored_rows(index_dir, index_dir.read_manifest()) if modality is None or r.modality == modality]
 
 
 def remove_items(index: str | Path, paths: list[str | Path] = (), row_ids: list[int] = (),
@@ -33,18 +35,20 @@ def remove_items(index: str | Path, paths: list[str | Path] = (), row_ids: list[
     with WriterLock(index_dir.root):
         manifest = index_dir.read_manifest()
         state = load_state(index_dir, manifest)
+        rows = stored_rows(index_dir, manifest)
         source_plan = drop_sources(manifest.sources, list(sources)) if sources else None
-        by_source = _dropped_by(source_plan, state.rows) if source_plan else set()
-        doomed = by_source | (_select(state.rows, [os.path.abspath(p) for p in paths], set(row_ids))
+        by_source = _dropped_by(source_plan, rows) if source_plan else set()
+        doomed = by_source | (_select(rows, [os.path.abspath(p) for p in paths], set(row_ids))
                               if paths or row_ids or not sources else set())
-        keep = [r for r in state.rows if r.row_id not in doomed]
-        failures = [f for f in state.failures if not source_plan or source_plan.owner_of(f) != "dropped"]
-        stats = RunStats(reused=len(keep), removed=len(doomed), seconds=round(time.perf_counter() - started, 3))
-        new = NewState(keep, vectors_of(state, keep), failures,
-                       source_plan.sources if source_plan else manifest.sources, manifest.next_row_id, stats,
-                       manifest.settings)
-        commit_state(index_dir, manifest.model, manifest, state, new)
-    return [r for r in state.rows if r.row_id in doomed]
+        delta = start_delta(index_dir, manifest.model.dim, manifest.settings, sum(manifest.counts.values()))
+        delta.gone = np.array(sorted(doomed), np.int64)
+        delta.failures = [f for f in state.failures if not source_plan or source_plan.owner_of(f) != "dropped"]
+        delta.sources = source_plan.sources if source_plan else manifest.sources
+        delta.next_row_id = manifest.next_row_id
+        delta.stats = RunStats(reused=len(rows) - len(doomed), removed=len(doomed),
+                               seconds=round(time.perf_counter() - started, 3))
+        commit_state(index_dir, manifest.model, manifest, state, delta)
+    return [r for r in rows if r.row_id in doomed]
 
 
 def _dropped_by(source_plan: SourcePlan, rows: list[ItemRow]) -> set[int]:
@@ -91,10 +95,11 @@ def compact_index(index: str | Path) -> CompactReport:
     with WriterLock(index_dir.root):
         manifest = index_dir.read_manifest()
         state = load_state(index_dir, manifest)
-        stats = RunStats(reused=len(state.rows))
-        new = NewState(state.rows, vectors_of(state, state.rows), state.failures, manifest.sources,
-                       manifest.next_row_id, stats, manifest.settings)
-        after, _ = commit_state(index_dir, manifest.model, manifest, state, new, compact=True)
+        delta = start_delta(index_dir, manifest.model.dim, manifest.settings, sum(manifest.counts.values()))
+        delta.failures, delta.sources, delta.next_row_id = state.failures, manifest.sources, manifest.next_row_id
+        delta.stats = RunStats(reused=sum(manifest.counts.values()))
+        after, _ = commit_state(index_dir, manifest.model, manifest, state, delta, compact=True)
+        stats = delta.stats
     return CompactReport(len(manifest.segments), len(after.segments), sum(s.deleted_count for s in manifest.segments),
                          sum(s.deleted_count for s in after.segments), stats.bytes_written,
                          round(time.perf_counter() - started, 3), manifest.is_legacy)

@@ -148,10 +148,14 @@ def encode_images_journaled(encoder: Encoder, paths: list[str], journal: Journal
 
 def encode_texts_journaled(encoder: Encoder, texts: list[str], journal: Journal, settings: EncodeSettings,
                            timer: Timer, progress: ProgressFactory | None, label: str = "texts",
-                           hashes: list[str] | None = None) -> list[np.ndarray]:
-    """Vectors of `texts`, in order; each batch is journaled by content (`hashes`, if known) as it is encoded."""
+                           hashes: list[str] | None = None, bar: ProgressBar | None = None) -> list[np.ndarray]:
+    """Vectors of `texts`, in order; each batch is journaled by content (`hashes`, if known) as it is encoded.
+
+    With a `bar` of the caller's, that bar is advanced and left open.
+    """
     hashes = hashes if hashes is not None else [text_hash(t) for t in texts]
-    bar = progress(label, len(texts)) if progress and texts else None
+    own_bar = bar is None
+    bar = progress(label, len(texts)) if own_bar and progress and texts else bar
     chunks = []
     with JournalBuffer(journal, settings.journal_every) as buffer:
         for start in range(0, len(texts), settings.batch_size):
@@ -163,6 +167,6 @@ def encode_texts_journaled(encoder: Encoder, texts: list[str], journal: Journal,
             chunks.append(vectors)
             if bar:
                 bar.update(len(chunk))
-    if bar:
+    if bar and own_bar:
         bar.close()
     return [vector for chunk in chunks for vector in chunk]  # views: the journal holds the same batches

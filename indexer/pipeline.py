@@ -13,20 +13,25 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
+
 from . import ann, sources
-from .commit import NewState, RunStats, commit_state, load_state, vectors_of
+from .commit import RunStats, commit_state, start_delta, writing
 from .encode import EncodeSettings, ProgressFactory, Timer, encode_images_journaled, encode_texts_journaled
 from .errors import InvalidInputError, ModelMismatchError, option
+from .fresh import FreshSegments
 from .imaging import MAX_PIXELS
 from .models import DEFAULT_MODEL, Encoder, ModelIdentity, load_encoder
-from .plan import Planned, RowIds, StoredState, plan_images, plan_texts, text_hash
+from .plan import Planned, RowIds, plan_images
 from .plan_products import ProductPlan, plan_products
+from .plan_texts import CorpusTextPlanner
 from .store import Failure, IndexDir, ItemRow, Manifest
 from .store.journal import Journal
 from .store.lock import WriterLock
 from .store.manifest import FORMAT_VERSION, Source
 from .store.segments import check_vector_dtype
-from .store.tables import read_failures
+from .store.tables import items_table, read_failures
+from .stored import StoredState, load_state
 from .sync import SourcePlan, check_replace, named_sources, plan_sources, reading_options
 from .unchanged import fingerprint, nothing_changed, skip_unchanged_corpora
 
@@ -107,35 +112,46 @@ def build_index(out: str | Path, config: IndexConfig, progress: ProgressFactory 
 
 @dataclass
 class FoundItems:
-    """What the synced sources hold now."""
+    """What the synced sources hold now; text corpora are only named here and streamed while planning."""
 
     image_paths: list[str]
-    texts: list[sources.TextRecord]
+    corpora: list[tuple[Source, sources.Corpus | None]]  # text corpora: read whole, or None: streamed later
     products: list[sources.TextRecord]  # rows of tables read with an image column
     skipped_rows: list[Failure]
     fingerprints: dict[tuple[str, str], str | None] = field(default_factory=dict)  # corpora as they were read
 
     @property
     def empty(self) -> bool:
-        return not self.image_paths and not self.texts and not self.products
+        return not self.image_paths and not self.corpora and not self.products
 
 
 def read_sources(synced: list[Source], recorded: list[Source]) -> FoundItems:
     """Read the sources a run syncs. A newly added folder must hold images; a recorded one may be emptied."""
     known = {s.key for s in recorded}
-    image_paths, texts, products, skipped, fingerprints = [], [], [], [], {}
+    image_paths, corpora, products, skipped, fingerprints = [], [], [], [], {}
     for source in synced:
         if source.kind == "images":
             found = sources.list_images(source.path)
             if not found and source.key not in known:
                 raise sources.no_images_error([source.path])
             image_paths.extend(found)
-        else:
-            fingerprints[source.key] = fingerprint(source.path)  # before reading: a later edit is seen next run
-            corpus = sources.read_corpus(source.path, *reading_options(source))
-            (products if source.image_column else texts).extend(corpus.records)
-            skipped.extend(Failure(s.source, "text", s.reason, line=s.line, source=s.source) for s in corpus.skipped)
-    return FoundItems(sorted(set(image_paths)), texts, products, skipped, fingerprints)
+            continue
+        fingerprints[source.key] = fingerprint(source.path)  # before reading: a later edit is seen next run
+        if not source.image_column and sources.streams(source.path, source.text_column):
+            sources.check_text_source(source.path, *reading_options(source)[:2])  # bad input fails before the lock
+            corpora.append((source, None))
+            continue
+        corpus = sources.read_corpus(source.path, *reading_options(source))
+        if not source.image_column:
+            corpora.append((source, corpus))
+            continue
+        products.extend(corpus.records)
+        skipped.extend(_skipped(corpus.skipped))
+    return FoundItems(sorted(set(image_paths)), corpora, products, skipped, fingerprints)
+
+
+def _skipped(rows: list[sources.SkippedRow]) -> list[Failure]:
+    return [Failure(s.source, "text", s.reason, line=s.line, source=s.source) for s in rows]
 
 
 class _EncoderOnDemand:
@@ -188,36 +204,40 @@ def _run_locked(index_dir: IndexDir, config: IndexConfig, named: list[Source], s
             index_dir, previous, source_plan, found.image_paths, recorded_settings, config.retry_failed):
         return _record_idle_run(index_dir, previous, source_plan, model, timer, started)
     state = load_state(index_dir, previous)
-    scoped, carried = _split_by_source(state, source_plan)
+    scoped, failures_kept, dropped = _split_by_source(state, source_plan)
     journal = Journal(index_dir.root, model.identity).open()
     ids = RowIds(state.next_row_id)
     with timer.stage("plan"):
         image_plan = plan_images(found.image_paths, scoped, journal, ids, config.retry_failed)
-        text_plan = plan_texts(found.texts, scoped, journal, ids)
         product_plan = plan_products(found.products, scoped, journal, ids, config.retry_failed)
     settings = EncodeSettings(config.batch_size, config.workers, config.max_pixels, config.journal_every)
     new_failures = _encode_planned_images(model, image_plan, journal, ids, settings, timer, progress)
-    _encode_planned_texts(model, text_plan, journal, ids, settings, timer, progress)
     _encode_planned_products(model, product_plan, journal, settings, timer, progress)
+    delta = start_delta(index_dir, model.identity.dim, recorded_settings, _expected_size(previous, found))
+    with writing(index_dir):
+        files = _file_rows(scoped, image_plan, product_plan, delta.fresh, model.identity.dim)
+        texts = _stream_texts(model, found.corpora, state, journal, ids, settings, timer, progress, delta.fresh)
     known = set(state.failures)
-    new_failures += product_plan.new_failures + [f for f in found.skipped_rows if f not in known]
-    dropped = len(state.rows) - len(scoped.rows) - len(carried.rows)
-    stats = _stats(image_plan, text_plan, product_plan, new_failures, dropped)
-    failures = carried.failures + image_plan.carried_failures + product_plan.carried_failures + new_failures + \
-        [f for f in found.skipped_rows if f in known]
-    vectors = vectors_of(state, carried.rows)
-    vectors.setdefault("image", {}).update((r.row_id, v) for r, v in zip(image_plan.rows, image_plan.vectors))
-    vectors.setdefault("text", {}).update((r.row_id, v) for r, v in zip(text_plan.rows, text_plan.vectors))
-    vectors.setdefault("product-image", {}).update(product_plan.photo_vectors)
-    vectors.setdefault("product-text", {}).update(product_plan.text_vectors)
-    new = NewState(carried.rows + image_plan.rows + text_plan.rows + product_plan.rows, vectors,
-                   failures, source_plan.sources, ids.next, stats, recorded_settings)
+    skipped = found.skipped_rows + texts.skipped
+    new_failures += product_plan.new_failures + [f for f in skipped if f not in known]
+    delta.gone = np.concatenate([files.gone, texts.gone, dropped])
+    delta.stats = _stats(image_plan, product_plan, texts, new_failures, len(dropped))
+    delta.failures = failures_kept + image_plan.carried_failures + product_plan.carried_failures + \
+        new_failures + [f for f in skipped if f in known]
+    delta.sources, delta.next_row_id = source_plan.sources, ids.next
     with timer.stage("write"):
-        stats.seconds = round(time.perf_counter() - started, 3)
-        manifest, committed = commit_state(index_dir, model.identity, previous, state, new)
+        delta.stats.seconds = round(time.perf_counter() - started, 3)
+        manifest, committed = commit_state(index_dir, model.identity, previous, state, delta)
     journal.clear()
-    return IndexReport(index_dir.root, dict(manifest.counts), failures, time.perf_counter() - started,
-                       timer.seconds, model.device, model.identity.describe(), stats, committed)
+    return IndexReport(index_dir.root, dict(manifest.counts), delta.failures, time.perf_counter() - started,
+                       timer.seconds, model.device, model.identity.describe(), delta.stats, committed)
+
+
+def _expected_size(previous: Manifest | None, found: FoundItems) -> int:
+    """About how many items the index will hold: each segment's share of a memory budget follows from it."""
+    corpora = sum(len(c.records) if c else sources.corpus_rows(s.path) for s, c in found.corpora)
+    return sum(previous.counts.values()) + corpora if previous else \
+        corpora + len(found.image_paths) + len(found.products)
 
 
 def _record_idle_run(index_dir: IndexDir, previous: Manifest, source_plan: SourcePlan, model: "_EncoderOnDemand",
@@ -234,20 +254,23 @@ def _record_idle_run(index_dir: IndexDir, previous: Manifest, source_plan: Sourc
                        timer.seconds, model.device, model.identity.describe(), stats, False)
 
 
-def _split_by_source(state: StoredState, source_plan: SourcePlan) -> tuple[StoredState, StoredState]:
-    """(what the synced sources owned: the planner's input, what other sources keep); the rest is dropped."""
-    scoped, carried = StoredState(vectors=state.vectors, reusable=state.rows), StoredState()
-    owners: dict[tuple[str, str | None], str] = {}  # texts and products: one answer per corpus, not per row
+def _split_by_source(state: StoredState, source_plan: SourcePlan) -> tuple[StoredState, list[Failure], np.ndarray]:
+    """(the stored state scoped to what this run syncs: the planners' input, failures of the sources it
+    leaves as they are, row ids of items no source holds any more)."""
+    scoped_rows, dropped = [], []
     for row in state.rows:
-        if row.modality == "image":
-            owner = source_plan.owner_of(row)
-        else:
-            owner = owners.get((row.modality, row.source)) or owners.setdefault((row.modality, row.source),
-                                                                                 source_plan.owner_of(row))
-        {"synced": scoped.rows, "kept": carried.rows}.get(owner, []).append(row)
+        owner = source_plan.owner_of(row)
+        if owner == "synced":
+            scoped_rows.append(row)
+        elif owner == "dropped":
+            dropped.append(row.row_id)
+        # "kept": another source holds it; it stays in its segment untouched
+    gone_corpora = {name for name in state.texts.source_names if source_plan.owner("text", name) == "dropped"}
+    failures = {"synced": [], "kept": [], "dropped": []}
     for failure in state.failures:
-        {"synced": scoped.failures, "kept": carried.failures}.get(source_plan.owner_of(failure), []).append(failure)
-    return scoped, carried
+        failures[source_plan.owner_of(failure)].append(failure)
+    scoped = replace(state, rows=scoped_rows, failures=failures["synced"], reusable=state.rows)
+    return scoped, failures["kept"], np.concatenate([np.array(dropped, np.int64), state.texts.of_sources(gone_corpora)])
 
 
 def _with_recorded_settings(config: IndexConfig, previous: Manifest | None) -> IndexConfig:
@@ -284,20 +307,6 @@ def _encode_planned_images(model: _EncoderOnDemand, plan: Planned, journal: Jour
     return result.failures
 
 
-def _encode_planned_texts(model: _EncoderOnDemand, plan: Planned, journal: Journal, ids: RowIds,
-                          settings: EncodeSettings, timer: Timer, progress) -> None:
-    records = plan.to_encode
-    if not records:
-        return
-    digests = [text_hash(r.text) for r in records]
-    vectors = encode_texts_journaled(model.get(), [r.text for r in records], journal, settings, timer, progress,
-                                     hashes=digests)
-    for record, digest, vector in zip(records, digests, vectors):
-        plan.keep(ItemRow(row_id=ids.take(), modality="text", text=record.text, source=record.source,
-                          line=record.line, content_hash=digest, size=len(record.text.encode("utf-8")),
-                          metadata=record.metadata or None), vector, reused=False)
-
-
 def _encode_planned_products(model: _EncoderOnDemand, plan: ProductPlan, journal: Journal,
                              settings: EncodeSettings, timer: Timer, progress) -> None:
     if plan.photos_to_encode:
@@ -322,15 +331,107 @@ def _encode_planned_products(model: _EncoderOnDemand, plan: ProductPlan, journal
             row.image_hash = row.size = row.mtime = row.width = row.height = None
 
 
-def _stats(image_plan: Planned, text_plan: Planned, product_plan: ProductPlan, new_failures: list[Failure],
+@dataclass
+class _FileRows:
+    gone: np.ndarray  # stored image and product rows removed, or rewritten under their row id
+
+
+def _file_rows(scoped: StoredState, image_plan: Planned, product_plan: ProductPlan, fresh: FreshSegments,
+               dim: int) -> _FileRows:
+    """Images and products that are new or changed go to the new segments; the rest stay where they are."""
+    stored = {r.row_id: r for r in scoped.rows}
+    rows = image_plan.rows + product_plan.rows
+    # A planner that kept a row passes the stored object; an equal row has equal content, so an equal vector.
+    changed = [r for r in rows if (old := stored.get(r.row_id)) is not r and old != r]
+    kept = {r.row_id for r in rows}
+    gone = [i for i in stored if i not in kept] + [r.row_id for r in changed if r.row_id in stored]
+    if changed:
+        by_set = {"image": dict(zip((r.row_id for r in image_plan.rows), image_plan.vectors)),
+                  "product-image": product_plan.photo_vectors, "product-text": product_plan.text_vectors}
+        fresh.add(items_table(changed), {s: _matrix([r.row_id for r in changed if r.row_id in v], v, dim)
+                                         for s, v in by_set.items()})
+    return _FileRows(np.array(gone, np.int64))
+
+
+def _matrix(row_ids: list[int], vectors: dict[int, np.ndarray], dim: int) -> tuple[np.ndarray, np.ndarray]:
+    matrix = np.empty((len(row_ids), dim), np.float32)
+    for position, row_id in enumerate(row_ids):
+        matrix[position] = vectors[row_id]
+    return np.array(row_ids, np.int64), matrix
+
+
+@dataclass
+class _TextRun:
+    """What streaming the synced corpora did."""
+
+    gone: np.ndarray  # stored text rows removed, or rewritten under their row id
+    removed: int = 0
+    kept: int = 0
+    reused: int = 0
+    resumed: int = 0
+    encoded: int = 0
+    skipped: list[Failure] = field(default_factory=list)
+
+
+def _stream_texts(model: _EncoderOnDemand, corpora: list[tuple[Source, sources.Corpus | None]], state: StoredState, journal: Journal, ids: RowIds,
+                  settings: EncodeSettings, timer: Timer, progress, fresh: FreshSegments) -> _TextRun:
+    """Each corpus a batch at a time: read, planned against the stored texts, encoded, handed to the writer."""
+    run, gone = _TextRun(np.zeros(0, np.int64)), []
+    dim = model.identity.dim
+    for source, corpus in corpora:
+        planner = CorpusTextPlanner(source.path, state, journal, ids, dim)
+        bar, seen = None, 0
+        total = len(corpus.records) if corpus else sources.corpus_rows(source.path)
+        batches = sources.corpus_batches(corpus, source.path) if corpus else \
+            sources.stream_corpus(source.path, *reading_options(source)[:2])
+        for batch in _timed(batches, timer, "read_sources"):
+            run.skipped.extend(_skipped(batch.skipped))
+            with timer.stage("plan"):
+                planned = planner.plan(batch)
+            run.kept, run.reused, run.resumed = run.kept + planned.kept, run.reused + planned.reused, \
+                run.resumed + planned.resumed
+            fresh.add(planned.known, {"text": (planned.known.column("row_id").to_numpy(), planned.known_vectors)})
+            if len(planned.to_encode):
+                if bar is None and progress:
+                    bar = progress("texts", max(total or 0, seen + len(batch.texts)))
+                    bar.update(seen)
+                texts = planned.to_encode.column("text").to_pylist()
+                vectors = encode_texts_journaled(model.get(), texts, journal, settings, timer, progress, bar=bar,
+                                                 hashes=planned.to_encode.column("content_hash").to_pylist())
+                fresh.add(planned.to_encode, {"text": (planned.to_encode.column("row_id").to_numpy(),
+                                                       np.stack(vectors) if vectors else np.zeros((0, dim)))})
+                run.encoded += len(texts)
+            if bar is not None:
+                bar.update(len(batch.texts) - len(planned.to_encode))
+            seen += len(batch.texts)
+        if bar is not None:
+            bar.close()
+        unclaimed = planner.unclaimed()
+        run.removed += len(unclaimed)
+        gone += [unclaimed, *planner.replaced]
+    run.gone = np.concatenate(gone) if gone else run.gone
+    return run
+
+
+def _timed(batches, timer: Timer, stage: str):
+    """The batches of a stream, the time spent producing each counted to `stage`."""
+    iterator = iter(batches)
+    while True:
+        with timer.stage(stage):
+            batch = next(iterator, None)
+        if batch is None:
+            return
+        yield batch
+
+
+def _stats(image_plan: Planned, product_plan: ProductPlan, texts: _TextRun, new_failures: list[Failure],
            dropped: int) -> RunStats:
     """Counts of vectors: a product's photo and description count apart."""
-    plans = (image_plan, text_plan)
-    encoded = sum(len(p.rows) for p in plans) - sum(p.reused + p.resumed for p in plans)
+    encoded = len(image_plan.rows) - image_plan.reused - image_plan.resumed + texts.encoded
     encoded += sum(len(rows) for rows in product_plan.photos_to_encode.values())
     encoded += sum(len(rows) for rows in product_plan.texts_to_encode.values())
     encoded -= sum(1 for f in new_failures if f.source and f.modality == "image")  # photos that did not decode
-    return RunStats(encoded=encoded, reused=sum(p.reused for p in plans) + product_plan.reused,
-                    resumed=sum(p.resumed for p in plans) + product_plan.resumed,
-                    removed=sum(len(p.removed_ids) for p in plans) + len(product_plan.removed_ids) + dropped,
+    return RunStats(encoded=encoded, reused=image_plan.reused + texts.kept + texts.reused + product_plan.reused,
+                    resumed=image_plan.resumed + texts.resumed + product_plan.resumed,
+                    removed=len(image_plan.removed_ids) + texts.removed + len(product_plan.removed_ids) + dropped,
                     failed=len(new_failures))

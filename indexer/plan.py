@@ -3,9 +3,9 @@
 Images: a file whose path, size and mtime are unchanged is kept without being
 read. Otherwise its content hash decides: the same content elsewhere in the
 index (a rename or move) or in the resume journal reuses that vector; only new
-content is encoded. Texts are matched by content. Whatever the sources no
-longer hold is removed. Files that failed before are retried only when they
-changed, or when asked to.
+content is encoded. Whatever the folders no longer hold is removed. Files that
+failed before are retried only when they changed, or when asked to. Texts are
+planned by indexer/plan_texts.py, products by indexer/plan_products.py.
 """
 from __future__ import annotations
 
@@ -15,30 +15,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .decode import content_hash, new_hasher
-from .sources import TextRecord
 from .store.journal import Journal
 from .store.tables import Failure, ItemRow
+from .stored import StoredState
 
 HASH_BLOCK = 1 << 20
-
-
-@dataclass
-class StoredState:
-    """The last committed index: rows, vectors by vector set and row id, and failures.
-
-    A run's planner sees the rows and failures of the sources it syncs; `reusable`
-    holds every stored row, whose vectors may be reused by content.
-    """
-
-    rows: list[ItemRow] = field(default_factory=list)
-    vectors: dict[str, dict[int, np.ndarray]] = field(default_factory=dict)
-    failures: list[Failure] = field(default_factory=list)
-    next_row_id: int = 0
-    reusable: list[ItemRow] = field(default_factory=list)
-    segments: dict[str, np.ndarray] = field(default_factory=dict)  # live row ids by segment name
-
-    def vector(self, vector_set: str, row_id: int) -> np.ndarray:
-        return self.vectors[vector_set][row_id]
 
 
 @dataclass
@@ -78,6 +59,10 @@ class RowIds:
     def take(self) -> int:
         self.next += 1
         return self.next - 1
+
+    def take_many(self, count: int) -> np.ndarray:
+        self.next += count
+        return np.arange(self.next - count, self.next, dtype=np.int64)
 
 
 def plan_images(paths: list[str], state: StoredState, journal: Journal, ids: RowIds,
@@ -128,55 +113,6 @@ def plan_images(paths: list[str], state: StoredState, journal: Journal, ids: Row
         plan.to_encode.append(path)
     plan.removed_ids = [r.row_id for r in previous if r.row_id not in used_ids]
     return plan
-
-
-def plan_texts(records: list[TextRecord], state: StoredState, journal: Journal, ids: RowIds) -> Planned:
-    """A text keeps its row while its corpus holds the same text; its vector is reused from any corpus."""
-    plan = Planned()
-    pool: dict[tuple[str | None, str], list[ItemRow]] = {}
-    for row in (r for r in state.rows if r.modality == "text"):
-        pool.setdefault((row.source, row.content_hash), []).append(row)
-    elsewhere = _LazyIndex(lambda: {r.content_hash: r.row_id for r in state.reusable if r.modality == "text"})
-    for record in records:
-        digest = text_hash(record.text)
-        same = pool.get((record.source, digest))
-        if same:
-            old = same.pop(0)
-            unchanged = old.line == record.line and old.metadata == (record.metadata or None)
-            plan.keep(old if unchanged else _text_row(old.row_id, record, digest), state.vector("text", old.row_id))
-        elif digest in elsewhere:
-            plan.keep(_text_row(ids.take(), record, digest), state.vector("text", elsewhere[digest]))
-        elif ("text", digest) in journal.by_hash:
-            plan.keep(_text_row(ids.take(), record, digest), journal.by_hash[("text", digest)].vector, reused=False)
-            plan.resumed += 1
-        else:
-            plan.to_encode.append(record)
-    plan.removed_ids = [r.row_id for rows in pool.values() for r in rows]
-    return plan
-
-
-class _LazyIndex:
-    """A dictionary built on first use: a re-run that matches every text in its own corpus never builds it."""
-
-    def __init__(self, build):
-        self._build, self._built = build, None
-
-    def _get(self) -> dict:
-        if self._built is None:
-            self._built = self._build()
-        return self._built
-
-    def __contains__(self, key) -> bool:
-        return key in self._get()
-
-    def __getitem__(self, key):
-        return self._get()[key]
-
-
-def _text_row(row_id: int, record: TextRecord, digest: str) -> ItemRow:
-    size = len(record.text.encode("utf-8"))
-    return ItemRow(row_id=row_id, modality="text", text=record.text, source=record.source, line=record.line,
-                   content_hash=digest, size=size, metadata=record.metadata or None)
 
 
 def _row_from_journal(row_id: int, entry) -> ItemRow:

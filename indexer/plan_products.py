@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .plan import RowIds, StoredState, file_hash, text_hash
+from .plan import RowIds, file_hash, text_hash
 from .sources import TextRecord
 from .store.journal import Journal
 from .store.tables import Failure, ItemRow
+from .stored import StoredState, hash_array
 
 
 @dataclass
@@ -75,13 +76,20 @@ def plan_products(records: list[TextRecord], state: StoredState, journal: Journa
 
 
 class _TextVectors:
+    """Vectors of descriptions by content: from stored products, or from any stored text."""
+
     def __init__(self, state: StoredState):
         self.state = state
-        self.by_hash: dict[str, np.ndarray] = {}
+        self._products: dict[str, np.ndarray] = {}
         for row in state.reusable:
-            vector_set = {"text": "text", "product": "product-text"}.get(row.modality)
-            if vector_set and row.row_id in state.vectors.get(vector_set, {}):
-                self.by_hash.setdefault(row.content_hash, state.vector(vector_set, row.row_id))
+            if row.modality == "product" and state.has_vector("product-text", row.row_id):
+                self._products.setdefault(row.content_hash, state.vector("product-text", row.row_id))
+
+    def get(self, digest: str) -> np.ndarray | None:
+        if digest in self._products:
+            return self._products[digest]
+        row_id = int(self.state.text_row_by_hash(hash_array([digest]))[0])
+        return self.state.vector("text", row_id) if row_id >= 0 else None
 
 
 class _PhotoVectors:
@@ -89,9 +97,9 @@ class _PhotoVectors:
         self.state = state
         self.by_hash: dict[str, tuple[ItemRow, np.ndarray]] = {}  # photo content -> (a row that has it, vector)
         for row in state.reusable:
-            if row.modality == "image" and row.row_id in state.vectors.get("image", {}):
+            if row.modality == "image" and state.has_vector("image", row.row_id):
                 self.by_hash.setdefault(row.content_hash, (row, state.vector("image", row.row_id)))
-            elif row.modality == "product" and row.row_id in state.vectors.get("product-image", {}):
+            elif row.modality == "product" and state.has_vector("product-image", row.row_id):
                 self.by_hash.setdefault(row.image_hash, (row, state.vector("product-image", row.row_id)))
         self.failed = {} if retry_failed else {
             (f.source, f.path): f for f in state.failures if f.modality == "image" and f.source}
@@ -99,10 +107,10 @@ class _PhotoVectors:
 
 def _plan_text(plan: ProductPlan, row: ItemRow, old: ItemRow | None, known: _TextVectors, journal: Journal) -> None:
     vector = None
-    if old is not None and old.content_hash == row.content_hash:
-        vector = known.state.vectors.get("product-text", {}).get(old.row_id)
+    if old is not None and old.content_hash == row.content_hash and known.state.has_vector("product-text", old.row_id):
+        vector = known.state.vector("product-text", old.row_id)
     if vector is None:
-        vector = known.by_hash.get(row.content_hash)
+        vector = known.get(row.content_hash)
     if vector is not None:
         plan.text_vectors[row.row_id] = vector
         plan.reused += 1
@@ -123,7 +131,7 @@ def _plan_photo(plan: ProductPlan, row: ItemRow, old: ItemRow | None, known: _Ph
                                          source=row.source))
         return
     if old is not None and old.path == path and (old.size, old.mtime) == (stat.st_size, stat.st_mtime) \
-            and old.row_id in known.state.vectors.get("product-image", {}):
+            and known.state.has_vector("product-image", old.row_id):
         _photo_known(plan, row, old.image_hash, stat, old, known.state.vector("product-image", old.row_id))
         plan.reused += 1
         return

@@ -15,10 +15,14 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from .errors import CorpusEncodingError, InvalidInputError, NoImagesError, TextColumnError, command, option
 from .imaging import supported_extensions
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pyarrow as pa
 
 TEXT_FORMATS = (".txt", ".csv", ".tsv", ".jsonl", ".parquet")
 DEFAULT_TEXT_COLUMN = "text"
@@ -49,6 +53,141 @@ class SkippedRow:
 class Corpus:
     records: list[TextRecord]
     skipped: list[SkippedRow]
+
+
+@dataclass
+class TextBatch:
+    """Usable rows of a corpus, a batch at a time, as columns."""
+
+    source: str
+    texts: pa.Array  # stripped, never empty
+    lines: np.ndarray  # int64, as TextRecord.line
+    metadata: pa.Array | None  # a struct per row, or None where the corpus has no other columns
+    skipped: list[SkippedRow]
+
+
+STREAM_ROWS = 65_536  # rows per batch when a corpus is streamed
+
+
+def stream_corpus(path: str | Path, text_column: str | None = None, encoding: str = DEFAULT_ENCODING,
+                  rows: int | None = None) -> Iterator[TextBatch]:
+    """The texts of one corpus in batches: the same rows as `read_corpus`, in bounded memory where it can.
+
+    Parquet files with plain columns (text, numbers, booleans) are read a batch at a time as columns.
+    Other formats, and Parquet with binary or nested columns, are read whole (CSV types are inferred
+    from every row) and handed out in batches.
+    """
+    path = Path(os.path.abspath(path))
+    check_corpus(path, encoding)
+    if streams(path, text_column):
+        return _parquet_batches(path, text_column or DEFAULT_TEXT_COLUMN, rows or STREAM_ROWS)
+    return corpus_batches(read_corpus(path, text_column, encoding), str(path), rows)
+
+
+def streams(path: str | Path, text_column: str | None = None) -> bool:
+    """Whether `stream_corpus` reads this corpus a batch at a time (else it reads it whole first)."""
+    path = Path(path)
+    return path.suffix.lower() == ".parquet" and _plain_parquet(path, text_column or DEFAULT_TEXT_COLUMN)
+
+
+def corpus_batches(corpus: Corpus, source: str, rows: int | None = None) -> Iterator[TextBatch]:
+    """A corpus already read, in batches (its skipped rows come with the first)."""
+    rows, skipped = rows or STREAM_ROWS, corpus.skipped
+    for start in range(0, max(len(corpus.records), 1), rows):
+        chunk = corpus.records[start:start + rows]
+        if not chunk and not skipped:
+            return
+        yield _batch_of(source, chunk, skipped)
+        skipped = []
+
+
+def check_text_source(path: str | Path, text_column: str | None = None, encoding: str = DEFAULT_ENCODING) -> None:
+    """What can be known of a corpus without reading it all: it exists, is readable, decodes, has the column."""
+    path = Path(os.path.abspath(path))
+    suffix = check_corpus(path, encoding)
+    if suffix != ".parquet":
+        _check_decodes(path, encoding)
+        return
+    parquet = _parquet_file(path)
+    column = text_column or DEFAULT_TEXT_COLUMN
+    names = parquet.schema_arrow.names
+    if parquet.metadata.num_rows and column not in names:
+        raise TextColumnError(f"{path.name} has no column {column!r}; its columns are {', '.join(names)} "
+                              f"(choose one with {option('text_column')})")
+
+
+def corpus_rows(path: str | Path) -> int | None:
+    """The number of rows of a Parquet corpus (from its footer); None for other formats."""
+    path = Path(path)
+    return _parquet_file(path).metadata.num_rows if path.suffix.lower() == ".parquet" else None
+
+
+def _batch_of(source: str, records: list[TextRecord], skipped: list[SkippedRow]) -> TextBatch:
+    import numpy as np
+    import pyarrow as pa
+
+    from .store.tables import metadata_array
+
+    metadata = [r.metadata or None for r in records]
+    return TextBatch(source, pa.array([r.text for r in records], pa.string()),
+                     np.array([r.line for r in records], np.int64),
+                     metadata_array(metadata) if any(metadata) else None, skipped)
+
+
+def _parquet_file(path: Path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        first_line = str(exc).strip().splitlines()[0]
+        raise InvalidInputError(f"cannot read {path.name}: {first_line}; check the file's format") from None
+
+
+def _plain_parquet(path: Path, text_column: str) -> bool:
+    import pyarrow as pa
+
+    schema = _parquet_file(path).schema_arrow
+    plain = (pa.types.is_string, pa.types.is_large_string, pa.types.is_integer, pa.types.is_floating,
+             pa.types.is_boolean)
+    text_is_text = text_column not in schema.names or pa.types.is_string(schema.field(text_column).type) \
+        or pa.types.is_large_string(schema.field(text_column).type)
+    return text_is_text and all(any(test(f.type) for test in plain) for f in schema)
+
+
+def _parquet_batches(path: Path, text_column: str, rows: int) -> Iterator[TextBatch]:
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    check_text_source(path, text_column)
+    parquet = _parquet_file(path)
+    names = parquet.schema_arrow.names
+    others = [n for n in names if n != text_column]
+    read = 0
+    for batch in parquet.iter_batches(batch_size=rows):
+        lines = np.arange(read + 1, read + 1 + len(batch), dtype=np.int64)
+        read += len(batch)
+        texts = pc.utf8_trim_whitespace(batch.column(text_column).cast(pa.string()))
+        usable = pc.fill_null(pc.greater(pc.utf8_length(texts), 0), False)
+        empty = lines[~usable.to_numpy(zero_copy_only=False)]
+        metadata = None
+        if others:
+            metadata = pa.StructArray.from_arrays([_plain(batch.column(n)) for n in others], others).filter(usable)
+        yield TextBatch(str(path), texts.filter(usable), lines[usable.to_numpy(zero_copy_only=False)], metadata,
+                        [SkippedRow(str(path), int(line), "empty text") for line in empty])
+
+
+def _plain(column):
+    """A metadata column typed as read_corpus types it: int64, float64, bool or string."""
+    import pyarrow as pa
+
+    for test, kind in ((pa.types.is_integer, pa.int64()), (pa.types.is_floating, pa.float64()),
+                       (pa.types.is_boolean, pa.bool_())):
+        if test(column.type):
+            return column.cast(kind)
+    return column.cast(pa.string())
 
 
 def find_images(roots: list[str | Path]) -> list[str]:

@@ -16,7 +16,7 @@ from fakes import FakeEncoder
 from indexer import IndexConfig, build_index
 from indexer.edit import list_items, remove_items
 from indexer.errors import IndexLockedError, IndexWriteError, InvalidInputError
-from indexer.commit import load_state
+from indexer.stored import load_state, stored_rows
 from indexer.store import IndexDir
 from indexer.store.lock import WriterLock
 from search import open_index
@@ -44,13 +44,14 @@ def config(images, texts, **extra) -> IndexConfig:
 def snapshot(index) -> dict:
     """What an index holds, keyed by content, never by position or row id."""
     index_dir = IndexDir(index)
-    state = load_state(index_dir, index_dir.read_manifest())
+    manifest = index_dir.read_manifest()
+    state, rows = load_state(index_dir, manifest), stored_rows(index_dir, manifest)
     items = {}
-    for row in state.rows:
+    for row in rows:
         key = (row.modality, row.path or row.text)
         assert key not in items, f"duplicate item {key}"
         items[key] = state.vector(row.modality, row.row_id)
-    ids = [r.row_id for r in state.rows]
+    ids = [r.row_id for r in rows]
     assert len(ids) == len(set(ids)), "duplicate row ids"
     return {"items": items, "failures": sorted(f.path for f in state.failures)}
 
@@ -182,7 +183,7 @@ def test_remove_and_list(tmp_path, sources):
 
 @pytest.mark.parametrize("error", [OSError(28, "No space left on device"), PermissionError(13, "Permission denied")])
 def test_write_errors_keep_the_last_commit_and_the_encoded_work(tmp_path, sources, monkeypatch, error):
-    import indexer.commit as pipeline
+    import indexer.fresh as pipeline
 
     images, texts = sources
     out = tmp_path / "idx"

@@ -13,7 +13,7 @@ import pytest
 from conftest import CATALOG, noise_image
 from fakes import FakeEncoder
 from indexer import IndexConfig, build_index
-from indexer.commit import load_state
+from indexer.stored import load_state, stored_rows
 from indexer.edit import remove_items
 from indexer.errors import TextColumnError
 from indexer.imaging import load_image
@@ -53,10 +53,10 @@ def products(out) -> dict[str, tuple]:
     """title -> (row id, photo vector or None, text vector, row), from the stored index."""
     state = load_state(IndexDir(out), IndexDir(out).read_manifest())
     found = {}
-    for row in state.rows:
+    for row in stored_rows(IndexDir(out), IndexDir(out).read_manifest()):
         assert row.modality == "product"
-        found[row.metadata["title"]] = (row.row_id, state.vectors["product-image"].get(row.row_id),
-                                        state.vectors["product-text"][row.row_id], row)
+        photo = state.vector("product-image", row.row_id) if state.has_vector("product-image", row.row_id) else None
+        found[row.metadata["title"]] = (row.row_id, photo, state.vector("product-text", row.row_id), row)
     return found
 
 
@@ -155,7 +155,7 @@ def test_jsonl_and_parquet_tables_link_relative_and_absolute_photos(shop, tmp_pa
     state = load_state(IndexDir(tmp_path / "idx"), IndexDir(tmp_path / "idx").read_manifest())
     assert sorted(r.path for r in state.rows) == [str(shop / "images" / "01-red-car.png"),
                                                  str(shop / "images" / "02-blue-car.png")]
-    assert len(state.vectors["product-image"]) == 2
+    assert all(state.has_vector("product-image", r.row_id) for r in state.rows)
 
 
 def test_dropping_the_table_drops_its_products_and_their_photo_failures(shop, tmp_path):

@@ -367,6 +367,7 @@ def test_a_rerun_with_nothing_changed_neither_reads_corpora_nor_loads_the_index(
 
     with monkeypatch.context() as patch:
         patch.setattr(pipeline.sources, "read_corpus", forbidden)
+        patch.setattr(pipeline.sources, "stream_corpus", forbidden)
         patch.setattr(pipeline, "load_state", forbidden)
         report = build_index(out, config(images, texts), encoder=FakeEncoder())
     assert not report.committed and report.stats.reused == 50 and report.counts["text"] == 30
@@ -374,6 +375,7 @@ def test_a_rerun_with_nothing_changed_neither_reads_corpora_nor_loads_the_index(
 
     with monkeypatch.context() as patch:  # an image changed: the index is loaded, the corpus still not read
         patch.setattr(pipeline.sources, "read_corpus", forbidden)
+        patch.setattr(pipeline.sources, "stream_corpus", forbidden)
         noise_image(77).save(images / "n02.png")
         report = build_index(out, config(images, texts), encoder=FakeEncoder())
     assert report.committed and (report.stats.encoded, report.stats.removed) == (1, 1)

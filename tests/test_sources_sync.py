@@ -146,19 +146,21 @@ def write_embeddings(path, row_ids, vectors) -> None:
 
 def as_format_2(out) -> None:
     """Rewrite a fresh index in the format-2 layout: one generation folder of Parquet files."""
-    from indexer.commit import load_state
-    from indexer.store.tables import write_failures, write_items
+    from indexer.store import VECTOR_SETS
+    from indexer.store.tables import items_table, write_failures, write_items
+    from indexer.stored import load_state, stored_rows
 
     index_dir = IndexDir(out)
     manifest = index_dir.read_manifest()
-    state = load_state(index_dir, manifest)
+    state, rows = load_state(index_dir, manifest), stored_rows(index_dir, manifest)
     generation = out / manifest.generation
-    write_items(generation / "items.parquet", state.rows)
+    write_items(generation / "items.parquet", items_table(rows))
     write_failures(generation / "failures.parquet", state.failures)
-    for vector_set, by_id in state.vectors.items():
-        if by_id:
-            ids = sorted(by_id)
-            write_embeddings(generation / f"embeddings-{vector_set}.parquet", ids, [by_id[i] for i in ids])
+    for vector_set in VECTOR_SETS:
+        ids = [r.row_id for r in rows if state.has_vector(vector_set, r.row_id)]
+        if ids:
+            write_embeddings(generation / f"embeddings-{vector_set}.parquet", ids,
+                             [state.vector(vector_set, i) for i in ids])
     shutil.rmtree(out / "segments")
     data = json.loads(index_dir.manifest_path.read_text())
     data.pop("segments")

@@ -71,9 +71,7 @@ class Journal:
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, final)
-        self._next_chunk += 1
-        for entry in entries:
-            self._remember(entry)
+        self._next_chunk += 1  # not remembered: a run plans before it encodes, and a big run would hold every vector
 
     def clear(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)

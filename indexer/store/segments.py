@@ -15,10 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from ..errors import InvalidInputError, option
 from .manifest import VECTOR_SETS, SegmentRef, SegmentSet
-from .tables import ItemRow, read_embeddings, read_items, write_items
+from .tables import read_embeddings, read_items, write_items
 
 SEGMENTS_DIR = "segments"
 SEGMENT_PREFIX = "seg-"
@@ -42,37 +44,36 @@ def vectors_file(vector_set: str) -> str:
     return f"{vector_set}.vectors.npy"
 
 
-def write_segment(folder: Path, name: str, rows: list[ItemRow], vectors: dict[str, dict[int, np.ndarray]],
-                  dim: int, dtype: str, index_type: str, memory_budget: int | None = None,
+def write_segment(folder: Path, name: str, items: pa.Table, vectors: dict[str, tuple[np.ndarray, np.ndarray]],
+                  dtype: str, index_type: str, memory_budget: int | None = None,
                   index_size: int | None = None) -> SegmentRef:
-    """Write rows and their vectors (by set, by row id) into `folder`; returns its manifest record.
+    """Write items and their vectors (by set: row ids, matrix) into `folder`; returns its manifest record.
 
-    With a memory budget for the whole index (of `index_size` items), a large segment's IVF codes take
-    its share of the budget.
+    Rows are stored by row id. With a memory budget for the whole index (of `index_size` items), a
+    large segment's IVF codes take its share of the budget.
     """
     from .. import ann
 
-    rows = sorted(rows, key=lambda r: r.row_id)
-    write_items(folder / "items.parquet", rows)
+    items = items.take(pc.sort_indices(items.column("row_id")))
+    write_items(folder / "items.parquet", items)
     sets = {}
     for vector_set in VECTOR_SETS:
-        by_id = vectors.get(vector_set, {})
-        row_ids = np.array(sorted(r.row_id for r in rows if r.row_id in by_id), dtype=np.int64)
+        row_ids, matrix = vectors.get(vector_set, (np.zeros(0, np.int64), None))
         if not len(row_ids):
             continue
-        matrix = np.empty((len(row_ids), dim), np.float32)  # filled in place: a stack and casts would copy it thrice
-        for position, row_id in enumerate(row_ids.tolist()):
-            matrix[position] = by_id[row_id]
-        _save_npy(folder / ids_file(vector_set), row_ids)
+        order = np.argsort(row_ids, kind="stable")
+        if np.any(order != np.arange(len(order))):
+            row_ids, matrix = row_ids[order], matrix[order]
+        _save_npy(folder / ids_file(vector_set), row_ids.astype(np.int64, copy=False))
         _save_npy(folder / vectors_file(vector_set), matrix.astype(dtype, copy=False))
-        share = None if memory_budget is None else memory_budget * len(row_ids) // max(index_size or len(rows), 1)
-        spec = ann.choose_ann(len(row_ids), index_type, dim, share)
+        share = None if memory_budget is None else memory_budget * len(row_ids) // max(index_size or len(items), 1)
+        spec = ann.choose_ann(len(row_ids), index_type, matrix.shape[1], share)
         if spec.kind != "flat":  # a flat set is searched straight from its vectors
-            built = ann.VectorIndex.build(matrix, row_ids, spec)
+            built = ann.VectorIndex.build(np.asarray(matrix, np.float32), row_ids, spec)
             built.save(folder / f"{vector_set}.faiss")
             spec = built.spec
         sets[vector_set] = SegmentSet(len(row_ids), spec, dtype)
-    return SegmentRef(name, len(rows), sets)
+    return SegmentRef(name, len(items), sets)
 
 
 def write_deletions(folder: Path, generation: str, deleted: np.ndarray) -> str:
@@ -99,9 +100,18 @@ class SegmentReader:
             return np.zeros(0, np.int64)
         return np.load(self.folder / self.ref.deleted)
 
+    def item_columns(self) -> list[str]:
+        return pq.read_schema(self.folder / "items.parquet").names
+
     def items(self, columns: list[str] | None = None) -> pa.Table:
-        """The live rows of this segment (only `columns`, which must include row_id, if given)."""
-        table = read_items(self.folder / "items.parquet", columns)
+        """The live rows of this segment (only `columns`, which must include row_id, if given).
+
+        A column this segment's format lacks reads as nulls.
+        """
+        present = None if columns is None else [c for c in columns if c in self.item_columns()]
+        table = read_items(self.folder / "items.parquet", present)
+        for name in [c for c in columns or [] if c not in table.column_names]:
+            table = table.append_column(name, pa.nulls(len(table), pa.string() if name != "line" else pa.int64()))
         deleted = self.deleted()
         if len(deleted):
             keep = ~np.isin(table.column("row_id").to_numpy(), deleted)

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 ITEM_FIELDS = [
@@ -66,13 +67,32 @@ class Failure:
         return self.path if self.line is None else f"{self.path}:{self.line}"
 
 
-def write_items(path: Path, rows: list[ItemRow]) -> None:
+def items_table(rows: list[ItemRow]) -> pa.Table:
     columns = {f.name: [getattr(r, f.name) for r in rows] for f in ITEM_FIELDS}
     table = pa.Table.from_pydict(columns, schema=pa.schema(ITEM_FIELDS))
     metadata = [r.metadata for r in rows]
     if any(metadata):
         # User columns travel as one struct column: typed, and never clash with ours.
         table = table.append_column("metadata", metadata_array(metadata))
+    return table
+
+
+def text_items(row_ids: np.ndarray, texts: pa.Array, source: str, lines: np.ndarray, hashes: np.ndarray,
+               metadata: pa.Array | None) -> pa.Table:
+    """Items of text rows, column by column (`hashes`: an 'S32' array of hex content hashes)."""
+    n = len(row_ids)
+    nulls = {f.name: pa.nulls(n, f.type) for f in ITEM_FIELDS}
+    columns = {**nulls, "row_id": pa.array(row_ids, pa.int64()), "modality": pa.array(["text"] * n, pa.string()),
+               "text": texts, "source": pa.array([source] * n, pa.string()), "line": pa.array(lines, pa.int64()),
+               "content_hash": pa.array(hashes.astype(str), pa.string()),
+               "size": pc.binary_length(texts).cast(pa.int64())}
+    table = pa.Table.from_pydict(columns, schema=pa.schema(ITEM_FIELDS))
+    if metadata is not None and metadata.type.num_fields:
+        table = table.append_column("metadata", metadata)
+    return table
+
+
+def write_items(path: Path, table: pa.Table) -> None:
     pq.write_table(table, path, row_group_size=ITEMS_ROW_GROUP)
 
 

@@ -1,0 +1,220 @@
+"""The last committed index as a run's planner sees it: arrays for texts, objects only for files.
+
+Images and products (planned file by file, each needing a stat) are ItemRows. Texts,
+which may number tens of millions, are arrays (row id, corpus, content hash, line)
+that the text planner joins against; their metadata is read per corpus when asked.
+Vectors stay in their segments' memory maps and are looked up by row id.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .store import VECTOR_SETS, Failure, IndexDir, ItemRow, Manifest
+from .store.segments import SegmentReader
+from .store.tables import concat_items, item_rows, read_failures
+
+KEY_COLUMNS = ["row_id", "modality", "source", "content_hash", "line"]
+NO_LINE = -1
+
+
+def hash_keys(hashes: np.ndarray) -> np.ndarray:
+    """The first 64 bits of each hex content hash (an 'S32' array), as sortable integers."""
+    if not len(hashes):
+        return np.zeros(0, np.uint64)
+    return np.frombuffer(bytes.fromhex(hashes.tobytes().decode("ascii")), dtype=">u8")[::2].astype(np.uint64)
+
+
+def hash_array(hashes) -> np.ndarray:
+    """Hex content hashes (an Arrow string array or a list of str) as a fixed-width 'S32' array."""
+    if isinstance(hashes, (pa.Array, pa.ChunkedArray)):
+        if isinstance(hashes, pa.ChunkedArray):
+            hashes = hashes.combine_chunks()
+        if not len(hashes):
+            return np.zeros(0, "S32")
+        fixed = hashes.cast(pa.binary(32))
+        return np.frombuffer(fixed.buffers()[1], dtype="S32", count=len(fixed), offset=fixed.offset * 32).copy()
+    return np.array(hashes, dtype="S32")
+
+
+@dataclass
+class StoredTexts:
+    """Every stored text row, as arrays in the same order."""
+
+    row_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    sources: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))  # codes into source_names
+    source_names: list[str] = field(default_factory=list)
+    hashes: np.ndarray = field(default_factory=lambda: np.zeros(0, "S32"))
+    lines: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # NO_LINE where unknown
+
+    def __len__(self) -> int:
+        return len(self.row_ids)
+
+    def of_source(self, name: str) -> "StoredTexts":
+        code = self.source_names.index(name) if name in self.source_names else -1
+        keep = self.sources == code
+        return StoredTexts(self.row_ids[keep], self.sources[keep], self.source_names, self.hashes[keep],
+                           self.lines[keep])
+
+    def of_sources(self, names: set[str]) -> np.ndarray:
+        """Row ids of the texts of corpora `names`."""
+        codes = [i for i, name in enumerate(self.source_names) if name in names]
+        return self.row_ids[np.isin(self.sources, codes)]
+
+
+class VectorsById:
+    """Stored vectors by set and row id, read from the segments' (memory-mapped) matrices on demand."""
+
+    def __init__(self):
+        self._parts: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}  # (sorted ids, rows, matrix)
+
+    def add(self, vector_set: str, row_ids: np.ndarray, matrix: np.ndarray, live: np.ndarray) -> None:
+        """A segment's set; only rows whose ids are in `live` are found (a replaced row's old copy is not)."""
+        positions = np.flatnonzero(np.isin(row_ids, live))
+        if not len(positions):
+            return
+        order = np.argsort(row_ids[positions], kind="stable")
+        self._parts.setdefault(vector_set, []).append((row_ids[positions][order], positions[order], matrix))
+
+    def _find(self, vector_set: str, row_id: int) -> tuple[np.ndarray, int] | None:
+        for ids, rows, matrix in self._parts.get(vector_set, []):
+            at = int(np.searchsorted(ids, row_id))
+            if at < len(ids) and ids[at] == row_id:
+                return matrix, int(rows[at])
+        return None
+
+    def has(self, vector_set: str, row_id: int) -> bool:
+        return self._find(vector_set, row_id) is not None
+
+    def get(self, vector_set: str, row_id: int) -> np.ndarray:
+        found = self._find(vector_set, row_id)
+        if found is None:
+            raise KeyError((vector_set, row_id))
+        matrix, row = found
+        return np.asarray(matrix[row], dtype=np.float32)
+
+    def take(self, vector_set: str, row_ids: np.ndarray, dim: int) -> np.ndarray:
+        """Vectors of `row_ids` (each must be stored) as one float32 matrix, in the order given."""
+        out = np.empty((len(row_ids), dim), np.float32)
+        done = np.zeros(len(row_ids), bool)
+        for ids, rows, matrix in self._parts.get(vector_set, []):
+            at = np.minimum(np.searchsorted(ids, row_ids), max(len(ids) - 1, 0))
+            hit = ~done & (ids[at] == row_ids) if len(ids) else np.zeros(len(row_ids), bool)
+            if hit.any():
+                source_rows = rows[at[hit]]
+                order = np.argsort(source_rows, kind="stable")  # read the map in file order
+                out[np.flatnonzero(hit)[order]] = matrix[source_rows[order]]
+                done |= hit
+        if not done.all():
+            raise KeyError((vector_set, int(row_ids[~done][0])))
+        return out
+
+
+@dataclass
+class StoredState:
+    """The last commit: file-backed rows, text arrays, vectors by id, failures, live ids per segment."""
+
+    rows: list[ItemRow] = field(default_factory=list)  # images and products (of the synced sources, once scoped)
+    reusable: list[ItemRow] = field(default_factory=list)  # every stored image and product: vectors by content
+    texts: StoredTexts = field(default_factory=StoredTexts)
+    vectors: VectorsById = field(default_factory=VectorsById)
+    failures: list[Failure] = field(default_factory=list)
+    next_row_id: int = 0
+    segments: dict[str, np.ndarray] = field(default_factory=dict)  # live row ids by segment name
+    root: Path | None = None
+    manifest: Manifest | None = None
+    _text_index: tuple[np.ndarray, np.ndarray, np.ndarray] | None = field(default=None, repr=False)
+
+    def vector(self, vector_set: str, row_id: int) -> np.ndarray:
+        return self.vectors.get(vector_set, row_id)
+
+    def has_vector(self, vector_set: str, row_id: int) -> bool:
+        return self.vectors.has(vector_set, row_id)
+
+    def text_row_by_hash(self, hashes: np.ndarray) -> np.ndarray:
+        """For each content hash, the row id of a stored text holding it, or -1."""
+        if self._text_index is None:
+            keys = hash_keys(self.texts.hashes)
+            order = np.argsort(keys, kind="stable")
+            self._text_index = (keys[order], self.texts.hashes[order], self.texts.row_ids[order])
+        keys, stored_hashes, row_ids = self._text_index
+        found = np.full(len(hashes), -1, np.int64)
+        if not len(keys):
+            return found
+        at = np.minimum(np.searchsorted(keys, hash_keys(hashes)), len(keys) - 1)
+        same = stored_hashes[at] == hashes  # a shared 64-bit prefix with another hash is not a match
+        found[same] = row_ids[at[same]]
+        return found
+
+    def text_metadata(self, source: str, row_ids: np.ndarray) -> pa.Array | None:
+        """The stored metadata of texts `row_ids` of corpus `source`, in that order; None if it has none."""
+        tables = []
+        for ref in self.manifest.segments if self.manifest else []:
+            reader = SegmentReader(self.root, ref)
+            if "metadata" not in reader.item_columns():
+                continue
+            table = reader.items(["row_id", "source", "metadata"])
+            tables.append(table.filter(pc.equal(table.column("source"), source)))
+        if not tables:
+            return None
+        table = concat_items(tables)
+        if "metadata" not in table.column_names:
+            return None
+        positions = pc.index_in(pa.array(row_ids), value_set=table.column("row_id"))
+        return table.column("metadata").take(positions).combine_chunks()
+
+
+def load_state(index_dir: IndexDir, manifest: Manifest | None) -> StoredState:
+    """The last commit as the planners need it; empty for a new index. Reads no text's text."""
+    if manifest is None:
+        return StoredState()
+    state = StoredState(next_row_id=manifest.next_row_id, root=index_dir.root, manifest=manifest)
+    texts: list[pa.Table] = []
+    for ref in manifest.segments:
+        reader = SegmentReader(index_dir.root, ref)
+        keys = reader.items(KEY_COLUMNS)
+        live = keys.column("row_id").to_numpy()
+        state.segments[ref.name] = live
+        is_text = pc.equal(keys.column("modality"), "text")
+        texts.append(keys.filter(is_text))
+        if pc.sum(pc.invert(is_text)).as_py():
+            files = reader.items()
+            state.rows.extend(item_rows(files.filter(pc.not_equal(files.column("modality"), "text"))))
+        for vector_set in VECTOR_SETS:
+            row_ids, matrix = reader.vectors(vector_set)
+            state.vectors.add(vector_set, row_ids, matrix, live)
+    state.texts = _text_arrays(pa.concat_tables(texts) if texts else None)
+    state.reusable = state.rows
+    state.failures = read_failures(index_dir.generation_path(manifest.generation) / "failures.parquet")
+    return state
+
+
+def _text_arrays(table: pa.Table | None) -> StoredTexts:
+    if table is None or not len(table):
+        return StoredTexts()
+    lines = table.column("line")
+    sources = table.column("source")
+    if lines.null_count:  # format 1 kept a text's corpus and line together as "path:line"
+        rows = item_rows(table)
+        sources = pa.array([r.source for r in rows], pa.string())
+        lines = pa.array([r.line for r in rows], pa.int64())
+    if isinstance(sources, pa.ChunkedArray):
+        sources = sources.combine_chunks()
+    encoded = pc.dictionary_encode(sources)
+    return StoredTexts(
+        row_ids=table.column("row_id").to_numpy(),
+        sources=encoded.indices.to_numpy(zero_copy_only=False).astype(np.int32),
+        source_names=encoded.dictionary.to_pylist(),
+        hashes=hash_array(table.column("content_hash")),
+        lines=pc.fill_null(lines, NO_LINE).to_numpy(),
+    )
+
+
+def stored_rows(index_dir: IndexDir, manifest: Manifest) -> list[ItemRow]:
+    """Every live item as an ItemRow, by row id: for listing and editing, not for planning at scale."""
+    rows = [row for ref in manifest.segments for row in item_rows(SegmentReader(index_dir.root, ref).items())]
+    return sorted(rows, key=lambda r: r.row_id)

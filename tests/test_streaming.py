@@ -1,0 +1,186 @@
+"""Corpora streamed in batches and planned by joins; new rows written a segment at a time.
+
+The oracle is a build of the same corpus in one batch and one segment: the same items,
+vectors and hits, whatever the batch and segment sizes.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import indexer.commit
+import indexer.fresh
+import indexer.sources
+from fakes import HashEncoder
+from indexer import IndexConfig, build_index
+from indexer.sources import read_corpus, stream_corpus
+from indexer.store import IndexDir
+from indexer.stored import load_state, stored_rows
+from search import open_index
+
+COLOURS = ["red", "blue", "green", "black"]
+
+
+def catalog(path, n: int, start: int = 0, dupes: bool = True) -> None:
+    """A Parquet corpus with typed metadata, a few empty texts and repeated texts."""
+    numbers = range(start, start + n)
+    texts = [("" if i % 97 == 5 else f"a {COLOURS[i % 4]} car number {i % 300 if dupes else i}") for i in numbers]
+    pq.write_table(pa.table({
+        "text": texts,
+        "price": pa.array([None if i % 50 == 7 else 1000 + 10 * i for i in numbers], pa.int32()),
+        "colour": [COLOURS[i % 4] for i in numbers],
+        "rating": [i / 7 for i in numbers],
+        "in_stock": [i % 3 == 0 for i in numbers],
+    }), path, row_group_size=100)
+
+
+def build(out, corpus, **extra):
+    return build_index(out, IndexConfig(texts=[corpus], workers=0, batch_size=16, **extra), encoder=HashEncoder())
+
+
+def content(index) -> dict:
+    """(text, line) -> (metadata, vector): what an index holds, independent of row ids and segments."""
+    index_dir = IndexDir(index)
+    manifest = index_dir.read_manifest()
+    state = load_state(index_dir, manifest)
+    held = {}
+    for row in stored_rows(index_dir, manifest):
+        key = (row.text, row.line)
+        assert key not in held
+        held[key] = (row.metadata, state.vector("text", row.row_id))
+    return held
+
+
+def assert_same_content(a, b) -> None:
+    mine, theirs = content(a), content(b)
+    assert mine.keys() == theirs.keys()
+    for key in mine:
+        assert mine[key][0] == theirs[key][0]
+        np.testing.assert_allclose(mine[key][1], theirs[key][1], atol=1e-6)
+
+
+def ranked(index, where=None) -> list:
+    idx = open_index(index, encoder=HashEncoder())
+    return [[(h.text, h.metadata.get("price"), round(h.score, 5)) for h in idx.search(text=q, target="text", k=10, where=where)]
+            for q in ("a red car number 7", "a green car", "black car number 250")]
+
+
+@pytest.fixture
+def small_batches(monkeypatch):
+    """Batches of 64 rows and segments of 300: a few thousand rows behave as millions would."""
+    monkeypatch.setattr(indexer.sources, "STREAM_ROWS", 64)
+    monkeypatch.setattr(indexer.fresh, "SEGMENT_ROWS", 300)
+    monkeypatch.setattr(indexer.commit, "SEGMENT_ROWS", 300)
+
+
+def test_a_parquet_corpus_streams_the_rows_read_corpus_reads(tmp_path):
+    corpus = tmp_path / "catalog.parquet"
+    catalog(corpus, 1000)
+    whole = read_corpus(corpus)
+    batches = list(stream_corpus(corpus, rows=64))
+    assert len(batches) == 16
+    texts = [t for b in batches for t in b.texts.to_pylist()]
+    lines = [int(line) for b in batches for line in b.lines]
+    metadata = [m for b in batches for m in b.metadata.to_pylist()]
+    assert texts == [r.text for r in whole.records] and lines == [r.line for r in whole.records]
+    assert metadata == [r.metadata for r in whole.records]
+    assert [(s.line, s.reason) for b in batches for s in b.skipped] == [(s.line, s.reason) for s in whole.skipped]
+
+
+def test_a_corpus_in_many_batches_and_segments_equals_one_built_whole(tmp_path, monkeypatch):
+    corpus = tmp_path / "catalog.parquet"
+    catalog(corpus, 1000)
+    whole = build(tmp_path / "whole", corpus)
+    with monkeypatch.context() as patch:
+        patch.setattr(indexer.sources, "STREAM_ROWS", 64)
+        patch.setattr(indexer.fresh, "SEGMENT_ROWS", 300)
+        patch.setattr(indexer.commit, "SEGMENT_ROWS", 300)
+        streamed = build(tmp_path / "streamed", corpus)
+    manifest = IndexDir(tmp_path / "streamed").read_manifest()
+    assert [s.rows for s in manifest.segments] == [300, 300, 300, 89]  # 1000 rows, 11 of them empty
+    assert streamed.counts == whole.counts == {"image": 0, "text": 989, "product": 0}
+    assert_same_content(tmp_path / "streamed", tmp_path / "whole")
+    assert ranked(tmp_path / "streamed") == ranked(tmp_path / "whole")
+    assert ranked(tmp_path / "streamed", "price < 2000 and colour == 'red'") == \
+        ranked(tmp_path / "whole", "price < 2000 and colour == 'red'")
+
+
+def test_a_changed_corpus_writes_only_changed_rows_and_equals_a_clean_build(tmp_path, small_batches):
+    corpus = tmp_path / "catalog.parquet"
+    catalog(corpus, 1000)
+    out = tmp_path / "idx"
+    build(out, corpus)
+    table = pq.read_table(corpus).to_pylist()
+    table[10]["text"] = "a brand new listing"  # new text: encoded; the old one has a copy fewer
+    table[20]["price"] = 1  # same text, other metadata: rewritten under its row id, vector reused
+    table.append(dict(table[40]))  # a repeated text: a new row, its vector reused
+    table.append({**table[41], "text": "another new listing"})
+    del table[999]  # the last row
+    pq.write_table(pa.Table.from_pylist(table), corpus)
+    report = build(out, corpus)
+    assert (report.stats.encoded, report.stats.removed, report.stats.compacted) == (2, 2, 0)
+    manifest = IndexDir(out).read_manifest()
+    [written] = [s for s in manifest.segments if s.name.startswith("seg-000002")]
+    assert written.rows == 4  # two new texts, the new price, the repeated text
+    assert sum(s.deleted_count for s in manifest.segments) == 3  # the old line 11, the old price, the last row
+    clean = tmp_path / "clean"
+    build(clean, corpus)
+    assert_same_content(out, clean)
+    assert ranked(out) == ranked(clean)
+
+
+def test_rows_moved_to_other_lines_equal_a_clean_build(tmp_path, small_batches):
+    corpus = tmp_path / "catalog.parquet"
+    catalog(corpus, 1000)
+    out = tmp_path / "idx"
+    build(out, corpus)
+    table = pq.read_table(corpus).to_pylist()
+    del table[30]  # every later row moves up a line: rewritten under its row id, vectors reused
+    pq.write_table(pa.Table.from_pylist(table), corpus)
+    report = build(out, corpus)
+    assert (report.stats.encoded, report.stats.removed) == (0, 1)
+    clean = tmp_path / "clean"
+    build(clean, corpus)
+    assert_same_content(out, clean)
+    assert ranked(out) == ranked(clean)
+
+
+def test_unchanged_rows_of_a_rerun_stay_where_they_are(tmp_path, small_batches):
+    corpus = tmp_path / "catalog.parquet"
+    catalog(corpus, 1000)
+    out = tmp_path / "idx"
+    build(out, corpus)
+    before = IndexDir(out).read_manifest().segments
+    corpus.touch()  # a newer mtime: the corpus is read again, and every row matches
+    report = build(out, corpus)
+    assert (report.stats.encoded, report.stats.removed, report.stats.reused) == (0, 0, 989)
+    assert not report.committed and IndexDir(out).read_manifest().segments == before
+
+
+def test_repeated_texts_claim_stored_rows_one_each(tmp_path):
+    corpus = tmp_path / "texts.parquet"
+    pq.write_table(pa.table({"text": ["same", "other", "same", "same"]}), corpus)
+    out = tmp_path / "idx"
+    build(out, corpus)
+    ids = {(r.text, r.line): r.row_id for r in stored_rows(IndexDir(out), IndexDir(out).read_manifest())}
+    pq.write_table(pa.table({"text": ["same", "other", "same"]}), corpus)  # the last "same" goes
+    report = build(out, corpus)
+    after = {(r.text, r.line): r.row_id for r in stored_rows(IndexDir(out), IndexDir(out).read_manifest())}
+    assert (report.stats.removed, report.stats.encoded) == (1, 0)
+    assert after == {k: v for k, v in ids.items() if k != ("same", 4)}
+
+
+def test_segments_at_the_size_cap_are_not_merged_as_small(tmp_path, small_batches):
+    corpus = tmp_path / "catalog.parquet"
+    catalog(corpus, 3000, dupes=False)
+    out = tmp_path / "idx"
+    build(out, corpus)
+    full = [s.name for s in IndexDir(out).read_manifest().segments if s.rows == 300]
+    assert len(full) == 9
+    for round_number in range(3):  # small commits: each appends a few rows
+        catalog(corpus, 3000 + 5 * (round_number + 1), dupes=False)
+        build(out, corpus)
+    after = [s.name for s in IndexDir(out).read_manifest().segments]
+    assert set(full) <= set(after)
