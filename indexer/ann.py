@@ -236,7 +236,12 @@ def _ivf(dim: int, spec: AnnSpec):
     if codes == "flat":
         return faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
     held = "SQ8" if codes == "sq8" else f"PQ{spec.params['pq_m']}"
-    return faiss.index_factory(dim, f"IVF{nlist},{held}", faiss.METRIC_INNER_PRODUCT)
+    index = faiss.index_factory(dim, f"IVF{nlist},{held}", faiss.METRIC_INNER_PRODUCT)
+    if codes == "pq":
+        # Polysemous training orders codes for Hamming filtering, which no search here uses; it was 85% of
+        # the training time (95 of 113 s for 300k vectors on 2 cores).
+        faiss.downcast_index(index).do_polysemous_training = False
+    return index
 
 
 def _tuned(index, vectors: np.ndarray, row_ids: np.ndarray, spec: AnnSpec) -> AnnSpec:
