@@ -253,7 +253,7 @@ def _tuned(index, vectors: np.ndarray, row_ids: np.ndarray, spec: AnnSpec) -> An
     sample = vectors[np.random.default_rng(0).choice(len(vectors), min(TUNING_QUERIES, len(vectors)), replace=False)]
     k = min(10, len(vectors))
     row_ids = np.asarray(row_ids, dtype=np.int64)
-    exact = row_ids[np.argpartition(-(sample @ vectors.T), k - 1, axis=1)[:, :k]].tolist()
+    exact = row_ids[_exact_top(sample, vectors, k)].tolist()
     rerank = spec.params.get("rerank", 1)
     while True:
         nprobe = spec.params["nprobe"]
@@ -266,6 +266,23 @@ def _tuned(index, vectors: np.ndarray, row_ids: np.ndarray, spec: AnnSpec) -> An
             tuned = {**spec.params, "nprobe": nprobe, "tuned_recall_at_10": round(recall, 4)}
             return AnnSpec(spec.kind, tuned | ({"rerank": rerank} if rerank > 1 else {}))
         rerank *= 2
+
+
+TUNING_CHUNK = 65_536  # vectors scored at once: a 1M-vector segment's tuning needs MBs, not GBs
+
+
+def _exact_top(queries: np.ndarray, vectors: np.ndarray, k: int) -> np.ndarray:
+    """Positions of each query's k best vectors (unordered), scored a chunk at a time."""
+    best_scores = np.full((len(queries), 0), -np.inf, np.float32)
+    best = np.zeros((len(queries), 0), np.int64)
+    for start in range(0, len(vectors), TUNING_CHUNK):
+        chunk = vectors[start:start + TUNING_CHUNK]
+        scores = np.concatenate([best_scores, queries @ chunk.T], axis=1)
+        here = np.broadcast_to(np.arange(start, start + len(chunk)), (len(queries), len(chunk)))
+        positions = np.concatenate([best, here], axis=1)
+        keep = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        best_scores, best = np.take_along_axis(scores, keep, 1), np.take_along_axis(positions, keep, 1)
+    return best
 
 
 def _recall(index, nprobe: int, rerank: int, sample, vectors, row_ids, exact, k: int) -> float:

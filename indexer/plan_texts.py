@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .plan import RowIds, text_hash
+from .plan import RowIds, text_hashes
 from .sources import TextBatch
 from .store.journal import Journal
 from .store.tables import text_items
@@ -55,7 +55,7 @@ class CorpusTextPlanner:
         self.replaced: list[np.ndarray] = []  # row ids rewritten with changes: their stored copies are deleted
 
     def plan(self, batch: TextBatch) -> PlannedTexts:
-        hashes = hash_array([text_hash(t) for t in batch.texts.to_pylist()])
+        hashes = hash_array(text_hashes(batch.texts.to_pylist()))
         positions = self._claim(hashes, batch.lines)
         matched = positions >= 0
         unchanged = np.zeros(len(hashes), bool)
@@ -70,7 +70,8 @@ class CorpusTextPlanner:
         elsewhere = self._state.text_row_by_hash(hashes[new])
         reused = new[elsewhere >= 0]
         vectors[reused] = self._state.vectors.take("text", elsewhere[elsewhere >= 0], self._dim)
-        resumed = [i for i in new[elsewhere < 0] if ("text", hashes[i].decode()) in self._journal.by_hash]
+        resumed = [i for i in new[elsewhere < 0] if ("text", hashes[i].decode()) in self._journal.by_hash] \
+            if self._journal.by_hash else []
         for i in resumed:
             vectors[i] = self._journal.by_hash[("text", hashes[i].decode())].vector
         known = np.zeros(len(hashes), bool)

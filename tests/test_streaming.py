@@ -184,3 +184,21 @@ def test_segments_at_the_size_cap_are_not_merged_as_small(tmp_path, small_batche
         build(out, corpus)
     after = [s.name for s in IndexDir(out).read_manifest().segments]
     assert set(full) <= set(after)
+
+
+def test_batch_text_hashes_are_the_content_hash_of_each_text():
+    from indexer.plan import text_hash, text_hashes
+
+    texts = ["a red car", "", "我想买一辆红色汽车", "x" * 5000]
+    assert text_hashes(texts) == [text_hash(t) for t in texts]
+
+
+def test_tuning_scores_in_chunks_find_the_exact_best(monkeypatch):
+    from indexer import ann
+
+    monkeypatch.setattr(ann, "TUNING_CHUNK", 7)
+    rng = np.random.default_rng(3)
+    vectors, queries = rng.normal(size=(50, 8)).astype(np.float32), rng.normal(size=(4, 8)).astype(np.float32)
+    found = ann._exact_top(queries, vectors, 5)
+    assert [sorted(row) for row in found.tolist()] == \
+        [sorted(np.argsort(-(q @ vectors.T))[:5].tolist()) for q in queries]
