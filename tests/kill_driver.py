@@ -62,8 +62,19 @@ def config(images: str, texts: str, products: bool = False):
                        workers=0, batch_size=4, journal_every=4)
 
 
+def small_segments(rows: str) -> None:
+    """XMODAL_TEST_SEGMENT_ROWS: segments (and corpus batches) of that many rows, so a small run streams."""
+    import indexer.commit
+    import indexer.fresh
+    import indexer.sources
+
+    indexer.fresh.SEGMENT_ROWS = indexer.commit.SEGMENT_ROWS = indexer.sources.STREAM_ROWS = int(rows)
+
+
 def main() -> None:
     index, images, texts, point, number = sys.argv[1:6]
+    if os.environ.get("XMODAL_TEST_SEGMENT_ROWS"):
+        small_segments(os.environ["XMODAL_TEST_SEGMENT_ROWS"])
     products = sys.argv[6:7] == ["products"]
     from indexer import build_index
 

@@ -202,3 +202,38 @@ def test_tuning_scores_in_chunks_find_the_exact_best(monkeypatch):
     found = ann._exact_top(queries, vectors, 5)
     assert [sorted(row) for row in found.tolist()] == \
         [sorted(np.argsort(-(q @ vectors.T))[:5].tolist()) for q in queries]
+
+
+@pytest.mark.parametrize("point,nth", [("publish_segment", 2), ("write_vectors", 3), ("manifest_write", 1)])
+def test_a_run_killed_between_its_segments_resumes_and_equals_a_clean_build(tmp_path, point, nth):
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import env_with_tests_path, noise_image
+    from fakes import FakeEncoder
+    from test_incremental import DRIVER, assert_same, config, snapshot
+
+    images = tmp_path / "photos"
+    images.mkdir()
+    for i in range(3):
+        noise_image(i).save(images / f"n{i}.png")
+    corpus = tmp_path / "texts.parquet"
+    pq.write_table(pa.table({"text": [f"a {COLOURS[i % 4]} mug number {i}" for i in range(50)]}), corpus)
+    out = tmp_path / "idx"
+    env = {**env_with_tests_path(), "XMODAL_TEST_SEGMENT_ROWS": "20"}
+    killed = subprocess.run([sys.executable, str(DRIVER), str(out), str(images), str(corpus), point, str(nth)],
+                            capture_output=True, text=True, timeout=120, env=env)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert list((out / "segments").iterdir())  # segments of the killed run were written
+    resumed = build_index(out, config(images, corpus), encoder=FakeEncoder())
+    stats = resumed.stats  # what the killed run encoded comes from the journal; only the rest is encoded
+    assert stats.resumed >= 20 and stats.encoded + stats.resumed == 53
+    clean = tmp_path / "clean"
+    build_index(clean, config(images, corpus), encoder=FakeEncoder())
+    assert_same(snapshot(out), snapshot(clean))
+    import json
+
+    referenced = {s["name"] for copy in out.glob("gen-*/manifest.json")
+                  for s in json.loads(copy.read_text())["segments"]}
+    assert {p.name for p in (out / "segments").iterdir()} == referenced  # no orphan of the killed run is left
