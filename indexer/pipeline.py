@@ -115,7 +115,7 @@ class FoundItems:
     """What the synced sources hold now; text corpora are only named here and streamed while planning."""
 
     image_paths: list[str]
-    corpora: list[tuple[Source, sources.Corpus | None]]  # text corpora: read whole, or None: streamed later
+    corpora: list[sources.PreparedCorpus]  # text corpora, checked; streamed while planning
     products: list[sources.TextRecord]  # rows of tables read with an image column
     skipped_rows: list[Failure]
     fingerprints: dict[tuple[str, str], str | None] = field(default_factory=dict)  # corpora as they were read
@@ -137,14 +137,10 @@ def read_sources(synced: list[Source], recorded: list[Source]) -> FoundItems:
             image_paths.extend(found)
             continue
         fingerprints[source.key] = fingerprint(source.path)  # before reading: a later edit is seen next run
-        if not source.image_column and sources.streams(source.path, source.text_column):
-            sources.check_text_source(source.path, *reading_options(source)[:2])  # bad input fails before the lock
-            corpora.append((source, None))
+        if not source.image_column:
+            corpora.append(sources.prepare_corpus(source.path, *reading_options(source)[:2]))
             continue
         corpus = sources.read_corpus(source.path, *reading_options(source))
-        if not source.image_column:
-            corpora.append((source, corpus))
-            continue
         products.extend(corpus.records)
         skipped.extend(_skipped(corpus.skipped))
     return FoundItems(sorted(set(image_paths)), corpora, products, skipped, fingerprints)
@@ -235,7 +231,7 @@ def _run_locked(index_dir: IndexDir, config: IndexConfig, named: list[Source], s
 
 def _expected_size(previous: Manifest | None, found: FoundItems) -> int:
     """About how many items the index will hold: each segment's share of a memory budget follows from it."""
-    corpora = sum(len(c.records) if c else sources.corpus_rows(s.path) for s, c in found.corpora)
+    corpora = sum(c.rows for c in found.corpora)
     return sum(previous.counts.values()) + corpora if previous else \
         corpora + len(found.image_paths) + len(found.products)
 
@@ -373,17 +369,15 @@ class _TextRun:
     skipped: list[Failure] = field(default_factory=list)
 
 
-def _stream_texts(model: _EncoderOnDemand, corpora: list[tuple[Source, sources.Corpus | None]], state: StoredState, journal: Journal, ids: RowIds,
+def _stream_texts(model: _EncoderOnDemand, corpora: list[sources.PreparedCorpus], state: StoredState, journal: Journal, ids: RowIds,
                   settings: EncodeSettings, timer: Timer, progress, fresh: FreshSegments) -> _TextRun:
     """Each corpus a batch at a time: read, planned against the stored texts, encoded, handed to the writer."""
     run, gone = _TextRun(np.zeros(0, np.int64)), []
     dim = model.identity.dim
-    for source, corpus in corpora:
-        planner = CorpusTextPlanner(source.path, state, journal, ids, dim)
+    for corpus in corpora:
+        planner = CorpusTextPlanner(str(corpus.path), state, journal, ids, dim)
         bar, seen = None, 0
-        total = len(corpus.records) if corpus else sources.corpus_rows(source.path)
-        batches = sources.corpus_batches(corpus, source.path) if corpus else \
-            sources.stream_corpus(source.path, *reading_options(source)[:2])
+        batches = corpus.batches()
         for batch in _timed(batches, timer, "read_sources"):
             run.skipped.extend(_skipped(batch.skipped))
             with timer.stage("plan"):
@@ -393,7 +387,7 @@ def _stream_texts(model: _EncoderOnDemand, corpora: list[tuple[Source, sources.C
             fresh.add(planned.known, {"text": (planned.known.column("row_id").to_numpy(), planned.known_vectors)})
             if len(planned.to_encode):
                 if bar is None and progress:
-                    bar = progress("texts", max(total or 0, seen + len(batch.texts)))
+                    bar = progress("texts", max(corpus.rows, seen + len(batch.texts)))
                     bar.update(seen)
                 texts = planned.to_encode.column("text").to_pylist()
                 vectors = encode_texts_journaled(model.get(), texts, journal, settings, timer, progress, bar=bar,

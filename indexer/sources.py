@@ -69,57 +69,70 @@ class TextBatch:
 STREAM_ROWS = 65_536  # rows per batch when a corpus is streamed
 
 
-def stream_corpus(path: str | Path, text_column: str | None = None, encoding: str = DEFAULT_ENCODING,
-                  rows: int | None = None) -> Iterator[TextBatch]:
-    """The texts of one corpus in batches: the same rows as `read_corpus`, in bounded memory where it can.
+@dataclass
+class PreparedCorpus:
+    """A corpus checked and ready to stream: whatever can fail before its rows are used has been tried."""
 
-    Parquet files with plain columns (text, numbers, booleans) are read a batch at a time as columns.
-    Other formats, and Parquet with binary or nested columns, are read whole (CSV types are inferred
-    from every row) and handed out in batches.
-    """
-    path = Path(os.path.abspath(path))
-    check_corpus(path, encoding)
-    if streams(path, text_column):
-        return _parquet_batches(path, text_column or DEFAULT_TEXT_COLUMN, rows or STREAM_ROWS)
-    return corpus_batches(read_corpus(path, text_column, encoding), str(path), rows)
+    path: Path
+    text_column: str
+    encoding: str
+    columns: _ColumnTypes | None  # learnt by a first pass; None: a plain Parquet file, read as columns
+    rows: int  # rows of the file (usable or not): for progress
 
-
-def streams(path: str | Path, text_column: str | None = None) -> bool:
-    """Whether `stream_corpus` reads this corpus a batch at a time (else it reads it whole first)."""
-    path = Path(path)
-    return path.suffix.lower() == ".parquet" and _plain_parquet(path, text_column or DEFAULT_TEXT_COLUMN)
+    def batches(self, rows: int | None = None) -> Iterator[TextBatch]:
+        rows = rows or STREAM_ROWS
+        if self.columns is None:
+            return _parquet_batches(self.path, self.text_column, rows)
+        records = _records(self.path, self.text_column, self.encoding, columns=self.columns)
+        return _record_batches(records, str(self.path), rows)
 
 
-def corpus_batches(corpus: Corpus, source: str, rows: int | None = None) -> Iterator[TextBatch]:
-    """A corpus already read, in batches (its skipped rows come with the first)."""
-    rows, skipped = rows or STREAM_ROWS, corpus.skipped
-    for start in range(0, max(len(corpus.records), 1), rows):
-        chunk = corpus.records[start:start + rows]
-        if not chunk and not skipped:
-            return
-        yield _batch_of(source, chunk, skipped)
-        skipped = []
-
-
-def check_text_source(path: str | Path, text_column: str | None = None, encoding: str = DEFAULT_ENCODING) -> None:
-    """What can be known of a corpus without reading it all: it exists, is readable, decodes, has the column."""
+def prepare_corpus(path: str | Path, text_column: str | None = None,
+                   encoding: str = DEFAULT_ENCODING) -> PreparedCorpus:
+    """Check a corpus (it exists, decodes, has the text column) and learn its columns' types, keeping no rows."""
     path = Path(os.path.abspath(path))
     suffix = check_corpus(path, encoding)
+    column = text_column or DEFAULT_TEXT_COLUMN
+    if suffix == ".parquet" and _plain_parquet(path, column):
+        _check_text_column(path, column)
+        return PreparedCorpus(path, column, encoding, None, _parquet_file(path).metadata.num_rows)
     if suffix != ".parquet":
         _check_decodes(path, encoding)
-        return
+    columns = _scan_columns(path, _rows(path, suffix, encoding), column, None)
+    return PreparedCorpus(path, column, encoding, columns, columns.rows)
+
+
+def stream_corpus(path: str | Path, text_column: str | None = None, encoding: str = DEFAULT_ENCODING,
+                  rows: int | None = None) -> Iterator[TextBatch]:
+    """The texts of one corpus in batches: the same rows as `read_corpus`, holding one batch at a time.
+
+    Plain Parquet files (text, number and boolean columns) are read as columns; other formats row by
+    row, in two passes (the first learns each column's type: CSV needs every row for that).
+    """
+    return prepare_corpus(path, text_column, encoding).batches(rows)
+
+
+def _record_batches(records: Iterator[TextRecord | SkippedRow], source: str, rows: int) -> Iterator[TextBatch]:
+    chunk: list[TextRecord] = []
+    skipped: list[SkippedRow] = []
+    for item in records:
+        if isinstance(item, SkippedRow):
+            skipped.append(item)
+            continue
+        chunk.append(item)
+        if len(chunk) == rows:
+            yield _batch_of(source, chunk, skipped)
+            chunk, skipped = [], []
+    if chunk or skipped:
+        yield _batch_of(source, chunk, skipped)
+
+
+def _check_text_column(path: Path, column: str) -> None:
     parquet = _parquet_file(path)
-    column = text_column or DEFAULT_TEXT_COLUMN
     names = parquet.schema_arrow.names
     if parquet.metadata.num_rows and column not in names:
         raise TextColumnError(f"{path.name} has no column {column!r}; its columns are {', '.join(names)} "
                               f"(choose one with {option('text_column')})")
-
-
-def corpus_rows(path: str | Path) -> int | None:
-    """The number of rows of a Parquet corpus (from its footer); None for other formats."""
-    path = Path(path)
-    return _parquet_file(path).metadata.num_rows if path.suffix.lower() == ".parquet" else None
 
 
 def _batch_of(source: str, records: list[TextRecord], skipped: list[SkippedRow]) -> TextBatch:
@@ -161,7 +174,6 @@ def _parquet_batches(path: Path, text_column: str, rows: int) -> Iterator[TextBa
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    check_text_source(path, text_column)
     parquet = _parquet_file(path)
     names = parquet.schema_arrow.names
     others = [n for n in names if n != text_column]
@@ -246,14 +258,44 @@ def read_corpus(path: str | Path, text_column: str | None = None, encoding: str 
     image column, each row links its photo (relative to the table's folder, or
     absolute): the record's `image`; an empty cell means the row has no photo.
     """
-    path = Path(os.path.abspath(path))  # sources are recorded absolute, however they were typed
+    records, skipped = [], []
+    for item in _records(Path(os.path.abspath(path)), text_column, encoding, image_column):
+        (records if isinstance(item, TextRecord) else skipped).append(item)
+    skipped.sort(key=lambda s: s.line)
+    return Corpus(records, skipped)
+
+
+def _records(path: Path, text_column: str | None, encoding: str, image_column: str | None = None,
+             columns: _ColumnTypes | None = None) -> Iterator[TextRecord | SkippedRow]:
+    """The corpus's records and skipped rows in line order, in two passes over the file.
+
+    The first pass learns the columns and each one's type (a CSV column is a number only if every
+    cell is), the second converts row by row: nothing but the current row is held.
+    """
     suffix = check_corpus(path, encoding)
+    text_column = text_column or DEFAULT_TEXT_COLUMN
+    if columns is None:  # else a prepared corpus: checked and scanned already
+        if suffix != ".parquet":
+            _check_decodes(path, encoding)
+        columns = _scan_columns(path, _rows(path, suffix, encoding), text_column, image_column)
+    source = str(path)
+    for line, row in _rows(path, suffix, encoding):
+        if isinstance(row, str):
+            yield SkippedRow(source, line, row)
+            continue
+        text = row.get(text_column)
+        text = "" if text is None else (text if isinstance(text, str) else str(text)).strip()
+        if not text:
+            yield SkippedRow(source, line, "empty text")
+            continue
+        photo = _photo_path(path, row.get(image_column)) if image_column else None
+        yield TextRecord(text, source, line, columns.typed(row), photo)
+
+
+def _rows(path: Path, suffix: str, encoding: str) -> Iterator[Row]:
     if suffix == ".parquet":
-        rows = _parquet_rows(path, encoding)
-    else:
-        _check_decodes(path, encoding)
-        rows = {".txt": _txt_rows, ".jsonl": _jsonl_rows}.get(suffix, _delimited_rows)(path, encoding)
-    return _corpus_from_rows(path, rows, text_column or DEFAULT_TEXT_COLUMN, image_column)
+        return _parquet_rows(path, encoding)
+    return {".txt": _txt_rows, ".jsonl": _jsonl_rows}.get(suffix, _delimited_rows)(path, encoding)
 
 
 def check_corpus(path: Path, encoding: str = DEFAULT_ENCODING) -> str:
@@ -381,67 +423,75 @@ def _decode_cell(value: Any, encoding: str) -> Any:
 
 # ---- rows -> records ----------------------------------------------------------------------------------
 
-def _corpus_from_rows(path: Path, rows: Iterator[Row], text_column: str, image_column: str | None) -> Corpus:
-    source = str(path)
-    usable: list[tuple[int, dict[str, Any]]] = []
-    skipped: list[SkippedRow] = []
-    columns: dict[str, None] = {}
-    for line, row in rows:
-        if isinstance(row, str):
-            skipped.append(SkippedRow(source, line, row))
-            continue
-        columns.update(dict.fromkeys(row))
-        usable.append((line, row))
-    for name, flag in ((text_column, "text_column"), (image_column, "image_column")):
-        if usable and name is not None and name not in columns:
-            raise TextColumnError(f"{path.name} has no column {name!r}; its columns are {', '.join(columns)} "
-                                  f"(choose one with {option(flag)})")
-    typed = _typed_columns([r for _, r in usable], [c for c in columns if c != text_column], path.suffix.lower())
-    records = []
-    for (line, row), metadata in zip(usable, typed):
-        text = row.get(text_column)
-        text = "" if text is None else (text if isinstance(text, str) else str(text)).strip()
-        if not text:
-            skipped.append(SkippedRow(source, line, "empty text"))
-            continue
-        photo = _photo_path(path, row.get(image_column)) if image_column else None
-        records.append(TextRecord(text, source, line, metadata, photo))
-    skipped.sort(key=lambda s: s.line)
-    return Corpus(records, skipped)
-
-
 def _photo_path(table: Path, cell: Any) -> str | None:
     if cell is None or not str(cell).strip():
         return None
     return os.path.normpath(os.path.join(table.parent, os.path.expanduser(str(cell).strip())))
 
 
-def _typed_columns(rows: list[dict[str, Any]], names: list[str], suffix: str) -> list[dict[str, Any]]:
-    """Each metadata column gets one type for the whole corpus, as a database column would."""
-    if not names:
-        return [{} for _ in rows]
-    convert = _infer_from_text if suffix in (".csv", ".tsv") else _unify_json_values
-    converted = {name: convert([row.get(name) for row in rows]) for name in names}
-    return [{name: converted[name][i] for name in names} for i in range(len(rows))]
+class _ColumnTypes:
+    """Each metadata column's one type for the whole corpus, as a database column would have, learnt a row
+    at a time: CSV cells are numbers or booleans only if every cell is; JSON and Parquet values keep their
+    type, ints mixed with floats become floats, and anything else mixed becomes text."""
+
+    def __init__(self, from_text: bool):
+        self.from_text = from_text
+        self.names: dict[str, None] = {}
+        self._kinds: dict[str, set[type]] = {}  # JSON: the types seen
+        self._text: dict[str, list[bool]] = {}  # CSV: [any present, all int, all float, all bool]
+        self.metadata: list[str] = []
+        self.rows = 0
+
+    def see(self, row: dict[str, Any]) -> None:
+        self.names.update(dict.fromkeys(row))
+        for name, value in row.items():
+            if self.from_text:
+                cell = None if value is None or not value.strip() else value.strip()
+                if cell is not None:
+                    flags = self._text.setdefault(name, [False, True, True, True])
+                    flags[0] = True
+                    flags[1] = flags[1] and bool(_INT.fullmatch(cell)) and abs(int(cell)) < 2**63
+                    flags[2] = flags[2] and bool(_FLOAT.fullmatch(cell))
+                    flags[3] = flags[3] and cell.lower() in ("true", "false")
+            elif value is not None:
+                self._kinds.setdefault(name, set()).add(type(value))
+
+    def typed(self, row: dict[str, Any]) -> dict[str, Any]:
+        return {name: self._convert(name, row.get(name)) for name in self.metadata}
+
+    def _convert(self, name: str, value: Any) -> Any:
+        if value is None:
+            return None
+        if self.from_text:
+            cell = value.strip() or None
+            flags = self._text.get(name)
+            if cell is None or flags is None:
+                return cell
+            if flags[1]:
+                return int(cell)
+            if flags[2]:
+                return float(cell)
+            return cell.lower() == "true" if flags[3] else cell
+        kinds = self._kinds.get(name, set())
+        if kinds <= {bool} or kinds <= {int} or kinds <= {str}:
+            return value
+        if kinds <= {int, float}:
+            return float(value)
+        return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
 
 
-def _infer_from_text(values: list[str | None]) -> list[Any]:
-    cells = [None if v is None or not v.strip() else v.strip() for v in values]
-    present = [c for c in cells if c is not None]
-    if present and all(_INT.fullmatch(c) for c in present) and all(abs(int(c)) < 2**63 for c in present):
-        return [None if c is None else int(c) for c in cells]
-    if present and all(_FLOAT.fullmatch(c) for c in present):
-        return [None if c is None else float(c) for c in cells]
-    if present and all(c.lower() in ("true", "false") for c in present):
-        return [None if c is None else c.lower() == "true" for c in cells]
-    return cells
-
-
-def _unify_json_values(values: list[Any]) -> list[Any]:
-    present = [v for v in values if v is not None]
-    kinds = {type(v) for v in present}
-    if kinds <= {bool} or kinds <= {int} or kinds <= {str}:
-        return values
-    if kinds <= {int, float}:
-        return [None if v is None else float(v) for v in values]
-    return [None if v is None else (v if isinstance(v, str) else json.dumps(v, ensure_ascii=False, default=str)) for v in values]
+def _scan_columns(path: Path, rows: Iterator[Row], text_column: str, image_column: str | None) -> _ColumnTypes:
+    """First pass: the columns, their types, and a clear error for a missing text or image column."""
+    columns = _ColumnTypes(from_text=path.suffix.lower() in (".csv", ".tsv"))
+    usable = False
+    for _, row in rows:
+        columns.rows += 1
+        if not isinstance(row, str):
+            usable = True
+            columns.see(row)
+    for name, flag in ((text_column, "text_column"), (image_column, "image_column")):
+        if usable and name is not None and name not in columns.names:
+            raise TextColumnError(f"{path.name} has no column {name!r}; its columns are {', '.join(columns.names)} "
+                                  f"(choose one with {option(flag)})")
+    columns.metadata = [c for c in columns.names if c != text_column]
+    return columns

@@ -237,3 +237,28 @@ def test_a_run_killed_between_its_segments_resumes_and_equals_a_clean_build(tmp_
     referenced = {s["name"] for copy in out.glob("gen-*/manifest.json")
                   for s in json.loads(copy.read_text())["segments"]}
     assert {p.name for p in (out / "segments").iterdir()} == referenced  # no orphan of the killed run is left
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".txt"])
+def test_text_formats_stream_in_batches_with_the_types_of_the_whole_file(tmp_path, suffix):
+    import json
+
+    path = tmp_path / f"corpus{suffix}"
+    rows = [{"text": f"item {i}" if i % 9 else " ", "price": i if i < 150 else i + 0.5, "tag": "x" if i % 2 else ""}
+            for i in range(200)]
+    if suffix == ".csv":
+        path.write_text("text,price,tag\n" + "".join(f"{r['text']},{r['price']},{r['tag']}\n" for r in rows))
+    elif suffix == ".jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows) + "not json\n")
+    else:
+        path.write_text("".join(r["text"] + "\n" for r in rows))
+    whole = read_corpus(path)
+    batches = list(stream_corpus(path, rows=32))
+    assert len(batches) > 5
+    assert [t for b in batches for t in b.texts.to_pylist()] == [r.text for r in whole.records]
+    assert [int(x) for b in batches for x in b.lines] == [r.line for r in whole.records]
+    metadata = [m for b in batches for m in (b.metadata.to_pylist() if b.metadata is not None else [None] * len(b.texts))]
+    assert metadata == [r.metadata or None for r in whole.records]
+    if suffix != ".txt":  # a late float makes the whole column float, in the first batch too
+        assert isinstance(metadata[0]["price"], float)
+    assert sorted((s.line, s.reason) for b in batches for s in b.skipped) == [(s.line, s.reason) for s in whole.skipped]
