@@ -1,6 +1,7 @@
 """Scale: build, re-run and search a synthetic CLIP-like collection of N items through the normal indexing path.
 
     python bench/bench_scale.py --items 1000000 [--vectors float16] [--memory-budget 1G] [--out bench/out/scale]
+    python bench/bench_scale.py --items 10000000 ... --rerun-only BUILD_SECONDS   # the re-runs of a kept build
 
 Reports: full build time and peak RSS, disk size, a 1%-change re-run (time, bytes written), a no-change
 re-run, open time and RSS when open, one-query p50/p95, QPS for batches of 100, recall@10 against
@@ -18,6 +19,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 
 BENCH = Path(__file__).resolve().parent
 sys.path[:0] = [str(BENCH.parent), str(BENCH)]
@@ -140,6 +142,9 @@ def main() -> None:
     parser.add_argument("--memory-budget", default="none")
     parser.add_argument("--out", type=Path, default=BENCH / "out" / "scale")
     parser.add_argument("--step", nargs="+")
+    parser.add_argument("--rerun-only", type=float, metavar="BUILD_SECONDS",
+                        help="keep the index an earlier run built (in --out) and measure only the re-runs; "
+                             "percentages are of BUILD_SECONDS")
     args = parser.parse_args()
     if args.step:
         name, *rest = args.step
@@ -148,13 +153,18 @@ def main() -> None:
     import synthetic
 
     folder = args.out / f"{args.items}-{args.vectors}-{args.memory_budget}"
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
     corpus, index = folder / "corpus.parquet", folder / "index"
-    numbers = np.arange(args.items)
-    synthetic.write_corpus(corpus, numbers)
     print(f"items {args.items:,}, vectors {args.vectors}, memory budget {args.memory_budget}, "
           f"{os.cpu_count()} cores", flush=True)
+    if args.rerun_only:
+        numbers = np.array([int(t.split()[1]) for t in pq.read_table(corpus).column("text").to_pylist()])
+        built = {"seconds": args.rerun_only, "stats": {"bytes_written": disk_mb(index) * 1e6}}  # as a build writes it
+        reruns(args, corpus, index, numbers, built, seed=int(time.time()))
+        return
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    numbers = np.arange(args.items)
+    synthetic.write_corpus(corpus, numbers)
 
     build = run_step("index", corpus, index, args.vectors, args.memory_budget)
     size = disk_mb(index)
@@ -169,13 +179,19 @@ def main() -> None:
           f"recall@10 {searched['recall_at_10']} (far queries {searched['far_recall_at_10']}); ann {searched['ann']}",
           flush=True)
 
+    reruns(args, corpus, index, numbers, build, seed=1)
+
+
+def reruns(args, corpus: Path, index: Path, numbers: np.ndarray, build: dict, seed: int) -> None:
+    import synthetic
+
     same = run_step("index", corpus, index, args.vectors, args.memory_budget)
     print(f"no-change re-run: {same['seconds']} s, peak RSS {same['peak_rss_mb']:,} MB, "
           f"{same['stats']['bytes_written']:,} bytes written; stages {same['stages']}", flush=True)
 
     changed = numbers.copy()
-    picked = np.random.default_rng(1).choice(args.items, args.items // 100, replace=False)
-    changed[picked] += 5 * args.items  # new content in 1% of the rows: each is one deletion and one new item
+    picked = np.random.default_rng(seed).choice(len(numbers), len(numbers) // 100, replace=False)
+    changed[picked] += (5 + seed % 1000) * args.items  # new content in 1% of the rows: one deletion and one new item
     synthetic.write_corpus(corpus, changed)
     delta = run_step("index", corpus, index, args.vectors, args.memory_budget)
     print(f"1% change re-run: {delta['seconds']} s ({100 * delta['seconds'] / build['seconds']:.1f}% of the build), "

@@ -126,6 +126,7 @@ def _counts_after(previous: Manifest | None, state: StoredState, gone: np.ndarra
     counts = {m: (previous.counts.get(m, 0) if previous else 0) + fresh.modality_counts.get(m, 0)
               for m in MODALITIES}
     counts["text"] -= int(np.count_nonzero(np.isin(gone, state.texts.row_ids)))
+    counts["image"] -= int(np.count_nonzero(np.isin(gone, state.images.row_ids)))
     gone_set = set(gone.tolist()) if len(gone) < len(state.rows) else None
     for row in state.rows:
         if (row.row_id in gone_set) if gone_set is not None else np.isin(row.row_id, gone):

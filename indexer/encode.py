@@ -31,13 +31,19 @@ class Timer:
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
+        self._open: set[str] = set()
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
+        if name in self._open:  # a stage inside itself (a segment written during the final write) counts once
+            yield
+            return
         start = time.perf_counter()
+        self._open.add(name)
         try:
             yield
         finally:
+            self._open.discard(name)
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
 
 

@@ -7,6 +7,7 @@ it until a manifest names it) and dropped from memory; the next rows start anoth
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,7 @@ class FreshSegments:
         self._matrices: dict[str, np.ndarray] = {}  # per set, a buffer of `cap` rows filled from the top
         self._filled: dict[str, int] = {}
         self.written: list[SegmentRef] = []
+        self.timer = None  # a run's Timer: the time spent writing segments counts as "write"
         self.bytes_written = 0
         self.modality_counts: dict[str, int] = {}
 
@@ -76,6 +78,10 @@ class FreshSegments:
         return self.written
 
     def _flush(self) -> None:
+        with self.timer.stage("write") if self.timer else nullcontext():
+            self._write()
+
+    def _write(self) -> None:
         name, staging = self._dir.new_segment_staging(self._generation, len(self.written))
         vectors = {s: (np.concatenate(self._ids[s]), self._matrices[s][:self._filled[s]]) for s in self._ids}
         ref = write_segment(staging, name, concat_items(self._tables), vectors,

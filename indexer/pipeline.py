@@ -7,6 +7,7 @@ atomic commit (store/layout.py). One writer at a time (store/lock.py).
 """
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from dataclasses import dataclass, field, replace
@@ -14,6 +15,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from . import ann, sources
 from .commit import RunStats, commit_state, start_delta, writing
@@ -22,7 +25,7 @@ from .errors import InvalidInputError, ModelMismatchError, option
 from .fresh import FreshSegments
 from .imaging import MAX_PIXELS
 from .models import DEFAULT_MODEL, Encoder, ModelIdentity, load_encoder
-from .plan import Planned, RowIds, plan_images
+from .plan import ImagePlanner, RowIds
 from .plan_products import ProductPlan, plan_products
 from .plan_texts import CorpusTextPlanner
 from .store import Failure, IndexDir, ItemRow, Manifest
@@ -203,22 +206,24 @@ def _run_locked(index_dir: IndexDir, config: IndexConfig, named: list[Source], s
     scoped, failures_kept, dropped = _split_by_source(state, source_plan)
     journal = Journal(index_dir.root, model.identity).open()
     ids = RowIds(state.next_row_id)
-    with timer.stage("plan"):
-        image_plan = plan_images(found.image_paths, scoped, journal, ids, config.retry_failed)
-        product_plan = plan_products(found.products, scoped, journal, ids, config.retry_failed)
     settings = EncodeSettings(config.batch_size, config.workers, config.max_pixels, config.journal_every)
-    new_failures = _encode_planned_images(model, image_plan, journal, ids, settings, timer, progress)
-    _encode_planned_products(model, product_plan, journal, settings, timer, progress)
     delta = start_delta(index_dir, model.identity.dim, recorded_settings, _expected_size(previous, found))
+    delta.fresh.timer = timer
     with writing(index_dir):
-        files = _file_rows(scoped, image_plan, product_plan, delta.fresh, model.identity.dim)
+        planner = ImagePlanner(scoped, journal, ids, config.retry_failed)
+        images = _stream_images(model, found.image_paths, planner, journal, ids, settings, timer, progress,
+                                delta.fresh)
+        with timer.stage("plan"):
+            product_plan = plan_products(found.products, scoped, journal, ids, config.retry_failed)
+        _encode_planned_products(model, product_plan, journal, settings, timer, progress)
+        products = _product_rows(scoped, product_plan, delta.fresh, model.identity.dim)
         texts = _stream_texts(model, found.corpora, state, journal, ids, settings, timer, progress, delta.fresh)
     known = set(state.failures)
     skipped = found.skipped_rows + texts.skipped
-    new_failures += product_plan.new_failures + [f for f in skipped if f not in known]
-    delta.gone = np.concatenate([files.gone, texts.gone, dropped])
-    delta.stats = _stats(image_plan, product_plan, texts, new_failures, len(dropped))
-    delta.failures = failures_kept + image_plan.carried_failures + product_plan.carried_failures + \
+    new_failures = images.failures + product_plan.new_failures + [f for f in skipped if f not in known]
+    delta.gone = np.concatenate([images.gone, products, texts.gone, dropped])
+    delta.stats = _stats(images, product_plan, texts, new_failures, len(dropped))
+    delta.failures = failures_kept + images.carried_failures + product_plan.carried_failures + \
         new_failures + [f for f in skipped if f in known]
     delta.sources, delta.next_row_id = source_plan.sources, ids.next
     with timer.stage("write"):
@@ -265,8 +270,25 @@ def _split_by_source(state: StoredState, source_plan: SourcePlan) -> tuple[Store
     failures = {"synced": [], "kept": [], "dropped": []}
     for failure in state.failures:
         failures[source_plan.owner_of(failure)].append(failure)
-    scoped = replace(state, rows=scoped_rows, failures=failures["synced"], reusable=state.rows)
-    return scoped, failures["kept"], np.concatenate([np.array(dropped, np.int64), state.texts.of_sources(gone_corpora)])
+    synced_images = _held_by(state.images.paths, source_plan.synced)
+    dropped_images = state.images.row_ids[~synced_images & ~_held_by(state.images.paths, source_plan.sources)]
+    scoped = replace(state, rows=scoped_rows, failures=failures["synced"], reusable=state.rows,
+                     images_in_scope=synced_images)
+    return scoped, failures["kept"], np.concatenate([np.array(dropped, np.int64), dropped_images,
+                                                     state.texts.of_sources(gone_corpora)])
+
+
+def _held_by(paths: list[str], held: list[Source]) -> np.ndarray:
+    """Which paths lie in one of the image folders of `held` (as SourcePlan.owner decides, for arrays)."""
+    inside = np.zeros(len(paths), bool)
+    folders = [s.path for s in held if s.kind == "images"]
+    if not folders or not paths:
+        return inside
+    column = pa.array(paths, pa.string())
+    for folder in folders:
+        prefix = folder.rstrip(os.sep) + os.sep
+        inside |= pc.or_(pc.equal(column, folder), pc.starts_with(column, prefix)).to_numpy(zero_copy_only=False)
+    return inside
 
 
 def _with_recorded_settings(config: IndexConfig, previous: Manifest | None) -> IndexConfig:
@@ -291,16 +313,80 @@ def _check_same_model(index_dir: IndexDir, previous: Manifest | None, encoder: E
         )
 
 
-def _encode_planned_images(model: _EncoderOnDemand, plan: Planned, journal: Journal, ids: RowIds,
-                           settings: EncodeSettings, timer: Timer, progress) -> list[Failure]:
-    if not plan.to_encode:
-        return []
-    result = encode_images_journaled(model.get(), plan.to_encode, journal, settings, timer, progress)
-    for image, vector in zip(result.images, result.vectors):
-        plan.keep(ItemRow(row_id=ids.take(), modality="image", path=image.path, content_hash=image.content_hash,
-                          size=image.size, mtime=image.mtime, width=image.width, height=image.height),
-                  vector, reused=False)
-    return result.failures
+IMAGE_BATCH = 4096  # image paths planned, then encoded, at a time
+
+
+@dataclass
+class _ImageRun:
+    """What streaming the synced folders' images did."""
+
+    gone: np.ndarray  # stored image rows removed, or rewritten under their row id
+    failures: list[Failure] = field(default_factory=list)
+    carried_failures: list[Failure] = field(default_factory=list)
+    removed: int = 0
+    kept: int = 0
+    reused: int = 0
+    resumed: int = 0
+    encoded: int = 0
+
+
+def _stream_images(model: _EncoderOnDemand, paths: list[str], planner: ImagePlanner, journal: Journal, ids: RowIds,
+                   settings: EncodeSettings, timer: Timer, progress, fresh: FreshSegments) -> _ImageRun:
+    """The image paths a batch at a time: planned against the stored images, encoded, handed to the writer."""
+    run, dim = _ImageRun(np.zeros(0, np.int64)), model.identity.dim
+    bar = _OneBar(progress)
+    for start in range(0, len(paths), IMAGE_BATCH):
+        with timer.stage("plan"):
+            plan = planner.plan(paths[start:start + IMAGE_BATCH])
+        run.kept, run.reused, run.resumed = run.kept + plan.kept, run.reused + plan.reused, run.resumed + plan.resumed
+        run.carried_failures += plan.carried_failures
+        if plan.to_encode:
+            result = encode_images_journaled(model.get(), plan.to_encode, journal, settings, timer,
+                                             bar.factory(len(paths)) if progress else None)
+            for image, vector in zip(result.images, result.vectors):
+                plan.write(ItemRow(row_id=ids.take(), modality="image", path=image.path,
+                                   content_hash=image.content_hash, size=image.size, mtime=image.mtime,
+                                   width=image.width, height=image.height), vector)
+            run.failures += result.failures
+            run.encoded += len(result.images)
+        if plan.rows:
+            fresh.add(items_table(plan.rows), {"image": _matrix([r.row_id for r in plan.rows],
+                                                                dict(zip((r.row_id for r in plan.rows), plan.vectors)),
+                                                                dim)})
+    bar.close()
+    unclaimed = planner.unclaimed()
+    run.removed = len(unclaimed)
+    run.gone = np.concatenate([unclaimed, np.array(planner.replaced, np.int64)])
+    return run
+
+
+class _OneBar:
+    """One progress bar over every batch of a stream (the encoder asks for a bar per call)."""
+
+    def __init__(self, progress):
+        self._progress, self._bar = progress, None
+
+    def factory(self, total: int):
+        def shared(label: str, _count: int):
+            if self._bar is None:
+                self._bar = self._progress(label, total)
+            return _Unclosed(self._bar)
+        return shared
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+class _Unclosed:
+    def __init__(self, bar):
+        self._bar = bar
+
+    def update(self, n: int) -> None:
+        self._bar.update(n)
+
+    def close(self) -> None:
+        pass  # the stream closes its bar at its end
 
 
 def _encode_planned_products(model: _EncoderOnDemand, plan: ProductPlan, journal: Journal,
@@ -327,26 +413,18 @@ def _encode_planned_products(model: _EncoderOnDemand, plan: ProductPlan, journal
             row.image_hash = row.size = row.mtime = row.width = row.height = None
 
 
-@dataclass
-class _FileRows:
-    gone: np.ndarray  # stored image and product rows removed, or rewritten under their row id
-
-
-def _file_rows(scoped: StoredState, image_plan: Planned, product_plan: ProductPlan, fresh: FreshSegments,
-               dim: int) -> _FileRows:
-    """Images and products that are new or changed go to the new segments; the rest stay where they are."""
+def _product_rows(scoped: StoredState, plan: ProductPlan, fresh: FreshSegments, dim: int) -> np.ndarray:
+    """New or changed products go to the new segments; returns the stored product rows removed or replaced."""
     stored = {r.row_id: r for r in scoped.rows}
-    rows = image_plan.rows + product_plan.rows
-    # A planner that kept a row passes the stored object; an equal row has equal content, so an equal vector.
-    changed = [r for r in rows if (old := stored.get(r.row_id)) is not r and old != r]
-    kept = {r.row_id for r in rows}
+    # A planner that kept a row passes the stored object; an equal row has equal content, so equal vectors.
+    changed = [r for r in plan.rows if (old := stored.get(r.row_id)) is not r and old != r]
+    kept = {r.row_id for r in plan.rows}
     gone = [i for i in stored if i not in kept] + [r.row_id for r in changed if r.row_id in stored]
     if changed:
-        by_set = {"image": dict(zip((r.row_id for r in image_plan.rows), image_plan.vectors)),
-                  "product-image": product_plan.photo_vectors, "product-text": product_plan.text_vectors}
+        by_set = {"product-image": plan.photo_vectors, "product-text": plan.text_vectors}
         fresh.add(items_table(changed), {s: _matrix([r.row_id for r in changed if r.row_id in v], v, dim)
                                          for s, v in by_set.items()})
-    return _FileRows(np.array(gone, np.int64))
+    return np.array(gone, np.int64)
 
 
 def _matrix(row_ids: list[int], vectors: dict[int, np.ndarray], dim: int) -> tuple[np.ndarray, np.ndarray]:
@@ -418,14 +496,14 @@ def _timed(batches, timer: Timer, stage: str):
         yield batch
 
 
-def _stats(image_plan: Planned, product_plan: ProductPlan, texts: _TextRun, new_failures: list[Failure],
+def _stats(images: _ImageRun, product_plan: ProductPlan, texts: _TextRun, new_failures: list[Failure],
            dropped: int) -> RunStats:
     """Counts of vectors: a product's photo and description count apart."""
-    encoded = len(image_plan.rows) - image_plan.reused - image_plan.resumed + texts.encoded
+    encoded = images.encoded + texts.encoded
     encoded += sum(len(rows) for rows in product_plan.photos_to_encode.values())
     encoded += sum(len(rows) for rows in product_plan.texts_to_encode.values())
     encoded -= sum(1 for f in new_failures if f.source and f.modality == "image")  # photos that did not decode
-    return RunStats(encoded=encoded, reused=image_plan.reused + texts.kept + texts.reused + product_plan.reused,
-                    resumed=image_plan.resumed + texts.resumed + product_plan.resumed,
-                    removed=len(image_plan.removed_ids) + texts.removed + len(product_plan.removed_ids) + dropped,
+    return RunStats(encoded=encoded, reused=images.kept + images.reused + texts.kept + texts.reused + product_plan.reused,
+                    resumed=images.resumed + texts.resumed + product_plan.resumed,
+                    removed=images.removed + texts.removed + len(product_plan.removed_ids) + dropped,
                     failed=len(new_failures))

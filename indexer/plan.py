@@ -1,11 +1,12 @@
 """Planning an incremental run: what to keep, reuse, encode and drop, given the last commit.
 
-Images: a file whose path, size and mtime are unchanged is kept without being
-read. Otherwise its content hash decides: the same content elsewhere in the
-index (a rename or move) or in the resume journal reuses that vector; only new
-content is encoded. Whatever the folders no longer hold is removed. Files that
-failed before are retried only when they changed, or when asked to. Texts are
-planned by indexer/plan_texts.py, products by indexer/plan_products.py.
+Images, a batch of paths at a time against the stored images' arrays: a file
+whose path, size and mtime are unchanged is kept without being read. Otherwise
+its content hash decides: the same content elsewhere in the index (a rename or
+move) or in the resume journal reuses that vector; only new content is encoded.
+Whatever the folders no longer hold is removed. Files that failed before are
+retried only when they changed, or when asked to. Texts are planned by
+indexer/plan_texts.py, products by indexer/plan_products.py.
 """
 from __future__ import annotations
 
@@ -21,24 +22,6 @@ from .store.tables import Failure, ItemRow
 from .stored import StoredState
 
 HASH_BLOCK = 1 << 20
-
-
-@dataclass
-class Planned:
-    """Rows whose vectors are already known, and the work still to encode."""
-
-    rows: list[ItemRow] = field(default_factory=list)
-    vectors: list[np.ndarray] = field(default_factory=list)
-    to_encode: list = field(default_factory=list)  # image paths, or TextRecords
-    carried_failures: list[Failure] = field(default_factory=list)
-    reused: int = 0
-    resumed: int = 0
-    removed_ids: list[int] = field(default_factory=list)
-
-    def keep(self, row: ItemRow, vector: np.ndarray, reused: bool = True) -> None:
-        self.rows.append(row)
-        self.vectors.append(vector)
-        self.reused += reused
 
 
 def file_hash(path: str) -> str:
@@ -72,54 +55,99 @@ class RowIds:
         return np.arange(self.next - count, self.next, dtype=np.int64)
 
 
-def plan_images(paths: list[str], state: StoredState, journal: Journal, ids: RowIds,
-                retry_failed: bool = False) -> Planned:
-    """`state` holds the items of the sources this run syncs; `state.reusable` any item's vector by content."""
-    plan = Planned()
-    previous = [r for r in state.rows if r.modality == "image"]
-    by_path = {r.path: r for r in previous}
-    by_hash = {**{r.content_hash: r for r in state.reusable if r.modality == "image"},
-               **{r.content_hash: r for r in previous}}
-    in_scope = {r.row_id for r in previous}
-    failed = {f.path: f for f in state.failures if f.modality == "image"}
-    present = set(paths)
-    used_ids: set[int] = set()
-    for path in paths:
-        try:
-            stat = os.stat(path)
-        except OSError:
-            continue  # vanished since the scan: as if never seen
-        old = by_path.get(path)
-        if old and old.size == stat.st_size and old.mtime == stat.st_mtime:
-            plan.keep(old, state.vector("image", old.row_id))
-            used_ids.add(old.row_id)
-            continue
-        failure = failed.get(path)
-        if failure and not retry_failed and (failure.size, failure.mtime) == (stat.st_size, stat.st_mtime):
+@dataclass
+class PlannedImages:
+    """One batch of image paths planned: rows to write whose vectors are known, and paths to encode."""
+
+    rows: list[ItemRow] = field(default_factory=list)  # new or changed rows (a changed one keeps its row id)
+    vectors: list[np.ndarray] = field(default_factory=list)
+    to_encode: list[str] = field(default_factory=list)
+    carried_failures: list[Failure] = field(default_factory=list)
+    kept: int = 0  # rows left as stored
+    reused: int = 0
+    resumed: int = 0
+
+    def write(self, row: ItemRow, vector: np.ndarray) -> None:
+        self.rows.append(row)
+        self.vectors.append(vector)
+
+
+class ImagePlanner:
+    """Plans image paths batch by batch against the stored images of the synced folders.
+
+    An unchanged file (path, size, mtime) is kept without being read. Otherwise its content hash
+    decides: the same content stored anywhere (a touched, renamed or copied file) or in the resume
+    journal reuses that vector; only new content is encoded. A file that moved takes over the row of
+    its vanished path. Stored images of the synced folders no path claimed are removed at the end.
+    """
+
+    def __init__(self, state: StoredState, journal: Journal, ids: RowIds, retry_failed: bool = False):
+        self._state, self._images, self._journal, self._ids = state, state.images, journal, ids
+        scope = state.images_in_scope
+        self._in_scope = np.ones(len(self._images), bool) if scope is None else scope
+        self._claimed = np.zeros(len(self._images), bool)
+        self._failed = {} if retry_failed else {f.path: f for f in state.failures if f.modality == "image"}
+        self.replaced: list[int] = []  # row ids rewritten under the same id: their stored copies are deleted
+
+    def plan(self, paths: list[str]) -> PlannedImages:
+        plan = PlannedImages()
+        for path in paths:
+            try:
+                stat = os.stat(path)
+            except OSError:
+                continue  # vanished since the scan: as if never seen
+            self._plan_one(plan, path, stat)
+        return plan
+
+    def unclaimed(self) -> np.ndarray:
+        return self._images.row_ids[self._in_scope & ~self._claimed]
+
+    def _plan_one(self, plan: PlannedImages, path: str, stat: os.stat_result) -> None:
+        images = self._images
+        old = images.at_path(path)
+        old = old if old >= 0 and self._in_scope[old] and not self._claimed[old] else -1
+        if old >= 0 and images.sizes[old] == stat.st_size and images.mtimes[old] == stat.st_mtime:
+            self._claimed[old] = True
+            plan.kept += 1
+            return
+        failure = self._failed.get(path)
+        if failure and (failure.size, failure.mtime) == (stat.st_size, stat.st_mtime):
             plan.carried_failures.append(failure)
-            continue
-        entry = journal.by_path.get(path)
+            return
+        entry = self._journal.by_path.get(path)
         if entry and (entry.size, entry.mtime) == (stat.st_size, stat.st_mtime):
-            plan.keep(_row_from_journal(ids.take(), entry), entry.vector, reused=False)
+            plan.write(_row_from_journal(self._ids.take(), entry), entry.vector)
             plan.resumed += 1
-            continue
+            return
         digest = file_hash(path)
-        source = old if old and old.content_hash == digest else by_hash.get(digest)
-        if source is not None:
+        source = old if old >= 0 and images.hashes[old].decode() == digest else self._holder(digest)
+        if source >= 0:
             # Same content: a touched file keeps its row; a moved one takes over the row of the vanished path.
-            moved = source.row_id in in_scope and source.path not in present and source.row_id not in used_ids
-            row_id = source.row_id if (source.path == path or moved) else ids.take()
-            used_ids.add(row_id)
-            plan.keep(_moved_row(source, row_id, path, stat), state.vector("image", source.row_id))
-            continue
-        entry = journal.by_hash.get(("image", digest))
+            same_path = images.paths[source] == path
+            row_id = int(images.row_ids[source]) if same_path or self._moved(source) else self._ids.take()
+            if row_id == images.row_ids[source]:
+                self._claimed[source] = True
+                self.replaced.append(row_id)
+            plan.write(_moved_row(images.row(source), row_id, path, stat),
+                       self._state.vector("image", int(images.row_ids[source])))
+            plan.reused += 1
+            return
+        entry = self._journal.by_hash.get(("image", digest))
         if entry is not None:
-            plan.keep(_moved_row(_row_from_journal(0, entry), ids.take(), path, stat), entry.vector, reused=False)
+            plan.write(_moved_row(_row_from_journal(0, entry), self._ids.take(), path, stat), entry.vector)
             plan.resumed += 1
-            continue
+            return
         plan.to_encode.append(path)
-    plan.removed_ids = [r.row_id for r in previous if r.row_id not in used_ids]
-    return plan
+
+    def _holder(self, digest: str) -> int:
+        """A stored image with this content: one of the synced folders' first, then any; -1 if none."""
+        found = self._images.with_hash(digest)
+        scoped = [p for p in found if self._in_scope[p]]
+        return (scoped or found or [-1])[-1]
+
+    def _moved(self, source: int) -> bool:
+        return bool(self._in_scope[source]) and not self._claimed[source] \
+            and not os.path.exists(self._images.paths[source])
 
 
 def _row_from_journal(row_id: int, entry) -> ItemRow:

@@ -93,16 +93,23 @@ class _TextVectors:
 
 
 class _PhotoVectors:
+    """Vectors of photos by content: from stored products, or from any stored image."""
+
     def __init__(self, state: StoredState, retry_failed: bool):
         self.state = state
-        self.by_hash: dict[str, tuple[ItemRow, np.ndarray]] = {}  # photo content -> (a row that has it, vector)
+        self._products: dict[str, tuple[ItemRow, np.ndarray]] = {}  # photo content -> (a row with it, vector)
         for row in state.reusable:
-            if row.modality == "image" and state.has_vector("image", row.row_id):
-                self.by_hash.setdefault(row.content_hash, (row, state.vector("image", row.row_id)))
-            elif row.modality == "product" and state.has_vector("product-image", row.row_id):
-                self.by_hash.setdefault(row.image_hash, (row, state.vector("product-image", row.row_id)))
+            if row.modality == "product" and state.has_vector("product-image", row.row_id):
+                self._products.setdefault(row.image_hash, (row, state.vector("product-image", row.row_id)))
         self.failed = {} if retry_failed else {
             (f.source, f.path): f for f in state.failures if f.modality == "image" and f.source}
+
+    def get(self, digest: str) -> tuple[ItemRow, np.ndarray] | None:
+        found = self.state.images.with_hash(digest)
+        if found:
+            row = self.state.images.row(found[0])
+            return row, self.state.vector("image", row.row_id)
+        return self._products.get(digest)
 
 
 def _plan_text(plan: ProductPlan, row: ItemRow, old: ItemRow | None, known: _TextVectors, journal: Journal) -> None:
@@ -146,8 +153,9 @@ def _plan_photo(plan: ProductPlan, row: ItemRow, old: ItemRow | None, known: _Ph
         plan.resumed += 1
         return
     digest = file_hash(path)
-    if digest in known.by_hash:  # the same photo under another name, or also in an image folder
-        holder, vector = known.by_hash[digest]
+    held = known.get(digest)
+    if held is not None:  # the same photo under another name, or also in an image folder
+        holder, vector = held
         _photo_known(plan, row, digest, stat, holder, vector)
         plan.reused += 1
         return

@@ -20,7 +20,7 @@ from .plan import RowIds, text_hashes
 from .sources import TextBatch
 from .store.journal import Journal
 from .store.tables import text_items
-from .stored import StoredState, hash_array, hash_keys
+from .stored import StoredState, hash_array, hash_keys, search_sorted
 
 
 @dataclass
@@ -95,12 +95,12 @@ class CorpusTextPlanner:
         found = np.full(len(hashes), -1, np.int64)
         if not len(self._keys):
             return found
-        at = np.minimum(np.searchsorted(self._keys, hash_keys(hashes)), len(self._keys) - 1)
+        at = np.minimum(search_sorted(self._keys, hash_keys(hashes)), len(self._keys) - 1)
         known = self._hashes[at] == hashes
         group = np.where(known, self._group[at], -1)
         in_span = known & (lines + 1 < self._line_span) & (lines >= 0)
         wanted = np.where(in_span, group * self._line_span + lines + 1, -1)
-        exact = np.minimum(np.searchsorted(self._pairs, wanted), len(self._pairs) - 1)
+        exact = np.minimum(search_sorted(self._pairs, wanted), len(self._pairs) - 1)
         hit = in_span & (self._pairs[exact] == wanted) & ~self._claimed[exact]
         hit[hit] &= _first_of_each(exact[hit])
         found[hit] = exact[hit]

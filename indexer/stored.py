@@ -1,12 +1,14 @@
 """The last committed index as a run's planner sees it: arrays for texts, objects only for files.
 
-Images and products (planned file by file, each needing a stat) are ItemRows. Texts,
-which may number tens of millions, are arrays (row id, corpus, content hash, line)
-that the text planner joins against; their metadata is read per corpus when asked.
+Texts, which may number tens of millions, are arrays (row id, corpus, content hash,
+line) that the text planner joins against; their metadata is read per corpus when
+asked. Images are arrays too (path, size, mtime, hash, ...), looked up a file at a
+time by path or content. Products are ItemRows: a table of them is read whole.
 Vectors stay in their segments' memory maps and are looked up by row id.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +22,17 @@ from .store.tables import concat_items, item_rows, read_failures
 
 KEY_COLUMNS = ["row_id", "modality", "source", "content_hash", "line"]
 NO_LINE = -1
+
+
+def search_sorted(haystack: np.ndarray, needles: np.ndarray, side: str = "left") -> np.ndarray:
+    """np.searchsorted with the needles sorted first: in order, the lookups into a large array walk memory
+    forward instead of missing the cache at every step (5x faster for 65k needles into 10M)."""
+    if len(needles) < 2:
+        return np.searchsorted(haystack, needles, side=side)
+    order = np.argsort(needles, kind="stable")
+    found = np.empty(len(needles), np.int64)
+    found[order] = np.searchsorted(haystack, needles[order], side=side)
+    return found
 
 
 def hash_keys(hashes: np.ndarray) -> np.ndarray:
@@ -114,13 +127,93 @@ class VectorsById:
         return out
 
 
+def path_keys(paths: list[str]) -> np.ndarray:
+    """A 64-bit key per path, for sorted lookups (a match is confirmed against the path itself)."""
+    blake2b = hashlib.blake2b
+    return np.frombuffer(b"".join(blake2b(p.encode("utf-8", "surrogateescape"), digest_size=8).digest()
+                                  for p in paths), dtype=">u8").astype(np.uint64)
+
+
+@dataclass
+class StoredImages:
+    """Every stored image row, as arrays in the same order; a row becomes an ItemRow only when asked."""
+
+    row_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    paths: list[str] = field(default_factory=list)
+    sizes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    mtimes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
+    hashes: np.ndarray = field(default_factory=lambda: np.zeros(0, "S32"))
+    widths: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    heights: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    _by_path: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
+    _by_hash: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.row_ids)
+
+    def row(self, position: int) -> ItemRow:
+        width, height = int(self.widths[position]), int(self.heights[position])
+        return ItemRow(row_id=int(self.row_ids[position]), modality="image", path=self.paths[position],
+                       content_hash=self.hashes[position].decode(), size=int(self.sizes[position]),
+                       mtime=float(self.mtimes[position]), width=None if width < 0 else width,
+                       height=None if height < 0 else height)
+
+    def at_path(self, path: str) -> int:
+        """The position of the stored image at `path`, or -1."""
+        if self._by_path is None:
+            keys = path_keys(self.paths)
+            order = np.argsort(keys, kind="stable")
+            self._by_path = (keys[order], order)
+        keys, order = self._by_path
+        key = path_keys([path])[0]
+        at = int(np.searchsorted(keys, key))
+        while at < len(keys) and keys[at] == key:
+            if self.paths[order[at]] == path:
+                return int(order[at])
+            at += 1
+        return -1
+
+    def with_hash(self, digest: str) -> list[int]:
+        """Positions of the stored images with content `digest`, by row id."""
+        if self._by_hash is None:
+            keys = hash_keys(self.hashes)
+            order = np.lexsort((self.row_ids, keys))
+            self._by_hash = (keys[order], order)
+        keys, order = self._by_hash
+        wanted = np.array([digest], "S32")
+        at = int(np.searchsorted(keys, hash_keys(wanted)[0]))
+        found = []
+        while at < len(keys) and keys[at] == hash_keys(wanted)[0]:
+            if self.hashes[order[at]] == wanted[0]:
+                found.append(int(order[at]))
+            at += 1
+        return found
+
+
+def _image_arrays(table: pa.Table | None) -> StoredImages:
+    if table is None or not len(table):
+        return StoredImages()
+    def column(name: str) -> pa.ChunkedArray:  # an old format may lack one: nulls
+        return table.column(name) if name in table.column_names else pa.chunked_array([pa.nulls(len(table))])
+
+    def ints(name: str) -> np.ndarray:
+        return pc.fill_null(column(name).cast(pa.int64()), -1).to_numpy().astype(np.int64)
+
+    return StoredImages(row_ids=table.column("row_id").to_numpy(), paths=table.column("path").to_pylist(),
+                        sizes=ints("size"), mtimes=pc.fill_null(column("mtime").cast(pa.float64()), -1.0).to_numpy(),
+                        hashes=hash_array(table.column("content_hash")), widths=ints("width"),
+                        heights=ints("height"))
+
+
 @dataclass
 class StoredState:
     """The last commit: file-backed rows, text arrays, vectors by id, failures, live ids per segment."""
 
-    rows: list[ItemRow] = field(default_factory=list)  # images and products (of the synced sources, once scoped)
-    reusable: list[ItemRow] = field(default_factory=list)  # every stored image and product: vectors by content
+    rows: list[ItemRow] = field(default_factory=list)  # products (of the synced sources, once scoped)
+    reusable: list[ItemRow] = field(default_factory=list)  # every stored product: vectors by content
     texts: StoredTexts = field(default_factory=StoredTexts)
+    images: StoredImages = field(default_factory=StoredImages)
+    images_in_scope: np.ndarray | None = None  # once scoped: which stored images the synced folders hold
     vectors: VectorsById = field(default_factory=VectorsById)
     failures: list[Failure] = field(default_factory=list)
     next_row_id: int = 0
@@ -145,7 +238,7 @@ class StoredState:
         found = np.full(len(hashes), -1, np.int64)
         if not len(keys):
             return found
-        at = np.minimum(np.searchsorted(keys, hash_keys(hashes)), len(keys) - 1)
+        at = np.minimum(search_sorted(keys, hash_keys(hashes)), len(keys) - 1)
         same = stored_hashes[at] == hashes  # a shared 64-bit prefix with another hash is not a match
         found[same] = row_ids[at[same]]
         return found
@@ -174,6 +267,7 @@ def load_state(index_dir: IndexDir, manifest: Manifest | None) -> StoredState:
         return StoredState()
     state = StoredState(next_row_id=manifest.next_row_id, root=index_dir.root, manifest=manifest)
     texts: list[pa.Table] = []
+    images: list[pa.Table] = []
     for ref in manifest.segments:
         reader = SegmentReader(index_dir.root, ref)
         keys = reader.items(KEY_COLUMNS)
@@ -183,11 +277,13 @@ def load_state(index_dir: IndexDir, manifest: Manifest | None) -> StoredState:
         texts.append(keys.filter(is_text))
         if pc.sum(pc.invert(is_text)).as_py():
             files = reader.items()
-            state.rows.extend(item_rows(files.filter(pc.not_equal(files.column("modality"), "text"))))
+            images.append(files.filter(pc.equal(files.column("modality"), "image")))
+            state.rows.extend(item_rows(files.filter(pc.equal(files.column("modality"), "product"))))
         for vector_set in VECTOR_SETS:
             row_ids, matrix = reader.vectors(vector_set)
             state.vectors.add(vector_set, row_ids, matrix, live)
     state.texts = _text_arrays(pa.concat_tables(texts) if texts else None)
+    state.images = _image_arrays(concat_items(images) if images else None)
     state.reusable = state.rows
     state.failures = read_failures(index_dir.generation_path(manifest.generation) / "failures.parquet")
     return state

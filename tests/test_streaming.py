@@ -262,3 +262,34 @@ def test_text_formats_stream_in_batches_with_the_types_of_the_whole_file(tmp_pat
     if suffix != ".txt":  # a late float makes the whole column float, in the first batch too
         assert isinstance(metadata[0]["price"], float)
     assert sorted((s.line, s.reason) for b in batches for s in b.skipped) == [(s.line, s.reason) for s in whole.skipped]
+
+
+def test_image_folders_in_small_batches_and_segments_equal_a_clean_build(tmp_path, monkeypatch):
+    import indexer.pipeline
+    from conftest import noise_image
+    from fakes import FakeEncoder
+    from test_incremental import assert_same, config, snapshot
+
+    monkeypatch.setattr(indexer.pipeline, "IMAGE_BATCH", 3)
+    monkeypatch.setattr(indexer.fresh, "SEGMENT_ROWS", 7)
+    monkeypatch.setattr(indexer.commit, "SEGMENT_ROWS", 7)
+    images = tmp_path / "photos"
+    images.mkdir()
+    for i in range(16):
+        noise_image(i).save(images / f"n{i:02d}.png")
+    texts = tmp_path / "notes.txt"
+    texts.write_text("a red car\na blue mug\n")
+    out = tmp_path / "idx"
+    build_index(out, config(images, texts), encoder=FakeEncoder())
+    assert len(IndexDir(out).read_manifest().segments) == 3
+    ids = {r.path: r.row_id for r in stored_rows(IndexDir(out), IndexDir(out).read_manifest())}
+    (images / "n01.png").rename(images / "z-moved.png")  # moves to the last batch: takes over its row
+    (images / "n05.png").unlink()
+    noise_image(99).save(images / "n09.png")  # new content at a known path
+    report = build_index(out, config(images, texts), encoder=FakeEncoder())
+    assert (report.stats.encoded, report.stats.removed) == (1, 2)  # n09's new content; n05 and n09's old row
+    after = {r.path: r.row_id for r in stored_rows(IndexDir(out), IndexDir(out).read_manifest())}
+    assert after[str(images / "z-moved.png")] == ids[str(images / "n01.png")]
+    clean = tmp_path / "clean"
+    build_index(clean, config(images, texts), encoder=FakeEncoder())
+    assert_same(snapshot(out), snapshot(clean))
