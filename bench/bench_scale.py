@@ -48,26 +48,39 @@ def disk_mb(folder: Path) -> float:
 
 # ---- steps (each in a fresh process) -----------------------------------------------------------------
 
-def step_index(corpus: str, out: str, vectors: str, budget: str) -> dict:
+def model_spec(kind: str, folder: Path) -> str:
+    """The synthetic CLIP-like model, or the test suite's tiny open_clip config (random weights, 32-d)."""
+    if kind == "synthetic":
+        return "python:synthetic:make_encoder"
+    sys.path.insert(0, str(BENCH.parent / "tests"))
+    from conftest import write_tiny_open_clip
+
+    tiny = folder / "tiny-model"
+    return f"local-dir:{tiny if tiny.is_dir() else write_tiny_open_clip(tiny)}"
+
+
+def step_index(corpus: str, out: str, vectors: str, budget: str, kind: str = "synthetic") -> dict:
     from indexer import IndexConfig, build_index
 
     started = time.perf_counter()
-    report = build_index(out, IndexConfig(texts=[Path(corpus)], model="python:synthetic:make_encoder",
+    report = build_index(out, IndexConfig(texts=[Path(corpus)], model=model_spec(kind, Path(out).parent),
                                           vectors=vectors, batch_size=1024,
                                           memory_budget=None if budget == "none" else budget))
     return {"seconds": round(time.perf_counter() - started, 2), "peak_rss_mb": round(peak_rss_mb()),
             "stats": report.stats.to_dict(), "stages": {k: round(v, 2) for k, v in report.stage_seconds.items()}}
 
 
-def step_search(out: str, first_query: str) -> dict:
+def step_search(out: str, first_query: str, kind: str = "synthetic") -> dict:
     import synthetic
     from search import open_index
 
     started = time.perf_counter()
-    idx = open_index(out, encoder=synthetic.SyntheticEncoder())
+    idx = open_index(out, encoder=synthetic.SyntheticEncoder() if kind == "synthetic" else None)
     opened = time.perf_counter() - started
     rss_open = rss_mb()
-    queries = synthetic.item_vectors(np.arange(int(first_query), int(first_query) + QUERIES))
+    held_out = np.arange(int(first_query), int(first_query) + QUERIES)
+    queries = synthetic.item_vectors(held_out) if kind == "synthetic" else \
+        idx.encoder.encode_texts(synthetic.texts_of(held_out, kind))
     cold, _ = one_at_a_time(idx, queries)  # first touch: the memory maps read from disk or the page cache
     t0 = time.perf_counter()
     batches = 0
@@ -140,6 +153,9 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=1_000_000)
     parser.add_argument("--vectors", default="float32")
     parser.add_argument("--memory-budget", default="none")
+    parser.add_argument("--model", default="synthetic", choices=["synthetic", "tiny"],
+                        help="synthetic: CLIP-like 512-d vectors; tiny: the real vectors of the test suite's "
+                             "random-weight open_clip config (32-d, about 1,800 texts/s here)")
     parser.add_argument("--out", type=Path, default=BENCH / "out" / "scale")
     parser.add_argument("--step", nargs="+")
     parser.add_argument("--rerun-only", type=float, metavar="BUILD_SECONDS",
@@ -152,26 +168,27 @@ def main() -> None:
         return
     import synthetic
 
-    folder = args.out / f"{args.items}-{args.vectors}-{args.memory_budget}"
+    folder = args.out / f"{args.items}-{args.vectors}-{args.memory_budget}" \
+        f"{'' if args.model == 'synthetic' else '-' + args.model}"
     corpus, index = folder / "corpus.parquet", folder / "index"
-    print(f"items {args.items:,}, vectors {args.vectors}, memory budget {args.memory_budget}, "
+    print(f"items {args.items:,}, model {args.model}, vectors {args.vectors}, memory budget {args.memory_budget}, "
           f"{os.cpu_count()} cores", flush=True)
     if args.rerun_only:
-        numbers = np.array([int(t.split()[1]) for t in pq.read_table(corpus).column("text").to_pylist()])
+        numbers = np.array([int(t.split()[-1]) for t in pq.read_table(corpus).column("text").to_pylist()])
         built = {"seconds": args.rerun_only, "stats": {"bytes_written": disk_mb(index) * 1e6}}  # as a build writes it
         reruns(args, corpus, index, numbers, built, seed=int(time.time()))
         return
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     numbers = np.arange(args.items)
-    synthetic.write_corpus(corpus, numbers)
+    synthetic.write_corpus(corpus, numbers, args.model)
 
-    build = run_step("index", corpus, index, args.vectors, args.memory_budget)
+    build = run_step("index", corpus, index, args.vectors, args.memory_budget, args.model)
     size = disk_mb(index)
     print(f"full build:       {build['seconds']} s ({args.items / build['seconds']:,.0f} items/s), peak RSS "
           f"{build['peak_rss_mb']:,} MB, {build['stats']['bytes_written'] / 1e6:,.0f} MB written, index {size:,.0f} MB "
           f"on disk; stages {build['stages']}", flush=True)
-    searched = run_step("search", index, 10 * args.items)
+    searched = run_step("search", index, 10 * args.items, args.model)
     print(f"search:           open {searched['open_seconds']} s, RSS open {searched['rss_open_mb']:,} MB, "
           f"after searching {searched['rss_after_mb']:,} MB; one query p50 {searched['p50_ms']} ms, "
           f"p95 {searched['p95_ms']} ms (first touch: p50 {searched['cold_p50_ms']} ms, p95 {searched['cold_p95_ms']} ms); "
@@ -185,20 +202,20 @@ def main() -> None:
 def reruns(args, corpus: Path, index: Path, numbers: np.ndarray, build: dict, seed: int) -> None:
     import synthetic
 
-    same = run_step("index", corpus, index, args.vectors, args.memory_budget)
+    same = run_step("index", corpus, index, args.vectors, args.memory_budget, args.model)
     print(f"no-change re-run: {same['seconds']} s, peak RSS {same['peak_rss_mb']:,} MB, "
           f"{same['stats']['bytes_written']:,} bytes written; stages {same['stages']}", flush=True)
 
     changed = numbers.copy()
     picked = np.random.default_rng(seed).choice(len(numbers), len(numbers) // 100, replace=False)
     changed[picked] += (5 + seed % 1000) * args.items  # new content in 1% of the rows: one deletion and one new item
-    synthetic.write_corpus(corpus, changed)
-    delta = run_step("index", corpus, index, args.vectors, args.memory_budget)
+    synthetic.write_corpus(corpus, changed, args.model)
+    delta = run_step("index", corpus, index, args.vectors, args.memory_budget, args.model)
     print(f"1% change re-run: {delta['seconds']} s ({100 * delta['seconds'] / build['seconds']:.1f}% of the build), "
           f"{delta['stats']['bytes_written'] / 1e6:,.1f} MB written "
           f"({100 * delta['stats']['bytes_written'] / build['stats']['bytes_written']:.1f}% of the build's), "
           f"peak RSS {delta['peak_rss_mb']:,} MB; stages {delta['stages']}", flush=True)
-    again = run_step("search", index, 10 * args.items)
+    again = run_step("search", index, 10 * args.items, args.model)
     print(f"after the change: {again['segments']} segments; one query p50 {again['p50_ms']} ms, p95 {again['p95_ms']} ms; "
           f"batches: {again['batch_qps']:,} queries/s; recall@10 {again['recall_at_10']} "
           f"(far queries {again['far_recall_at_10']})", flush=True)

@@ -63,11 +63,27 @@ def item_vectors(numbers: np.ndarray, centre_table: np.ndarray | None = None) ->
     return _unit(table[numbers % CLUSTERS] + noise * (WEIGHTS["noise"] / np.sqrt(DIM)))
 
 
-def write_corpus(path: Path, numbers: np.ndarray) -> None:
+COLOURS = ["red", "blue", "green", "black", "white", "yellow", "silver", "brown"]
+THINGS = ["car", "bicycle", "mug", "dress", "lamp", "sofa", "phone", "watch", "boot", "kettle"]
+PLACES = ["on a beach", "in a shop window", "on a white background", "in the rain", "at night", "in a kitchen"]
+
+
+def caption(number: int) -> str:
+    """A product-like caption per number, for the real (tiny) model: item N of a small grammar, numbered."""
+    return (f"a {COLOURS[number % 8]} {THINGS[number // 8 % 10]} {PLACES[number // 80 % 6]}, "
+            f"listing {number}")
+
+
+def texts_of(numbers: np.ndarray, kind: str = "synthetic") -> list[str]:
+    """Corpus texts: "item N" for the synthetic model (which maps it to its vector), captions for a real one."""
+    return [f"item {n}" if kind == "synthetic" else caption(n) for n in np.asarray(numbers).tolist()]
+
+
+def write_corpus(path: Path, numbers: np.ndarray, kind: str = "synthetic") -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    texts = pa.array([f"item {n}" for n in np.asarray(numbers).tolist()], pa.string())
+    texts = pa.array(texts_of(numbers, kind), pa.string())
     pq.write_table(pa.table({"text": texts}), path, row_group_size=100_000)
 
 

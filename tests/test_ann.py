@@ -160,3 +160,15 @@ def test_an_index_built_within_a_memory_budget_finds_each_item(tmp_path):
     for i in range(0, 3000, 97):
         hit = idx.search(text=f"note {i} kind:{i % 11}", target="text", k=1)[0]
         assert hit.text == f"note {i} kind:{i % 11}" and hit.score == pytest.approx(1.0, abs=1e-5)
+
+
+def test_tuning_queries_sit_near_but_not_on_the_collection():
+    from indexer import ann
+
+    rng = np.random.default_rng(0)
+    sample = rng.normal(size=(50, 32)).astype(np.float32)
+    sample /= np.linalg.norm(sample, axis=1, keepdims=True)
+    moved = ann._moved(sample, rng)
+    cosines = (moved * sample).sum(axis=1) / np.linalg.norm(moved, axis=1)
+    np.testing.assert_allclose(cosines, ann.TUNING_QUERY_COSINE, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(moved, axis=1), 1.0, atol=1e-5)
