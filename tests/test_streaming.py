@@ -107,44 +107,48 @@ def test_a_corpus_in_many_batches_and_segments_equals_one_built_whole(tmp_path, 
         ranked(tmp_path / "whole", "price < 2000 and colour == 'red'")
 
 
-def test_a_changed_corpus_writes_only_changed_rows_and_equals_a_clean_build(tmp_path, small_batches):
-    corpus = tmp_path / "catalog.parquet"
+def rerun_after(tmp_path, edit):
+    """Build a 1,000-row catalog, apply `edit` to its rows, re-run; returns (index, corpus, report)."""
+    corpus, out = tmp_path / "catalog.parquet", tmp_path / "idx"
     catalog(corpus, 1000)
-    out = tmp_path / "idx"
     build(out, corpus)
     table = pq.read_table(corpus).to_pylist()
-    table[10]["text"] = "a brand new listing"  # new text: encoded; the old one has a copy fewer
-    table[20]["price"] = 1  # same text, other metadata: rewritten under its row id, vector reused
-    table.append(dict(table[40]))  # a repeated text: a new row, its vector reused
-    table.append({**table[41], "text": "another new listing"})
-    del table[999]  # the last row
+    edit(table)
     pq.write_table(pa.Table.from_pylist(table), corpus)
-    report = build(out, corpus)
+    return out, corpus, build(out, corpus)
+
+
+def assert_same_as_clean_build(tmp_path, out, corpus) -> None:
+    clean = tmp_path / "clean"
+    build(clean, corpus)
+    assert_same_content(out, clean)
+    assert ranked(out) == ranked(clean)
+
+
+def test_a_changed_corpus_writes_only_changed_rows_and_equals_a_clean_build(tmp_path, small_batches):
+    def edit(table):
+        table[10]["text"] = "a brand new listing"  # new text: encoded; the old one has a copy fewer
+        table[20]["price"] = 1  # same text, other metadata: rewritten under its row id, vector reused
+        table.append(dict(table[40]))  # a repeated text: a new row, its vector reused
+        table.append({**table[41], "text": "another new listing"})
+        del table[999]  # the last row
+
+    out, corpus, report = rerun_after(tmp_path, edit)
     assert (report.stats.encoded, report.stats.removed, report.stats.compacted) == (2, 2, 0)
     manifest = IndexDir(out).read_manifest()
     [written] = [s for s in manifest.segments if s.name.startswith("seg-000002")]
     assert written.rows == 4  # two new texts, the new price, the repeated text
     assert sum(s.deleted_count for s in manifest.segments) == 3  # the old line 11, the old price, the last row
-    clean = tmp_path / "clean"
-    build(clean, corpus)
-    assert_same_content(out, clean)
-    assert ranked(out) == ranked(clean)
+    assert_same_as_clean_build(tmp_path, out, corpus)
 
 
 def test_rows_moved_to_other_lines_equal_a_clean_build(tmp_path, small_batches):
-    corpus = tmp_path / "catalog.parquet"
-    catalog(corpus, 1000)
-    out = tmp_path / "idx"
-    build(out, corpus)
-    table = pq.read_table(corpus).to_pylist()
-    del table[30]  # every later row moves up a line: rewritten under its row id, vectors reused
-    pq.write_table(pa.Table.from_pylist(table), corpus)
-    report = build(out, corpus)
+    def edit(table):
+        del table[30]  # every later row moves up a line: rewritten under its row id, vectors reused
+
+    out, corpus, report = rerun_after(tmp_path, edit)
     assert (report.stats.encoded, report.stats.removed) == (0, 1)
-    clean = tmp_path / "clean"
-    build(clean, corpus)
-    assert_same_content(out, clean)
-    assert ranked(out) == ranked(clean)
+    assert_same_as_clean_build(tmp_path, out, corpus)
 
 
 def test_unchanged_rows_of_a_rerun_stay_where_they_are(tmp_path, small_batches):
