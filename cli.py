@@ -89,7 +89,7 @@ def index(
     pretrained: Optional[str] = typer.Option(None, "--pretrained", metavar="TAG|FILE", help="Weights tag or checkpoint file; 'none' for (seeded) random weights."),
     device: str = typer.Option("auto", "--device", metavar="DEVICE", help="auto, cpu, cuda or cuda:N."),
     batch_size: int = typer.Option(64, "--batch-size", min=1, metavar="N", help="Items encoded at once."),
-    workers: Optional[int] = typer.Option(None, "--workers", min=0, metavar="N", help="Image decoding processes (default: cores - 1; 0 decodes in this process)."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=0, metavar="N", help="Image decoding processes (default: one per core, up to 8; 0 decodes in this process)."),
     index_type: str = typer.Option("auto", "--index-type", metavar="TYPE", help="auto, flat (exact), hnsw or ivf."),
     memory_budget: Optional[str] = typer.Option(None, "--memory-budget", metavar="SIZE", help="Memory the search indexes may take, e.g. 4G: large collections then get compressed IVF codes (SQ8, PQ) re-ranked from the stored vectors; default: as recorded, else uncompressed."),
     vectors: Optional[str] = typer.Option(None, "--vectors", metavar="TYPE", help="How vectors are stored: float32, or float16 (half the disk and memory); default: as recorded, else float32."),

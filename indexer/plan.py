@@ -119,6 +119,9 @@ class ImagePlanner:
             plan.write(_row_from_journal(self._ids.take(), entry), entry.vector)
             plan.resumed += 1
             return
+        if not len(images) and not self._journal.by_hash:
+            plan.to_encode.append(path)  # nothing stored to match: the decoder hashes it as it reads it, once
+            return
         digest = file_hash(path)
         source = old if old >= 0 and images.hashes[old].decode() == digest else self._holder(digest)
         if source >= 0:
