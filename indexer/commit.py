@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from .errors import IndexWriteError
-from .fresh import SEGMENT_ROWS, FreshSegments
+from .fresh import SEGMENT_ROWS, FreshSegments, folder_size
 from .models import ModelIdentity
 from .store import MODALITIES, VECTOR_SETS, Failure, IndexDir, Manifest
 from .store.manifest import AnnSpec, SegmentRef, Source
@@ -114,7 +114,7 @@ def commit_state(index_dir: IndexDir, identity: ModelIdentity, previous: Manifes
         segments = [ref for ref in kept if ref.live] + delta.fresh.finish()
         delta.stats.bytes_written += delta.fresh.bytes_written
         write_failures(delta.staging / "failures.parquet", failures)
-        delta.stats.bytes_written += _size(delta.staging)
+        delta.stats.bytes_written += folder_size(delta.staging)
         delta.stats.compacted = len(rewrite)
         manifest = _manifest(delta.generation, identity, counts, failures, segments, delta, previous, now)
         index_dir.commit(delta.staging, manifest)
@@ -157,10 +157,6 @@ def _move_live_rows(index_dir: IndexDir, ref: SegmentRef, live: np.ndarray | Non
             rows = np.sort(order[at[held]])
             vectors[vector_set] = (set_ids[rows], np.asarray(matrix[rows], dtype=np.float32))
         fresh.add(part, vectors)
-
-
-def _size(folder: Path) -> int:
-    return sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
 
 
 def _to_rewrite(segments: list[SegmentRef], state: StoredState, gone: np.ndarray, compact: bool,

@@ -87,7 +87,7 @@ class FreshSegments:
         ref = write_segment(staging, name, concat_items(self._tables), vectors,
                             self._settings.get("vectors", "float32"), self._settings.get("index_type", "auto"),
                             self._settings.get("memory_budget"), max(self._expected_size, self._rows))
-        self.bytes_written += _size(staging)
+        self.bytes_written += folder_size(staging)
         self._dir.publish_segment(staging, name)
         self.written.append(ref)
         self._tables, self._rows, self._ids, self._matrices, self._filled = [], 0, {}, {}, {}
@@ -101,6 +101,6 @@ def _rows_of(part_ids: np.ndarray, ids: np.ndarray, matrix: np.ndarray) -> tuple
     return ids[keep], matrix[keep]
 
 
-def _size(folder: Path) -> int:
+def folder_size(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
 
