@@ -165,13 +165,8 @@ class StoredImages:
             order = np.argsort(keys, kind="stable")
             self._by_path = (keys[order], order)
         keys, order = self._by_path
-        key = path_keys([path])[0]
-        at = int(np.searchsorted(keys, key))
-        while at < len(keys) and keys[at] == key:
-            if self.paths[order[at]] == path:
-                return int(order[at])
-            at += 1
-        return -1
+        found = _matching(keys, order, path_keys([path])[0], lambda position: self.paths[position] == path)
+        return found[0] if found else -1
 
     def with_hash(self, digest: str) -> list[int]:
         """Positions of the stored images with content `digest`, by row id."""
@@ -181,18 +176,23 @@ class StoredImages:
             self._by_hash = (keys[order], order)
         keys, order = self._by_hash
         wanted = np.array([digest], "S32")
-        at = int(np.searchsorted(keys, hash_keys(wanted)[0]))
-        found = []
-        while at < len(keys) and keys[at] == hash_keys(wanted)[0]:
-            if self.hashes[order[at]] == wanted[0]:
-                found.append(int(order[at]))
-            at += 1
-        return found
+        return _matching(keys, order, hash_keys(wanted)[0], lambda position: self.hashes[position] == wanted[0])
+
+
+def _matching(keys: np.ndarray, order: np.ndarray, key, same) -> list[int]:
+    """Positions (through `order`) whose sorted 64-bit key is `key` and that `same` confirms, in key order."""
+    at, found = int(np.searchsorted(keys, key)), []
+    while at < len(keys) and keys[at] == key:
+        if same(int(order[at])):
+            found.append(int(order[at]))
+        at += 1
+    return found
 
 
 def _image_arrays(table: pa.Table | None) -> StoredImages:
     if table is None or not len(table):
         return StoredImages()
+
     def column(name: str) -> pa.ChunkedArray:  # an old format may lack one: nulls
         return table.column(name) if name in table.column_names else pa.chunked_array([pa.nulls(len(table))])
 
