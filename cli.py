@@ -94,6 +94,7 @@ def index(
     memory_budget: Optional[str] = typer.Option(None, "--memory-budget", metavar="SIZE", help="Memory the search indexes may take, e.g. 4G: large collections then get compressed IVF codes (SQ8, PQ) re-ranked from the stored vectors; default: as recorded, else uncompressed."),
     vectors: Optional[str] = typer.Option(None, "--vectors", metavar="TYPE", help="How vectors are stored: float32, or float16 (half the disk and memory); default: as recorded, else float32."),
     max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", min=1, metavar="N", help="Refuse images whose declared size is larger: decompression bombs."),
+    decode: Optional[str] = typer.Option(None, "--decode", metavar="MODE", help="reduced: JPEGs decoded no larger than the model's input (several times faster); exact: every pixel decoded. Default: as recorded, else reduced."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Try files that failed before, changed or not."),
     replace_sources: bool = typer.Option(False, "--replace-sources", help="Make the sources named here the index's whole set, dropping the others and their items."),
 ) -> None:
@@ -114,7 +115,7 @@ def index(
                          image_column=image_column, encoding=encoding, model=model, pretrained=pretrained, device=device,
                          batch_size=batch_size, workers=workers, index_type=index_type, max_pixels=max_pixels,
                          retry_failed=retry_failed, replace_sources=replace_sources, vectors=vectors,
-                         memory_budget=memory_budget)
+                         memory_budget=memory_budget, image_decode=decode)
     report = _run(lambda: build_index(out, config, progress=_tqdm_progress))
     where = f"on {report.device}" if report.device else "(not loaded: nothing to encode)"
     typer.echo(f"model: {report.model} {where}")
@@ -342,6 +343,7 @@ def info(
     from indexer.store import IndexDir
 
     manifest = _run(lambda: IndexDir(index_dir).read_manifest())
+
     summary = {
         "path": str(index_dir.resolve()),
         "format_version": manifest.format_version,
@@ -376,7 +378,8 @@ def info(
         typer.echo(f"ann:      {modality}: {ann}")
     deleted = sum(s.deleted_count for s in manifest.segments)
     typer.echo(f"storage:  {_count(len(manifest.segments), 'segment')}, {_count(deleted, 'deleted row')} "
-               f"awaiting compaction, vectors {manifest.settings.get('vectors', 'float32')}")
+               f"awaiting compaction, vectors {manifest.settings.get('vectors', 'float32')}, "
+               f"images decoded {manifest.settings.get('image_decode', 'exact')}")
     typer.echo(f"updated:  {manifest.updated_at}")
     run = manifest.last_run
     if run:
@@ -399,6 +402,7 @@ def eval_(
     caption_column: str = typer.Option("caption", "--caption-column", metavar="NAME", help="Captions file: caption column."),
     as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
     device: str = typer.Option("auto", "--device", metavar="DEVICE", help="auto, cpu, cuda or cuda:N."),
+    decode: str = typer.Option("reduced", "--decode", metavar="MODE", help="With --model: reduced (JPEGs decoded no larger than the model's input) or exact (every pixel)."),
 ) -> None:
     """Measure retrieval quality: precision/recall/mAP and zero-shot accuracy, or Recall@K on captions.
 
@@ -418,7 +422,7 @@ def eval_(
 
     result = _run(lambda: evaluate(dataset, model=model, pretrained=pretrained, index=index_dir, ks=cutoffs,
                                    device=device, prompt=prompt, image_column=image_column,
-                                   caption_column=caption_column))
+                                   caption_column=caption_column, image_decode=decode))
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
         return

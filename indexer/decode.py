@@ -38,8 +38,12 @@ def content_hash(data: bytes) -> str:
     return hasher.hexdigest()
 
 
-def read_one(path: str, preprocess: Callable[[Any], Any], max_pixels: int = MAX_PIXELS):
-    """Never raises for a bad file: the failure is returned, to be recorded and skipped."""
+def read_one(path: str, preprocess: Callable[[Any], Any], max_pixels: int = MAX_PIXELS,
+             min_side: int | None = None):
+    """Never raises for a bad file: the failure is returned, to be recorded and skipped.
+
+    `min_side`: see imaging.decode_picture (JPEGs decoded reduced down to the model's input side).
+    """
     try:
         stat = os.stat(path)
         with open(path, "rb") as handle:
@@ -47,7 +51,7 @@ def read_one(path: str, preprocess: Callable[[Any], Any], max_pixels: int = MAX_
     except OSError as exc:
         return DecodeFailure(path, f"unreadable: {exc.strerror or exc}")
     try:
-        picture = decode_picture(data, path, max_pixels)
+        picture = decode_picture(data, path, max_pixels, min_side)
         pixels = preprocess(picture.image)
     except ImageDecodeError as exc:
         return DecodeFailure(path, str(exc))
@@ -60,16 +64,17 @@ def read_one(path: str, preprocess: Callable[[Any], Any], max_pixels: int = MAX_
 class _FileDataset:
     """A map-style dataset for torch's DataLoader: index -> decoded image or failure."""
 
-    def __init__(self, paths: Sequence[str], preprocess, max_pixels: int):
+    def __init__(self, paths: Sequence[str], preprocess, max_pixels: int, min_side: int | None):
         self.paths = list(paths)
         self.preprocess = preprocess
         self.max_pixels = max_pixels
+        self.min_side = min_side
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int):
-        return read_one(self.paths[i], self.preprocess, self.max_pixels)
+        return read_one(self.paths[i], self.preprocess, self.max_pixels, self.min_side)
 
 
 def _identity(item):
@@ -83,18 +88,18 @@ def default_workers() -> int:
     return min(8, max(1, os.cpu_count() or 1))
 
 
-def iter_decoded(paths: Sequence[str], preprocess, workers: int,
-                 max_pixels: int = MAX_PIXELS) -> Iterator[DecodedImage | DecodeFailure]:
+def iter_decoded(paths: Sequence[str], preprocess, workers: int, max_pixels: int = MAX_PIXELS,
+                 min_side: int | None = None) -> Iterator[DecodedImage | DecodeFailure]:
     """DecodedImage | DecodeFailure for each path, in path order, decoded by `workers` processes.
 
     Items arrive one by one (not in batches), so progress can be shown as files decode.
     """
     if workers <= 0:
         for path in paths:
-            yield read_one(path, preprocess, max_pixels)
+            yield read_one(path, preprocess, max_pixels, min_side)
         return
     from torch.utils.data import DataLoader
 
-    loader = DataLoader(_FileDataset(paths, preprocess, max_pixels), batch_size=None, num_workers=workers,
+    loader = DataLoader(_FileDataset(paths, preprocess, max_pixels, min_side), batch_size=None, num_workers=workers,
                         collate_fn=_identity, prefetch_factor=64)
     yield from loader

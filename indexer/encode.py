@@ -12,6 +12,7 @@ import numpy as np
 from .decode import DecodedImage, DecodeFailure, default_workers, iter_decoded
 from .imaging import MAX_PIXELS
 from .models import Encoder
+from .models.base import image_input_side
 from .plan import text_hash
 from .store.journal import Journal, JournalEntry
 from .store.tables import Failure
@@ -62,13 +63,17 @@ class EncodeSettings:
     workers: int | None = None
     max_pixels: int = MAX_PIXELS
     journal_every: int = 512
+    decode: str = "reduced"  # "exact": every pixel of a photo decoded, however large (imaging.DECODE_MODES)
 
 
 def encode_image_files(encoder: Encoder, paths: list[str], batch_size: int = 64, workers: int | None = None,
                        max_pixels: int = MAX_PIXELS, progress: ProgressFactory | None = None,
                        timer: Timer | None = None, on_batch: BatchHook | None = None,
-                       label: str = "images") -> EncodedImages:
-    """Decode (in worker processes) and encode image files; bad files become failures."""
+                       label: str = "images", decode: str = "reduced") -> EncodedImages:
+    """Decode (in worker processes) and encode image files; bad files become failures.
+
+    `decode`: "reduced" decodes JPEGs no larger than the model's input needs, "exact" every pixel.
+    """
     timer = timer or Timer()
     decoded_all, vectors, failures, pending = [], [], [], []
     bar = progress(label, len(paths)) if progress and paths else None
@@ -85,7 +90,8 @@ def encode_image_files(encoder: Encoder, paths: list[str], batch_size: int = 64,
             on_batch(list(pending), encoded)
         pending.clear()
 
-    items = iter_decoded(paths, encoder.preprocess_image, workers, max_pixels)
+    min_side = image_input_side(encoder) if decode == "reduced" else None
+    items = iter_decoded(paths, encoder.preprocess_image, workers, max_pixels, min_side)
     while True:
         with timer.stage("decode_wait"):
             item = next(items, None)
@@ -149,7 +155,7 @@ def encode_images_journaled(encoder: Encoder, paths: list[str], journal: Journal
                         for d, v in zip(decoded, vectors)])
 
         return encode_image_files(encoder, paths, settings.batch_size, settings.workers, settings.max_pixels,
-                                  progress, timer, on_batch=remember, label=label)
+                                  progress, timer, on_batch=remember, label=label, decode=settings.decode)
 
 
 def encode_texts_journaled(encoder: Encoder, texts: list[str], journal: Journal, settings: EncodeSettings,

@@ -14,7 +14,7 @@ import re
 _OPTION = re.compile(r"⟦(opt|cmd):([^⟧=]+)(?:=([^⟧]*))?⟧")
 
 # CLI spellings that are not simply --name-with-dashes.
-_CLI_FLAGS = {"k": "-k"}
+_CLI_FLAGS = {"k": "-k", "image_decode": "--decode"}
 _API_COMMANDS = {
     "index": "build_index()", "search": "open_index(...).search()", "list": "indexer.edit.list_items()",
     "remove": "indexer.edit.remove_items()", "info": "open_index(...).manifest", "eval": "search.evaluate.evaluate()",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
-from .errors import ImageDecodeError, option
+from .errors import ImageDecodeError, InvalidInputError, option
 
 BASE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 HEIF_EXTENSIONS = frozenset({".heic", ".heif"})
@@ -18,6 +18,8 @@ HEIF_EXTENSIONS = frozenset({".heic", ".heif"})
 MAX_PIXELS = 300_000_000
 # JPEGs larger than this are decoded reduced, in the decoder (DCT scaling): memory stays bounded.
 REDUCE_JPEG_ABOVE = 50_000_000
+DCT_SCALES = (1, 2, 4, 8)  # what a JPEG decoder can scale by while decoding
+DECODE_MODES = ("reduced", "exact")
 _PILLOW_LIMIT = threading.Lock()
 
 
@@ -49,8 +51,14 @@ def _register_heif() -> None:
     pillow_heif.register_heif_opener()
 
 
-def decode_picture(data: bytes, name: str = "image", max_pixels: int = MAX_PIXELS) -> Picture:
-    """Decode bytes to RGB with EXIF orientation applied (first frame of animations); bad files raise."""
+def decode_picture(data: bytes, name: str = "image", max_pixels: int = MAX_PIXELS,
+                   min_side: int | None = None) -> Picture:
+    """Decode bytes to RGB with EXIF orientation applied (first frame of animations); bad files raise.
+
+    `min_side`: the shorter side the image must keep (a model's input side). A JPEG at least twice as large
+    is decoded reduced by the decoder (1/2, 1/4 or 1/8: DCT scaling), several times faster than decoding
+    every pixel and resizing them; None decodes every pixel.
+    """
     if not data:
         raise ImageDecodeError("empty file")
     if Path(name).suffix.lower() in HEIF_EXTENSIONS and heif_available():
@@ -58,10 +66,10 @@ def decode_picture(data: bytes, name: str = "image", max_pixels: int = MAX_PIXEL
     try:
         image = _open_checked(data, max_pixels)
         width, height = image.size
-        if image.format == "JPEG" and width * height > REDUCE_JPEG_ABOVE:
-            # The decoder scales by 1/2, 1/4 or 1/8: the least of these that brings the photo under the bound.
-            scale = min(8, 2 ** math.ceil(math.log2(math.sqrt(width * height / REDUCE_JPEG_ABOVE))))
-            image.draft("RGB", (math.ceil(width / scale), math.ceil(height / scale)))
+        if image.format == "JPEG":
+            scale = jpeg_scale(width, height, min_side)
+            if scale > 1:
+                image.draft("RGB", (width // scale, height // scale))
         image.load()
         image, width, height = _upright(image, width, height)
         return Picture(image if image.mode == "RGB" else image.convert("RGB"), width, height)
@@ -74,8 +82,26 @@ def decode_picture(data: bytes, name: str = "image", max_pixels: int = MAX_PIXEL
         raise ImageDecodeError(f"corrupt or truncated: {reason}") from None
 
 
-def decode_image(data: bytes, name: str = "image", max_pixels: int = MAX_PIXELS) -> Image.Image:
-    return decode_picture(data, name, max_pixels).image
+def check_decode_mode(mode: str | None) -> None:
+    if mode is not None and mode not in DECODE_MODES:
+        raise InvalidInputError(f"unknown image decoding {mode!r}; use {' or '.join(DECODE_MODES)}")
+
+
+def jpeg_scale(width: int, height: int, min_side: int | None) -> int:
+    """How much a JPEG is reduced while decoding: as much as `min_side` allows, and at least enough to bring
+    a huge photo under REDUCE_JPEG_ABOVE (memory stays bounded)."""
+    bounded = 1
+    if width * height > REDUCE_JPEG_ABOVE:
+        bounded = min(8, 2 ** math.ceil(math.log2(math.sqrt(width * height / REDUCE_JPEG_ABOVE))))
+    allowed = 1
+    if min_side:
+        allowed = max(s for s in DCT_SCALES if min(width, height) // s >= min_side or s == 1)
+    return max(bounded, allowed)
+
+
+def decode_image(data: bytes, name: str = "image", max_pixels: int = MAX_PIXELS,
+                 min_side: int | None = None) -> Image.Image:
+    return decode_picture(data, name, max_pixels, min_side).image
 
 
 def _open_checked(data: bytes, max_pixels: int) -> Image.Image:
@@ -106,11 +132,11 @@ def _upright(image: Image.Image, width: int, height: int) -> tuple[Image.Image, 
     return turned, width, height
 
 
-def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
+def load_image(path: str | Path, max_pixels: int = MAX_PIXELS, min_side: int | None = None) -> Image.Image:
     """Read and decode one file; a missing or unreadable file is an ImageDecodeError too."""
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
         raise ImageDecodeError(f"cannot read {path}: {exc.strerror or exc}") from None
-    return decode_image(data, str(path), max_pixels)
+    return decode_image(data, str(path), max_pixels, min_side)
 

@@ -23,7 +23,7 @@ from .commit import RunStats, commit_state, start_delta, writing
 from .encode import EncodeSettings, ProgressFactory, Timer, encode_images_journaled, encode_texts_journaled
 from .errors import InvalidInputError, ModelMismatchError, option
 from .fresh import FreshSegments
-from .imaging import MAX_PIXELS
+from .imaging import MAX_PIXELS, check_decode_mode
 from .models import DEFAULT_MODEL, Encoder, ModelIdentity, load_encoder
 from .plan import ImagePlanner, RowIds
 from .plan_products import ProductPlan, plan_products
@@ -58,6 +58,7 @@ class IndexConfig:
     vectors: str | None = None  # storage of vectors: "float32" or "float16"; None: as recorded, else float32
     memory_budget: int | str | None = None  # bytes (or "4G") the ANN indexes may use when searched; None: as recorded
     max_pixels: int = MAX_PIXELS
+    image_decode: str | None = None  # "reduced" | "exact"; None: as recorded, else reduced (imaging.DECODE_MODES)
     retry_failed: bool = False
     journal_every: int = 512  # items encoded between resume points
 
@@ -198,7 +199,7 @@ def _run_locked(index_dir: IndexDir, config: IndexConfig, named: list[Source], s
                               for s in source_plan.sources], source_plan.synced)
     model = _EncoderOnDemand(config, previous, index_dir, encoder, timer)
     recorded_settings = {"index_type": config.index_type, "vectors": config.vectors,
-                         "memory_budget": config.memory_budget}
+                         "memory_budget": config.memory_budget, "image_decode": config.image_decode}
     if previous is not None and not Journal.has_saved_work(index_dir.root) and nothing_changed(
             index_dir, previous, source_plan, found.image_paths, recorded_settings, config.retry_failed):
         return _record_idle_run(index_dir, previous, source_plan, model, timer, started)
@@ -206,7 +207,8 @@ def _run_locked(index_dir: IndexDir, config: IndexConfig, named: list[Source], s
     scoped, failures_kept, dropped = _split_by_source(state, source_plan)
     journal = Journal(index_dir.root, model.identity).open()
     ids = RowIds(state.next_row_id)
-    settings = EncodeSettings(config.batch_size, config.workers, config.max_pixels, config.journal_every)
+    settings = EncodeSettings(config.batch_size, config.workers, config.max_pixels, config.journal_every,
+                              config.image_decode)
     delta = start_delta(index_dir, model.identity.dim, recorded_settings, _expected_size(previous, found))
     delta.fresh.timer = timer
     with writing(index_dir):
@@ -294,15 +296,29 @@ def _held_by(paths: list[str], held: list[Source]) -> np.ndarray:
 def _with_recorded_settings(config: IndexConfig, previous: Manifest | None) -> IndexConfig:
     """The caller's config, completed from what the index recorded (the caller's object is not changed)."""
     budget = ann.parse_memory(str(config.memory_budget)) if config.memory_budget is not None else None
+    check_decode_mode(config.image_decode)
     if previous is None:
         return replace(config, model=config.model or DEFAULT_MODEL, vectors=config.vectors or "float32",
-                       memory_budget=budget)
+                       memory_budget=budget, image_decode=config.image_decode or "reduced")
     config = replace(config, model=config.model or previous.model.spec,
                      vectors=config.vectors or previous.settings.get("vectors", "float32"),
-                     memory_budget=budget if budget is not None else previous.settings.get("memory_budget"))
+                     memory_budget=budget if budget is not None else previous.settings.get("memory_budget"),
+                     image_decode=_recorded_decode(config.image_decode, previous))
     if config.index_type == "auto":
         config = replace(config, index_type=previous.settings.get("index_type", "auto"))
     return config
+
+
+def _recorded_decode(asked: str | None, previous: Manifest) -> str:
+    """An index keeps the decoding it was built with (indexes from before the choice decoded exactly):
+    vectors of one index must come from the same pixels."""
+    recorded = previous.settings.get("image_decode", "exact")
+    if asked not in (None, recorded):
+        raise InvalidInputError(
+            f"this index decodes images {recorded} (recorded when it was built); {option('image_decode', asked)} "
+            f"applies to a new index: index into a new {option('out')} folder, or leave {option('image_decode')} out"
+        )
+    return recorded
 
 
 def _check_same_model(index_dir: IndexDir, previous: Manifest | None, encoder: Encoder) -> None:

@@ -23,6 +23,7 @@ from PIL import Image
 from indexer.errors import ImageDecodeError, InvalidInputError, ModelMismatchError, command, option
 from indexer.imaging import load_image
 from indexer.models import Encoder, encode_images, load_encoder_for
+from indexer.models.base import image_input_side
 from indexer.store import MODALITIES, SETS_OF, IndexDir, Manifest
 from indexer.store.segments import SegmentReader
 from indexer.store.tables import read_failures
@@ -207,7 +208,7 @@ class SearchIndex:
         if texts:
             encoded.append(self.encoder.encode_texts(list(texts)))
         if images:
-            pictures = [i if isinstance(i, Image.Image) else _load_query_image(i) for i in images]
+            pictures = [i if isinstance(i, Image.Image) else self.load_query_image(i) for i in images]
             encoded.append(encode_images(self.encoder, [p.convert("RGB") for p in pictures]))
         matrix = np.concatenate(encoded + ([np.stack(queries)] if queries else [])).astype(np.float32) \
             if encoded or queries else np.zeros((0, self.manifest.model.dim), np.float32)
@@ -243,8 +244,22 @@ class SearchIndex:
         return self.encoder.encode_texts([text])[0]
 
     def embed_image(self, image: str | Path | Image.Image) -> np.ndarray:
-        picture = image if isinstance(image, Image.Image) else _load_query_image(image)
+        picture = image if isinstance(image, Image.Image) else self.load_query_image(image)
         return encode_images(self.encoder, [picture.convert("RGB")])[0]
+
+    def query_min_side(self) -> int | None:
+        """Query photos are decoded as the index's photos were: reduced to the model's input, or exactly."""
+        if self.manifest.settings.get("image_decode", "exact") != "reduced":
+            return None
+        return image_input_side(self.encoder)
+
+    def load_query_image(self, path: str | Path) -> Image.Image:
+        if not Path(path).is_file():
+            raise InvalidInputError(f"query image {path} does not exist; check the path")
+        try:
+            return load_image(path, min_side=self.query_min_side())
+        except ImageDecodeError as exc:
+            raise InvalidInputError(f"query image {path} cannot be read ({exc}); use a valid image file") from None
 
     # ---- what the index holds -----------------------------------------------------------------------------
 
@@ -510,11 +525,3 @@ def _checked_weights(weights: dict[str, float] | None, target: str) -> dict[str,
         raise InvalidInputError("the weights sum to zero; give a part a weight, e.g. image=1,text=0")
     return {"image": float(weights.get("image", 0.0)), "text": float(weights.get("text", 0.0))}
 
-
-def _load_query_image(path: str | Path) -> Image.Image:
-    if not Path(path).is_file():
-        raise InvalidInputError(f"query image {path} does not exist; check the path")
-    try:
-        return load_image(path)
-    except ImageDecodeError as exc:
-        raise InvalidInputError(f"query image {path} cannot be read ({exc}); use a valid image file") from None

@@ -17,6 +17,7 @@ import numpy as np
 from indexer.errors import InvalidInputError, command, option
 from indexer.models import Encoder, load_encoder
 from indexer.encode import encode_image_files
+from indexer.imaging import check_decode_mode
 from indexer.sources import find_images, read_texts
 
 from . import metrics
@@ -52,8 +53,11 @@ class _ImageVectors:
 def evaluate(dataset: str | Path, *, model: str | None = None, pretrained: str | None = None,
              index: str | Path | None = None, ks: tuple[int, ...] = DEFAULT_KS, device: str | None = None,
              prompt: str = DEFAULT_PROMPT, image_column: str = "image", caption_column: str = "caption",
-             encoder: Encoder | None = None, workers: int | None = None) -> EvalResult:
+             encoder: Encoder | None = None, workers: int | None = None,
+             image_decode: str = "reduced") -> EvalResult:
+    """With an index, its stored vectors are scored; else the images are encoded, decoded `image_decode`."""
     dataset = Path(dataset)
+    check_decode_mode(image_decode)
     if not ks or min(ks) < 1:
         raise InvalidInputError("-k takes whole numbers of at least 1, e.g. -k 1,5,10")
     if dataset.is_dir():
@@ -67,7 +71,7 @@ def evaluate(dataset: str | Path, *, model: str | None = None, pretrained: str |
     search_index = open_index(index, device=device, encoder=encoder) if index else None
     encoder = search_index.encoder if search_index else (encoder or load_encoder(model or "ViT-B-32", pretrained, device))
     images = (_vectors_from_index(search_index, paths) if search_index
-              else _vectors_from_files(encoder, paths, workers))
+              else _vectors_from_files(encoder, paths, workers, image_decode))
     result = run.score(encoder, images, ks)
     result.dataset, result.model, result.failures = str(dataset), encoder.identity.to_dict(), images.failures
     if search_index is not None:
@@ -135,8 +139,8 @@ def _captions_file(path: Path, image_column: str, caption_column: str) -> tuple[
     return sorted(set(owners)), [r.text for r in records], owners
 
 
-def _vectors_from_files(encoder: Encoder, paths: list[str], workers: int | None) -> _ImageVectors:
-    encoded = encode_image_files(encoder, paths, workers=workers)
+def _vectors_from_files(encoder: Encoder, paths: list[str], workers: int | None, decode: str) -> _ImageVectors:
+    encoded = encode_image_files(encoder, paths, workers=workers, decode=decode)
     return _ImageVectors([d.path for d in encoded.images], encoded.vectors, len(encoded.failures))
 
 

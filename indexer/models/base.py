@@ -72,6 +72,13 @@ class Encoder(Protocol):
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray: ...
 
 
+def image_input_side(encoder: Encoder) -> int | None:
+    """The side the encoder's preprocessing resizes an image to (its `image_input_side`, optional for your own
+    encoders): photos are decoded no larger than it needs. None: unknown, every pixel is decoded."""
+    side = getattr(encoder, "image_input_side", None)
+    return int(side) if side else None
+
+
 def encode_images(encoder: Encoder, images: Sequence[Image.Image]) -> np.ndarray:
     """Encode already-decoded images in one batch (the query path)."""
     return encoder.encode_preprocessed([encoder.preprocess_image(im) for im in images])

@@ -24,6 +24,7 @@ class TransformersEncoder:
         self._padding = "max_length" if "siglip" in model.config.model_type else True
         self.identity = identity
         self.device = device
+        self.image_input_side = _input_side(image_processor)
 
     def preprocess_image(self, image) -> np.ndarray:
         return self._image_processor(images=[image], return_tensors="np")["pixel_values"][0]
@@ -44,6 +45,19 @@ class TransformersEncoder:
         with torch.inference_mode():
             features = self._model.get_text_features(**tokens)
         return _to_numpy(features)
+
+
+def _input_side(image_processor) -> int | None:
+    """The largest side the processor resizes or crops to ({"shortest_edge": 224}, {"height": .., "width": ..})."""
+    sides = []
+    for name in ("size", "crop_size"):
+        value = getattr(image_processor, name, None)  # an int, a dict, or transformers 5's SizeDict
+        for key in ("shortest_edge", "height", "width"):
+            side = value if isinstance(value, int) else \
+                value.get(key) if isinstance(value, dict) else getattr(value, key, None)
+            if isinstance(side, int):
+                sides.append(side)
+    return max(sides) if sides else None
 
 
 def _to_numpy(features) -> np.ndarray:

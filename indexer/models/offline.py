@@ -36,6 +36,7 @@ class ConseEncoder:
         self._requested_device = device
         self._device: str | None = None
         self._top_k = top_k
+        self.image_input_side = RESIZE
         self._numpy_text = self._torch_text = self._classifier = None
         versions = _versions()
         self.class_embeddings = _cached(f"{prompt}|{sorted(versions.items())}",

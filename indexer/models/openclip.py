@@ -28,6 +28,8 @@ class OpenClipEncoder:
         self._tokenizer = tokenizer
         self.identity = identity
         self.device = device
+        size = identity.preprocess.get("size")
+        self.image_input_side = max(size) if isinstance(size, (list, tuple)) else size
 
     def preprocess_image(self, image) -> Any:
         return self._preprocess(image)

@@ -296,7 +296,8 @@ def _search(service: Service, body: SearchRequest, upload: bytes | None) -> dict
     live = service.live(body.index)
     index = live.current()
     target = body.target or _default_target(index)
-    image = _image(upload) if upload is not None else (_image(_decode_base64(body.image)) if body.image else None)
+    image = _image(upload, index) if upload is not None else \
+        (_image(_decode_base64(body.image), index) if body.image else None)
     if body.text and isinstance(index.encoder, BatchingEncoder):
         index.encoder.encode_texts([body.text])  # encoded with the requests waiting now; searched from the cache
     with service.search_slots:
@@ -309,8 +310,9 @@ def _search(service: Service, body: SearchRequest, upload: bytes | None) -> dict
 def _run_search(index, body: SearchRequest, image, target: str):
     return index.search(
         text=body.text, image=image, target=target, k=body.k, where=body.where, strategy=body.strategy,
-        like=[_term(t) for t in body.like], dislike=[_term(t) for t in body.dislike],
-        add=[_term(t, weighted=True) for t in body.add], subtract=[_term(t, weighted=True) for t in body.subtract],
+        like=[_term(t, index) for t in body.like], dislike=[_term(t, index) for t in body.dislike],
+        add=[_term(t, index, weighted=True) for t in body.add],
+        subtract=[_term(t, index, weighted=True) for t in body.subtract],
         weights=body.weights, fusion=body.fusion, dedup=body.dedup)
 
 
@@ -319,7 +321,7 @@ def _default_target(index) -> str:
     return next((t for t in ("product", "image", "text") if counts.get(t)), "image")
 
 
-def _term(term: Any, weighted: bool = False):
+def _term(term: Any, index, weighted: bool = False):
     """HTTP terms: numbers (and all-digit strings) are row ids, other strings texts, images base64.
 
     In add/subtract a term may carry a weight: [w, term], or 'W:text' as on the command line.
@@ -329,12 +331,12 @@ def _term(term: Any, weighted: bool = False):
         if isinstance(term, list):
             if len(term) != 2 or not isinstance(term[0], (int, float)):
                 raise InvalidInputError(f"a weighted term is [weight, term], not {term!r}")
-            return float(term[0]), _term(term[1])
+            return float(term[0]), _term(term[1], index)
         if isinstance(term, str) and (match := _WEIGHT.match(term)):
-            return float(match.group(1)), _term(match.group(2))
-        return 1.0, _term(term)
+            return float(match.group(1)), _term(match.group(2), index)
+        return 1.0, _term(term, index)
     if isinstance(term, ImageTerm):
-        return _image(_decode_base64(term.image))
+        return _image(_decode_base64(term.image), index)
     if isinstance(term, bool) or isinstance(term, list):
         raise InvalidInputError(f"{term!r} is not a term; use a row id, a text or {{\"image\": base64}}")
     if isinstance(term, int) or term.strip().isdigit():
@@ -351,13 +353,13 @@ def _decode_base64(data: str) -> bytes:
         raise InvalidInputError("the image is not valid base64; send the file's bytes base64-encoded") from None
 
 
-def _image(data: bytes):
+def _image(data: bytes, index):
     from indexer.imaging import decode_image
 
     if len(data) > MAX_UPLOAD_BYTES:
         raise InvalidInputError(f"the image is over {MAX_UPLOAD_BYTES >> 20} MB; send a smaller one")
     try:
-        return decode_image(data, "upload")
+        return decode_image(data, "upload", min_side=index.query_min_side())
     except ImageDecodeError as exc:
         raise InvalidInputError(f"the uploaded image cannot be read ({exc}); send a JPEG, PNG or WebP") from None
 

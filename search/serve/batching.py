@@ -16,6 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from indexer.models import Encoder
+from indexer.models.base import image_input_side
 
 MAX_BATCH = 32
 CACHE_TEXTS = 1024  # about 1.5 MB of 384-d vectors
@@ -40,6 +41,10 @@ class BatchingEncoder:
     @property
     def device(self) -> str:
         return self._encoder.device
+
+    @property
+    def image_input_side(self) -> int | None:
+        return image_input_side(self._encoder)
 
     def preprocess_image(self, image) -> Any:
         return self._encoder.preprocess_image(image)
