@@ -87,7 +87,7 @@ def index(
     encoding: Optional[str] = typer.Option(None, "--encoding", metavar="NAME", help="Encoding of the corpora named here (default: as recorded, else utf-8 with or without BOM), e.g. latin-1, cp1252, gb18030."),
     model: Optional[str] = typer.Option(None, "--model", "-m", metavar="SPEC", help=f"Model spec; `xmodal models` lists them (default: the index's model, else {DEFAULT_MODEL})."),
     pretrained: Optional[str] = typer.Option(None, "--pretrained", metavar="TAG|FILE", help="Weights tag or checkpoint file; 'none' for (seeded) random weights."),
-    device: str = typer.Option("auto", "--device", metavar="DEVICE", help="auto, cpu, cuda or cuda:N."),
+    device: str = typer.Option("auto", "--device", metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps."),
     batch_size: int = typer.Option(64, "--batch-size", min=1, metavar="N", help="Items encoded at once."),
     workers: Optional[int] = typer.Option(None, "--workers", min=0, metavar="N", help="Image decoding processes (default: one per core, up to 8; 0 decodes in this process)."),
     index_type: str = typer.Option("auto", "--index-type", metavar="TYPE", help="auto, flat (exact), hnsw or ivf."),
@@ -165,7 +165,7 @@ def search(
     dedup: bool = typer.Option(False, "--dedup", help="Collapse near-duplicate hits (copies of one photo, the same text twice) into the best-ranked one."),
     fusion: str = typer.Option("zscore", "--fusion", metavar="NAME", help="Products: how part scores combine: zscore (standardised), dbsf, rrf or sum (raw cosines)."),
     as_json: bool = typer.Option(False, "--json", help="Print the hits as JSON: {query, target, k, count, hits}."),
-    device: str = typer.Option("auto", "--device", metavar="DEVICE", help="auto, cpu, cuda or cuda:N."),
+    device: str = typer.Option("auto", "--device", metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps."),
 ) -> None:
     """Search an index with a text, an image, liked and disliked items, or all of them.
 
@@ -238,7 +238,7 @@ def duplicates(
     threshold: Optional[float] = typer.Option(None, "--threshold", metavar="S", help="Cosine at which the model proposes a pair (default: 0.5 for images and products, 0.9 for texts); the content check then decides."),
     pixels: float = typer.Option(0.98, "--pixels", metavar="P", help="Photos: aligned pixel correlation a copy must reach; 0 trusts the model alone."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list of {keep, items, min_score}."),
-    device: str = typer.Option("auto", "--device", metavar="DEVICE", help="auto, cpu, cuda or cuda:N."),
+    device: str = typer.Option("auto", "--device", metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps."),
 ) -> None:
     """Find near-duplicates: copies of one photo (resized, re-compressed, lightly cropped), the same text twice.
 
@@ -274,7 +274,7 @@ def serve(
     host: str = typer.Option("127.0.0.1", "--host", metavar="ADDRESS", help="Address to listen on; anything but loopback needs --token."),
     port: int = typer.Option(8000, "--port", metavar="N", help="Port to listen on."),
     token: Optional[str] = typer.Option(None, "--token", metavar="TOKEN", envvar="XMODAL_TOKEN", help="Require Authorization: Bearer TOKEN on every request but /health (or set XMODAL_TOKEN)."),
-    device: str = typer.Option("auto", "--device", metavar="DEVICE", help="auto, cpu, cuda or cuda:N."),
+    device: str = typer.Option("auto", "--device", metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps."),
     batching: bool = typer.Option(True, "--batching/--no-batching", help="Encode the texts of concurrent requests in one pass (default: on)."),
 ) -> None:
     """Serve indexes over HTTP: a JSON API and a search page, until stopped (Ctrl-C or SIGTERM).
@@ -335,15 +335,17 @@ def info(
     index_dir: Path = typer.Argument(..., metavar="INDEX", hidden=True),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
     failures: bool = typer.Option(False, "--failures", help="List the files and rows that could not be indexed, with why."),
+    device: str = typer.Option("auto", "--device", metavar="DEVICE", help="Where searches would scan: auto, cpu, cuda, cuda:N or mps."),
 ) -> None:
-    """Show what an index holds, its sources, and which model built it.
+    """Show what an index holds, its sources, which model built it, and where searches scan its vectors.
 
     INDEX: an index folder.
     """
     from indexer.store import IndexDir
+    from search.placement import choose_placement
 
     manifest = _run(lambda: IndexDir(index_dir).read_manifest())
-
+    placement = _run(lambda: choose_placement(device))
     summary = {
         "path": str(index_dir.resolve()),
         "format_version": manifest.format_version,
@@ -358,6 +360,7 @@ def info(
         "sources": [s.to_dict() for s in manifest.sources],
         "segments": [s.to_dict() for s in manifest.segments],
         "last_run": manifest.last_run,
+        "search_placement": {"device": placement.device, "engine": placement.engine, "reason": placement.reason},
     }
     if failures:
         from search import open_index
@@ -380,6 +383,7 @@ def info(
     typer.echo(f"storage:  {_count(len(manifest.segments), 'segment')}, {_count(deleted, 'deleted row')} "
                f"awaiting compaction, vectors {manifest.settings.get('vectors', 'float32')}, "
                f"images decoded {manifest.settings.get('image_decode', 'exact')}")
+    typer.echo(f"search:   {placement.describe()}")
     typer.echo(f"updated:  {manifest.updated_at}")
     run = manifest.last_run
     if run:
@@ -401,7 +405,7 @@ def eval_(
     image_column: str = typer.Option("image", "--image-column", metavar="NAME", help="Captions file: image path column."),
     caption_column: str = typer.Option("caption", "--caption-column", metavar="NAME", help="Captions file: caption column."),
     as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
-    device: str = typer.Option("auto", "--device", metavar="DEVICE", help="auto, cpu, cuda or cuda:N."),
+    device: str = typer.Option("auto", "--device", metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps."),
     decode: str = typer.Option("reduced", "--decode", metavar="MODE", help="With --model: reduced (JPEGs decoded no larger than the model's input) or exact (every pixel)."),
 ) -> None:
     """Measure retrieval quality: precision/recall/mAP and zero-shot accuracy, or Recall@K on captions.

@@ -35,6 +35,7 @@ from .fusion import DEFAULT_FUSION, FUSIONS, fuse
 from .hits import Hit
 from .items import ItemStore
 from .pixels import SAME_PHOTO
+from .placement import SearchPlacement, choose_placement
 from .recommend import DEFAULT_STRATEGY, PartQuery, check_strategy
 from .vectors import StoredVectors, VectorPart
 
@@ -74,6 +75,7 @@ class SearchIndex:
         self._filter_tables: dict[str, pa.Table] = {}
         self._admitted_cache: dict[tuple[str, str], np.ndarray] = {}  # the same filter again costs nothing
         self._encoder: Encoder | None = None
+        self._placement: SearchPlacement | None = None
         if encoder is not None:
             self._check_model(encoder)
             self._encoder = encoder
@@ -440,7 +442,17 @@ class SearchIndex:
 
     # ---- helpers ------------------------------------------------------------------------------------------
 
+    @property
+    def placement(self) -> SearchPlacement:
+        """Where this index's vectors are scanned (search.placement), decided at the first search."""
+        if self._placement is None:
+            self._placement = choose_placement(self._device)
+            for stored in self._sets.values():
+                stored.place(self._placement)
+        return self._placement
+
     def _stored(self, vector_set: str) -> StoredVectors:
+        self.placement  # noqa: B018 (vectors go to a GPU before their first search)
         return self._sets.get(vector_set) or StoredVectors([])
 
     def _ids_of(self, modality: str) -> np.ndarray:

@@ -13,9 +13,13 @@ import numpy as np
 
 from indexer.ann import SearchResult, VectorIndex
 
+from .placement import SearchPlacement
+from .scan import Scan, make_scan
+
 POPULATION_SAMPLE = 4096  # vectors scored to estimate a query's score distribution over a collection
 SCORE_CHUNK = 65_536  # rows scored at once by an exact scan: bounds the memory of a batch of queries
 WIDENED_UP_TO = 131_072  # float16 parts up to this many rows keep a float32 copy: converting per query costs more
+SHORTLIST_MARGIN = 64  # rows a device scan returns beyond k, so rounding rarely sends a query back to the CPU
 
 
 @dataclass
@@ -26,6 +30,7 @@ class VectorPart:
     matrix: np.ndarray  # float32 or float16; may be a read-only memory map
     live: np.ndarray | None = None  # None: every row is live
     ann: VectorIndex | None = None  # None: searched exactly
+    scan: Scan | None = None  # the vectors on a GPU: searched exactly there, whatever the ANN
     _excluded: np.ndarray | None = field(default=None, repr=False)
     _widened: np.ndarray | None = field(default=None, repr=False)
 
@@ -43,6 +48,39 @@ class VectorPart:
         `positions`: the rows to consider (a filter); None: every live row. Wide selections are scored
         in contiguous blocks of the memory map and masked, narrow ones gathered.
         """
+        if self.scan is not None and (positions is None or self.scan.filters):
+            return self._shortlisted(queries, k, positions)
+        return self._scanned(queries, k, positions)
+
+    def _shortlisted(self, queries: np.ndarray, k: int,
+                     positions: np.ndarray | None) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The device's shortlist re-scored from the stored vectors; a query whose shortlist cannot be shown
+        to hold its k best (rounded scores too close to call) is scanned on the CPU instead."""
+        admitted = None
+        if positions is not None:
+            admitted = np.zeros(len(self.row_ids), bool)
+            admitted[positions] = True
+        count = max(2 * k, k + SHORTLIST_MARGIN)
+        rows, rounded = self.scan.shortlist(queries, count, admitted)
+        found = []
+        for q, query in enumerate(queries):
+            seen = np.isfinite(rounded[q])
+            candidates = rows[q][seen]
+            order = np.argsort(candidates)  # memory maps read fastest in file order
+            scores = np.empty(len(candidates), np.float32)
+            scores[order] = np.asarray(self.matrix[candidates[order]], dtype=np.float32) @ query
+            keep = _at_least_kth(scores, k)
+            every_admitted_row = seen.sum() < count
+            margin = 2 * self.scan.error_bound * float(np.linalg.norm(query))
+            complete = every_admitted_row or scores[keep].min() > rounded[q][seen].min() + margin
+            if complete:
+                found.append((self.row_ids[candidates[keep]], scores[keep]))
+            else:
+                found.extend(self._scanned(queries[q:q + 1], k, positions))
+        return found
+
+    def _scanned(self, queries: np.ndarray, k: int,
+                 positions: np.ndarray | None) -> list[tuple[np.ndarray, np.ndarray]]:
         admitted = self.live
         if positions is not None and len(positions) > len(self.row_ids) // 4:
             admitted = np.zeros(len(self.row_ids), bool)
@@ -100,6 +138,21 @@ class StoredVectors:
 
     def __len__(self) -> int:
         return len(self.row_ids)
+
+    def place(self, placement: SearchPlacement) -> int:
+        """Put every part's vectors on the placement's device, as long as they fit; the others are searched
+        as before. Returns how many parts were placed."""
+        placed = 0
+        for part in self.parts if placement.on_gpu else []:
+            if part.scan is None:
+                try:
+                    part.scan = make_scan(part.matrix, part.live, placement.engine, placement.device)
+                except (MemoryError, RuntimeError) as exc:
+                    if "out of memory" not in str(exc).lower() and not isinstance(exc, MemoryError):
+                        raise
+                    break
+            placed += 1
+        return placed
 
     # ---- lookups ------------------------------------------------------------------------------------------
 
@@ -176,7 +229,7 @@ class StoredVectors:
 def _search_part(part: VectorPart, queries: np.ndarray, k: int,
                  positions: np.ndarray | None) -> list[tuple[np.ndarray, np.ndarray]]:
     """The k best of one part (ties at the edge kept), among the rows at `positions` if given."""
-    if part.ann is None:
+    if part.ann is None or part.scan is not None:
         return part.exact(queries, k, positions)
     subset = None if positions is None else part.row_ids[positions]
     rerank = int(part.ann.spec.params.get("rerank", 1))

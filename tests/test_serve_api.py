@@ -198,6 +198,7 @@ def test_indexes_health_metrics_openapi_and_page(server):
     assert (shop["name"], shop["counts"]["product"], shop["targets"]) == ("shop", 12, ["product"])
     assert shop["fields"]["product"]["price"] == "int64" and shop["model"].startswith(FAKE)
     assert photos["targets"] == ["image", "text"]
+    assert shop["search_placement"] == "numpy on cpu (no GPU on this machine)"  # where its vectors are scanned
     assert server.json("GET", "/health")[1]["indexes"] == {"shop": shop["generation"], "photos": photos["generation"]}
     status, headers, text = server.call("GET", "/metrics")
     assert status == 200 and headers["content-type"].startswith("text/plain")

@@ -375,4 +375,4 @@ def _describe(name: str, live: LiveIndex) -> dict[str, Any]:
     return {"name": name, "path": str(live.path.resolve()), "generation": manifest.generation, "counts": manifest.counts,
             "model": manifest.model.describe(), "identity": manifest.model.to_dict(),
             "targets": [t for t, n in manifest.counts.items() if n], "fields": fields,
-            "updated_at": manifest.updated_at}
+            "updated_at": manifest.updated_at, "search_placement": index.placement.describe()}
