@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import os
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
@@ -61,26 +63,25 @@ def read_one(path: str, preprocess: Callable[[Any], Any], max_pixels: int = MAX_
                         picture.width, picture.height, pixels)
 
 
-class _FileDataset:
-    """A map-style dataset for torch's DataLoader: index -> decoded image or failure."""
+_WORKER_SETTINGS: tuple = ()  # (preprocess, max_pixels, min_side) of this worker process
 
-    def __init__(self, paths: Sequence[str], preprocess, max_pixels: int, min_side: int | None):
-        self.paths = list(paths)
-        self.preprocess = preprocess
-        self.max_pixels = max_pixels
-        self.min_side = min_side
 
-    def __len__(self) -> int:
-        return len(self.paths)
+def _set_up_worker(preprocess, max_pixels: int, min_side: int | None) -> None:
+    """Given once per worker (a preprocess may hold a whole encoder: never sent with each task)."""
+    global _WORKER_SETTINGS
+    _WORKER_SETTINGS = (preprocess, max_pixels, min_side)
 
-    def __getitem__(self, i: int):
-        return _portable(read_one(self.paths[i], self.preprocess, self.max_pixels, self.min_side))
+
+def _read_many(paths: Sequence[str]) -> list:
+    """A worker's share: several files at once, so that fewer, larger messages pass between processes."""
+    return [_portable(read_one(path, *_WORKER_SETTINGS)) for path in paths]
 
 
 @dataclass
 class _TensorPixels:
-    """A torch tensor travelling between processes as a numpy array: torch would pass each tensor through a
-    shared-memory file of its own, which cost more than decoding a reduced photo (280 vs 420 images/s)."""
+    """A torch tensor travelling between processes as a numpy array (encoders of your own may preprocess
+    into tensors): torch passes each tensor through a shared-memory file of its own, which cost more than
+    decoding a reduced photo (280 vs 420 images/s)."""
 
     array: Any
 
@@ -99,11 +100,8 @@ def _restored(item):
     return item
 
 
-def _as_list(items):
-    return list(items)
-
-
-DECODE_BATCH = 16  # items a worker hands over at once: fewer, larger messages between processes
+DECODE_BATCH = 16  # files a worker decodes per task
+TASKS_AHEAD = 4  # tasks queued per worker: decoding never waits on the main process, memory stays bounded
 
 
 def default_workers() -> int:
@@ -113,21 +111,62 @@ def default_workers() -> int:
     return min(8, max(1, os.cpu_count() or 1))
 
 
-def iter_decoded(paths: Sequence[str], preprocess, workers: int, max_pixels: int = MAX_PIXELS,
-                 min_side: int | None = None) -> Iterator[DecodedImage | DecodeFailure]:
+class DecodedStream:
     """DecodedImage | DecodeFailure for each path, in path order, decoded by `workers` processes.
 
-    Workers hand over DECODE_BATCH items at a time; they are yielded one by one, so progress can be shown
-    as files decode.
+    The worker processes start when the stream is made (before anything else a caller starts, such as a
+    model loading in a thread), and stop when it is exhausted or closed. Workers import neither torch nor
+    the model: with a preprocessing that needs neither, they start in well under a second.
     """
-    if workers <= 0:
-        for path in paths:
-            yield read_one(path, preprocess, max_pixels, min_side)
-        return
-    from torch.utils.data import DataLoader
 
-    loader = DataLoader(_FileDataset(paths, preprocess, max_pixels, min_side), batch_size=DECODE_BATCH,
-                        num_workers=workers, collate_fn=_as_list, prefetch_factor=4)
-    for batch in loader:
-        for item in batch:
-            yield _restored(item)
+    def __init__(self, paths: Sequence[str], preprocess, workers: int, max_pixels: int = MAX_PIXELS,
+                 min_side: int | None = None, ahead: int | None = None):
+        """`ahead`: files decoded ahead of the consumer (default: TASKS_AHEAD tasks per worker)."""
+        self.paths = list(paths)
+        self._preprocess, self._max_pixels, self._min_side = preprocess, max_pixels, min_side
+        self._pool = None
+        if workers > 0 and len(self.paths) > 1:
+            self._pool = multiprocessing.get_context(_start_method()).Pool(
+                min(workers, len(self.paths)), _set_up_worker, (preprocess, max_pixels, min_side))
+            self._pending: deque = deque()
+            self._next = 0
+            tasks = workers * TASKS_AHEAD if ahead is None else max(workers, -(-ahead // DECODE_BATCH))
+            for _ in range(tasks):
+                self._submit()
+
+    def _submit(self) -> None:
+        if self._next < len(self.paths):
+            share = self.paths[self._next:self._next + DECODE_BATCH]
+            self._next += len(share)
+            self._pending.append(self._pool.apply_async(_read_many, (share,)))
+
+    def __iter__(self) -> Iterator[DecodedImage | DecodeFailure]:
+        if self._pool is None:
+            for path in self.paths:
+                yield read_one(path, self._preprocess, self._max_pixels, self._min_side)
+            return
+        try:
+            while self._pending:
+                done = self._pending.popleft().get()
+                self._submit()
+                for item in done:
+                    yield _restored(item)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool.join()
+            self._pool = None
+
+
+def _start_method() -> str:
+    """fork where there is one (workers start at once, sharing the parent's memory); else spawn."""
+    return "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+
+
+def iter_decoded(paths: Sequence[str], preprocess, workers: int, max_pixels: int = MAX_PIXELS,
+                 min_side: int | None = None) -> Iterator[DecodedImage | DecodeFailure]:
+    """DecodedImage | DecodeFailure for each path, in path order (see DecodedStream)."""
+    return iter(DecodedStream(paths, preprocess, workers, max_pixels, min_side))

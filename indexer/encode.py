@@ -9,7 +9,8 @@ from typing import Callable, Iterator, Protocol
 
 import numpy as np
 
-from .decode import DecodedImage, DecodeFailure, default_workers, iter_decoded
+from .decode import DecodedImage, DecodedStream, DecodeFailure, default_workers, iter_decoded
+from .gpu_decode import DeviceJpegDecoder, gpu_decoding_available
 from .imaging import MAX_PIXELS
 from .models import Encoder
 from .models.base import image_input_side
@@ -64,15 +65,19 @@ class EncodeSettings:
     max_pixels: int = MAX_PIXELS
     journal_every: int = 512
     decode: str = "reduced"  # "exact": every pixel of a photo decoded, however large (imaging.DECODE_MODES)
+    decode_device: str | None = None  # None: JPEGs on the model's GPU where it has one, else CPU workers
 
 
 def encode_image_files(encoder: Encoder, paths: list[str], batch_size: int = 64, workers: int | None = None,
                        max_pixels: int = MAX_PIXELS, progress: ProgressFactory | None = None,
                        timer: Timer | None = None, on_batch: BatchHook | None = None,
-                       label: str = "images", decode: str = "reduced") -> EncodedImages:
+                       label: str = "images", decode: str = "reduced",
+                       stream: DecodedStream | None = None, decode_device: str | None = None) -> EncodedImages:
     """Decode (in worker processes) and encode image files; bad files become failures.
 
     `decode`: "reduced" decodes JPEGs no larger than the model's input needs, "exact" every pixel.
+    `stream`: the files already decoding (warm_start), instead of starting workers here.
+    `decode_device`: where JPEGs decode in batches (gpu_decode); None: the model's GPU if it has one.
     """
     timer = timer or Timer()
     decoded_all, vectors, failures, pending = [], [], [], []
@@ -91,7 +96,14 @@ def encode_image_files(encoder: Encoder, paths: list[str], batch_size: int = 64,
         pending.clear()
 
     min_side = image_input_side(encoder) if decode == "reduced" else None
-    items = iter_decoded(paths, encoder.preprocess_image, workers, max_pixels, min_side)
+    on_device = _device_decoder(encoder, decode, decode_device, max_pixels)
+    if on_device is not None:
+        if stream is not None:
+            stream.close()
+        items = iter(on_device.decode(paths))
+    else:
+        items = iter(stream) if stream is not None else \
+            iter_decoded(paths, encoder.preprocess_image, workers, max_pixels, min_side)
     while True:
         with timer.stage("decode_wait"):
             item = next(items, None)
@@ -111,6 +123,21 @@ def encode_image_files(encoder: Encoder, paths: list[str], batch_size: int = 64,
         bar.close()
     matrix = np.concatenate(vectors) if vectors else np.zeros((0, encoder.identity.dim), np.float32)
     return EncodedImages(decoded_all, matrix, failures)
+
+
+def _device_decoder(encoder: Encoder, decode: str, device: str | None, max_pixels: int):
+    """A batched JPEG decoder on `device` (default: the model's CUDA GPU), for models whose preprocessing
+    it reproduces (open_clip recipes); None: decoding stays with the CPU workers. "exact" decoding stays on
+    the CPU: its pixels are Pillow's, value for value."""
+    recipe = getattr(encoder, "recipe", None)
+    if recipe is None or decode != "reduced":
+        return None
+    if device is None:
+        model_device = getattr(encoder, "device", "cpu")
+        if not gpu_decoding_available(model_device):
+            return None
+        device = model_device
+    return DeviceJpegDecoder(recipe, device, max_pixels)
 
 
 def _failure(failed: DecodeFailure) -> Failure:
@@ -148,14 +175,16 @@ class JournalBuffer:
 
 
 def encode_images_journaled(encoder: Encoder, paths: list[str], journal: Journal, settings: EncodeSettings,
-                            timer: Timer, progress: ProgressFactory | None, label: str = "images") -> EncodedImages:
+                            timer: Timer, progress: ProgressFactory | None, label: str = "images",
+                            stream: DecodedStream | None = None) -> EncodedImages:
     with JournalBuffer(journal, settings.journal_every) as buffer:
         def remember(decoded: list[DecodedImage], vectors: np.ndarray) -> None:
             buffer.add([JournalEntry("image", d.path, d.content_hash, d.size, d.mtime, d.width, d.height, v)
                         for d, v in zip(decoded, vectors)])
 
         return encode_image_files(encoder, paths, settings.batch_size, settings.workers, settings.max_pixels,
-                                  progress, timer, on_batch=remember, label=label, decode=settings.decode)
+                                  progress, timer, on_batch=remember, label=label, decode=settings.decode,
+                                  stream=stream, decode_device=settings.decode_device)
 
 
 def encode_texts_journaled(encoder: Encoder, texts: list[str], journal: Journal, settings: EncodeSettings,

@@ -64,7 +64,7 @@ def decode_picture(data: bytes, name: str = "image", max_pixels: int = MAX_PIXEL
     if Path(name).suffix.lower() in HEIF_EXTENSIONS and heif_available():
         _register_heif()
     try:
-        image = _open_checked(data, max_pixels)
+        image = open_header(data, max_pixels)
         width, height = image.size
         if image.format == "JPEG":
             scale = jpeg_scale(width, height, min_side)
@@ -104,7 +104,7 @@ def decode_image(data: bytes, name: str = "image", max_pixels: int = MAX_PIXELS,
     return decode_picture(data, name, max_pixels, min_side).image
 
 
-def _open_checked(data: bytes, max_pixels: int) -> Image.Image:
+def open_header(data: bytes, max_pixels: int) -> Image.Image:
     """Open (header only) and refuse a bomb in our words; Pillow's own global limit is ours to set."""
     with _PILLOW_LIMIT:
         saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None

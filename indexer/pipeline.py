@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 
 from . import ann, sources
 from .commit import RunStats, commit_state, start_delta, writing
+from .decode import DecodedStream
 from .encode import EncodeSettings, ProgressFactory, Timer, encode_images_journaled, encode_texts_journaled
 from .errors import InvalidInputError, ModelMismatchError, option
 from .fresh import FreshSegments
@@ -37,6 +38,7 @@ from .store.tables import items_table, read_failures
 from .stored import StoredState, load_state
 from .sync import SourcePlan, check_replace, named_sources, plan_sources, reading_options
 from .unchanged import fingerprint, nothing_changed, skip_unchanged_corpora
+from .warm_start import WarmStart
 
 __all__ = ["IndexConfig", "IndexReport", "build_index"]
 
@@ -158,9 +160,9 @@ class _EncoderOnDemand:
     """Loads the model the first time it is needed: a re-run with nothing new never loads it."""
 
     def __init__(self, config: IndexConfig, previous: Manifest | None, index_dir: IndexDir,
-                 given: Encoder | None, timer: Timer):
+                 given: Encoder | None, timer: Timer, warm: WarmStart | None = None):
         self._config, self._previous, self._dir, self._timer = config, previous, index_dir, timer
-        self._encoder = given
+        self._encoder, self._warm = given, warm
         if given is not None:
             _check_same_model(index_dir, previous, given)
         elif not self._same_as_recorded():
@@ -182,10 +184,15 @@ class _EncoderOnDemand:
 
     def get(self) -> Encoder:
         if self._encoder is None:
+            load = lambda: load_encoder(self._config.model, self._config.pretrained, self._config.device)  # noqa: E731
             with self._timer.stage("load_model"):
-                self._encoder = load_encoder(self._config.model, self._config.pretrained, self._config.device)
+                self._encoder = self._warm.load(load) if self._warm else load()
             _check_same_model(self._dir, self._previous, self._encoder)
         return self._encoder
+
+    def decoding(self, paths: list[str]) -> DecodedStream | None:
+        """The workers already decoding `paths` while the model loaded, if they are."""
+        return self._warm.take(paths, self.get()) if self._warm else None
 
 
 def _run_locked(index_dir: IndexDir, config: IndexConfig, named: list[Source], source_plan: SourcePlan,
@@ -197,7 +204,21 @@ def _run_locked(index_dir: IndexDir, config: IndexConfig, named: list[Source], s
         source_plan, found = fresh_plan, read_sources(fresh_plan.synced, recorded)
     source_plan = SourcePlan([replace(s, fingerprint=found.fingerprints[s.key]) if s.key in found.fingerprints else s
                               for s in source_plan.sources], source_plan.synced)
-    model = _EncoderOnDemand(config, previous, index_dir, encoder, timer)
+    settings = EncodeSettings(config.batch_size, config.workers, config.max_pixels, config.journal_every,
+                              config.image_decode)
+    warm = WarmStart(config.model, found.image_paths[:IMAGE_BATCH], settings) \
+        if previous is None and encoder is None and found.image_paths else None
+    try:
+        return _run_with_model(index_dir, config, source_plan, found, settings, progress, timer, started,
+                               previous, _EncoderOnDemand(config, previous, index_dir, encoder, timer, warm))
+    finally:
+        if warm is not None:
+            warm.close()
+
+
+def _run_with_model(index_dir: IndexDir, config: IndexConfig, source_plan: SourcePlan, found: FoundItems,
+                    settings: EncodeSettings, progress, timer: Timer, started: float, previous: Manifest | None,
+                    model: _EncoderOnDemand) -> IndexReport:
     recorded_settings = {"index_type": config.index_type, "vectors": config.vectors,
                          "memory_budget": config.memory_budget, "image_decode": config.image_decode}
     if previous is not None and not Journal.has_saved_work(index_dir.root) and nothing_changed(
@@ -207,8 +228,6 @@ def _run_locked(index_dir: IndexDir, config: IndexConfig, named: list[Source], s
     scoped, failures_kept, dropped = _split_by_source(state, source_plan)
     journal = Journal(index_dir.root, model.identity).open()
     ids = RowIds(state.next_row_id)
-    settings = EncodeSettings(config.batch_size, config.workers, config.max_pixels, config.journal_every,
-                              config.image_decode)
     delta = start_delta(index_dir, model.identity.dim, recorded_settings, _expected_size(previous, found))
     delta.fresh.timer = timer
     with writing(index_dir):
@@ -358,7 +377,8 @@ def _stream_images(model: _EncoderOnDemand, paths: list[str], planner: ImagePlan
         run.carried_failures += plan.carried_failures
         if plan.to_encode:
             result = encode_images_journaled(model.get(), plan.to_encode, journal, settings, timer,
-                                             bar.factory(len(paths)) if progress else None)
+                                             bar.factory(len(paths)) if progress else None,
+                                             stream=model.decoding(plan.to_encode))
             for image, vector in zip(result.images, result.vectors):
                 plan.write(ItemRow(row_id=ids.take(), modality="image", path=image.path,
                                    content_hash=image.content_hash, size=image.size, mtime=image.mtime,

@@ -12,6 +12,7 @@ from ..errors import ModelUnavailableError, UnknownModelError
 from .base import ModelIdentity, l2_normalize
 from .device import precision_for
 from .hub import WAYS_OUT, cached_hub_file, hub_usable
+from .recipe import ImageRecipe
 
 LOCAL_DIR = "local-dir:"
 HF_HUB = "hf-hub:"
@@ -30,14 +31,16 @@ class OpenClipEncoder:
         self.device = device
         size = identity.preprocess.get("size")
         self.image_input_side = max(size) if isinstance(size, (list, tuple)) else size
+        # open_clip's transform in numpy where it can be: decoding workers then need no torch at all
+        self.recipe = ImageRecipe.from_config(identity.preprocess)
 
     def preprocess_image(self, image) -> Any:
-        return self._preprocess(image)
+        return self.recipe(image) if self.recipe else self._preprocess(image)
 
     def encode_preprocessed(self, batch: Sequence[Any]) -> np.ndarray:
         import torch
 
-        pixels = torch.stack(list(batch)).to(self.device, dtype=self._dtype())
+        pixels = stacked_pixels(list(batch), self.device, self._dtype())
         with torch.inference_mode():
             features = self._model.encode_image(pixels)
         return l2_normalize(features.float().cpu().numpy())
@@ -52,6 +55,19 @@ class OpenClipEncoder:
 
     def _dtype(self):
         return next(self._model.parameters()).dtype
+
+
+def stacked_pixels(batch: list, device: str, dtype):
+    """One batch tensor on `device` from numpy arrays (CPU workers) and tensors (the GPU JPEG decoder),
+    mixed as a batch may be; host memory is pinned for an asynchronous copy to a CUDA GPU."""
+    import torch
+
+    if all(isinstance(item, np.ndarray) for item in batch):
+        host = torch.from_numpy(np.stack(batch))
+        if device.startswith("cuda"):
+            host = host.pin_memory()
+        return host.to(device, dtype=dtype, non_blocking=True)
+    return torch.stack([torch.as_tensor(item).to(device, dtype=dtype) for item in batch])
 
 
 def is_open_clip_spec(spec: str) -> bool:
@@ -89,7 +105,7 @@ def load_open_clip(spec: str, pretrained: str | None, device: str) -> OpenClipEn
             model, _, preprocess = open_clip.create_model_and_transforms(
                 model_name, precision=precision, device=device, **kwargs
             )
-    except (RuntimeError, OSError, ValueError) as exc:
+    except (RuntimeError, OSError, ValueError, _weights_file_error()) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelUnavailableError(f"could not load model {spec!r}: {first_line}; {WAYS_OUT}") from exc
     model.eval()
@@ -103,6 +119,15 @@ def load_open_clip(spec: str, pretrained: str | None, device: str) -> OpenClipEn
         versions=_versions(),
     )
     return OpenClipEncoder(model, preprocess, tokenizer, identity, device)
+
+
+def _weights_file_error() -> type[Exception]:
+    """A corrupt or truncated .safetensors file raises safetensors' own error, not an OSError."""
+    try:
+        from safetensors import SafetensorError
+    except ImportError:
+        return OSError
+    return SafetensorError
 
 
 _INIT_FUNCTIONS = ("uniform_", "normal_", "trunc_normal_", "kaiming_uniform_", "kaiming_normal_",
