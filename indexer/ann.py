@@ -113,7 +113,10 @@ class VectorIndex:
 
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         dim = vectors.shape[1]
-        if spec.kind == "ivf":
+        on_gpus = spec.kind == "ivf" and gpu_count() > 0
+        if on_gpus:
+            index = _ivf_built_on_gpus(_ivf(dim, spec), vectors, row_ids)
+        elif spec.kind == "ivf":
             index = _ivf(dim, spec)
             index.train(vectors)
         elif spec.kind == "hnsw":
@@ -122,7 +125,8 @@ class VectorIndex:
             index = faiss.IndexIDMap2(inner)
         else:
             index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
-        index.add_with_ids(vectors, np.asarray(row_ids, dtype=np.int64))
+        if not on_gpus:
+            index.add_with_ids(vectors, np.asarray(row_ids, dtype=np.int64))
         if spec.kind == "ivf":
             spec = _tuned(faiss.extract_index_ivf(index), vectors, row_ids,
                           AnnSpec("ivf", {**spec.params, "trained_on": len(vectors)}))
@@ -332,6 +336,17 @@ def _ranked(scores: np.ndarray, ids: np.ndarray, k: int) -> SearchResult:
     scores, ids = scores[keep], ids[keep]
     order = np.lexsort((ids, -scores))[:k]  # score descending, then row id ascending
     return SearchResult(scores[order], ids[order])
+
+
+def _ivf_built_on_gpus(index, vectors: np.ndarray, row_ids: np.ndarray):
+    """Train the quantisers and add the vectors on every GPU faiss sees (k-means is most of a build), then
+    bring the index back: it is stored, and opened, like one built on the CPU."""
+    import faiss
+
+    on_gpus = faiss.index_cpu_to_all_gpus(index)
+    on_gpus.train(vectors)
+    on_gpus.add_with_ids(vectors, np.asarray(row_ids, dtype=np.int64))
+    return faiss.index_gpu_to_cpu(on_gpus)
 
 
 def _to_gpu(index):

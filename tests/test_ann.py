@@ -84,9 +84,10 @@ def test_gpu_placement_is_decided_on_load_and_files_are_written_from_cpu(tmp_pat
         built.save(tmp_path / f"{kind}.faiss")
         loaded = VectorIndex.load(tmp_path / f"{kind}.faiss", built.spec)
         assert loaded.search(vectors[:1], 1)[0].row_ids.tolist() == [0]
-    assert len(copied_back) == 3  # every save goes through a CPU copy
-    assert len(moved) == 2  # flat and IVF go to the GPU; faiss has no GPU HNSW
-    ivf = faiss.extract_index_ivf(moved[1])
+    assert len(copied_back) == 4  # every save goes through a CPU copy, and the IVF built on the GPU comes back
+    assert len(moved) == 3  # flat and IVF go to the GPU to be searched, and the IVF to be built; no GPU HNSW
+    assert moved[1].is_trained and moved[1].ntotal == 2000  # the IVF was trained and filled there
+    ivf = faiss.extract_index_ivf(moved[2])
     assert ivf.nprobe == specs["ivf"].params["nprobe"]  # set before the copy to the GPU
 
 
