@@ -24,7 +24,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.bench_index import make_photos  # noqa: E402
+from bench.bench_index import photo_folder  # noqa: E402
 
 
 def timed(function, repeat: int = 1) -> float:
@@ -113,10 +113,7 @@ def main() -> None:
           f"{model_rate(encoder):,.0f} images/s")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        folder = tmp / "photos"
-        folder.mkdir()
-        make_photos(folder, args.images, size=(1024, 768))
-        paths = sorted(str(p) for p in folder.iterdir())
+        folder, paths = photo_folder(tmp, args.images)
         for name, rate in decode_rates(encoder, paths, args.device).items():
             print(f"decoding only, {name}: {rate:,.0f} images/s")
         for on_device in (True, False):

@@ -31,6 +31,14 @@ def make_photos(folder: Path, count: int, size=(640, 480)) -> None:
         Image.fromarray(tile).resize(size, Image.BILINEAR).save(folder / f"p{i:06d}.jpg", quality=90)
 
 
+def photo_folder(root: Path, count: int, size=(1024, 768)) -> tuple[Path, list[str]]:
+    """root/photos holding `count` photo-like JPEGs, and their paths in order."""
+    folder = root / "photos"
+    folder.mkdir()
+    make_photos(folder, count, size)
+    return folder, sorted(str(p) for p in folder.iterdir())
+
+
 def bench_encoder(spec: str, pretrained: str | None, device: str, workdir: Path):
     """'tiny' is the test suite's random-weight open_clip config; anything else is a model spec."""
     from indexer.models import load_encoder

@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
-from bench.bench_index import make_photos  # noqa: E402
+from bench.bench_index import photo_folder  # noqa: E402
 
 
 def decode_and_resize(path: str, side: int, reduced: bool) -> tuple[int, int]:
@@ -169,10 +169,7 @@ def main() -> None:
     cores = os.cpu_count() or 1
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        photos = tmp / "photos"
-        photos.mkdir()
-        make_photos(photos, args.images, size=(1024, 768))
-        paths = sorted(str(p) for p in photos.iterdir())
+        photos, paths = photo_folder(tmp, args.images)
         spec = model_spec(args.model, tmp)
         weights = shared_weights(spec, args.pretrained, tmp)
         encoder = load_encoder(spec, weights, "cpu")

@@ -40,18 +40,33 @@ def content_hash(data: bytes) -> str:
     return hasher.hexdigest()
 
 
+@dataclass
+class FileBytes:
+    path: str
+    data: bytes
+    size: int
+    mtime: float
+
+
+def read_file(path: str) -> FileBytes | DecodeFailure:
+    try:
+        stat = os.stat(path)
+        with open(path, "rb") as handle:
+            return FileBytes(path, handle.read(), stat.st_size, stat.st_mtime)
+    except OSError as exc:
+        return DecodeFailure(path, f"unreadable: {exc.strerror or exc}")
+
+
 def read_one(path: str, preprocess: Callable[[Any], Any], max_pixels: int = MAX_PIXELS,
              min_side: int | None = None):
     """Never raises for a bad file: the failure is returned, to be recorded and skipped.
 
     `min_side`: see imaging.decode_picture (JPEGs decoded reduced down to the model's input side).
     """
-    try:
-        stat = os.stat(path)
-        with open(path, "rb") as handle:
-            data = handle.read()
-    except OSError as exc:
-        return DecodeFailure(path, f"unreadable: {exc.strerror or exc}")
+    read = read_file(path)
+    if isinstance(read, DecodeFailure):
+        return read
+    data = read.data
     try:
         picture = decode_picture(data, path, max_pixels, min_side)
         pixels = preprocess(picture.image)
@@ -59,8 +74,7 @@ def read_one(path: str, preprocess: Callable[[Any], Any], max_pixels: int = MAX_
         return DecodeFailure(path, str(exc))
     except Exception as exc:  # a preprocessing bug for one odd file must not end a long run
         return DecodeFailure(path, f"preprocessing failed: {type(exc).__name__}: {exc}")
-    return DecodedImage(path, content_hash(data), stat.st_size, stat.st_mtime,
-                        picture.width, picture.height, pixels)
+    return DecodedImage(path, content_hash(data), read.size, read.mtime, picture.width, picture.height, pixels)
 
 
 _WORKER_SETTINGS: tuple = ()  # (preprocess, max_pixels, min_side) of this worker process

@@ -10,7 +10,6 @@ The same code runs on CPU tensors (device "cpu"), which is how the tests check i
 """
 from __future__ import annotations
 
-import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from typing import Iterator, Sequence
 
 from PIL import ExifTags
 
-from .decode import DecodedImage, DecodeFailure, content_hash, read_one
+from .decode import DecodedImage, DecodeFailure, FileBytes, content_hash, read_file, read_one
 from .errors import ImageDecodeError
 from .imaging import MAX_PIXELS, open_header
 from .models.recipe import ImageRecipe
@@ -29,11 +28,7 @@ JPEG_MAGIC = b"\xff\xd8\xff"
 
 
 @dataclass
-class _Read:
-    path: str
-    data: bytes
-    size: int
-    mtime: float
+class _Read(FileBytes):
     width: int = 0
     height: int = 0
     orientation: int = 1
@@ -154,11 +149,6 @@ def _upright(torch, pixels, orientation: int):
 
 
 def _read(path: str) -> _Read | DecodeFailure:
-    try:
-        stat = os.stat(path)
-        with open(path, "rb") as handle:
-            data = handle.read()
-    except OSError as exc:
-        return DecodeFailure(path, f"unreadable: {exc.strerror or exc}")
-    return _Read(path, data, stat.st_size, stat.st_mtime)
+    read = read_file(path)
+    return read if isinstance(read, DecodeFailure) else _Read(read.path, read.data, read.size, read.mtime)
 
