@@ -95,6 +95,9 @@ def index(
     vectors: Optional[str] = typer.Option(None, "--vectors", metavar="TYPE", help="How vectors are stored: float32, or float16 (half the disk and memory); default: as recorded, else float32."),
     max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", min=1, metavar="N", help="Refuse images whose declared size is larger: decompression bombs."),
     decode: Optional[str] = typer.Option(None, "--decode", metavar="MODE", help="reduced: JPEGs decoded no larger than the model's input (several times faster); exact: every pixel decoded. Default: as recorded, else reduced."),
+    ray: bool = typer.Option(False, "--ray", help="Decode and encode on Ray (pip install 'xmodal[ray]'): a local Ray with this machine's cores, or the cluster at --ray-address."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", metavar="HOST:PORT", help="A running Ray cluster to join (ray start --head prints it); implies --ray."),
+    ray_actors: int = typer.Option(1, "--ray-actors", min=1, metavar="N", help="Encoding actors on Ray, each holding the model (a GPU each where the cluster has them)."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Try files that failed before, changed or not."),
     replace_sources: bool = typer.Option(False, "--replace-sources", help="Make the sources named here the index's whole set, dropping the others and their items."),
 ) -> None:
@@ -115,7 +118,8 @@ def index(
                          image_column=image_column, encoding=encoding, model=model, pretrained=pretrained, device=device,
                          batch_size=batch_size, workers=workers, index_type=index_type, max_pixels=max_pixels,
                          retry_failed=retry_failed, replace_sources=replace_sources, vectors=vectors,
-                         memory_budget=memory_budget, image_decode=decode)
+                         memory_budget=memory_budget, image_decode=decode,
+                         engine="ray" if ray or ray_address else "local", ray_address=ray_address, ray_actors=ray_actors)
     report = _run(lambda: build_index(out, config, progress=_tqdm_progress))
     where = f"on {report.device}" if report.device else "(not loaded: nothing to encode)"
     typer.echo(f"model: {report.model} {where}")

@@ -14,6 +14,7 @@ from .gpu_decode import DeviceJpegDecoder, gpu_decoding_available
 from .imaging import MAX_PIXELS
 from .models import Encoder
 from .models.base import image_input_side
+from .ray_engine import RaySettings
 from .plan import text_hash
 from .store.journal import Journal, JournalEntry
 from .store.tables import Failure
@@ -66,6 +67,7 @@ class EncodeSettings:
     journal_every: int = 512
     decode: str = "reduced"  # "exact": every pixel of a photo decoded, however large (imaging.DECODE_MODES)
     decode_device: str | None = None  # None: JPEGs on the model's GPU where it has one, else CPU workers
+    ray: RaySettings | None = None  # decode and encode on a Ray cluster (ray_engine) instead of here
 
 
 def encode_image_files(encoder: Encoder, paths: list[str], batch_size: int = 64, workers: int | None = None,
@@ -182,9 +184,37 @@ def encode_images_journaled(encoder: Encoder, paths: list[str], journal: Journal
             buffer.add([JournalEntry("image", d.path, d.content_hash, d.size, d.mtime, d.width, d.height, v)
                         for d, v in zip(decoded, vectors)])
 
+        if settings.ray is not None:
+            return _encoded_on_ray(encoder, paths, settings, timer, progress, label, remember)
         return encode_image_files(encoder, paths, settings.batch_size, settings.workers, settings.max_pixels,
                                   progress, timer, on_batch=remember, label=label, decode=settings.decode,
                                   stream=stream, decode_device=settings.decode_device)
+
+
+def _encoded_on_ray(encoder: Encoder, paths: list[str], settings: EncodeSettings, timer: Timer,
+                    progress: ProgressFactory | None, label: str, remember: BatchHook) -> EncodedImages:
+    from . import ray_engine
+
+    bar = progress(label, len(paths)) if progress and paths else None
+    decoded_all, vectors, failures = [], [], []
+    batches = ray_engine.encode_images(encoder, paths, settings.ray, settings.batch_size, settings.max_pixels,
+                                       settings.decode)
+    while True:
+        with timer.stage("encode"):  # on the cluster: decoding and encoding together
+            batch = next(batches, None)
+        if batch is None:
+            break
+        images, encoded, failed = batch
+        remember(images, encoded)
+        decoded_all += images
+        vectors.append(encoded)
+        failures += [_failure(f) for f in failed]
+        if bar:
+            bar.update(len(images) + len(failed))
+    if bar:
+        bar.close()
+    matrix = np.concatenate(vectors) if vectors else np.zeros((0, encoder.identity.dim), np.float32)
+    return EncodedImages(decoded_all, matrix, failures)
 
 
 def encode_texts_journaled(encoder: Encoder, texts: list[str], journal: Journal, settings: EncodeSettings,
@@ -198,16 +228,29 @@ def encode_texts_journaled(encoder: Encoder, texts: list[str], journal: Journal,
     own_bar = bar is None
     bar = progress(label, len(texts)) if own_bar and progress and texts else bar
     chunks = []
+    encoded = _text_batches(encoder, texts, settings)
     with JournalBuffer(journal, settings.journal_every) as buffer:
-        for start in range(0, len(texts), settings.batch_size):
-            chunk = texts[start:start + settings.batch_size]
+        start = 0
+        while start < len(texts):
             with timer.stage("encode"):
-                vectors = encoder.encode_texts(chunk)
+                vectors = next(encoded)
             buffer.add([JournalEntry("text", None, digest, None, None, None, None, v)
-                        for digest, v in zip(hashes[start:start + settings.batch_size], vectors)])
+                        for digest, v in zip(hashes[start:start + len(vectors)], vectors)])
             chunks.append(vectors)
+            start += len(vectors)
             if bar:
-                bar.update(len(chunk))
+                bar.update(len(vectors))
     if bar and own_bar:
         bar.close()
     return [vector for chunk in chunks for vector in chunk]  # views: the journal holds the same batches
+
+
+def _text_batches(encoder: Encoder, texts: list[str], settings: EncodeSettings) -> Iterator[np.ndarray]:
+    """The texts' vectors a batch at a time, in order: here, or on a Ray cluster."""
+    if settings.ray is not None:
+        from . import ray_engine
+
+        yield from ray_engine.encode_texts(encoder, texts, settings.ray, settings.batch_size)
+        return
+    for start in range(0, len(texts), settings.batch_size):
+        yield encoder.encode_texts(texts[start:start + settings.batch_size])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import ann, sources
+from . import ann, ray_engine, sources
 from .commit import RunStats, commit_state, start_delta, writing
 from .decode import DecodedStream
 from .encode import EncodeSettings, ProgressFactory, Timer, encode_images_journaled, encode_texts_journaled
@@ -29,6 +30,7 @@ from .models import DEFAULT_MODEL, Encoder, ModelIdentity, load_encoder
 from .plan import ImagePlanner, RowIds
 from .plan_products import ProductPlan, plan_products
 from .plan_texts import CorpusTextPlanner
+from .ray_engine import RaySettings
 from .store import Failure, IndexDir, ItemRow, Manifest
 from .store.journal import Journal
 from .store.lock import WriterLock
@@ -63,6 +65,9 @@ class IndexConfig:
     image_decode: str | None = None  # "reduced" | "exact"; None: as recorded, else reduced (imaging.DECODE_MODES)
     retry_failed: bool = False
     journal_every: int = 512  # items encoded between resume points
+    engine: str = "local"  # "ray": decode and encode on a Ray cluster (indexer/ray_engine.py)
+    ray_address: str | None = None  # None: a local Ray with this machine's cores
+    ray_actors: int = 1  # encoding actors on the cluster, each holding the model
 
 
 @dataclass
@@ -97,6 +102,7 @@ def build_index(out: str | Path, config: IndexConfig, progress: ProgressFactory 
     previous = index_dir.read_manifest() if index_dir.is_index() else None
     config = _with_recorded_settings(config, previous)
     ann.choose_ann(0, config.index_type)  # an unknown index type fails now, not after hours of encoding
+    check_engine(config.engine, config.ray_actors)
     check_vector_dtype(config.vectors)
     named = named_sources(config.images, config.texts, config.text_column, config.encoding, config.image_column)
     check_replace(config.replace_sources, named)
@@ -204,10 +210,11 @@ def _run_locked(index_dir: IndexDir, config: IndexConfig, named: list[Source], s
         source_plan, found = fresh_plan, read_sources(fresh_plan.synced, recorded)
     source_plan = SourcePlan([replace(s, fingerprint=found.fingerprints[s.key]) if s.key in found.fingerprints else s
                               for s in source_plan.sources], source_plan.synced)
+    on_ray = RaySettings(config.ray_address, config.ray_actors) if config.engine == "ray" else None
     settings = EncodeSettings(config.batch_size, config.workers, config.max_pixels, config.journal_every,
-                              config.image_decode)
+                              config.image_decode, ray=on_ray)
     warm = WarmStart(config.model, found.image_paths[:IMAGE_BATCH], settings) \
-        if previous is None and encoder is None and found.image_paths else None
+        if previous is None and encoder is None and found.image_paths and on_ray is None else None
     try:
         return _run_with_model(index_dir, config, source_plan, found, settings, progress, timer, started,
                                previous, _EncoderOnDemand(config, previous, index_dir, encoder, timer, warm))
@@ -230,7 +237,7 @@ def _run_with_model(index_dir: IndexDir, config: IndexConfig, source_plan: Sourc
     ids = RowIds(state.next_row_id)
     delta = start_delta(index_dir, model.identity.dim, recorded_settings, _expected_size(previous, found))
     delta.fresh.timer = timer
-    with writing(index_dir):
+    with writing(index_dir), _engine(settings):
         planner = ImagePlanner(scoped, journal, ids, config.retry_failed)
         images = _stream_images(model, found.image_paths, planner, journal, ids, settings, timer, progress,
                                 delta.fresh)
@@ -253,6 +260,17 @@ def _run_with_model(index_dir: IndexDir, config: IndexConfig, source_plan: Sourc
     journal.clear()
     return IndexReport(index_dir.root, dict(manifest.counts), delta.failures, time.perf_counter() - started,
                        timer.seconds, model.device, model.identity.describe(), delta.stats, committed)
+
+
+@contextmanager
+def _engine(settings: EncodeSettings):
+    """Ray, while a run encodes on it: joined (or started locally, then stopped) once the run knows it must."""
+    started = settings.ray is not None and ray_engine.start(settings.ray)
+    try:
+        yield
+    finally:
+        if started:
+            ray_engine.stop()
 
 
 def _expected_size(previous: Manifest | None, found: FoundItems) -> int:
@@ -326,6 +344,16 @@ def _with_recorded_settings(config: IndexConfig, previous: Manifest | None) -> I
     if config.index_type == "auto":
         config = replace(config, index_type=previous.settings.get("index_type", "auto"))
     return config
+
+
+ENGINES = ("local", "ray")
+
+
+def check_engine(engine: str, actors: int) -> None:
+    if engine not in ENGINES:
+        raise InvalidInputError(f"unknown engine {engine!r}; use {' or '.join(ENGINES)}")
+    if actors < 1:
+        raise InvalidInputError(f"{option('ray_actors', actors)}: at least 1 encoding actor is needed")
 
 
 def _recorded_decode(asked: str | None, previous: Manifest) -> str:

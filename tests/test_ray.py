@@ -1,0 +1,127 @@
+"""Indexing on a real local Ray: the same index as the local engine, item for item and vector for vector."""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+
+import numpy as np
+import pytest
+import ray
+from PIL import Image
+
+from conftest import CATALOG, noise_image
+from indexer import IndexConfig, build_index
+from indexer.edit import list_items
+from indexer.errors import InvalidInputError
+from search.engine import open_index
+
+FAKE = "python:fakes:make_encoder"
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A real Ray on this machine, two CPUs; its workers import what the tests import."""
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
+             runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}})
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture
+def mixed_folder(tmp_path):
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
+    for i in range(30):
+        noise_image(i, size=(400 + i, 300)).save(folder / ("sub" if i % 3 else ".") / f"p{i:02d}.jpg", quality=90)
+    noise_image(99).save(folder / "flat.png")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"\0" * 40)
+    return folder
+
+
+def _by_path(index) -> dict[str, tuple]:
+    return {(r.path or r.text): (r.row_id, r.modality, r.content_hash, r.width, r.height) for r in list_items(index)}
+
+
+def _assert_same_index(local, on_ray, encoder):
+    assert _by_path(on_ray) == _by_path(local)  # same items under the same row ids
+    a, b = open_index(local, encoder=encoder), open_index(on_ray, encoder=encoder)
+    for vector_set in a._sets:
+        ids = a._stored(vector_set).row_ids
+        assert np.array_equal(ids, b._stored(vector_set).row_ids)
+        np.testing.assert_allclose(a._stored(vector_set).take(np.arange(len(ids))),
+                                   b._stored(vector_set).take(np.arange(len(ids))), atol=1e-5)
+    assert sorted((f.path, f.reason) for f in a.failures()) == sorted((f.path, f.reason) for f in b.failures())
+    return a, b
+
+
+def test_a_ray_built_index_is_the_local_one(local_ray, tmp_path, mixed_folder, texts_csv, tiny_spec, tiny_encoder):
+    config = dict(images=[mixed_folder], texts=[texts_csv], model=tiny_spec, batch_size=8)
+    local = build_index(tmp_path / "local", IndexConfig(**config, workers=0))
+    on_ray = build_index(tmp_path / "ray", IndexConfig(**config, engine="ray", ray_actors=2))
+    assert on_ray.counts == local.counts == {"image": 31, "text": 4, "product": 0}
+    assert [f.reason for f in on_ray.failures] == [f.reason for f in local.failures]
+    assert on_ray.failures[0].reason == "not a recognised image format"  # broken.jpg, as locally
+    a, b = _assert_same_index(tmp_path / "local", tmp_path / "ray", tiny_encoder)
+    for query in ("a red sports car", "a bowl of soup"):
+        for target in ("image", "text"):
+            assert [(h.row_id, round(h.score, 5)) for h in a.search(query, target=target, k=5)] == \
+                [(h.row_id, round(h.score, 5)) for h in b.search(query, target=target, k=5)]
+    assert ray.is_initialized()  # a Ray the caller started is left running
+
+
+def test_a_re_run_on_ray_encodes_only_what_changed(local_ray, tmp_path, mixed_folder, tiny_spec, tiny_encoder):
+    for engine in ("local", "ray"):
+        folder = tmp_path / f"photos-{engine}"
+        shutil.copytree(mixed_folder, folder)
+        config = IndexConfig(images=[folder], model=tiny_spec, engine=engine, workers=0)
+        build_index(tmp_path / engine, config)
+        (folder / "p00.jpg").unlink()
+        noise_image(500, size=(320, 240)).save(folder / "new.jpg", quality=90)
+        report = build_index(tmp_path / engine, config)
+        assert (report.stats.encoded, report.stats.removed, report.stats.reused) == (1, 1, 30), engine
+    local = {p.replace("photos-local", "X"): v for p, v in _by_path(tmp_path / "local").items()}
+    assert {p.replace("photos-ray", "X"): v for p, v in _by_path(tmp_path / "ray").items()} == local
+
+
+def test_products_and_your_own_model_on_ray(local_ray, tmp_path):
+    config = dict(images=[], texts=[CATALOG / "listings.csv"], text_column="description", image_column="image",
+                  model=FAKE)
+    build_index(tmp_path / "local", IndexConfig(**config, workers=0))
+    build_index(tmp_path / "ray", IndexConfig(**config, engine="ray"))
+    from fakes import make_encoder
+
+    _assert_same_index(tmp_path / "local", tmp_path / "ray", make_encoder(None, "cpu"))
+    hits = open_index(tmp_path / "ray", encoder=make_encoder(None, "cpu")).search(
+        "I want to buy a red car", target="product", k=1)
+    assert "red" in hits[0].text.lower()
+
+
+def test_unknown_engine_and_no_actors_are_refused_before_anything_runs(tmp_path, mixed_folder, tiny_encoder):
+    for config, words in ((IndexConfig(images=[mixed_folder], engine="spark"), "unknown engine 'spark'; use local or ray"),
+                          (IndexConfig(images=[mixed_folder], engine="ray", ray_actors=0), "at least 1 encoding actor")):
+        with pytest.raises(InvalidInputError, match=words):
+            build_index(tmp_path / "index", config, encoder=tiny_encoder)
+        assert not (tmp_path / "index").exists()
+
+
+def test_the_cli_starts_a_local_ray_and_stops_it(tmp_path, mixed_folder):
+    from test_cli import xmodal
+
+    out = tmp_path / "index"
+    done = xmodal("index", str(mixed_folder), "--out", str(out), "--model", FAKE, "--ray", "--ray-actors", "2")
+    assert done.returncode == 0, done.stderr
+    assert "indexed 31 images" in done.stdout and "skipped 1" in done.stdout
+    assert "Traceback" not in done.stderr
+    local = build_index(tmp_path / "local", IndexConfig(images=[mixed_folder], model=FAKE, workers=0))
+    assert _by_path(out) == _by_path(tmp_path / "local") and local.counts["image"] == 31
+
+
+def test_ray_photos_keep_their_own_sizes(local_ray, tmp_path, tiny_spec):
+    folder = tmp_path / "big"
+    folder.mkdir()
+    noise_image(1, size=(1200, 900)).save(folder / "big.jpg", quality=90)
+    Image.new("RGB", (50, 40), "red").save(folder / "small.png")
+    build_index(tmp_path / "index", IndexConfig(images=[folder], model=tiny_spec, engine="ray"))
+    assert {r.path.rsplit("/", 1)[1]: (r.width, r.height) for r in list_items(tmp_path / "index")} == \
+        {"big.jpg": (1200, 900), "small.png": (50, 40)}
