@@ -1,8 +1,8 @@
 """Decoding and encoding on a Ray cluster, through Ray Data: the same plan, journal and commit as a local run.
 
 The driver plans (what is new, changed, removed, reused) exactly as a local run does. What must be encoded
-goes to Ray: photos are read, decoded and preprocessed by Ray tasks, then encoded by a pool of actors, each
-loading the model once (on a GPU of its own where the cluster has them); texts go straight to the actors.
+goes to Ray Data: a pool of actors, each loading the model once (on a GPU of its own where the cluster has
+them), reads, decodes and encodes the photos of each batch, and encodes the texts.
 Results stream back to the driver in input order, each carrying its own path (images) or position (texts),
 and are journaled as they arrive, so a run stopped midway resumes without re-encoding them; the driver
 writes the segments and commits one manifest.
@@ -23,9 +23,6 @@ import numpy as np
 from .decode import DecodedImage, DecodeFailure, read_one
 from .errors import InvalidInputError, option
 from .models.base import ModelIdentity, image_input_side
-from .models.recipe import ImageRecipe
-
-DECODE_BATCH = 16  # photos per decoding task
 
 
 @dataclass(frozen=True)
@@ -74,34 +71,29 @@ def _quiet_data() -> None:
 
 
 class _Encoding:
-    """A Ray Data actor: the model, loaded once per actor from the index's identity."""
+    """A Ray Data actor: the model, loaded once per actor from the index's identity. Photos are read, decoded
+    and preprocessed in the actor itself: Ray Data would fuse a separate decoding step into it anyway, and
+    this way the pixels never go through Arrow blocks (that conversion had cost more than decoding)."""
 
-    def __init__(self, identity: dict[str, Any], device: str | None):
+    def __init__(self, identity: dict[str, Any], device: str | None, max_pixels: int, min_side: int | None):
         from .models import load_encoder_for
 
         wanted = ModelIdentity.from_dict(identity)
         self.encoder = load_encoder_for(wanted, device)
         if self.encoder.identity.compatibility_key() != wanted.compatibility_key():
             raise RuntimeError(f"this worker loaded {self.encoder.identity.describe()}, not {wanted.describe()}")
+        self.max_pixels, self.min_side = max_pixels, min_side
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if "text" in batch:
             return {"position": batch["position"], "vector": self.encoder.encode_texts([str(t) for t in batch["text"]])}
-        ok = batch["reason"] == ""
-        vectors = np.zeros((len(ok), self.encoder.identity.dim), np.float32)
-        if ok.any():
-            vectors[ok] = self.encoder.encode_preprocessed(list(batch["pixels"][ok]))
-        kept = {k: v for k, v in batch.items() if k != "pixels"}
-        return {**kept, "vector": vectors}
-
-
-def _decoding(recipe: ImageRecipe | None, identity: dict[str, Any], max_pixels: int, min_side: int | None):
-    """A Ray Data task function: paths -> metadata and preprocessed pixels (or the failure's reason)."""
-    def decode(batch: dict[str, np.ndarray]) -> dict[str, Any]:
-        preprocess = recipe or _worker_preprocess(identity)
-        rows = [read_one(str(path), preprocess, max_pixels, min_side) for path in batch["path"]]
-        good = next((r.pixels for r in rows if isinstance(r, DecodedImage)), None)
-        blank = np.zeros_like(np.asarray(good)) if good is not None else np.zeros(1, np.float32)
+        rows = [read_one(str(path), self.encoder.preprocess_image, self.max_pixels, self.min_side)
+                for path in batch["path"]]
+        decoded = [r for r in rows if isinstance(r, DecodedImage)]
+        vectors = np.zeros((len(rows), self.encoder.identity.dim), np.float32)
+        if decoded:
+            vectors[[isinstance(r, DecodedImage) for r in rows]] = \
+                self.encoder.encode_preprocessed([r.pixels for r in decoded])
         return {
             "position": batch["position"],
             "path": batch["path"],
@@ -111,23 +103,8 @@ def _decoding(recipe: ImageRecipe | None, identity: dict[str, Any], max_pixels: 
             "mtime": np.array([getattr(r, "mtime", 0.0) for r in rows], np.float64),
             "width": np.array([getattr(r, "width", 0) for r in rows], np.int64),
             "height": np.array([getattr(r, "height", 0) for r in rows], np.int64),
-            "pixels": np.stack([np.asarray(r.pixels) if isinstance(r, DecodedImage) else blank for r in rows]),
+            "vector": vectors,
         }
-    return decode
-
-
-_WORKER_ENCODERS: dict[tuple, Any] = {}
-
-
-def _worker_preprocess(identity: dict[str, Any]):
-    """An encoder's own preprocessing, for models without a numpy recipe: loaded once per worker process."""
-    from .models import load_encoder_for
-
-    wanted = ModelIdentity.from_dict(identity)
-    key = wanted.compatibility_key()
-    if key not in _WORKER_ENCODERS:
-        _WORKER_ENCODERS[key] = load_encoder_for(wanted, "cpu")
-    return _WORKER_ENCODERS[key].preprocess_image
 
 
 def _actor_options(settings: RaySettings) -> dict[str, Any]:
@@ -149,9 +126,8 @@ def encode_images(encoder, paths: list[str], settings: RaySettings, batch_size: 
     identity = encoder.identity.to_dict()
     min_side = image_input_side(encoder) if decode == "reduced" else None
     dataset = ray.data.from_items([{"position": i, "path": p} for i, p in enumerate(paths)]) \
-        .map_batches(_decoding(getattr(encoder, "recipe", None), identity, max_pixels, min_side),
-                     batch_size=DECODE_BATCH) \
-        .map_batches(_Encoding, fn_constructor_kwargs={"identity": identity, "device": _device(encoder)},
+        .map_batches(_Encoding, fn_constructor_kwargs={"identity": identity, "device": _device(encoder),
+                                                       "max_pixels": max_pixels, "min_side": min_side},
                      batch_size=batch_size, **_actor_options(settings))
     expected = 0
     for batch in dataset.iter_batches(batch_size=batch_size, batch_format="numpy"):
@@ -171,7 +147,8 @@ def encode_texts(encoder, texts: list[str], settings: RaySettings, batch_size: i
     _quiet_data()
     dataset = ray.data.from_items([{"position": i, "text": t} for i, t in enumerate(texts)]) \
         .map_batches(_Encoding, fn_constructor_kwargs={"identity": encoder.identity.to_dict(),
-                                                       "device": _device(encoder)},
+                                                       "device": _device(encoder), "max_pixels": 0,
+                                                       "min_side": None},
                      batch_size=batch_size, **_actor_options(settings))
     expected = 0
     for batch in dataset.iter_batches(batch_size=batch_size, batch_format="numpy"):
