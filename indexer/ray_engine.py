@@ -41,6 +41,9 @@ def start(settings: RaySettings) -> bool:
             f"{option('engine', 'ray')} needs Ray; install it with pip install 'xmodal[ray]'") from None
     if ray.is_initialized():
         return False
+    if settings.address and not _reachable(settings.address):
+        raise InvalidInputError(f"cannot join the Ray cluster at {settings.address}: nothing answers there; check "
+                                "the address (ray start --head prints it) and that the head node is running")
     os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")  # Ray's C++ core logs warnings to our stderr
     env = {} if settings.address else {"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}}
     try:
@@ -50,6 +53,21 @@ def start(settings: RaySettings) -> bool:
         raise InvalidInputError(f"cannot join the Ray cluster at {settings.address}: {str(exc).splitlines()[0]}; "
                                 "check the address (ray start --head prints it)") from None
     return True
+
+
+def _reachable(address: str, seconds: float = 3.0) -> bool:
+    """Whether a HOST:PORT address answers at all: Ray itself waits minutes on a dead one. Other forms
+    ("auto", ray://...) are left to Ray."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or "://" in address:
+        return True
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=seconds):
+            return True
+    except OSError:
+        return False
 
 
 def stop() -> None:

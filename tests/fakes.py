@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import time
+from dataclasses import replace
 from typing import Sequence
 
 import numpy as np
@@ -87,6 +88,26 @@ class SlowFakeEncoder(FakeEncoder):
         with open(os.environ["FAKE_PROGRESS_FILE"], "a") as handle:
             handle.write(f"{len(vectors)}\n")
         return vectors
+
+
+class CrashOnceEncoder(FakeEncoder):
+    """Ends its own process at its first batch of photos, once (a Ray worker lost mid-run); `marker`, given as
+    the weights, is the file that says it has happened."""
+
+    def __init__(self, marker: str, device: str = "cpu"):
+        super().__init__(device)
+        self.marker = marker
+        self.identity = replace(self.identity, spec="python:fakes:make_crashing_encoder", pretrained=marker)
+
+    def encode_preprocessed(self, batch) -> np.ndarray:
+        if not os.path.exists(self.marker):
+            open(self.marker, "w").close()
+            os._exit(1)
+        return super().encode_preprocessed(batch)
+
+
+def make_crashing_encoder(pretrained: str | None, device: str) -> FakeEncoder:
+    return CrashOnceEncoder(pretrained, device)
 
 
 def make_encoder(pretrained: str | None, device: str) -> FakeEncoder:

@@ -5,6 +5,8 @@
     python tests/kill_driver.py INDEX - TABLE POINT N products   # TABLE's rows are products (image column "image")
     python tests/kill_driver.py INDEX - - POINT N compact         # compact INDEX (xmodal compact)
 
+XMODAL_TEST_ENGINE=ray runs the indexing on a local Ray this process starts.
+
 Only the test suite uses this; the product has no fault hooks of its own.
 """
 from __future__ import annotations
@@ -59,7 +61,7 @@ def config(images: str, texts: str, products: bool = False):
         return IndexConfig(texts=[Path(texts)], text_column="description", image_column="image",
                            model="python:fakes:make_encoder", workers=0, batch_size=4, journal_every=4)
     return IndexConfig(images=[Path(images)], texts=[Path(texts)], model="python:fakes:make_encoder",
-                       workers=0, batch_size=4, journal_every=4)
+                       workers=0, batch_size=4, journal_every=4, engine=os.environ.get("XMODAL_TEST_ENGINE", "local"))
 
 
 def small_segments(rows: str) -> None:

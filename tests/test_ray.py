@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import subprocess
 import sys
 
 import numpy as np
@@ -10,7 +12,7 @@ import pytest
 import ray
 from PIL import Image
 
-from conftest import CATALOG, noise_image
+from conftest import CATALOG, TESTS, env_with_tests_path, noise_image
 from indexer import IndexConfig, build_index
 from indexer.edit import list_items
 from indexer.errors import InvalidInputError
@@ -95,6 +97,43 @@ def test_products_and_your_own_model_on_ray(local_ray, tmp_path):
     hits = open_index(tmp_path / "ray", encoder=make_encoder(None, "cpu")).search(
         "I want to buy a red car", target="product", k=1)
     assert "red" in hits[0].text.lower()
+
+
+def test_a_worker_lost_midway_is_replaced_and_nothing_is_missing_or_doubled(local_ray, tmp_path, mixed_folder):
+    """The first actor to encode a batch of photos dies (os._exit); Ray restarts it and retries the batch."""
+    marker = tmp_path / "crashed"
+    config = dict(images=[mixed_folder], batch_size=4)
+    report = build_index(tmp_path / "ray", IndexConfig(**config, model="python:fakes:make_crashing_encoder",
+                                                       pretrained=str(marker), engine="ray"))
+    assert marker.exists()  # a worker did die
+    build_index(tmp_path / "local", IndexConfig(**config, model=FAKE, workers=0))
+    ray_items, local_items = _by_path(tmp_path / "ray"), _by_path(tmp_path / "local")
+    assert ray_items == local_items and report.counts["image"] == 31
+    from fakes import make_encoder
+
+    a, b = open_index(tmp_path / "local", encoder=make_encoder(None, "cpu")), open_index(tmp_path / "ray")
+    np.testing.assert_allclose(a._stored("image").take(np.arange(31)), b._stored("image").take(np.arange(31)))
+
+
+def test_a_driver_killed_midway_resumes_on_ray_without_re_encoding(local_ray, tmp_path, mixed_folder, texts_csv):
+    """SIGKILL at the third journal write of a run on Ray (its own local Ray, stopped with it), then the
+    same run again: what was journaled is resumed, and the index is the one a clean local run builds."""
+    index = tmp_path / "index"
+    driver = subprocess.Popen([sys.executable, str(TESTS / "kill_driver.py"), str(index), str(mixed_folder),
+                               str(texts_csv), "journal_append", "3"], env={**env_with_tests_path(),
+                              "XMODAL_TEST_ENGINE": "ray"}, start_new_session=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    driver.communicate(timeout=300)
+    os.killpg(driver.pid, signal.SIGKILL)  # the Ray it started goes with it
+    assert driver.returncode == -signal.SIGKILL
+    report = build_index(index, IndexConfig(images=[mixed_folder], texts=[texts_csv], model=FAKE, batch_size=4,
+                                            journal_every=4, engine="ray"))
+    assert report.stats.resumed >= 8  # two journal writes of at least 4 items survived the kill
+    assert report.stats.resumed + report.stats.encoded == 31 + 4  # each photo and text once; broken.jpg fails
+    build_index(tmp_path / "local", IndexConfig(images=[mixed_folder], texts=[texts_csv], model=FAKE, workers=0))
+    from fakes import make_encoder
+
+    _assert_same_index(tmp_path / "local", index, make_encoder(None, "cpu"))
 
 
 def test_unknown_engine_and_no_actors_are_refused_before_anything_runs(tmp_path, mixed_folder, tiny_encoder):
