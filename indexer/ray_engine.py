@@ -126,12 +126,11 @@ class _Encoding:
 
 
 def _actor_options(settings: RaySettings) -> dict[str, Any]:
-    import ray
     import ray.data
 
     gpus = settings.gpus_per_actor
     if gpus is None:
-        gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+        gpus = 1 if _cluster_has_gpus() else 0
     return {"compute": ray.data.ActorPoolStrategy(size=settings.actors), "num_gpus": gpus}
 
 
