@@ -184,28 +184,27 @@ def encode_images_journaled(encoder: Encoder, paths: list[str], journal: Journal
             buffer.add([JournalEntry("image", d.path, d.content_hash, d.size, d.mtime, d.width, d.height, v)
                         for d, v in zip(decoded, vectors)])
 
-        if settings.ray is not None:
-            return _encoded_on_ray(encoder, paths, settings, timer, progress, label, remember)
+        if settings.ray is not None:  # the workers journal their own vectors
+            return _encoded_on_ray(encoder, paths, journal, settings, timer, progress, label)
         return encode_image_files(encoder, paths, settings.batch_size, settings.workers, settings.max_pixels,
                                   progress, timer, on_batch=remember, label=label, decode=settings.decode,
                                   stream=stream, decode_device=settings.decode_device)
 
 
-def _encoded_on_ray(encoder: Encoder, paths: list[str], settings: EncodeSettings, timer: Timer,
-                    progress: ProgressFactory | None, label: str, remember: BatchHook) -> EncodedImages:
+def _encoded_on_ray(encoder: Encoder, paths: list[str], journal: Journal, settings: EncodeSettings, timer: Timer,
+                    progress: ProgressFactory | None, label: str) -> EncodedImages:
     from . import ray_engine
 
     bar = progress(label, len(paths)) if progress and paths else None
     decoded_all, vectors, failures = [], [], []
     batches = ray_engine.encode_images(encoder, paths, settings.ray, settings.batch_size, settings.max_pixels,
-                                       settings.decode)
+                                       settings.decode, journal.folder)
     while True:
         with timer.stage("encode"):  # on the cluster: decoding and encoding together
             batch = next(batches, None)
         if batch is None:
             break
         images, encoded, failed = batch
-        remember(images, encoded)
         decoded_all += images
         vectors.append(encoded)
         failures += [_failure(f) for f in failed]
@@ -228,14 +227,15 @@ def encode_texts_journaled(encoder: Encoder, texts: list[str], journal: Journal,
     own_bar = bar is None
     bar = progress(label, len(texts)) if own_bar and progress and texts else bar
     chunks = []
-    encoded = _text_batches(encoder, texts, settings)
+    encoded = _text_batches(encoder, texts, hashes, journal, settings)
     with JournalBuffer(journal, settings.journal_every) as buffer:
         start = 0
         while start < len(texts):
             with timer.stage("encode"):
                 vectors = next(encoded)
-            buffer.add([JournalEntry("text", None, digest, None, None, None, None, v)
-                        for digest, v in zip(hashes[start:start + len(vectors)], vectors)])
+            if settings.ray is None:  # on Ray the workers journal their own vectors
+                buffer.add([JournalEntry("text", None, digest, None, None, None, None, v)
+                            for digest, v in zip(hashes[start:start + len(vectors)], vectors)])
             chunks.append(vectors)
             start += len(vectors)
             if bar:
@@ -245,12 +245,13 @@ def encode_texts_journaled(encoder: Encoder, texts: list[str], journal: Journal,
     return [vector for chunk in chunks for vector in chunk]  # views: the journal holds the same batches
 
 
-def _text_batches(encoder: Encoder, texts: list[str], settings: EncodeSettings) -> Iterator[np.ndarray]:
+def _text_batches(encoder: Encoder, texts: list[str], hashes: list[str], journal: Journal,
+                  settings: EncodeSettings) -> Iterator[np.ndarray]:
     """The texts' vectors a batch at a time, in order: here, or on a Ray cluster."""
     if settings.ray is not None:
         from . import ray_engine
 
-        yield from ray_engine.encode_texts(encoder, texts, settings.ray, settings.batch_size)
+        yield from ray_engine.encode_texts(encoder, texts, hashes, settings.ray, settings.batch_size, journal.folder)
         return
     for start in range(0, len(texts), settings.batch_size):
         yield encoder.encode_texts(texts[start:start + settings.batch_size])

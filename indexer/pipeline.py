@@ -237,7 +237,7 @@ def _run_with_model(index_dir: IndexDir, config: IndexConfig, source_plan: Sourc
     ids = RowIds(state.next_row_id)
     delta = start_delta(index_dir, model.identity.dim, recorded_settings, _expected_size(previous, found))
     delta.fresh.timer = timer
-    with writing(index_dir), _engine(settings):
+    with writing(index_dir), _engine(settings, journal.folder):
         planner = ImagePlanner(scoped, journal, ids, config.retry_failed)
         images = _stream_images(model, found.image_paths, planner, journal, ids, settings, timer, progress,
                                 delta.fresh)
@@ -263,10 +263,12 @@ def _run_with_model(index_dir: IndexDir, config: IndexConfig, source_plan: Sourc
 
 
 @contextmanager
-def _engine(settings: EncodeSettings):
+def _engine(settings: EncodeSettings, journal_folder: Path):
     """Ray, while a run encodes on it: joined (or started locally, then stopped) once the run knows it must."""
     started = settings.ray is not None and ray_engine.start(settings.ray)
     try:
+        if settings.ray is not None:
+            ray_engine.check_storage(journal_folder)
         yield
     finally:
         if started:

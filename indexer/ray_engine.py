@@ -3,8 +3,10 @@
 The driver plans (what is new, changed, removed, reused) exactly as a local run does. What must be encoded
 goes to Ray Data: a pool of actors, each loading the model once (on a GPU of its own where the cluster has
 them), reads, decodes and encodes the photos of each batch, and encodes the texts.
-Results stream back to the driver in input order, each carrying its own path (images) or position (texts),
-and are journaled as they arrive, so a run stopped midway resumes without re-encoding them; the driver
+Each actor writes the vectors of its batch into the index's resume journal itself (so the index's folder
+must be on storage every node reaches, at the same path: check_storage) and returns only where each vector
+is; a run stopped midway, even before the driver heard of a batch, resumes without re-encoding it. The
+driver reads them back in input order, each checked against its own path (images) or position (texts),
 writes the segments and commits one manifest.
 
 Install with `pip install "xmodal[ray]"`. `IndexConfig(engine="ray")` starts a local Ray with this
@@ -15,7 +17,9 @@ from __future__ import annotations
 
 import os
 import sys
+import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
@@ -23,6 +27,8 @@ import numpy as np
 from .decode import DecodedImage, DecodeFailure, read_one
 from .errors import InvalidInputError, option
 from .models.base import ModelIdentity, image_input_side
+from .store import journal
+from .store.journal import JournalEntry, worker_chunk_name, write_chunk
 
 
 @dataclass(frozen=True)
@@ -70,6 +76,28 @@ def _reachable(address: str, seconds: float = 3.0) -> bool:
         return False
 
 
+def check_storage(folder: Path) -> None:
+    """Workers write their vectors into the index's folder: every node must reach it, at the same path."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    folder = Path(folder).resolve()
+    probe = ray.remote(num_cpus=0)(_can_write)
+    nodes = [node for node in ray.nodes() if node["Alive"]]
+    answers = ray.get([probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False))
+                       .remote(str(folder)) for node in nodes])
+    blind = sorted({node["NodeManagerAddress"] for node, ok in zip(nodes, answers) if not ok})
+    if blind:
+        raise InvalidInputError(
+            f"the index folder {folder} cannot be written from the Ray node(s) at {', '.join(blind)}, and the "
+            f"workers write the vectors there; index into a folder ({option('out')}) on storage every node "
+            "mounts at the same path (NFS or a cluster file system)")
+
+
+def _can_write(folder: str) -> bool:
+    return os.path.isdir(folder) and os.access(folder, os.W_OK)
+
+
 def stop() -> None:
     import ray
 
@@ -91,9 +119,12 @@ def _quiet_data() -> None:
 class _Encoding:
     """A Ray Data actor: the model, loaded once per actor from the index's identity. Photos are read, decoded
     and preprocessed in the actor itself: Ray Data would fuse a separate decoding step into it anyway, and
-    this way the pixels never go through Arrow blocks (that conversion had cost more than decoding)."""
+    this way the pixels never go through Arrow blocks (that conversion had cost more than decoding).
+    Vectors do not travel back either: the actor writes them as a journal chunk into the index's folder
+    and returns where each row's vector is."""
 
-    def __init__(self, identity: dict[str, Any], device: str | None, max_pixels: int, min_side: int | None):
+    def __init__(self, identity: dict[str, Any], device: str | None, max_pixels: int, min_side: int | None,
+                 journal_folder: str, run: str):
         from .models import load_encoder_for
 
         wanted = ModelIdentity.from_dict(identity)
@@ -101,28 +132,38 @@ class _Encoding:
         if self.encoder.identity.compatibility_key() != wanted.compatibility_key():
             raise RuntimeError(f"this worker loaded {self.encoder.identity.describe()}, not {wanted.describe()}")
         self.max_pixels, self.min_side = max_pixels, min_side
+        self.journal_folder, self.run = Path(journal_folder), run
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if "text" in batch:
-            return {"position": batch["position"], "vector": self.encoder.encode_texts([str(t) for t in batch["text"]])}
+        return self._texts(batch) if "text" in batch else self._images(batch)
+
+    def _texts(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        vectors = self.encoder.encode_texts([str(t) for t in batch["text"]])
+        entries = [JournalEntry("text", None, str(digest), None, None, None, None, vector)
+                   for digest, vector in zip(batch["hash"], vectors)]
+        chunk = self._write(int(batch["position"][0]), entries)
+        return {"position": batch["position"], "reason": np.full(len(entries), "", dtype=object),
+                "chunk": np.full(len(entries), chunk, dtype=object), "chunk_row": np.arange(len(entries))}
+
+    def _images(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows = [read_one(str(path), self.encoder.preprocess_image, self.max_pixels, self.min_side)
                 for path in batch["path"]]
         decoded = [r for r in rows if isinstance(r, DecodedImage)]
-        vectors = np.zeros((len(rows), self.encoder.identity.dim), np.float32)
-        if decoded:
-            vectors[[isinstance(r, DecodedImage) for r in rows]] = \
-                self.encoder.encode_preprocessed([r.pixels for r in decoded])
-        return {
-            "position": batch["position"],
-            "path": batch["path"],
-            "reason": np.array([r.reason if isinstance(r, DecodeFailure) else "" for r in rows], dtype=object),
-            "content_hash": np.array([getattr(r, "content_hash", "") for r in rows], dtype=object),
-            "size": np.array([getattr(r, "size", 0) for r in rows], np.int64),
-            "mtime": np.array([getattr(r, "mtime", 0.0) for r in rows], np.float64),
-            "width": np.array([getattr(r, "width", 0) for r in rows], np.int64),
-            "height": np.array([getattr(r, "height", 0) for r in rows], np.int64),
-            "vector": vectors,
-        }
+        vectors = self.encoder.encode_preprocessed([r.pixels for r in decoded]) if decoded else []
+        entries = [JournalEntry("image", r.path, r.content_hash, r.size, r.mtime, r.width, r.height, vector)
+                   for r, vector in zip(decoded, vectors)]
+        chunk = self._write(int(batch["position"][0]), entries)
+        ok = np.array([isinstance(r, DecodedImage) for r in rows])
+        return {"position": batch["position"],
+                "reason": np.array([r.reason if isinstance(r, DecodeFailure) else "" for r in rows], dtype=object),
+                "chunk": np.where(ok, chunk, "").astype(object), "chunk_row": np.where(ok, np.cumsum(ok) - 1, -1)}
+
+    def _write(self, first_position: int, entries: list[JournalEntry]) -> str:
+        if not entries:
+            return ""
+        name = worker_chunk_name(self.run, first_position)
+        write_chunk(self.journal_folder / name, entries)
+        return name
 
 
 def _actor_options(settings: RaySettings) -> dict[str, Any]:
@@ -135,42 +176,64 @@ def _actor_options(settings: RaySettings) -> dict[str, Any]:
 
 
 def encode_images(encoder, paths: list[str], settings: RaySettings, batch_size: int, max_pixels: int,
-                  decode: str) -> Iterator[tuple[list[DecodedImage], np.ndarray, list[DecodeFailure]]]:
-    """(decoded images, their vectors, failures) a batch at a time, in the order of `paths`."""
-    import ray.data
-
-    _quiet_data()
-    identity = encoder.identity.to_dict()
+                  decode: str, journal_folder: Path) -> Iterator[tuple[list[DecodedImage], np.ndarray, list[DecodeFailure]]]:
+    """(decoded images, their vectors, failures) a batch at a time, in the order of `paths`; the vectors are
+    already in the journal (the workers wrote them there)."""
     min_side = image_input_side(encoder) if decode == "reduced" else None
-    dataset = ray.data.from_items([{"position": i, "path": p} for i, p in enumerate(paths)]) \
-        .map_batches(_Encoding, fn_constructor_kwargs={"identity": identity, "device": _device(encoder),
-                                                       "max_pixels": max_pixels, "min_side": min_side},
-                     batch_size=batch_size, **_actor_options(settings))
-    expected = 0
-    for batch in dataset.iter_batches(batch_size=batch_size, batch_format="numpy"):
-        expected = _in_order(batch["position"], expected)
+    rows = [{"position": i, "path": p} for i, p in enumerate(paths)]
+    chunks = _ChunkReader(journal_folder)
+    for batch in _encoded(encoder, rows, settings, batch_size, journal_folder, max_pixels, min_side):
         ok = batch["reason"] == ""
-        images = [DecodedImage(str(batch["path"][i]), str(batch["content_hash"][i]), int(batch["size"][i]),
-                               float(batch["mtime"][i]), int(batch["width"][i]), int(batch["height"][i]), None)
-                  for i in np.flatnonzero(ok)]
-        failures = [DecodeFailure(str(batch["path"][i]), str(batch["reason"][i])) for i in np.flatnonzero(~ok)]
-        yield images, np.asarray(batch["vector"][ok], np.float32).reshape(-1, encoder.identity.dim), failures
+        entries, vectors = chunks.take(batch["chunk"][ok], batch["chunk_row"][ok])
+        images = [DecodedImage(e["path"], e["content_hash"], e["size"], e["mtime"], e["width"], e["height"], None)
+                  for e in entries]
+        if [image.path for image in images] != [paths[i] for i in batch["position"][ok]]:
+            raise RuntimeError("a Ray worker's journal chunk does not hold the photos of its batch")
+        failures = [DecodeFailure(paths[i], str(reason)) for i, reason in zip(batch["position"][~ok], batch["reason"][~ok])]
+        yield images, vectors.reshape(-1, encoder.identity.dim), failures
 
 
-def encode_texts(encoder, texts: list[str], settings: RaySettings, batch_size: int) -> Iterator[np.ndarray]:
-    """The texts' vectors, a batch at a time, in order."""
+def encode_texts(encoder, texts: list[str], hashes: list[str], settings: RaySettings, batch_size: int,
+                 journal_folder: Path) -> Iterator[np.ndarray]:
+    """The texts' vectors, a batch at a time, in order; already in the journal, by their `hashes`."""
+    rows = [{"position": i, "text": t, "hash": h} for i, (t, h) in enumerate(zip(texts, hashes))]
+    chunks = _ChunkReader(journal_folder)
+    for batch in _encoded(encoder, rows, settings, batch_size, journal_folder, 0, None):
+        yield chunks.take(batch["chunk"], batch["chunk_row"])[1].reshape(-1, encoder.identity.dim)
+
+
+def _encoded(encoder, rows: list[dict], settings: RaySettings, batch_size: int, journal_folder: Path,
+             max_pixels: int, min_side: int | None) -> Iterator[dict[str, np.ndarray]]:
+    """The actors' answers for `rows`, a batch at a time, in input order."""
     import ray.data
 
     _quiet_data()
-    dataset = ray.data.from_items([{"position": i, "text": t} for i, t in enumerate(texts)]) \
-        .map_batches(_Encoding, fn_constructor_kwargs={"identity": encoder.identity.to_dict(),
-                                                       "device": _device(encoder), "max_pixels": 0,
-                                                       "min_side": None},
-                     batch_size=batch_size, **_actor_options(settings))
+    arguments = {"identity": encoder.identity.to_dict(), "device": _device(encoder), "max_pixels": max_pixels,
+                 "min_side": min_side, "journal_folder": str(Path(journal_folder).resolve()), "run": uuid.uuid4().hex[:12]}
+    dataset = ray.data.from_items(rows).map_batches(_Encoding, fn_constructor_kwargs=arguments,
+                                                     batch_size=batch_size, **_actor_options(settings))
     expected = 0
     for batch in dataset.iter_batches(batch_size=batch_size, batch_format="numpy"):
         expected = _in_order(batch["position"], expected)
-        yield np.asarray(batch["vector"], np.float32)
+        yield batch
+
+
+class _ChunkReader:
+    """Reads back the vectors workers wrote. The driver's batches need not match the workers': one may end
+    in a chunk the next one begins with, so the last chunk read is kept."""
+
+    def __init__(self, folder: Path):
+        self._folder, self._name, self._rows, self._vectors = folder, None, [], np.zeros((0, 0), np.float32)
+
+    def take(self, names: np.ndarray, positions: np.ndarray) -> tuple[list[dict], np.ndarray]:
+        entries, vectors = [], []
+        for name, position in zip(names, positions):
+            if name != self._name:
+                self._rows, self._vectors = journal.read_chunk(self._folder / str(name))
+                self._name = name
+            entries.append(self._rows[position])
+            vectors.append(self._vectors[position])
+        return entries, np.array(vectors, np.float32)
 
 
 def _in_order(positions: np.ndarray, expected: int) -> int:

@@ -24,6 +24,7 @@ POINTS = {
     "encode_image": ("fakes", "FakeEncoder", "encode_preprocessed"),
     "encode_text": ("fakes", "FakeEncoder", "encode_texts"),
     "journal_append": ("indexer.store.journal", "Journal", "append"),
+    "journal_read_chunk": ("indexer.store.journal", None, "read_chunk"),  # on Ray: the driver reads workers' vectors
     "write_items": ("indexer.store.segments", None, "write_items"),
     "write_vectors": ("indexer.store.segments", None, "_save_npy"),  # ids, vectors and deletion files
     "write_deletions": ("indexer.commit", None, "write_deletions"),

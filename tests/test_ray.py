@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import ray
 from PIL import Image
@@ -116,19 +117,22 @@ def test_a_worker_lost_midway_is_replaced_and_nothing_is_missing_or_doubled(loca
 
 
 def test_a_driver_killed_midway_resumes_on_ray_without_re_encoding(local_ray, tmp_path, mixed_folder, texts_csv):
-    """SIGKILL at the third journal write of a run on Ray (its own local Ray, stopped with it), then the
-    same run again: what was journaled is resumed, and the index is the one a clean local run builds."""
+    """SIGKILL as the driver reads back the third batch the workers journaled (its own local Ray, stopped with
+    it), then the same run again: every vector the workers wrote is resumed, heard of by the driver or not,
+    and the index is the one a clean local run builds."""
     index = tmp_path / "index"
     driver = subprocess.Popen([sys.executable, str(TESTS / "kill_driver.py"), str(index), str(mixed_folder),
-                               str(texts_csv), "journal_append", "3"], env={**env_with_tests_path(),
+                               str(texts_csv), "journal_read_chunk", "3"], env={**env_with_tests_path(),
                               "XMODAL_TEST_ENGINE": "ray"}, start_new_session=True,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     driver.communicate(timeout=300)
     os.killpg(driver.pid, signal.SIGKILL)  # the Ray it started goes with it
     assert driver.returncode == -signal.SIGKILL
+    written = sum(pq.ParquetFile(chunk).metadata.num_rows for chunk in (index / ".journal").glob("chunk-ray-*.parquet"))
+    assert written >= 8  # at least the two batches the driver had read back
     report = build_index(index, IndexConfig(images=[mixed_folder], texts=[texts_csv], model=FAKE, batch_size=4,
                                             journal_every=4, engine="ray"))
-    assert report.stats.resumed >= 8  # two journal writes of at least 4 items survived the kill
+    assert report.stats.resumed == written
     assert report.stats.resumed + report.stats.encoded == 31 + 4  # each photo and text once; broken.jpg fails
     build_index(tmp_path / "local", IndexConfig(images=[mixed_folder], texts=[texts_csv], model=FAKE, workers=0))
     from fakes import make_encoder
@@ -164,3 +168,13 @@ def test_ray_photos_keep_their_own_sizes(local_ray, tmp_path, tiny_spec):
     build_index(tmp_path / "index", IndexConfig(images=[folder], model=tiny_spec, engine="ray"))
     assert {r.path.rsplit("/", 1)[1]: (r.width, r.height) for r in list_items(tmp_path / "index")} == \
         {"big.jpg": (1200, 900), "small.png": (50, 40)}
+
+
+def test_an_index_folder_a_node_cannot_write_is_one_line(local_ray, tmp_path):
+    """The workers write vectors into the index's folder: every node is asked before anything is encoded."""
+    from indexer import ray_engine
+
+    ray_engine.check_storage(tmp_path)
+    with pytest.raises(InvalidInputError, match=r"cannot be written from the Ray node\(s\) at [\d.]+, .*"
+                                                r"index into a folder \(out\) on storage every node mounts"):
+        ray_engine.check_storage(tmp_path / "not-mounted-here")
