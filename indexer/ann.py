@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
@@ -91,6 +92,14 @@ def gpu_count() -> int:
     return faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
 
 
+VectorAdder = Callable[[Any, np.ndarray, np.ndarray], Any]  # (trained index, vectors, row ids) -> filled index
+
+
+def add_here(index, vectors: np.ndarray, row_ids: np.ndarray):
+    index.add_with_ids(vectors, np.asarray(row_ids, dtype=np.int64))
+    return index
+
+
 @dataclass
 class SearchResult:
     """Scores and row ids of one query, best first, FAISS's -1 padding removed."""
@@ -108,7 +117,9 @@ class VectorIndex:
         self._apply_search_params()
 
     @classmethod
-    def build(cls, vectors: np.ndarray, row_ids: np.ndarray, spec: AnnSpec) -> "VectorIndex":
+    def build(cls, vectors: np.ndarray, row_ids: np.ndarray, spec: AnnSpec,
+              add: "VectorAdder | None" = None) -> "VectorIndex":
+        """`add`: fills a trained IVF index elsewhere (ray_engine.add_in_shards); other kinds add here."""
         import faiss
 
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
@@ -126,7 +137,7 @@ class VectorIndex:
         else:
             index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
         if not on_gpus:
-            index.add_with_ids(vectors, np.asarray(row_ids, dtype=np.int64))
+            index = (add if add is not None and spec.kind == "ivf" else add_here)(index, vectors, row_ids)
         if spec.kind == "ivf":
             spec = _tuned(faiss.extract_index_ivf(index), vectors, row_ids,
                           AnnSpec("ivf", {**spec.params, "trained_on": len(vectors)}))

@@ -36,6 +36,7 @@ class FreshSegments:
         self._filled: dict[str, int] = {}
         self.written: list[SegmentRef] = []
         self.timer = None  # a run's Timer: the time spent writing segments counts as "write"
+        self.ann_add = None  # where IVF lists are filled (ann.VectorAdder); None: here
         self.bytes_written = 0
         self.modality_counts: dict[str, int] = {}
 
@@ -86,7 +87,7 @@ class FreshSegments:
         vectors = {s: (np.concatenate(self._ids[s]), self._matrices[s][:self._filled[s]]) for s in self._ids}
         ref = write_segment(staging, name, concat_items(self._tables), vectors,
                             self._settings.get("vectors", "float32"), self._settings.get("index_type", "auto"),
-                            self._settings.get("memory_budget"), max(self._expected_size, self._rows))
+                            self._settings.get("memory_budget"), max(self._expected_size, self._rows), self.ann_add)
         self.bytes_written += folder_size(staging)
         self._dir.publish_segment(staging, name)
         self.written.append(ref)

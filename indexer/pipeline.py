@@ -237,7 +237,8 @@ def _run_with_model(index_dir: IndexDir, config: IndexConfig, source_plan: Sourc
     ids = RowIds(state.next_row_id)
     delta = start_delta(index_dir, model.identity.dim, recorded_settings, _expected_size(previous, found))
     delta.fresh.timer = timer
-    with writing(index_dir), _engine(settings, journal.folder):
+    with writing(index_dir), _engine(settings, journal.folder) as ann_add:
+        delta.fresh.ann_add = ann_add
         planner = ImagePlanner(scoped, journal, ids, config.retry_failed)
         images = _stream_images(model, found.image_paths, planner, journal, ids, settings, timer, progress,
                                 delta.fresh)
@@ -246,17 +247,17 @@ def _run_with_model(index_dir: IndexDir, config: IndexConfig, source_plan: Sourc
         _encode_planned_products(model, product_plan, journal, settings, timer, progress)
         products = _product_rows(scoped, product_plan, delta.fresh, model.identity.dim)
         texts = _stream_texts(model, found.corpora, state, journal, ids, settings, timer, progress, delta.fresh)
-    known = set(state.failures)
-    skipped = found.skipped_rows + texts.skipped
-    new_failures = images.failures + product_plan.new_failures + [f for f in skipped if f not in known]
-    delta.gone = np.concatenate([images.gone, products, texts.gone, dropped])
-    delta.stats = _stats(images, product_plan, texts, new_failures, len(dropped))
-    delta.failures = failures_kept + images.carried_failures + product_plan.carried_failures + \
-        new_failures + [f for f in skipped if f in known]
-    delta.sources, delta.next_row_id = source_plan.sources, ids.next
-    with timer.stage("write"):
-        delta.stats.seconds = round(time.perf_counter() - started, 3)
-        manifest, committed = commit_state(index_dir, model.identity, previous, state, delta)
+        known = set(state.failures)
+        skipped = found.skipped_rows + texts.skipped
+        new_failures = images.failures + product_plan.new_failures + [f for f in skipped if f not in known]
+        delta.gone = np.concatenate([images.gone, products, texts.gone, dropped])
+        delta.stats = _stats(images, product_plan, texts, new_failures, len(dropped))
+        delta.failures = failures_kept + images.carried_failures + product_plan.carried_failures + \
+            new_failures + [f for f in skipped if f in known]
+        delta.sources, delta.next_row_id = source_plan.sources, ids.next
+        with timer.stage("write"):  # on Ray still: the last segment's IVF lists are filled there
+            delta.stats.seconds = round(time.perf_counter() - started, 3)
+            manifest, committed = commit_state(index_dir, model.identity, previous, state, delta)
     journal.clear()
     return IndexReport(index_dir.root, dict(manifest.counts), delta.failures, time.perf_counter() - started,
                        timer.seconds, model.device, model.identity.describe(), delta.stats, committed)
@@ -264,12 +265,13 @@ def _run_with_model(index_dir: IndexDir, config: IndexConfig, source_plan: Sourc
 
 @contextmanager
 def _engine(settings: EncodeSettings, journal_folder: Path):
-    """Ray, while a run encodes on it: joined (or started locally, then stopped) once the run knows it must."""
+    """Ray, while a run encodes and commits on it: joined (or started locally, then stopped) once the run
+    knows it must. Yields where IVF lists are filled: on the cluster, or None (here)."""
     started = settings.ray is not None and ray_engine.start(settings.ray)
     try:
         if settings.ray is not None:
             ray_engine.check_storage(journal_folder)
-        yield
+        yield ray_engine.add_in_shards if settings.ray is not None else None
     finally:
         if started:
             ray_engine.stop()

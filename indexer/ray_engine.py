@@ -236,6 +236,45 @@ class _ChunkReader:
         return entries, np.array(vectors, np.float32)
 
 
+SHARD_ROWS = 100_000  # vectors a Ray task adds to an IVF index at least: fewer are added faster here
+
+
+def add_in_shards(index, vectors: np.ndarray, row_ids: np.ndarray):
+    """Fill a trained IVF index on the cluster: each task adds a contiguous shard of the vectors to a copy of
+    the quantisers trained here once, and the shards are merged here in order, so every list holds what
+    adding all the vectors here would have put in it, in the same order (the same index, byte for byte)."""
+    import faiss
+    import ray
+
+    from .ann import add_here
+
+    shards = max(1, min(int(ray.cluster_resources().get("CPU", 1)), len(vectors) // SHARD_ROWS))
+    if shards == 1:
+        return add_here(index, vectors, row_ids)
+    trained = ray.put(faiss.serialize_index(index))
+    bounds = np.linspace(0, len(vectors), shards + 1).astype(int)
+    task = ray.remote(num_cpus=1)(_filled_shard)
+    pending = [task.remote(trained, vectors[a:b], np.asarray(row_ids[a:b], np.int64))
+               for a, b in zip(bounds[:-1], bounds[1:])]
+    for shard in pending:
+        _merge(index, ray.get(shard))
+    return index
+
+
+def _filled_shard(trained: np.ndarray, vectors: np.ndarray, row_ids: np.ndarray) -> np.ndarray:
+    import faiss
+
+    index = faiss.deserialize_index(trained)
+    index.add_with_ids(vectors, row_ids)
+    return faiss.serialize_index(index)
+
+
+def _merge(index, shard: np.ndarray) -> None:
+    import faiss
+
+    index.merge_from(faiss.deserialize_index(shard), 0)  # appends each of the shard's lists to this one's
+
+
 def _in_order(positions: np.ndarray, expected: int) -> int:
     """Row ids are given in input order, so results must come back in it (a Ray Data setting, checked)."""
     if not np.array_equal(positions, np.arange(expected, expected + len(positions))):

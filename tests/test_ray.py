@@ -178,3 +178,46 @@ def test_an_index_folder_a_node_cannot_write_is_one_line(local_ray, tmp_path):
     with pytest.raises(InvalidInputError, match=r"cannot be written from the Ray node\(s\) at [\d.]+, .*"
                                                 r"index into a folder \(out\) on storage every node mounts"):
         ray_engine.check_storage(tmp_path / "not-mounted-here")
+
+
+@pytest.mark.parametrize("codes", ["IVF40,Flat", "IVF40,SQ8", "IVF40,PQ8"])
+def test_ivf_lists_filled_in_shards_on_ray_are_the_ones_filled_here(local_ray, monkeypatch, codes):
+    """Quantisers trained once here, the vectors added by two Ray tasks and merged in order: the same index,
+    byte for byte, as adding them all in this process."""
+    import faiss
+
+    from indexer import ann, ray_engine
+
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((3000, 32)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    row_ids = rng.permutation(10_000)[:3000].astype(np.int64)
+    trained = faiss.index_factory(32, codes, faiss.METRIC_INNER_PRODUCT)
+    trained.train(vectors)
+    blank = faiss.serialize_index(trained)
+    here = ann.add_here(faiss.deserialize_index(blank), vectors, row_ids)
+    merged = []
+    monkeypatch.setattr(ray_engine, "SHARD_ROWS", 1000)
+    monkeypatch.setattr(ray_engine, "_merge", lambda index, shard: merged.append(index.merge_from(
+        faiss.deserialize_index(shard), 0)))
+    on_ray = ray_engine.add_in_shards(faiss.deserialize_index(blank), vectors, row_ids)
+    assert len(merged) == 2  # one shard per CPU of the local Ray
+    assert np.array_equal(faiss.serialize_index(on_ray), faiss.serialize_index(here))
+
+
+def test_a_ray_built_ivf_index_is_the_local_one_byte_for_byte(local_ray, tmp_path, mixed_folder, texts_csv,
+                                                               monkeypatch):
+    from indexer import ray_engine
+
+    shards = []
+    merge = ray_engine._merge
+    monkeypatch.setattr(ray_engine, "SHARD_ROWS", 8)
+    monkeypatch.setattr(ray_engine, "_merge", lambda index, shard: shards.append(merge(index, shard)))
+    config = dict(images=[mixed_folder], texts=[texts_csv], model=FAKE, batch_size=8, index_type="ivf")
+    build_index(tmp_path / "local", IndexConfig(**config, workers=0))
+    build_index(tmp_path / "ray", IndexConfig(**config, engine="ray"))
+    assert len(shards) == 2  # the 31 photos in two shards (the 4 texts are too few to share out)
+    built = sorted(p.relative_to(tmp_path / "local") for p in (tmp_path / "local").rglob("*.faiss"))
+    assert [p.name for p in built] == ["image.faiss", "text.faiss"]
+    for path in built:
+        assert (tmp_path / "ray" / path).read_bytes() == (tmp_path / "local" / path).read_bytes()

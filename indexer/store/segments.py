@@ -46,11 +46,11 @@ def vectors_file(vector_set: str) -> str:
 
 def write_segment(folder: Path, name: str, items: pa.Table, vectors: dict[str, tuple[np.ndarray, np.ndarray]],
                   dtype: str, index_type: str, memory_budget: int | None = None,
-                  index_size: int | None = None) -> SegmentRef:
+                  index_size: int | None = None, ann_add=None) -> SegmentRef:
     """Write items and their vectors (by set: row ids, matrix) into `folder`; returns its manifest record.
 
     Rows are stored by row id. With a memory budget for the whole index (of `index_size` items), a
-    large segment's IVF codes take its share of the budget.
+    large segment's IVF codes take its share of the budget. `ann_add` fills IVF lists elsewhere (ann.VectorAdder).
     """
     from .. import ann
 
@@ -69,7 +69,7 @@ def write_segment(folder: Path, name: str, items: pa.Table, vectors: dict[str, t
         share = None if memory_budget is None else memory_budget * len(row_ids) // max(index_size or len(items), 1)
         spec = ann.choose_ann(len(row_ids), index_type, matrix.shape[1], share)
         if spec.kind != "flat":  # a flat set is searched straight from its vectors
-            built = ann.VectorIndex.build(np.asarray(matrix, np.float32), row_ids, spec)
+            built = ann.VectorIndex.build(np.asarray(matrix, np.float32), row_ids, spec, ann_add)
             built.save(folder / f"{vector_set}.faiss")
             spec = built.spec
         sets[vector_set] = SegmentSet(len(row_ids), spec, dtype)
