@@ -152,3 +152,25 @@ class HashEncoder:
 
 def make_hash_encoder(pretrained: str | None, device: str) -> HashEncoder:
     return HashEncoder(device)
+
+
+class NodeNotingEncoder(FakeEncoder):
+    """As a Ray actor, writes the id of the node it runs on into the folder given as the weights (so a test
+    can take that node down), and takes 0.3 s a batch of photos (so there is a midway to take it down in)."""
+
+    def __init__(self, folder: str, device: str = "cpu"):
+        super().__init__(device)
+        self.identity = replace(self.identity, spec="python:fakes:make_node_noting_encoder", pretrained=folder)
+        import ray
+
+        if ray.is_initialized() and ray.get_runtime_context().get_actor_id() is not None:
+            node = ray.get_runtime_context().get_node_id()
+            open(os.path.join(folder, node), "w").close()
+
+    def encode_preprocessed(self, batch) -> np.ndarray:
+        time.sleep(0.3)
+        return super().encode_preprocessed(batch)
+
+
+def make_node_noting_encoder(pretrained: str | None, device: str) -> FakeEncoder:
+    return NodeNotingEncoder(pretrained, device)

@@ -1,6 +1,11 @@
 """Joining a running two-node Ray cluster (both nodes on this machine) by its address."""
 from __future__ import annotations
 
+import os
+import sys
+import threading
+import time
+
 import pytest
 import ray
 from ray.cluster_utils import Cluster
@@ -46,3 +51,43 @@ def test_an_address_with_no_cluster_is_one_line(tmp_path, tiny_spec):
         build_index(tmp_path / "index", IndexConfig(images=[folder], model=tiny_spec, engine="ray",
                                                     ray_address="127.0.0.1:1"))
     assert not (tmp_path / "index").exists()
+
+
+def test_a_worker_node_lost_midway_costs_nothing_but_time(tmp_path, monkeypatch):
+    """Two worker nodes (the head runs no work); the node holding the encoding actor is taken down once its
+    first batch is journaled. Ray restarts the actor on the other node and retries what was lost: the index
+    holds every photo once, under the row ids and with the vectors a local run gives."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in sys.path if p))  # the nodes' workers import fakes
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    nodes = [cluster.add_node(num_cpus=1) for _ in range(2)]
+    cluster.wait_for_nodes()
+    folder, noted = tmp_path / "photos", tmp_path / "nodes"
+    folder.mkdir()
+    noted.mkdir()
+    for i in range(40):
+        noise_image(i, size=(300, 200)).save(folder / f"p{i:02d}.jpg", quality=90)
+    config = dict(images=[folder], model="python:fakes:make_node_noting_encoder", pretrained=str(noted),
+                  batch_size=4)
+    lost, finished = [], threading.Event()
+
+    def take_down_the_actors_node():
+        while not finished.is_set() and not lost:
+            held = [n for n in nodes if (noted / n.node_id).exists()]
+            if held and list((tmp_path / "cluster" / ".journal").glob("chunk-*.parquet")):
+                cluster.remove_node(held[0])
+                lost.append(held[0].node_id)
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=take_down_the_actors_node)
+    killer.start()
+    try:
+        report = build_index(tmp_path / "cluster", IndexConfig(**config, engine="ray", ray_address=cluster.address))
+    finally:
+        finished.set()
+        killer.join()
+        cluster.shutdown()
+    assert lost and len(list(noted.iterdir())) == 2  # the actor started again, on the other node
+    build_index(tmp_path / "local", IndexConfig(**config, workers=0))
+    assert report.counts["image"] == 40
+    by_path = {r.path: (r.row_id, r.content_hash) for r in list_items(tmp_path / "local")}
+    assert {r.path: (r.row_id, r.content_hash) for r in list_items(tmp_path / "cluster")} == by_path
