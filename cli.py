@@ -6,6 +6,7 @@ imported inside commands, so `xmodal --help` and input errors answer at once.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -95,8 +96,8 @@ def index(
     vectors: Optional[str] = typer.Option(None, "--vectors", metavar="TYPE", help="How vectors are stored: float32, or float16 (half the disk and memory); default: as recorded, else float32."),
     max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", min=1, metavar="N", help="Refuse images whose declared size is larger: decompression bombs."),
     decode: Optional[str] = typer.Option(None, "--decode", metavar="MODE", help="reduced: JPEGs decoded no larger than the model's input (several times faster); exact: every pixel decoded. Default: as recorded, else reduced."),
-    ray: bool = typer.Option(False, "--ray", help="Decode and encode on Ray (pip install 'xmodal[ray]'): a local Ray with this machine's cores, or the cluster at --ray-address."),
-    ray_address: Optional[str] = typer.Option(None, "--ray-address", metavar="HOST:PORT", help="A running Ray cluster to join (ray start --head prints it); implies --ray."),
+    ray: bool = typer.Option(False, "--ray", help="Decode and encode on Ray (pip install 'xmodal[ray]'): alone, a local Ray with this machine's cores; --ray HOST:PORT joins a running cluster (ray start --head prints its address)."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", metavar="HOST:PORT", help="The same as --ray HOST:PORT."),
     ray_actors: int = typer.Option(1, "--ray-actors", min=1, metavar="N", help="Encoding actors on Ray, each holding the model (a GPU each where the cluster has them)."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Try files that failed before, changed or not."),
     replace_sources: bool = typer.Option(False, "--replace-sources", help="Make the sources named here the index's whole set, dropping the others and their items."),
@@ -521,5 +522,31 @@ def models(
     typer.echo("also: hf-hub:ORG/REPO, local-dir:PATH, transformers:ORG/REPO|PATH, python:MODULE:FACTORY", err=True)
 
 
+RAY_ADDRESS = re.compile(r"^(auto|ray://\S+|\S+:\d+)$")
+
+
+def _ray_address_form(args: list[str]) -> list[str]:
+    """`xmodal index ... --ray ADDRESS` (or --ray=ADDRESS) as --ray-address ADDRESS: the option's value is
+    optional, which typer's options cannot be. A word after --ray that is not an address, or is a file or
+    folder that exists, stays a source."""
+    if not args or args[0] != "index":
+        return args
+    rewritten, rest = [], list(args)
+    while rest:
+        word = rest.pop(0)
+        if word.startswith("--ray="):
+            rewritten += ["--ray-address", word.removeprefix("--ray=")]
+        elif word == "--ray" and rest and RAY_ADDRESS.match(rest[0]) and not Path(rest[0]).exists():
+            rewritten += ["--ray-address", rest.pop(0)]
+        else:
+            rewritten.append(word)
+    return rewritten
+
+
+def run() -> None:
+    """The `xmodal` command."""
+    app(args=_ray_address_form(sys.argv[1:]), prog_name="xmodal")
+
+
 if __name__ == "__main__":
-    app()
+    run()

@@ -19,7 +19,7 @@ runner = CliRunner()
 
 def xmodal(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     exe = shutil.which("xmodal") or ""
-    command = [exe] if exe else [sys.executable, "-c", "import cli; cli.app()"]
+    command = [exe] if exe else [sys.executable, "-c", "import cli; cli.run()"]
     return subprocess.run(command + list(args), capture_output=True, text=True, timeout=timeout,
                           env=env_with_tests_path())
 

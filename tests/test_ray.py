@@ -17,6 +17,7 @@ from conftest import CATALOG, TESTS, env_with_tests_path, noise_image
 from indexer import IndexConfig, build_index
 from indexer.edit import list_items
 from indexer.errors import InvalidInputError
+from test_cli import xmodal
 from search.engine import open_index
 
 FAKE = "python:fakes:make_encoder"
@@ -149,15 +150,22 @@ def test_unknown_engine_and_no_actors_are_refused_before_anything_runs(tmp_path,
 
 
 def test_the_cli_starts_a_local_ray_and_stops_it(tmp_path, mixed_folder):
-    from test_cli import xmodal
-
+    """--ray followed by a folder: the folder is a source, not an address."""
     out = tmp_path / "index"
-    done = xmodal("index", str(mixed_folder), "--out", str(out), "--model", FAKE, "--ray", "--ray-actors", "2")
+    done = xmodal("index", "--ray", str(mixed_folder), "--out", str(out), "--model", FAKE, "--ray-actors", "2")
     assert done.returncode == 0, done.stderr
     assert "indexed 31 images" in done.stdout and "skipped 1" in done.stdout
     assert "Traceback" not in done.stderr
     local = build_index(tmp_path / "local", IndexConfig(images=[mixed_folder], model=FAKE, workers=0))
     assert _by_path(out) == _by_path(tmp_path / "local") and local.counts["image"] == 31
+
+
+@pytest.mark.parametrize("form", [["--ray", "127.0.0.1:1"], ["--ray=127.0.0.1:1"], ["--ray-address", "127.0.0.1:1"]])
+def test_the_cli_joins_a_cluster_by_the_address_after_ray(tmp_path, mixed_folder, form):
+    done = xmodal("index", str(mixed_folder), "--out", str(tmp_path / "index"), "--model", FAKE, *form)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.startswith("error: cannot join the Ray cluster at 127.0.0.1:1: nothing answers there")
+    assert len(done.stderr.splitlines()) == 1 and not (tmp_path / "index").exists()
 
 
 def test_ray_photos_keep_their_own_sizes(local_ray, tmp_path, tiny_spec):
