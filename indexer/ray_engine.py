@@ -24,9 +24,9 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .decode import DecodedImage, DecodeFailure, read_one
+from .decode import DecodedImage, DecodeFailure
 from .errors import InvalidInputError, option
-from .models.base import ModelIdentity, image_input_side
+from .models.base import ModelIdentity
 from .store import journal
 from .store.journal import JournalEntry, worker_chunk_name, write_chunk
 
@@ -123,7 +123,7 @@ class _Encoding:
     Vectors do not travel back either: the actor writes them as a journal chunk into the index's folder
     and returns where each row's vector is."""
 
-    def __init__(self, identity: dict[str, Any], device: str | None, max_pixels: int, min_side: int | None,
+    def __init__(self, identity: dict[str, Any], device: str | None, max_pixels: int, decode: str,
                  journal_folder: str, run: str):
         from .models import load_encoder_for
 
@@ -131,7 +131,7 @@ class _Encoding:
         self.encoder = load_encoder_for(wanted, device)
         if self.encoder.identity.compatibility_key() != wanted.compatibility_key():
             raise RuntimeError(f"this worker loaded {self.encoder.identity.describe()}, not {wanted.describe()}")
-        self.max_pixels, self.min_side = max_pixels, min_side
+        self.max_pixels, self.decode = max_pixels, decode
         self.journal_folder, self.run = Path(journal_folder), run
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -146,16 +146,18 @@ class _Encoding:
                 "chunk": np.full(len(entries), chunk, dtype=object), "chunk_row": np.arange(len(entries))}
 
     def _images(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        rows = [read_one(str(path), self.encoder.preprocess_image, self.max_pixels, self.min_side)
-                for path in batch["path"]]
-        decoded = [r for r in rows if isinstance(r, DecodedImage)]
-        vectors = self.encoder.encode_preprocessed([r.pixels for r in decoded]) if decoded else []
-        entries = [JournalEntry("image", r.path, r.content_hash, r.size, r.mtime, r.width, r.height, vector)
-                   for r, vector in zip(decoded, vectors)]
+        from .encode import encode_image_files
+
+        paths = [str(path) for path in batch["path"]]
+        # Decoded in this process, or in batches on the actor's GPU where it has one (encode._device_decoder):
+        # a GPU actor decoding on one CPU core would wait on it.
+        result = encode_image_files(self.encoder, paths, len(paths), 0, self.max_pixels, decode=self.decode)
+        entries = [JournalEntry("image", d.path, d.content_hash, d.size, d.mtime, d.width, d.height, vector)
+                   for d, vector in zip(result.images, result.vectors)]
         chunk = self._write(int(batch["position"][0]), entries)
-        ok = np.array([isinstance(r, DecodedImage) for r in rows])
-        return {"position": batch["position"],
-                "reason": np.array([r.reason if isinstance(r, DecodeFailure) else "" for r in rows], dtype=object),
+        reasons = {failure.path: failure.reason for failure in result.failures}
+        ok = np.array([path not in reasons for path in paths])
+        return {"position": batch["position"], "reason": np.array([reasons.get(p, "") for p in paths], dtype=object),
                 "chunk": np.where(ok, chunk, "").astype(object), "chunk_row": np.where(ok, np.cumsum(ok) - 1, -1)}
 
     def _write(self, first_position: int, entries: list[JournalEntry]) -> str:
@@ -179,10 +181,9 @@ def encode_images(encoder, paths: list[str], settings: RaySettings, batch_size: 
                   decode: str, journal_folder: Path) -> Iterator[tuple[list[DecodedImage], np.ndarray, list[DecodeFailure]]]:
     """(decoded images, their vectors, failures) a batch at a time, in the order of `paths`; the vectors are
     already in the journal (the workers wrote them there)."""
-    min_side = image_input_side(encoder) if decode == "reduced" else None
     rows = [{"position": i, "path": p} for i, p in enumerate(paths)]
     chunks = _ChunkReader(journal_folder)
-    for batch in _encoded(encoder, rows, settings, batch_size, journal_folder, max_pixels, min_side):
+    for batch in _encoded(encoder, rows, settings, batch_size, journal_folder, max_pixels, decode):
         ok = batch["reason"] == ""
         entries, vectors = chunks.take(batch["chunk"][ok], batch["chunk_row"][ok])
         images = [DecodedImage(e["path"], e["content_hash"], e["size"], e["mtime"], e["width"], e["height"], None)
@@ -198,18 +199,18 @@ def encode_texts(encoder, texts: list[str], hashes: list[str], settings: RaySett
     """The texts' vectors, a batch at a time, in order; already in the journal, by their `hashes`."""
     rows = [{"position": i, "text": t, "hash": h} for i, (t, h) in enumerate(zip(texts, hashes))]
     chunks = _ChunkReader(journal_folder)
-    for batch in _encoded(encoder, rows, settings, batch_size, journal_folder, 0, None):
+    for batch in _encoded(encoder, rows, settings, batch_size, journal_folder, 0, "exact"):
         yield chunks.take(batch["chunk"], batch["chunk_row"])[1].reshape(-1, encoder.identity.dim)
 
 
 def _encoded(encoder, rows: list[dict], settings: RaySettings, batch_size: int, journal_folder: Path,
-             max_pixels: int, min_side: int | None) -> Iterator[dict[str, np.ndarray]]:
+             max_pixels: int, decode: str) -> Iterator[dict[str, np.ndarray]]:
     """The actors' answers for `rows`, a batch at a time, in input order."""
     import ray.data
 
     _quiet_data()
     arguments = {"identity": encoder.identity.to_dict(), "device": _device(encoder), "max_pixels": max_pixels,
-                 "min_side": min_side, "journal_folder": str(Path(journal_folder).resolve()), "run": uuid.uuid4().hex[:12]}
+                 "decode": decode, "journal_folder": str(Path(journal_folder).resolve()), "run": uuid.uuid4().hex[:12]}
     dataset = ray.data.from_items(rows).map_batches(_Encoding, fn_constructor_kwargs=arguments,
                                                      batch_size=batch_size, **_actor_options(settings))
     expected = 0
