@@ -111,3 +111,7 @@ class IndexLockedError(XmodalError):
 
 class IndexWriteError(XmodalError):
     """Writing a new generation failed (disk full, permissions); the last committed index is intact."""
+
+
+class ClusterError(XmodalError, RuntimeError):
+    """The Ray cluster could not run the work (its nodes lack the model, a node failed for good)."""

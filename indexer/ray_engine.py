@@ -16,8 +16,10 @@ whose nodes need xmodal (and your model's weights, or access to them) installed.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -25,7 +27,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from .decode import DecodedImage, DecodeFailure
-from .errors import InvalidInputError, option
+from .errors import ClusterError, InvalidInputError, option
 from .models.base import ModelIdentity
 from .store import journal
 from .store.journal import JournalEntry, worker_chunk_name, write_chunk
@@ -56,9 +58,36 @@ def start(settings: RaySettings) -> bool:
         ray.init(address=settings.address, num_cpus=None if settings.address else os.cpu_count(),
                  runtime_env=env, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     except (ConnectionError, RuntimeError, ValueError) as exc:
+        token = "" if os.environ.get("RAY_AUTH_MODE") == "token" else \
+            "; if the cluster uses token authentication (ray start's default since Ray 2.59), set RAY_AUTH_MODE=token here too"
         raise InvalidInputError(f"cannot join the Ray cluster at {settings.address}: {str(exc).splitlines()[0]}; "
-                                "check the address (ray start --head prints it)") from None
+                                f"check the address (ray start --head prints it){token}") from None
     return True
+
+
+@contextmanager
+def _cluster_errors():
+    """Ray's failures (an actor that cannot start, a task that keeps failing) as one line naming the cause."""
+    import ray.exceptions
+
+    try:
+        yield
+    except ray.exceptions.RayError as exc:
+        what = "the encoding actors could not start on the Ray cluster" if getattr(exc, "_actor_init_failed", False) \
+            else "the Ray cluster could not run this index's work"
+        raise ClusterError(
+            f"{what}: {_root_cause(exc)}; every node needs "
+            "xmodal, the model and its weights installed (this machine's Python environment) and the photos at "
+            "the same paths; what was encoded so far is kept for the next run") from None
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The innermost `Name: message` line of a remote traceback, with the exception's short name."""
+    lines = [m for m in re.finditer(r"^([\w.]+(?:Error|Exception)): (.+)$", str(exc), re.M)]
+    if not lines:
+        return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    name, message = lines[-1].groups()
+    return f"{name.rsplit('.', 1)[-1]}: {message}"
 
 
 def _reachable(address: str, seconds: float = 3.0) -> bool:
@@ -84,8 +113,9 @@ def check_storage(folder: Path) -> None:
     folder = Path(folder).resolve()
     probe = ray.remote(num_cpus=0)(_can_write)
     nodes = [node for node in ray.nodes() if node["Alive"]]
-    answers = ray.get([probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False))
-                       .remote(str(folder)) for node in nodes])
+    with _cluster_errors():
+        answers = ray.get([probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False))
+                           .remote(str(folder)) for node in nodes])
     blind = sorted({node["NodeManagerAddress"] for node, ok in zip(nodes, answers) if not ok})
     if blind:
         raise InvalidInputError(
@@ -214,9 +244,10 @@ def _encoded(encoder, rows: list[dict], settings: RaySettings, batch_size: int, 
     dataset = ray.data.from_items(rows).map_batches(_Encoding, fn_constructor_kwargs=arguments,
                                                      batch_size=batch_size, **_actor_options(settings))
     expected = 0
-    for batch in dataset.iter_batches(batch_size=batch_size, batch_format="numpy"):
-        expected = _in_order(batch["position"], expected)
-        yield batch
+    with _cluster_errors():
+        for batch in dataset.iter_batches(batch_size=batch_size, batch_format="numpy"):
+            expected = _in_order(batch["position"], expected)
+            yield batch
 
 
 class _ChunkReader:
@@ -257,8 +288,9 @@ def add_in_shards(index, vectors: np.ndarray, row_ids: np.ndarray):
     task = ray.remote(num_cpus=1)(_filled_shard)
     pending = [task.remote(trained, vectors[a:b], np.asarray(row_ids[a:b], np.int64))
                for a, b in zip(bounds[:-1], bounds[1:])]
-    for shard in pending:
-        _merge(index, ray.get(shard))
+    with _cluster_errors():
+        for shard in pending:
+            _merge(index, ray.get(shard))
     return index
 
 

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import os
+import signal
+import socket
+import subprocess
 import sys
 import threading
 import time
@@ -13,7 +16,7 @@ from ray.cluster_utils import Cluster
 from conftest import noise_image
 from indexer import IndexConfig, build_index
 from indexer.edit import list_items
-from indexer.errors import InvalidInputError
+from indexer.errors import ClusterError, InvalidInputError
 
 
 @pytest.fixture(scope="module")
@@ -91,3 +94,52 @@ def test_a_worker_node_lost_midway_costs_nothing_but_time(tmp_path, monkeypatch)
     assert report.counts["image"] == 40
     by_path = {r.path: (r.row_id, r.content_hash) for r in list_items(tmp_path / "local")}
     assert {r.path: (r.row_id, r.content_hash) for r in list_items(tmp_path / "cluster")} == by_path
+
+
+def test_nodes_that_lack_the_model_are_one_line_naming_the_cause(two_nodes, tmp_path):
+    """The cluster's nodes cannot import the fake model (tests/ is on this process's path only): the run stops
+    in one line that says why, and leaves no index behind."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(4):
+        noise_image(i, size=(120, 90)).save(folder / f"p{i}.jpg")
+    with pytest.raises(ClusterError) as raised:
+        build_index(tmp_path / "index", IndexConfig(images=[folder], model="python:fakes:make_encoder",
+                                                    engine="ray", ray_address=two_nodes.address))
+    message = str(raised.value)
+    assert message.startswith("the encoding actors could not start on the Ray cluster: UnknownModelError: "
+                              "'python:fakes:make_encoder': cannot import fakes.make_encoder (No module named 'fakes'); "
+                              "every node needs xmodal, the model and its weights installed")
+    assert "\n" not in message
+    assert not ray.is_initialized() and not (tmp_path / "index").exists()
+
+
+def test_joining_a_cluster_that_wants_a_token_says_how(tmp_path, tiny_spec):
+    """`ray start --head` (Ray >= 2.59) turns on token authentication, which a process joining it by address
+    must turn on too: the failure says so, in one line (after Ray's own 20 s of retrying)."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
+    port = _free_port()
+    head = subprocess.Popen(["ray", "start", "--head", "--port", str(port), "--num-cpus", "1", "--block",
+                             "--include-dashboard=false", "--disable-usage-stats"], env=env, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert any("Ray runtime started" in line for line in head.stdout)
+        folder = tmp_path / "photos"
+        folder.mkdir()
+        noise_image(1).save(folder / "a.png")
+        with pytest.raises(InvalidInputError) as raised:
+            build_index(tmp_path / "index", IndexConfig(images=[folder], model=tiny_spec, engine="ray",
+                                                        ray_address=f"127.0.0.1:{port}"))
+        assert str(raised.value).startswith(f"cannot join the Ray cluster at 127.0.0.1:{port}: ")
+        assert str(raised.value).endswith("if the cluster uses token authentication (ray start's default since "
+                                          "Ray 2.59), set RAY_AUTH_MODE=token here too")
+        assert not (tmp_path / "index").exists()
+    finally:
+        os.killpg(head.pid, signal.SIGKILL)  # the head's processes share its session: none outlives it
+        head.wait(60)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
