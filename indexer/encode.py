@@ -14,7 +14,7 @@ from .gpu_decode import DeviceJpegDecoder, gpu_decoding_available
 from .imaging import MAX_PIXELS
 from .models import Encoder
 from .models.base import image_input_side
-from .ray_engine import RaySettings
+from .ray_engine import RayRun
 from .plan import text_hash
 from .store.journal import Journal, JournalEntry
 from .store.tables import Failure
@@ -67,7 +67,7 @@ class EncodeSettings:
     journal_every: int = 512
     decode: str = "reduced"  # "exact": every pixel of a photo decoded, however large (imaging.DECODE_MODES)
     decode_device: str | None = None  # None: JPEGs on the model's GPU where it has one, else CPU workers
-    ray: RaySettings | None = None  # decode and encode on a Ray cluster (ray_engine) instead of here
+    ray: RayRun | None = None  # decode and encode on a Ray cluster (ray_engine) instead of here
 
 
 def encode_image_files(encoder: Encoder, paths: list[str], batch_size: int = 64, workers: int | None = None,
@@ -185,20 +185,20 @@ def encode_images_journaled(encoder: Encoder, paths: list[str], journal: Journal
                         for d, v in zip(decoded, vectors)])
 
         if settings.ray is not None:  # the workers journal their own vectors
-            return _encoded_on_ray(encoder, paths, journal, settings, timer, progress, label)
+            return _encoded_on_ray(encoder, paths, settings, timer, progress, label)
         return encode_image_files(encoder, paths, settings.batch_size, settings.workers, settings.max_pixels,
                                   progress, timer, on_batch=remember, label=label, decode=settings.decode,
                                   stream=stream, decode_device=settings.decode_device)
 
 
-def _encoded_on_ray(encoder: Encoder, paths: list[str], journal: Journal, settings: EncodeSettings, timer: Timer,
+def _encoded_on_ray(encoder: Encoder, paths: list[str], settings: EncodeSettings, timer: Timer,
                     progress: ProgressFactory | None, label: str) -> EncodedImages:
     from . import ray_engine
 
     bar = progress(label, len(paths)) if progress and paths else None
     decoded_all, vectors, failures = [], [], []
     batches = ray_engine.encode_images(encoder, paths, settings.ray, settings.batch_size, settings.max_pixels,
-                                       settings.decode, journal.folder)
+                                       settings.decode)
     while True:
         with timer.stage("encode"):  # on the cluster: decoding and encoding together
             batch = next(batches, None)
@@ -251,7 +251,7 @@ def _text_batches(encoder: Encoder, texts: list[str], hashes: list[str], journal
     if settings.ray is not None:
         from . import ray_engine
 
-        yield from ray_engine.encode_texts(encoder, texts, hashes, settings.ray, settings.batch_size, journal.folder)
+        yield from ray_engine.encode_texts(encoder, texts, hashes, settings.ray, settings.batch_size)
         return
     for start in range(0, len(texts), settings.batch_size):
         yield encoder.encode_texts(texts[start:start + settings.batch_size])

@@ -102,7 +102,7 @@ def build_index(out: str | Path, config: IndexConfig, progress: ProgressFactory 
     previous = index_dir.read_manifest() if index_dir.is_index() else None
     config = _with_recorded_settings(config, previous)
     ann.choose_ann(0, config.index_type)  # an unknown index type fails now, not after hours of encoding
-    check_engine(config.engine, config.ray_actors)
+    check_engine(config.engine, config.ray_actors, config.ray_address)
     check_vector_dtype(config.vectors)
     named = named_sources(config.images, config.texts, config.text_column, config.encoding, config.image_column)
     check_replace(config.replace_sources, named)
@@ -210,7 +210,8 @@ def _run_locked(index_dir: IndexDir, config: IndexConfig, named: list[Source], s
         source_plan, found = fresh_plan, read_sources(fresh_plan.synced, recorded)
     source_plan = SourcePlan([replace(s, fingerprint=found.fingerprints[s.key]) if s.key in found.fingerprints else s
                               for s in source_plan.sources], source_plan.synced)
-    on_ray = RaySettings(config.ray_address, config.ray_actors) if config.engine == "ray" else None
+    on_ray = ray_engine.RayRun(RaySettings(config.ray_address, config.ray_actors), Journal.folder_of(index_dir.root)) \
+        if config.engine == "ray" else None
     settings = EncodeSettings(config.batch_size, config.workers, config.max_pixels, config.journal_every,
                               config.image_decode, ray=on_ray)
     warm = WarmStart(config.model, found.image_paths[:IMAGE_BATCH], settings) \
@@ -237,8 +238,8 @@ def _run_with_model(index_dir: IndexDir, config: IndexConfig, source_plan: Sourc
     ids = RowIds(state.next_row_id)
     delta = start_delta(index_dir, model.identity.dim, recorded_settings, _expected_size(previous, found))
     delta.fresh.timer = timer
-    with writing(index_dir), _engine(settings, journal.folder) as ann_add:
-        delta.fresh.ann_add = ann_add
+    with writing(index_dir), _engine(settings):
+        delta.fresh.ann_add = settings.ray.add_in_shards if settings.ray else None
         planner = ImagePlanner(scoped, journal, ids, config.retry_failed)
         images = _stream_images(model, found.image_paths, planner, journal, ids, settings, timer, progress,
                                 delta.fresh)
@@ -264,17 +265,14 @@ def _run_with_model(index_dir: IndexDir, config: IndexConfig, source_plan: Sourc
 
 
 @contextmanager
-def _engine(settings: EncodeSettings, journal_folder: Path):
-    """Ray, while a run encodes and commits on it: joined (or started locally, then stopped) once the run
-    knows it must. Yields where IVF lists are filled: on the cluster, or None (here)."""
-    started = settings.ray is not None and ray_engine.start(settings.ray)
+def _engine(settings: EncodeSettings):
+    """Ray, for a run on it: started (or joined) when the run first has work for it, stopped (or left) at
+    the end, the commit included (a segment's IVF lists are filled there)."""
     try:
-        if settings.ray is not None:
-            ray_engine.check_storage(journal_folder)
-        yield ray_engine.add_in_shards if settings.ray is not None else None
+        yield
     finally:
-        if started:
-            ray_engine.stop()
+        if settings.ray is not None:
+            settings.ray.close()
 
 
 def _expected_size(previous: Manifest | None, found: FoundItems) -> int:
@@ -353,11 +351,13 @@ def _with_recorded_settings(config: IndexConfig, previous: Manifest | None) -> I
 ENGINES = ("local", "ray")
 
 
-def check_engine(engine: str, actors: int) -> None:
+def check_engine(engine: str, actors: int, address: str | None = None) -> None:
     if engine not in ENGINES:
         raise InvalidInputError(f"unknown engine {engine!r}; use {' or '.join(ENGINES)}")
     if actors < 1:
         raise InvalidInputError(f"{option('ray_actors', actors)}: at least 1 encoding actor is needed")
+    if engine == "ray":  # Ray itself starts only once there is work for it
+        ray_engine.RayRun(RaySettings(address, actors), Path()).check()
 
 
 def _recorded_decode(asked: str | None, previous: Manifest) -> str:

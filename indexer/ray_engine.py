@@ -40,29 +40,85 @@ class RaySettings:
     gpus_per_actor: float | None = None  # None: 1 where the cluster has GPUs, else 0
 
 
-def start(settings: RaySettings) -> bool:
-    """Connect to Ray (or start a local one); True when this call started it and must stop it."""
+class RayRun:
+    """Ray for one indexing run: joined (or started locally) the first time the run has work for it, left
+    (or stopped) at the run's end; a run that encodes nothing never starts it. The index's journal folder
+    is where the workers write vectors."""
+
+    def __init__(self, settings: RaySettings, journal_folder: Path):
+        self.settings, self.journal_folder = settings, Path(journal_folder)
+        self._ready = self._started = False
+
+    def check(self) -> None:
+        """Fail now, before planning, on what can be known without starting Ray."""
+        _import_ray()
+        _check_reachable(self.settings.address)
+
+    def ensure(self) -> None:
+        if not self._ready:
+            self._started = start(self.settings)
+            self._ready = True
+            check_storage(self.journal_folder)
+
+    def close(self) -> None:
+        if self._started:
+            stop()
+        self._ready = self._started = False
+
+    def add_in_shards(self, index, vectors: np.ndarray, row_ids: np.ndarray):
+        """ann.VectorAdder: too few vectors for two shards are added here, without starting Ray for them."""
+        from .ann import add_here
+
+        if len(vectors) < 2 * SHARD_ROWS:
+            return add_here(index, vectors, row_ids)
+        self.ensure()
+        return add_in_shards(index, vectors, row_ids)
+
+
+def _import_ray():
     try:
         import ray
     except ImportError:
         raise InvalidInputError(
             f"{option('engine', 'ray')} needs Ray; install it with pip install 'xmodal[ray]'") from None
+    return ray
+
+
+def _check_reachable(address: str | None) -> None:
+    if address and not _reachable(address):
+        raise InvalidInputError(f"cannot join the Ray cluster at {address}: nothing answers there; check "
+                                "the address (ray start --head prints it) and that the head node is running")
+
+
+def start(settings: RaySettings) -> bool:
+    """Connect to Ray (or start a local one); True when this call started it and must stop it."""
+    ray = _import_ray()
     if ray.is_initialized():
         return False
-    if settings.address and not _reachable(settings.address):
-        raise InvalidInputError(f"cannot join the Ray cluster at {settings.address}: nothing answers there; check "
-                                "the address (ray start --head prints it) and that the head node is running")
+    _check_reachable(settings.address)
     os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")  # Ray's C++ core logs warnings to our stderr
-    env = {} if settings.address else {"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}}
+    if settings.address is None:
+        _start_local(ray)
+        return True
     try:
-        ray.init(address=settings.address, num_cpus=None if settings.address else os.cpu_count(),
-                 runtime_env=env, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+        ray.init(address=settings.address, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     except (ConnectionError, RuntimeError, ValueError) as exc:
-        token = "" if os.environ.get("RAY_AUTH_MODE") == "token" else \
-            "; if the cluster uses token authentication (ray start's default since Ray 2.59), set RAY_AUTH_MODE=token here too"
+        token = "set RAY_AUTH_MODE=token here too if the cluster uses token authentication (ray start's " \
+            "default since Ray 2.59), else check" if os.environ.get("RAY_AUTH_MODE") != "token" else "check"
         raise InvalidInputError(f"cannot join the Ray cluster at {settings.address}: {str(exc).splitlines()[0]}; "
-                                f"check the address (ray start --head prints it){token}") from None
+                                f"{token} the address (ray start --head prints it)") from None
     return True
+
+
+def _start_local(ray) -> None:
+    """A Ray of this run's own, even where a cluster runs on this machine (address="local": never joined
+    by accident), whose workers import what this process imports."""
+    try:
+        ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
+                 logging_level="ERROR", runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}})
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise ClusterError(f"cannot start a local Ray: {str(exc).splitlines()[0]}; or join a running cluster "
+                           f"with {option('ray_address', 'HOST:PORT')}") from None
 
 
 @contextmanager
@@ -207,13 +263,13 @@ def _actor_options(settings: RaySettings) -> dict[str, Any]:
     return {"compute": ray.data.ActorPoolStrategy(size=settings.actors), "num_gpus": gpus}
 
 
-def encode_images(encoder, paths: list[str], settings: RaySettings, batch_size: int, max_pixels: int,
-                  decode: str, journal_folder: Path) -> Iterator[tuple[list[DecodedImage], np.ndarray, list[DecodeFailure]]]:
+def encode_images(encoder, paths: list[str], run: RayRun, batch_size: int, max_pixels: int,
+                  decode: str) -> Iterator[tuple[list[DecodedImage], np.ndarray, list[DecodeFailure]]]:
     """(decoded images, their vectors, failures) a batch at a time, in the order of `paths`; the vectors are
     already in the journal (the workers wrote them there)."""
     rows = [{"position": i, "path": p} for i, p in enumerate(paths)]
-    chunks = _ChunkReader(journal_folder)
-    for batch in _encoded(encoder, rows, settings, batch_size, journal_folder, max_pixels, decode):
+    chunks = _ChunkReader(run.journal_folder)
+    for batch in _encoded(encoder, rows, run, batch_size, max_pixels, decode):
         ok = batch["reason"] == ""
         entries, vectors = chunks.take(batch["chunk"][ok], batch["chunk_row"][ok])
         images = [DecodedImage(e["path"], e["content_hash"], e["size"], e["mtime"], e["width"], e["height"], None)
@@ -224,25 +280,25 @@ def encode_images(encoder, paths: list[str], settings: RaySettings, batch_size: 
         yield images, vectors.reshape(-1, encoder.identity.dim), failures
 
 
-def encode_texts(encoder, texts: list[str], hashes: list[str], settings: RaySettings, batch_size: int,
-                 journal_folder: Path) -> Iterator[np.ndarray]:
+def encode_texts(encoder, texts: list[str], hashes: list[str], run: RayRun, batch_size: int) -> Iterator[np.ndarray]:
     """The texts' vectors, a batch at a time, in order; already in the journal, by their `hashes`."""
     rows = [{"position": i, "text": t, "hash": h} for i, (t, h) in enumerate(zip(texts, hashes))]
-    chunks = _ChunkReader(journal_folder)
-    for batch in _encoded(encoder, rows, settings, batch_size, journal_folder, 0, "exact"):
+    chunks = _ChunkReader(run.journal_folder)
+    for batch in _encoded(encoder, rows, run, batch_size, 0, "exact"):
         yield chunks.take(batch["chunk"], batch["chunk_row"])[1].reshape(-1, encoder.identity.dim)
 
 
-def _encoded(encoder, rows: list[dict], settings: RaySettings, batch_size: int, journal_folder: Path,
-             max_pixels: int, decode: str) -> Iterator[dict[str, np.ndarray]]:
+def _encoded(encoder, rows: list[dict], run: RayRun, batch_size: int, max_pixels: int,
+             decode: str) -> Iterator[dict[str, np.ndarray]]:
     """The actors' answers for `rows`, a batch at a time, in input order."""
+    run.ensure()
     import ray.data
 
     _quiet_data()
     arguments = {"identity": encoder.identity.to_dict(), "device": _device(encoder), "max_pixels": max_pixels,
-                 "decode": decode, "journal_folder": str(Path(journal_folder).resolve()), "run": uuid.uuid4().hex[:12]}
+                 "decode": decode, "journal_folder": str(run.journal_folder.resolve()), "run": uuid.uuid4().hex[:12]}
     dataset = ray.data.from_items(rows).map_batches(_Encoding, fn_constructor_kwargs=arguments,
-                                                     batch_size=batch_size, **_actor_options(settings))
+                                                     batch_size=batch_size, **_actor_options(run.settings))
     expected = 0
     with _cluster_errors():
         for batch in dataset.iter_batches(batch_size=batch_size, batch_format="numpy"):

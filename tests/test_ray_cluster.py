@@ -131,9 +131,13 @@ def test_joining_a_cluster_that_wants_a_token_says_how(tmp_path, tiny_spec):
             build_index(tmp_path / "index", IndexConfig(images=[folder], model=tiny_spec, engine="ray",
                                                         ray_address=f"127.0.0.1:{port}"))
         assert str(raised.value).startswith(f"cannot join the Ray cluster at 127.0.0.1:{port}: ")
-        assert str(raised.value).endswith("if the cluster uses token authentication (ray start's default since "
-                                          "Ray 2.59), set RAY_AUTH_MODE=token here too")
+        assert str(raised.value).endswith("; set RAY_AUTH_MODE=token here too if the cluster uses token "
+                                          "authentication (ray start's default since Ray 2.59), else check the "
+                                          "address (ray start --head prints it)")
         assert not (tmp_path / "index").exists()
+        # With that head running, a run on a local Ray of its own neither joins the head nor fails.
+        report = build_index(tmp_path / "index", IndexConfig(images=[folder], model=tiny_spec, engine="ray"))
+        assert report.counts["image"] == 1 and not ray.is_initialized()
     finally:
         os.killpg(head.pid, signal.SIGKILL)  # the head's processes share its session: none outlives it
         head.wait(60)
@@ -143,3 +147,18 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def test_a_run_with_nothing_to_encode_never_starts_ray(tmp_path, monkeypatch):
+    """Photos removed, none added: the run commits the removal without starting (or joining) Ray."""
+    from indexer import ray_engine
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(3):
+        noise_image(i, size=(120, 90)).save(folder / f"p{i}.jpg")
+    build_index(tmp_path / "index", IndexConfig(images=[folder], model="python:fakes:make_encoder", workers=0))
+    (folder / "p1.jpg").unlink()
+    monkeypatch.setattr(ray_engine, "start", lambda settings: pytest.fail("Ray was started for nothing"))
+    report = build_index(tmp_path / "index", IndexConfig(engine="ray"))
+    assert report.stats.removed == 1 and report.counts["image"] == 2

@@ -37,11 +37,15 @@ class JournalEntry:
 
 class Journal:
     def __init__(self, root: Path, identity: ModelIdentity):
-        self.folder = root / JOURNAL_DIR
+        self.folder = self.folder_of(root)
         self._key = repr(identity.compatibility_key())
         self.by_path: dict[str, JournalEntry] = {}
         self.by_hash: dict[tuple[str, str], JournalEntry] = {}
         self._next_chunk = 0
+
+    @staticmethod
+    def folder_of(root: Path) -> Path:
+        return root / JOURNAL_DIR
 
     @staticmethod
     def has_saved_work(root: Path) -> bool:
