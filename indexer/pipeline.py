@@ -209,7 +209,7 @@ def _run_locked(index_dir: IndexDir, config: IndexConfig, named: list[Source], s
     if [s.key for s in fresh_plan.synced] != [s.key for s in source_plan.synced]:  # another run changed them
         source_plan, found = fresh_plan, read_sources(fresh_plan.synced, recorded)
     source_plan = SourcePlan([replace(s, fingerprint=found.fingerprints[s.key]) if s.key in found.fingerprints else s
-                              for s in source_plan.sources], source_plan.synced)
+                              for s in source_plan.sources], source_plan.synced, source_plan.unchanged)
     on_ray = ray_engine.RayRun(RaySettings(config.ray_address, config.ray_actors), Journal.folder_of(index_dir.root)) \
         if config.engine == "ray" else None
     settings = EncodeSettings(config.batch_size, config.workers, config.max_pixels, config.journal_every,
@@ -253,6 +253,7 @@ def _run_with_model(index_dir: IndexDir, config: IndexConfig, source_plan: Sourc
         new_failures = images.failures + product_plan.new_failures + [f for f in skipped if f not in known]
         delta.gone = np.concatenate([images.gone, products, texts.gone, dropped])
         delta.stats = _stats(images, product_plan, texts, new_failures, len(dropped))
+        delta.stats.reused += len(state.texts.of_sources({s.path for s in source_plan.unchanged}))
         delta.failures = failures_kept + images.carried_failures + product_plan.carried_failures + \
             new_failures + [f for f in skipped if f in known]
         delta.sources, delta.next_row_id = source_plan.sources, ids.next

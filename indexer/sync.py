@@ -8,7 +8,7 @@ Dropping a source is explicit (`drop`, or replacing the whole set).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import InvalidInputError, command, option
@@ -21,6 +21,7 @@ from .store.tables import Failure, ItemRow
 class SourcePlan:
     sources: list[Source]  # what the index holds after this run
     synced: list[Source]  # what this run reads
+    unchanged: list[Source] = field(default_factory=list)  # corpora this run syncs, found as recorded: kept unread
 
     def owner(self, modality: str, location: str | None) -> str:
         """"synced", "kept" (another source holds it: leave it be) or "dropped" (no source holds it)."""

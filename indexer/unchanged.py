@@ -43,7 +43,7 @@ def skip_unchanged_corpora(plan: SourcePlan, recorded: list[Source]) -> SourcePl
 
     kept = {s.key for s in plan.synced if unchanged(s)}
     sources = [known[s.key] if s.key in kept else s for s in plan.sources]
-    return SourcePlan(sources, [s for s in plan.synced if s.key not in kept])
+    return SourcePlan(sources, [s for s in plan.synced if s.key not in kept], [s for s in plan.synced if s.key in kept])
 
 
 def nothing_changed(index_dir: IndexDir, previous: Manifest, plan: SourcePlan, image_paths: list[str],

@@ -88,6 +88,17 @@ def test_no_change_rerun_encodes_nothing_and_writes_no_generation(tmp_path, sour
     assert manifest.generation == "gen-000001" and manifest.last_run["reused"] == IMAGES_IN_SOURCES + 9
 
 
+def test_a_re_run_counts_an_unchanged_corpus_as_reused_whatever_else_changed(tmp_path, sources):
+    """The corpus is not read again when it is as recorded; its texts are reused all the same, as a run with
+    nothing changed at all counts them."""
+    images, texts = sources
+    out = tmp_path / "idx"
+    build_index(out, config(images, texts), encoder=FakeEncoder())
+    noise_image(100).save(images / "added.png")
+    again = build_index(out, config(images, texts), encoder=FakeEncoder())
+    assert (again.stats.encoded, again.stats.reused) == (1, IMAGES_IN_SOURCES + 9)
+
+
 def test_add_delete_modify_rename_and_texts_equal_a_clean_build(tmp_path, sources):
     images, texts = sources
     out = tmp_path / "idx"
