@@ -23,7 +23,7 @@ from . import ann, ray_engine, sources
 from .commit import RunStats, commit_state, start_delta, writing
 from .decode import DecodedStream
 from .encode import EncodeSettings, ProgressFactory, Timer, encode_images_journaled, encode_texts_journaled
-from .errors import InvalidInputError, ModelMismatchError, option
+from .errors import InvalidInputError, ModelMismatchError, command, option
 from .fresh import FreshSegments
 from .imaging import MAX_PIXELS, check_decode_mode
 from .models import DEFAULT_MODEL, Encoder, ModelIdentity, load_encoder
@@ -143,6 +143,10 @@ def read_sources(synced: list[Source], recorded: list[Source]) -> FoundItems:
     image_paths, corpora, products, skipped, fingerprints = [], [], [], [], {}
     for source in synced:
         if source.kind == "images":
+            if source.key in known and not os.path.exists(source.path):
+                raise InvalidInputError(
+                    f"image folder {source.path}, a source of this index, does not exist; check the path (or, if "
+                    f"it is gone for good, drop it and its items with {command('remove')} {option('source', source.path)})")
             found = sources.list_images(source.path)
             if not found and source.key not in known:
                 raise sources.no_images_error([source.path])

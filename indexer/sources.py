@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
-from .errors import CorpusEncodingError, InvalidInputError, NoImagesError, TextColumnError, command, option
+from .errors import CorpusEncodingError, InvalidInputError, NoImagesError, TextColumnError, option
 from .imaging import supported_extensions
 
 if TYPE_CHECKING:
@@ -214,8 +214,7 @@ def list_images(root: str | Path) -> list[str]:
     """Every supported image under one folder, sorted; hidden entries skipped, symlink loops safe."""
     root = Path(root)
     if not root.exists():
-        raise InvalidInputError(f"image folder {root} does not exist; check the path (or, if it was a source "
-                                f"that is gone for good, drop it with {command('remove')} {option('source', root)})")
+        raise InvalidInputError(f"image folder {root} does not exist; check the path")
     if root.is_file():
         raise InvalidInputError(f"{root} is a file; give the folder that holds the images")
     return sorted(_walk_images(root, supported_extensions()))

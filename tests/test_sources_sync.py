@@ -93,7 +93,7 @@ def test_a_vanished_source_folder_is_an_error_not_a_mass_deletion(tmp_path):
     build(out, images=[first, second])
     before = snapshot(out)
     shutil.rmtree(second)  # an unmounted drive looks the same
-    with pytest.raises(InvalidInputError, match="photos2 does not exist.*remove_items"):
+    with pytest.raises(InvalidInputError, match="photos2, a source of this index, does not exist.*remove_items"):
         build(out)
     assert snapshot(out)["items"].keys() == before["items"].keys()
 
@@ -207,3 +207,21 @@ def test_cli_adds_a_folder_lists_sources_and_drops_one(tmp_path):
         str(first), str(second)]
     dropped = xmodal("remove", str(out), "--source", str(second))
     assert dropped.returncode == 0 and "removed 2 items" in dropped.stdout
+
+
+def test_a_missing_folder_names_the_way_out_that_fits_it(tmp_path):
+    """A recorded folder that is gone may be dropped with `xmodal remove --source`; a folder never indexed
+    (a typo, a word taken for a folder) is only a wrong path."""
+    a = folder(tmp_path, "a", 3, seed=1)
+    out = tmp_path / "idx"
+    build(out, images=[a])
+    before = IndexDir(out).read_manifest()
+    shutil.rmtree(a)
+    done = xmodal("index", "--out", str(out), "--model", FAKE)
+    assert done.returncode == 2 and done.stderr == (
+        f"error: image folder {a}, a source of this index, does not exist; check the path (or, if it is gone "
+        f"for good, drop it and its items with `xmodal remove` --source {a})\n")
+    typo = tmp_path / "localhost"
+    done = xmodal("index", str(typo), "--out", str(tmp_path / "other"), "--model", FAKE)
+    assert done.returncode == 2 and done.stderr == f"error: image folder {typo} does not exist; check the path\n"
+    assert IndexDir(out).read_manifest() == before and not (tmp_path / "other").exists()
