@@ -219,11 +219,19 @@ class StoredVectors:
             for q, (ids, scores) in enumerate(_search_part(part, queries, k, positions)):
                 found[q].append((ids, scores))
         results = []
-        for parts in found:
-            ids, scores = _joined(parts)
-            order = np.lexsort((ids, -scores.astype(np.float64)))[:k]
+        for parts, query in zip(found, queries):
+            ids, _ = _joined(parts)
+            scores = self._settled_scores(ids, query)
+            order = np.lexsort((ids, -scores))[:k]
             results.append(SearchResult(scores[order].astype(np.float32), ids[order]))
         return results
+
+    def _settled_scores(self, ids: np.ndarray, query: np.ndarray) -> np.ndarray:
+        """The candidates scored again, each row on its own and in float64. A matrix product rounds a row's
+        score by where the row falls in BLAS's blocks, so one vector stored twice could score a unit in the
+        last place apart and its copies rank by position instead of by row id."""
+        vectors = self.take(self.positions(ids)).astype(np.float64)
+        return (vectors * query.astype(np.float64)).sum(axis=1)
 
 
 def _search_part(part: VectorPart, queries: np.ndarray, k: int,
@@ -246,12 +254,15 @@ def _search_part(part: VectorPart, queries: np.ndarray, k: int,
     return rescored
 
 
+TIE_SLACK = 1e-5  # float32 scores this close to the k-th best may be its tie, rounded apart: kept for settling
+
+
 def _at_least_kth(scores: np.ndarray, k: int) -> np.ndarray:
-    """Positions of the scores at least the k-th best (all of them when there are few)."""
+    """Positions of the scores at least the k-th best, or within TIE_SLACK of it (all when there are few)."""
     if len(scores) <= k:
         return np.arange(len(scores))
     kth = np.partition(scores, len(scores) - k)[len(scores) - k]
-    return np.flatnonzero(scores >= kth)
+    return np.flatnonzero(scores >= kth - TIE_SLACK)
 
 
 def _joined(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:

@@ -173,3 +173,17 @@ def test_tuning_queries_sit_near_but_not_on_the_collection():
     cosines = (moved * sample).sum(axis=1) / np.linalg.norm(moved, axis=1)
     np.testing.assert_allclose(cosines, ann.TUNING_QUERY_COSINE, atol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(moved, axis=1), 1.0, atol=1e-5)
+
+
+def test_the_same_vector_twice_ties_and_ranks_by_row_id():
+    """One photo stored twice (two files, one picture): whatever rows BLAS happens to score them in, the two
+    get the same score and the lower row id ranks first."""
+    from search.vectors import StoredVectors
+
+    rng = np.random.default_rng(0)
+    for trial in range(20):
+        vectors = l2_normalize(rng.standard_normal((203, 384)).astype(np.float32))
+        vectors[7] = vectors[200]
+        queries = l2_normalize(0.05 * rng.standard_normal((5, 384)).astype(np.float32) + vectors[200])
+        for result in StoredVectors.of(np.arange(203), vectors).search(queries, 3):
+            assert result.row_ids[:2].tolist() == [7, 200] and result.scores[0] == result.scores[1]
