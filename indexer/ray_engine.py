@@ -96,7 +96,6 @@ def start(settings: RaySettings) -> bool:
     if ray.is_initialized():
         return False
     _check_reachable(settings.address)
-    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")  # Ray's C++ core logs warnings to our stderr
     if settings.address is None:
         _start_local(ray)
         return True
