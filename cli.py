@@ -98,7 +98,7 @@ def index(
     decode: Optional[str] = typer.Option(None, "--decode", metavar="MODE", help="reduced: JPEGs decoded no larger than the model's input (several times faster); exact: every pixel decoded. Default: as recorded, else reduced."),
     ray: bool = typer.Option(False, "--ray", help="Decode and encode on Ray (pip install 'xmodal[ray]'): alone, a local Ray with this machine's cores; --ray HOST:PORT joins a running cluster (ray start --head prints its address)."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", metavar="HOST:PORT", help="The same as --ray HOST:PORT."),
-    ray_actors: int = typer.Option(1, "--ray-actors", min=1, metavar="N", help="Encoding actors on Ray, each holding the model (a GPU each where the cluster has them)."),
+    ray_actors: Optional[int] = typer.Option(None, "--ray-actors", min=1, metavar="N", help="Encoding actors on Ray, each holding its own copy of the model (default: one per GPU of the cluster, else one per CPU core; fewer if memory is short)."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Try files that failed before, changed or not."),
     replace_sources: bool = typer.Option(False, "--replace-sources", help="Make the sources named here the index's whole set, dropping the others and their items."),
 ) -> None:

@@ -67,7 +67,7 @@ class IndexConfig:
     journal_every: int = 512  # items encoded between resume points
     engine: str = "local"  # "ray": decode and encode on a Ray cluster (indexer/ray_engine.py)
     ray_address: str | None = None  # None: a local Ray with this machine's cores
-    ray_actors: int = 1  # encoding actors on the cluster, each holding the model
+    ray_actors: int | None = None  # encoding actors, each holding the model; None: one per GPU, else per CPU core
 
 
 @dataclass
@@ -356,10 +356,10 @@ def _with_recorded_settings(config: IndexConfig, previous: Manifest | None) -> I
 ENGINES = ("local", "ray")
 
 
-def check_engine(engine: str, actors: int, address: str | None = None) -> None:
+def check_engine(engine: str, actors: int | None, address: str | None = None) -> None:
     if engine not in ENGINES:
         raise InvalidInputError(f"unknown engine {engine!r}; use {' or '.join(ENGINES)}")
-    if actors < 1:
+    if actors is not None and actors < 1:
         raise InvalidInputError(f"{option('ray_actors', actors)}: at least 1 encoding actor is needed")
     if engine == "ray":  # Ray itself starts only once there is work for it
         ray_engine.RayRun(RaySettings(address, actors), Path()).check()

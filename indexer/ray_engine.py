@@ -36,7 +36,7 @@ from .store.journal import JournalEntry, worker_chunk_name, write_chunk
 @dataclass(frozen=True)
 class RaySettings:
     address: str | None = None  # None: a local Ray with this machine's cores
-    actors: int = 1  # encoding actors, each holding the model
+    actors: int | None = None  # encoding actors, each holding the model; None: one per GPU, else per CPU core
     gpus_per_actor: float | None = None  # None: 1 where the cluster has GPUs, else 0
 
 
@@ -259,7 +259,16 @@ def _actor_options(settings: RaySettings) -> dict[str, Any]:
     gpus = settings.gpus_per_actor
     if gpus is None:
         gpus = 1 if _cluster_has_gpus() else 0
-    return {"compute": ray.data.ActorPoolStrategy(size=settings.actors), "num_gpus": gpus}
+    return {"compute": ray.data.ActorPoolStrategy(size=settings.actors or default_actors()), "num_gpus": gpus}
+
+
+def default_actors() -> int:
+    """The whole cluster: one actor per GPU where it has GPUs, else one per CPU core (each decodes and
+    encodes its own batches on its core, as the local engine's decoding workers do)."""
+    import ray
+
+    resources = ray.cluster_resources()
+    return max(1, int(resources.get("GPU", 0)) or int(resources.get("CPU", 1)))
 
 
 def encode_images(encoder, paths: list[str], run: RayRun, batch_size: int, max_pixels: int,

@@ -239,3 +239,12 @@ def test_a_ray_built_ivf_index_is_the_local_one_byte_for_byte(local_ray, tmp_pat
     assert [p.name for p in built] == ["image.faiss", "text.faiss"]
     for path in built:
         assert (tmp_path / "ray" / path).read_bytes() == (tmp_path / "local" / path).read_bytes()
+
+
+def test_ray_uses_the_whole_cluster_unless_told(local_ray):
+    """No GPU in this local Ray of 2 CPUs: one encoding actor per CPU core, or as many as asked."""
+    from indexer import ray_engine
+
+    assert ray_engine._actor_options(ray_engine.RaySettings())["compute"].max_size == 2
+    assert ray_engine._actor_options(ray_engine.RaySettings(actors=1))["compute"].max_size == 1
+    assert ray_engine._actor_options(ray_engine.RaySettings())["num_gpus"] == 0

@@ -84,7 +84,8 @@ def test_a_worker_node_lost_midway_costs_nothing_but_time(tmp_path, monkeypatch)
     killer = threading.Thread(target=take_down_the_actors_node)
     killer.start()
     try:
-        report = build_index(tmp_path / "cluster", IndexConfig(**config, engine="ray", ray_address=cluster.address))
+        report = build_index(tmp_path / "cluster", IndexConfig(**config, engine="ray", ray_address=cluster.address,
+                                                               ray_actors=1))
     finally:
         finished.set()
         killer.join()
