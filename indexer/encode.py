@@ -227,7 +227,7 @@ def encode_texts_journaled(encoder: Encoder, texts: list[str], journal: Journal,
     own_bar = bar is None
     bar = progress(label, len(texts)) if own_bar and progress and texts else bar
     chunks = []
-    encoded = _text_batches(encoder, texts, hashes, journal, settings)
+    encoded = _text_batches(encoder, texts, hashes, settings)
     with JournalBuffer(journal, settings.journal_every) as buffer:
         start = 0
         while start < len(texts):
@@ -245,7 +245,7 @@ def encode_texts_journaled(encoder: Encoder, texts: list[str], journal: Journal,
     return [vector for chunk in chunks for vector in chunk]  # views: the journal holds the same batches
 
 
-def _text_batches(encoder: Encoder, texts: list[str], hashes: list[str], journal: Journal,
+def _text_batches(encoder: Encoder, texts: list[str], hashes: list[str],
                   settings: EncodeSettings) -> Iterator[np.ndarray]:
     """The texts' vectors a batch at a time, in order: here, or on a Ray cluster."""
     if settings.ray is not None:

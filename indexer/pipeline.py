@@ -362,7 +362,7 @@ def check_engine(engine: str, actors: int | None, address: str | None = None) ->
     if actors is not None and actors < 1:
         raise InvalidInputError(f"{option('ray_actors', actors)}: at least 1 encoding actor is needed")
     if engine == "ray":  # Ray itself starts only once there is work for it
-        ray_engine.RayRun(RaySettings(address, actors), Path()).check()
+        ray_engine.check_available(address)
 
 
 def _recorded_decode(asked: str | None, previous: Manifest) -> str:

@@ -49,11 +49,6 @@ class RayRun:
         self.settings, self.journal_folder = settings, Path(journal_folder)
         self._ready = self._started = False
 
-    def check(self) -> None:
-        """Fail now, before planning, on what can be known without starting Ray."""
-        _import_ray()
-        _check_reachable(self.settings.address)
-
     def ensure(self) -> None:
         if not self._ready:
             self._started = start(self.settings)
@@ -73,6 +68,12 @@ class RayRun:
             return add_here(index, vectors, row_ids)
         self.ensure()
         return add_in_shards(index, vectors, row_ids)
+
+
+def check_available(address: str | None) -> None:
+    """Fail now, before planning, on what can be known without starting Ray: Ray missing, a dead address."""
+    _import_ray()
+    _check_reachable(address)
 
 
 def _import_ray():
