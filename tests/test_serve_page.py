@@ -29,6 +29,7 @@ if not (BROWSER and DRIVER):
                 allow_module_level=True)
 
 from selenium import webdriver  # noqa: E402
+from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.chrome.service import Service as DriverService  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
@@ -74,7 +75,9 @@ def shot(browser, name: str) -> None:
 
 
 def wait(browser, condition, timeout: float = 30):
-    return WebDriverWait(browser, timeout).until(lambda b: condition(b))
+    # The list is redrawn when an answer arrives: a card read as it is replaced is read again.
+    return WebDriverWait(browser, timeout, ignored_exceptions=(StaleElementReferenceException,)).until(
+        lambda b: condition(b))
 
 
 def cards(browser):
@@ -82,7 +85,9 @@ def cards(browser):
 
 
 def rows(browser) -> list[int]:
-    return [int(card.get_attribute("data-row-id")) for card in cards(browser)]
+    """The cards' row ids, read in one step so a redraw cannot land halfway."""
+    return [int(r) for r in browser.execute_script(
+        "return [...document.querySelectorAll('#results .card')].map(c => c.dataset.rowId)")]
 
 
 def thumbnails_loaded(browser) -> bool:
@@ -151,6 +156,34 @@ def test_like_and_dislike_change_the_list_and_can_be_taken_back(server, browser)
     wait(browser, lambda b: liked in rows(b) and disliked not in rows(b))
     assert "Disliked:" in browser.find_element(By.ID, "chips").text
     shot(browser, "06-like-removed-after-reload")
+
+
+SLOW_NEXT_SEARCH = """
+const realFetch = window.fetch;
+window.slowAnswered = false;
+window.fetch = (url, options) => {
+  window.fetch = realFetch;  // only this one call is slow
+  return new Promise((resolve) => setTimeout(() => realFetch(url, options).then((answer) => {
+    resolve(answer);
+    setTimeout(() => { window.slowAnswered = true; }, 200);  // after the page has had the answer
+  }), 1500));
+};
+"""
+
+
+def test_an_older_answer_arriving_late_does_not_replace_the_newer_one(server, browser):
+    """Like, then dislike before the like's answer is back: the list shows the dislike's answer, even when the
+    like's answer arrives after it (a slow network, a busy server)."""
+    browser.get(server.url + RED_CAR)
+    wait(browser, lambda b: len(cards(b)) == 12)
+    before = rows(browser)
+    browser.execute_script(SLOW_NEXT_SEARCH)
+    cards(browser)[1].find_element(By.CSS_SELECTOR, "button.like").click()
+    cards(browser)[2].find_element(By.CSS_SELECTOR, "button.dislike").click()
+    wait(browser, lambda b: len(cards(b)) == 10)
+    wait(browser, lambda b: b.execute_script("return window.slowAnswered"))
+    assert before[1] not in rows(browser) and before[2] not in rows(browser)
+    assert len(cards(browser)) == 10 and "Searching" not in browser.find_element(By.ID, "status").text
 
 
 def test_a_bad_filter_shows_its_error_and_a_good_one_narrows(server, browser):

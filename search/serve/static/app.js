@@ -4,6 +4,7 @@
 const $ = (selector) => document.querySelector(selector);
 const state = { q: "", target: "image", where: "", like: [], dislike: [], k: 24, index: "", image: null };
 const labels = new Map(); // row id -> a short name, for the chips
+let latestSearch = 0; // answers can come back out of order: only the latest search may draw the list
 
 function readUrl() {
   const params = new URLSearchParams(location.search);
@@ -73,12 +74,13 @@ async function search(push = true) {
   writeUrl(push);
   renderChips();
   showError("");
-  if (!hasQuery()) { $("#results").replaceChildren(); $("#status").textContent = ""; return; }
+  if (!hasQuery()) { latestSearch++; $("#results").replaceChildren(); $("#status").textContent = ""; return; }
   const request = { target: state.target, k: state.k, like: state.like, dislike: state.dislike };
   if (state.q) request.text = state.q;
   if (state.where) request.where = state.where;
   if (state.index) request.index = state.index;
   $("#status").textContent = "Searching...";
+  const mine = ++latestSearch;
   try {
     let body;
     if (state.image) {
@@ -90,8 +92,9 @@ async function search(push = true) {
       body = await call("/search", { method: "POST", headers: { "Content-Type": "application/json" },
         body: JSON.stringify(request) });
     }
-    renderHits(body);
+    if (mine === latestSearch) renderHits(body);
   } catch (error) {
+    if (mine !== latestSearch) return;
     $("#status").textContent = "";
     $("#results").replaceChildren();
     showError(error.message);
