@@ -48,6 +48,28 @@ def _by_path(index) -> dict[str, tuple]:
     return {(r.path or r.text): (r.row_id, r.modality, r.content_hash, r.width, r.height) for r in list_items(index)}
 
 
+def _vectors_by_path(index, encoder) -> dict[str, np.ndarray]:
+    opened, by_row = open_index(index, encoder=encoder), {}
+    for vector_set in opened._sets:
+        stored = opened._stored(vector_set)
+        by_row.update(zip(stored.row_ids.tolist(), stored.take(np.arange(len(stored.row_ids)))))
+    return {(r.path or r.text): by_row[r.row_id] for r in list_items(index)}
+
+
+def _assert_same_content(local, on_ray, encoder):
+    """The same items, vectors and failures, whatever row ids they settled under: a resumed run gives a
+    resumed item its id as it plans it, and Ray's workers journal their batches in any order."""
+    strip = lambda items: {path: item[1:] for path, item in items.items()}  # noqa: E731
+    assert strip(_by_path(on_ray)) == strip(_by_path(local))
+    assert sorted(r[0] for r in _by_path(on_ray).values()) == list(range(len(_by_path(local))))
+    va, vb = _vectors_by_path(local, encoder), _vectors_by_path(on_ray, encoder)
+    assert va.keys() == vb.keys()
+    for path in va:
+        np.testing.assert_allclose(va[path], vb[path], atol=1e-5)
+    failures = [sorted((f.path, f.reason) for f in open_index(i, encoder=encoder).failures()) for i in (local, on_ray)]
+    assert failures[0] == failures[1]
+
+
 def _assert_same_index(local, on_ray, encoder):
     assert _by_path(on_ray) == _by_path(local)  # same items under the same row ids
     a, b = open_index(local, encoder=encoder), open_index(on_ray, encoder=encoder)
@@ -121,7 +143,7 @@ def test_a_worker_lost_midway_is_replaced_and_nothing_is_missing_or_doubled(loca
 def test_a_driver_killed_midway_resumes_on_ray_without_re_encoding(local_ray, tmp_path, mixed_folder, texts_csv):
     """SIGKILL as the driver reads back the third batch the workers journaled (its own local Ray, stopped with
     it), then the same run again: every vector the workers wrote is resumed, heard of by the driver or not,
-    and the index is the one a clean local run builds."""
+    and the index holds what a clean local run builds."""
     index = tmp_path / "index"
     driver = subprocess.Popen([sys.executable, str(TESTS / "kill_driver.py"), str(index), str(mixed_folder),
                                str(texts_csv), "journal_read_chunk", "3"], env={**env_with_tests_path(),
@@ -139,7 +161,7 @@ def test_a_driver_killed_midway_resumes_on_ray_without_re_encoding(local_ray, tm
     build_index(tmp_path / "local", IndexConfig(images=[mixed_folder], texts=[texts_csv], model=FAKE, workers=0))
     from fakes import make_encoder
 
-    _assert_same_index(tmp_path / "local", index, make_encoder(None, "cpu"))
+    _assert_same_content(tmp_path / "local", index, make_encoder(None, "cpu"))
 
 
 def _settled_rows(journal) -> int:
