@@ -14,6 +14,7 @@ from .gpu_decode import DeviceJpegDecoder, gpu_decoding_available
 from .imaging import MAX_PIXELS
 from .models import Encoder
 from .models.base import image_input_side
+from .model_threads import for_cpu_model
 from .ray_engine import RayRun
 from .plan import text_hash
 from .store.journal import Journal, JournalEntry
@@ -86,9 +87,15 @@ def encode_image_files(encoder: Encoder, paths: list[str], batch_size: int = 64,
     bar = progress(label, len(paths)) if progress and paths else None
     workers = default_workers() if workers is None else workers
 
+    waited = [0.0]  # waiting on the decoders since the last batch was encoded
+
     def encode_pending() -> None:
+        started = time.perf_counter()
         with timer.stage("encode"):
             encoded = encoder.encode_preprocessed([d.pixels for d in pending])
+        if threads is not None:
+            threads.after_batch(waited[0], time.perf_counter() - started)
+        waited[0] = 0.0
         for d in pending:
             d.pixels = None  # keep metadata only: memory stays bounded by the batch
         vectors.append(encoded)
@@ -106,21 +113,28 @@ def encode_image_files(encoder: Encoder, paths: list[str], batch_size: int = 64,
     else:
         items = iter(stream) if stream is not None else \
             iter_decoded(paths, encoder.preprocess_image, workers, max_pixels, min_side)
-    while True:
-        with timer.stage("decode_wait"):
-            item = next(items, None)
-        if item is None:
-            break
-        if isinstance(item, DecodedImage):
-            pending.append(item)
-        else:
-            failures.append(_failure(item))
-        if len(pending) >= batch_size:
+    threads = for_cpu_model(encoder, workers) if on_device is None else None
+    try:
+        while True:
+            started = time.perf_counter()
+            with timer.stage("decode_wait"):
+                item = next(items, None)
+            waited[0] += time.perf_counter() - started
+            if item is None:
+                break
+            if isinstance(item, DecodedImage):
+                pending.append(item)
+            else:
+                failures.append(_failure(item))
+            if len(pending) >= batch_size:
+                encode_pending()
+            if bar:
+                bar.update(1)
+        if pending:
             encode_pending()
-        if bar:
-            bar.update(1)
-    if pending:
-        encode_pending()
+    finally:
+        if threads is not None:
+            threads.restore()
     if bar:
         bar.close()
     matrix = np.concatenate(vectors) if vectors else np.zeros((0, encoder.identity.dim), np.float32)
