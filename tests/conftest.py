@@ -100,6 +100,16 @@ def image_folder(tmp_path) -> Path:
 
 
 @pytest.fixture
+def forty_jpegs(tmp_path) -> Path:
+    """Forty distinct 300x200 JPEGs in one folder: enough for several batches and both decoding workers."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(40):
+        noise_image(i, size=(300, 200)).save(folder / f"p{i:02d}.jpg", quality=90)
+    return folder
+
+
+@pytest.fixture
 def texts_csv(tmp_path) -> Path:
     path = tmp_path / "texts.csv"
     path.write_text("sku,text,price\nA1,a photo of a dog,10\nB2,a red sports car,20000\n"

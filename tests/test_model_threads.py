@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import noise_image
 from indexer import IndexConfig, build_index, model_threads
 from indexer.model_threads import ModelThreads, for_cpu_model
 from search.engine import open_index
@@ -67,32 +66,24 @@ def threads_to_give(monkeypatch) -> int:
     torch.set_num_threads(saved)
 
 
-@pytest.fixture
-def photos(tmp_path):
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    for i in range(40):
-        noise_image(i, size=(300, 200)).save(folder / f"p{i:02d}.jpg", quality=90)
-    return folder
-
-
-def test_a_run_reports_every_batch_and_leaves_torch_as_it_found_it(tmp_path, photos, tiny_encoder, monkeypatch,
+def test_a_run_reports_every_batch_and_leaves_torch_as_it_found_it(tmp_path, forty_jpegs, tiny_encoder, monkeypatch,
                                                                    threads_to_give):
     seen = []
     original = ModelThreads.after_batch
     monkeypatch.setattr(ModelThreads, "after_batch", lambda self, waited, encoding: seen.append(
         (waited, encoding)) or original(self, 10.0, 0.0))  # as decode-bound as can be: threads given up
-    build_index(tmp_path / "shared", IndexConfig(images=[photos], workers=2, batch_size=8), encoder=tiny_encoder)
+    build_index(tmp_path / "shared", IndexConfig(images=[forty_jpegs], workers=2, batch_size=8), encoder=tiny_encoder)
     assert len(seen) == 5 and all(w >= 0 and e > 0 for w, e in seen)
     assert torch.get_num_threads() == threads_to_give
-    alone = build_index(tmp_path / "alone", IndexConfig(images=[photos], workers=0), encoder=tiny_encoder)
+    alone = build_index(tmp_path / "alone", IndexConfig(images=[forty_jpegs], workers=0), encoder=tiny_encoder)
     assert alone.counts["image"] == 40
     a = open_index(tmp_path / "shared", encoder=tiny_encoder)._stored("image")
     b = open_index(tmp_path / "alone", encoder=tiny_encoder)._stored("image")
     assert np.allclose(a.take(np.arange(40)), b.take(np.arange(40)), atol=1e-5)  # fewer threads, same vectors
 
 
-def test_a_run_that_fails_midway_gives_the_threads_back(tmp_path, photos, tiny_encoder, monkeypatch, threads_to_give):
+def test_a_run_that_fails_midway_gives_the_threads_back(tmp_path, forty_jpegs, tiny_encoder, monkeypatch,
+                                                       threads_to_give):
     monkeypatch.setattr(ModelThreads, "after_batch", lambda self, waited, encoding: self._use(self.reduced))
     calls = []
     original = type(tiny_encoder).encode_preprocessed
@@ -105,6 +96,7 @@ def test_a_run_that_fails_midway_gives_the_threads_back(tmp_path, photos, tiny_e
 
     monkeypatch.setattr(type(tiny_encoder), "encode_preprocessed", fail_on_the_third)
     with pytest.raises(RuntimeError, match="out of memory"):
-        build_index(tmp_path / "index", IndexConfig(images=[photos], workers=2, batch_size=8), encoder=tiny_encoder)
+        build_index(tmp_path / "index", IndexConfig(images=[forty_jpegs], workers=2, batch_size=8),
+                    encoder=tiny_encoder)
     assert calls == [threads_to_give, threads_to_give - 1, threads_to_give - 1]  # given up after the first batch
     assert torch.get_num_threads() == threads_to_give

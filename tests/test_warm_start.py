@@ -6,7 +6,6 @@ import multiprocessing
 import numpy as np
 import pytest
 
-from conftest import noise_image
 from indexer import IndexConfig, build_index
 from indexer import warm_start
 from indexer.encode import EncodeSettings
@@ -15,28 +14,19 @@ from indexer.models.recipe import local_dir_recipe
 from search.engine import open_index
 
 
-@pytest.fixture
-def photos(tmp_path):
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    for i in range(40):
-        noise_image(i, size=(300, 200)).save(folder / f"p{i:02d}.jpg", quality=90)
-    return folder
-
-
 def _vectors(index, encoder) -> dict[str, np.ndarray]:
     opened = open_index(index, encoder=encoder)
     return {hit.path: opened.embed_image(hit.path) for hit in opened.search("x", target="image", k=100)}
 
 
-def test_a_first_build_decodes_while_the_model_loads(tmp_path, photos, tiny_spec, tiny_encoder, monkeypatch):
+def test_a_first_build_decodes_while_the_model_loads(tmp_path, forty_jpegs, tiny_spec, tiny_encoder, monkeypatch):
     taken = []
     original = warm_start.WarmStart.take
     monkeypatch.setattr(warm_start.WarmStart, "take",
                         lambda self, paths, encoder: taken.append(r := original(self, paths, encoder)) or r)
-    warm = build_index(tmp_path / "warm", IndexConfig(images=[photos], model=tiny_spec, workers=2))
+    warm = build_index(tmp_path / "warm", IndexConfig(images=[forty_jpegs], model=tiny_spec, workers=2))
     assert taken and taken[0] is not None  # the workers started before the model were the ones used
-    plain = build_index(tmp_path / "plain", IndexConfig(images=[photos], workers=0), encoder=tiny_encoder)
+    plain = build_index(tmp_path / "plain", IndexConfig(images=[forty_jpegs], workers=0), encoder=tiny_encoder)
     assert warm.counts == plain.counts == {"image": 40, "text": 0, "product": 0}
     stored_warm = open_index(tmp_path / "warm", encoder=tiny_encoder)._stored("image")
     stored_plain = open_index(tmp_path / "plain", encoder=tiny_encoder)._stored("image")
@@ -44,8 +34,8 @@ def test_a_first_build_decodes_while_the_model_loads(tmp_path, photos, tiny_spec
     assert not multiprocessing.active_children()
 
 
-def test_a_stream_for_other_files_or_another_preprocessing_is_not_used(photos, tiny_spec, tiny_encoder):
-    paths = sorted(str(p) for p in photos.iterdir())
+def test_a_stream_for_other_files_or_another_preprocessing_is_not_used(forty_jpegs, tiny_spec, tiny_encoder):
+    paths = sorted(str(p) for p in forty_jpegs.iterdir())
     start = warm_start.WarmStart(tiny_spec, paths, EncodeSettings(workers=2))
     assert start.recipe == local_dir_recipe(tiny_spec) and start.recipe.side == 64
     assert start.take(paths[1:], tiny_encoder) is None  # resumed files dropped: not the files started
@@ -59,12 +49,12 @@ def test_a_stream_for_other_files_or_another_preprocessing_is_not_used(photos, t
     assert warm_start.WarmStart("ViT-B-32", paths, EncodeSettings()).recipe is None  # known only once loaded
 
 
-def test_a_model_that_fails_to_load_stops_the_workers(tmp_path, photos, tiny_model_dir, monkeypatch):
+def test_a_model_that_fails_to_load_stops_the_workers(tmp_path, forty_jpegs, tiny_model_dir, monkeypatch):
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "open_clip_config.json").write_text((tiny_model_dir / "open_clip_config.json").read_text())
     (broken / "open_clip_model.safetensors").write_bytes(b"not weights")
     with pytest.raises(ModelUnavailableError, match="could not load model"):
-        build_index(tmp_path / "index", IndexConfig(images=[photos], model=f"local-dir:{broken}", workers=2))
+        build_index(tmp_path / "index", IndexConfig(images=[forty_jpegs], model=f"local-dir:{broken}", workers=2))
     assert not multiprocessing.active_children()
     assert not (tmp_path / "index").exists()
