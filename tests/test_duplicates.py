@@ -7,6 +7,7 @@ import json
 import pytest
 from PIL import Image
 
+from conftest import CATALOG
 from fakes import FakeEncoder
 from indexer import IndexConfig, build_index
 from photos import skimage_data_dir
@@ -104,3 +105,18 @@ def test_cli_duplicates_and_dedup(library):
     assert json.loads(found.stdout)["count"] == 9
     bad = xmodal("duplicates", str(out), "--modality", "video")
     assert bad.returncode == 2 and bad.stderr.startswith("error: unknown --modality 'video'")
+
+
+def test_the_same_drawing_in_other_colours_is_another_product(tmp_path):
+    """The demo shop's red, blue and green cars (one drawing, recoloured) are three listings, not copies; a
+    recompressed copy of one of them still is one."""
+    folder = tmp_path / "shop"
+    folder.mkdir()
+    for name in ("01-red-car.png", "02-blue-car.png", "03-green-car.png", "06-green-shirt.png",
+                 "07-blue-shirt.png", "08-yellow-mug.png", "09-red-mug.png"):
+        (folder / name).write_bytes((CATALOG / "images" / name).read_bytes())
+    Image.open(folder / "01-red-car.png").convert("RGB").save(folder / "01-red-car-copy.jpg", quality=70)
+    build_index(tmp_path / "idx", IndexConfig(images=[folder], workers=0), encoder=FakeEncoder())
+    index = open_index(tmp_path / "idx", encoder=FakeEncoder())
+    assert [sorted(names(index, g.items)) for g in index.duplicates("image")] == \
+        [["01-red-car-copy.jpg", "01-red-car.png"]]
