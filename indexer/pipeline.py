@@ -575,7 +575,8 @@ def _stats(images: _ImageRun, product_plan: ProductPlan, texts: _TextRun, new_fa
     encoded = images.encoded + texts.encoded
     encoded += sum(len(rows) for rows in product_plan.photos_to_encode.values())
     encoded += sum(len(rows) for rows in product_plan.texts_to_encode.values())
-    encoded -= sum(1 for f in new_failures if f.source and f.modality == "image")  # photos that did not decode
+    sent = product_plan.photos_to_encode  # a photo missing at planning never was: it is only a failure
+    encoded -= sum(1 for f in new_failures if f.source and f.modality == "image" and f.path in sent)  # did not decode
     return RunStats(encoded=encoded, reused=images.kept + images.reused + texts.kept + texts.reused + product_plan.reused,
                     resumed=images.resumed + texts.resumed + product_plan.resumed,
                     removed=images.removed + texts.removed + len(product_plan.removed_ids) + dropped,

@@ -101,6 +101,24 @@ def test_a_missing_or_broken_photo_leaves_a_product_with_its_text(shop, tmp_path
     assert found["Red running shoes"][3].path is None  # an empty cell: no photo, and no failure
 
 
+def test_run_counts_are_the_vectors_encoded_when_photos_are_missing_or_broken(shop, tmp_path):
+    """A missing photo was taken off the encoded count though it was never sent to the model: 22 of 23
+    vectors counted, then -1 on a run that changed nothing."""
+    (shop / "images" / "12-red-apple.png").unlink()
+    (shop / "images" / "03-green-car.png").write_bytes((CATALOG / "images" / "03-green-car.png").read_bytes()[:300])
+    out, table = tmp_path / "idx", shop / "listings.csv"
+    counting = CountingEncoder()
+    first = build(out, table, counting)
+    assert (counting.images, counting.texts) == (10, 12)  # neither the missing photo nor the broken one
+    assert (first.stats.encoded, first.stats.failed) == (10 + 12, 2)
+    again = build(out, table, CountingEncoder())
+    assert (again.stats.encoded, again.stats.reused) == (0, 10 + 12)
+    rewrite(table, lambda rows: [{**r, "description": "A blue hatchback car, new tyres."} if r["id"] == "2" else r
+                                 for r in rows])
+    edited = build(out, table, CountingEncoder())
+    assert (edited.stats.encoded, edited.stats.reused) == (1, 10 + 11)
+
+
 def test_reruns_encode_only_the_part_that_changed(shop, tmp_path):
     out, table = tmp_path / "idx", shop / "listings.csv"
     build(out, table)
