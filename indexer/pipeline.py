@@ -345,7 +345,7 @@ def _with_recorded_settings(config: IndexConfig, previous: Manifest | None) -> I
         return replace(config, model=config.model or DEFAULT_MODEL, vectors=config.vectors or "float32",
                        memory_budget=budget, image_decode=config.image_decode or "reduced")
     config = replace(config, model=config.model or previous.model.spec,
-                     vectors=config.vectors or previous.settings.get("vectors", "float32"),
+                     vectors=_recorded_vectors(config.vectors, previous),
                      memory_budget=budget if budget is not None else previous.settings.get("memory_budget"),
                      image_decode=_recorded_decode(config.image_decode, previous))
     if config.index_type == "auto":
@@ -369,12 +369,23 @@ def _recorded_decode(asked: str | None, previous: Manifest) -> str:
     """An index keeps the decoding it was built with (indexes from before the choice decoded exactly):
     vectors of one index must come from the same pixels."""
     recorded = previous.settings.get("image_decode", "exact")
+    _check_recorded("image_decode", asked, recorded, f"decodes images {recorded}")
+    return recorded
+
+
+def _recorded_vectors(asked: str | None, previous: Manifest) -> str:
+    """An index keeps the vector storage it was built with: its segments are written in it."""
+    recorded = previous.settings.get("vectors", "float32")
+    _check_recorded("vectors", asked, recorded, f"stores vectors as {recorded}")
+    return recorded
+
+
+def _check_recorded(setting: str, asked: str | None, recorded: str, what: str) -> None:
     if asked not in (None, recorded):
         raise InvalidInputError(
-            f"this index decodes images {recorded} (recorded when it was built); {option('image_decode', asked)} "
-            f"applies to a new index: index into a new {option('out')} folder, or leave {option('image_decode')} out"
+            f"this index {what} (recorded when it was built); {option(setting, asked)} applies to a new index: "
+            f"index into a new {option('out')} folder, or leave {option(setting)} out"
         )
-    return recorded
 
 
 def _check_same_model(index_dir: IndexDir, previous: Manifest | None, encoder: Encoder) -> None:

@@ -22,6 +22,7 @@ from indexer import IndexConfig, build_index
 from indexer.ann import AnnSpec, VectorIndex
 from indexer.commit import COMPACT_DELETED_SHARE, MAX_SMALL_SEGMENTS
 from indexer.edit import compact_index, remove_items
+from indexer.errors import InvalidInputError
 from indexer.store import IndexDir
 from search import open_index
 from search.vectors import StoredVectors, VectorPart
@@ -321,6 +322,21 @@ def test_float16_vectors_take_half_the_space_and_rank_the_same(tmp_path, sources
     noise_image(300).save(images / "later.png")
     build_index(half, config(images, texts), encoder=FakeEncoder())  # recorded: stays float16
     assert IndexDir(half).read_manifest().segments[-1].sets["image"].dtype == "float16"
+
+
+def test_other_vector_storage_for_an_existing_index_is_refused_and_nothing_changes(tmp_path, sources):
+    """--vectors float16 on a float32 index was recorded (info said float16) while every stored vector stayed
+    float32: refused now, like another --decode, and the index is left as it was."""
+    images, texts = sources
+    out = tmp_path / "idx"
+    build_index(out, config(images, texts), encoder=FakeEncoder())
+    before = (out / "manifest.json").read_bytes()
+    noise_image(301).save(images / "later.png")
+    with pytest.raises(InvalidInputError, match=r"this index stores vectors as float32 \(recorded when it was built\); "
+                                                r"vectors='float16' applies to a new index"):
+        build_index(out, config(images, texts, vectors="float16"), encoder=FakeEncoder())
+    assert (out / "manifest.json").read_bytes() == before
+    build_index(out, config(images, texts, vectors="float32"), encoder=FakeEncoder())  # the same: fine
 
 
 def test_search_many_equals_one_query_at_a_time_across_segments(tmp_path, sources):
