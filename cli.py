@@ -277,7 +277,7 @@ def serve(
     index_dir: Path = typer.Argument(..., metavar="INDEX", hidden=True),
     more: List[str] = typer.Option(None, "--index", metavar="NAME=INDEX", help="Serve another index under a name. Repeatable."),
     host: str = typer.Option("127.0.0.1", "--host", metavar="ADDRESS", help="Address to listen on; anything but loopback needs --token."),
-    port: int = typer.Option(8000, "--port", metavar="N", help="Port to listen on."),
+    port: int = typer.Option(8000, "--port", metavar="N", min=0, max=65535, help="Port to listen on."),
     token: Optional[str] = typer.Option(None, "--token", metavar="TOKEN", envvar="XMODAL_TOKEN", help="Require Authorization: Bearer TOKEN on every request but /health (or set XMODAL_TOKEN)."),
     device: str = typer.Option("auto", "--device", metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps."),
     batching: bool = typer.Option(True, "--batching/--no-batching", help="Encode the texts of concurrent requests in one pass (default: on)."),
@@ -331,6 +331,9 @@ def _check_port_free(host: str, port: int) -> None:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
+        except socket.gaierror as exc:
+            _fail(f"cannot listen on {host}: no such address here ({exc.strerror or exc}); give --host an address "
+                  "of this machine, e.g. 127.0.0.1, or 0.0.0.0 for all")
         except OSError as exc:
             _fail(f"cannot listen on {host}:{port} ({exc.strerror or exc}); choose another --port")
 

@@ -261,6 +261,17 @@ def test_a_taken_port_and_a_missing_index_are_one_line_each(indexes, tmp_path):
     assert len(missing.stderr.strip().splitlines()) == 1
 
 
+def test_a_port_out_of_range_and_an_unknown_host_are_named_without_a_traceback(indexes):
+    for port in ("99999", "-5"):
+        done = serve_cli(str(indexes[0]), "--port", port)
+        assert done.returncode == 2 and "Traceback" not in done.stderr
+        assert "Invalid value for '--port'" in done.stderr and ("65535" in done.stderr or " 0" in done.stderr)
+    unknown = serve_cli(str(indexes[0]), "--host", "nosuchhost.invalid", "--token", "abc")
+    assert unknown.returncode == 2 and len(unknown.stderr.strip().splitlines()) == 1
+    assert unknown.stderr.startswith("error: cannot listen on nosuchhost.invalid: no such address here")
+    assert "--port" not in unknown.stderr  # the host is the problem
+
+
 # ---- following commits, stopping ----------------------------------------------------------------------------
 
 def test_a_commit_is_answered_within_seconds_and_no_request_fails(tmp_path):
