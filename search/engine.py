@@ -129,7 +129,7 @@ class SearchIndex:
                    neighbours: int = NEIGHBOURS) -> list[DuplicateGroup]:
         """Groups of near-duplicate items of one kind (image, text or product), each with the one to keep."""
         _check_target(modality)
-        self._check_holds(modality)
+        self._check_holds(modality, choice="modality")
         threshold = DEFAULT_THRESHOLD.get(modality, DEFAULT_THRESHOLD["image"]) if threshold is None else threshold
         check_threshold(threshold)
         vector_set = self._dedup_set(modality)
@@ -460,12 +460,14 @@ class SearchIndex:
             self._ids_by_modality[modality] = self._items.ids_of(modality)
         return self._ids_by_modality[modality]
 
-    def _check_holds(self, target: str) -> None:
+    def _check_holds(self, target: str, choice: str = "target") -> None:
+        """`choice`: the caller's option that chose `target`, named in the hint."""
         if self.manifest.counts.get(target, 0) and any(s in self._sets for s in SETS_OF[target]):
             return
         held = ", ".join(f"{n} {m}" + ("s" if n != 1 else "") for m, n in self.manifest.counts.items() if n) or "nothing"
         others = [m for m, n in self.manifest.counts.items() if n and m != target]
-        hint = f"search {option('target', others[0])} instead, or " if others else ""
+        verb = "search" if choice == "target" else "use"
+        hint = f"{verb} {option(choice, others[0])} instead, or " if others else ""
         source = {"text": option("texts", "FILE"), "image": "an image folder",
                   "product": f"a table with {option('image_column', 'NAME')}"}[target]
         raise InvalidInputError(f"{self.path} holds no {target}s (it holds {held}); {hint}index {source} into it")

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from indexer.errors import InvalidInputError, command, option
+from indexer.errors import InvalidInputError, TextColumnError, command, option
 from indexer.models import Encoder, load_encoder
 from indexer.encode import encode_image_files
 from indexer.imaging import check_decode_mode
@@ -130,7 +130,10 @@ def _labelled_folder(root: Path) -> tuple[list[str], dict[str, int], list[str]]:
 
 
 def _captions_file(path: Path, image_column: str, caption_column: str) -> tuple[list[str], list[str], list[str]]:
-    records = read_texts(path, text_column=caption_column)
+    try:
+        records = read_texts(path, text_column=caption_column)
+    except TextColumnError as exc:  # named in eval's own words: the captions are its texts
+        raise InvalidInputError(exc.args[0].replace(option("text_column"), option("caption_column"))) from None
     if records and image_column not in records[0].metadata:
         raise InvalidInputError(
             f"{path.name} has no column {image_column!r}; name the image column with {option('image_column')}"

@@ -105,6 +105,9 @@ def test_cli_duplicates_and_dedup(library):
     assert json.loads(found.stdout)["count"] == 9
     bad = xmodal("duplicates", str(out), "--modality", "video")
     assert bad.returncode == 2 and bad.stderr.startswith("error: unknown --modality 'video'")
+    none = xmodal("duplicates", str(out), "--modality", "product")
+    assert none.returncode == 2 and "holds no products" in none.stderr
+    assert "use --modality image instead" in none.stderr and "--target" not in none.stderr  # its own option
 
 
 def test_the_same_drawing_in_other_colours_is_another_product(tmp_path):

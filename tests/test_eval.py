@@ -86,6 +86,8 @@ def test_eval_bad_inputs(tmp_path, labelled):
         evaluate(tmp_path / "one", encoder=FakeEncoder())
     with pytest.raises(InvalidInputError, match="name the image column with image_column"):
         evaluate(CATALOG / "listings.csv", encoder=FakeEncoder(), caption_column="title", image_column="photo")
+    with pytest.raises(InvalidInputError, match=r"no column 'caption'.*\(choose one with caption_column\)"):
+        evaluate(CATALOG / "listings.csv", encoder=FakeEncoder())  # eval's own option, not index's text_column
     for args, needle in [(["-k", "0"], "-k takes"), (["--prompt", "no slot"], "--prompt must contain")]:
         out = runner.invoke(app, ["eval", str(labelled), "--model", FAKE, *args])
         assert out.exit_code == 2 and needle in out.output
