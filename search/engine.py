@@ -256,6 +256,8 @@ class SearchIndex:
         return image_input_side(self.encoder)
 
     def load_query_image(self, path: str | Path) -> Image.Image:
+        if Path(path).is_dir():
+            raise InvalidInputError(f"query image {path} is a folder; give one image file from it")
         if not Path(path).is_file():
             raise InvalidInputError(f"query image {path} does not exist; check the path")
         try:

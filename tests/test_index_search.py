@@ -117,6 +117,8 @@ def test_query_arguments_are_checked(built, tiny_encoder, tmp_path):
         idx.search(text="x", image=tmp_path / "nope.jpg")
     with pytest.raises(InvalidInputError, match="does not exist"):
         idx.search(image=tmp_path / "nope.jpg")
+    with pytest.raises(InvalidInputError, match=f"query image {tmp_path} is a folder; give one image file"):
+        idx.search(image=tmp_path)  # it exists
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     with pytest.raises(InvalidInputError, match="cannot be read"):
