@@ -27,16 +27,16 @@ def option(name: str, value: object = None) -> str:
     return f"⟦opt:{name}⟧" if value is None else f"⟦opt:{name}={value}⟧"
 
 
-def command(name: str) -> str:
-    """A placeholder for an xmodal command (API function / `xmodal NAME`) in an error message."""
-    return f"⟦cmd:{name}⟧"
+def command(name: str, cli_args: str | None = None) -> str:
+    """A placeholder for an xmodal command (API function / `xmodal NAME CLI_ARGS`) in an error message."""
+    return f"⟦cmd:{name}⟧" if cli_args is None else f"⟦cmd:{name}={cli_args}⟧"
 
 
 def render(message: str, cli: bool) -> str:
     def replace(match: re.Match) -> str:
         kind, name, value = match.group(1), match.group(2), match.group(3)
         if kind == "cmd":
-            return f"`xmodal {name}`" if cli else _API_COMMANDS.get(name, f"{name}()")
+            return f"`xmodal {name}{' ' + value if value else ''}`" if cli else _API_COMMANDS.get(name, f"{name}()")
         if cli:
             flag = _CLI_FLAGS.get(name, "--" + name.replace("_", "-"))
             return flag if value is None else f"{flag} {value}"

@@ -109,7 +109,7 @@ def build_index(out: str | Path, config: IndexConfig, progress: ProgressFactory 
     recorded = previous.sources if previous else []
     source_plan = skip_unchanged_corpora(plan_sources(named, recorded, config.replace_sources), recorded)
     with timer.stage("read_sources"):
-        found = read_sources(source_plan.synced, recorded)
+        found = read_sources(index_dir.root, source_plan.synced, recorded)
     if previous is None and found.empty:
         raise InvalidInputError(f"nothing to index; give an image folder, {option('texts', 'FILE')}, or both")
     created = not index_dir.root.exists()
@@ -137,7 +137,7 @@ class FoundItems:
         return not self.image_paths and not self.corpora and not self.products
 
 
-def read_sources(synced: list[Source], recorded: list[Source]) -> FoundItems:
+def read_sources(index: Path, synced: list[Source], recorded: list[Source]) -> FoundItems:
     """Read the sources a run syncs. A newly added folder must hold images; a recorded one may be emptied."""
     known = {s.key for s in recorded}
     image_paths, corpora, products, skipped, fingerprints = [], [], [], [], {}
@@ -146,7 +146,7 @@ def read_sources(synced: list[Source], recorded: list[Source]) -> FoundItems:
             if source.key in known and not os.path.exists(source.path):
                 raise InvalidInputError(
                     f"image folder {source.path}, a source of this index, does not exist; check the path (or, if "
-                    f"it is gone for good, drop it and its items with {command('remove')} {option('source', source.path)})")
+                    f"it is gone for good, drop it and its items with {command('remove', f'{index} --source {source.path}')})")
             found = sources.list_images(source.path)
             if not found and source.key not in known:
                 raise sources.no_images_error([source.path])
@@ -211,7 +211,7 @@ def _run_locked(index_dir: IndexDir, config: IndexConfig, named: list[Source], s
     recorded = previous.sources if previous else []
     fresh_plan = skip_unchanged_corpora(plan_sources(named, recorded, config.replace_sources), recorded)
     if [s.key for s in fresh_plan.synced] != [s.key for s in source_plan.synced]:  # another run changed them
-        source_plan, found = fresh_plan, read_sources(fresh_plan.synced, recorded)
+        source_plan, found = fresh_plan, read_sources(index_dir.root, fresh_plan.synced, recorded)
     source_plan = SourcePlan([replace(s, fingerprint=found.fingerprints[s.key]) if s.key in found.fingerprints else s
                               for s in source_plan.sources], source_plan.synced, source_plan.unchanged)
     on_ray = ray_engine.RayRun(RaySettings(config.ray_address, config.ray_actors), Journal.folder_of(index_dir.root)) \

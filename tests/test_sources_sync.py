@@ -220,7 +220,7 @@ def test_a_missing_folder_names_the_way_out_that_fits_it(tmp_path):
     done = xmodal("index", "--out", str(out), "--model", FAKE)
     assert done.returncode == 2 and done.stderr == (
         f"error: image folder {a}, a source of this index, does not exist; check the path (or, if it is gone "
-        f"for good, drop it and its items with `xmodal remove` --source {a})\n")
+        f"for good, drop it and its items with `xmodal remove {out} --source {a}`)\n")
     typo = tmp_path / "localhost"
     done = xmodal("index", str(typo), "--out", str(tmp_path / "other"), "--model", FAKE)
     assert done.returncode == 2 and done.stderr == f"error: image folder {typo} does not exist; check the path\n"
