@@ -111,6 +111,7 @@ def test_default_target_is_what_the_index_holds(server):
     ({"text": "car", "like": [9999]}, 400, "9999"),
     ({"text": "car", "k": "many"}, 400, "k"),
     ({"text": "car", "add": [[1, 2, 3]]}, 400, "weighted term"),
+    ({"text": "car", "filter": "price < 10"}, 400, "unknown field 'filter'; a search request takes text, image,"),
     ({}, 400, ""),
 ])
 def test_bad_requests_get_one_json_error(server, body, status, words):
@@ -128,6 +129,10 @@ def test_malformed_json_and_oversized_upload(server):
     big = httpx.post(server.url + "/search/upload", timeout=60,
                      files={"image": ("big.png", b"\0" * (21 << 20), "image/png")}, data={"request": "{}"})
     assert big.status_code == 413 and "smaller" in big.json()["error"]
+    typo = httpx.post(server.url + "/search/upload", timeout=60, files={"image": ("a.png", b"x", "image/png")},
+                      data={"request": json.dumps({"filter": "price < 10"})})
+    assert typo.status_code == 400 and "\n" not in typo.json()["error"]
+    assert "unknown field 'filter'" in typo.json()["error"]
 
 
 def test_an_upload_over_the_pixel_limit_is_refused_from_its_header(server, tmp_path):

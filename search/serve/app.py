@@ -27,7 +27,7 @@ from typing import Any, Union
 
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from indexer.errors import (ImageDecodeError, InvalidInputError, ModelMismatchError, ModelUnavailableError,
                             XmodalError)
@@ -53,6 +53,8 @@ Term = Union[int, str, ImageTerm, list]
 
 
 class SearchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt field ('filter' for 'where') must not pass unseen
+
     text: str | None = Field(None, description="The query text.")
     image: str | None = Field(None, description="A query image, base64-encoded; or upload it as multipart 'image'.")
     like: list[Term] = Field(default_factory=list, description="Liked examples: row ids, texts or {image: base64}.")
@@ -205,9 +207,7 @@ def _install_routes(app: FastAPI, service: Service) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError):
-        first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        return _error(400, f"bad request: {where}: {first.get('msg', 'invalid')}" if where else "bad request")
+        return _error(400, _request_problem(exc.errors()))
 
     @app.post("/search", summary="Search an index")
     def search(body: SearchRequest, request: Request) -> dict[str, Any]:
@@ -222,6 +222,8 @@ def _install_routes(app: FastAPI, service: Service) -> None:
             return _error(413, f"the upload is over {MAX_UPLOAD_BYTES >> 20} MB; send a smaller image")
         try:
             body = SearchRequest(**json.loads(form.get("request") or "{}"))
+        except ValidationError as exc:
+            return _error(400, _request_problem(exc.errors()))
         except (ValueError, TypeError) as exc:
             return _error(400, f"bad request: the 'request' field must be a JSON search request ({exc})")
         from starlette.concurrency import run_in_threadpool
@@ -289,6 +291,15 @@ def _install_routes(app: FastAPI, service: Service) -> None:
         if name not in allowed:
             return _error(404, f"no such page: /static/{name}")
         return FileResponse(allowed[name])
+
+
+def _request_problem(errors: list[dict]) -> str:
+    """pydantic's first complaint about a request, in one line."""
+    first = errors[0] if errors else {}
+    where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+    if first.get("type") == "extra_forbidden":
+        return f"bad request: unknown field {where!r}; a search request takes {', '.join(SearchRequest.model_fields)}"
+    return f"bad request: {where}: {first.get('msg', 'invalid')}" if where else "bad request"
 
 
 def _search(service: Service, body: SearchRequest, upload: bytes | None) -> dict[str, Any]:
