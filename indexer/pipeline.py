@@ -252,6 +252,7 @@ def _run_with_model(index_dir: IndexDir, config: IndexConfig, source_plan: Sourc
         _encode_planned_products(model, product_plan, journal, settings, timer, progress)
         products = _product_rows(scoped, product_plan, delta.fresh, model.identity.dim)
         texts = _stream_texts(model, found.corpora, state, journal, ids, settings, timer, progress, delta.fresh)
+        _drop_texts_now_products(texts, state, source_plan)
         known = set(state.failures)
         skipped = found.skipped_rows + texts.skipped
         new_failures = images.failures + product_plan.new_failures + [f for f in skipped if f not in known]
@@ -567,6 +568,15 @@ def _stream_texts(model: _EncoderOnDemand, corpora: list[sources.PreparedCorpus]
         gone += [unclaimed, *planner.replaced]
     run.gone = np.concatenate(gone) if gone else run.gone
     return run
+
+
+def _drop_texts_now_products(texts: _TextRun, state: StoredState, source_plan: SourcePlan) -> None:
+    """A corpus read again with an image column is a table of products now: its texts go. (Products of a
+    table read again without one go with the products no row claimed.)"""
+    tables = {s.path for s in source_plan.synced if s.kind == "texts" and s.image_column}
+    orphans = state.texts.of_sources(tables)
+    texts.removed += len(orphans)
+    texts.gone = np.concatenate([texts.gone, orphans])
 
 
 def _timed(batches, timer: Timer, stage: str):

@@ -19,6 +19,7 @@ from indexer.errors import TextColumnError
 from indexer.imaging import load_image
 from indexer.models import encode_images
 from indexer.store import IndexDir
+from search.engine import open_index
 from test_cli import xmodal
 
 
@@ -117,6 +118,18 @@ def test_run_counts_are_the_vectors_encoded_when_photos_are_missing_or_broken(sh
                                  for r in rows])
     edited = build(out, table, CountingEncoder())
     assert (edited.stats.encoded, edited.stats.reused) == (1, 10 + 11)
+
+
+def test_a_corpus_read_again_as_products_leaves_no_texts_behind(shop, tmp_path):
+    """The same table first as plain texts, then with an image column: its rows are products now, and its
+    12 texts were left behind as orphans of no source."""
+    out, table = tmp_path / "idx", shop / "listings.csv"
+    build_index(out, IndexConfig(texts=[table], text_column="description", workers=0), encoder=FakeEncoder())
+    as_products = build(out, table)
+    assert as_products.counts == {"image": 0, "text": 0, "product": 12} and as_products.stats.removed == 12
+    assert all(row.modality == "product" for row in stored_rows(IndexDir(out), IndexDir(out).read_manifest()))
+    hits = open_index(out, encoder=FakeEncoder()).search("a red car", target="product", k=20)
+    assert len(hits) == 12
 
 
 def test_reruns_encode_only_the_part_that_changed(shop, tmp_path):
