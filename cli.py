@@ -158,7 +158,7 @@ def search(
     index_dir: Path = typer.Argument(..., metavar="INDEX", hidden=True),
     query: Optional[str] = typer.Argument(None, metavar="QUERY", hidden=True),
     image: Optional[Path] = typer.Option(None, "--image", metavar="FILE", help="Search by this image instead of a text."),
-    target: str = typer.Option("image", "--target", "-t", metavar="KIND", help="What to return: image, text or product."),
+    target: Optional[str] = typer.Option(None, "--target", "-t", metavar="KIND", help="What to return: image, text or product (default: products where the index holds any, else images, else texts)."),
     k: int = typer.Option(10, "-k", "--top-k", metavar="N", help="How many hits."),
     where: Optional[str] = typer.Option(None, "--where", metavar="FILTER", help="Only items whose metadata pass, e.g. \"price < 20000 and colour == 'red'\"."),
     like: List[str] = typer.Option(None, "--like", metavar="ITEM", help="A liked example: a row id, an image file or a text. Repeatable."),
@@ -182,7 +182,7 @@ def search(
         _fail(f"-k must be at least 1 (got {k})")
     if query is not None and image is not None:
         _fail("give a query text or --image FILE, not both (add the other with --add)")
-    if target not in TARGETS:
+    if target is not None and target not in TARGETS:
         _fail(f"unknown --target {target!r}; use image, text or product")
     parsed_weights = _parse_weights(weights) if weights is not None else None
     from search import open_index
@@ -190,13 +190,15 @@ def search(
 
     def run():
         idx = open_index(index_dir, device=device)
-        return idx.search(text=query, image=str(image) if image else None, target=target, k=k, where=where,
-                          like=[parse_cli_term(x)[1] for x in like or []],
-                          dislike=[parse_cli_term(x)[1] for x in dislike or []], strategy=strategy,
-                          add=[parse_cli_term(x) for x in add or []], subtract=[parse_cli_term(x) for x in sub or []],
-                          weights=parsed_weights, fusion=fusion, dedup=dedup)
+        chosen = target or idx.default_target
+        return chosen, idx.search(text=query, image=str(image) if image else None, target=chosen, k=k, where=where,
+                                  like=[parse_cli_term(x)[1] for x in like or []],
+                                  dislike=[parse_cli_term(x)[1] for x in dislike or []], strategy=strategy,
+                                  add=[parse_cli_term(x) for x in add or []],
+                                  subtract=[parse_cli_term(x) for x in sub or []],
+                                  weights=parsed_weights, fusion=fusion, dedup=dedup)
 
-    hits = _run(run)
+    target, hits = _run(run)
     if as_json:
         asked = {"text": query, "image": str(image) if image else None, "like": like or [], "dislike": dislike or [],
                  "add": add or [], "sub": sub or [], "where": where, "strategy": strategy, "weights": parsed_weights,

@@ -97,11 +97,12 @@ class SearchIndex:
     # ---- searching ---------------------------------------------------------------------------------------
 
     def search(self, text: str | None = None, image: str | Path | Image.Image | None = None, *,
-               target: str = "image", k: int = 10, like: Sequence[Term] = (), dislike: Sequence[Term] = (),
+               target: str | None = None, k: int = 10, like: Sequence[Term] = (), dislike: Sequence[Term] = (),
                strategy: str = DEFAULT_STRATEGY, add: Sequence[WeightedTerm] = (),
                subtract: Sequence[WeightedTerm] = (), where: str | None = None,
                weights: dict[str, float] | None = None, fusion: str = DEFAULT_FUSION, dedup: bool = False) -> list[Hit]:
-        """Hits for a query, best first, from the `target` kind of item (image, text or product).
+        """Hits for a query, best first, from the `target` kind of item (image, text or product; None: the
+        index's default_target).
 
         The query is a text or an image, and/or liked examples; disliked examples, terms to
         add or subtract, and a metadata filter refine it. Examples are texts, images (paths
@@ -110,6 +111,7 @@ class SearchIndex:
         and k distinct hits come back where the index holds them.
         """
         _check_k(k)
+        target = target or self.default_target
         _check_target(target)
         check_strategy(strategy)
         weights = _checked_weights(weights, target)
@@ -461,6 +463,13 @@ class SearchIndex:
         if modality not in self._ids_by_modality:
             self._ids_by_modality[modality] = self._items.ids_of(modality)
         return self._ids_by_modality[modality]
+
+    @property
+    def default_target(self) -> str:
+        """What a search returns unless told: products where the index holds any (the shop's case), else
+        images, else texts."""
+        counts = self.manifest.counts
+        return next((t for t in ("product", "image", "text") if counts.get(t)), "image")
 
     def _check_holds(self, target: str, choice: str = "target") -> None:
         """`choice`: the caller's option that chose `target`, named in the hint."""

@@ -218,6 +218,13 @@ def test_cli_indexes_products_and_counts_them(shop, tmp_path):
     assert "indexed 0 images, 0 texts, 12 products; skipped 0;" in built.stdout
     info = json.loads(xmodal("info", str(out), "--json").stdout)
     assert info["counts"]["product"] == 12
+    found = xmodal("search", str(out), "a red car", "--json")  # no --target: the products, as the service does
+    assert found.returncode == 0, found.stderr
+    answer = json.loads(found.stdout)
+    assert answer["target"] == "product" and answer["count"] == 10
+    assert {h["modality"] for h in answer["hits"]} == {"product"}
+    nothing = xmodal("search", str(out))
+    assert nothing.returncode == 2 and nothing.stderr.startswith("error: give a query")
 
 
 @pytest.mark.parametrize("point,nth", [("encode_image", 2), ("encode_text", 1), ("journal_append", 2),

@@ -170,9 +170,9 @@ def test_cli_likes_dislikes_and_terms(shop, tmp_path):
                    "--dislike", "a blue car", "--json", "-k", "3")
     assert again.returncode == 0, again.stderr
     assert first["row_id"] not in [h["row_id"] for h in json.loads(again.stdout)["hits"]]
-    added = xmodal("search", out, "a car", "--add", "2:red", "--sub", "0.5:blue", "-k", "1")
+    added = xmodal("search", out, "a car", "--add", "2:red", "--sub", "0.5:blue", "-k", "1", "--target", "image")
     assert added.returncode == 0 and "01-red-car.png" in added.stdout, added.stderr
-    by_image = xmodal("search", out, "--like", str(CATALOG / "images" / "09-red-mug.png"), "-k", "2")
+    by_image = xmodal("search", out, "--like", str(CATALOG / "images" / "09-red-mug.png"), "-k", "2", "-t", "image")
     assert by_image.returncode == 0 and "09-red-mug.png" in by_image.stdout.splitlines()[0]
     for args, message in ((["--like", "99999"], "error: no item with row id 99999"),
                           (["--strategy", "magic", "--like", "1"], "error: unknown strategy 'magic'")):

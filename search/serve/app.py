@@ -306,7 +306,7 @@ def _search(service: Service, body: SearchRequest, upload: bytes | None) -> dict
     started = time.perf_counter()
     live = service.live(body.index)
     index = live.current()
-    target = body.target or _default_target(index)
+    target = body.target or index.default_target
     image = _image(upload, index) if upload is not None else \
         (_image(_decode_base64(body.image), index) if body.image else None)
     if body.text and isinstance(index.encoder, BatchingEncoder):
@@ -325,11 +325,6 @@ def _run_search(index, body: SearchRequest, image, target: str):
         add=[_term(t, index, weighted=True) for t in body.add],
         subtract=[_term(t, index, weighted=True) for t in body.subtract],
         weights=body.weights, fusion=body.fusion, dedup=body.dedup)
-
-
-def _default_target(index) -> str:
-    counts = index.manifest.counts
-    return next((t for t in ("product", "image", "text") if counts.get(t)), "image")
 
 
 def _term(term: Any, index, weighted: bool = False):
