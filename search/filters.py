@@ -98,12 +98,21 @@ def parse_filter(text: str) -> Filter:
     return Filter(text, tree)
 
 
+def _unreadable_hint(first: str) -> str:
+    """What the character the tokens stopped at most likely means."""
+    if first in "'\"":
+        return "close the quoted text"
+    if first in "=!~<>":
+        return "compare with ==, !=, <, <=, >, >= or in"
+    return "quote texts, e.g. colour == 'red'"
+
+
 def _tokens(text: str) -> list[Token]:
     found, at = [], 0
     while at < len(text):
         match = _TOKEN.match(text, at)
         if match is None:
-            raise FilterError(f"cannot read the filter at {_where(text, at)}; quote texts, e.g. colour == 'red'")
+            raise FilterError(f"cannot read the filter at {_where(text, at)}; {_unreadable_hint(text[at])}")
         kind = match.lastgroup
         raw = match.group(kind)
         if kind == "number":

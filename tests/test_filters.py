@@ -67,6 +67,10 @@ def test_the_language(text, expected):
     ("colour == red", "expected a value (quote texts: 'red'), found 'red'"),
     ("(price < 3", "expected ')'"),
     ("price ! 3", "cannot read the filter at position 7"),
+    ("colour = 'red'", "cannot read the filter at position 8 (colour ⟨here⟩= 'red'); compare with ==, !=, <, <=, "
+                       ">, >= or in"),
+    ("title ~ 'car'", "(title ⟨here⟩~ 'car'); compare with =="),
+    ("colour == \"red", "(colour == ⟨here⟩\"red); close the quoted text"),
     ("prize < 3", "unknown column 'prize' in the filter; the columns are colour, ok, price, size"),
     ("price < 'cheap'", "price holds number values, not texts like 'cheap'; compare it with a number"),
     ("colour > 3", "colour holds text values, not numbers like 3; compare it with a quoted text"),

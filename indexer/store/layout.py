@@ -67,7 +67,7 @@ class IndexDir:
         writer = running_writer(self.root)
         if writer is not None:
             raise IndexNotReadyError(f"{self.root} is being built (xmodal run pid {writer}) and has no commit yet; "
-                                     "search it once that run has finished")
+                                     "use it once that run has finished")
         raise IndexNotReadyError(f"the first build of {self.root} was interrupted before its first commit; "
                                  f"run the same {command('index')} again to resume it")
 
