@@ -216,6 +216,9 @@ def list_images(root: str | Path) -> list[str]:
     if not root.exists():
         raise InvalidInputError(f"image folder {root} does not exist; check the path")
     if root.is_file():
+        if root.suffix.lower() in TEXT_FORMATS:
+            raise InvalidInputError(f"{root} is a text corpus, not an image folder; index it with "
+                                    f"{option('texts', root)}")
         raise InvalidInputError(f"{root} is a file; give the folder that holds the images")
     return sorted(_walk_images(root, supported_extensions()))
 

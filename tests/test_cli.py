@@ -109,6 +109,9 @@ def test_bad_inputs_give_one_line_and_write_nothing(tmp_path, catalog_index):
     corrupt.write_bytes(b"\xff\xd8\xff\xe0" + b"\0" * 40)
     cases = [
         (["index", str(tmp_path / "missing"), "--out", str(out)], "does not exist"),
+        (["index", str(CATALOG / "listings.csv"), "--out", str(out)],
+         f"{CATALOG / 'listings.csv'} is a text corpus, not an image folder; "
+         f"index it with --texts {CATALOG / 'listings.csv'}"),
         (["index", str(empty), "--out", str(out)], "no images found"),
         (["index", str(CATALOG / "images"), "--out", str(out), "--model", "no-such-model"], "unknown model"),
         (["index", str(CATALOG / "images"), "--out", str(out), "--model", FAKE, "--texts",
