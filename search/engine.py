@@ -290,6 +290,9 @@ class SearchIndex:
             raise InvalidInputError("give one query: a text or an image, not both (add the other as a term)")
         if text is not None and not text.strip():
             raise InvalidInputError("the query text is empty; type what you are looking for")
+        both = sorted({int(t) for t in like if _is_row_id(t)} & {int(t) for t in dislike if _is_row_id(t)})
+        if both:
+            raise InvalidInputError(f"row {both[0]} is both liked and disliked; keep it in one of the two")
         plan = QueryPlan()
         base = None
         if text is not None:
@@ -531,6 +534,10 @@ def _stack(vectors: list[np.ndarray], dim: int) -> np.ndarray:
 def _check_k(k: int) -> None:
     if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
         raise InvalidInputError(f"k must be a whole number of at least 1 (got {k!r})")
+
+
+def _is_row_id(term) -> bool:
+    return isinstance(term, (int, np.integer)) and not isinstance(term, (bool, np.bool_))
 
 
 def _check_target(target: str) -> None:

@@ -175,6 +175,7 @@ def test_cli_likes_dislikes_and_terms(shop, tmp_path):
     by_image = xmodal("search", out, "--like", str(CATALOG / "images" / "09-red-mug.png"), "-k", "2", "-t", "image")
     assert by_image.returncode == 0 and "09-red-mug.png" in by_image.stdout.splitlines()[0]
     for args, message in ((["--like", "99999"], "error: no item with row id 99999"),
+                          (["--like", "3", "--dislike", "3"], "error: row 3 is both liked and disliked"),
                           (["--strategy", "magic", "--like", "1"], "error: unknown strategy 'magic'")):
         bad = xmodal("search", out, *args)
         assert bad.returncode == 2 and bad.stderr.startswith(message) and bad.stderr.count("\n") == 1, bad.stderr
