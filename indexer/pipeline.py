@@ -27,6 +27,7 @@ from .errors import InvalidInputError, ModelMismatchError, command, option
 from .fresh import FreshSegments
 from .imaging import MAX_PIXELS, check_decode_mode
 from .models import DEFAULT_MODEL, Encoder, ModelIdentity, load_encoder
+from .models.registry import recorded_spec
 from .plan import ImagePlanner, RowIds
 from .plan_products import ProductPlan, plan_products
 from .plan_texts import CorpusTextPlanner
@@ -345,6 +346,7 @@ def _with_recorded_settings(config: IndexConfig, previous: Manifest | None) -> I
     if previous is None:
         return replace(config, model=config.model or DEFAULT_MODEL, vectors=config.vectors or "float32",
                        memory_budget=budget, image_decode=config.image_decode or "reduced")
+    _check_named_model(config.model, previous)
     config = replace(config, model=config.model or previous.model.spec,
                      vectors=_recorded_vectors(config.vectors, previous),
                      memory_budget=budget if budget is not None else previous.settings.get("memory_budget"),
@@ -387,6 +389,15 @@ def _check_recorded(setting: str, asked: str | None, recorded: str, what: str) -
             f"this index {what} (recorded when it was built); {option(setting, asked)} applies to a new index: "
             f"index into a new {option('out')} folder, or leave {option(setting)} out"
         )
+
+
+def _check_named_model(spec: str | None, previous: Manifest) -> None:
+    """Another model named for an existing index is refused before it loads (seconds; or a missing-weights
+    error that hides the real problem). The loaded encoder is checked again against the whole identity."""
+    known = recorded_spec(spec) if spec else None
+    if known is not None and known != previous.model.spec:
+        raise ModelMismatchError(f"this index was built with {previous.model.describe()}, not {spec}; "
+                                 f"index into a new {option('out')} folder, or leave {option('model')} out")
 
 
 def _check_same_model(index_dir: IndexDir, previous: Manifest | None, encoder: Encoder) -> None:

@@ -136,6 +136,20 @@ def test_another_model_is_refused_for_queries_and_updates(built, tmp_path, image
     assert (out / "manifest.json").read_text() == before
 
 
+def test_another_named_model_is_refused_before_it_loads(built, tmp_path, image_folder, monkeypatch):
+    """--model ViT-B-32 on an index of another model: refused before loading it (9 s, or a missing-weights
+    error that hid the real problem)."""
+    out, _ = built
+    from indexer import pipeline
+
+    monkeypatch.setattr(pipeline, "load_encoder", lambda *a, **k: pytest.fail("the model was loaded"))
+    before = (out / "manifest.json").read_text()
+    for spec in ("ViT-B-32", f"local-dir:{tmp_path / 'nowhere'}"):
+        with pytest.raises(ModelMismatchError, match=f"was built with .*, not {spec}; index into a new"):
+            build_index(out, IndexConfig(images=[image_folder], model=spec, workers=0))
+    assert (out / "manifest.json").read_text() == before
+
+
 def test_rebuild_replaces_the_index_atomically(built, image_folder, tiny_encoder):
     out, _ = built
     (image_folder / "img00.png").unlink()

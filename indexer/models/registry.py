@@ -68,6 +68,17 @@ def load_encoder(spec: str = DEFAULT_MODEL, pretrained: str | None = None,
     raise UnknownModelError(_unknown_message(spec))
 
 
+def recorded_spec(spec: str) -> str | None:
+    """The spec an encoder loaded from `spec` records, where that is known without loading it: open_clip
+    models record the spec as given. None for the rest (built-in, registered, python: and transformers:
+    encoders name themselves)."""
+    if spec in _REGISTERED or spec in BUILT_IN or spec.startswith(PYTHON_PREFIX):
+        return None
+    from .hf import PREFIX as TRANSFORMERS
+
+    return None if spec.startswith(TRANSFORMERS) else spec
+
+
 def load_encoder_for(identity: ModelIdentity, device: str | None = None) -> Encoder:
     """Re-create the encoder an index was built with."""
     return load_encoder(identity.spec, identity.pretrained, device)
