@@ -31,7 +31,7 @@ from indexer.store.tables import read_failures
 from .duplicates import DEFAULT_THRESHOLD, NEIGHBOURS, ContentCheck, DuplicateGroup, check_threshold, group_duplicates
 from .examples import Example, QueryPlan, Term, WeightedTerm, combine, describe, split_weight
 from .filters import BUILT_IN_COLUMNS, Filter, parse_filter
-from .fusion import DEFAULT_FUSION, FUSIONS, fuse
+from .fusion import DEFAULT_FUSION, FUSIONS, default_weights, fuse, identical_to_query
 from .hits import Hit
 from .items import ItemStore
 from .pixels import SAME_PHOTO
@@ -41,7 +41,6 @@ from .vectors import StoredVectors, VectorPart
 
 TARGETS = MODALITIES
 PARTS = {"image": ("image",), "text": ("text",), "product": ("image", "text")}
-DEFAULT_WEIGHTS = {"image": 0.5, "text": 0.5}
 EXACT_SUBSET = 20_000  # a filtered or strategy search over at most this many items scores them all exactly
 PROBE_DEPTH = 1_000  # above that, each probe of the ANN index brings this many candidates (at least 10 k)
 FILTER_CACHE = 64  # filters whose admitted row ids an open index remembers
@@ -108,7 +107,8 @@ class SearchIndex:
         add or subtract, and a metadata filter refine it. Examples are texts, images (paths
         or PIL images), row ids of indexed items, or vectors. With `dedup`, near-duplicate
         hits (copies of one photo, the same text twice) collapse into the best-ranked one,
-        and k distinct hits come back where the index holds them.
+        and k distinct hits come back where the index holds them. Products: `weights` of the
+        photo and description parts (None: by what the query is, search.fusion.DEFAULT_WEIGHTS).
         """
         _check_k(k)
         target = target or self.default_target
@@ -188,8 +188,7 @@ class SearchIndex:
         _check_target(target)
         self._check_holds(target)
         plan = QueryPlan(liked=[self._vector_example(vector)])
-        ranked = self._rank(target, plan, DEFAULT_STRATEGY, self._admitted(target, where), k, DEFAULT_WEIGHTS,
-                            DEFAULT_FUSION)
+        ranked = self._rank(target, plan, DEFAULT_STRATEGY, self._admitted(target, where), k, None, DEFAULT_FUSION)
         return self._hits([ranked])[0]
 
     def search_many(self, texts: Sequence[str] = (), images: Sequence[str | Path | Image.Image] = (),
@@ -217,9 +216,10 @@ class SearchIndex:
         matrix = np.concatenate(encoded + ([np.stack(queries)] if queries else [])).astype(np.float32) \
             if encoded or queries else np.zeros((0, self.manifest.model.dim), np.float32)
         if target == "product":
-            plans = [QueryPlan(liked=[Example({"any": q})]) for q in matrix]
-            ranked = [self._rank(target, plan, DEFAULT_STRATEGY, allowed, k, DEFAULT_WEIGHTS, DEFAULT_FUSION)
-                      for plan in plans]
+            kinds = ["text"] * len(texts) + ["image"] * len(images) + ["vector"] * len(queries)
+            examples = [Example({"any": q}, kind=kind) for q, kind in zip(matrix, kinds)]
+            plans = [QueryPlan(liked=[e], query=e if e.kind != "vector" else None) for e in examples]
+            ranked = [self._rank(target, plan, DEFAULT_STRATEGY, allowed, k, None, DEFAULT_FUSION) for plan in plans]
         else:
             ranked = [[Ranked(int(i), float(s)) for i, s in zip(r.row_ids, r.scores)]
                       for r in self._stored(target).search(matrix, k, allowed)]
@@ -296,9 +296,10 @@ class SearchIndex:
         plan = QueryPlan()
         base = None
         if text is not None:
-            base = Example({"any": self.embed_text(text)}, label=text)
+            base = Example({"any": self.embed_text(text)}, label=text, kind="text")
         elif image is not None:
-            base = Example({"any": self.embed_image(image)}, label=str(image))
+            base = Example({"any": self.embed_image(image)}, label=str(image), kind="image")
+        plan.query = base
         terms = {name: [self._example(t, plan, weighted=True) for t in items]
                  for name, items in (("add", add), ("subtract", subtract))}
         query = combine(base, terms["add"], terms["subtract"])
@@ -324,11 +325,11 @@ class SearchIndex:
         elif isinstance(term, np.ndarray):
             example = self._vector_example(term)
         elif isinstance(term, (Path, Image.Image)):
-            example = Example({"any": self.embed_image(term)}, label=str(term))
+            example = Example({"any": self.embed_image(term)}, label=str(term), kind="image")
         elif isinstance(term, str):
             if not term.strip():
                 raise InvalidInputError("a text term is empty; give words, an image file or a row id")
-            example = Example({"any": self.embed_text(term)}, label=term)
+            example = Example({"any": self.embed_text(term)}, label=term, kind="text")
         else:
             raise InvalidInputError(f"{describe(term)} is not a query term; use a text, an image, a row id or a vector")
         example.weight = weight
@@ -347,7 +348,7 @@ class SearchIndex:
                 vectors[part] = found
         if not vectors:
             raise InvalidInputError(f"item {row_id} has no vector (its photo and text could not be read)")
-        return Example(vectors, row_id=row_id, label=f"#{row_id}")
+        return Example(vectors, row_id=row_id, label=f"#{row_id}", kind=modality)
 
     def _vector_example(self, vector: np.ndarray) -> Example:
         vector = np.asarray(vector, dtype=np.float32).reshape(-1)
@@ -364,7 +365,7 @@ class SearchIndex:
     # ---- ranking ------------------------------------------------------------------------------------------
 
     def _rank(self, target: str, plan: QueryPlan, strategy: str, allowed: np.ndarray | None, k: int,
-              weights: dict[str, float], fusion: str) -> list[Ranked]:
+              weights: dict[str, float] | None, fusion: str) -> list[Ranked]:
         if plan.excluded:
             allowed = np.setdiff1d(self._ids_of(target) if allowed is None else allowed,
                                    np.fromiter(plan.excluded, np.int64))
@@ -374,7 +375,8 @@ class SearchIndex:
         if target != "product":
             ids, scores = self._best(target, queries[target], allowed, k)
             return [Ranked(int(i), float(s)) for i, s in zip(ids, scores)]
-        return self._rank_products(queries, allowed, k, weights, fusion)
+        return self._rank_products(queries, allowed, k, weights or default_weights(plan.kind), fusion,
+                                   plan.plain_query is not None)
 
     def _best(self, vector_set: str, query: PartQuery, allowed: np.ndarray | None, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Row ids and scores of the k best of one vector set, exact where the ANN index is not enough."""
@@ -395,7 +397,9 @@ class SearchIndex:
         return np.unique(np.concatenate(found)) if found else np.zeros(0, np.int64)
 
     def _rank_products(self, queries: dict[str, PartQuery], allowed: np.ndarray | None, k: int,
-                       weights: dict[str, float], fusion: str) -> list[Ranked]:
+                       weights: dict[str, float], fusion: str, plain: bool) -> list[Ranked]:
+        """Products by the fusion of their parts' scores; with a plain query (its cosines are the scores), a
+        product whose photo or description is the query itself comes first."""
         sets = {part: f"product-{part}" for part in PARTS["product"]}
         pools = [self._candidates(s, queries[p], allowed, k) for p, s in sets.items() if s in self._sets]
         ids = self._ids_of("product") if allowed is None else allowed
@@ -412,7 +416,7 @@ class SearchIndex:
             sample = queries[part].scores(stored.sample()) if len(stored) else np.zeros(0)
             population[part] = (float(sample.mean()), float(sample.std())) if len(sample) else (0.0, 1.0)
         fused = fuse(part_scores, weights, fusion, population)
-        top_ids, top_scores = _top(ids, fused, k)
+        top_ids, top_scores = _top(ids, fused, k, first=identical_to_query(part_scores, weights) if plain else None)
         where = {int(i): n for n, i in enumerate(ids)}
         return [Ranked(int(i), float(s), {p: float(part_scores[p][where[int(i)]]) for p in part_scores
                                            if not np.isnan(part_scores[p][where[int(i)]])})
@@ -520,10 +524,12 @@ def open_index(path: str | Path, device: str | None = None, encoder: Encoder | N
     return SearchIndex(index_dir, index_dir.read_manifest(), device=device, encoder=encoder)
 
 
-def _top(ids: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The k best by score, equal scores by row id."""
+def _top(ids: np.ndarray, scores: np.ndarray, k: int,
+         first: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The k best by score, equal scores by row id; those marked `first` before all others."""
     ids = np.asarray(ids, dtype=np.int64)
-    order = np.lexsort((ids, -np.asarray(scores, dtype=np.float64)))[:k]
+    keys = (ids, -np.asarray(scores, dtype=np.float64)) + ((~first,) if first is not None else ())
+    order = np.lexsort(keys)[:k]
     return ids[order], np.asarray(scores)[order]
 
 
@@ -545,9 +551,10 @@ def _check_target(target: str) -> None:
         raise InvalidInputError(f"unknown target {target!r}; use one of {', '.join(TARGETS)}")
 
 
-def _checked_weights(weights: dict[str, float] | None, target: str) -> dict[str, float]:
+def _checked_weights(weights: dict[str, float] | None, target: str) -> dict[str, float] | None:
+    """The weights asked for, checked; None: the defaults of the query's kind."""
     if weights is None:
-        return dict(DEFAULT_WEIGHTS)
+        return None
     unknown = sorted(set(weights) - {"image", "text"})
     if unknown:
         raise InvalidInputError(f"unknown part {unknown[0]!r} in the weights; use image=W,text=W")

@@ -32,6 +32,7 @@ class Example:
     row_id: int | None = None  # an indexed item: never returned as a hit
     weight: float = 1.0
     label: str = ""
+    kind: str = "vector"  # what it was made from: "text", "image", "product", or "vector" (a bare embedding)
 
     def for_part(self, part: str) -> np.ndarray:
         """This example's vector for a part, or its other vector: one space holds both."""
@@ -65,6 +66,8 @@ def combine(base: Example | None, added: list[Example], subtracted: list[Example
         if subtracted:
             raise InvalidInputError("subtracting terms needs something to subtract from: a query or an added term")
         return None
+    if base is not None and not added and not subtracted:
+        return base
     terms = ([base] if base else []) + added
     parts = sorted({p for e in terms + subtracted for p in e.vectors} - {"any"}) or ["any"]
     vectors = {}
@@ -74,7 +77,12 @@ def combine(base: Example | None, added: list[Example], subtracted: list[Example
         if norm < 1e-6:
             raise InvalidInputError("the added and subtracted terms cancel out; change their weights")
         vectors[part] = (total / norm).astype(np.float32)
-    return Example(vectors, label="query")
+    return Example(vectors, label="query", kind=_common_kind(terms + subtracted))
+
+
+def _common_kind(examples: list[Example]) -> str:
+    kinds = {e.kind for e in examples}
+    return kinds.pop() if len(kinds) == 1 else "mixed"
 
 
 def describe(term: Any) -> str:
@@ -93,3 +101,17 @@ class QueryPlan:
     liked: list[Example] = field(default_factory=list)
     disliked: list[Example] = field(default_factory=list)
     excluded: set[int] = field(default_factory=set)
+    query: Example | None = None  # the text or image searched with, as given (no terms added or subtracted)
+
+    @property
+    def kind(self) -> str:
+        """What the search is made of: "image" (photos only), "text" (texts only) or "mixed"; it picks the
+        default weights of a product's parts (search/fusion.py)."""
+        kinds = {e.kind for e in self.liked + self.disliked}
+        return kinds.pop() if len(kinds) == 1 and kinds <= {"image", "text"} else "mixed"
+
+    @property
+    def plain_query(self) -> Example | None:
+        """The query alone, when nothing else shapes the search: its cosines are the scores."""
+        alone = len(self.liked) == 1 and self.liked[0] is self.query and not self.disliked
+        return self.query if alone else None

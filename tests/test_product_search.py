@@ -70,14 +70,17 @@ def test_extreme_weights_rank_exactly_by_one_part(catalogue):
 
 
 def test_default_fusion_is_the_weighted_sum_of_standardised_part_scores(catalogue):
+    """A text query's defaults: photo 0.3, description 0.7, each part standardised by its population's mean
+    and spread (a spread under 0.05 counts as 0.05)."""
     index = open_index(catalogue, encoder=HashEncoder())
     query = "listing kind:5 wanted"
     parts = oracle(index, HashEncoder().encode_texts([query])[0])
     stats = {}
     for part in ("image", "text"):
         values = np.array([s[part] for s in parts.values() if part in s])
-        stats[part] = (values.mean(), values.std())
-    fused = {i: 0.5 * sum((s[p] - stats[p][0]) / stats[p][1] if p in s else 0.0 for p in ("image", "text"))
+        stats[part] = (values.mean(), max(values.std(), 0.05))
+    weights = {"image": 0.3, "text": 0.7}
+    fused = {i: sum(weights[p] * (s[p] - stats[p][0]) / stats[p][1] if p in s else 0.0 for p in ("image", "text"))
              for i, s in parts.items()}
     hits = index.search(text=query, target="product", k=COUNT)
     assert [h.row_id for h in hits] == ranking(fused)
