@@ -85,6 +85,7 @@ def index(
     texts: List[Path] = typer.Option(None, "--texts", metavar="FILE", help="Text corpus: .txt (a text a line), .csv, .tsv, .jsonl, .parquet. Repeatable."),
     text_column: Optional[str] = typer.Option(None, "--text-column", metavar="NAME", help="Column holding the text in tables (default: as recorded, else 'text')."),
     image_column: Optional[str] = typer.Option(None, "--image-column", metavar="NAME", help="Column of a table naming each row's photo (relative to the table, or absolute): each row becomes one product holding its photo and its text."),
+    id_column: Optional[str] = typer.Option(None, "--id-column", metavar="NAME", help="Column of a table holding each row's key (sku, id, handle): a row is the same item exactly when its key is, wherever its line moves (default: as recorded, else none: rows are known by their text and photo)."),
     encoding: Optional[str] = typer.Option(None, "--encoding", metavar="NAME", help="Encoding of the corpora named here (default: as recorded, else utf-8 with or without BOM), e.g. latin-1, cp1252, gb18030."),
     model: Optional[str] = typer.Option(None, "--model", "-m", metavar="SPEC", help=f"Model spec; `xmodal models` lists them (default: the index's model, else {DEFAULT_MODEL})."),
     pretrained: Optional[str] = typer.Option(None, "--pretrained", metavar="TAG|FILE", help="Weights tag or checkpoint file; 'none' for (seeded) random weights."),
@@ -116,7 +117,7 @@ def index(
     if index_type not in INDEX_TYPES:
         _fail(f"unknown --index-type {index_type!r}; use one of {', '.join(INDEX_TYPES)}")
     config = IndexConfig(images=list(images or []), texts=list(texts or []), text_column=text_column,
-                         image_column=image_column, encoding=encoding, model=model, pretrained=pretrained, device=device,
+                         image_column=image_column, id_column=id_column, encoding=encoding, model=model, pretrained=pretrained, device=device,
                          batch_size=batch_size, workers=workers, index_type=index_type, max_pixels=max_pixels,
                          retry_failed=retry_failed, replace_sources=replace_sources, vectors=vectors,
                          memory_budget=memory_budget, image_decode=decode,
@@ -161,7 +162,7 @@ def search(
     target: Optional[str] = typer.Option(None, "--target", "-t", metavar="KIND", help="What to return: image, text or product (default: products where the index holds any, else images, else texts)."),
     k: int = typer.Option(10, "-k", "--top-k", metavar="N", help="How many hits."),
     where: Optional[str] = typer.Option(None, "--where", metavar="FILTER", help="Only items whose metadata pass, e.g. \"price < 20000 and colour == 'red'\"."),
-    like: List[str] = typer.Option(None, "--like", metavar="ITEM", help="A liked example: a row id, an image file or a text. Repeatable."),
+    like: List[str] = typer.Option(None, "--like", metavar="ITEM", help="A liked example: a row id, a key (sku:A12, where sku is a table's --id-column), an image file or a text. Repeatable."),
     dislike: List[str] = typer.Option(None, "--dislike", metavar="ITEM", help="A disliked example, likewise. Repeatable."),
     strategy: str = typer.Option("average_vector", "--strategy", metavar="NAME", help="How likes and dislikes score: average_vector, best_score or sum_scores."),
     add: List[str] = typer.Option(None, "--add", metavar="[W:]TERM", help="Add a term to the query: a text, an image file or a row id, with an optional weight (2:sunset). Repeatable."),
@@ -367,7 +368,7 @@ def info(
         "ann": {m: {"kind": a.kind, **a.params} for m, a in manifest.ann.items()},
         "created_at": manifest.created_at,
         "updated_at": manifest.updated_at,
-        "sources": [s.to_dict() for s in manifest.sources],
+        "sources": [{**s.to_dict(), "identity": _identity(s).removeprefix("; ") or None} for s in manifest.sources],
         "segments": [s.to_dict() for s in manifest.segments],
         "last_run": manifest.last_run,
         "search_placement": {"device": placement.device, "engine": placement.engine, "reason": placement.reason},
@@ -386,7 +387,7 @@ def info(
     typer.echo(f"items:    {_held(manifest.counts)}; {manifest.failures} skipped")
     for source in manifest.sources:
         options = "".join(f", {k} {v}" for k, v in source.to_dict().items() if k not in ("kind", "path", "fingerprint"))
-        typer.echo(f"source:   {source.path} ({source.kind}{options})")
+        typer.echo(f"source:   {source.path} ({source.kind}{options}){_identity(source)}")
     for modality, ann in summary["ann"].items():
         typer.echo(f"ann:      {modality}: {ann}")
     deleted = sum(s.deleted_count for s in manifest.segments)
@@ -402,6 +403,17 @@ def info(
     for row in summary.get("failed_files", []):
         where = row["path"] if row.get("line") is None else f"{row['path']}:{row['line']}"
         typer.echo(f"skipped:  {where}: {row['reason']}")
+
+
+def _identity(source) -> str:
+    """What makes a row of a table the same item from one run to the next."""
+    if source.kind != "texts":
+        return ""
+    if source.id_column:
+        return f"; a row is known by its {source.id_column}"
+    if source.image_column:
+        return "; a row is known by its description and photo (no --id-column)"
+    return "; a row is known by its text (no --id-column)"
 
 
 @app.command("eval")

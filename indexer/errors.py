@@ -77,6 +77,10 @@ class TextColumnError(InvalidInputError):
     """A text corpus lacks the column named as its text column."""
 
 
+class KeyColumnError(InvalidInputError):
+    """A table's id column leaves a row without a key, or gives two rows the same one."""
+
+
 class CorpusEncodingError(InvalidInputError):
     """A text corpus is not in the encoding it was read with."""
 

@@ -53,6 +53,7 @@ class IndexConfig:
     text_column: str | None = None  # for the corpora named in `texts`; None: as recorded, else "text"
     encoding: str | None = None  # likewise; None: as recorded, else utf-8
     image_column: str | None = None  # likewise; a column naming each row's photo makes the rows products
+    id_column: str | None = None  # likewise; a column of keys: a row is the same item exactly when its key is
     replace_sources: bool = False  # the sources named become the index's whole set
     model: str | None = None  # None: the existing index's model, else the registry default
     pretrained: str | None = None
@@ -105,7 +106,8 @@ def build_index(out: str | Path, config: IndexConfig, progress: ProgressFactory 
     ann.choose_ann(0, config.index_type)  # an unknown index type fails now, not after hours of encoding
     check_engine(config.engine, config.ray_actors, config.ray_address)
     check_vector_dtype(config.vectors)
-    named = named_sources(config.images, config.texts, config.text_column, config.encoding, config.image_column)
+    named = named_sources(config.images, config.texts, config.text_column, config.encoding, config.image_column,
+                          config.id_column)
     check_replace(config.replace_sources, named)
     recorded = previous.sources if previous else []
     source_plan = skip_unchanged_corpora(plan_sources(named, recorded, config.replace_sources), recorded)
@@ -155,9 +157,9 @@ def read_sources(index: Path, synced: list[Source], recorded: list[Source]) -> F
             continue
         fingerprints[source.key] = fingerprint(source.path)  # before reading: a later edit is seen next run
         if not source.image_column:
-            corpora.append(sources.prepare_corpus(source.path, *reading_options(source)[:2]))
+            corpora.append(sources.prepare_corpus(source.path, *reading_options(source)[:2], source.id_column))
             continue
-        corpus = sources.read_corpus(source.path, *reading_options(source))
+        corpus = sources.read_corpus(source.path, *reading_options(source), id_column=source.id_column)
         products.extend(corpus.records)
         skipped.extend(_skipped(corpus.skipped))
     return FoundItems(sorted(set(image_paths)), corpora, products, skipped, fingerprints)
@@ -497,7 +499,7 @@ def _encode_planned_products(model: _EncoderOnDemand, plan: ProductPlan, journal
                 plan.photo_vectors[row.row_id] = vector
         for failure in result.failures:
             for row in plan.photos_to_encode[failure.path]:
-                plan.new_failures.append(replace(failure, line=row.line, source=row.source))
+                plan.new_failures.append(replace(failure, line=plan.lines[row.row_id], source=row.source))
     if plan.texts_to_encode:
         texts = list(plan.texts_to_encode)
         vectors = encode_texts_journaled(model.get(), texts, journal, settings, timer, progress, label="descriptions")
@@ -513,7 +515,9 @@ def _product_rows(scoped: StoredState, plan: ProductPlan, fresh: FreshSegments, 
     """New or changed products go to the new segments; returns the stored product rows removed or replaced."""
     stored = {r.row_id: r for r in scoped.rows}
     # A planner that kept a row passes the stored object; an equal row has equal content, so equal vectors.
-    changed = [r for r in plan.rows if (old := stored.get(r.row_id)) is not r and old != r]
+    # Rows written before lines were left out of rows still hold one: it is no change.
+    changed = [r for r in plan.rows if (old := stored.get(r.row_id)) is not r
+               and (old is None or replace(old, line=None) != r)]
     kept = {r.row_id for r in plan.rows}
     gone = [i for i in stored if i not in kept] + [r.row_id for r in changed if r.row_id in stored]
     if changed:
@@ -549,7 +553,7 @@ def _stream_texts(model: _EncoderOnDemand, corpora: list[sources.PreparedCorpus]
     run, gone = _TextRun(np.zeros(0, np.int64)), []
     dim = model.identity.dim
     for corpus in corpora:
-        planner = CorpusTextPlanner(str(corpus.path), state, journal, ids, dim)
+        planner = CorpusTextPlanner(str(corpus.path), state, journal, ids, dim, keyed=corpus.id_column is not None)
         bar, seen = None, 0
         batches = corpus.batches()
         for batch in _timed(batches, timer, "read_sources"):

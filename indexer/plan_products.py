@@ -1,8 +1,13 @@
 """Planning products: table rows that link a photo, one item holding two vectors.
 
-A product keeps its row id while its corpus holds it: the same description and
-photo, or failing that the same line (an edited row). Each part is planned on
-its own: an unchanged photo (path, size, mtime) keeps its vector unread; a
+A product keeps its row id while its corpus holds it. In a table with an id column,
+it is the row with the same key, wherever its line moved; an edited photo or
+description keeps the row id. Without one, it is the row with the same description
+and photo, or failing that with the same photo or the same description (one part
+edited); a row whose description and photo both changed is a new product, with a
+new row id (row ids are never given to another product). Lines are only for
+messages: a table exported again in another order changes nothing. Each part is
+planned on its own: an unchanged photo (path, size, mtime) keeps its vector unread; a
 photo or description whose content is stored anywhere in the index, or in the
 resume journal, reuses that vector; only what is new is encoded. A photo that
 cannot be read leaves a product with its text alone, and a failure.
@@ -33,23 +38,46 @@ class ProductPlan:
     reused: int = 0
     resumed: int = 0
     removed_ids: list[int] = field(default_factory=list)
+    lines: dict[int, int] = field(default_factory=dict)  # row id -> its line this run, for failure messages
 
 
 class _Matcher:
-    """Old products of one run's corpora: by (corpus, text, photo), then by (corpus, line)."""
+    """Old products of one run's corpora: by (corpus, key) in a keyed table; else by (corpus, text, photo),
+    then by (corpus, photo), then by (corpus, text)."""
 
     def __init__(self, rows: list[ItemRow]):
-        self.by_content = {(r.source, r.content_hash, r.path): r for r in rows}
-        self.by_line = {(r.source, r.line): r for r in rows}
+        self.by_key: dict[tuple, ItemRow] = {}
+        self.by_content: dict[tuple, list[ItemRow]] = {}
+        self.by_photo: dict[tuple, list[ItemRow]] = {}
+        self.by_text: dict[tuple, list[ItemRow]] = {}
+        for row in sorted(rows, key=lambda r: r.row_id):
+            if row.key is not None:
+                self.by_key[(row.source, row.key)] = row
+            self.by_content.setdefault((row.source, row.content_hash, row.path), []).append(row)
+            if row.path is not None:
+                self.by_photo.setdefault((row.source, row.path), []).append(row)
+            self.by_text.setdefault((row.source, row.content_hash), []).append(row)
         self.taken: set[int] = set()
 
     def take(self, record: TextRecord, digest: str) -> ItemRow | None:
-        for old in (self.by_content.get((record.source, digest, record.image)),
-                    self.by_line.get((record.source, record.line))):
-            if old is not None and old.row_id not in self.taken:
-                self.taken.add(old.row_id)
-                return old
+        if record.key is not None:
+            old = self.by_key.get((record.source, record.key))
+            if old is not None or self.by_key:  # a keyed table: the key alone decides
+                return self._claimed(old)
+        for candidates in (self.by_content.get((record.source, digest, record.image)),
+                           self.by_photo.get((record.source, record.image)) if record.image else None,
+                           self.by_text.get((record.source, digest))):
+            old = next((r for r in candidates or () if r.row_id not in self.taken and
+                        (r.key is None or record.key is not None)), None)
+            if old is not None:
+                return self._claimed(old)
         return None
+
+    def _claimed(self, old: ItemRow | None) -> ItemRow | None:
+        if old is None or old.row_id in self.taken:
+            return None
+        self.taken.add(old.row_id)
+        return old
 
 
 def plan_products(records: list[TextRecord], state: StoredState, journal: Journal, ids: RowIds,
@@ -65,9 +93,10 @@ def plan_products(records: list[TextRecord], state: StoredState, journal: Journa
         digest = text_hash(record.text)
         old = matcher.take(record, digest)
         row = ItemRow(row_id=old.row_id if old else ids.take(), modality="product", path=record.image,
-                      text=record.text, source=record.source, line=record.line, content_hash=digest,
+                      text=record.text, source=record.source, content_hash=digest, key=record.key,
                       metadata=record.metadata or None)
         plan.rows.append(row)
+        plan.lines[row.row_id] = record.line
         _plan_text(plan, row, old, text_sources, journal)
         if record.image is not None:
             _plan_photo(plan, row, old, photo_sources, journal)
@@ -134,8 +163,8 @@ def _plan_photo(plan: ProductPlan, row: ItemRow, old: ItemRow | None, known: _Ph
     try:
         stat = os.stat(path)
     except OSError as exc:
-        plan.new_failures.append(Failure(path, "image", f"unreadable: {exc.strerror or exc}", line=row.line,
-                                         source=row.source))
+        plan.new_failures.append(Failure(path, "image", f"unreadable: {exc.strerror or exc}",
+                                         line=plan.lines[row.row_id], source=row.source))
         return
     if old is not None and old.path == path and (old.size, old.mtime) == (stat.st_size, stat.st_mtime) \
             and known.state.has_vector("product-image", old.row_id):
@@ -144,8 +173,8 @@ def _plan_photo(plan: ProductPlan, row: ItemRow, old: ItemRow | None, known: _Ph
         return
     failure = known.failed.get((row.source, path))
     if failure is not None and (failure.size, failure.mtime) == (stat.st_size, stat.st_mtime):
-        plan.carried_failures.append(Failure(path, "image", failure.reason, failure.size, failure.mtime, row.line,
-                                             row.source))
+        plan.carried_failures.append(Failure(path, "image", failure.reason, failure.size, failure.mtime,
+                                             plan.lines[row.row_id], row.source))
         return
     entry = journal.by_path.get(path)
     if entry is not None and (entry.size, entry.mtime) == (stat.st_size, stat.st_mtime):

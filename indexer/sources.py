@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
-from .errors import CorpusEncodingError, InvalidInputError, NoImagesError, TextColumnError, option
+from .errors import CorpusEncodingError, InvalidInputError, KeyColumnError, NoImagesError, TextColumnError, option
 from .imaging import supported_extensions
 
 if TYPE_CHECKING:
@@ -40,6 +40,7 @@ class TextRecord:
     line: int  # 1-based line of the file (row number for Parquet)
     metadata: dict[str, Any] = field(default_factory=dict)
     image: str | None = None  # with an image column: the row's photo, absolute (the row is a product)
+    key: str | None = None  # with an id column: the row's key, as text (the row's identity across runs)
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ class TextBatch:
     lines: np.ndarray  # int64, as TextRecord.line
     metadata: pa.Array | None  # a struct per row, or None where the corpus has no other columns
     skipped: list[SkippedRow]
+    keys: pa.Array | None = None  # with an id column: each row's key, as text
 
 
 STREAM_ROWS = 65_536  # rows per batch when a corpus is streamed
@@ -78,38 +80,42 @@ class PreparedCorpus:
     encoding: str
     columns: _ColumnTypes | None  # learnt by a first pass; None: a plain Parquet file, read as columns
     rows: int  # rows of the file (usable or not): for progress
+    id_column: str | None = None
 
     def batches(self, rows: int | None = None) -> Iterator[TextBatch]:
         rows = rows or STREAM_ROWS
         if self.columns is None:
-            return _parquet_batches(self.path, self.text_column, rows)
-        records = _records(self.path, self.text_column, self.encoding, columns=self.columns)
+            return _parquet_batches(self.path, self.text_column, rows, self.id_column)
+        records = _records(self.path, self.text_column, self.encoding, columns=self.columns, id_column=self.id_column)
         return _record_batches(records, str(self.path), rows)
 
 
-def prepare_corpus(path: str | Path, text_column: str | None = None,
-                   encoding: str = DEFAULT_ENCODING) -> PreparedCorpus:
-    """Check a corpus (it exists, decodes, has the text column) and learn its columns' types, keeping no rows."""
+def prepare_corpus(path: str | Path, text_column: str | None = None, encoding: str = DEFAULT_ENCODING,
+                   id_column: str | None = None) -> PreparedCorpus:
+    """Check a corpus (it exists, decodes, has the text column, its keys are unique) and learn its columns'
+    types, keeping no rows."""
     path = Path(os.path.abspath(path))
     suffix = check_corpus(path, encoding)
     column = text_column or DEFAULT_TEXT_COLUMN
     if suffix == ".parquet" and _plain_parquet(path, column):
         _check_text_column(path, column)
-        return PreparedCorpus(path, column, encoding, None, _parquet_file(path).metadata.num_rows)
+        if id_column:
+            _check_parquet_keys(path, id_column)
+        return PreparedCorpus(path, column, encoding, None, _parquet_file(path).metadata.num_rows, id_column)
     if suffix != ".parquet":
         _check_decodes(path, encoding)
-    columns = _scan_columns(path, _rows(path, suffix, encoding), column, None)
-    return PreparedCorpus(path, column, encoding, columns, columns.rows)
+    columns = _scan_columns(path, _rows(path, suffix, encoding), column, None, id_column)
+    return PreparedCorpus(path, column, encoding, columns, columns.rows, id_column)
 
 
 def stream_corpus(path: str | Path, text_column: str | None = None, encoding: str = DEFAULT_ENCODING,
-                  rows: int | None = None) -> Iterator[TextBatch]:
+                  rows: int | None = None, id_column: str | None = None) -> Iterator[TextBatch]:
     """The texts of one corpus in batches: the same rows as `read_corpus`, holding one batch at a time.
 
     Plain Parquet files (text, number and boolean columns) are read as columns; other formats row by
     row, in two passes (the first learns each column's type: CSV needs every row for that).
     """
-    return prepare_corpus(path, text_column, encoding).batches(rows)
+    return prepare_corpus(path, text_column, encoding, id_column).batches(rows)
 
 
 def _record_batches(records: Iterator[TextRecord | SkippedRow], source: str, rows: int) -> Iterator[TextBatch]:
@@ -142,9 +148,11 @@ def _batch_of(source: str, records: list[TextRecord], skipped: list[SkippedRow])
     from .store.tables import metadata_array
 
     metadata = [r.metadata or None for r in records]
+    keyed = bool(records) and records[0].key is not None
     return TextBatch(source, pa.array([r.text for r in records], pa.string()),
                      np.array([r.line for r in records], np.int64),
-                     metadata_array(metadata) if any(metadata) else None, skipped)
+                     metadata_array(metadata) if any(metadata) else None, skipped,
+                     pa.array([r.key for r in records], pa.string()) if keyed else None)
 
 
 def _parquet_file(path: Path):
@@ -169,7 +177,7 @@ def _plain_parquet(path: Path, text_column: str) -> bool:
     return text_is_text and all(any(test(f.type) for test in plain) for f in schema)
 
 
-def _parquet_batches(path: Path, text_column: str, rows: int) -> Iterator[TextBatch]:
+def _parquet_batches(path: Path, text_column: str, rows: int, id_column: str | None = None) -> Iterator[TextBatch]:
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -187,8 +195,9 @@ def _parquet_batches(path: Path, text_column: str, rows: int) -> Iterator[TextBa
         metadata = None
         if others:
             metadata = pa.StructArray.from_arrays([_plain(batch.column(n)) for n in others], others).filter(usable)
+        keys = _key_texts(batch.column(id_column)).filter(usable) if id_column else None
         yield TextBatch(str(path), texts.filter(usable), lines[usable.to_numpy(zero_copy_only=False)], metadata,
-                        [SkippedRow(str(path), int(line), "empty text") for line in empty])
+                        [SkippedRow(str(path), int(line), "empty text") for line in empty], keys)
 
 
 def _plain(column):
@@ -253,22 +262,24 @@ def read_texts(path: str | Path, text_column: str | None = None, encoding: str =
 
 
 def read_corpus(path: str | Path, text_column: str | None = None, encoding: str = DEFAULT_ENCODING,
-                image_column: str | None = None) -> Corpus:
+                image_column: str | None = None, id_column: str | None = None) -> Corpus:
     """Texts of one corpus, and the rows skipped with their reasons.
 
     In tables every column but the text column is kept as metadata, typed. With an
     image column, each row links its photo (relative to the table's folder, or
-    absolute): the record's `image`; an empty cell means the row has no photo.
+    absolute): the record's `image`; an empty cell means the row has no photo. With an
+    id column, each row's key (its cell, as text) is the record's `key`: keys must be
+    present and unique (KeyColumnError names the lines otherwise).
     """
     records, skipped = [], []
-    for item in _records(Path(os.path.abspath(path)), text_column, encoding, image_column):
+    for item in _records(Path(os.path.abspath(path)), text_column, encoding, image_column, id_column=id_column):
         (records if isinstance(item, TextRecord) else skipped).append(item)
     skipped.sort(key=lambda s: s.line)
     return Corpus(records, skipped)
 
 
 def _records(path: Path, text_column: str | None, encoding: str, image_column: str | None = None,
-             columns: _ColumnTypes | None = None) -> Iterator[TextRecord | SkippedRow]:
+             columns: _ColumnTypes | None = None, id_column: str | None = None) -> Iterator[TextRecord | SkippedRow]:
     """The corpus's records and skipped rows in line order, in two passes over the file.
 
     The first pass learns the columns and each one's type (a CSV column is a number only if every
@@ -279,7 +290,7 @@ def _records(path: Path, text_column: str | None, encoding: str, image_column: s
     if columns is None:  # else a prepared corpus: checked and scanned already
         if suffix != ".parquet":
             _check_decodes(path, encoding)
-        columns = _scan_columns(path, _rows(path, suffix, encoding), text_column, image_column)
+        columns = _scan_columns(path, _rows(path, suffix, encoding), text_column, image_column, id_column)
     source = str(path)
     for line, row in _rows(path, suffix, encoding):
         if isinstance(row, str):
@@ -291,7 +302,8 @@ def _records(path: Path, text_column: str | None, encoding: str, image_column: s
             yield SkippedRow(source, line, "empty text")
             continue
         photo = _photo_path(path, row.get(image_column)) if image_column else None
-        yield TextRecord(text, source, line, columns.typed(row), photo)
+        key = key_text(row.get(id_column)) if id_column else None
+        yield TextRecord(text, source, line, columns.typed(row), photo, key)
 
 
 def _rows(path: Path, suffix: str, encoding: str) -> Iterator[Row]:
@@ -482,18 +494,108 @@ class _ColumnTypes:
         return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
 
 
-def _scan_columns(path: Path, rows: Iterator[Row], text_column: str, image_column: str | None) -> _ColumnTypes:
-    """First pass: the columns, their types, and a clear error for a missing text or image column."""
+def _scan_columns(path: Path, rows: Iterator[Row], text_column: str, image_column: str | None,
+                  id_column: str | None = None) -> _ColumnTypes:
+    """First pass: the columns, their types, and a clear error for a missing text, image or id column, or for
+    keys missing or repeated."""
     columns = _ColumnTypes(from_text=path.suffix.lower() in (".csv", ".tsv"))
+    keys = _KeyCheck(path, id_column) if id_column else None
     usable = False
-    for _, row in rows:
+    for line, row in rows:
         columns.rows += 1
         if not isinstance(row, str):
             usable = True
             columns.see(row)
-    for name, flag in ((text_column, "text_column"), (image_column, "image_column")):
+            if keys is not None:
+                keys.see(line, row.get(id_column), _has_text(row.get(text_column)))
+    for name, flag in ((text_column, "text_column"), (image_column, "image_column"), (id_column, "id_column")):
         if usable and name is not None and name not in columns.names:
             raise TextColumnError(f"{path.name} has no column {name!r}; its columns are {', '.join(columns.names)} "
                                   f"(choose one with {option(flag)})")
     columns.metadata = [c for c in columns.names if c != text_column]
+    if keys is not None:
+        keys.check()
     return columns
+
+
+# ---- keys: an id column names each row, whatever line it is on ------------------------------------------
+
+def key_text(value: Any) -> str | None:
+    """A key cell as text (a whole number written 42 or 42.0 is "42"); None where it is empty."""
+    if value is None:
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    text = str(value).strip()
+    return text or None
+
+
+def _has_text(value: Any) -> bool:
+    return value is not None and bool(str(value).strip())
+
+
+class _KeyCheck:
+    """Keys seen on the first pass: each row that will be indexed needs one, and no two the same."""
+
+    def __init__(self, path: Path, column: str):
+        self.path, self.column = path, column
+        self.first_line: dict[str, int] = {}
+        self.repeated: list[tuple[str, int, int]] = []  # (key, first line, repeating line)
+        self.empty: list[int] = []
+
+    def see(self, line: int, value: Any, indexed: bool) -> None:
+        key = key_text(value)
+        if key is None:
+            if indexed:  # a row skipped for its empty text needs no key
+                self.empty.append(line)
+            return
+        first = self.first_line.setdefault(key, line)
+        if first != line:
+            self.repeated.append((key, first, line))
+
+    def check(self) -> None:
+        fix = f"fix the table, or leave {option('id_column')} out"
+        if self.empty:
+            more = f" (and {len(self.empty) - 1} more)" if len(self.empty) > 1 else ""
+            raise KeyColumnError(f"{self.path.name}: id column {self.column!r} is empty on line {self.empty[0]}{more}; "
+                                 f"every row needs a key: {fix}")
+        if self.repeated:
+            key, first, again = self.repeated[0]
+            more = f" (and {len(self.repeated) - 1} more repeats)" if len(self.repeated) > 1 else ""
+            raise KeyColumnError(f"{self.path.name}: id column {self.column!r} repeats {key!r} on lines {first} and "
+                                 f"{again}{more}; each row needs a key of its own: {fix}")
+
+
+def _key_texts(column) -> pa.Array:
+    """A Parquet key column as text, as key_text writes a cell."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if pa.types.is_floating(column.type):
+        whole = pc.equal(column, pc.floor(column))
+        column = pc.if_else(whole, column.cast(pa.int64(), safe=False).cast(pa.string()), column.cast(pa.string()))
+    texts = pc.utf8_trim_whitespace(column.cast(pa.string()))
+    return pc.if_else(pc.equal(pc.utf8_length(texts), 0), pa.scalar(None, pa.string()), texts)
+
+
+def _check_parquet_keys(path: Path, column: str) -> None:
+    """The checks of _KeyCheck on a plain Parquet file, column-wise."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    parquet = _parquet_file(path)
+    if column not in parquet.schema_arrow.names:
+        raise TextColumnError(f"{path.name} has no column {column!r}; its columns are "
+                              f"{', '.join(parquet.schema_arrow.names)} (choose one with {option('id_column')})")
+    check = _KeyCheck(path, column)
+    keys = _key_texts(parquet.read(columns=[column]).column(column).combine_chunks())
+    lines = np.flatnonzero(pc.is_null(keys).to_numpy(zero_copy_only=False)) + 1
+    check.empty = lines.tolist()
+    if not len(lines):
+        counts = pc.value_counts(keys)
+        repeated = counts.filter(pc.greater(counts.field("counts"), 1)).field("values")
+        if len(repeated):
+            where = np.flatnonzero(pc.equal(keys, repeated[0]).to_numpy(zero_copy_only=False)) + 1
+            check.repeated = [(repeated[0].as_py(), int(where[0]), int(where[1]))]
+            check.repeated += [("", 0, 0)] * (len(repeated) - 1)
+    check.check()

@@ -20,8 +20,7 @@ from .store import VECTOR_SETS, Failure, IndexDir, ItemRow, Manifest
 from .store.segments import SegmentReader
 from .store.tables import concat_items, item_rows, read_failures
 
-KEY_COLUMNS = ["row_id", "modality", "source", "content_hash", "line"]
-NO_LINE = -1
+KEY_COLUMNS = ["row_id", "modality", "source", "content_hash", "key", "line"]  # line: format 1's sources only
 
 
 def search_sorted(haystack: np.ndarray, needles: np.ndarray, side: str = "left") -> np.ndarray:
@@ -40,6 +39,13 @@ def hash_keys(hashes: np.ndarray) -> np.ndarray:
     if not len(hashes):
         return np.zeros(0, np.uint64)
     return np.frombuffer(bytes.fromhex(hashes.tobytes().decode("ascii")), dtype=">u8")[::2].astype(np.uint64)
+
+
+def key_hashes(keys: pa.Array) -> np.ndarray:
+    """A 64-bit hash of each key (an Arrow string array without nulls), for sorted lookups."""
+    blake2b = hashlib.blake2b
+    return np.frombuffer(b"".join(blake2b(k.encode("utf-8"), digest_size=8).digest() for k in keys.to_pylist()),
+                         dtype=">u8").astype(np.uint64)
 
 
 def hash_array(hashes) -> np.ndarray:
@@ -62,7 +68,7 @@ class StoredTexts:
     sources: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))  # codes into source_names
     source_names: list[str] = field(default_factory=list)
     hashes: np.ndarray = field(default_factory=lambda: np.zeros(0, "S32"))
-    lines: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # NO_LINE where unknown
+    keys: pa.Array = field(default_factory=lambda: pa.array([], pa.string()))  # null where the table had no id column
 
     def __len__(self) -> int:
         return len(self.row_ids)
@@ -71,7 +77,7 @@ class StoredTexts:
         code = self.source_names.index(name) if name in self.source_names else -1
         keep = self.sources == code
         return StoredTexts(self.row_ids[keep], self.sources[keep], self.source_names, self.hashes[keep],
-                           self.lines[keep])
+                           self.keys.filter(pa.array(keep)))
 
     def of_sources(self, names: set[str]) -> np.ndarray:
         """Row ids of the texts of corpora `names`."""
@@ -271,6 +277,8 @@ def load_state(index_dir: IndexDir, manifest: Manifest | None) -> StoredState:
     for ref in manifest.segments:
         reader = SegmentReader(index_dir.root, ref)
         keys = reader.items(KEY_COLUMNS)
+        if ref.legacy:
+            keys = _format1_sources(keys)
         live = keys.column("row_id").to_numpy()
         state.segments[ref.name] = live
         is_text = pc.equal(keys.column("modality"), "text")
@@ -289,24 +297,25 @@ def load_state(index_dir: IndexDir, manifest: Manifest | None) -> StoredState:
     return state
 
 
+def _format1_sources(table: pa.Table) -> pa.Table:
+    """Format 1 kept a text's corpus and line together as "path:line" in its source."""
+    if not table.column("line").null_count:
+        return table
+    rows = item_rows(table)
+    return table.set_column(table.column_names.index("source"), "source", pa.array([r.source for r in rows], pa.string()))
+
+
 def _text_arrays(table: pa.Table | None) -> StoredTexts:
     if table is None or not len(table):
         return StoredTexts()
-    lines = table.column("line")
-    sources = table.column("source")
-    if lines.null_count:  # format 1 kept a text's corpus and line together as "path:line"
-        rows = item_rows(table)
-        sources = pa.array([r.source for r in rows], pa.string())
-        lines = pa.array([r.line for r in rows], pa.int64())
-    if isinstance(sources, pa.ChunkedArray):
-        sources = sources.combine_chunks()
+    sources = table.column("source").combine_chunks()
     encoded = pc.dictionary_encode(sources)
     return StoredTexts(
         row_ids=table.column("row_id").to_numpy(),
         sources=encoded.indices.to_numpy(zero_copy_only=False).astype(np.int32),
         source_names=encoded.dictionary.to_pylist(),
         hashes=hash_array(table.column("content_hash")),
-        lines=pc.fill_null(lines, NO_LINE).to_numpy(),
+        keys=table.column("key").combine_chunks().cast(pa.string()),
     )
 
 

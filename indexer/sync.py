@@ -37,9 +37,10 @@ class SourcePlan:
 
 
 def named_sources(images: list[str | Path], texts: list[str | Path], text_column: str | None,
-                  encoding: str | None, image_column: str | None = None) -> list[Source]:
+                  encoding: str | None, image_column: str | None = None, id_column: str | None = None) -> list[Source]:
     named = [Source("images", os.path.abspath(p)) for p in images]
-    named += [Source("texts", os.path.abspath(p), text_column, encoding, image_column) for p in texts]
+    named += [Source("texts", os.path.abspath(p), text_column, encoding, image_column, id_column=id_column)
+              for p in texts]
     return list({s.key: s for s in named}.values())
 
 
@@ -68,7 +69,7 @@ def drop_sources(recorded: list[Source], paths: list[str | Path]) -> SourcePlan:
 
 
 def reading_options(source: Source) -> tuple[str, str, str | None]:
-    """(text column, encoding, image column) of a text source."""
+    """(text column, encoding, image column) of a text source (its id column is `source.id_column`)."""
     return source.text_column or DEFAULT_TEXT_COLUMN, source.encoding or DEFAULT_ENCODING, source.image_column
 
 
@@ -78,7 +79,8 @@ def _completed(named: Source, recorded: Source | None) -> Source:
     text_column = named.text_column or (recorded.text_column if recorded else None)
     encoding = named.encoding or (recorded.encoding if recorded else None)
     image_column = named.image_column or (recorded.image_column if recorded else None)
-    return Source("texts", named.path, text_column, encoding, image_column)
+    id_column = named.id_column or (recorded.id_column if recorded else None)
+    return Source("texts", named.path, text_column, encoding, image_column, id_column=id_column)
 
 
 def _owned(sources: list[Source], modality: str, location: str | None) -> bool:

@@ -305,6 +305,10 @@ class SearchIndex:
         query = combine(base, terms["add"], terms["subtract"])
         plan.liked = ([query] if query else []) + [self._example(t, plan) for t in like]
         plan.disliked = [self._example(t, plan) for t in dislike]
+        both = sorted({e.row_id for e in plan.liked if e.row_id is not None}
+                      & {e.row_id for e in plan.disliked if e.row_id is not None})
+        if both:  # named twice, by row id and by key
+            raise InvalidInputError(f"row {both[0]} is both liked and disliked; keep it in one of the two")
         if not plan.liked and (strategy == "average_vector" or not plan.disliked):
             what = (f"a query text, {option('image', 'FILE')} or {option('like', 'ITEM')}" if plan.disliked
                     else f"a query: a text, {option('image', 'FILE')}, or liked items ({option('like', 'ITEM')})")
@@ -326,6 +330,9 @@ class SearchIndex:
             example = self._vector_example(term)
         elif isinstance(term, (Path, Image.Image)):
             example = Example({"any": self.embed_image(term)}, label=str(term), kind="image")
+        elif isinstance(term, str) and (keyed := self._keyed_row(term)) is not None:
+            example = self._stored_example(keyed)
+            plan.excluded.add(keyed)
         elif isinstance(term, str):
             if not term.strip():
                 raise InvalidInputError("a text term is empty; give words, an image file or a row id")
@@ -495,11 +502,29 @@ class SearchIndex:
         rows = iter(self._items.rows([r.row_id for ranked in ranked_lists for r in ranked]))
         return [[self._hit(rank, r, next(rows)) for rank, r in enumerate(ranked, start=1)] for ranked in ranked_lists]
 
-    @staticmethod
-    def _hit(rank: int, ranked: Ranked, row: dict[str, Any]) -> Hit:
+    def _hit(self, rank: int, ranked: Ranked, row: dict[str, Any]) -> Hit:
+        key = row.get("key")
         return Hit(rank=rank, score=ranked.score, row_id=ranked.row_id, modality=row["modality"],
                    path=row.get("path"), text=row.get("text"), metadata=row.get("metadata") or {},
-                   scores=ranked.parts)
+                   scores=ranked.parts, key=key, key_column=self._id_column_of(row.get("source")) if key else None)
+
+    def _id_column_of(self, source: str | None) -> str | None:
+        return next((s.id_column for s in self.manifest.sources if s.path == source and s.kind == "texts"), None)
+
+    def _keyed_row(self, term: str) -> int | None:
+        """The row a `COLUMN:KEY` term names, where COLUMN is an id column of this index; None for any other text."""
+        column, colon, key = term.partition(":")
+        sources = [s.path for s in self.manifest.sources if s.kind == "texts" and s.id_column == column.strip()]
+        if not colon or not sources or not key.strip():
+            return None
+        found = self._items.with_key(key.strip(), sources)
+        if not found:
+            raise InvalidInputError(f"no item has {column.strip()} {key.strip()!r} in {self.path}; "
+                                    f"{command('list')} shows what it holds")
+        if len(found) > 1:
+            raise InvalidInputError(f"{column.strip()} {key.strip()!r} names {len(found)} items (rows "
+                                    f"{', '.join(map(str, found))}) of different tables; name one by its row id")
+        return found[0]
 
     def _check_model(self, encoder: Encoder) -> None:
         built, given = self.manifest.model, encoder.identity

@@ -17,6 +17,14 @@ class Hit:
     text: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     scores: dict[str, float] | None = None  # products: the score of each part it has (image, text)
+    key: str | None = None  # the row's key in its table's id column, where the table has one
+    key_column: str | None = None  # that id column
+
+    @property
+    def reference(self) -> str:
+        """How a later search names this item (--like, like=...): its key where it has one, else its row id.
+        A key outlives a re-indexed table; a row id names another product once its row is gone."""
+        return f"{self.key_column}:{self.key}" if self.key is not None and self.key_column else str(self.row_id)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "reference": self.reference}

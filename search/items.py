@@ -64,6 +64,7 @@ class ItemStore:
         self._groups: OrderedDict[tuple[int, int], list[tuple[str, pa.Array]]] = OrderedDict()
         self._kept_rows = 0
         self._lock = threading.Lock()  # a service reads items from many threads
+        self._keys: dict[tuple[str, str], list[int]] | None = None  # (key, corpus) -> row ids, built when asked
         fields: dict[str, None] = {}
         for segment in self._segments:
             fields.update(dict.fromkeys(segment.metadata_fields()))
@@ -90,6 +91,21 @@ class ItemStore:
                     raise KeyError(f"row id {row_id} is not in this index")
                 out.append(self._row(int(self._segment[position]), int(self._offset[position])))
         return out
+
+    def with_key(self, key: str, sources: list[str]) -> list[int]:
+        """Live row ids whose key is `key` in one of the corpora `sources` (a table's id column)."""
+        if self._keys is None:
+            found: dict[tuple[str, str], list[int]] = {}
+            for segment in self._segments:
+                if "key" not in segment.file.schema_arrow.names:
+                    continue
+                table = segment.file.read(columns=["row_id", "key", "source"]).filter(pa.array(segment.live))
+                table = table.filter(pc.is_valid(table.column("key")))
+                for row_id, value, source in zip(*(table.column(n).to_pylist() for n in ("row_id", "key", "source"))):
+                    found.setdefault((value, source), []).append(row_id)
+            with self._lock:
+                self._keys = found
+        return sorted(i for source in sources for i in self._keys.get((key, source), []))
 
     def table(self, modality: str, names: list[str]) -> pa.Table:
         """Columns `names` of every live item of one kind, across segments (types unified)."""

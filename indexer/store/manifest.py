@@ -36,6 +36,7 @@ class Source:
     encoding: str | None = None
     image_column: str | None = None  # a table whose rows link a photo: each row is one product
     fingerprint: str | None = None  # a corpus's "size:mtime_ns" when last read: unchanged ones are not read again
+    id_column: str | None = None  # a table's column of keys: a row is the same item exactly when its key is
 
     @property
     def key(self) -> tuple[str, str]:

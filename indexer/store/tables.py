@@ -23,6 +23,7 @@ ITEM_FIELDS = [
     pa.field("width", pa.int32()),
     pa.field("height", pa.int32()),
     pa.field("image_hash", pa.string()),  # products: the photo's content hash (content_hash is the text's)
+    pa.field("key", pa.string()),  # a table's id column, as text: the row's identity across runs
 ]
 ITEMS_ROW_GROUP = 8192  # a search reads a hit's item with its row group: small groups, little read
 FAILURE_SCHEMA = pa.schema([
@@ -43,13 +44,14 @@ class ItemRow:
     path: str | None = None
     text: str | None = None
     source: str | None = None  # images: None; texts: the corpus file
-    line: int | None = None  # texts: the line (or Parquet row) of the corpus
+    line: int | None = None  # only in indexes written before lines were left out of rows (a move rewrote them)
     content_hash: str | None = None
     size: int | None = None
     mtime: float | None = None
     width: int | None = None
     height: int | None = None
     image_hash: str | None = None
+    key: str | None = None
     metadata: dict[str, Any] | None = None
 
 
@@ -77,15 +79,17 @@ def items_table(rows: list[ItemRow]) -> pa.Table:
     return table
 
 
-def text_items(row_ids: np.ndarray, texts: pa.Array, source: str, lines: np.ndarray, hashes: np.ndarray,
-               metadata: pa.Array | None) -> pa.Table:
+def text_items(row_ids: np.ndarray, texts: pa.Array, source: str, hashes: np.ndarray,
+               metadata: pa.Array | None, keys: pa.Array | None = None) -> pa.Table:
     """Items of text rows, column by column (`hashes`: an 'S32' array of hex content hashes)."""
     n = len(row_ids)
     nulls = {f.name: pa.nulls(n, f.type) for f in ITEM_FIELDS}
     columns = {**nulls, "row_id": pa.array(row_ids, pa.int64()), "modality": pa.array(["text"] * n, pa.string()),
-               "text": texts, "source": pa.array([source] * n, pa.string()), "line": pa.array(lines, pa.int64()),
+               "text": texts, "source": pa.array([source] * n, pa.string()),
                "content_hash": pa.array(hashes.astype(str), pa.string()),
                "size": pc.binary_length(texts).cast(pa.int64())}
+    if keys is not None:
+        columns["key"] = keys
     table = pa.Table.from_pydict(columns, schema=pa.schema(ITEM_FIELDS))
     if metadata is not None and metadata.type.num_fields:
         table = table.append_column("metadata", metadata)
