@@ -97,6 +97,7 @@ def index(
     vectors: Optional[str] = typer.Option(None, "--vectors", metavar="TYPE", help="How vectors are stored: float32, or float16 (half the disk and memory); default: as recorded, else float32."),
     max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", min=1, metavar="N", help="Refuse images whose declared size is larger: decompression bombs."),
     decode: Optional[str] = typer.Option(None, "--decode", metavar="MODE", help="reduced: JPEGs decoded no larger than the model's input (several times faster); exact: every pixel decoded. Default: as recorded, else reduced."),
+    background: Optional[str] = typer.Option(None, "--background", metavar="COLOUR", help="What transparent photos (product cutouts) are laid on before they are encoded: white, black, a colour name or #RRGGBB. Default: as recorded, else white."),
     ray: bool = typer.Option(False, "--ray", help="Decode and encode on Ray (pip install 'xmodal[ray]'): alone, a local Ray with this machine's cores; --ray HOST:PORT joins a running cluster (ray start --head prints its address)."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", metavar="HOST:PORT", help="The same as --ray HOST:PORT."),
     ray_actors: Optional[int] = typer.Option(None, "--ray-actors", min=1, metavar="N", help="Encoding actors on Ray, each holding its own copy of the model (default: one per GPU of the cluster, else one per CPU core; fewer if memory is short)."),
@@ -120,7 +121,7 @@ def index(
                          image_column=image_column, id_column=id_column, encoding=encoding, model=model, pretrained=pretrained, device=device,
                          batch_size=batch_size, workers=workers, index_type=index_type, max_pixels=max_pixels,
                          retry_failed=retry_failed, replace_sources=replace_sources, vectors=vectors,
-                         memory_budget=memory_budget, image_decode=decode,
+                         memory_budget=memory_budget, image_decode=decode, background=background,
                          engine="ray" if ray or ray_address else "local", ray_address=ray_address, ray_actors=ray_actors)
     report = _run(lambda: build_index(out, config, progress=_tqdm_progress))
     where = f"on {report.device}" if report.device else "(not loaded: nothing to encode)"
@@ -352,6 +353,7 @@ def info(
 
     INDEX: an index folder.
     """
+    from indexer.imaging import describe_background
     from indexer.store import IndexDir
     from search.placement import choose_placement
 
@@ -365,6 +367,8 @@ def info(
         "failures": manifest.failures,
         "metric": manifest.metric,
         "model": manifest.model.to_dict(),
+        "preprocessing": {"image_decode": manifest.settings.get("image_decode", "exact"),
+                          "background": manifest.background},
         "ann": {m: {"kind": a.kind, **a.params} for m, a in manifest.ann.items()},
         "created_at": manifest.created_at,
         "updated_at": manifest.updated_at,
@@ -393,7 +397,8 @@ def info(
     deleted = sum(s.deleted_count for s in manifest.segments)
     typer.echo(f"storage:  {_count(len(manifest.segments), 'segment')}, {_count(deleted, 'deleted row')} "
                f"awaiting compaction, vectors {manifest.settings.get('vectors', 'float32')}, "
-               f"images decoded {manifest.settings.get('image_decode', 'exact')}")
+               f"images decoded {manifest.settings.get('image_decode', 'exact')}, "
+               f"transparency {describe_background(manifest.background)}")
     typer.echo(f"search:   {placement.describe()}")
     typer.echo(f"updated:  {manifest.updated_at}")
     run = manifest.last_run

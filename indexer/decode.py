@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
 from .errors import ImageDecodeError
-from .imaging import MAX_PIXELS, decode_picture
+from .imaging import DEFAULT_BACKGROUND, MAX_PIXELS, decode_picture
 
 
 @dataclass
@@ -58,17 +58,18 @@ def read_file(path: str) -> FileBytes | DecodeFailure:
 
 
 def read_one(path: str, preprocess: Callable[[Any], Any], max_pixels: int = MAX_PIXELS,
-             min_side: int | None = None):
+             min_side: int | None = None, background: str | None = DEFAULT_BACKGROUND):
     """Never raises for a bad file: the failure is returned, to be recorded and skipped.
 
-    `min_side`: see imaging.decode_picture (JPEGs decoded reduced down to the model's input side).
+    `min_side`, `background`: see imaging.decode_picture (JPEGs decoded reduced down to the model's input
+    side; transparent pixels laid on the index's background).
     """
     read = read_file(path)
     if isinstance(read, DecodeFailure):
         return read
     data = read.data
     try:
-        picture = decode_picture(data, path, max_pixels, min_side)
+        picture = decode_picture(data, path, max_pixels, min_side, background)
         pixels = preprocess(picture.image)
     except ImageDecodeError as exc:
         return DecodeFailure(path, str(exc))
@@ -77,13 +78,13 @@ def read_one(path: str, preprocess: Callable[[Any], Any], max_pixels: int = MAX_
     return DecodedImage(path, content_hash(data), read.size, read.mtime, picture.width, picture.height, pixels)
 
 
-_WORKER_SETTINGS: tuple = ()  # (preprocess, max_pixels, min_side) of this worker process
+_WORKER_SETTINGS: tuple = ()  # (preprocess, max_pixels, min_side, background) of this worker process
 
 
-def _set_up_worker(preprocess, max_pixels: int, min_side: int | None) -> None:
+def _set_up_worker(preprocess, max_pixels: int, min_side: int | None, background: str | None) -> None:
     """Given once per worker (a preprocess may hold a whole encoder: never sent with each task)."""
     global _WORKER_SETTINGS
-    _WORKER_SETTINGS = (preprocess, max_pixels, min_side)
+    _WORKER_SETTINGS = (preprocess, max_pixels, min_side, background)
 
 
 def _read_many(paths: Sequence[str]) -> list:
@@ -134,14 +135,15 @@ class DecodedStream:
     """
 
     def __init__(self, paths: Sequence[str], preprocess, workers: int, max_pixels: int = MAX_PIXELS,
-                 min_side: int | None = None, ahead: int | None = None):
+                 min_side: int | None = None, ahead: int | None = None,
+                 background: str | None = DEFAULT_BACKGROUND):
         """`ahead`: files decoded ahead of the consumer (default: TASKS_AHEAD tasks per worker)."""
         self.paths = list(paths)
-        self._preprocess, self._max_pixels, self._min_side = preprocess, max_pixels, min_side
+        self._settings = (preprocess, max_pixels, min_side, background)
         self._pool = None
         if workers > 0 and len(self.paths) > 1:
             self._pool = multiprocessing.get_context(_start_method()).Pool(
-                min(workers, len(self.paths)), _set_up_worker, (preprocess, max_pixels, min_side))
+                min(workers, len(self.paths)), _set_up_worker, self._settings)
             self._pending: deque = deque()
             self._next = 0
             tasks = workers * TASKS_AHEAD if ahead is None else max(workers, -(-ahead // DECODE_BATCH))
@@ -157,7 +159,7 @@ class DecodedStream:
     def __iter__(self) -> Iterator[DecodedImage | DecodeFailure]:
         if self._pool is None:
             for path in self.paths:
-                yield read_one(path, self._preprocess, self._max_pixels, self._min_side)
+                yield read_one(path, *self._settings)
             return
         try:
             while self._pending:
@@ -181,6 +183,7 @@ def _start_method() -> str:
 
 
 def iter_decoded(paths: Sequence[str], preprocess, workers: int, max_pixels: int = MAX_PIXELS,
-                 min_side: int | None = None) -> Iterator[DecodedImage | DecodeFailure]:
+                 min_side: int | None = None, background: str | None = DEFAULT_BACKGROUND
+                 ) -> Iterator[DecodedImage | DecodeFailure]:
     """DecodedImage | DecodeFailure for each path, in path order (see DecodedStream)."""
-    return iter(DecodedStream(paths, preprocess, workers, max_pixels, min_side))
+    return iter(DecodedStream(paths, preprocess, workers, max_pixels, min_side, background=background))

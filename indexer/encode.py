@@ -11,7 +11,7 @@ import numpy as np
 
 from .decode import DecodedImage, DecodedStream, DecodeFailure, default_workers, iter_decoded
 from .gpu_decode import DeviceJpegDecoder, gpu_decoding_available
-from .imaging import MAX_PIXELS
+from .imaging import DEFAULT_BACKGROUND, MAX_PIXELS
 from .models import Encoder
 from .models.base import image_input_side
 from .model_threads import for_cpu_model
@@ -67,6 +67,7 @@ class EncodeSettings:
     max_pixels: int = MAX_PIXELS
     journal_every: int = 512
     decode: str = "reduced"  # "exact": every pixel of a photo decoded, however large (imaging.DECODE_MODES)
+    background: str | None = DEFAULT_BACKGROUND  # transparent pixels laid on it; None: alpha dropped (imaging.flatten)
     decode_device: str | None = None  # None: JPEGs on the model's GPU where it has one, else CPU workers
     ray: RayRun | None = None  # decode and encode on a Ray cluster (ray_engine) instead of here
 
@@ -75,10 +76,12 @@ def encode_image_files(encoder: Encoder, paths: list[str], batch_size: int = 64,
                        max_pixels: int = MAX_PIXELS, progress: ProgressFactory | None = None,
                        timer: Timer | None = None, on_batch: BatchHook | None = None,
                        label: str = "images", decode: str = "reduced",
-                       stream: DecodedStream | None = None, decode_device: str | None = None) -> EncodedImages:
+                       stream: DecodedStream | None = None, decode_device: str | None = None,
+                       background: str | None = DEFAULT_BACKGROUND) -> EncodedImages:
     """Decode (in worker processes) and encode image files; bad files become failures.
 
     `decode`: "reduced" decodes JPEGs no larger than the model's input needs, "exact" every pixel.
+    `background`: what transparent pixels are laid on (imaging.flatten).
     `stream`: the files already decoding (warm_start), instead of starting workers here.
     `decode_device`: where JPEGs decode in batches (gpu_decode); None: the model's GPU if it has one.
     """
@@ -105,14 +108,14 @@ def encode_image_files(encoder: Encoder, paths: list[str], batch_size: int = 64,
         pending.clear()
 
     min_side = image_input_side(encoder) if decode == "reduced" else None
-    on_device = _device_decoder(encoder, decode, decode_device, max_pixels)
+    on_device = _device_decoder(encoder, decode, decode_device, max_pixels, background)
     if on_device is not None:
         if stream is not None:
             stream.close()
         items = iter(on_device.decode(paths))
     else:
         items = iter(stream) if stream is not None else \
-            iter_decoded(paths, encoder.preprocess_image, workers, max_pixels, min_side)
+            iter_decoded(paths, encoder.preprocess_image, workers, max_pixels, min_side, background)
     threads = for_cpu_model(encoder, workers) if on_device is None else None
     try:
         while True:
@@ -141,7 +144,7 @@ def encode_image_files(encoder: Encoder, paths: list[str], batch_size: int = 64,
     return EncodedImages(decoded_all, matrix, failures)
 
 
-def _device_decoder(encoder: Encoder, decode: str, device: str | None, max_pixels: int):
+def _device_decoder(encoder: Encoder, decode: str, device: str | None, max_pixels: int, background: str | None):
     """A batched JPEG decoder on `device` (default: the model's CUDA GPU), for models whose preprocessing
     it reproduces (open_clip recipes); None: decoding stays with the CPU workers. "exact" decoding stays on
     the CPU: its pixels are Pillow's, value for value."""
@@ -153,7 +156,7 @@ def _device_decoder(encoder: Encoder, decode: str, device: str | None, max_pixel
         if not gpu_decoding_available(model_device):
             return None
         device = model_device
-    return DeviceJpegDecoder(recipe, device, max_pixels)
+    return DeviceJpegDecoder(recipe, device, max_pixels, background)
 
 
 def _failure(failed: DecodeFailure) -> Failure:
@@ -202,7 +205,7 @@ def encode_images_journaled(encoder: Encoder, paths: list[str], journal: Journal
             return _encoded_on_ray(encoder, paths, settings, timer, progress, label)
         return encode_image_files(encoder, paths, settings.batch_size, settings.workers, settings.max_pixels,
                                   progress, timer, on_batch=remember, label=label, decode=settings.decode,
-                                  stream=stream, decode_device=settings.decode_device)
+                                  stream=stream, decode_device=settings.decode_device, background=settings.background)
 
 
 def _encoded_on_ray(encoder: Encoder, paths: list[str], settings: EncodeSettings, timer: Timer,
@@ -212,7 +215,7 @@ def _encoded_on_ray(encoder: Encoder, paths: list[str], settings: EncodeSettings
     bar = progress(label, len(paths)) if progress and paths else None
     decoded_all, vectors, failures = [], [], []
     batches = ray_engine.encode_images(encoder, paths, settings.ray, settings.batch_size, settings.max_pixels,
-                                       settings.decode)
+                                       settings.decode, settings.background)
     while True:
         with timer.stage("encode"):  # on the cluster: decoding and encoding together
             batch = next(batches, None)

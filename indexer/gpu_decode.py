@@ -4,7 +4,8 @@ A CPU decodes a reduced photo in about 2.5 ms per core; a GPU's model takes 0.03
 H100), so on a GPU the CPU decoder is the bound. Here the CPU only reads each file, hashes it and reads its
 header (size, EXIF orientation, the decompression-bomb limit); the pixels are decoded on the device. Files
 that are not JPEGs, and JPEGs the GPU decoder refuses, go through the CPU decoder (indexer.decode.read_one),
-which gives them their usual failure reasons.
+which gives them their usual failure reasons. JPEGs have no transparency: PNGs, WebPs and the other formats
+that may are all decoded, and laid on the index's background, by the CPU decoder.
 
 The same code runs on CPU tensors (device "cpu"), which is how the tests check it.
 """
@@ -19,7 +20,7 @@ from PIL import ExifTags
 
 from .decode import DecodedImage, DecodeFailure, FileBytes, content_hash, read_file, read_one
 from .errors import ImageDecodeError
-from .imaging import MAX_PIXELS, open_header
+from .imaging import DEFAULT_BACKGROUND, MAX_PIXELS, open_header
 from .models.recipe import ImageRecipe
 
 GPU_BATCH = 64  # JPEGs decoded by one call
@@ -57,10 +58,12 @@ def _decode_jpeg():
 
 
 class DeviceJpegDecoder:
-    def __init__(self, recipe: ImageRecipe, device: str, max_pixels: int = MAX_PIXELS):
+    def __init__(self, recipe: ImageRecipe, device: str, max_pixels: int = MAX_PIXELS,
+                 background: str | None = DEFAULT_BACKGROUND):
         import torch
 
         self._torch, self.recipe, self.device, self.max_pixels = torch, recipe, device, max_pixels
+        self.background = background  # for the files the CPU decodes: only they can be transparent
         self._mean = torch.tensor(recipe.mean, device=device).view(3, 1, 1)
         self._std = torch.tensor(recipe.std, device=device).view(3, 1, 1)
 
@@ -80,7 +83,7 @@ class DeviceJpegDecoder:
                                   self._preprocess(pixels, read.orientation)) if pixels is not None else None
         for i, item in enumerate(out):
             if isinstance(item, _Read) or item is None:  # not a JPEG, or refused by the GPU decoder
-                out[i] = read_one(reads[i].path, self.recipe, self.max_pixels)
+                out[i] = read_one(reads[i].path, self.recipe, self.max_pixels, background=self.background)
         return out
 
     def _is_jpeg(self, read: _Read) -> bool:

@@ -1,4 +1,9 @@
-"""Decoding image files into RGB PIL images, safely: bad files raise ImageDecodeError with a reason."""
+"""Decoding image files into RGB PIL images, safely: bad files raise ImageDecodeError with a reason.
+
+Transparent images (product cutouts: RGBA, LA, palette or colour-keyed PNGs, WebP, GIF, TIFF, HEIF) are laid
+on a background colour, as a shop shows them: dropping their alpha would keep whatever colour the transparent
+pixels happen to hold (a black drawing on transparent black is all black).
+"""
 from __future__ import annotations
 
 import io
@@ -7,7 +12,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageColor, ImageOps, UnidentifiedImageError
 
 from .errors import ImageDecodeError, InvalidInputError, option
 
@@ -20,6 +25,8 @@ MAX_PIXELS = 300_000_000
 REDUCE_JPEG_ABOVE = 50_000_000
 DCT_SCALES = (1, 2, 4, 8)  # what a JPEG decoder can scale by while decoding
 DECODE_MODES = ("reduced", "exact")
+DEFAULT_BACKGROUND = "#ffffff"  # what shops show behind a cutout
+_NAMED = {"#ffffff": "white", "#000000": "black"}
 _PILLOW_LIMIT = threading.Lock()
 
 
@@ -52,12 +59,13 @@ def _register_heif() -> None:
 
 
 def decode_picture(data: bytes, name: str = "image", max_pixels: int = MAX_PIXELS,
-                   min_side: int | None = None) -> Picture:
+                   min_side: int | None = None, background: str | None = DEFAULT_BACKGROUND) -> Picture:
     """Decode bytes to RGB with EXIF orientation applied (first frame of animations); bad files raise.
 
     `min_side`: the shorter side the image must keep (a model's input side). A JPEG at least twice as large
     is decoded reduced by the decoder (1/2, 1/4 or 1/8: DCT scaling), several times faster than decoding
     every pixel and resizing them; None decodes every pixel.
+    `background`: see flatten.
     """
     if not data:
         raise ImageDecodeError("empty file")
@@ -72,7 +80,7 @@ def decode_picture(data: bytes, name: str = "image", max_pixels: int = MAX_PIXEL
                 image.draft("RGB", (width // scale, height // scale))
         image.load()
         image, width, height = _upright(image, width, height)
-        return Picture(image if image.mode == "RGB" else image.convert("RGB"), width, height)
+        return Picture(flatten(image, background), width, height)
     except ImageDecodeError:
         raise
     except UnidentifiedImageError:
@@ -100,8 +108,52 @@ def jpeg_scale(width: int, height: int, min_side: int | None) -> int:
 
 
 def decode_image(data: bytes, name: str = "image", max_pixels: int = MAX_PIXELS,
-                 min_side: int | None = None) -> Image.Image:
-    return decode_picture(data, name, max_pixels, min_side).image
+                 min_side: int | None = None, background: str | None = DEFAULT_BACKGROUND) -> Image.Image:
+    return decode_picture(data, name, max_pixels, min_side, background).image
+
+
+def flatten(image: Image.Image, background: str | None) -> Image.Image:
+    """The RGB pixels a viewer shows: transparent parts laid on `background` ("#rrggbb", see parse_background).
+
+    None drops the alpha and keeps the colours hidden under transparent pixels, as indexes from before
+    backgrounds were recorded did (their vectors came from those pixels). An opaque RGB image is returned
+    as it is. The image's metadata (`info`) is kept: an encoder of your own may read it.
+    """
+    if background is None or not has_alpha(image):
+        return image if image.mode == "RGB" else image.convert("RGB")
+    # Straight alpha throughout: a palette's transparent index, LA and premultiplied RGBa all become RGBA.
+    laid = Image.new("RGBA", image.size, background_rgb(background) + (255,))
+    laid.alpha_composite(image if image.mode == "RGBA" else image.convert("RGBA"))
+    flat = laid.convert("RGB")
+    flat.info = {k: v for k, v in image.info.items() if k != "transparency"}
+    return flat
+
+
+def has_alpha(image: Image.Image) -> bool:
+    """An alpha channel, or a transparent palette index or colour key (PNG tRNS, GIF)."""
+    return image.mode in ("RGBA", "RGBa", "LA", "PA") or "transparency" in image.info
+
+
+def parse_background(text: str) -> str:
+    """A colour as Pillow reads it (white, black, any CSS name, #RGB, #RRGGBB, rgb(...)) -> "#rrggbb"."""
+    try:
+        rgb = ImageColor.getrgb(text.strip())
+    except ValueError:
+        raise InvalidInputError(f"unknown background colour {text!r}; use white, black, a colour name or #RRGGBB "
+                                f"({option('background')})") from None
+    if len(rgb) == 4 and rgb[3] != 255:
+        raise InvalidInputError(f"{option('background', text)} is partly transparent; a background must be "
+                                "opaque: give #RRGGBB")
+    return "#{:02x}{:02x}{:02x}".format(*rgb[:3])
+
+
+def background_rgb(background: str) -> tuple[int, int, int]:
+    return ImageColor.getrgb(background)[:3]
+
+
+def describe_background(background: str | None) -> str:
+    """How `xmodal info` says it: "on white", "on #3366cc"; "ignored" for an index from before backgrounds."""
+    return f"on {_NAMED.get(background, background)}" if background is not None else "ignored"
 
 
 def open_header(data: bytes, max_pixels: int) -> Image.Image:
@@ -132,11 +184,12 @@ def _upright(image: Image.Image, width: int, height: int) -> tuple[Image.Image, 
     return turned, width, height
 
 
-def load_image(path: str | Path, max_pixels: int = MAX_PIXELS, min_side: int | None = None) -> Image.Image:
+def load_image(path: str | Path, max_pixels: int = MAX_PIXELS, min_side: int | None = None,
+               background: str | None = DEFAULT_BACKGROUND) -> Image.Image:
     """Read and decode one file; a missing or unreadable file is an ImageDecodeError too."""
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
         raise ImageDecodeError(f"cannot read {path}: {exc.strerror or exc}") from None
-    return decode_image(data, str(path), max_pixels, min_side)
+    return decode_image(data, str(path), max_pixels, min_side, background)
 

@@ -25,7 +25,7 @@ from .decode import DecodedStream
 from .encode import EncodeSettings, ProgressFactory, Timer, encode_images_journaled, encode_texts_journaled
 from .errors import InvalidInputError, ModelMismatchError, command, option
 from .fresh import FreshSegments
-from .imaging import MAX_PIXELS, check_decode_mode
+from .imaging import DEFAULT_BACKGROUND, MAX_PIXELS, check_decode_mode, describe_background, parse_background
 from .models import DEFAULT_MODEL, Encoder, ModelIdentity, load_encoder
 from .models.registry import recorded_spec
 from .plan import ImagePlanner, RowIds
@@ -65,6 +65,9 @@ class IndexConfig:
     memory_budget: int | str | None = None  # bytes (or "4G") the ANN indexes may use when searched; None: as recorded
     max_pixels: int = MAX_PIXELS
     image_decode: str | None = None  # "reduced" | "exact"; None: as recorded, else reduced (imaging.DECODE_MODES)
+    # What transparent pixels are laid on: "white", "#RRGGBB", any colour Pillow names; None: as recorded, else
+    # white. Once completed from the index: "#rrggbb", or None for an index from before (alpha dropped).
+    background: str | None = None
     retry_failed: bool = False
     journal_every: int = 512  # items encoded between resume points
     engine: str = "local"  # "ray": decode and encode on a Ray cluster (indexer/ray_engine.py)
@@ -220,7 +223,7 @@ def _run_locked(index_dir: IndexDir, config: IndexConfig, named: list[Source], s
     on_ray = ray_engine.RayRun(RaySettings(config.ray_address, config.ray_actors), Journal.folder_of(index_dir.root)) \
         if config.engine == "ray" else None
     settings = EncodeSettings(config.batch_size, config.workers, config.max_pixels, config.journal_every,
-                              config.image_decode, ray=on_ray)
+                              config.image_decode, config.background, ray=on_ray)
     warm = WarmStart(config.model, found.image_paths[:IMAGE_BATCH], settings) \
         if previous is None and encoder is None and found.image_paths and on_ray is None else None
     try:
@@ -235,7 +238,8 @@ def _run_with_model(index_dir: IndexDir, config: IndexConfig, source_plan: Sourc
                     settings: EncodeSettings, progress, timer: Timer, started: float, previous: Manifest | None,
                     model: _EncoderOnDemand) -> IndexReport:
     recorded_settings = {"index_type": config.index_type, "vectors": config.vectors,
-                         "memory_budget": config.memory_budget, "image_decode": config.image_decode}
+                         "memory_budget": config.memory_budget, "image_decode": config.image_decode,
+                         "background": config.background}
     if previous is not None and not Journal.has_saved_work(index_dir.root) and nothing_changed(
             index_dir, previous, source_plan, found.image_paths, recorded_settings, config.retry_failed):
         return _record_idle_run(index_dir, previous, source_plan, model, timer, started)
@@ -345,14 +349,17 @@ def _with_recorded_settings(config: IndexConfig, previous: Manifest | None) -> I
     """The caller's config, completed from what the index recorded (the caller's object is not changed)."""
     budget = ann.parse_memory(str(config.memory_budget)) if config.memory_budget is not None else None
     check_decode_mode(config.image_decode)
+    background = parse_background(config.background) if config.background is not None else None
     if previous is None:
         return replace(config, model=config.model or DEFAULT_MODEL, vectors=config.vectors or "float32",
-                       memory_budget=budget, image_decode=config.image_decode or "reduced")
+                       memory_budget=budget, image_decode=config.image_decode or "reduced",
+                       background=background or DEFAULT_BACKGROUND)
     _check_named_model(config.model, previous)
     config = replace(config, model=config.model or previous.model.spec,
                      vectors=_recorded_vectors(config.vectors, previous),
                      memory_budget=budget if budget is not None else previous.settings.get("memory_budget"),
-                     image_decode=_recorded_decode(config.image_decode, previous))
+                     image_decode=_recorded_decode(config.image_decode, previous),
+                     background=_recorded_background(config.background, background, previous))
     if config.index_type == "auto":
         config = replace(config, index_type=previous.settings.get("index_type", "auto"))
     return config
@@ -378,6 +385,19 @@ def _recorded_decode(asked: str | None, previous: Manifest) -> str:
     return recorded
 
 
+def _recorded_background(asked: str | None, colour: str | None, previous: Manifest) -> str | None:
+    """An index keeps the background it was built with: its vectors were encoded from those pixels. An index
+    from before backgrounds were recorded dropped alpha, and still does (None), so its vectors stay comparable."""
+    recorded = previous.background
+    if colour is not None and colour != recorded:
+        if recorded is None:
+            what, why = "ignores transparency", "built before backgrounds were recorded"
+        else:
+            what, why = f"lays transparent pixels {describe_background(recorded)}", "recorded when it was built"
+        _refuse_other("background", asked, what, why)
+    return recorded
+
+
 def _recorded_vectors(asked: str | None, previous: Manifest) -> str:
     """An index keeps the vector storage it was built with: its segments are written in it."""
     recorded = previous.settings.get("vectors", "float32")
@@ -387,10 +407,14 @@ def _recorded_vectors(asked: str | None, previous: Manifest) -> str:
 
 def _check_recorded(setting: str, asked: str | None, recorded: str, what: str) -> None:
     if asked not in (None, recorded):
-        raise InvalidInputError(
-            f"this index {what} (recorded when it was built); {option(setting, asked)} applies to a new index: "
-            f"index into a new {option('out')} folder, or leave {option(setting)} out"
-        )
+        _refuse_other(setting, asked, what, "recorded when it was built")
+
+
+def _refuse_other(setting: str, asked: str, what: str, why: str) -> None:
+    raise InvalidInputError(
+        f"this index {what} ({why}); {option(setting, asked)} applies to a new index: "
+        f"index into a new {option('out')} folder, or leave {option(setting)} out"
+    )
 
 
 def _check_named_model(spec: str | None, previous: Manifest) -> None:

@@ -210,14 +210,14 @@ class _Encoding:
     and returns where each row's vector is."""
 
     def __init__(self, identity: dict[str, Any], device: str | None, max_pixels: int, decode: str,
-                 journal_folder: str, run: str):
+                 background: str | None, journal_folder: str, run: str):
         from .models import load_encoder_for
 
         wanted = ModelIdentity.from_dict(identity)
         self.encoder = load_encoder_for(wanted, device)
         if self.encoder.identity.compatibility_key() != wanted.compatibility_key():
             raise RuntimeError(f"this worker loaded {self.encoder.identity.describe()}, not {wanted.describe()}")
-        self.max_pixels, self.decode = max_pixels, decode
+        self.max_pixels, self.decode, self.background = max_pixels, decode, background
         self.journal_folder, self.run = Path(journal_folder), run
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -237,7 +237,8 @@ class _Encoding:
         paths = [str(path) for path in batch["path"]]
         # Decoded in this process, or in batches on the actor's GPU where it has one (encode._device_decoder):
         # a GPU actor decoding on one CPU core would wait on it.
-        result = encode_image_files(self.encoder, paths, len(paths), 0, self.max_pixels, decode=self.decode)
+        result = encode_image_files(self.encoder, paths, len(paths), 0, self.max_pixels, decode=self.decode,
+                                    background=self.background)
         entries = [JournalEntry("image", d.path, d.content_hash, d.size, d.mtime, d.width, d.height, vector)
                    for d, vector in zip(result.images, result.vectors)]
         chunk = self._write(int(batch["position"][0]), entries)
@@ -272,13 +273,13 @@ def default_actors() -> int:
     return max(1, int(resources.get("GPU", 0)) or int(resources.get("CPU", 1)))
 
 
-def encode_images(encoder, paths: list[str], run: RayRun, batch_size: int, max_pixels: int,
-                  decode: str) -> Iterator[tuple[list[DecodedImage], np.ndarray, list[DecodeFailure]]]:
+def encode_images(encoder, paths: list[str], run: RayRun, batch_size: int, max_pixels: int, decode: str,
+                  background: str | None) -> Iterator[tuple[list[DecodedImage], np.ndarray, list[DecodeFailure]]]:
     """(decoded images, their vectors, failures) a batch at a time, in the order of `paths`; the vectors are
     already in the journal (the workers wrote them there)."""
     rows = [{"position": i, "path": p} for i, p in enumerate(paths)]
     chunks = _ChunkReader(run.journal_folder)
-    for batch in _encoded(encoder, rows, run, batch_size, max_pixels, decode):
+    for batch in _encoded(encoder, rows, run, batch_size, max_pixels, decode, background):
         ok = batch["reason"] == ""
         entries, vectors = chunks.take(batch["chunk"][ok], batch["chunk_row"][ok])
         images = [DecodedImage(e["path"], e["content_hash"], e["size"], e["mtime"], e["width"], e["height"], None)
@@ -293,19 +294,20 @@ def encode_texts(encoder, texts: list[str], hashes: list[str], run: RayRun, batc
     """The texts' vectors, a batch at a time, in order; already in the journal, by their `hashes`."""
     rows = [{"position": i, "text": t, "hash": h} for i, (t, h) in enumerate(zip(texts, hashes))]
     chunks = _ChunkReader(run.journal_folder)
-    for batch in _encoded(encoder, rows, run, batch_size, 0, "exact"):
+    for batch in _encoded(encoder, rows, run, batch_size, 0, "exact", None):
         yield chunks.take(batch["chunk"], batch["chunk_row"])[1].reshape(-1, encoder.identity.dim)
 
 
-def _encoded(encoder, rows: list[dict], run: RayRun, batch_size: int, max_pixels: int,
-             decode: str) -> Iterator[dict[str, np.ndarray]]:
+def _encoded(encoder, rows: list[dict], run: RayRun, batch_size: int, max_pixels: int, decode: str,
+             background: str | None) -> Iterator[dict[str, np.ndarray]]:
     """The actors' answers for `rows`, a batch at a time, in input order."""
     run.ensure()
     import ray.data
 
     _quiet_data()
     arguments = {"identity": encoder.identity.to_dict(), "device": _device(encoder), "max_pixels": max_pixels,
-                 "decode": decode, "journal_folder": str(run.journal_folder.resolve()), "run": uuid.uuid4().hex[:12]}
+                 "decode": decode, "background": background, "journal_folder": str(run.journal_folder.resolve()),
+                 "run": uuid.uuid4().hex[:12]}
     dataset = ray.data.from_items(rows).map_batches(_Encoding, fn_constructor_kwargs=arguments,
                                                      batch_size=batch_size, **_actor_options(run.settings))
     expected = 0

@@ -27,7 +27,8 @@ class WarmStart:
         if self.recipe is not None and workers > 0 and len(paths) > 1:
             min_side = self.recipe.side if settings.decode == "reduced" else None
             ahead = min(len(paths), AHEAD_BYTES // (3 * 4 * self.recipe.side ** 2))
-            self._stream = DecodedStream(paths, self.recipe, workers, settings.max_pixels, min_side, ahead)
+            self._stream = DecodedStream(paths, self.recipe, workers, settings.max_pixels, min_side, ahead,
+                                         settings.background)
 
     def load(self, loader: Callable[[], Encoder]) -> Encoder:
         try:

@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 
 from indexer.errors import InvalidInputError
-from indexer.imaging import load_image
+from indexer.imaging import DEFAULT_BACKGROUND, load_image
 
 from .pixels import SAME_PHOTO, PixelSignature, aligned_similarity, signature
 
@@ -45,10 +45,13 @@ def normalised_text(text: str) -> str:
 
 
 class ContentCheck:
-    """Whether two items' contents match: photos read (once each) and compared, texts normalised."""
+    """Whether two items' contents match: photos read (once each) and compared, texts normalised.
 
-    def __init__(self, item: Callable[[int], dict], pixels: float = SAME_PHOTO):
-        self._item, self._pixels = item, pixels
+    Transparent photos are compared as shown, laid on `background`: a cutout whose hidden half holds the rest of
+    the photo is not a copy of the whole photo."""
+
+    def __init__(self, item: Callable[[int], dict], pixels: float = SAME_PHOTO, background: str = DEFAULT_BACKGROUND):
+        self._item, self._pixels, self._background = item, pixels, background
         self._signatures: dict[int, PixelSignature | None] = {}
 
     def same(self, a: int, b: int) -> bool:
@@ -71,7 +74,8 @@ class ContentCheck:
     def _signature(self, row_id: int, item: dict) -> PixelSignature | None:
         if row_id not in self._signatures:
             try:
-                self._signatures[row_id] = signature(load_image(item["path"])) if item.get("path") else None
+                self._signatures[row_id] = signature(load_image(item["path"], background=self._background)) \
+                    if item.get("path") else None
             except Exception:  # a file gone or changed since indexing: it cannot be shown to be a copy
                 self._signatures[row_id] = None
         return self._signatures[row_id]

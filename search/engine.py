@@ -21,7 +21,7 @@ import pyarrow as pa
 from PIL import Image
 
 from indexer.errors import ImageDecodeError, InvalidInputError, ModelMismatchError, command, option
-from indexer.imaging import load_image
+from indexer.imaging import DEFAULT_BACKGROUND, flatten, load_image
 from indexer.models import Encoder, encode_images, load_encoder_for
 from indexer.models.base import image_input_side
 from indexer.store import MODALITIES, SETS_OF, IndexDir, Manifest
@@ -136,7 +136,7 @@ class SearchIndex:
         check_threshold(threshold)
         vector_set = self._dedup_set(modality)
         stored = self._stored(vector_set)
-        check = ContentCheck(self.item, pixels)
+        check = ContentCheck(self.item, pixels, self.shown_background)
         pairs = []
         for ids, queries in stored.chunks(1024):
             for row_id, found in zip(ids.tolist(), stored.search(queries, neighbours + 1)):
@@ -149,7 +149,7 @@ class SearchIndex:
     def _distinct(self, target: str, ranked_to: Callable[[int], list[Ranked]], k: int) -> list[Ranked]:
         """The best k hits of which none duplicates a better one: asks for more until k are distinct."""
         depth, threshold = 4 * k, DEFAULT_THRESHOLD.get(target, DEFAULT_THRESHOLD["image"])
-        check = ContentCheck(self.item)
+        check = ContentCheck(self.item, background=self.shown_background)
         stored = self._stored(self._dedup_set(target))
         while True:
             ranked = ranked_to(depth)
@@ -212,7 +212,7 @@ class SearchIndex:
             encoded.append(self.encoder.encode_texts(list(texts)))
         if images:
             pictures = [i if isinstance(i, Image.Image) else self.load_query_image(i) for i in images]
-            encoded.append(encode_images(self.encoder, [p.convert("RGB") for p in pictures]))
+            encoded.append(encode_images(self.encoder, [flatten(p, self.image_background) for p in pictures]))
         matrix = np.concatenate(encoded + ([np.stack(queries)] if queries else [])).astype(np.float32) \
             if encoded or queries else np.zeros((0, self.manifest.model.dim), np.float32)
         if target == "product":
@@ -249,7 +249,7 @@ class SearchIndex:
 
     def embed_image(self, image: str | Path | Image.Image) -> np.ndarray:
         picture = image if isinstance(image, Image.Image) else self.load_query_image(image)
-        return encode_images(self.encoder, [picture.convert("RGB")])[0]
+        return encode_images(self.encoder, [flatten(picture, self.image_background)])[0]
 
     def query_min_side(self) -> int | None:
         """Query photos are decoded as the index's photos were: reduced to the model's input, or exactly."""
@@ -257,13 +257,25 @@ class SearchIndex:
             return None
         return image_input_side(self.encoder)
 
+    @property
+    def image_background(self) -> str | None:
+        """Query photos are laid on the index's background, as its photos were: a stored cutout queried by its
+        own file scores 1.0. None: an index from before backgrounds, whose photos' alpha was dropped."""
+        return self.manifest.background
+
+    @property
+    def shown_background(self) -> str:
+        """What thumbnails and the duplicates' pixel check lay transparent photos on: the index's background
+        (what its model saw), white for an index from before (what a shop shows; no vector depends on it)."""
+        return self.manifest.background or DEFAULT_BACKGROUND
+
     def load_query_image(self, path: str | Path) -> Image.Image:
         if Path(path).is_dir():
             raise InvalidInputError(f"query image {path} is a folder; give one image file from it")
         if not Path(path).is_file():
             raise InvalidInputError(f"query image {path} does not exist; check the path")
         try:
-            return load_image(path, min_side=self.query_min_side())
+            return load_image(path, min_side=self.query_min_side(), background=self.image_background)
         except ImageDecodeError as exc:
             raise InvalidInputError(f"query image {path} cannot be read ({exc}); use a valid image file") from None
 

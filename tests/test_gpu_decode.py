@@ -13,6 +13,7 @@ from indexer import IndexConfig, build_index
 from indexer.decode import DecodedImage, DecodeFailure
 from indexer.encode import encode_image_files
 from indexer.gpu_decode import DeviceJpegDecoder, gpu_decoding_available
+from indexer.models import encode_images
 from photos import sample_photo_paths
 
 
@@ -74,6 +75,23 @@ def test_what_the_device_cannot_decode_goes_to_the_cpu_with_its_reason(tmp_path,
     assert "decompression bomb" in items[4].reason
     assert items[5].reason.startswith("unreadable")
     assert all(isinstance(i, DecodeFailure) == (i.path in paths[2:3] + paths[4:]) for i in items)
+
+
+def test_a_transparent_png_beside_the_device_jpegs_is_laid_on_the_index_background(tmp_path, decoder, tiny_encoder):
+    """JPEGs have no alpha; a cutout among them goes to the CPU decoder, which lays it on the background asked
+    for (before, its alpha was dropped there: the hidden red showed)."""
+    cutout = Image.new("RGBA", (120, 90), (255, 0, 0, 0))
+    cutout.paste((0, 0, 0, 255), (30, 20, 90, 70))
+    png = tmp_path / "cutout.png"
+    cutout.save(png)
+    paths = [_save_jpeg(noise_image(1, size=(200, 150)), tmp_path / "photo.jpg"), str(png)]
+    for background, expected in ((None, (255, 255, 255)), ("#000000", (0, 0, 0))):
+        chosen = {} if background is None else {"background": background}
+        decoded = encode_image_files(tiny_encoder, paths, workers=0, decode_device="cpu", **chosen)
+        laid = Image.new("RGB", cutout.size, expected)
+        laid.paste((0, 0, 0), (30, 20, 90, 70))
+        assert np.allclose(encode_images(tiny_encoder, [laid])[0], decoded.vectors[1], atol=1e-5), background
+    assert hasattr(next(iter(decoder.decode(paths))).pixels, "device")  # the JPEG still decoded on the device
 
 
 def test_an_index_built_through_the_device_decoder_matches_one_built_on_the_cpu(tmp_path, tiny_encoder):

@@ -18,6 +18,7 @@ from conftest import CATALOG, TESTS, env_with_tests_path, noise_image
 from indexer import IndexConfig, build_index
 from indexer.edit import list_items
 from indexer.errors import InvalidInputError
+from indexer.models import encode_images
 from test_cli import xmodal
 from search.engine import open_index
 
@@ -208,6 +209,24 @@ def test_ray_photos_keep_their_own_sizes(local_ray, tmp_path, tiny_spec):
     build_index(tmp_path / "index", IndexConfig(images=[folder], model=tiny_spec, engine="ray"))
     assert {r.path.rsplit("/", 1)[1]: (r.width, r.height) for r in list_items(tmp_path / "index")} == \
         {"big.jpg": (1200, 900), "small.png": (50, 40)}
+
+
+def test_ray_actors_lay_transparent_photos_on_the_index_background(local_ray, tmp_path, tiny_spec, tiny_encoder):
+    """The actors decode with the index's background, as the local workers do (before, the hidden red showed)."""
+    folder = tmp_path / "cutouts"
+    folder.mkdir()
+    cutout = Image.new("RGBA", (120, 90), (255, 0, 0, 0))
+    cutout.paste((0, 0, 255, 255), (30, 20, 90, 70))
+    cutout.save(folder / "cutout.png")
+    noise_image(1, size=(200, 150)).save(folder / "photo.jpg", quality=90)
+    config = dict(images=[folder], model=tiny_spec, background="black")
+    build_index(tmp_path / "local", IndexConfig(**config, workers=0))
+    build_index(tmp_path / "ray", IndexConfig(**config, engine="ray", ray_actors=1))
+    _assert_same_index(tmp_path / "local", tmp_path / "ray", tiny_encoder)
+    laid = Image.new("RGB", cutout.size, "black")
+    laid.paste((0, 0, 255), (30, 20, 90, 70))
+    stored = _vectors_by_path(tmp_path / "ray", tiny_encoder)[str(folder / "cutout.png")]
+    np.testing.assert_allclose(stored, encode_images(tiny_encoder, [laid])[0], atol=1e-5)
 
 
 def test_an_index_folder_a_node_cannot_write_is_one_line(local_ray, tmp_path):

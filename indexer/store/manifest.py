@@ -115,6 +115,12 @@ class Manifest:
         """Written by format 2 or older: one generation folder holds everything."""
         return any(s.legacy for s in self.segments)
 
+    @property
+    def background(self) -> str | None:
+        """What its transparent photos are laid on ("#rrggbb"); None: built before backgrounds were recorded,
+        when alpha was dropped."""
+        return self.settings.get("background")
+
     def to_json(self) -> str:
         data = asdict(self)
         data["model"] = self.model.to_dict()

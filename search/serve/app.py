@@ -365,7 +365,7 @@ def _image(data: bytes, index):
     if len(data) > MAX_UPLOAD_BYTES:
         raise InvalidInputError(f"the image is over {MAX_UPLOAD_BYTES >> 20} MB; send a smaller one")
     try:
-        return decode_image(data, "upload", min_side=index.query_min_side())
+        return decode_image(data, "upload", min_side=index.query_min_side(), background=index.image_background)
     except ImageDecodeError as exc:
         raise InvalidInputError(f"the uploaded image cannot be read ({exc}); send a JPEG, PNG or WebP") from None
 

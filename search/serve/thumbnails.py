@@ -67,7 +67,7 @@ class Thumbnails:
 
         path = served_path(index, item)
         try:
-            picture = load_image(path)
+            picture = load_image(path, background=index.shown_background)  # a cutout as the index shows it
         except ImageDecodeError as exc:
             raise NotServed(f"the photo of item {item['row_id']} cannot be read ({exc})") from None
         picture.thumbnail((self.side, self.side), Image.LANCZOS)
