@@ -77,6 +77,10 @@ class TextColumnError(InvalidInputError):
     """A text corpus lacks the column named as its text column."""
 
 
+class EmptyCorpusError(InvalidInputError):
+    """A text corpus named for the first time holds no rows (an empty file, or a header alone)."""
+
+
 class CorpusEncodingError(InvalidInputError):
     """A text corpus is not in the encoding it was read with."""
 
