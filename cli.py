@@ -129,27 +129,37 @@ def index(
     if len(report.failures) > 20:
         typer.echo(f"... and {len(report.failures) - 20} more (xmodal info {out} --failures)", err=True)
     stats = report.stats
-    typer.echo(f"indexed {_held(report.counts)}; {_skipped(report.failures)}; {report.seconds:.1f} s, "
-               f"{report.items_per_second:.1f} items/s -> {report.path}")
+    typer.echo(f"indexed {_held(report.counts, report.failures)}; {_skipped(report.failures)}; "
+               f"{report.seconds:.1f} s, {report.items_per_second:.1f} items/s -> {report.path}")
     typer.echo(f"this run: encoded {stats.encoded}, reused {stats.reused}, resumed {stats.resumed}, "
                f"removed {stats.removed}, failed {stats.failed}" + ("" if report.committed else " (nothing changed)"))
 
 
-def _held(counts: dict[str, int]) -> str:
-    """'12 images, 12 texts', and the products when there are any."""
+def _held(counts: dict[str, int], failures=()) -> str:
+    """'12 images, 12 texts', and the products when there are any, with those held without their photo."""
     held = [_count(counts.get("image", 0), "image"), _count(counts.get("text", 0), "text")]
     if counts.get("product"):
-        held.append(_count(counts["product"], "product"))
+        photoless = sum(_is_product_photo(f) for f in failures)
+        held.append(_count(counts["product"], "product") + (f" ({photoless} without a photo)" if photoless else ""))
     return ", ".join(held)
 
 
+def _is_product_photo(failure) -> bool:
+    """A product's photo that could not be read: the product is indexed with its text alone."""
+    return failure.modality == "image" and failure.source is not None
+
+
 def _skipped(failures) -> str:
+    """What could not be read: a product photo is named as such, so that it does not read as a lost product."""
     if not failures:
         return "skipped 0"
-    images = sum(f.modality == "image" for f in failures)
+    photos = sum(_is_product_photo(f) for f in failures)
+    images = sum(f.modality == "image" for f in failures) - photos
     parts = [_count(images, "image")] if images else []
-    if len(failures) - images:
-        parts.append(_count(len(failures) - images, "text row"))
+    if photos:
+        parts.append(_count(photos, "product photo"))
+    if len(failures) - images - photos:
+        parts.append(_count(len(failures) - images - photos, "text row"))
     return f"skipped {len(failures)} ({', '.join(parts)})"
 
 
