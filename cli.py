@@ -167,14 +167,14 @@ def _skipped(failures) -> str:
 def search(
     index_dir: Path = typer.Argument(..., metavar="INDEX", hidden=True),
     query: Optional[str] = typer.Argument(None, metavar="QUERY", hidden=True),
-    image: Optional[Path] = typer.Option(None, "--image", metavar="FILE", help="Search by this image instead of a text."),
+    image: Optional[str] = typer.Option(None, "--image", metavar="FILE|URL", help="Search by this image instead of a text: a file, or an http(s) URL to fetch."),
     target: Optional[str] = typer.Option(None, "--target", "-t", metavar="KIND", help="What to return: image, text or product (default: products where the index holds any, else images, else texts)."),
     k: int = typer.Option(10, "-k", "--top-k", metavar="N", help="How many hits."),
     where: Optional[str] = typer.Option(None, "--where", metavar="FILTER", help="Only items whose metadata pass, e.g. \"price < 20000 and colour == 'red'\"."),
-    like: List[str] = typer.Option(None, "--like", metavar="ITEM", help="A liked example: a row id, an image file or a text. Repeatable."),
+    like: List[str] = typer.Option(None, "--like", metavar="ITEM", help="A liked example: a row id, an image file or URL, or a text. Repeatable."),
     dislike: List[str] = typer.Option(None, "--dislike", metavar="ITEM", help="A disliked example, likewise. Repeatable."),
     strategy: str = typer.Option("average_vector", "--strategy", metavar="NAME", help="How likes and dislikes score: average_vector, best_score or sum_scores."),
-    add: List[str] = typer.Option(None, "--add", metavar="[W:]TERM", help="Add a term to the query: a text, an image file or a row id, with an optional weight (2:sunset). Repeatable."),
+    add: List[str] = typer.Option(None, "--add", metavar="[W:]TERM", help="Add a term to the query: a text, an image file or URL, or a row id, with an optional weight (2:sunset). Repeatable."),
     sub: List[str] = typer.Option(None, "--sub", metavar="[W:]TERM", help="Subtract a term from the query, likewise. Repeatable."),
     weights: Optional[str] = typer.Option(None, "--weights", metavar="image=W,text=W", help="Products: the weight of the photo and of the description (default image=0.5,text=0.5)."),
     dedup: bool = typer.Option(False, "--dedup", help="Collapse near-duplicate hits (copies of one photo, the same text twice) into the best-ranked one."),
@@ -191,7 +191,7 @@ def search(
     if k < 1:
         _fail(f"-k must be at least 1 (got {k})")
     if query is not None and image is not None:
-        _fail("give a query text or --image FILE, not both (add the other with --add)")
+        _fail("give a query text or --image FILE|URL, not both (add the other with --add)")
     if target is not None and target not in TARGETS:
         _fail(f"unknown --target {target!r}; use image, text or product")
     parsed_weights = _parse_weights(weights) if weights is not None else None
@@ -201,7 +201,7 @@ def search(
     def run():
         idx = open_index(index_dir, device=device)
         chosen = target or idx.default_target
-        return chosen, idx.search(text=query, image=str(image) if image else None, target=chosen, k=k, where=where,
+        return chosen, idx.search(text=query, image=image, target=chosen, k=k, where=where,
                                   like=[parse_cli_term(x)[1] for x in like or []],
                                   dislike=[parse_cli_term(x)[1] for x in dislike or []], strategy=strategy,
                                   add=[parse_cli_term(x) for x in add or []],
@@ -210,7 +210,7 @@ def search(
 
     target, hits = _run(run)
     if as_json:
-        asked = {"text": query, "image": str(image) if image else None, "like": like or [], "dislike": dislike or [],
+        asked = {"text": query, "image": image, "like": like or [], "dislike": dislike or [],
                  "add": add or [], "sub": sub or [], "where": where, "strategy": strategy, "weights": parsed_weights,
                  "fusion": fusion, "dedup": dedup}
         result = {"query": asked, "target": target, "k": k, "count": len(hits), "hits": [h.to_dict() for h in hits]}
