@@ -293,6 +293,7 @@ def serve(
     token: Optional[str] = typer.Option(None, "--token", metavar="TOKEN", envvar="XMODAL_TOKEN", help="Require Authorization: Bearer TOKEN on every request but /health (or set XMODAL_TOKEN)."),
     device: str = typer.Option("auto", "--device", metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps."),
     batching: bool = typer.Option(True, "--batching/--no-batching", help="Encode the texts of concurrent requests in one pass (default: on)."),
+    allow_url_queries: bool = typer.Option(False, "--allow-url-queries", help="Fetch the image URLs requests name (image_url). Off by default: any client could make the server fetch addresses only it can reach."),
 ) -> None:
     """Serve indexes over HTTP: a JSON API and a search page, until stopped (Ctrl-C or SIGTERM).
 
@@ -316,7 +317,8 @@ def serve(
         from search.serve.app import create_app
     except ImportError:
         _fail("xmodal serve needs its web parts; install them with pip install 'xmodal[serve]'")
-    web = _run(lambda: create_app(named, token=token, device=device, batching=batching))
+    web = _run(lambda: create_app(named, token=token, device=device, batching=batching,
+                                  allow_url_queries=allow_url_queries))
     import uvicorn
 
     where = f"http://{'[' + host + ']' if ':' in host else host}:{port}/"

@@ -14,6 +14,7 @@ from fakes import FakeEncoder
 from indexer import IndexConfig, build_index
 from search import ImageURL, open_index
 from search.fetch import MAX_BYTES, ImageURLError, fetch_image
+from server import Server
 from test_cli import xmodal
 
 RED_CAR = (CATALOG / "images" / "01-red-car.png").read_bytes()
@@ -181,3 +182,25 @@ def test_cli_names_a_failed_fetch_in_one_line(site, photos):
                            "HTTP 404 (Not Found); check the URL\n")
     scheme = xmodal("search", str(photos), "--image", "file:///etc/passwd")
     assert scheme.returncode == 2 and "only http:// and https:// URLs are fetched" in scheme.stderr
+
+
+def test_the_service_fetches_urls_only_when_started_to(site, photos):
+    body = {"image_url": f"{site}/red-car.png", "k": 1}
+    with Server(str(photos)) as closed:
+        status, answer = closed.json("POST", "/search", body)
+        assert status == 403 and "--allow-url-queries" in answer["error"]
+        status, answer = closed.json("POST", "/search", {"like": [{"image_url": f"{site}/red-car.png"}]})
+        assert status == 403 and "--allow-url-queries" in answer["error"]
+    with Server(str(photos), "--allow-url-queries") as open_:
+        status, answer = open_.json("POST", "/search", body)
+        assert status == 200, answer
+        assert answer["hits"][0]["path"].endswith("01-red-car.png") and round(answer["hits"][0]["score"], 3) == 1.0
+        status, answer = open_.json("POST", "/search", {"text": "a car", "add": [[2, {"image_url": f"{site}/hop"}]],
+                                                         "k": 1})
+        assert status == 200 and answer["hits"][0]["path"].endswith("01-red-car.png")
+        status, answer = open_.json("POST", "/search", {"image_url": f"{site}/missing.png"})
+        assert status == 400 and answer["error"].endswith("returned HTTP 404 (Not Found); check the URL")
+        status, answer = open_.json("POST", "/search", {"image_url": "file:///etc/passwd"})
+        assert status == 400 and "only http:// and https://" in answer["error"]
+        status, answer = open_.json("POST", "/search", {"like": [f"{site}/red-car.png"]})
+        assert status == 400 and '{"image_url": ...}' in answer["error"]  # a string is a text: say how to fetch
