@@ -128,6 +128,14 @@ class ModelMismatchError(XmodalError):
     """A query or update uses a different model from the one that built the index."""
 
 
+class ImageURLError(InvalidInputError):
+    """A query image URL that cannot be fetched, or does not hold an image (search/fetch.py)."""
+
+
+class URLQueriesOffError(XmodalError):
+    """An image URL sent to a service that was not started to fetch URLs (search/serve/app.py)."""
+
+
 class ImageDecodeError(XmodalError):
     """An image file cannot be decoded; the message is the reason recorded for it."""
 

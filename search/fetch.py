@@ -19,7 +19,7 @@ from http.client import HTTPException
 
 from PIL import Image
 
-from indexer.errors import ImageDecodeError, InvalidInputError
+from indexer.errors import ImageDecodeError, ImageURLError
 from indexer.imaging import MAX_PIXELS, decode_image
 
 TIMEOUT = 10.0  # seconds: to connect, for each read, and for the whole body
@@ -33,10 +33,6 @@ CHUNK = 64 << 10
 # answer that is not image/* (an HTML page: the commonest wrong link) is refused before its body is read.
 UNTYPED = ("application/octet-stream", "binary/octet-stream")
 _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")  # any scheme: those not fetched are refused by name
-
-
-class ImageURLError(InvalidInputError):
-    """A query image URL that cannot be fetched, or does not hold an image."""
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,9 @@ import pytest
 from conftest import CATALOG
 from fakes import FakeEncoder
 from indexer import IndexConfig, build_index
+from indexer.errors import ImageURLError
 from search import ImageURL, open_index
-from search.fetch import MAX_BYTES, ImageURLError, fetch_image
+from search.fetch import MAX_BYTES, fetch_image
 from server import Server
 from test_cli import xmodal
 

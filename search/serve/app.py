@@ -36,7 +36,7 @@ from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Res
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
 from indexer.errors import (CLI, ImageDecodeError, InvalidInputError, ModelMismatchError, ModelUnavailableError,
-                            Wording, XmodalError)
+                            URLQueriesOffError, Wording, XmodalError)
 
 from ..examples import split_weight_prefix
 from ..fetch import fetch_image, is_url
@@ -97,10 +97,6 @@ class ItemPage(BaseModel):
     offset: int
     limit: int
     items: list[dict[str, Any]] = Field(description="In row id order, as GET /items/{row_id} answers each.")
-
-
-class URLQueriesOffError(XmodalError):
-    """An image URL sent to a service that was not started to fetch URLs."""
 
 
 class HttpWording(Wording):
