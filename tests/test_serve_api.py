@@ -116,6 +116,7 @@ def test_default_target_is_what_the_index_holds(server):
     ({"text": "car", "like": [True]}, 400, "like[0] is not a term"),  # it was row 1
     ({"text": "car", "like": [{"img": "x"}]}, 400, 'like[0] is not a term; use a row id, a text, {"image": BASE64}'),
     ({"text": "car", "add": [[2, {"img": "x"}]]}, 400, '{"img": "x"} is not a term'),
+    ({"text": "car", "add": [[2, 1.5]]}, 400, "1.5 is not a term"),  # it was a 500
     ({"text": "car", "filter": "price < 10"}, 400, "unknown field 'filter'; a search request takes text, image,"),
     ({}, 400, ""),
 ])

@@ -445,7 +445,7 @@ class _Terms:
             return _image(_decode_base64(term.image), self.index)
         if isinstance(term, ImageURLTerm):
             return _fetched(self.service, term.image_url, self.index)
-        if isinstance(term, bool) or isinstance(term, list):
+        if isinstance(term, bool) or not isinstance(term, (int, str)):  # a list, a number inside [w, term]
             raise InvalidInputError(f'{term!r} is not a term; use a row id, a text, {{"image": BASE64}} or '
                                     '{"image_url": URL}')
         if isinstance(term, int) or term.strip().isdigit():
