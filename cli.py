@@ -131,27 +131,37 @@ def index(
     if len(report.failures) > 20:
         typer.echo(f"... and {len(report.failures) - 20} more (xmodal info {out} --failures)", err=True)
     stats = report.stats
-    typer.echo(f"indexed {_held(report.counts)}; {_skipped(report.failures)}; {report.seconds:.1f} s, "
-               f"{report.items_per_second:.1f} items/s -> {report.path}")
+    typer.echo(f"indexed {_held(report.counts, report.failures)}; {_skipped(report.failures)}; "
+               f"{report.seconds:.1f} s, {report.items_per_second:.1f} items/s -> {report.path}")
     typer.echo(f"this run: encoded {stats.encoded}, reused {stats.reused}, resumed {stats.resumed}, "
                f"removed {stats.removed}, failed {stats.failed}" + ("" if report.committed else " (nothing changed)"))
 
 
-def _held(counts: dict[str, int]) -> str:
-    """'12 images, 12 texts', and the products when there are any."""
+def _held(counts: dict[str, int], failures=()) -> str:
+    """'12 images, 12 texts', and the products when there are any, with those held without their photo."""
     held = [_count(counts.get("image", 0), "image"), _count(counts.get("text", 0), "text")]
     if counts.get("product"):
-        held.append(_count(counts["product"], "product"))
+        photoless = sum(_is_product_photo(f) for f in failures)
+        held.append(_count(counts["product"], "product") + (f" ({photoless} without a photo)" if photoless else ""))
     return ", ".join(held)
 
 
+def _is_product_photo(failure) -> bool:
+    """A product's photo that could not be read: the product is indexed with its text alone."""
+    return failure.modality == "image" and failure.source is not None
+
+
 def _skipped(failures) -> str:
+    """What could not be read: a product photo is named as such, so that it does not read as a lost product."""
     if not failures:
         return "skipped 0"
-    images = sum(f.modality == "image" for f in failures)
+    photos = sum(_is_product_photo(f) for f in failures)
+    images = sum(f.modality == "image" for f in failures) - photos
     parts = [_count(images, "image")] if images else []
-    if len(failures) - images:
-        parts.append(_count(len(failures) - images, "text row"))
+    if photos:
+        parts.append(_count(photos, "product photo"))
+    if len(failures) - images - photos:
+        parts.append(_count(len(failures) - images - photos, "text row"))
     return f"skipped {len(failures)} ({', '.join(parts)})"
 
 
@@ -159,14 +169,14 @@ def _skipped(failures) -> str:
 def search(
     index_dir: Path = typer.Argument(..., metavar="INDEX", hidden=True),
     query: Optional[str] = typer.Argument(None, metavar="QUERY", hidden=True),
-    image: Optional[Path] = typer.Option(None, "--image", metavar="FILE", help="Search by this image instead of a text."),
+    image: Optional[str] = typer.Option(None, "--image", metavar="FILE|URL", help="Search by this image instead of a text: a file, or an http(s) URL to fetch."),
     target: Optional[str] = typer.Option(None, "--target", "-t", metavar="KIND", help="What to return: image, text or product (default: products where the index holds any, else images, else texts)."),
     k: int = typer.Option(10, "-k", "--top-k", metavar="N", help="How many hits."),
     where: Optional[str] = typer.Option(None, "--where", metavar="FILTER", help="Only items whose metadata pass, e.g. \"price < 20000 and colour == 'red'\"."),
-    like: List[str] = typer.Option(None, "--like", metavar="ITEM", help="A liked example: a row id, a key (sku:A12, where sku is a table's --id-column), an image file or a text. Repeatable."),
+    like: List[str] = typer.Option(None, "--like", metavar="ITEM", help="A liked example: a row id, a key (sku:A12, where sku is a table's --id-column), an image file or URL, or a text. Repeatable."),
     dislike: List[str] = typer.Option(None, "--dislike", metavar="ITEM", help="A disliked example, likewise. Repeatable."),
     strategy: str = typer.Option("average_vector", "--strategy", metavar="NAME", help="How likes and dislikes score: average_vector, best_score or sum_scores."),
-    add: List[str] = typer.Option(None, "--add", metavar="[W:]TERM", help="Add a term to the query: a text, an image file or a row id, with an optional weight (2:sunset). Repeatable."),
+    add: List[str] = typer.Option(None, "--add", metavar="[W:]TERM", help="Add a term to the query: a text, an image file or URL, or a row id, with an optional weight (2:sunset). Repeatable."),
     sub: List[str] = typer.Option(None, "--sub", metavar="[W:]TERM", help="Subtract a term from the query, likewise. Repeatable."),
     weights: Optional[str] = typer.Option(None, "--weights", metavar="image=W,text=W", help="Products: the weight of the photo and of the description (default image=0.5,text=0.5)."),
     dedup: bool = typer.Option(False, "--dedup", help="Collapse near-duplicate hits (copies of one photo, the same text twice) into the best-ranked one."),
@@ -183,7 +193,7 @@ def search(
     if k < 1:
         _fail(f"-k must be at least 1 (got {k})")
     if query is not None and image is not None:
-        _fail("give a query text or --image FILE, not both (add the other with --add)")
+        _fail("give a query text or --image FILE|URL, not both (add the other with --add)")
     if target is not None and target not in TARGETS:
         _fail(f"unknown --target {target!r}; use image, text or product")
     parsed_weights = _parse_weights(weights) if weights is not None else None
@@ -193,7 +203,7 @@ def search(
     def run():
         idx = open_index(index_dir, device=device)
         chosen = target or idx.default_target
-        return chosen, idx.search(text=query, image=str(image) if image else None, target=chosen, k=k, where=where,
+        return chosen, idx.search(text=query, image=image, target=chosen, k=k, where=where,
                                   like=[parse_cli_term(x)[1] for x in like or []],
                                   dislike=[parse_cli_term(x)[1] for x in dislike or []], strategy=strategy,
                                   add=[parse_cli_term(x) for x in add or []],
@@ -202,7 +212,7 @@ def search(
 
     target, hits = _run(run)
     if as_json:
-        asked = {"text": query, "image": str(image) if image else None, "like": like or [], "dislike": dislike or [],
+        asked = {"text": query, "image": image, "like": like or [], "dislike": dislike or [],
                  "add": add or [], "sub": sub or [], "where": where, "strategy": strategy, "weights": parsed_weights,
                  "fusion": fusion, "dedup": dedup}
         result = {"query": asked, "target": target, "k": k, "count": len(hits), "hits": [h.to_dict() for h in hits]}
@@ -285,6 +295,7 @@ def serve(
     token: Optional[str] = typer.Option(None, "--token", metavar="TOKEN", envvar="XMODAL_TOKEN", help="Require Authorization: Bearer TOKEN on every request but /health (or set XMODAL_TOKEN)."),
     device: str = typer.Option("auto", "--device", metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps."),
     batching: bool = typer.Option(True, "--batching/--no-batching", help="Encode the texts of concurrent requests in one pass (default: on)."),
+    allow_url_queries: bool = typer.Option(False, "--allow-url-queries", help="Fetch the image URLs requests name (image_url). Off by default: any client could make the server fetch addresses only it can reach."),
 ) -> None:
     """Serve indexes over HTTP: a JSON API and a search page, until stopped (Ctrl-C or SIGTERM).
 
@@ -308,7 +319,8 @@ def serve(
         from search.serve.app import create_app
     except ImportError:
         _fail("xmodal serve needs its web parts; install them with pip install 'xmodal[serve]'")
-    web = _run(lambda: create_app(named, token=token, device=device, batching=batching))
+    web = _run(lambda: create_app(named, token=token, device=device, batching=batching,
+                                  allow_url_queries=allow_url_queries))
     import uvicorn
 
     where = f"http://{'[' + host + ']' if ':' in host else host}:{port}/"

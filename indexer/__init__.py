@@ -3,13 +3,13 @@
 Importing this package is cheap: torch, open_clip and faiss load only when used.
 """
 from .errors import (
-    ImageDecodeError, InvalidInputError, ModelMismatchError, ModelUnavailableError, NoImagesError,
-    NotAnIndexError, TextColumnError, UnknownModelError, XmodalError,
+    EmptyCorpusError, ImageDecodeError, InvalidInputError, ModelMismatchError, ModelUnavailableError,
+    NoImagesError, NotAnIndexError, TextColumnError, UnknownModelError, XmodalError,
 )
 from .pipeline import IndexConfig, IndexReport, build_index
 
 __all__ = [
-    "ImageDecodeError", "IndexConfig", "IndexReport", "InvalidInputError", "ModelMismatchError",
-    "ModelUnavailableError", "NoImagesError", "NotAnIndexError", "TextColumnError",
+    "EmptyCorpusError", "ImageDecodeError", "IndexConfig", "IndexReport", "InvalidInputError",
+    "ModelMismatchError", "ModelUnavailableError", "NoImagesError", "NotAnIndexError", "TextColumnError",
     "UnknownModelError", "XmodalError", "build_index",
 ]

@@ -5,7 +5,8 @@ Nothing here prints or exits. A message names options and commands through
 `option()` and `command()` placeholders, so the same error reads in the
 caller's own terms: `str(exc)` speaks Python (`model='offline'`,
 `build_index()`), `exc.for_cli()` speaks the command line (`--model offline`,
-`xmodal index`).
+`xmodal index`), and `exc.worded(WORDING)` speaks any other caller's terms
+(the HTTP service names its JSON fields and routes: search/serve/app.py).
 """
 from __future__ import annotations
 
@@ -32,17 +33,36 @@ def command(name: str, cli_args: str | None = None) -> str:
     return f"⟦cmd:{name}⟧" if cli_args is None else f"⟦cmd:{name}={cli_args}⟧"
 
 
-def render(message: str, cli: bool) -> str:
-    def replace(match: re.Match) -> str:
-        kind, name, value = match.group(1), match.group(2), match.group(3)
-        if kind == "cmd":
-            return f"`xmodal {name}{' ' + value if value else ''}`" if cli else _API_COMMANDS.get(name, f"{name}()")
-        if cli:
-            flag = _CLI_FLAGS.get(name, "--" + name.replace("_", "-"))
-            return flag if value is None else f"{flag} {value}"
+class Wording:
+    """How one kind of caller names options and commands: Python's (the default) or the command line's."""
+
+    def option(self, name: str, value: str | None) -> str:
         if value is None:
             return name
         return f"{name}={value}" if _is_number(value) else f"{name}={value!r}"
+
+    def command(self, name: str, cli_args: str | None) -> str:
+        return _API_COMMANDS.get(name, f"{name}()")
+
+
+class CliWording(Wording):
+    def option(self, name: str, value: str | None) -> str:
+        flag = _CLI_FLAGS.get(name, "--" + name.replace("_", "-"))
+        return flag if value is None else f"{flag} {value}"
+
+    def command(self, name: str, cli_args: str | None) -> str:
+        return f"`xmodal {name}{' ' + cli_args if cli_args else ''}`"
+
+
+PYTHON, CLI = Wording(), CliWording()
+
+
+def render(message: str, wording: Wording) -> str:
+    """The message with its option and command placeholders in `wording`'s terms."""
+
+    def replace(match: re.Match) -> str:
+        kind, name, value = match.group(1), match.group(2), match.group(3)
+        return wording.command(name, value) if kind == "cmd" else wording.option(name, value)
 
     return _OPTION.sub(replace, message)
 
@@ -59,10 +79,13 @@ class XmodalError(Exception):
     """Base class: anything xmodal expects and can explain to a user."""
 
     def __str__(self) -> str:
-        return render(super().__str__(), cli=False)
+        return self.worded(PYTHON)
 
     def for_cli(self) -> str:
-        return render(super().__str__(), cli=True)
+        return self.worded(CLI)
+
+    def worded(self, wording: Wording) -> str:
+        return render(super().__str__(), wording)
 
 
 class InvalidInputError(XmodalError, ValueError):
@@ -79,6 +102,10 @@ class TextColumnError(InvalidInputError):
 
 class KeyColumnError(InvalidInputError):
     """A table's id column leaves a row without a key, or gives two rows the same one."""
+
+
+class EmptyCorpusError(InvalidInputError):
+    """A text corpus named for the first time holds no rows (an empty file, or a header alone)."""
 
 
 class CorpusEncodingError(InvalidInputError):
@@ -103,6 +130,14 @@ class IndexNotReadyError(NotAnIndexError):
 
 class ModelMismatchError(XmodalError):
     """A query or update uses a different model from the one that built the index."""
+
+
+class ImageURLError(InvalidInputError):
+    """A query image URL that cannot be fetched, or does not hold an image (search/fetch.py)."""
+
+
+class URLQueriesOffError(XmodalError):
+    """An image URL sent to a service that was not started to fetch URLs (search/serve/app.py)."""
 
 
 class ImageDecodeError(XmodalError):

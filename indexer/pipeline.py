@@ -144,7 +144,8 @@ class FoundItems:
 
 
 def read_sources(index: Path, synced: list[Source], recorded: list[Source]) -> FoundItems:
-    """Read the sources a run syncs. A newly added folder must hold images; a recorded one may be emptied."""
+    """Read the sources a run syncs. A newly added folder must hold images, and a newly added corpus rows;
+    a recorded one may be emptied (its items are then removed)."""
     known = {s.key for s in recorded}
     image_paths, corpora, products, skipped, fingerprints = [], [], [], [], {}
     for source in synced:
@@ -160,9 +161,14 @@ def read_sources(index: Path, synced: list[Source], recorded: list[Source]) -> F
             continue
         fingerprints[source.key] = fingerprint(source.path)  # before reading: a later edit is seen next run
         if not source.image_column:
-            corpora.append(sources.prepare_corpus(source.path, *reading_options(source)[:2], source.id_column))
+            prepared = sources.prepare_corpus(source.path, *reading_options(source)[:2], source.id_column)
+            if not prepared.rows and source.key not in known:
+                raise sources.empty_corpus_error(source.path)
+            corpora.append(prepared)
             continue
         corpus = sources.read_corpus(source.path, *reading_options(source), id_column=source.id_column)
+        if not corpus.records and not corpus.skipped and source.key not in known:
+            raise sources.empty_corpus_error(source.path)
         products.extend(corpus.records)
         skipped.extend(_skipped(corpus.skipped))
     return FoundItems(sorted(set(image_paths)), corpora, products, skipped, fingerprints)

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
-from .errors import CorpusEncodingError, InvalidInputError, KeyColumnError, NoImagesError, TextColumnError, option
+from .errors import (CorpusEncodingError, EmptyCorpusError, InvalidInputError, KeyColumnError, NoImagesError,
+                     TextColumnError, option)
 from .imaging import supported_extensions
 
 if TYPE_CHECKING:
@@ -236,6 +237,13 @@ def no_images_error(roots: list[str | Path]) -> NoImagesError:
     names = ", ".join(str(r) for r in roots)
     extensions = ", ".join(sorted(supported_extensions()))
     return NoImagesError(f"no images found in {names} (looked for {extensions}); point at a folder that holds images")
+
+
+def empty_corpus_error(path: str | Path) -> EmptyCorpusError:
+    """A corpus with no rows is refused as one without its text column is: indexing it would add nothing,
+    and an empty file named by mistake (an export that failed) would otherwise pass unnoticed."""
+    return EmptyCorpusError(f"text corpus {path} holds no rows (it is empty, or a header alone); put rows in "
+                            "it, or leave it out of this run")
 
 
 def _walk_images(root: Path, extensions: frozenset[str]) -> Iterator[str]:

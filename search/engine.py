@@ -30,6 +30,7 @@ from indexer.store.tables import read_failures
 
 from .duplicates import DEFAULT_THRESHOLD, NEIGHBOURS, ContentCheck, DuplicateGroup, check_threshold, group_duplicates
 from .examples import Example, QueryPlan, Term, WeightedTerm, combine, describe, split_weight
+from .fetch import ImageURL, fetch_image, is_url
 from .filters import BUILT_IN_COLUMNS, Filter, parse_filter
 from .fusion import DEFAULT_FUSION, FUSIONS, default_weights, fuse, identical_to_query
 from .hits import Hit
@@ -95,7 +96,7 @@ class SearchIndex:
 
     # ---- searching ---------------------------------------------------------------------------------------
 
-    def search(self, text: str | None = None, image: str | Path | Image.Image | None = None, *,
+    def search(self, text: str | None = None, image: str | Path | ImageURL | Image.Image | None = None, *,
                target: str | None = None, k: int = 10, like: Sequence[Term] = (), dislike: Sequence[Term] = (),
                strategy: str = DEFAULT_STRATEGY, add: Sequence[WeightedTerm] = (),
                subtract: Sequence[WeightedTerm] = (), where: str | None = None,
@@ -103,9 +104,10 @@ class SearchIndex:
         """Hits for a query, best first, from the `target` kind of item (image, text or product; None: the
         index's default_target).
 
-        The query is a text or an image, and/or liked examples; disliked examples, terms to
-        add or subtract, and a metadata filter refine it. Examples are texts, images (paths
-        or PIL images), row ids of indexed items, or vectors. With `dedup`, near-duplicate
+        The query is a text or an image (a path, an http(s) URL, or a PIL image), and/or liked
+        examples; disliked examples, terms to add or subtract, and a metadata filter refine it.
+        Examples are texts, images (Paths, ImageURLs or PIL images), row ids of indexed items,
+        or vectors; a row id named anywhere is never a hit. With `dedup`, near-duplicate
         hits (copies of one photo, the same text twice) collapse into the best-ranked one,
         and k distinct hits come back where the index holds them. Products: `weights` of the
         photo and description parts (None: by what the query is, search.fusion.DEFAULT_WEIGHTS).
@@ -191,7 +193,7 @@ class SearchIndex:
         ranked = self._rank(target, plan, DEFAULT_STRATEGY, self._admitted(target, where), k, None, DEFAULT_FUSION)
         return self._hits([ranked])[0]
 
-    def search_many(self, texts: Sequence[str] = (), images: Sequence[str | Path | Image.Image] = (),
+    def search_many(self, texts: Sequence[str] = (), images: Sequence[str | Path | ImageURL | Image.Image] = (),
                     vectors: np.ndarray | Sequence[np.ndarray] = (), *, target: str = "image", k: int = 10,
                     where: str | None = None) -> list[list[Hit]]:
         """Hits for many queries at once: texts, then images, then vectors, one list of hits per query.
@@ -247,7 +249,7 @@ class SearchIndex:
     def embed_text(self, text: str) -> np.ndarray:
         return self.encoder.encode_texts([text])[0]
 
-    def embed_image(self, image: str | Path | Image.Image) -> np.ndarray:
+    def embed_image(self, image: str | Path | ImageURL | Image.Image) -> np.ndarray:
         picture = image if isinstance(image, Image.Image) else self.load_query_image(image)
         return encode_images(self.encoder, [flatten(picture, self.image_background)])[0]
 
@@ -269,7 +271,10 @@ class SearchIndex:
         (what its model saw), white for an index from before (what a shop shows; no vector depends on it)."""
         return self.manifest.background or DEFAULT_BACKGROUND
 
-    def load_query_image(self, path: str | Path) -> Image.Image:
+    def load_query_image(self, path: str | Path | ImageURL) -> Image.Image:
+        """A query image from a file, or fetched from a URL (search/fetch.py), decoded as the index's photos were."""
+        if isinstance(path, ImageURL) or is_url(path):
+            return fetch_image(str(path), min_side=self.query_min_side(), background=self.image_background)
         if Path(path).is_dir():
             raise InvalidInputError(f"query image {path} is a folder; give one image file from it")
         if not Path(path).is_file():
@@ -290,6 +295,13 @@ class SearchIndex:
 
     def item(self, row_id: int) -> dict[str, Any]:
         return self._items.rows([row_id])[0]
+
+    def items(self, offset: int = 0, limit: int = 100, modality: str | None = None) -> tuple[int, list[dict[str, Any]]]:
+        """(how many items of that kind the index holds, `limit` of them from `offset` in row id order)."""
+        if modality not in (None, *TARGETS):
+            raise InvalidInputError(f"unknown modality {modality!r}; use one of {', '.join(TARGETS)}")
+        ids = self._items.row_ids if modality is None else self._ids_of(modality)
+        return len(ids), self._items.rows(ids[offset:offset + limit].tolist())
 
     def columns(self, target: str) -> list[str]:
         """The columns a filter on `target` items may name: their metadata, then the built-ins."""
@@ -340,7 +352,7 @@ class SearchIndex:
             plan.excluded.add(int(term))
         elif isinstance(term, np.ndarray):
             example = self._vector_example(term)
-        elif isinstance(term, (Path, Image.Image)):
+        elif isinstance(term, (Path, ImageURL, Image.Image)):
             example = Example({"any": self.embed_image(term)}, label=str(term), kind="image")
         elif isinstance(term, str) and (keyed := self._keyed_row(term)) is not None:
             example = self._stored_example(keyed)

@@ -1,7 +1,7 @@
 """Query terms: what a search is made of, and how they combine.
 
-A term is a text, an image (file or PIL image), a row id of an indexed item, or a
-vector. Likes and dislikes are terms; so are the terms added to or subtracted
+A term is a text, an image (a file, an image URL, or a PIL image), a row id of an
+indexed item, or a vector. Likes and dislikes are terms; so are the terms added to or subtracted
 from a query (`add`/`subtract`), each with an optional weight, as in rclip:
 q = normalise(query + sum(w * added) - sum(w * subtracted)).
 
@@ -21,9 +21,11 @@ from PIL import Image
 
 from indexer.errors import InvalidInputError
 
-Term = Union[int, str, Path, Image.Image, np.ndarray]
+from .fetch import ImageURL, is_url
+
+Term = Union[int, str, Path, ImageURL, Image.Image, np.ndarray]
 WeightedTerm = Union[Term, tuple[float, Term]]
-WEIGHT_PREFIX = re.compile(r"^(\d+(?:\.\d*)?|\.\d+):(.+)$", re.S)  # "2:sunset", "0.5:photo.jpg"
+WEIGHT_PREFIX = re.compile(r"^(\d+(?:\.\d*)?|\.\d+):(.*)$", re.S)  # "2:sunset", "0.5:photo.jpg"
 
 
 @dataclass
@@ -40,16 +42,28 @@ class Example:
 
 
 def parse_cli_term(raw: str) -> tuple[float, Term]:
-    """`[W:]TERM` from the command line: digits are a row id, an existing file an image, the rest a text."""
-    weight, term = 1.0, raw
-    match = WEIGHT_PREFIX.match(raw)
-    if match:
-        weight, term = float(match.group(1)), match.group(2)
+    """`[W:]TERM` from the command line: digits are a row id, a URL an image to fetch, an existing file an
+    image, the rest a text."""
+    weight, term = split_weight_prefix(raw)
     if term.strip().isdigit():
         return weight, int(term)
+    if is_url(term):
+        return weight, ImageURL(term.strip())
     if os.path.isfile(os.path.expanduser(term)):
         return weight, Path(os.path.expanduser(term))
     return weight, term
+
+
+def split_weight_prefix(raw: str) -> tuple[float, str]:
+    """`W:TERM` -> (W, TERM); anything else has weight 1. A weight with nothing after it is refused: '2:' was
+    searched as the text '2:'."""
+    match = WEIGHT_PREFIX.match(raw)
+    if not match:
+        return 1.0, raw
+    if not match.group(2).strip():
+        raise InvalidInputError(f"the term {raw!r} has a weight but nothing to weigh; write WEIGHT:TERM, "
+                                "e.g. 2:sunset")
+    return float(match.group(1)), match.group(2)
 
 
 def split_weight(term: WeightedTerm) -> tuple[float, Term]:
@@ -86,6 +100,8 @@ def _common_kind(examples: list[Example]) -> str:
 
 
 def describe(term: Any) -> str:
+    if isinstance(term, ImageURL):
+        return term.url
     if isinstance(term, np.ndarray):
         return f"a {term.shape[-1]}-d vector"
     if isinstance(term, Image.Image):

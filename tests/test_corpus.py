@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from indexer import IndexConfig, build_index
-from indexer.errors import CorpusEncodingError, InvalidInputError
+from indexer.errors import CorpusEncodingError, EmptyCorpusError, InvalidInputError
 from indexer.sources import read_corpus
 from search import open_index
 from fakes import FakeEncoder
@@ -129,3 +129,75 @@ def test_cli_refuses_a_latin1_corpus_then_indexes_it_with_encoding(tmp_path):
     found = json.loads(xmodal("search", str(out), "latte", "--target", "text", "--json").stdout)
     texts = [h["text"] for h in found["hits"]]
     assert sorted(texts) == ["a red car", "café latte", "crème brûlée"]
+
+
+# ---- corpora that hold no rows ------------------------------------------------------------------------------
+
+def _empty_parquet(path):
+    pq.write_table(pa.table({"text": pa.array([], pa.string()), "price": pa.array([], pa.int64())}), path)
+
+
+EMPTY_CORPORA = {
+    "zero.csv": lambda p: p.write_bytes(b""),
+    "header.csv": lambda p: p.write_text("text,price\n"),
+    "zero.tsv": lambda p: p.write_bytes(b""),
+    "header.tsv": lambda p: p.write_text("text\tprice\n\n"),
+    "zero.jsonl": lambda p: p.write_bytes(b""),
+    "blank.jsonl": lambda p: p.write_text("\n  \n"),
+    "zero.txt": lambda p: p.write_bytes(b""),
+    "rows0.parquet": _empty_parquet,
+}
+
+
+@pytest.mark.parametrize("name", sorted(EMPTY_CORPORA))
+def test_a_corpus_with_no_rows_is_refused_and_nothing_is_written(tmp_path, name):
+    """An empty table used to be indexed as nothing, exit 0: refused like a table without its text column."""
+    path = tmp_path / name
+    EMPTY_CORPORA[name](path)
+    out = tmp_path / "idx"
+    with pytest.raises(EmptyCorpusError) as caught:
+        build_index(out, IndexConfig(texts=[path]), encoder=FakeEncoder())
+    assert str(caught.value) == (f"text corpus {path} holds no rows (it is empty, or a header alone); put rows in "
+                                 "it, or leave it out of this run")
+    assert not out.exists()
+
+
+def test_an_empty_table_of_products_is_refused_too(tmp_path):
+    path = tmp_path / "products.csv"
+    path.write_text("description,image\n")
+    with pytest.raises(EmptyCorpusError, match="products.csv holds no rows"):
+        build_index(tmp_path / "idx", IndexConfig(texts=[path], text_column="description", image_column="image"),
+                    encoder=FakeEncoder())
+
+
+def test_an_empty_corpus_beside_sources_with_items_is_refused_the_same_way(tmp_path, texts_csv):
+    """One rule, whatever else the run names: as a new image folder without images is refused beside others."""
+    empty = tmp_path / "empty.jsonl"
+    empty.write_bytes(b"")
+    out = tmp_path / "idx"
+    with pytest.raises(EmptyCorpusError, match="empty.jsonl holds no rows"):
+        build_index(out, IndexConfig(texts=[texts_csv, empty]), encoder=FakeEncoder())
+    assert not out.exists()
+    build_index(out, IndexConfig(texts=[texts_csv]), encoder=FakeEncoder())
+    with pytest.raises(EmptyCorpusError):  # added to an existing index: refused, the index as it was
+        build_index(out, IndexConfig(texts=[empty]), encoder=FakeEncoder())
+    assert open_index(out).manifest.counts["text"] == 4 and len(open_index(out).manifest.sources) == 1
+
+
+def test_a_corpus_the_index_holds_may_be_emptied_and_its_texts_go(tmp_path, texts_csv):
+    out = tmp_path / "idx"
+    build_index(out, IndexConfig(texts=[texts_csv]), encoder=FakeEncoder())
+    texts_csv.write_text("sku,text,price\n")
+    report = build_index(out, IndexConfig(), encoder=FakeEncoder())
+    assert report.counts["text"] == 0 and report.stats.removed == 4
+
+
+def test_cli_refuses_an_empty_csv_in_one_line_exit_2(tmp_path):
+    path = tmp_path / "listings.csv"
+    path.write_text("description,price\n")
+    out = tmp_path / "idx"
+    done = xmodal("index", "--texts", str(path), "--text-column", "description", "--out", str(out),
+                  "--model", "python:fakes:make_encoder")
+    assert done.returncode == 2 and not out.exists()
+    assert done.stderr == (f"error: text corpus {path} holds no rows (it is empty, or a header alone); put rows in "
+                           "it, or leave it out of this run\n")

@@ -227,6 +227,24 @@ def test_cli_indexes_products_and_counts_them(shop, tmp_path):
     assert nothing.returncode == 2 and nothing.stderr.startswith("error: give a query")
 
 
+def test_the_summary_counts_products_without_a_photo_as_products(shop, tmp_path):
+    """'12 products; skipped 2 (2 images)' read as two products dropped: they are indexed with their text."""
+    (shop / "images" / "02-blue-car.png").unlink()
+    (shop / "images" / "03-green-car.png").write_bytes((CATALOG / "images" / "03-green-car.png").read_bytes()[:300])
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    noise_image(1).save(folder / "good.png")
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    built = xmodal("index", str(folder), "--texts", str(shop / "listings.csv"), "--text-column", "description",
+                   "--image-column", "image", "--out", str(tmp_path / "idx"), "--model", "python:fakes:make_encoder",
+                   "--workers", "0")
+    assert built.returncode == 0, built.stderr
+    assert "indexed 1 image, 0 texts, 12 products (2 without a photo); skipped 3 (1 image, 2 product photos);" \
+        in built.stdout
+    again = xmodal("index", "--out", str(tmp_path / "idx"))  # the failures the index holds, on a run that reads none
+    assert "12 products (2 without a photo); skipped 3 (1 image, 2 product photos);" in again.stdout
+
+
 @pytest.mark.parametrize("point,nth", [("encode_image", 2), ("encode_text", 1), ("journal_append", 2),
                                        ("write_items", 1), ("manifest_write", 1)])
 def test_a_killed_product_run_resumes_to_a_clean_build(shop, tmp_path, point, nth):

@@ -127,6 +127,29 @@ def test_cli_terms_parse_weights_row_ids_files_and_texts(tmp_path):
     assert parse_cli_term("a red car") == (1.0, "a red car")
 
 
+@pytest.mark.parametrize("raw", ["2:", "2: ", "0.5:\t"])
+def test_a_weight_with_no_term_is_refused(raw):
+    """'--add 2:' was searched as the text '2:'."""
+    with pytest.raises(InvalidInputError) as caught:
+        parse_cli_term(raw)
+    assert str(caught.value) == f"the term {raw!r} has a weight but nothing to weigh; write WEIGHT:TERM, e.g. 2:sunset"
+
+
+def test_cli_refuses_a_weight_with_no_term_in_one_line(texts_index):
+    for option, raw in (("--add", "2:"), ("--sub", "2: ")):
+        done = xmodal("search", str(texts_index), "item", "--target", "text", option, raw)
+        assert done.returncode == 2
+        assert done.stderr == (f"error: the term {raw!r} has a weight but nothing to weigh; write WEIGHT:TERM, "
+                               "e.g. 2:sunset\n")
+
+
+def test_an_api_weighted_term_with_no_text_is_refused(texts_index):
+    index = open_index(texts_index, encoder=HashEncoder())
+    for weighted in ((2.0, ""), (2.0, "  ")):
+        with pytest.raises(InvalidInputError, match="a text term is empty"):
+            index.search(text="item", target="text", add=[weighted])
+
+
 def test_bad_examples_are_refused_in_one_line(texts_index):
     index = open_index(texts_index, encoder=HashEncoder())
     with pytest.raises(InvalidInputError, match="no item with row id 99999"):

@@ -111,6 +111,12 @@ def test_default_target_is_what_the_index_holds(server):
     ({"text": "car", "like": [9999]}, 400, "9999"),
     ({"text": "car", "k": "many"}, 400, "k"),
     ({"text": "car", "add": [[1, 2, 3]]}, 400, "weighted term"),
+    ({"text": "car", "add": ["2:"]}, 400, "the term '2:' has a weight but nothing to weigh; write WEIGHT:TERM"),
+    ({"text": "car", "subtract": ["0.5: "]}, 400, "has a weight but nothing to weigh"),
+    ({"text": "car", "like": [True]}, 400, "like[0] is not a term"),  # it was row 1
+    ({"text": "car", "like": [{"img": "x"}]}, 400, 'like[0] is not a term; use a row id, a text, {"image": BASE64}'),
+    ({"text": "car", "add": [[2, {"img": "x"}]]}, 400, '{"img": "x"} is not a term'),
+    ({"text": "car", "add": [[2, 1.5]]}, 400, "1.5 is not a term"),  # it was a 500
     ({"text": "car", "filter": "price < 10"}, 400, "unknown field 'filter'; a search request takes text, image,"),
     ({}, 400, ""),
 ])
@@ -121,6 +127,33 @@ def test_bad_requests_get_one_json_error(server, body, status, words):
     error = json.loads(data)["error"]
     assert words.lower() in error.lower() and "Traceback" not in error and "\n" not in error
     assert not os.path.exists("/tmp/xmodal-pwned")
+
+
+@pytest.mark.parametrize("body, words", [
+    ({"text": "car", "like": [9999]}, "no item with row id 9999 in "),
+    ({"text": "car", "target": "text"}, 'holds no texts (it holds 12 products); search "target": "product" instead, '
+                                        "or index --texts FILE into it"),
+    ({"dislike": [1]}, 'give a query text, "image" or "like" (or use "strategy": "best_score" to search away from '
+                       "disliked items alone)"),
+])
+def test_errors_speak_http_and_json_not_python(server, body, words):
+    """'indexer.edit.list_items() shows the ids' told an HTTP client to call Python."""
+    code, answer = server.json("POST", "/search", body)
+    assert code == 400 and words in answer["error"], answer
+    for python in ("()", "indexer.", "target='", "image='", "strategy='"):
+        assert python not in answer["error"]
+    if 9999 in body.get("like", []):
+        assert answer["error"].endswith("; GET /items shows the ids")
+
+
+def test_a_body_that_is_not_json_says_so_in_json_terms(server):
+    """It said 'bad request: 0: JSON decode error' (0: where the parser stopped, read as a field)."""
+    code, _, data = server.call("POST", "/search", raw=b"{not json", headers={"Content-Type": "application/json"})
+    error = json.loads(data)["error"]
+    assert code == 400 and error.startswith("bad request: the body is not valid JSON (")
+    assert error.endswith('; send a JSON object, e.g. {"text": "a red car"}') and ": 0:" not in error
+    code, answer = server.json("POST", "/search", ["a red car"])
+    assert code == 400 and answer["error"] == 'bad request: the body must be a JSON object, e.g. {"text": "a red car"}'
 
 
 def test_malformed_json_and_oversized_upload(server):
@@ -150,6 +183,23 @@ def test_item_by_row_id(server):
     assert server.json("GET", "/items/999")[0] == 404
     assert server.json("GET", "/items/abc")[0] == 400
     assert server.json("GET", "/items/0?index=photos")[1]["modality"] == "image"
+
+
+def test_items_are_listed_a_page_at_a_time(server):
+    status, page = server.json("GET", "/items?offset=10&limit=5")
+    assert status == 200 and (page["index"], page["total"], page["offset"], page["limit"]) == ("shop", 12, 10, 5)
+    assert [i["row_id"] for i in page["items"]] == [10, 11]
+    assert page["items"][0] == server.json("GET", "/items/10")[1]  # each as GET /items/{row_id} shows it
+    status, texts = server.json("GET", "/items?index=photos&modality=text&limit=2")
+    assert status == 200 and texts["total"] == 12 and [i["modality"] for i in texts["items"]] == ["text", "text"]
+    assert [i["row_id"] for i in texts["items"]] == [12, 13]
+    for query, words in (("limit=0", "limit: Input should be greater than or equal to 1"),
+                         ("offset=-1", "offset: Input should be greater than or equal to 0"),
+                         ("limit=5000", "limit: Input should be less than or equal to 1000"),
+                         ("modality=video", "modality: Input should be 'image', 'text' or 'product'")):
+        code, answer = server.json("GET", f"/items?{query}")
+        assert code == 400 and answer["error"] == f"bad request: {words}"
+    assert server.json("GET", "/items?index=nope")[0] == 404
 
 
 def test_thumbnail_is_a_cached_jpeg_with_etag(server):
@@ -212,7 +262,7 @@ def test_indexes_health_metrics_openapi_and_page(server):
     assert 'xmodal_request_seconds_bucket{route="/search",le="+Inf"}' in metrics
     assert 'xmodal_items{index="shop",kind="product"} 12' in metrics
     schema = server.json("GET", "/openapi.json")[1]
-    assert {"/search", "/items/{row_id}", "/thumbnails/{row_id}", "/indexes", "/health", "/metrics"} <= set(schema["paths"])
+    assert {"/search", "/items", "/items/{row_id}", "/thumbnails/{row_id}", "/indexes", "/health", "/metrics"} <= set(schema["paths"])
     status, headers, page = server.call("GET", "/")
     assert status == 200 and b"<script src=\"/static/app.js\"" in page and b"http" not in page.split(b"<body")[0]
     assert server.call("GET", "/static/app.js")[0] == 200

@@ -6,6 +6,7 @@ Install one with: sudo apt-get install chromium chromium-driver
 """
 from __future__ import annotations
 
+import csv
 import os
 import shutil
 from pathlib import Path
@@ -33,10 +34,29 @@ from selenium.common.exceptions import StaleElementReferenceException  # noqa: E
 from selenium.webdriver.chrome.service import Service as DriverService  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
 ARTIFACTS = Path(os.environ.get("XMODAL_ARTIFACTS", REPO / "tests" / "artifacts"))
 RED_CAR = "/?q=I%20want%20to%20buy%20a%20red%20car&target=product"
+
+
+PHOTOLESS = {"Blue family hatchback", "Green vintage car", "Red running shoes"}  # in the 'gaps' shop
+
+
+def shop_with_gaps(folder: Path) -> Path:
+    """The catalog's listings, two of them linking photos that are not there and one no photo at all."""
+    with open(CATALOG / "listings.csv", newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    for row in rows:
+        row["image"] = str(CATALOG / row["image"])
+        if row["title"] in PHOTOLESS:
+            row["image"] = "" if row["title"] == "Red running shoes" else str(folder / "gone.png")
+    table = folder / "listings.csv"
+    with open(table, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return table
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +66,10 @@ def server(tmp_path_factory):
     build_index(root / "shop.idx", IndexConfig(texts=[CATALOG / "listings.csv"], text_column="description",
                                                image_column="image", workers=0), encoder=encoder)
     build_index(root / "photos.idx", IndexConfig(images=[CATALOG / "images"], workers=0), encoder=encoder)
-    with Server(str(root / "shop.idx"), "--index", f"photos={root / 'photos.idx'}") as up:
+    build_index(root / "gaps.idx", IndexConfig(texts=[shop_with_gaps(root)], text_column="description",
+                                               image_column="image", workers=0), encoder=encoder)
+    with Server(str(root / "shop.idx"), "--index", f"photos={root / 'photos.idx'}",
+                "--index", f"gaps={root / 'gaps.idx'}") as up:
         yield up
 
 
@@ -213,6 +236,40 @@ def test_more_like_this_and_the_keyboard(server, browser):
     wait(browser, lambda b: query_of(b).get("like") == [str(seed)] and seed not in rows(b) and rows(b))
     assert "q" not in query_of(browser)
     shot(browser, "09-more-like-this")
+
+
+def placeholder(browser) -> str:
+    return browser.find_element(By.ID, "where").get_attribute("placeholder")
+
+
+def test_the_filter_hint_names_columns_the_index_has(server, browser):
+    """It said 'price < 20000 and colour == ...' on every index, a photo index included."""
+    browser.get(server.url + RED_CAR)
+    wait(browser, lambda b: "price" in placeholder(b))
+    assert placeholder(browser) == "e.g. price < 100 and title == '\u2026'"
+    browser.get(server.url + "/?index=photos")
+    wait(browser, lambda b: placeholder(b) == "e.g. width > 500")
+    Select(browser.find_element(By.ID, "index")).select_by_value("shop")  # another index: its own columns
+    wait(browser, lambda b: "price" in placeholder(b) and b.find_element(By.CSS_SELECTOR, "input[value=product]")
+         .is_selected())
+    shot(browser, "12-filter-hint")
+
+
+CARDS = """return [...document.querySelectorAll('#results .card')].map((c) => ({
+  title: [...c.querySelectorAll('dt')].find((d) => d.textContent === 'title').nextElementSibling.textContent,
+  text: c.querySelector('.text').textContent, src: c.querySelector('img').getAttribute('src'),
+  box: getComputedStyle(c.querySelector('.thumb')).display !== 'none'}));"""
+
+
+def test_a_product_without_a_photo_is_a_text_card(server, browser):
+    """A product whose photo was missing showed an empty picture box: its thumbnail was asked for, and refused."""
+    browser.get(server.url + "/?index=gaps&q=a%20car&target=product")
+    wait(browser, lambda b: len(cards(b)) == 12 and thumbnails_loaded(b))
+    shown = browser.execute_script(CARDS)
+    bare = [c for c in shown if not c["box"]]
+    assert {c["title"] for c in bare} == PHOTOLESS and all(c["src"] is None and c["text"] for c in bare)
+    assert all(c["src"] for c in shown if c["box"])
+    shot(browser, "13-products-without-photos")
 
 
 def test_on_a_phone_sized_screen_nothing_overflows(server):

@@ -1,7 +1,8 @@
 """`xmodal serve`: the search engine over HTTP (FastAPI), and the web page that uses it.
 
-    POST /search              text | image (base64, or a multipart upload), like, dislike, strategy, add,
-                              subtract, where, target, k, weights, fusion, dedup, index -> {hits, took_ms, ...}
+    POST /search              text | image (base64, or a multipart upload) | image_url, like, dislike, strategy,
+                              add, subtract, where, target, k, weights, fusion, dedup, index -> {hits, took_ms, ...}
+    GET  /items               the items, a page at a time (offset, limit, modality), with their row ids
     GET  /items/{row_id}      one item, as stored
     GET  /thumbnails/{row_id} a JPEG thumbnail of an indexed photo (ETag, Cache-Control)
     GET  /indexes             what each index holds: counts, model, filter fields
@@ -10,7 +11,12 @@
     GET  /                    the page; /static/* its assets, all served from here (no CDN)
 
 With a token, every request but /health needs `Authorization: Bearer TOKEN` (or the
-page's session cookie, set by POST /session). Every error is JSON {"error": "..."}.
+page's session cookie, set by POST /session). Every error is JSON {"error": "..."}, worded
+in the service's terms: its fields and routes, not the Python API's names.
+
+Image URLs (`image_url`) are fetched only by a service started with allow_url_queries
+(`xmodal serve --allow-url-queries`): otherwise any client could make the server fetch
+addresses only the server can reach (server-side request forgery).
 """
 from __future__ import annotations
 
@@ -23,16 +29,17 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Literal, Union
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
-from indexer.errors import (ImageDecodeError, InvalidInputError, ModelMismatchError, ModelUnavailableError,
-                            XmodalError)
+from indexer.errors import (CLI, ImageDecodeError, InvalidInputError, ModelMismatchError, ModelUnavailableError,
+                            URLQueriesOffError, Wording, XmodalError)
 
-from ..examples import WEIGHT_PREFIX as _WEIGHT
+from ..examples import split_weight_prefix
+from ..fetch import fetch_image, is_url
 from .batching import BatchingEncoder
 from .live import LiveIndex
 from .metrics import Metrics
@@ -46,10 +53,19 @@ PAGE_ROUTES = {"/", "/session"}  # the page loads, then asks for the token itsel
 
 
 class ImageTerm(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     image: str = Field(description="An image, base64-encoded (a data: URL works too).")
 
 
-Term = Union[int, str, ImageTerm, list]
+class ImageURLTerm(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    image_url: str = Field(description="An http(s) URL of an image; the service fetches it if started to.")
+
+
+Term = Union[StrictInt, StrictStr, ImageTerm, ImageURLTerm, list]  # strict: JSON true is not row 1
+TERM_FIELDS = ("like", "dislike", "add", "subtract")
 
 
 class SearchRequest(BaseModel):
@@ -57,7 +73,10 @@ class SearchRequest(BaseModel):
 
     text: str | None = Field(None, description="The query text.")
     image: str | None = Field(None, description="A query image, base64-encoded; or upload it as multipart 'image'.")
-    like: list[Term] = Field(default_factory=list, description="Liked examples: row ids, texts or {image: base64}.")
+    image_url: str | None = Field(None, description="A query image's http(s) URL, fetched by the service (only if "
+                                                    "started with --allow-url-queries).")
+    like: list[Term] = Field(default_factory=list, description="Liked examples: row ids, texts, {image: base64} or "
+                                                               "{image_url: URL}.")
     dislike: list[Term] = Field(default_factory=list, description="Disliked examples, likewise.")
     strategy: str = "average_vector"
     add: list[Term] = Field(default_factory=list, description="Terms added to the query: 'W:text', row ids, [w, term].")
@@ -72,10 +91,40 @@ class SearchRequest(BaseModel):
     index: str | None = Field(None, description="Which index, when the service has several (default: the first).")
 
 
+class ItemPage(BaseModel):
+    index: str
+    total: int = Field(description="Items of that kind the index holds.")
+    offset: int
+    limit: int
+    items: list[dict[str, Any]] = Field(description="In row id order, as GET /items/{row_id} answers each.")
+
+
+class HttpWording(Wording):
+    """Errors in the service's terms: a request's fields as JSON, the routes that list what the Python API
+    and the CLI list (GET /items for `xmodal list`). Options of indexing, done on the server, keep their
+    command-line names."""
+
+    ROUTES = {"list": "GET /items", "info": "GET /indexes", "search": "POST /search"}
+
+    def option(self, name: str, value: str | None) -> str:
+        if name not in SearchRequest.model_fields:
+            return CLI.option(name, value)
+        if value is None or value.isupper():  # a placeholder such as FILE: the field alone
+            return f'"{name}"'
+        return f'"{name}": {json.dumps(value)}'
+
+    def command(self, name: str, cli_args: str | None) -> str:
+        return self.ROUTES.get(name) or CLI.command(name, cli_args)
+
+
+HTTP = HttpWording()
+
+
 @dataclass
 class Service:
     indexes: dict[str, LiveIndex]
     token: str | None = None
+    allow_url_queries: bool = False  # fetch image URLs named by clients (off: server-side request forgery)
     metrics: Metrics = field(default_factory=Metrics)
     thumbnails: Thumbnails = field(default_factory=Thumbnails)
     # Searches at once. Each already spreads over the BLAS threads; more in parallel thrash (measured on
@@ -92,10 +141,14 @@ class Service:
 
 
 def create_app(indexes: dict[str, str | Path], token: str | None = None, device: str | None = None,
-               batching: bool = True, encoder=None) -> FastAPI:
-    """The service for `indexes` (name -> folder); each index and each model load once, before any request."""
+               batching: bool = True, encoder=None, allow_url_queries: bool = False) -> FastAPI:
+    """The service for `indexes` (name -> folder); each index and each model load once, before any request.
+
+    `allow_url_queries`: fetch the image URLs clients send (image_url). Only where every client may make
+    the server fetch any address it can reach, its own network included."""
     _one_thread_per_query()
-    service = Service({name: LiveIndex(name, Path(path), device, encoder) for name, path in indexes.items()}, token)
+    service = Service({name: LiveIndex(name, Path(path), device, encoder) for name, path in indexes.items()}, token,
+                      allow_url_queries)
     _load_models(service, batching)
     app = FastAPI(title="xmodal", summary="Cross-modal search: texts, images, products, likes and dislikes.",
                   docs_url=None, redoc_url=None)  # the OpenAPI document is /openapi.json; no CDN-hosted viewer
@@ -160,7 +213,7 @@ def _route_of(request: Request) -> str:
     for prefix in ("/items/", "/thumbnails/", "/static/"):
         if path.startswith(prefix):
             return prefix + "{id}" if prefix != "/static/" else "/static/"
-    return path if path in {"/", "/search", "/indexes", "/health", "/metrics", "/session", "/openapi.json"} \
+    return path if path in {"/", "/search", "/items", "/indexes", "/health", "/metrics", "/session", "/openapi.json"} \
         else "other"
 
 
@@ -179,6 +232,8 @@ def _error(status: int, message: str) -> JSONResponse:
 def _status_of(exc: Exception) -> int:
     if isinstance(exc, LookupError):
         return 404
+    if isinstance(exc, URLQueriesOffError):
+        return 403
     if isinstance(exc, ModelUnavailableError):
         return 503
     if isinstance(exc, (InvalidInputError, ModelMismatchError, ImageDecodeError, ValueError)):
@@ -189,7 +244,7 @@ def _status_of(exc: Exception) -> int:
 def _install_routes(app: FastAPI, service: Service) -> None:
     @app.exception_handler(XmodalError)
     async def xmodal_error(request: Request, exc: XmodalError):
-        return _error(_status_of(exc), str(exc))
+        return _error(_status_of(exc), exc.worded(HTTP))
 
     @app.exception_handler(LookupError)
     async def not_found(request: Request, exc: LookupError):
@@ -230,14 +285,21 @@ def _install_routes(app: FastAPI, service: Service) -> None:
 
         return await run_in_threadpool(_search, service, body, data)
 
+    @app.get("/items", summary="The indexed items, a page at a time, in row id order", response_model=ItemPage)
+    def items(offset: int = Query(0, ge=0), limit: int = Query(100, ge=1, le=1000),
+              modality: Literal["image", "text", "product"] | None = None, index: str | None = None) -> ItemPage:
+        live = service.live(index)
+        total, rows = live.current().items(offset, limit, modality)
+        return ItemPage(index=live.name, total=total, offset=offset, limit=limit, items=[_shown(r) for r in rows])
+
     @app.get("/items/{row_id}", summary="One indexed item")
     def item(row_id: int, index: str | None = None) -> dict[str, Any]:
         found = service.live(index).current()
         try:
             row = found.item(row_id)
         except KeyError:
-            raise LookupError(f"no item with row id {row_id}") from None
-        return {k: v for k, v in row.items() if k not in ("content_hash", "image_hash")}
+            raise LookupError(f"no item with row id {row_id}; GET /items lists them") from None
+        return _shown(row)
 
     @app.get("/thumbnails/{row_id}", summary="A JPEG thumbnail of an indexed photo")
     def thumbnail(row_id: int, request: Request, index: str | None = None) -> Response:
@@ -293,12 +355,27 @@ def _install_routes(app: FastAPI, service: Service) -> None:
         return FileResponse(allowed[name])
 
 
+def _shown(row: dict[str, Any]) -> dict[str, Any]:
+    """An item as the service shows it: without the content hashes kept for re-runs."""
+    return {k: v for k, v in row.items() if k not in ("content_hash", "image_hash")}
+
+
 def _request_problem(errors: list[dict]) -> str:
-    """pydantic's first complaint about a request, in one line."""
+    """pydantic's first complaint about a request, in one line and in the request's terms."""
     first = errors[0] if errors else {}
-    where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-    if first.get("type") == "extra_forbidden":
-        return f"bad request: unknown field {where!r}; a search request takes {', '.join(SearchRequest.model_fields)}"
+    kind, loc = first.get("type"), [p for p in first.get("loc", ()) if p not in ("body", "query", "path")]
+    if kind == "json_invalid":  # its place is a character offset into the body, not a field
+        detail = (first.get("ctx") or {}).get("error")
+        return ("bad request: the body is not valid JSON" + (f" ({detail})" if detail else "") +
+                '; send a JSON object, e.g. {"text": "a red car"}')
+    if kind == "extra_forbidden" and len(loc) == 1:
+        return f"bad request: unknown field {loc[0]!r}; a search request takes {', '.join(SearchRequest.model_fields)}"
+    if len(loc) >= 2 and loc[0] in TERM_FIELDS and isinstance(loc[1], int):
+        return (f"bad request: {loc[0]}[{loc[1]}] is not a term; use a row id, a text, "
+                '{"image": BASE64} or {"image_url": URL}')
+    where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+    if kind == "model_attributes_type" and not where:
+        return 'bad request: the body must be a JSON object, e.g. {"text": "a red car"}'
     return f"bad request: {where}: {first.get('msg', 'invalid')}" if where else "bad request"
 
 
@@ -307,47 +384,94 @@ def _search(service: Service, body: SearchRequest, upload: bytes | None) -> dict
     live = service.live(body.index)
     index = live.current()
     target = body.target or index.default_target
-    image = _image(upload, index) if upload is not None else \
-        (_image(_decode_base64(body.image), index) if body.image else None)
+    if body.text and is_url(body.text):
+        raise InvalidInputError(f'the query text {body.text!r} is a URL; send it as "image_url" to search by the '
+                                "image there")
+    image = _query_image(service, body, upload, index)
+    reader = _Terms(service, index)  # images decoded and URLs fetched here, outside the search slots
+    terms = {name: [reader.read(t, weighted=name in ("add", "subtract")) for t in getattr(body, name)]
+             for name in TERM_FIELDS}
     if body.text and isinstance(index.encoder, BatchingEncoder):
         index.encoder.encode_texts([body.text])  # encoded with the requests waiting now; searched from the cache
     with service.search_slots:
-        hits = _run_search(index, body, image, target)
+        hits = _run_search(index, body, image, target, terms)
     return {"index": live.name, "generation": index.generation, "target": target, "k": body.k,
             "count": len(hits), "hits": [h.to_dict() for h in hits],
             "took_ms": round((time.perf_counter() - started) * 1000, 2)}
 
 
-def _run_search(index, body: SearchRequest, image, target: str):
+def _query_image(service: Service, body: SearchRequest, upload: bytes | None, index):
+    if (upload is not None or body.image) and body.image_url:
+        raise InvalidInputError('give one query image: "image" (or an upload) or "image_url", not both')
+    if body.image_url:
+        return _fetched(service, body.image_url, index)
+    if upload is not None:
+        return _image(upload, index)
+    return _image(_decode_base64(body.image), index) if body.image else None
+
+
+def _run_search(index, body: SearchRequest, image, target: str, terms: dict[str, list]):
     return index.search(
         text=body.text, image=image, target=target, k=body.k, where=body.where, strategy=body.strategy,
-        like=[_term(t, index) for t in body.like], dislike=[_term(t, index) for t in body.dislike],
-        add=[_term(t, index, weighted=True) for t in body.add],
-        subtract=[_term(t, index, weighted=True) for t in body.subtract],
+        like=terms["like"], dislike=terms["dislike"], add=terms["add"], subtract=terms["subtract"],
         weights=body.weights, fusion=body.fusion, dedup=body.dedup)
 
 
-def _term(term: Any, index, weighted: bool = False):
-    """HTTP terms: numbers (and all-digit strings) are row ids, other strings texts, images base64.
+@dataclass
+class _Terms:
+    """HTTP terms: numbers (and all-digit strings) are row ids, other strings texts, images base64 or URLs.
 
     In add/subtract a term may carry a weight: [w, term], or 'W:text' as on the command line.
-    A string never names a file: a request cannot make the server read from its disk.
+    A string never names a file, and a URL is fetched only where the service allows it: a request
+    cannot make the server read from its disk, nor (unless allowed) from its network.
     """
-    if weighted:
-        if isinstance(term, list):
-            if len(term) != 2 or not isinstance(term[0], (int, float)):
-                raise InvalidInputError(f"a weighted term is [weight, term], not {term!r}")
-            return float(term[0]), _term(term[1], index)
-        if isinstance(term, str) and (match := _WEIGHT.match(term)):
-            return float(match.group(1)), _term(match.group(2), index)
-        return 1.0, _term(term, index)
-    if isinstance(term, ImageTerm):
-        return _image(_decode_base64(term.image), index)
-    if isinstance(term, bool) or isinstance(term, list):
-        raise InvalidInputError(f"{term!r} is not a term; use a row id, a text or {{\"image\": base64}}")
-    if isinstance(term, int) or term.strip().isdigit():
-        return int(term)
-    return term
+
+    service: Service
+    index: Any
+
+    def read(self, term: Any, weighted: bool = False):
+        if weighted:
+            if isinstance(term, list):
+                if len(term) != 2 or not isinstance(term[0], (int, float)):
+                    raise InvalidInputError(f"a weighted term is [weight, term], not {term!r}")
+                return float(term[0]), self.read(term[1])
+            if isinstance(term, str):
+                weight, term = split_weight_prefix(term)
+                return weight, self.read(term)
+            return 1.0, self.read(term)
+        if isinstance(term, dict):  # inside a [weight, term] pair, not validated as a term yet
+            term = _term_object(term)
+        if isinstance(term, ImageTerm):
+            return _image(_decode_base64(term.image), self.index)
+        if isinstance(term, ImageURLTerm):
+            return _fetched(self.service, term.image_url, self.index)
+        if isinstance(term, bool) or not isinstance(term, (int, str)):  # a list, a number inside [w, term]
+            raise InvalidInputError(f'{term!r} is not a term; use a row id, a text, {{"image": BASE64}} or '
+                                    '{"image_url": URL}')
+        if isinstance(term, int) or term.strip().isdigit():
+            return int(term)
+        if is_url(term):
+            raise InvalidInputError(f'the text term {term!r} is a URL; send {{"image_url": ...}} to use the image '
+                                    "there")
+        return term
+
+
+def _term_object(term: dict) -> ImageTerm | ImageURLTerm:
+    for kind in (ImageTerm, ImageURLTerm):
+        try:
+            return kind(**term)
+        except ValidationError:
+            continue
+    raise InvalidInputError(f'{json.dumps(term)} is not a term; use a row id, a text, {{"image": BASE64}} or '
+                            '{"image_url": URL}')
+
+
+def _fetched(service: Service, url: str, index):
+    if not service.allow_url_queries:
+        raise URLQueriesOffError('this service does not fetch image URLs: send the image itself ("image" as base64, '
+                                 "or POST /search/upload), or start the service with xmodal serve "
+                                 "--allow-url-queries, if every client may make it fetch any address it can reach")
+    return fetch_image(url, min_side=index.query_min_side(), background=index.image_background)
 
 
 def _decode_base64(data: str) -> bytes:

@@ -4,6 +4,8 @@
 const $ = (selector) => document.querySelector(selector);
 const state = { q: "", target: "image", where: "", like: [], dislike: [], k: 24, index: "", image: null };
 const labels = new Map(); // row id -> a short name, for the chips
+let described = []; // what /indexes says of each index: its targets, and the fields a filter can name
+const BUILT_IN = ["modality", "path", "width", "height", "size"]; // the filter's own columns (search/filters.py)
 let latestSearch = 0; // answers can come back out of order: only the latest search may draw the list
 
 function readUrl() {
@@ -33,6 +35,7 @@ function writeUrl(push) {
 function showForm() {
   $("#q").value = state.q;
   $("#where").value = state.where;
+  showFilterHint();
   document.querySelectorAll("input[name=target]").forEach((radio) => { radio.checked = radio.value === state.target; });
   renderChips();
 }
@@ -119,12 +122,19 @@ function renderHits(body) {
     : `No ${noun}s match.`;
 }
 
+function hasPhoto(hit) {
+  // A product's scores name the parts it holds: without an image score its photo was missing or unreadable
+  // when indexed, and its path names a file that is not served. Such a product is shown by its text alone.
+  if (hit.modality === "product") return Boolean(hit.path && hit.scores && "image" in hit.scores);
+  return Boolean(hit.path);
+}
+
 function renderCard(hit) {
   const card = $("#card").content.firstElementChild.cloneNode(true);
   const name = hit.modality === "image" ? baseName(hit.path) : (hit.metadata.title || hit.text || "");
   labels.set(hit.row_id, shorten(name, 28));
   card.dataset.rowId = hit.row_id;
-  if (hit.path) {
+  if (hasPhoto(hit)) {
     const img = card.querySelector("img");
     img.src = `/thumbnails/${hit.row_id}${state.index ? `?index=${encodeURIComponent(state.index)}` : ""}`;
     img.alt = name;
@@ -200,24 +210,53 @@ function useImage(file) {
 function baseName(path) { return path ? path.split("/").pop() : ""; }
 function shorten(text, size) { return text.length > size ? `${text.slice(0, size - 1)}\u2026` : text; }
 
+function currentIndex() {
+  return described.find((index) => index.name === state.index) || described[0];
+}
+
+function filterExample(fields, target) {
+  // Two of the index's own columns where it has them (a number, then a text), else the photos' size.
+  const own = Object.entries(fields || {}).filter(([name]) => !BUILT_IN.includes(name));
+  const number = own.find(([name, type]) => /int|float|double|decimal/.test(type) && !/^id$|_id$/i.test(name));
+  const text = own.find(([, type]) => /string|utf8/.test(type));
+  const parts = [];
+  if (number) parts.push(`${number[0]} < 100`);
+  if (text) parts.push(`${text[0]} == '\u2026'`);
+  if (!parts.length && target !== "text") parts.push("width > 500");
+  return parts.length ? `e.g. ${parts.join(" and ")}` : "this index has no metadata to filter by";
+}
+
+function showFilterHint() {
+  const index = currentIndex();
+  if (index) $("#where").placeholder = filterExample(index.fields[state.target], state.target);
+}
+
 async function loadIndexes() {
   try {
     const body = await call("/indexes", {});
+    described = body.indexes;
     const select = $("#index");
     if (body.indexes.length > 1) {
       select.replaceChildren(...body.indexes.map((index) => new Option(index.name, index.name)));
       select.value = state.index || body.indexes[0].name;
       select.parentElement.hidden = false;
     }
-    const current = body.indexes.find((index) => index.name === (state.index || body.indexes[0].name));
-    if (current && !new URLSearchParams(location.search).get("target")) {
-      state.target = current.targets.includes("product") ? "product" : current.targets[0] || "image";
-    }
-    document.querySelectorAll("input[name=target]").forEach((radio) => {
-      radio.disabled = current ? !current.targets.includes(radio.value) : false;
-      radio.parentElement.hidden = radio.disabled;
-    });
+    showTargets(!new URLSearchParams(location.search).get("target"));
   } catch (error) { showError(error.message); }
+}
+
+function showTargets(chooseTarget) {
+  // The kinds of item the current index holds; `chooseTarget`: pick its default (products, else the first).
+  const current = currentIndex();
+  if (current && chooseTarget) {
+    state.target = current.targets.includes("product") ? "product" : current.targets[0] || "image";
+  }
+  document.querySelectorAll("input[name=target]").forEach((radio) => {
+    radio.disabled = current ? !current.targets.includes(radio.value) : false;
+    radio.parentElement.hidden = radio.disabled;
+    radio.checked = radio.value === state.target;
+  });
+  showFilterHint();
 }
 
 function wire() {
@@ -230,9 +269,14 @@ function wire() {
   });
   document.querySelectorAll("input[name=target]").forEach((radio) => radio.addEventListener("change", () => {
     state.target = radio.value;
+    showFilterHint();
     search();
   }));
-  $("#index").addEventListener("change", (event) => { state.index = event.target.value; state.like = []; state.dislike = []; search(); });
+  $("#index").addEventListener("change", (event) => {
+    Object.assign(state, { index: event.target.value, like: [], dislike: [] });
+    showTargets(!currentIndex().targets.includes(state.target));
+    search();
+  });
   $("#file").addEventListener("change", (event) => useImage(event.target.files[0]));
   const drop = $("#drop");
   drop.addEventListener("dragover", (event) => { event.preventDefault(); drop.classList.add("dragging"); });
