@@ -68,8 +68,15 @@ def server(tmp_path_factory):
     build_index(root / "photos.idx", IndexConfig(images=[CATALOG / "images"], workers=0), encoder=encoder)
     build_index(root / "gaps.idx", IndexConfig(texts=[shop_with_gaps(root)], text_column="description",
                                                image_column="image", workers=0), encoder=encoder)
-    with Server(str(root / "shop.idx"), "--index", f"photos={root / 'photos.idx'}",
-                "--index", f"gaps={root / 'gaps.idx'}") as up:
+    keyed = root / "keyed"
+    keyed.mkdir()
+    shutil.copytree(CATALOG, keyed / "catalog")
+    build_index(root / "keyed.idx", IndexConfig(texts=[keyed / "catalog" / "listings.csv"], text_column="description",
+                                                image_column="image", id_column="id", workers=0), encoder=encoder)
+    up = Server(str(root / "shop.idx"), "--index", f"photos={root / 'photos.idx'}",
+                "--index", f"gaps={root / 'gaps.idx'}", "--index", f"keyed={root / 'keyed.idx'}")
+    up.keyed_table, up.keyed_index = keyed / "catalog" / "listings.csv", root / "keyed.idx"
+    with up:
         yield up
 
 
@@ -179,6 +186,31 @@ def test_like_and_dislike_change_the_list_and_can_be_taken_back(server, browser)
     wait(browser, lambda b: liked in rows(b) and disliked not in rows(b))
     assert "Disliked:" in browser.find_element(By.ID, "chips").text
     shot(browser, "06-like-removed-after-reload")
+
+
+def test_a_like_in_the_url_names_the_key_and_still_means_that_product_after_a_reindex(server, browser):
+    """A bookmarked like=19 named another product once its row was gone; with an id column the URL holds
+    id:KEY, which survives the table being re-ordered and indexed again."""
+    browser.get(server.url + RED_CAR + "&index=keyed")
+    wait(browser, lambda b: len(cards(b)) == 12)
+    liked_title = cards(browser)[1].find_element(By.CSS_SELECTOR, ".text").text
+    cards(browser)[1].find_element(By.CSS_SELECTOR, "button.like").click()
+    wait(browser, lambda b: (query_of(b).get("like") or [""])[0].startswith("id:") and len(cards(b)) == 11)
+    [reference] = query_of(browser)["like"]
+    with open(server.keyed_table, newline="", encoding="utf-8") as handle:
+        rows_before = list(csv.DictReader(handle))
+    liked_row = next(r for r in rows_before if r["id"] == reference.removeprefix("id:"))
+    assert liked_row["description"] == liked_title
+    reordered = [r for r in rows_before[::-1] if r is not liked_row] + [liked_row]  # it moves to the last line
+    with open(server.keyed_table, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows_before[0]))
+        writer.writeheader()
+        writer.writerows(reordered)
+    build_index(server.keyed_index, IndexConfig(workers=0), encoder=FakeEncoder())
+    browser.refresh()
+    wait(browser, lambda b: len(cards(b)) == 11)
+    texts = browser.execute_script("return [...document.querySelectorAll('#results .card .text')].map(t => t.textContent)")
+    assert liked_title not in texts and "Liked:" in browser.find_element(By.ID, "chips").text
 
 
 SLOW_NEXT_SEARCH = """

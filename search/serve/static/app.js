@@ -3,7 +3,7 @@
 
 const $ = (selector) => document.querySelector(selector);
 const state = { q: "", target: "image", where: "", like: [], dislike: [], k: 24, index: "", image: null };
-const labels = new Map(); // row id -> a short name, for the chips
+const labels = new Map(); // an item's reference (its key, e.g. sku:A12, else its row id) -> a short name, for the chips
 let described = []; // what /indexes says of each index: its targets, and the fields a filter can name
 const BUILT_IN = ["modality", "path", "width", "height", "size"]; // the filter's own columns (search/filters.py)
 let latestSearch = 0; // answers can come back out of order: only the latest search may draw the list
@@ -15,8 +15,10 @@ function readUrl() {
   state.where = params.get("where") || "";
   state.index = params.get("index") || "";
   state.k = Number(params.get("k")) || 24;
-  state.like = params.getAll("like").map(Number).filter(Number.isInteger);
-  state.dislike = params.getAll("dislike").map(Number).filter(Number.isInteger);
+  // Likes are kept as references: a key (sku:A12) where the item's table has an id column, so a bookmarked
+  // page names the same product after its table is indexed again; else a row id.
+  state.like = params.getAll("like").filter((ref) => ref.trim() !== "");
+  state.dislike = params.getAll("dislike").filter((ref) => ref.trim() !== "");
 }
 
 function writeUrl(push) {
@@ -132,7 +134,7 @@ function hasPhoto(hit) {
 function renderCard(hit) {
   const card = $("#card").content.firstElementChild.cloneNode(true);
   const name = hit.modality === "image" ? baseName(hit.path) : (hit.metadata.title || hit.text || "");
-  labels.set(hit.row_id, shorten(name, 28));
+  labels.set(reference(hit), shorten(name, 28));
   card.dataset.rowId = hit.row_id;
   if (hasPhoto(hit)) {
     const img = card.querySelector("img");
@@ -157,33 +159,41 @@ function renderCard(hit) {
     fields.append(term, detail);
   }
   card.querySelector(".more").addEventListener("click", () => {
-    Object.assign(state, { q: "", image: null, like: [hit.row_id], dislike: [] });
+    Object.assign(state, { q: "", image: null, like: [reference(hit)], dislike: [] });
     showForm();
     search();
   });
-  card.querySelector(".like").addEventListener("click", () => feedback("like", hit.row_id));
-  card.querySelector(".dislike").addEventListener("click", () => feedback("dislike", hit.row_id));
+  card.querySelector(".like").addEventListener("click", () => feedback("like", reference(hit)));
+  card.querySelector(".dislike").addEventListener("click", () => feedback("dislike", reference(hit)));
   return card;
 }
 
-function feedback(kind, rowId) {
+function reference(hit) {
+  return hit.reference || String(hit.row_id);
+}
+
+function feedback(kind, ref) {
   const other = kind === "like" ? "dislike" : "like";
-  state[other] = state[other].filter((id) => id !== rowId);
-  if (!state[kind].includes(rowId)) state[kind].push(rowId);
+  state[other] = state[other].filter((x) => x !== ref);
+  if (!state[kind].includes(ref)) state[kind].push(ref);
   search();
 }
 
 function renderChips() {
   const chips = [];
   if (state.image) chips.push(chip(`Photo: ${shorten(state.image.name, 24)}`, "query", () => { state.image = null; }));
-  for (const id of state.like) {
-    chips.push(chip(`Liked: ${labels.get(id) || `row ${id}`}`, "liked", () => { state.like = state.like.filter((x) => x !== id); }));
+  for (const ref of state.like) {
+    chips.push(chip(`Liked: ${labels.get(ref) || shownReference(ref)}`, "liked", () => { state.like = state.like.filter((x) => x !== ref); }));
   }
-  for (const id of state.dislike) {
-    chips.push(chip(`Disliked: ${labels.get(id) || `row ${id}`}`, "disliked", () => { state.dislike = state.dislike.filter((x) => x !== id); }));
+  for (const ref of state.dislike) {
+    chips.push(chip(`Disliked: ${labels.get(ref) || shownReference(ref)}`, "disliked", () => { state.dislike = state.dislike.filter((x) => x !== ref); }));
   }
   $("#chips").replaceChildren(...chips);
   $("#feedback").hidden = chips.length === 0;
+}
+
+function shownReference(ref) {
+  return /^\d+$/.test(ref) ? `row ${ref}` : ref;
 }
 
 function chip(text, kind, remove) {
