@@ -1,15 +1,15 @@
 """Recognising what a re-run need not touch, without loading the index.
 
-A text corpus whose size and modification time (its fingerprint) and reading options are
-as recorded is not read again: its items are kept as they are. A re-run whose every source
-is unchanged (image files by path, size and mtime against the stored rows, read as Arrow
-columns) commits nothing and only records the run. So re-running over millions of unchanged
-items costs a directory walk, not a reload of the index.
+A text corpus whose size and modification time (its fingerprint) and reading options (text
+column, encoding, missing markers, column types) are as recorded is not read again: its
+items are kept as they are. A re-run whose every source is unchanged (image files by path,
+size and mtime against the stored rows, read as Arrow columns) commits nothing and only
+records the run. So re-running over millions of unchanged items costs a directory walk, not a
+reload of the index.
 """
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 
 import numpy as np
 
@@ -39,7 +39,7 @@ def skip_unchanged_corpora(plan: SourcePlan, recorded: list[Source]) -> SourcePl
         before = known.get(source.key)
         return (source.kind == "texts" and before is not None and source.image_column is None
                 and before.fingerprint is not None and before.fingerprint == fingerprint(source.path)
-                and replace(source, fingerprint=None) == replace(before, fingerprint=None))
+                and source.as_read == before.as_read)  # the same reading options: na_values, column_types, ...
 
     kept = {s.key for s in plan.synced if unchanged(s)}
     sources = [known[s.key] if s.key in kept else s for s in plan.sources]
