@@ -31,7 +31,8 @@ def fingerprint(path: str) -> str | None:
 def skip_unchanged_corpora(plan: SourcePlan, recorded: list[Source]) -> SourcePlan:
     """The plan without the plain text corpora that are as recorded: their items are kept, unread.
 
-    Tables of products are always read: their photos may have changed while the table did not.
+    Tables of products are always read: their photos may have changed while the table did not. A corpus
+    recorded before columns were (by an xmodal that typed "N/A" as text) is read once more, to type it anew.
     """
     known = {s.key: s for s in recorded}
 
@@ -39,6 +40,7 @@ def skip_unchanged_corpora(plan: SourcePlan, recorded: list[Source]) -> SourcePl
         before = known.get(source.key)
         return (source.kind == "texts" and before is not None and source.image_column is None
                 and before.fingerprint is not None and before.fingerprint == fingerprint(source.path)
+                and before.columns is not None
                 and source.as_read == before.as_read)  # the same reading options: na_values, column_types, ...
 
     kept = {s.key for s in plan.synced if unchanged(s)}

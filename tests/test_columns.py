@@ -173,6 +173,20 @@ def test_na_values_changes_the_set_and_is_recorded(tmp_path):
         "error: --na-values applies to the tables named in the same run; name them with --texts FILE\n")
 
 
+def test_a_corpus_recorded_before_columns_were_is_read_once_more_and_retyped(shop, tmp_path):
+    out = tmp_path / "idx"
+    build_index(out, IndexConfig(texts=[shop], na_values=["N/A"]), encoder=FakeEncoder())  # as before: "-" was text
+    manifest = json.loads((out / "manifest.json").read_text())
+    for source in manifest["sources"]:  # what an index written before this xmodal recorded
+        del source["columns"], source["na_values"]
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    report = build_index(out, IndexConfig(), encoder=FakeEncoder())
+    assert report.committed and report.stats.encoded == 0
+    assert [(c.name, c.type) for c in report.columns[str(shop)]][2] == ("price", "float")
+    again = build_index(out, IndexConfig(), encoder=FakeEncoder())
+    assert not again.committed and again.columns == {}  # recorded now: not read again
+
+
 def test_column_types_set_what_inference_would_get_wrong(tmp_path):
     path = tmp_path / "stores.csv"
     path.write_text("title,zip,price,open,text\nNorth,12345,20,yes,north shop\nSouth,02134,35,no,south shop\n"
