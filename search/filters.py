@@ -82,7 +82,7 @@ Node = Union[Compare, In, Contains, Logic]
 
 @dataclass(frozen=True)
 class TextCause:
-    """Why a column that holds numbers is text: the first line of a corpus whose value is not a number."""
+    """Why a column that is mostly numbers is text: the first line of its corpus whose value is not a number."""
 
     file: str  # the corpus's name
     line: int
@@ -107,8 +107,8 @@ class Filter:
 
     def mask(self, table: pa.Table, causes: Mapping[str, TextCause] | None = None) -> np.ndarray:
         """One bool per row of `table` (its columns: the built-ins and the metadata fields): True where the
-        filter holds. `causes`: why text columns that hold numbers are text, for a filter comparing one
-        with a number to say."""
+        filter holds. `causes`: why text columns that are mostly numbers are text, for a filter comparing
+        one with a number to say."""
         missing = sorted(self.columns - set(table.column_names))
         if missing:
             known = ", ".join(sorted((c for c in table.column_names if c != "row_id"),

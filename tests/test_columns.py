@@ -348,7 +348,7 @@ def catalog_index(tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("pattern", ["car", "CAR", "Red", "t-shirt", "e", "", "zzz", "CYCLE"])
+@pytest.mark.parametrize("pattern", ["car", "CAR", "Red", "t-shirt", "e", "", "zzz", "CYCLE", ".", "s.*r"])
 def test_contains_matches_a_python_oracle_on_the_demo_catalog(catalog_index, pattern):
     index = open_index(catalog_index, encoder=FakeEncoder())
     with open(CATALOG / "listings.csv", newline="", encoding="utf-8") as handle:
