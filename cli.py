@@ -103,6 +103,8 @@ def index(
     ray_actors: Optional[int] = typer.Option(None, "--ray-actors", min=1, metavar="N", help="Encoding actors on Ray, each holding its own copy of the model (default: one per GPU of the cluster, else one per CPU core; fewer if memory is short)."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Try files that failed before, changed or not."),
     replace_sources: bool = typer.Option(False, "--replace-sources", help="Make the sources named here the index's whole set, dropping the others and their items."),
+    na_values: Optional[str] = typer.Option(None, "--na-values", metavar="A,B,...", help="Cells of the tables named here that mean a missing value, comma-separated, matched ignoring case (default: as recorded, else NA,N/A,null,None,-,nan; empty cells always); '' leaves only empty cells."),
+    column_types: Optional[str] = typer.Option(None, "--column-types", metavar="NAME=TYPE,...", help="Set columns' types instead of inferring them, e.g. price=float,zip=str (int, float, bool, str); every cell must convert. Default: as recorded; '' clears."),
 ) -> None:
     """Embed images and texts into one space and write a searchable index.
 
@@ -122,7 +124,8 @@ def index(
                          batch_size=batch_size, workers=workers, index_type=index_type, max_pixels=max_pixels,
                          retry_failed=retry_failed, replace_sources=replace_sources, vectors=vectors,
                          memory_budget=memory_budget, image_decode=decode, background=background,
-                         engine="ray" if ray or ray_address else "local", ray_address=ray_address, ray_actors=ray_actors)
+                         engine="ray" if ray or ray_address else "local", ray_address=ray_address, ray_actors=ray_actors,
+                         na_values=na_values, column_types=column_types)
     report = _run(lambda: build_index(out, config, progress=_tqdm_progress))
     where = f"on {report.device}" if report.device else "(not loaded: nothing to encode)"
     typer.echo(f"model: {report.model} {where}")
@@ -130,11 +133,24 @@ def index(
         typer.echo(f"skipped {failure.where()}: {failure.reason}", err=True)
     if len(report.failures) > 20:
         typer.echo(f"... and {len(report.failures) - 20} more (xmodal info {out} --failures)", err=True)
+    for corpus, columns in report.columns.items():
+        for column in columns:
+            typer.echo(_column_line(Path(corpus).name, column), err=True)
     stats = report.stats
     typer.echo(f"indexed {_held(report.counts, report.failures)}; {_skipped(report.failures)}; "
                f"{report.seconds:.1f} s, {report.items_per_second:.1f} items/s -> {report.path}")
     typer.echo(f"this run: encoded {stats.encoded}, reused {stats.reused}, resumed {stats.resumed}, "
                f"removed {stats.removed}, failed {stats.failed}" + ("" if report.committed else " (nothing changed)"))
+
+
+def _column_line(corpus: str, column) -> str:
+    """How a run typed one column of a corpus it read: its type and nulls, and why a column of numbers is text."""
+    kind = "no values" if column.type == "empty" else column.type + (" (set by --column-types)" if column.set else "")
+    line = f"column {column.name} ({corpus}): {kind}, {_count(column.nulls, 'null')}"
+    if column.first_text_line is not None:
+        line += (f"; mostly numbers, but line {column.first_text_line} holds {column.first_text_value!r} "
+                 "(if that means missing, add it to --na-values)")
+    return line
 
 
 def _held(counts: dict[str, int], failures=()) -> str:
@@ -402,8 +418,9 @@ def info(
     typer.echo(f"model:    {model.describe()} [{model.family}]")
     typer.echo(f"items:    {_held(manifest.counts)}; {manifest.failures} skipped")
     for source in manifest.sources:
-        options = "".join(f", {k} {v}" for k, v in source.to_dict().items() if k not in ("kind", "path", "fingerprint"))
-        typer.echo(f"source:   {source.path} ({source.kind}{options}){_identity(source)}")
+        typer.echo(f"source:   {source.path} ({source.kind}{_source_options(source)}){_identity(source)}")
+        if source.columns:
+            typer.echo(f"columns:  {', '.join(_column_summary(c) for c in source.columns)}")
     for modality, ann in summary["ann"].items():
         typer.echo(f"ann:      {modality}: {ann}")
     deleted = sum(s.deleted_count for s in manifest.segments)
@@ -431,6 +448,30 @@ def _identity(source) -> str:
     if source.image_column:
         return "; a row is known by its description and photo (no --id-column)"
     return "; a row is known by its text (no --id-column)"
+
+
+def _source_options(source) -> str:
+    """A source's reading options, as they would be given: ', text_column description, na_values N/A,-'."""
+    shown = []
+    for key, value in source.to_dict().items():
+        if key in ("kind", "path", "fingerprint", "columns"):
+            continue
+        if key == "na_values":
+            value = ",".join(value) or "''"
+        elif key == "column_types":
+            value = ",".join(f"{name}={kind}" for name, kind in value.items())
+        shown.append(f", {key} {value}")
+    return "".join(shown)
+
+
+def _column_summary(column: dict) -> str:
+    """'price int', 'price float (2 nulls)', "note text (line 7 holds 'call us')", 'zip text (set)'."""
+    notes = ["set"] if column.get("set") else []
+    if column.get("nulls"):
+        notes.append(_count(column["nulls"], "null"))
+    if column.get("first_text_line") is not None:
+        notes.append(f"line {column['first_text_line']} holds {column['first_text_value']!r}")
+    return f"{column['name']} {column['type']}" + (f" ({'; '.join(notes)})" if notes else "")
 
 
 @app.command("eval")

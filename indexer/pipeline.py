@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -39,7 +40,7 @@ from .store.manifest import FORMAT_VERSION, Source
 from .store.segments import check_vector_dtype
 from .store.tables import items_table, read_failures
 from .stored import StoredState, load_state
-from .sync import SourcePlan, check_replace, named_sources, plan_sources, reading_options
+from .sync import SourcePlan, check_replace, column_typing, named_sources, plan_sources, reading_options
 from .unchanged import fingerprint, nothing_changed, skip_unchanged_corpora
 from .warm_start import WarmStart
 
@@ -73,6 +74,9 @@ class IndexConfig:
     engine: str = "local"  # "ray": decode and encode on a Ray cluster (indexer/ray_engine.py)
     ray_address: str | None = None  # None: a local Ray with this machine's cores
     ray_actors: int | None = None  # encoding actors, each holding the model; None: one per GPU, else per CPU core
+    # Typing the tables named in `texts` (None: as recorded, else the defaults):
+    na_values: Sequence[str] | str | None = None  # cells meaning missing (sources.DEFAULT_NA_VALUES); [] only empty
+    column_types: dict[str, str] | str | None = None  # set, not inferred: {"price": "float", "zip": "str"}; {} clears
 
 
 @dataclass
@@ -86,6 +90,7 @@ class IndexReport:
     model: str
     stats: RunStats
     committed: bool
+    columns: dict[str, list[sources.ColumnInfo]] = field(default_factory=dict)  # per corpus read: its columns
 
     @property
     def items_per_second(self) -> float:
@@ -110,7 +115,7 @@ def build_index(out: str | Path, config: IndexConfig, progress: ProgressFactory 
     check_engine(config.engine, config.ray_actors, config.ray_address)
     check_vector_dtype(config.vectors)
     named = named_sources(config.images, config.texts, config.text_column, config.encoding, config.image_column,
-                          config.id_column)
+                          config.id_column, typing=_named_typing(config))
     check_replace(config.replace_sources, named)
     recorded = previous.sources if previous else []
     source_plan = skip_unchanged_corpora(plan_sources(named, recorded, config.replace_sources), recorded)
@@ -137,17 +142,24 @@ class FoundItems:
     products: list[sources.TextRecord]  # rows of tables read with an image column
     skipped_rows: list[Failure]
     fingerprints: dict[tuple[str, str], str | None] = field(default_factory=dict)  # corpora as they were read
+    tables: dict[tuple[str, str], sources.Corpus] = field(default_factory=dict)  # tables of products, by source key
 
     @property
     def empty(self) -> bool:
         return not self.image_paths and not self.corpora and not self.products
+
+    def columns(self) -> dict[tuple[str, str], list[sources.ColumnInfo]]:
+        """Each corpus read's columns as typed (a streamed Parquet file's are complete once it was streamed)."""
+        found = {("texts", str(c.path)): c.column_info() for c in self.corpora}
+        found.update({key: table.columns for key, table in self.tables.items()})
+        return found
 
 
 def read_sources(index: Path, synced: list[Source], recorded: list[Source]) -> FoundItems:
     """Read the sources a run syncs. A newly added folder must hold images, and a newly added corpus rows;
     a recorded one may be emptied (its items are then removed)."""
     known = {s.key for s in recorded}
-    image_paths, corpora, products, skipped, fingerprints = [], [], [], [], {}
+    image_paths, corpora, products, skipped, fingerprints, tables = [], [], [], [], {}, {}
     for source in synced:
         if source.kind == "images":
             if source.key in known and not os.path.exists(source.path):
@@ -161,17 +173,44 @@ def read_sources(index: Path, synced: list[Source], recorded: list[Source]) -> F
             continue
         fingerprints[source.key] = fingerprint(source.path)  # before reading: a later edit is seen next run
         if not source.image_column:
-            prepared = sources.prepare_corpus(source.path, *reading_options(source)[:2], source.id_column)
+            prepared = sources.prepare_corpus(source.path, *reading_options(source)[:2], column_typing(source),
+                                              source.id_column)
             if not prepared.rows and source.key not in known:
                 raise sources.empty_corpus_error(source.path)
             corpora.append(prepared)
             continue
-        corpus = sources.read_corpus(source.path, *reading_options(source), id_column=source.id_column)
+        corpus = sources.read_corpus(source.path, *reading_options(source), id_column=source.id_column,
+                                     typing=column_typing(source))
         if not corpus.records and not corpus.skipped and source.key not in known:
             raise sources.empty_corpus_error(source.path)
         products.extend(corpus.records)
         skipped.extend(_skipped(corpus.skipped))
-    return FoundItems(sorted(set(image_paths)), corpora, products, skipped, fingerprints)
+        tables[source.key] = corpus
+    return FoundItems(sorted(set(image_paths)), corpora, products, skipped, fingerprints, tables)
+
+
+def _named_typing(config: IndexConfig) -> dict:
+    """The missing markers and column types given for the corpora named (in the CLI's forms or as a list and
+    a dict), checked; those not given are left to the record."""
+    given = {}
+    if config.na_values is not None:
+        na_values = config.na_values
+        given["na_values"] = sources.parse_na_values(na_values) if isinstance(na_values, str) else tuple(na_values)
+    if config.column_types is not None:
+        types = config.column_types
+        given["column_types"] = sources.parse_column_types(types) if isinstance(types, str) else \
+            sources.check_column_types(types)
+    if given and not config.texts:  # else silently unused: the recorded tables keep their own
+        raise InvalidInputError(f"{option(next(iter(given)))} applies to the tables named in the same run; "
+                                f"name them with {option('texts', 'FILE')}")
+    return given
+
+
+def _with_columns(sources_held: list[Source], found: FoundItems) -> list[Source]:
+    """The sources, each corpus read this run recording its columns as typed."""
+    columns = found.columns()
+    return [replace(s, columns=[c.to_record() for c in columns[s.key]]) if s.key in columns else s
+            for s in sources_held]
 
 
 def _skipped(rows: list[sources.SkippedRow]) -> list[Failure]:
@@ -274,13 +313,14 @@ def _run_with_model(index_dir: IndexDir, config: IndexConfig, source_plan: Sourc
         delta.stats.reused += len(state.texts.of_sources({s.path for s in source_plan.unchanged}))
         delta.failures = failures_kept + images.carried_failures + product_plan.carried_failures + \
             new_failures + [f for f in skipped if f in known]
-        delta.sources, delta.next_row_id = source_plan.sources, ids.next
+        delta.sources, delta.next_row_id = _with_columns(source_plan.sources, found), ids.next
         with timer.stage("write"):  # on Ray still: the last segment's IVF lists are filled there
             delta.stats.seconds = round(time.perf_counter() - started, 3)
             manifest, committed = commit_state(index_dir, model.identity, previous, state, delta)
     journal.clear()
     return IndexReport(index_dir.root, dict(manifest.counts), delta.failures, time.perf_counter() - started,
-                       timer.seconds, model.device, model.identity.describe(), delta.stats, committed)
+                       timer.seconds, model.device, model.identity.describe(), delta.stats, committed,
+                       {key[1]: infos for key, infos in found.columns().items()})
 
 
 @contextmanager

@@ -195,22 +195,34 @@ def _first_of_each(values: np.ndarray) -> np.ndarray:
 
 
 def same_metadata(stored: pa.Array | None, given: pa.Array | None, n: int) -> np.ndarray:
-    """Row by row, whether two struct columns hold equal values (a field one lacks counts as null)."""
+    """Row by row, whether two struct columns hold equal values (a field one lacks counts as null; two
+    nulls are equal). A value of another type is another value: "12" stored as text is not 12, so a
+    column re-typed (a fixed cell, other missing markers) rewrites its rows; ints and floats compare as
+    numbers."""
     fields = {f.name for a in (stored, given) if a is not None for f in a.type}
     same = np.ones(n, bool)
     for name in fields:
         left, right = _field(stored, name, n), _field(given, name, n)
+        both_null = pc.and_(pc.is_null(left), pc.is_null(right)).to_numpy(zero_copy_only=False)
         try:
             if pa.types.is_null(left.type):
                 left = left.cast(right.type)
-            elif left.type != right.type:
+            elif pa.types.is_null(right.type):
                 right = right.cast(left.type)
+            elif left.type != right.type:
+                if not (_is_number(left.type) and _is_number(right.type)):
+                    same &= both_null
+                    continue
+                left, right = left.cast(pa.float64()), right.cast(pa.float64())
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             return np.zeros(n, bool)
-        both_null = pc.and_(pc.is_null(left), pc.is_null(right))
-        equal = pc.fill_null(pc.equal(left, right), False)
-        same &= pc.or_(equal, both_null).to_numpy(zero_copy_only=False)
+        equal = pc.fill_null(pc.equal(left, right), False).to_numpy(zero_copy_only=False)
+        same &= equal | both_null
     return same
+
+
+def _is_number(arrow_type: pa.DataType) -> bool:
+    return pa.types.is_integer(arrow_type) or pa.types.is_floating(arrow_type)
 
 
 def _field(struct: pa.Array | None, name: str, n: int) -> pa.Array:

@@ -5,6 +5,12 @@ mark) unless another encoding is named. A corpus that does not decode is
 refused with the file and line; where only a few rows are bad (at most 1% of
 lines), those rows are skipped and reported with their line numbers, as are
 rows whose text is empty. Every record carries its corpus and line.
+
+Table cells that are empty or a missing marker (NA, N/A, null, None, -, nan by
+default, matched ignoring case and surrounding spaces) are nulls, in every format,
+so one "N/A" does not make a column of prices text. A column's type is inferred
+from its other cells unless set (`ColumnTyping.column_types`); what a read found
+of each column (`ColumnInfo`) is reported and recorded with the source.
 """
 from __future__ import annotations
 
@@ -32,6 +38,85 @@ BAD_LINE_SHARE = 0.01  # more undecodable lines than this and the corpus is in a
 _UNDECODED = re.compile("[\udc80-\udcff]")  # what errors="surrogateescape" leaves for a bad byte
 _INT = re.compile(r"[+-]?(0|[1-9][0-9]*)")  # no leading zeros: "01234" is an identifier, not a number
 _FLOAT = re.compile(r"[+-]?((0|[1-9][0-9]*)(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
+# A type set by the user converts what it can read: leading zeros are fine there ("01234" as an int is 1234).
+_WHOLE = re.compile(r"[+-]?[0-9]+")
+_CODE = re.compile(r"0[0-9]+")  # digits with a leading zero: a zip code, a phone number, an article number
+_DECIMAL = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
+_TRUTH = {"true": True, "false": False, "yes": True, "no": False, "1": True, "0": False}
+DEFAULT_NA_VALUES = ("NA", "N/A", "null", "None", "-", "nan")  # cells that mean missing; an empty cell always does
+COLUMN_TYPES = {"int": "int", "float": "float", "bool": "bool", "str": "text", "text": "text"}  # name -> type
+
+
+@dataclass(frozen=True)
+class ColumnTyping:
+    """How a table's cells become typed values: the markers that mean missing (matched ignoring case and
+    surrounding spaces; an empty cell always means missing), and columns whose type is set, not inferred."""
+
+    na_values: tuple[str, ...] = DEFAULT_NA_VALUES
+    column_types: dict[str, str] = field(default_factory=dict)  # column -> int | float | bool | text
+
+    def __post_init__(self):
+        object.__setattr__(self, "markers", frozenset(v.strip().lower() for v in self.na_values))
+
+    def missing(self, value: Any) -> bool:
+        if value is None:
+            return True
+        if isinstance(value, str):
+            cell = value.strip()
+            return not cell or cell.lower() in self.markers
+        return isinstance(value, float) and value != value  # NaN: a float's own "missing"
+
+
+def parse_na_values(text: str) -> tuple[str, ...]:
+    """`--na-values` as given: comma-separated markers; "" leaves only empty cells missing."""
+    return tuple(v.strip() for v in text.split(",") if v.strip())
+
+
+def parse_column_types(text: str) -> dict[str, str]:
+    """`--column-types price=float,zip=str` as a checked mapping of column -> type."""
+    types = {}
+    for part in (p.strip() for p in text.split(",")):
+        name, equals, kind = (x.strip() for x in part.partition("="))
+        if not part:
+            continue
+        if not equals or not name or not kind:
+            raise InvalidInputError(f"{option('column_types')} takes NAME=TYPE pairs, e.g. price=float,zip=str "
+                                    f"(got {part!r})")
+        types[name] = kind
+    return check_column_types(types)
+
+
+def check_column_types(types: dict[str, str]) -> dict[str, str]:
+    """The types named, in their canonical names (str is text); an unknown one is refused."""
+    checked = {}
+    for name, kind in types.items():
+        if str(kind).lower() not in COLUMN_TYPES:
+            raise InvalidInputError(f"unknown column type {kind!r} for {name} in {option('column_types')}; "
+                                    "use int, float, bool or str")
+        checked[name] = COLUMN_TYPES[str(kind).lower()]
+    return checked
+
+
+@dataclass(frozen=True)
+class ColumnInfo:
+    """What reading a corpus found of one metadata column (over the rows that became items).
+
+    A text column that is mostly numbers (more than half of its values) keeps the first line whose
+    value is not one: why the column is text, what the run reports and what a filter comparing it
+    with a number names. A column holding codes with leading zeros (zip codes: "01234") is text by
+    intent, and keeps none.
+    """
+
+    name: str
+    type: str  # int | float | bool | text | empty (no values at all)
+    nulls: int
+    set: bool = False  # the type was set (column_types), not inferred
+    first_text_line: int | None = None  # a text column that is mostly numbers: the first line holding no number
+    first_text_value: str | None = None
+
+    def to_record(self) -> dict[str, Any]:
+        """As the manifest records it with its source (Source.columns)."""
+        return {k: v for k, v in self.__dict__.items() if v is not None and v is not False}
 
 
 @dataclass(frozen=True)
@@ -55,6 +140,7 @@ class SkippedRow:
 class Corpus:
     records: list[TextRecord]
     skipped: list[SkippedRow]
+    columns: list[ColumnInfo] = field(default_factory=list)  # its metadata columns, as typed
 
 
 @dataclass
@@ -81,42 +167,57 @@ class PreparedCorpus:
     encoding: str
     columns: _ColumnTypes | None  # learnt by a first pass; None: a plain Parquet file, read as columns
     rows: int  # rows of the file (usable or not): for progress
+    typing: ColumnTyping = field(default_factory=ColumnTyping)
+    _parquet_nulls: dict[str, int] = field(default_factory=dict)  # a plain Parquet file: counted as it streams
     id_column: str | None = None
 
     def batches(self, rows: int | None = None) -> Iterator[TextBatch]:
         rows = rows or STREAM_ROWS
         if self.columns is None:
-            return _parquet_batches(self.path, self.text_column, rows, self.id_column)
-        records = _records(self.path, self.text_column, self.encoding, columns=self.columns, id_column=self.id_column)
+            self._parquet_nulls.clear()
+            return _parquet_batches(self.path, self.text_column, rows, self.typing, self._parquet_nulls, self.id_column)
+        records = _records(self.path, self.text_column, self.encoding, self.columns, id_column=self.id_column)
         return _record_batches(records, str(self.path), rows)
+
+    def column_info(self) -> list[ColumnInfo]:
+        """Its metadata columns as typed; for a plain Parquet file, complete once its batches are read."""
+        if self.columns is not None:
+            return self.columns.infos()
+        schema = _parquet_file(self.path).schema_arrow
+        return [ColumnInfo(f.name, _arrow_kind(f.type), self._parquet_nulls.get(f.name, 0))
+                for f in schema if f.name != self.text_column]
 
 
 def prepare_corpus(path: str | Path, text_column: str | None = None, encoding: str = DEFAULT_ENCODING,
-                   id_column: str | None = None) -> PreparedCorpus:
+                   typing: ColumnTyping | None = None, id_column: str | None = None) -> PreparedCorpus:
     """Check a corpus (it exists, decodes, has the text column, its keys are unique) and learn its columns'
-    types, keeping no rows."""
+    types, keeping no rows.
+
+    A type set in `typing` is checked here, on every cell: a cell it cannot convert is refused now.
+    """
     path = Path(os.path.abspath(path))
+    typing = typing or ColumnTyping()
     suffix = check_corpus(path, encoding)
     column = text_column or DEFAULT_TEXT_COLUMN
-    if suffix == ".parquet" and _plain_parquet(path, column):
+    if suffix == ".parquet" and not typing.column_types and _plain_parquet(path, column):
         _check_text_column(path, column)
         if id_column:
             _check_parquet_keys(path, id_column)
-        return PreparedCorpus(path, column, encoding, None, _parquet_file(path).metadata.num_rows, id_column)
-    if suffix != ".parquet":
-        _check_decodes(path, encoding)
-    columns = _scan_columns(path, _rows(path, suffix, encoding), column, None, id_column)
-    return PreparedCorpus(path, column, encoding, columns, columns.rows, id_column)
+        return PreparedCorpus(path, column, encoding, None, _parquet_file(path).metadata.num_rows, typing,
+                              id_column=id_column)
+    columns = _scanned(path, suffix, encoding, column, None, typing, id_column)
+    return PreparedCorpus(path, column, encoding, columns, columns.rows, typing, id_column=id_column)
 
 
 def stream_corpus(path: str | Path, text_column: str | None = None, encoding: str = DEFAULT_ENCODING,
-                  rows: int | None = None, id_column: str | None = None) -> Iterator[TextBatch]:
+                  rows: int | None = None, typing: ColumnTyping | None = None,
+                  id_column: str | None = None) -> Iterator[TextBatch]:
     """The texts of one corpus in batches: the same rows as `read_corpus`, holding one batch at a time.
 
     Plain Parquet files (text, number and boolean columns) are read as columns; other formats row by
     row, in two passes (the first learns each column's type: CSV needs every row for that).
     """
-    return prepare_corpus(path, text_column, encoding, id_column).batches(rows)
+    return prepare_corpus(path, text_column, encoding, typing, id_column).batches(rows)
 
 
 def _record_batches(records: Iterator[TextRecord | SkippedRow], source: str, rows: int) -> Iterator[TextBatch]:
@@ -178,7 +279,8 @@ def _plain_parquet(path: Path, text_column: str) -> bool:
     return text_is_text and all(any(test(f.type) for test in plain) for f in schema)
 
 
-def _parquet_batches(path: Path, text_column: str, rows: int, id_column: str | None = None) -> Iterator[TextBatch]:
+def _parquet_batches(path: Path, text_column: str, rows: int, typing: ColumnTyping,
+                     nulls: dict[str, int], id_column: str | None = None) -> Iterator[TextBatch]:
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -195,21 +297,41 @@ def _parquet_batches(path: Path, text_column: str, rows: int, id_column: str | N
         empty = lines[~usable.to_numpy(zero_copy_only=False)]
         metadata = None
         if others:
-            metadata = pa.StructArray.from_arrays([_plain(batch.column(n)) for n in others], others).filter(usable)
+            metadata = pa.StructArray.from_arrays([_plain(batch.column(n), typing) for n in others],
+                                                  others).filter(usable)
+            for number, name in enumerate(others):
+                nulls[name] = nulls.get(name, 0) + metadata.field(number).null_count
         keys = _key_texts(batch.column(id_column)).filter(usable) if id_column else None
         yield TextBatch(str(path), texts.filter(usable), lines[usable.to_numpy(zero_copy_only=False)], metadata,
                         [SkippedRow(str(path), int(line), "empty text") for line in empty], keys)
 
 
-def _plain(column):
-    """A metadata column typed as read_corpus types it: int64, float64, bool or string."""
+def _plain(column, typing: ColumnTyping):
+    """A metadata column typed as read_corpus types it: int64, float64, bool or string; NaN and the
+    missing markers are nulls."""
     import pyarrow as pa
+    import pyarrow.compute as pc
 
-    for test, kind in ((pa.types.is_integer, pa.int64()), (pa.types.is_floating, pa.float64()),
-                       (pa.types.is_boolean, pa.bool_())):
+    for test, kind in ((pa.types.is_integer, pa.int64()), (pa.types.is_boolean, pa.bool_())):
         if test(column.type):
             return column.cast(kind)
-    return column.cast(pa.string())
+    if pa.types.is_floating(column.type):
+        column = column.cast(pa.float64())
+        return pc.if_else(pc.fill_null(pc.is_nan(column), False), pa.scalar(None, pa.float64()), column)
+    column = column.cast(pa.string())
+    markers = pa.array(sorted(typing.markers | {""}), pa.string())
+    missing = pc.fill_null(pc.is_in(pc.utf8_lower(pc.utf8_trim_whitespace(column)), value_set=markers), False)
+    return pc.if_else(missing, pa.scalar(None, pa.string()), column)
+
+
+def _arrow_kind(arrow_type) -> str:
+    """A plain Parquet column's type, named as ColumnInfo names types."""
+    import pyarrow as pa
+
+    for test, kind in ((pa.types.is_integer, "int"), (pa.types.is_floating, "float"), (pa.types.is_boolean, "bool")):
+        if test(arrow_type):
+            return kind
+    return "text"
 
 
 def find_images(roots: list[str | Path]) -> list[str]:
@@ -264,41 +386,50 @@ def _walk_images(root: Path, extensions: frozenset[str]) -> Iterator[str]:
                 yield path
 
 
-def read_texts(path: str | Path, text_column: str | None = None, encoding: str = DEFAULT_ENCODING) -> list[TextRecord]:
+def read_texts(path: str | Path, text_column: str | None = None, encoding: str = DEFAULT_ENCODING,
+               typing: ColumnTyping | None = None) -> list[TextRecord]:
     """The texts of one corpus (rows that cannot be used are left out; see read_corpus)."""
-    return read_corpus(path, text_column, encoding).records
+    return read_corpus(path, text_column, encoding, typing=typing).records
 
 
 def read_corpus(path: str | Path, text_column: str | None = None, encoding: str = DEFAULT_ENCODING,
-                image_column: str | None = None, id_column: str | None = None) -> Corpus:
-    """Texts of one corpus, and the rows skipped with their reasons.
+                image_column: str | None = None, typing: ColumnTyping | None = None,
+                id_column: str | None = None) -> Corpus:
+    """Texts of one corpus, the rows skipped with their reasons, and its columns as typed.
 
     In tables every column but the text column is kept as metadata, typed. With an
     image column, each row links its photo (relative to the table's folder, or
-    absolute): the record's `image`; an empty cell means the row has no photo. With an
-    id column, each row's key (its cell, as text) is the record's `key`: keys must be
+    absolute): the record's `image`; an empty (or missing-marker) cell means the row has no photo.
+    With an id column, each row's key (its cell, as text) is the record's `key`: keys must be
     present and unique (KeyColumnError names the lines otherwise).
     """
+    path = Path(os.path.abspath(path))
+    text_column = text_column or DEFAULT_TEXT_COLUMN
+    columns = _scanned(path, check_corpus(path, encoding), encoding, text_column, image_column,
+                       typing or ColumnTyping())
     records, skipped = [], []
-    for item in _records(Path(os.path.abspath(path)), text_column, encoding, image_column, id_column=id_column):
+    for item in _records(path, text_column, encoding, columns, image_column, id_column):
         (records if isinstance(item, TextRecord) else skipped).append(item)
     skipped.sort(key=lambda s: s.line)
-    return Corpus(records, skipped)
+    return Corpus(records, skipped, columns.infos())
 
 
-def _records(path: Path, text_column: str | None, encoding: str, image_column: str | None = None,
-             columns: _ColumnTypes | None = None, id_column: str | None = None) -> Iterator[TextRecord | SkippedRow]:
-    """The corpus's records and skipped rows in line order, in two passes over the file.
+def _scanned(path: Path, suffix: str, encoding: str, text_column: str, image_column: str | None,
+             typing: ColumnTyping, id_column: str | None = None) -> _ColumnTypes:
+    """The first pass over a checked corpus: its columns and each one's type."""
+    if suffix != ".parquet":
+        _check_decodes(path, encoding)
+    return _scan_columns(path, _rows(path, suffix, encoding), text_column, image_column, typing, id_column)
 
-    The first pass learns the columns and each one's type (a CSV column is a number only if every
-    cell is), the second converts row by row: nothing but the current row is held.
+
+def _records(path: Path, text_column: str, encoding: str, columns: _ColumnTypes,
+             image_column: str | None = None, id_column: str | None = None) -> Iterator[TextRecord | SkippedRow]:
+    """The corpus's records and skipped rows in line order: the second pass over the file.
+
+    The first pass (`_scanned`) learnt the columns and each one's type (a CSV column is a number only
+    if every cell is); this one converts row by row: nothing but the current row is held.
     """
-    suffix = check_corpus(path, encoding)
-    text_column = text_column or DEFAULT_TEXT_COLUMN
-    if columns is None:  # else a prepared corpus: checked and scanned already
-        if suffix != ".parquet":
-            _check_decodes(path, encoding)
-        columns = _scan_columns(path, _rows(path, suffix, encoding), text_column, image_column, id_column)
+    suffix = path.suffix.lower()
     source = str(path)
     for line, row in _rows(path, suffix, encoding):
         if isinstance(row, str):
@@ -309,7 +440,7 @@ def _records(path: Path, text_column: str | None, encoding: str, image_column: s
         if not text:
             yield SkippedRow(source, line, "empty text")
             continue
-        photo = _photo_path(path, row.get(image_column)) if image_column else None
+        photo = _photo_path(path, row.get(image_column), columns.typing) if image_column else None
         key = key_text(row.get(id_column)) if id_column else None
         yield TextRecord(text, source, line, columns.typed(row), photo, key)
 
@@ -445,85 +576,191 @@ def _decode_cell(value: Any, encoding: str) -> Any:
 
 # ---- rows -> records ----------------------------------------------------------------------------------
 
-def _photo_path(table: Path, cell: Any) -> str | None:
-    if cell is None or not str(cell).strip():
+def _photo_path(table: Path, cell: Any, typing: ColumnTyping) -> str | None:
+    if typing.missing(cell) or not str(cell).strip():
         return None
     return os.path.normpath(os.path.join(table.parent, os.path.expanduser(str(cell).strip())))
 
 
+@dataclass
+class _Seen:
+    """What the first pass saw of one column's present (not missing) values."""
+
+    present: int = 0
+    numbers: int = 0  # values that are numbers (ints or floats)
+    ints: bool = True  # CSV: every value is a whole number (no leading zeros: "01234" is an identifier)
+    floats: bool = True  # CSV: every value is a number
+    bools: bool = True  # CSV: every value is true or false
+    kinds: set[type] = field(default_factory=set)  # JSON and Parquet: the types of the values
+    first_text: tuple[int, str] | None = None  # the first value that is not a number: (line, value)
+    codes: bool = False  # some values are digits with leading zeros: codes, meant as text
+
+    def add(self, line: int, value: Any, from_text: bool) -> None:
+        self.present += 1
+        if from_text:
+            value = value.strip()
+            number = bool(_FLOAT.fullmatch(value))
+            if self.ints:
+                self.ints = bool(_INT.fullmatch(value)) and abs(int(value)) < 2**63
+            self.floats = self.floats and number
+            if self.bools:
+                self.bools = value.lower() in ("true", "false")
+        else:
+            self.kinds.add(type(value))
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        self.numbers += number
+        if not number and isinstance(value, str) and _CODE.fullmatch(value):
+            self.codes = True
+        if not number and self.first_text is None:
+            shown = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+            self.first_text = (line, shown)
+
+    def kind(self, from_text: bool) -> str:
+        if not self.present:
+            return "empty"
+        if from_text:
+            return "int" if self.ints else "float" if self.floats else "bool" if self.bools else "text"
+        for kind, allowed in (("bool", {bool}), ("int", {int}), ("float", {int, float})):
+            if self.kinds <= allowed:
+                return kind
+        return "text"
+
+
 class _ColumnTypes:
     """Each metadata column's one type for the whole corpus, as a database column would have, learnt a row
-    at a time: CSV cells are numbers or booleans only if every cell is; JSON and Parquet values keep their
-    type, ints mixed with floats become floats, and anything else mixed becomes text."""
+    at a time over the rows that become items. Missing values (empty cells, the missing markers, NaN) are
+    nulls and do not count. CSV cells are numbers or booleans only if every present cell is; JSON and
+    Parquet values keep their type, ints mixed with floats become floats, and anything else mixed becomes
+    text. A type set in `typing.column_types` is the column's type, and every value must convert to it."""
 
-    def __init__(self, from_text: bool):
-        self.from_text = from_text
+    def __init__(self, from_text: bool, typing: ColumnTyping, file: str):
+        self.from_text, self.typing, self.file = from_text, typing, file
         self.names: dict[str, None] = {}
-        self._kinds: dict[str, set[type]] = {}  # JSON: the types seen
-        self._text: dict[str, list[bool]] = {}  # CSV: [any present, all int, all float, all bool]
         self.metadata: list[str] = []
         self.rows = 0
+        self.items = 0  # rows with a usable text: what the types and null counts describe
+        self._seen: dict[str, _Seen] = {}
+        self._kinds: dict[str, str] = {}  # column -> type, once the pass is over
 
-    def see(self, row: dict[str, Any]) -> None:
+    def see(self, line: int, row: dict[str, Any], item: bool) -> None:
         self.names.update(dict.fromkeys(row))
+        if not item:
+            return
+        self.items += 1
         for name, value in row.items():
-            if self.from_text:
-                cell = None if value is None or not value.strip() else value.strip()
-                if cell is not None:
-                    flags = self._text.setdefault(name, [False, True, True, True])
-                    flags[0] = True
-                    flags[1] = flags[1] and bool(_INT.fullmatch(cell)) and abs(int(cell)) < 2**63
-                    flags[2] = flags[2] and bool(_FLOAT.fullmatch(cell))
-                    flags[3] = flags[3] and cell.lower() in ("true", "false")
-            elif value is not None:
-                self._kinds.setdefault(name, set()).add(type(value))
+            if self.typing.missing(value):
+                continue
+            self._seen.setdefault(name, _Seen()).add(line, value, self.from_text)
+            if name in self.typing.column_types:
+                self._check_converts(name, value, line)
+
+    def _check_converts(self, name: str, value: Any, line: int) -> None:
+        kind = self.typing.column_types[name]
+        value = value.strip() if self.from_text else value
+        try:
+            _set_type(value, kind)
+        except ValueError:
+            article = "an" if kind == "int" else "a"
+            raise InvalidInputError(
+                f"{self.file} line {line}: {name} holds {value!r}, which is not {article} {kind} "
+                f"({option('column_types')} sets {name}={kind}); fix that line, or count it as missing "
+                f"with {option('na_values')}") from None
+
+    def finish(self, text_column: str) -> None:
+        self.metadata = [c for c in self.names if c != text_column]
+        self._kinds = {name: self.typing.column_types.get(name) or self._seen.get(name, _Seen()).kind(self.from_text)
+                       for name in self.metadata}
+
+    def infos(self) -> list[ColumnInfo]:
+        found = []
+        for name in self.metadata:
+            seen, kind, chosen = self._seen.get(name, _Seen()), self._kinds[name], name in self.typing.column_types
+            mostly_numbers = 2 * seen.numbers > seen.present and not seen.codes
+            line, value = seen.first_text if kind == "text" and not chosen and mostly_numbers else (None, None)
+            found.append(ColumnInfo(name, kind, self.items - seen.present, chosen, line, value))
+        return found
 
     def typed(self, row: dict[str, Any]) -> dict[str, Any]:
         return {name: self._convert(name, row.get(name)) for name in self.metadata}
 
     def _convert(self, name: str, value: Any) -> Any:
-        if value is None:
+        if self.typing.missing(value):
             return None
+        kind = self._kinds[name]
         if self.from_text:
-            cell = value.strip() or None
-            flags = self._text.get(name)
-            if cell is None or flags is None:
-                return cell
-            if flags[1]:
-                return int(cell)
-            if flags[2]:
-                return float(cell)
-            return cell.lower() == "true" if flags[3] else cell
-        kinds = self._kinds.get(name, set())
-        if kinds <= {bool} or kinds <= {int} or kinds <= {str}:
+            value = value.strip()
+        if name in self.typing.column_types:
+            return _set_type(value, kind)
+        if self.from_text:
+            return int(value) if kind == "int" else float(value) if kind == "float" else \
+                value.lower() == "true" if kind == "bool" else value
+        if kind in ("bool", "int"):
             return value
-        if kinds <= {int, float}:
+        if kind == "float":
             return float(value)
         return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
 
 
+def _set_type(value: Any, kind: str) -> Any:
+    """A present value as the type the user set; ValueError where it does not convert."""
+    if kind == "text":
+        return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    if isinstance(value, str):
+        cell = value.strip()
+        if kind == "int" and _WHOLE.fullmatch(cell) and abs(int(cell)) < 2**63:
+            return int(cell)
+        if kind == "float" and _DECIMAL.fullmatch(cell):
+            return float(cell)
+        if kind == "bool" and cell.lower() in _TRUTH:
+            return _TRUTH[cell.lower()]
+    elif isinstance(value, bool):
+        if kind == "bool":
+            return value
+    elif isinstance(value, (int, float)):
+        if kind == "float":
+            return float(value)
+        if kind == "int" and float(value).is_integer() and abs(value) < 2**63:
+            return int(value)
+        if kind == "bool" and value in (0, 1):
+            return bool(value)
+    raise ValueError(f"{value!r} is not {kind}")
+
+
 def _scan_columns(path: Path, rows: Iterator[Row], text_column: str, image_column: str | None,
-                  id_column: str | None = None) -> _ColumnTypes:
-    """First pass: the columns, their types, and a clear error for a missing text, image or id column, or for
-    keys missing or repeated."""
-    columns = _ColumnTypes(from_text=path.suffix.lower() in (".csv", ".tsv"))
+                  typing: ColumnTyping, id_column: str | None = None) -> _ColumnTypes:
+    """First pass: the columns, their types, and a clear error for a missing text, image or id column, a
+    column whose type is set but that the corpus lacks, or keys missing or repeated."""
+    if text_column in typing.column_types:
+        raise InvalidInputError(f"{text_column} is the text column of {path.name}, always read as text; "
+                                f"leave it out of {option('column_types')}")
+    columns = _ColumnTypes(path.suffix.lower() in (".csv", ".tsv"), typing, path.name)
     keys = _KeyCheck(path, id_column) if id_column else None
     usable = False
     for line, row in rows:
         columns.rows += 1
         if not isinstance(row, str):
             usable = True
-            columns.see(row)
+            columns.see(line, row, _has_text(row, text_column))
             if keys is not None:
-                keys.see(line, row.get(id_column), _has_text(row.get(text_column)))
+                keys.see(line, row.get(id_column), _has_text(row, text_column))
     for name, flag in ((text_column, "text_column"), (image_column, "image_column"), (id_column, "id_column")):
         if usable and name is not None and name not in columns.names:
             raise TextColumnError(f"{path.name} has no column {name!r}; its columns are {', '.join(columns.names)} "
                                   f"(choose one with {option(flag)})")
-    columns.metadata = [c for c in columns.names if c != text_column]
+    unknown = [name for name in typing.column_types if name not in columns.names]
+    if usable and unknown:
+        raise InvalidInputError(f"{path.name} has no column {unknown[0]!r} (named in {option('column_types')}); "
+                                f"its columns are {', '.join(columns.names)}")
+    columns.finish(text_column)
     if keys is not None:
         keys.check()
     return columns
+
+
+def _has_text(row: dict[str, Any], text_column: str) -> bool:
+    """Whether the row becomes an item (as `_records` decides): its text is not empty."""
+    text = row.get(text_column)
+    return text is not None and bool((text if isinstance(text, str) else str(text)).strip())
 
 
 # ---- keys: an id column names each row, whatever line it is on ------------------------------------------
@@ -536,10 +773,6 @@ def key_text(value: Any) -> str | None:
         value = int(value)
     text = str(value).strip()
     return text or None
-
-
-def _has_text(value: Any) -> bool:
-    return value is not None and bool(str(value).strip())
 
 
 class _KeyCheck:

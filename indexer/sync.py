@@ -8,11 +8,12 @@ Dropping a source is explicit (`drop`, or replacing the whole set).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from .errors import InvalidInputError, command, option
-from .sources import DEFAULT_ENCODING, DEFAULT_TEXT_COLUMN
+from .sources import DEFAULT_ENCODING, DEFAULT_NA_VALUES, DEFAULT_TEXT_COLUMN, ColumnTyping
 from .store.manifest import Source
 from .store.tables import Failure, ItemRow
 
@@ -37,9 +38,12 @@ class SourcePlan:
 
 
 def named_sources(images: list[str | Path], texts: list[str | Path], text_column: str | None,
-                  encoding: str | None, image_column: str | None = None, id_column: str | None = None) -> list[Source]:
+                  encoding: str | None, image_column: str | None = None, id_column: str | None = None,
+                  typing: dict[str, Any] | None = None) -> list[Source]:
+    """`typing`: na_values and column_types for the corpora named (None each: as recorded)."""
     named = [Source("images", os.path.abspath(p)) for p in images]
-    named += [Source("texts", os.path.abspath(p), text_column, encoding, image_column, id_column=id_column)
+    named += [Source("texts", os.path.abspath(p), text_column, encoding, image_column, id_column=id_column,
+                     **(typing or {}))
               for p in texts]
     return list({s.key: s for s in named}.values())
 
@@ -73,6 +77,12 @@ def reading_options(source: Source) -> tuple[str, str, str | None]:
     return source.text_column or DEFAULT_TEXT_COLUMN, source.encoding or DEFAULT_ENCODING, source.image_column
 
 
+def column_typing(source: Source) -> ColumnTyping:
+    """How a text source's cells are typed: its missing markers and the column types set for it."""
+    na_values = DEFAULT_NA_VALUES if source.na_values is None else source.na_values
+    return ColumnTyping(na_values, dict(source.column_types or {}))
+
+
 def _completed(named: Source, recorded: Source | None) -> Source:
     if named.kind != "texts":
         return named
@@ -80,7 +90,16 @@ def _completed(named: Source, recorded: Source | None) -> Source:
     encoding = named.encoding or (recorded.encoding if recorded else None)
     image_column = named.image_column or (recorded.image_column if recorded else None)
     id_column = named.id_column or (recorded.id_column if recorded else None)
-    return Source("texts", named.path, text_column, encoding, image_column, id_column=id_column)
+    return _with_recorded_typing(Source("texts", named.path, text_column, encoding, image_column, id_column=id_column),
+                                 named, recorded)
+
+
+def _with_recorded_typing(source: Source, named: Source, recorded: Source | None) -> Source:
+    """Missing markers and column types as named, else as recorded; naming no column types ({}) clears them."""
+    na_values = named.na_values if named.na_values is not None else (recorded.na_values if recorded else None)
+    column_types = named.column_types if named.column_types is not None else \
+        (recorded.column_types if recorded else None)
+    return replace(source, na_values=na_values, column_types=column_types or None)
 
 
 def _owned(sources: list[Source], modality: str, location: str | None) -> bool:

@@ -1,15 +1,15 @@
 """Recognising what a re-run need not touch, without loading the index.
 
-A text corpus whose size and modification time (its fingerprint) and reading options are
-as recorded is not read again: its items are kept as they are. A re-run whose every source
-is unchanged (image files by path, size and mtime against the stored rows, read as Arrow
-columns) commits nothing and only records the run. So re-running over millions of unchanged
-items costs a directory walk, not a reload of the index.
+A text corpus whose size and modification time (its fingerprint) and reading options (text
+column, encoding, missing markers, column types) are as recorded is not read again: its
+items are kept as they are. A re-run whose every source is unchanged (image files by path,
+size and mtime against the stored rows, read as Arrow columns) commits nothing and only
+records the run. So re-running over millions of unchanged items costs a directory walk, not a
+reload of the index.
 """
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 
 import numpy as np
 
@@ -31,7 +31,8 @@ def fingerprint(path: str) -> str | None:
 def skip_unchanged_corpora(plan: SourcePlan, recorded: list[Source]) -> SourcePlan:
     """The plan without the plain text corpora that are as recorded: their items are kept, unread.
 
-    Tables of products are always read: their photos may have changed while the table did not.
+    Tables of products are always read: their photos may have changed while the table did not. A corpus
+    recorded before columns were (by an xmodal that typed "N/A" as text) is read once more, to type it anew.
     """
     known = {s.key: s for s in recorded}
 
@@ -39,7 +40,8 @@ def skip_unchanged_corpora(plan: SourcePlan, recorded: list[Source]) -> SourcePl
         before = known.get(source.key)
         return (source.kind == "texts" and before is not None and source.image_column is None
                 and before.fingerprint is not None and before.fingerprint == fingerprint(source.path)
-                and replace(source, fingerprint=None) == replace(before, fingerprint=None))
+                and before.columns is not None
+                and source.as_read == before.as_read)  # the same reading options: na_values, column_types, ...
 
     kept = {s.key for s in plan.synced if unchanged(s)}
     sources = [known[s.key] if s.key in kept else s for s in plan.sources]

@@ -24,6 +24,7 @@ from indexer.errors import ImageDecodeError, InvalidInputError, ModelMismatchErr
 from indexer.imaging import DEFAULT_BACKGROUND, flatten, load_image
 from indexer.models import Encoder, encode_images, load_encoder_for
 from indexer.models.base import image_input_side
+from indexer.sources import DEFAULT_NA_VALUES
 from indexer.store import MODALITIES, SETS_OF, IndexDir, Manifest
 from indexer.store.segments import SegmentReader
 from indexer.store.tables import read_failures
@@ -31,7 +32,7 @@ from indexer.store.tables import read_failures
 from .duplicates import DEFAULT_THRESHOLD, NEIGHBOURS, ContentCheck, DuplicateGroup, check_threshold, group_duplicates
 from .examples import Example, QueryPlan, Term, WeightedTerm, combine, describe, split_weight
 from .fetch import ImageURL, fetch_image, is_url
-from .filters import BUILT_IN_COLUMNS, Filter, parse_filter
+from .filters import BUILT_IN_COLUMNS, Filter, TextCause, parse_filter
 from .fusion import DEFAULT_FUSION, FUSIONS, default_weights, fuse, identical_to_query
 from .hits import Hit
 from .items import ItemStore
@@ -465,8 +466,21 @@ class SearchIndex:
             table = self._filter_table(target)
             if len(self._admitted_cache) >= FILTER_CACHE:
                 self._admitted_cache.pop(next(iter(self._admitted_cache)))
-            self._admitted_cache[key] = table.column("row_id").to_numpy()[condition.mask(table)]
+            admitted = condition.mask(table, self._text_causes())
+            self._admitted_cache[key] = table.column("row_id").to_numpy()[admitted]
         return self._admitted_cache[key]
+
+    def _text_causes(self) -> dict[str, TextCause]:
+        """Per metadata column that is mostly numbers but was read as text, the line of its corpus that made
+        it text (recorded by the run that read it): what a filter comparing it with a number names."""
+        causes = {}
+        for source in self.manifest.sources:
+            for column in source.columns or []:
+                if column.get("type") == "text" and column.get("first_text_line") is not None:
+                    na_values = DEFAULT_NA_VALUES if source.na_values is None else source.na_values
+                    causes.setdefault(column["name"], TextCause(Path(source.path).name, column["first_text_line"],
+                                                                column["first_text_value"], tuple(na_values)))
+        return causes
 
     def _filter_table(self, target: str) -> pa.Table:
         """row_id, the metadata fields, then the built-in columns, for the items of one kind."""

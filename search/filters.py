@@ -2,23 +2,26 @@
 
     price < 20000 and colour == 'red'
     colour in ['red', 'blue'] and not (title == 'Red mug' or width < 100)
-    brand != null
+    title contains 'car' and brand != null
 
-Comparisons == != < <= > >=, `in [..]`, `not in [..]`, `and`, `or`, `not`,
-parentheses, quoted strings, numbers, true/false/null. A comparison with a
-missing (null) value is false, except `== null` and `!= null`.
+Comparisons == != < <= > >=, `in [..]`, `not in [..]`, `contains` and `not contains`
+(a case-insensitive substring of a text), `and`, `or`, `not`, parentheses, quoted
+strings, numbers, true/false/null. Missing (null) values follow SQL: a comparison
+with one is neither true nor false, so it never passes, even under `not`
+(`not (price > 100)` leaves out items without a price); `== null` and `!= null`
+find them.
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any, Mapping, Union
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from indexer.errors import InvalidInputError
+from indexer.errors import InvalidInputError, option
 
 BUILT_IN_COLUMNS = ("modality", "path", "width", "height", "size")
 _TOKEN = re.compile(r"""
@@ -29,7 +32,7 @@ _TOKEN = re.compile(r"""
   | (?P<punct>[()\[\],])
   | (?P<name>[A-Za-z_][A-Za-z0-9_]*)
 """, re.X)
-_KEYWORDS = {"and", "or", "not", "in", "true", "false", "null"}
+_KEYWORDS = {"and", "or", "not", "in", "contains", "true", "false", "null"}
 _COMPARE = {"==": pc.equal, "!=": pc.not_equal, "<": pc.less, "<=": pc.less_equal, ">": pc.greater,
             ">=": pc.greater_equal}
 _MIRROR = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}
@@ -62,12 +65,35 @@ class In:
 
 
 @dataclass(frozen=True)
+class Contains:
+    column: str
+    text: Any  # a str once checked
+    negate: bool
+
+
+@dataclass(frozen=True)
 class Logic:
     op: str  # and | or | not
     parts: tuple
 
 
-Node = Union[Compare, In, Logic]
+Node = Union[Compare, In, Contains, Logic]
+
+
+@dataclass(frozen=True)
+class TextCause:
+    """Why a column that is mostly numbers is text: the first line of its corpus whose value is not a number."""
+
+    file: str  # the corpus's name
+    line: int
+    value: str
+    na_values: tuple[str, ...]  # the corpus's missing markers
+
+    def explain(self, column: str) -> str:
+        markers = ",".join((*self.na_values, self.value))
+        return (f"{column} is text, not numbers: line {self.line} of {self.file} holds {self.value!r}; if that "
+                f"means a missing value, index {self.file} again with {option('na_values')} \"{markers}\", "
+                "or fix that line")
 
 
 @dataclass(frozen=True)
@@ -79,14 +105,17 @@ class Filter:
     def columns(self) -> set[str]:
         return _columns(self.tree)
 
-    def mask(self, table: pa.Table) -> np.ndarray:
-        """One bool per row of `table` (its columns: the built-ins and the metadata fields)."""
+    def mask(self, table: pa.Table, causes: Mapping[str, TextCause] | None = None) -> np.ndarray:
+        """One bool per row of `table` (its columns: the built-ins and the metadata fields): True where the
+        filter holds. `causes`: why text columns that are mostly numbers are text, for a filter comparing
+        one with a number to say."""
         missing = sorted(self.columns - set(table.column_names))
         if missing:
             known = ", ".join(sorted((c for c in table.column_names if c != "row_id"),
                                      key=lambda c: (c in BUILT_IN_COLUMNS, c)))
             raise FilterError(f"unknown column {missing[0]!r} in the filter; the columns are {known}")
-        return _evaluate(self.tree, table)
+        holds, _ = _evaluate(self.tree, table, causes or {})
+        return holds
 
 
 def parse_filter(text: str) -> Filter:
@@ -103,7 +132,7 @@ def _unreadable_hint(first: str) -> str:
     if first in "'\"":
         return "close the quoted text"
     if first in "=!~<>":
-        return "compare with ==, !=, <, <=, >, >= or in"
+        return "compare with ==, !=, <, <=, >, >=, in or contains"
     return "quote texts, e.g. colour == 'red'"
 
 
@@ -191,11 +220,13 @@ class _Parser:
         negate = bool(self.accept("keyword", "not"))
         if self.accept("keyword", "in"):
             return In(column, self.literal_list(), negate)
+        if self.accept("keyword", "contains"):
+            return Contains(column, self.literal(), negate)
         if negate:
-            self.fail("'in' after 'not'")
+            self.fail("'in' or 'contains' after 'not'")
         op = self.accept("op")
         if op is None:
-            self.fail("a comparison (==, !=, <, <=, >, >=) or 'in'")
+            self.fail("a comparison (==, !=, <, <=, >, >=), 'in' or 'contains'")
         return Compare(column, op.text, self.literal())
 
     def column(self) -> str:
@@ -230,31 +261,59 @@ def _columns(node: Node) -> set[str]:
     return {node.column}
 
 
-def _evaluate(node: Node, table: pa.Table) -> np.ndarray:
+Truth = tuple[np.ndarray, np.ndarray]  # (holds, known) per row: SQL's true / false / unknown (null)
+
+
+def _evaluate(node: Node, table: pa.Table, causes: Mapping[str, TextCause]) -> Truth:
+    """Three-valued, as SQL: `holds` is true only where the value is known to be true."""
     if isinstance(node, Logic):
-        masks = [_evaluate(p, table) for p in node.parts]
+        parts = [_evaluate(p, table, causes) for p in node.parts]
         if node.op == "not":
-            return ~masks[0]
-        return np.logical_and.reduce(masks) if node.op == "and" else np.logical_or.reduce(masks)
+            holds, known = parts[0]
+            return ~holds & known, known
+        holds = np.logical_and.reduce([h for h, _ in parts]) if node.op == "and" else \
+            np.logical_or.reduce([h for h, _ in parts])
+        decided = np.logical_or.reduce([~h & k for h, k in parts]) if node.op == "and" else \
+            np.logical_and.reduce([~h & k for h, k in parts])  # and: one part false; or: every part false
+        return holds, holds | decided
     column = table.column(node.column)
+    valid = _bools(pc.is_valid(column))
+    if isinstance(node, Contains):
+        _check_contains(node.column, column.type, node.text)
+        if pa.types.is_null(column.type):
+            return np.zeros(len(column), bool), valid
+        found = _bools(pc.match_substring(column, node.text, ignore_case=True))
+        return (~found & valid if node.negate else found), valid
     if isinstance(node, In):
         for value in node.values:
-            _check_type(node.column, column.type, value, "in")
+            _check_type(node.column, column.type, value, "in", causes)
         present = [v for v in node.values if v is not None]
         found = pc.is_in(column, value_set=pa.array(present, type=column.type)) if present and \
             not pa.types.is_null(column.type) else pa.array(np.zeros(len(column), bool))
-        mask = _bools(found)
-        if None in node.values:
-            mask |= _bools(pc.is_null(column))
-        return (~mask & _bools(pc.is_valid(column))) if node.negate else mask
+        holds, known = _bools(found), valid.copy()
+        if None in node.values:  # `in [.., null]` asks for the missing values too: every row is decided
+            holds |= ~valid
+            known[:] = True
+        return (~holds & known if node.negate else holds), known
     if node.value is None:
         if node.op not in ("==", "!="):
             raise FilterError(f"{node.column} {node.op} null compares nothing; use == null or != null")
-        return _bools(pc.is_null(column) if node.op == "==" else pc.is_valid(column))
-    _check_type(node.column, column.type, node.value, node.op)
+        return (~valid if node.op == "==" else valid), np.ones(len(column), bool)
+    _check_type(node.column, column.type, node.value, node.op, causes)
     if pa.types.is_null(column.type):
-        return np.zeros(len(column), bool)
-    return _bools(_COMPARE[node.op](column, pa.scalar(node.value, type=_literal_type(column.type, node.value))))
+        return np.zeros(len(column), bool), valid
+    compared = _COMPARE[node.op](column, pa.scalar(node.value, type=_literal_type(column.type, node.value)))
+    return _bools(compared), valid
+
+
+def _check_contains(column: str, arrow_type: pa.DataType, text: Any) -> None:
+    if not isinstance(text, str):
+        shown = "null" if text is None else str(text).lower() if isinstance(text, bool) else str(text)
+        raise FilterError(f"contains takes a quoted text, e.g. {column} contains '{shown}'")
+    kind = _kind(arrow_type)
+    if kind not in ("text", "null"):
+        raise FilterError(f"{column} holds {kind} values; contains finds text within text: compare {column} "
+                          "with ==, !=, <, <=, >, >= or in")
 
 
 def _bools(array) -> np.ndarray:
@@ -273,7 +332,8 @@ def _kind(arrow_type: pa.DataType) -> str:
     return str(arrow_type)
 
 
-def _check_type(column: str, arrow_type: pa.DataType, value: Any, op: str) -> None:
+def _check_type(column: str, arrow_type: pa.DataType, value: Any, op: str,
+                causes: Mapping[str, TextCause]) -> None:
     if value is None:
         return
     kind = _kind(arrow_type)
@@ -282,6 +342,8 @@ def _check_type(column: str, arrow_type: pa.DataType, value: Any, op: str) -> No
         if given == "true/false" and op not in ("==", "!=", "in"):
             raise FilterError(f"{column} holds true/false; compare it with == or !=")
         return
+    if kind == "text" and given == "number" and column in causes:  # never "quote the number": fix the data
+        raise FilterError(causes[column].explain(column))
     shown = repr(value) if given == "text" else str(value).lower() if given == "true/false" else str(value)
     example = {"number": "a number", "text": "a quoted text", "true/false": "true or false"}.get(kind, kind)
     raise FilterError(f"{column} holds {kind} values, not {given}s like {shown}; compare it with {example}")

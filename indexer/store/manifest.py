@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from ..models.base import ModelIdentity
@@ -36,14 +36,30 @@ class Source:
     encoding: str | None = None
     image_column: str | None = None  # a table whose rows link a photo: each row is one product
     fingerprint: str | None = None  # a corpus's "size:mtime_ns" when last read: unchanged ones are not read again
+    na_values: tuple[str, ...] | None = None  # cells that mean missing; None: the default markers
+    column_types: dict[str, str] | None = None  # columns whose type is set, not inferred: {"price": "float"}
+    columns: list[dict[str, Any]] | None = None  # what the last read found of each column (sources.ColumnInfo)
     id_column: str | None = None  # a table's column of keys: a row is the same item exactly when its key is
 
     @property
     def key(self) -> tuple[str, str]:
         return self.kind, self.path
 
+    @property
+    def as_read(self) -> "Source":
+        """The source as named: without what reading it found (its fingerprint and columns)."""
+        return replace(self, fingerprint=None, columns=None)
+
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        data = {k: v for k, v in asdict(self).items() if v is not None}
+        if self.na_values is not None:
+            data["na_values"] = list(self.na_values)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Source":
+        source = cls(**data)
+        return replace(source, na_values=tuple(source.na_values)) if source.na_values is not None else source
 
 
 @dataclass(frozen=True)
@@ -89,7 +105,7 @@ def _sources_from(data: dict[str, Any]) -> list[Source]:
         settings = data.get("settings") or {}
         return [Source("images", p) for p in recorded.get("images", [])] + [
             Source("texts", p, settings.get("text_column")) for p in recorded.get("texts", [])]
-    return [Source(**s) for s in recorded]
+    return [Source.from_dict(s) for s in recorded]
 
 
 @dataclass
