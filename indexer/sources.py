@@ -406,7 +406,7 @@ def read_corpus(path: str | Path, text_column: str | None = None, encoding: str 
     path = Path(os.path.abspath(path))
     text_column = text_column or DEFAULT_TEXT_COLUMN
     columns = _scanned(path, check_corpus(path, encoding), encoding, text_column, image_column,
-                       typing or ColumnTyping())
+                       typing or ColumnTyping(), id_column)
     records, skipped = [], []
     for item in _records(path, text_column, encoding, columns, image_column, id_column):
         (records if isinstance(item, TextRecord) else skipped).append(item)

@@ -401,8 +401,9 @@ def test_contains_through_the_id_selector_at_100k_items(tmp_path):
     index = open_index(out, encoder=encoder)
     assert all(part.ann is not None for part in index._sets["text"].parts)  # the filter runs inside FAISS
     row_ids, vectors = index.embeddings("text")
-    lines = index._items.table("text", ["row_id", "line"])
-    title_of_row = dict(zip(lines.column("row_id").to_pylist(), (titles_by_row[n - 1] for n in lines.column("line").to_pylist())))
+    texts = index._items.table("text", ["row_id", "text"])  # "item N": row N of the corpus
+    title_of_row = dict(zip(texts.column("row_id").to_pylist(),
+                            (titles_by_row[int(t.split()[1])] for t in texts.column("text").to_pylist())))
     for where, passes in (("title contains 'CAR'", lambda t: "car" in t.lower()),
                           ("title not contains 'car'", lambda t: "car" not in t.lower())):
         want = {r for r, t in title_of_row.items() if t is not None and passes(t)}
