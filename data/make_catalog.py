@@ -5,7 +5,11 @@ image is drawn here with Pillow (a flat-colour silhouette on a light backdrop).
 Each PNG also carries its caption in the standard PNG "Description" text chunk,
 which the test suite's fake encoder reads in place of real vision.
 
-    python data/make_catalog.py            # rewrites data/catalog/
+    python data/make_catalog.py            # rewrites data/catalog/ and data/shop/
+
+data/shop/ is the same shop as its own export would come: keyed by sku, rows in no
+particular order, a price missing (N/A), and the red car's photo a cutout (a
+transparent PNG, as shops keep product photos); the other photos are the catalog's.
 """
 from __future__ import annotations
 
@@ -15,6 +19,9 @@ from pathlib import Path
 from PIL import Image, ImageDraw, PngImagePlugin
 
 OUT = Path(__file__).resolve().parent / "catalog"
+SHOP = Path(__file__).resolve().parent / "shop"
+EXPORT_ORDER = [7, 2, 11, 0, 9, 4, 1, 10, 5, 3, 8, 6]  # positions in LISTINGS: an export without ORDER BY
+PRICE_MISSING = 3  # the green vintage car's price: N/A
 SIZE = (256, 192)
 BACKDROP = (236, 236, 232)
 COLOURS = {
@@ -96,6 +103,25 @@ def main() -> None:
             info.add_text("Description", f"{colour} {kind}")
             image.save(images / name, pnginfo=info, optimize=True)
             writer.writerow([item_id, title, description, colour, price, f"images/{name}"])
+    shop_export()
+
+
+def shop_export() -> None:
+    """data/shop/products.csv and the red car's cutout."""
+    (SHOP / "images").mkdir(parents=True, exist_ok=True)
+    cutout = Image.new("RGBA", SIZE, (0, 0, 0, 0))  # transparent, and black where transparent
+    draw_car(ImageDraw.Draw(cutout), COLOURS["red"] + (255,))
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Description", "red car")
+    cutout.save(SHOP / "images" / "red-car-cutout.png", pnginfo=info, optimize=True)
+    with open(SHOP / "products.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["sku", "title", "description", "colour", "price", "image"])
+        for position in EXPORT_ORDER:
+            item_id, title, description, colour, price, kind = LISTINGS[position]
+            image = "images/red-car-cutout.png" if item_id == 1 else f"../catalog/images/{item_id:02d}-{colour}-{kind}.png"
+            sku = f"{kind[:3].upper()}-{item_id:03d}"
+            writer.writerow([sku, title, description, colour, "N/A" if item_id == PRICE_MISSING else price, image])
 
 
 if __name__ == "__main__":
