@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import os
 import time
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterator, Protocol
 
 import numpy as np
 
-from .decode import DecodedImage, DecodedStream, DecodeFailure, default_workers, iter_decoded
+from .decode import DecodedImage, DecodedStream, DecodeFailure, default_workers
 from .gpu_decode import DeviceJpegDecoder, gpu_decoding_available
 from .imaging import MAX_PIXELS
 from .models import Encoder
@@ -109,10 +109,11 @@ def encode_image_files(encoder: Encoder, paths: list[str], batch_size: int = 64,
     if on_device is not None:
         if stream is not None:
             stream.close()
-        items = iter(on_device.decode(paths))
+        stream, items = None, iter(on_device.decode(paths))
     else:
-        items = iter(stream) if stream is not None else \
-            iter_decoded(paths, encoder.preprocess_image, workers, max_pixels, min_side)
+        stream = stream if stream is not None else \
+            DecodedStream(paths, encoder.preprocess_image, workers, max_pixels, min_side)
+        items = iter(stream)
     threads = for_cpu_model(encoder, workers) if on_device is None else None
     try:
         while True:
@@ -132,11 +133,15 @@ def encode_image_files(encoder: Encoder, paths: list[str], batch_size: int = 64,
                 bar.update(1)
         if pending:
             encode_pending()
-    finally:
+    finally:  # also when interrupted: the decoders stop now (not when garbage-collected), and no bar is left
+        if stream is not None:
+            stream.close()
+        else:
+            items.close()  # the GPU decoder's file readers
         if threads is not None:
             threads.restore()
-    if bar:
-        bar.close()
+        if bar:
+            bar.close()
     matrix = np.concatenate(vectors) if vectors else np.zeros((0, encoder.identity.dim), np.float32)
     return EncodedImages(decoded_all, matrix, failures)
 
@@ -213,19 +218,22 @@ def _encoded_on_ray(encoder: Encoder, paths: list[str], settings: EncodeSettings
     decoded_all, vectors, failures = [], [], []
     batches = ray_engine.encode_images(encoder, paths, settings.ray, settings.batch_size, settings.max_pixels,
                                        settings.decode)
-    while True:
-        with timer.stage("encode"):  # on the cluster: decoding and encoding together
-            batch = next(batches, None)
-        if batch is None:
-            break
-        images, encoded, failed = batch
-        decoded_all += images
-        vectors.append(encoded)
-        failures += [_failure(f) for f in failed]
+    try:
+        while True:
+            with timer.stage("encode"):  # on the cluster: decoding and encoding together
+                batch = next(batches, None)
+            if batch is None:
+                break
+            images, encoded, failed = batch
+            decoded_all += images
+            vectors.append(encoded)
+            failures += [_failure(f) for f in failed]
+            if bar:
+                bar.update(len(images) + len(failed))
+    finally:  # also when interrupted: Ray Data stops its work before Ray itself is stopped
+        batches.close()
         if bar:
-            bar.update(len(images) + len(failed))
-    if bar:
-        bar.close()
+            bar.close()
     matrix = np.concatenate(vectors) if vectors else np.zeros((0, encoder.identity.dim), np.float32)
     return EncodedImages(decoded_all, matrix, failures)
 
@@ -242,7 +250,7 @@ def encode_texts_journaled(encoder: Encoder, texts: list[str], journal: Journal,
     bar = progress(label, len(texts)) if own_bar and progress and texts else bar
     chunks = []
     encoded = _text_batches(encoder, texts, hashes, settings)
-    with JournalBuffer(journal, settings.journal_every) as buffer:
+    with closing(encoded), JournalBuffer(journal, settings.journal_every) as buffer:
         start = 0
         while start < len(texts):
             with timer.stage("encode"):
