@@ -112,7 +112,7 @@ def _restored(item):
 
 DECODE_BATCH = 16  # files a worker decodes per task
 TASKS_AHEAD = 4  # tasks queued per worker: decoding never waits on the main process, memory stays bounded
-MAX_TASKS_AHEAD = 256  # per worker: a few bytes each, never enough to fill the pipe to it (see _Worker)
+MAX_TASKS_AHEAD = 128  # per worker: 28 bytes each as sent, under 4 kB: never enough to fill the pipe to it (see _Worker)
 STOP_SECONDS = 2.0  # how long stopping workers may take before those still alive are killed
 
 
