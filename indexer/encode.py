@@ -84,10 +84,9 @@ def encode_image_files(encoder: Encoder, paths: list[str], batch_size: int = 64,
     """
     timer = timer or Timer()
     decoded_all, vectors, failures, pending = [], [], [], []
-    bar = progress(label, len(paths)) if progress and paths else None
     workers = default_workers() if workers is None else workers
-
     waited = [0.0]  # waiting on the decoders since the last batch was encoded
+    bar = items = threads = None
 
     def encode_pending() -> None:
         started = time.perf_counter()
@@ -104,18 +103,10 @@ def encode_image_files(encoder: Encoder, paths: list[str], batch_size: int = 64,
             on_batch(list(pending), encoded)
         pending.clear()
 
-    min_side = image_input_side(encoder) if decode == "reduced" else None
-    on_device = _device_decoder(encoder, decode, decode_device, max_pixels)
-    if on_device is not None:
-        if stream is not None:
-            stream.close()
-        stream, items = None, iter(on_device.decode(paths))
-    else:
-        stream = stream if stream is not None else \
-            DecodedStream(paths, encoder.preprocess_image, workers, max_pixels, min_side)
-        items = iter(stream)
-    threads = for_cpu_model(encoder, workers) if on_device is None else None
-    try:
+    try:  # from the start: a `stream` handed over is this function's to stop, however it ends
+        bar = progress(label, len(paths)) if progress and paths else None
+        stream, items = _decoding(encoder, paths, workers, max_pixels, decode, decode_device, stream)
+        threads = for_cpu_model(encoder, workers) if stream is not None else None
         while True:
             started = time.perf_counter()
             with timer.stage("decode_wait"):
@@ -134,16 +125,30 @@ def encode_image_files(encoder: Encoder, paths: list[str], batch_size: int = 64,
         if pending:
             encode_pending()
     finally:  # also when interrupted: the decoders stop now (not when garbage-collected), and no bar is left
-        if stream is not None:
-            stream.close()
-        else:
-            items.close()  # the GPU decoder's file readers
+        for decoder in (items, stream):
+            if decoder is not None:
+                decoder.close()
         if threads is not None:
             threads.restore()
         if bar:
             bar.close()
     matrix = np.concatenate(vectors) if vectors else np.zeros((0, encoder.identity.dim), np.float32)
     return EncodedImages(decoded_all, matrix, failures)
+
+
+def _decoding(encoder: Encoder, paths: list[str], workers: int, max_pixels: int, decode: str,
+              decode_device: str | None, stream: DecodedStream | None) -> tuple[DecodedStream | None, Iterator]:
+    """(the CPU workers' stream, or None on the GPU; the decoded items, in order): JPEGs on the model's GPU
+    where it decodes them, else by the CPU workers, those of `stream` if they were already started."""
+    on_device = _device_decoder(encoder, decode, decode_device, max_pixels)
+    if on_device is not None:
+        if stream is not None:
+            stream.close()
+        return None, iter(on_device.decode(paths))
+    if stream is None:
+        min_side = image_input_side(encoder) if decode == "reduced" else None
+        stream = DecodedStream(paths, encoder.preprocess_image, workers, max_pixels, min_side)
+    return stream, iter(stream)
 
 
 def _device_decoder(encoder: Encoder, decode: str, device: str | None, max_pixels: int):
