@@ -5,15 +5,73 @@ imported inside commands, so `xmodal --help` and input errors answer at once.
 """
 from __future__ import annotations
 
+import gc
 import json
+import os
 import re
+import signal
 import sys
+import weakref
 from pathlib import Path
-from typing import List, Optional
+from typing import List, NoReturn, Optional
 
 import typer
+from typer.core import TyperGroup
+
+# What Ctrl-C leaves behind, by command; "interrupted" alone for the others. `serve` is stopped instead.
+INTERRUPTED = {"index": "interrupted; the last committed index is unchanged, and running the same command again "
+                        "resumes from the work already encoded"}
+
+
+class _Commands(TyperGroup):
+    """Ctrl-C (a KeyboardInterrupt anywhere in a command, its imports included, or while its arguments are
+    read) ends the command with one line and exit status 130; typer's own handling exits 130 without a word."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        command = args[0] if args else None
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except KeyboardInterrupt:
+            raise typer.Exit(_interrupted(command)) from None
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            raise typer.Exit(_interrupted(ctx.invoked_subcommand)) from None
+
+
+def _interrupted(command: str | None) -> int:
+    """Say that `command` was interrupted (it has cleaned up by now); its exit status."""
+    if command == "serve":  # stopped before it started serving: a stop like any other (see serve)
+        typer.echo("stopped")
+        _exit_quickly()
+        return 0
+    for bar in list(_BARS):  # with leave=False a closed bar clears its line: the error line is not written after it
+        bar.close()
+    typer.echo(f"error: {INTERRUPTED.get(command, 'interrupted')}", err=True)
+    return 130
+
+
+def _exit_quickly() -> None:
+    """The process is about to end: Python's last garbage collection would only free memory the end frees
+    anyway, and after torch and open_clip were imported it took 2-5 s here between the last line and the
+    shell's prompt."""
+    gc.freeze()
+
+
+def _end_interrupted() -> NoReturn:
+    """The end of an interrupted command, once it has cleaned up (workers stopped, journal written, Ray
+    stopped) and said so: nothing is left for the interpreter's own exit to do, which took 2-5 s after
+    torch was imported, and crashed (SIGSEGV, after the line was printed) when Ray had been interrupted
+    while it started."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(130)
+
 
 app = typer.Typer(
+    cls=_Commands,
     help="Cross-modal search: index image folders and text corpora, then search one with the other.",
     no_args_is_help=True,
     add_completion=False,
@@ -51,23 +109,24 @@ def _fail(message: str, code: int = 2) -> None:
 
 
 def _run(action):
-    """Turn xmodal's expected errors into one line and a non-zero exit, never a traceback."""
+    """Turn xmodal's expected errors into one line and a non-zero exit, never a traceback (Ctrl-C: _Commands)."""
     from indexer.errors import XmodalError
 
     try:
         return action()
     except XmodalError as exc:
         _fail(exc.for_cli())
-    except KeyboardInterrupt:
-        _fail("interrupted; the last committed index is unchanged, and running the same command again "
-              "resumes from the work already encoded", code=130)
+
+
+_BARS = weakref.WeakSet()  # progress bars on the terminal, closed before an interruption's line
 
 
 def _tqdm_progress(label: str, total: int):
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=label, unit="item", file=sys.stderr, dynamic_ncols=True,
-                disable=None, leave=False)
+    bar = tqdm(total=total, desc=label, unit="item", file=sys.stderr, dynamic_ncols=True, disable=None, leave=False)
+    _BARS.add(bar)
+    return bar
 
 
 def _count(number: int, noun: str) -> str:
@@ -332,6 +391,7 @@ def serve(
             _fail(f"two indexes are named {name!r}; give each --index a name of its own")
         named[name] = Path(path)
     _check_port_free(host, port)
+    _stop_at_once_on_signals()
     try:
         from search.serve.app import create_app
     except ImportError:
@@ -345,13 +405,29 @@ def serve(
     _stop_quietly_on_signals()
     uvicorn.run(web, host=host, port=port, log_level="warning", timeout_graceful_shutdown=30)
     typer.echo("stopped")
+    _exit_quickly()
+
+
+# A service stopped by its operator (Ctrl-C, SIGINT to its process group, SIGTERM from systemd or docker
+# stop) has ended normally: exit 0 and "stopped", whether it was already serving or still loading.
+
+
+def _stop_at_once_on_signals() -> None:
+    """While the indexes and models load there is nothing to finish or save: a stop ends the process
+    there and then. (A KeyboardInterrupt raised somewhere inside an import or a library could be
+    swallowed, or leave an import lock held that the text-batching thread then waited on for good.)"""
+
+    def stop(signum, frame):
+        os.write(sys.stdout.fileno(), b"stopped\n")  # not print: the main thread may be inside a print
+        os._exit(0)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, stop)
 
 
 def _stop_quietly_on_signals() -> None:
     """Uvicorn finishes the requests in flight, then re-raises the signal that stopped it to the handler
     found before it started; with these, being stopped is a normal end (exit 0), not a death by signal."""
-    import signal
-
     for stop in (signal.SIGINT, signal.SIGTERM):
         signal.signal(stop, lambda *_: None)
 
@@ -621,7 +697,15 @@ def _ray_address_form(args: list[str]) -> list[str]:
 
 def run() -> None:
     """The `xmodal` command."""
-    app(args=_ray_address_form(sys.argv[1:]), prog_name="xmodal")
+    args = _ray_address_form(sys.argv[1:])
+    try:
+        app(args=args, prog_name="xmodal")
+    except KeyboardInterrupt:  # while typer was still building the command line: nothing has started
+        sys.exit(_interrupted(args[0] if args else None))
+    except SystemExit as end:
+        if end.code == 130:
+            _end_interrupted()
+        raise
 
 
 if __name__ == "__main__":

@@ -4,11 +4,16 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
+import signal
+import sys
+import threading
+import time
 from collections import deque
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
-from .errors import ImageDecodeError
+from .errors import DecodeWorkerError, ImageDecodeError
 from .imaging import DEFAULT_BACKGROUND, MAX_PIXELS, decode_picture
 
 
@@ -78,18 +83,10 @@ def read_one(path: str, preprocess: Callable[[Any], Any], max_pixels: int = MAX_
     return DecodedImage(path, content_hash(data), read.size, read.mtime, picture.width, picture.height, pixels)
 
 
-_WORKER_SETTINGS: tuple = ()  # (preprocess, max_pixels, min_side, background) of this worker process
-
-
-def _set_up_worker(preprocess, max_pixels: int, min_side: int | None, background: str | None) -> None:
-    """Given once per worker (a preprocess may hold a whole encoder: never sent with each task)."""
-    global _WORKER_SETTINGS
-    _WORKER_SETTINGS = (preprocess, max_pixels, min_side, background)
-
-
-def _read_many(paths: Sequence[str]) -> list:
+def _read_many(paths: Sequence[str], preprocess, max_pixels: int, min_side: int | None,
+               background: str | None) -> list:
     """A worker's share: several files at once, so that fewer, larger messages pass between processes."""
-    return [_portable(read_one(path, *_WORKER_SETTINGS)) for path in paths]
+    return [_portable(read_one(path, preprocess, max_pixels, min_side, background)) for path in paths]
 
 
 @dataclass
@@ -117,6 +114,8 @@ def _restored(item):
 
 DECODE_BATCH = 16  # files a worker decodes per task
 TASKS_AHEAD = 4  # tasks queued per worker: decoding never waits on the main process, memory stays bounded
+MAX_TASKS_AHEAD = 128  # per worker: 28 bytes each as sent, under 4 kB: never enough to fill the pipe to it (see _Worker)
+STOP_SECONDS = 2.0  # how long stopping workers may take before those still alive are killed
 
 
 def default_workers() -> int:
@@ -130,8 +129,10 @@ class DecodedStream:
     """DecodedImage | DecodeFailure for each path, in path order, decoded by `workers` processes.
 
     The worker processes start when the stream is made (before anything else a caller starts, such as a
-    model loading in a thread), and stop when it is exhausted or closed. Workers import neither torch nor
-    the model: with a preprocessing that needs neither, they start in well under a second.
+    model loading in a thread), and stop when it is exhausted or closed, within STOP_SECONDS whatever state
+    they are in. Workers import neither torch nor the model: with a preprocessing that needs neither, they
+    start in well under a second. They ignore Ctrl-C: a terminal sends it to every process of the command,
+    and what it means (stop, keep what was encoded) is the main process's to decide.
     """
 
     def __init__(self, paths: Sequence[str], preprocess, workers: int, max_pixels: int = MAX_PIXELS,
@@ -140,30 +141,44 @@ class DecodedStream:
         """`ahead`: files decoded ahead of the consumer (default: TASKS_AHEAD tasks per worker)."""
         self.paths = list(paths)
         self._settings = (preprocess, max_pixels, min_side, background)
-        self._pool = None
+        self._workers: list[_Worker] = []
+        self._pending: deque[tuple[_Worker, int, int]] = deque()  # (worker, start, stop) of each task, in order
+        self._next = 0
         if workers > 0 and len(self.paths) > 1:
-            self._pool = multiprocessing.get_context(_start_method()).Pool(
-                min(workers, len(self.paths)), _set_up_worker, self._settings)
-            self._pending: deque = deque()
-            self._next = 0
-            tasks = workers * TASKS_AHEAD if ahead is None else max(workers, -(-ahead // DECODE_BATCH))
-            for _ in range(tasks):
-                self._submit()
+            count = min(workers, len(self.paths))
+            tasks = count * TASKS_AHEAD if ahead is None else max(count, -(-ahead // DECODE_BATCH))
+            try:
+                self._start(count, min(tasks, count * MAX_TASKS_AHEAD))
+            except BaseException:
+                self.close()
+                raise
+
+    def _start(self, count: int, tasks: int) -> None:
+        context = multiprocessing.get_context(_start_method())
+        settings = (self.paths, *self._settings)
+        with _sigint_held():  # a worker forked meanwhile inherits the holding handler, not KeyboardInterrupt
+            for _ in range(count):
+                self._workers.append(_Worker(context, settings))
+        for _ in range(tasks):
+            self._submit()
 
     def _submit(self) -> None:
         if self._next < len(self.paths):
-            share = self.paths[self._next:self._next + DECODE_BATCH]
-            self._next += len(share)
-            self._pending.append(self._pool.apply_async(_read_many, (share,)))
+            start, stop = self._next, min(self._next + DECODE_BATCH, len(self.paths))
+            worker = min(self._workers, key=lambda w: w.tasks)  # the first of the least busy
+            worker.ask(start, stop, self.paths[start:stop])
+            self._pending.append((worker, start, stop))
+            self._next = stop
 
     def __iter__(self) -> Iterator[DecodedImage | DecodeFailure]:
-        if self._pool is None:
+        if not self._workers:
             for path in self.paths:
                 yield read_one(path, *self._settings)
             return
         try:
             while self._pending:
-                done = self._pending.popleft().get()
+                worker, start, stop = self._pending.popleft()
+                done = worker.answer(self.paths[start:stop])
                 self._submit()
                 for item in done:
                     yield _restored(item)
@@ -171,10 +186,118 @@ class DecodedStream:
             self.close()
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.terminate()
-            self._pool.join()
-            self._pool = None
+        """Stop the workers, whatever they are doing: they hold nothing of the run's."""
+        workers, self._workers = self._workers, []
+        self._pending.clear()
+        _stop([worker.process for worker in workers], [worker.connection for worker in workers])
+
+
+class _Worker:
+    """A decoding process with a pipe of its own. multiprocessing.Pool's workers share locked queues, and a
+    worker stopped while holding a lock (as a terminal's Ctrl-C did) left Pool.terminate() waiting for
+    good; with a pipe each, a worker stopped at any moment holds up nothing else.
+
+    A task is two numbers (which of the stream's paths to decode): the main process sends every task before
+    it reads an answer, and the pipe to a worker must never fill while that worker waits for its answer to
+    be read."""
+
+    def __init__(self, context, settings: tuple):
+        self.connection, theirs = context.Pipe()
+        self.process = context.Process(target=_decode_requests, args=(theirs, *settings), daemon=True,
+                                       name="xmodal-decode")
+        try:
+            self.process.start()
+        except BaseException:
+            self.connection.close()
+            raise
+        finally:
+            theirs.close()
+        self.tasks = 0  # asked for and not answered yet
+
+    def ask(self, start: int, stop: int, paths: Sequence[str]) -> None:
+        try:
+            self.connection.send((start, stop))
+        except OSError:
+            raise DecodeWorkerError(_ended(self.process, paths)) from None
+        self.tasks += 1
+
+    def answer(self, paths: Sequence[str]) -> list:
+        try:
+            done = self.connection.recv()
+        except (EOFError, OSError):
+            raise DecodeWorkerError(_ended(self.process, paths)) from None
+        self.tasks -= 1
+        if isinstance(done, BaseException):
+            raise done
+        return done
+
+
+def _decode_requests(connection, paths: Sequence[str], preprocess, max_pixels: int, min_side: int | None,
+                     background: str | None) -> None:
+    """A worker's life: decode each share asked for, until the main process closes the pipe or stops it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is the main process's to handle
+    try:
+        while True:
+            start, stop = connection.recv()
+            try:
+                connection.send(_read_many(paths[start:stop], preprocess, max_pixels, min_side, background))
+            except (EOFError, OSError):
+                raise
+            except Exception as exc:  # for the main process to raise, as a Pool did (pixels that cannot be pickled)
+                connection.send(RuntimeError(f"decoding {paths[start]} and the {stop - start - 1} files after it "
+                                             f"failed: {type(exc).__name__}: {exc}"))
+    except (EOFError, OSError):  # the main process closed the pipe, or is gone: no one is waiting
+        pass
+
+
+def _ended(process, paths: Sequence[str]) -> str:
+    """Why a worker stopped answering, for DecodeWorkerError."""
+    process.join(STOP_SECONDS)
+    code = process.exitcode
+    try:
+        how = f"killed by {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit status {code}"
+    except ValueError:
+        how = f"exit status {code}"
+    return (f"a decoding process ended ({how}) while decoding {paths[0]} or one of the {len(paths) - 1} files "
+            "after it (out of memory, or a file that crashes the image decoder); what was encoded so far is "
+            f"kept, and running the same command again resumes")
+
+
+def _stop(processes: list, connections: list) -> None:
+    """Worker processes ended within STOP_SECONDS, killed if they must be; their pipes closed."""
+    for connection in connections:
+        connection.close()
+    for process in processes:
+        if process.exitcode is None:
+            process.terminate()
+    deadline = time.monotonic() + STOP_SECONDS
+    for process in processes:
+        process.join(max(0.0, deadline - time.monotonic()))
+    for process in processes:
+        if process.exitcode is None:
+            process.kill()
+            process.join(STOP_SECONDS)
+
+
+@contextmanager
+def _sigint_held():
+    """Ctrl-C (SIGINT) held back until the block ends, then handled as it would have been. Processes forked
+    inside inherit this handler, which raises nothing, until they install their own: a Ctrl-C at that
+    moment neither stops the main process half-way through starting one nor kills the new one with a
+    traceback. Only the main thread sets handlers; elsewhere the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
+        if held and callable(previous):
+            previous(signal.SIGINT, sys._getframe())
+        elif held and previous == signal.SIG_DFL:
+            signal.raise_signal(signal.SIGINT)
 
 
 def _start_method() -> str:

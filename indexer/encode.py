@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import os
 import time
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterator, Protocol
 
 import numpy as np
 
-from .decode import DecodedImage, DecodedStream, DecodeFailure, default_workers, iter_decoded
+from .decode import DecodedImage, DecodedStream, DecodeFailure, default_workers
 from .gpu_decode import DeviceJpegDecoder, gpu_decoding_available
 from .imaging import DEFAULT_BACKGROUND, MAX_PIXELS
 from .models import Encoder
@@ -87,10 +87,9 @@ def encode_image_files(encoder: Encoder, paths: list[str], batch_size: int = 64,
     """
     timer = timer or Timer()
     decoded_all, vectors, failures, pending = [], [], [], []
-    bar = progress(label, len(paths)) if progress and paths else None
     workers = default_workers() if workers is None else workers
-
     waited = [0.0]  # waiting on the decoders since the last batch was encoded
+    bar = items = threads = None
 
     def encode_pending() -> None:
         started = time.perf_counter()
@@ -107,17 +106,10 @@ def encode_image_files(encoder: Encoder, paths: list[str], batch_size: int = 64,
             on_batch(list(pending), encoded)
         pending.clear()
 
-    min_side = image_input_side(encoder) if decode == "reduced" else None
-    on_device = _device_decoder(encoder, decode, decode_device, max_pixels, background)
-    if on_device is not None:
-        if stream is not None:
-            stream.close()
-        items = iter(on_device.decode(paths))
-    else:
-        items = iter(stream) if stream is not None else \
-            iter_decoded(paths, encoder.preprocess_image, workers, max_pixels, min_side, background)
-    threads = for_cpu_model(encoder, workers) if on_device is None else None
-    try:
+    try:  # from the start: a `stream` handed over is this function's to stop, however it ends
+        bar = progress(label, len(paths)) if progress and paths else None
+        stream, items = _decoding(encoder, paths, workers, max_pixels, decode, decode_device, stream, background)
+        threads = for_cpu_model(encoder, workers) if stream is not None else None
         while True:
             started = time.perf_counter()
             with timer.stage("decode_wait"):
@@ -135,13 +127,33 @@ def encode_image_files(encoder: Encoder, paths: list[str], batch_size: int = 64,
                 bar.update(1)
         if pending:
             encode_pending()
-    finally:
+    finally:  # also when interrupted: the decoders stop now (not when garbage-collected), and no bar is left
+        for decoder in (items, stream):
+            if decoder is not None:
+                decoder.close()
         if threads is not None:
             threads.restore()
-    if bar:
-        bar.close()
+        if bar:
+            bar.close()
     matrix = np.concatenate(vectors) if vectors else np.zeros((0, encoder.identity.dim), np.float32)
     return EncodedImages(decoded_all, matrix, failures)
+
+
+def _decoding(encoder: Encoder, paths: list[str], workers: int, max_pixels: int, decode: str,
+              decode_device: str | None, stream: DecodedStream | None,
+              background: str | None) -> tuple[DecodedStream | None, Iterator]:
+    """(the CPU workers' stream, or None on the GPU; the decoded items, in order): JPEGs on the model's GPU
+    where it decodes them, else by the CPU workers, those of `stream` if they were already started."""
+    on_device = _device_decoder(encoder, decode, decode_device, max_pixels, background)
+    if on_device is not None:
+        if stream is not None:
+            stream.close()
+        return None, iter(on_device.decode(paths))
+    if stream is None:
+        min_side = image_input_side(encoder) if decode == "reduced" else None
+        stream = DecodedStream(paths, encoder.preprocess_image, workers, max_pixels, min_side,
+                               background=background)
+    return stream, iter(stream)
 
 
 def _device_decoder(encoder: Encoder, decode: str, device: str | None, max_pixels: int, background: str | None):
@@ -216,19 +228,22 @@ def _encoded_on_ray(encoder: Encoder, paths: list[str], settings: EncodeSettings
     decoded_all, vectors, failures = [], [], []
     batches = ray_engine.encode_images(encoder, paths, settings.ray, settings.batch_size, settings.max_pixels,
                                        settings.decode, settings.background)
-    while True:
-        with timer.stage("encode"):  # on the cluster: decoding and encoding together
-            batch = next(batches, None)
-        if batch is None:
-            break
-        images, encoded, failed = batch
-        decoded_all += images
-        vectors.append(encoded)
-        failures += [_failure(f) for f in failed]
+    try:
+        while True:
+            with timer.stage("encode"):  # on the cluster: decoding and encoding together
+                batch = next(batches, None)
+            if batch is None:
+                break
+            images, encoded, failed = batch
+            decoded_all += images
+            vectors.append(encoded)
+            failures += [_failure(f) for f in failed]
+            if bar:
+                bar.update(len(images) + len(failed))
+    finally:  # also when interrupted: Ray Data stops its work before Ray itself is stopped
+        batches.close()
         if bar:
-            bar.update(len(images) + len(failed))
-    if bar:
-        bar.close()
+            bar.close()
     matrix = np.concatenate(vectors) if vectors else np.zeros((0, encoder.identity.dim), np.float32)
     return EncodedImages(decoded_all, matrix, failures)
 
@@ -245,7 +260,7 @@ def encode_texts_journaled(encoder: Encoder, texts: list[str], journal: Journal,
     bar = progress(label, len(texts)) if own_bar and progress and texts else bar
     chunks = []
     encoded = _text_batches(encoder, texts, hashes, settings)
-    with JournalBuffer(journal, settings.journal_every) as buffer:
+    with closing(encoded), JournalBuffer(journal, settings.journal_every) as buffer:
         start = 0
         while start < len(texts):
             with timer.stage("encode"):

@@ -154,3 +154,7 @@ class IndexWriteError(XmodalError):
 
 class ClusterError(XmodalError, RuntimeError):
     """The Ray cluster could not run the work (its nodes lack the model, a node failed for good)."""
+
+
+class DecodeWorkerError(XmodalError, RuntimeError):
+    """A decoding worker process ended in the middle of its work (killed, out of memory, a decoder crash)."""

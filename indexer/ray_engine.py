@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import sys
+import time
 import uuid
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -51,13 +53,14 @@ class RayRun:
 
     def ensure(self) -> None:
         if not self._ready:
+            self._started = not _import_ray().is_initialized()  # a start interrupted half-way is stopped too
             self._started = start(self.settings)
             self._ready = True
             check_storage(self.journal_folder)
 
     def close(self) -> None:
         if self._started:
-            stop()
+            stop(local=self.settings.address is None)
         self._ready = self._started = False
 
     def add_in_shards(self, index, vectors: np.ndarray, row_ids: np.ndarray):
@@ -184,10 +187,91 @@ def _can_write(folder: str) -> bool:
     return os.path.isdir(folder) and os.access(folder, os.W_OK)
 
 
-def stop() -> None:
+def stop(local: bool = False) -> None:
+    """Leave the cluster; a `local` Ray (started by this process) ends with every process of it."""
     import ray
 
+    remains = _local_ray_processes() if local else []
     ray.shutdown()
+    _end_processes(remains)
+
+
+STOP_SECONDS = 1.0  # a local Ray's processes still alive this long after ray.shutdown() are killed
+
+
+def _local_ray_processes() -> list[tuple[int, str]]:
+    """(pid, start time) of the Ray processes under this one, read from /proc (none elsewhere).
+
+    ray.shutdown() stops what the driver started, and the raylet the rest. A terminal's Ctrl-C reaches
+    the raylet, the GCS and the agents too (they are in the command's process group); caught while Ray
+    was starting, ray.shutdown() knew none of them yet, the raylet and the GCS ran on until the driver
+    ended, and the dashboard and runtime-env agents (which keep SIGINT blocked) for a minute or more.
+    Only processes running Ray's code are counted: never a process of the caller's own."""
+    children: dict[int, list[int]] = {}
+    for pid in _pids():
+        stat = _stat(pid)
+        if stat:
+            children.setdefault(stat[0], []).append(pid)
+    ray_code = str(Path(_import_ray().__file__).parent)
+    below, found = list(children.get(os.getpid(), [])), []
+    while below:
+        pid = below.pop()
+        below += children.get(pid, [])
+        command = _read_proc(pid, "cmdline").replace("\0", " ")
+        stat = _stat(pid)
+        if stat and (command.startswith("ray::") or ray_code in command):
+            found.append((pid, stat[2]))
+    return found
+
+
+def _end_processes(processes: list[tuple[int, str]]) -> None:
+    """Give `processes` STOP_SECONDS to end, then kill those left and wait (as long again, at most) until
+    they have ended."""
+    alive = _running_after(processes, STOP_SECONDS)
+    for pid, _ in alive:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:  # ended meanwhile
+            pass
+    _running_after(alive, STOP_SECONDS)
+
+
+def _running_after(processes: list[tuple[int, str]], seconds: float) -> list[tuple[int, str]]:
+    deadline = time.monotonic() + seconds
+    alive = [p for p in processes if _running(*p)]
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.05)
+        alive = [p for p in alive if _running(*p)]
+    return alive
+
+
+def _running(pid: int, start: str) -> bool:
+    """Still running, and the same process (a pid given to a new process has another start time)."""
+    stat = _stat(pid)
+    return stat is not None and stat[2] == start and stat[1] != "Z"
+
+
+def _stat(pid: int) -> tuple[int, str, str] | None:
+    """(parent pid, state, start time) from /proc/PID/stat."""
+    stat = _read_proc(pid, "stat")
+    if not stat:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()
+    return int(fields[1]), fields[0], fields[19]
+
+
+def _pids() -> list[int]:
+    try:
+        return [int(name) for name in os.listdir("/proc") if name.isdigit()]
+    except OSError:
+        return []
+
+
+def _read_proc(pid: int, name: str) -> str:
+    try:
+        return Path(f"/proc/{pid}/{name}").read_text(errors="replace")
+    except OSError:  # ended meanwhile, or not ours to read
+        return ""
 
 
 def _quiet_data() -> None:
@@ -279,23 +363,25 @@ def encode_images(encoder, paths: list[str], run: RayRun, batch_size: int, max_p
     already in the journal (the workers wrote them there)."""
     rows = [{"position": i, "path": p} for i, p in enumerate(paths)]
     chunks = _ChunkReader(run.journal_folder)
-    for batch in _encoded(encoder, rows, run, batch_size, max_pixels, decode, background):
-        ok = batch["reason"] == ""
-        entries, vectors = chunks.take(batch["chunk"][ok], batch["chunk_row"][ok])
-        images = [DecodedImage(e["path"], e["content_hash"], e["size"], e["mtime"], e["width"], e["height"], None)
-                  for e in entries]
-        if [image.path for image in images] != [paths[i] for i in batch["position"][ok]]:
-            raise RuntimeError("a Ray worker's journal chunk does not hold the photos of its batch")
-        failures = [DecodeFailure(paths[i], str(reason)) for i, reason in zip(batch["position"][~ok], batch["reason"][~ok])]
-        yield images, vectors.reshape(-1, encoder.identity.dim), failures
+    with closing(_encoded(encoder, rows, run, batch_size, max_pixels, decode, background)) as batches:
+        for batch in batches:
+            ok = batch["reason"] == ""
+            entries, vectors = chunks.take(batch["chunk"][ok], batch["chunk_row"][ok])
+            images = [DecodedImage(e["path"], e["content_hash"], e["size"], e["mtime"], e["width"], e["height"], None)
+                      for e in entries]
+            if [image.path for image in images] != [paths[i] for i in batch["position"][ok]]:
+                raise RuntimeError("a Ray worker's journal chunk does not hold the photos of its batch")
+            failures = [DecodeFailure(paths[i], str(reason)) for i, reason in zip(batch["position"][~ok], batch["reason"][~ok])]
+            yield images, vectors.reshape(-1, encoder.identity.dim), failures
 
 
 def encode_texts(encoder, texts: list[str], hashes: list[str], run: RayRun, batch_size: int) -> Iterator[np.ndarray]:
     """The texts' vectors, a batch at a time, in order; already in the journal, by their `hashes`."""
     rows = [{"position": i, "text": t, "hash": h} for i, (t, h) in enumerate(zip(texts, hashes))]
     chunks = _ChunkReader(run.journal_folder)
-    for batch in _encoded(encoder, rows, run, batch_size, 0, "exact", None):
-        yield chunks.take(batch["chunk"], batch["chunk_row"])[1].reshape(-1, encoder.identity.dim)
+    with closing(_encoded(encoder, rows, run, batch_size, 0, "exact", None)) as batches:
+        for batch in batches:
+            yield chunks.take(batch["chunk"], batch["chunk_row"])[1].reshape(-1, encoder.identity.dim)
 
 
 def _encoded(encoder, rows: list[dict], run: RayRun, batch_size: int, max_pixels: int, decode: str,
@@ -311,10 +397,14 @@ def _encoded(encoder, rows: list[dict], run: RayRun, batch_size: int, max_pixels
     dataset = ray.data.from_items(rows).map_batches(_Encoding, fn_constructor_kwargs=arguments,
                                                      batch_size=batch_size, **_actor_options(run.settings))
     expected = 0
-    with _cluster_errors():
-        for batch in dataset.iter_batches(batch_size=batch_size, batch_format="numpy"):
-            expected = _in_order(batch["position"], expected)
-            yield batch
+    batches = iter(dataset.iter_batches(batch_size=batch_size, batch_format="numpy"))
+    try:
+        with _cluster_errors():
+            for batch in batches:
+                expected = _in_order(batch["position"], expected)
+                yield batch
+    finally:  # its executor's thread stops now: left running while Ray stopped, it ended the process (exit 1)
+        batches.close()
 
 
 class _ChunkReader:

@@ -90,6 +90,15 @@ class SlowFakeEncoder(FakeEncoder):
         return vectors
 
 
+class SlowEverywhereEncoder(SlowFakeEncoder):
+    """SlowFakeEncoder under a name of its own: Ray's actors load the model by the name the index records,
+    and SlowFakeEncoder's is the fast one's."""
+
+    def __init__(self, device: str = "cpu"):
+        super().__init__(device)
+        self.identity = replace(self.identity, spec="python:fakes:make_slow_everywhere_encoder")
+
+
 class CrashOnceEncoder(FakeEncoder):
     """Ends its own process at its first batch of photos, once (a Ray worker lost mid-run); `marker`, given as
     the weights, is the file that says it has happened."""
@@ -116,6 +125,10 @@ def make_encoder(pretrained: str | None, device: str) -> FakeEncoder:
 
 def make_slow_encoder(pretrained: str | None, device: str) -> FakeEncoder:
     return SlowFakeEncoder(device)
+
+
+def make_slow_everywhere_encoder(pretrained: str | None, device: str) -> FakeEncoder:
+    return SlowEverywhereEncoder(device)
 
 
 class HashEncoder:

@@ -1,0 +1,298 @@
+"""Ctrl-C in a terminal: SIGINT to the whole process group of a real `xmodal`, at several moments.
+
+A terminal sends Ctrl-C to every process of the command: decoding workers, a local Ray and its workers.
+Each time the command must end within 10 s (a hang shows as that deadline), with exactly one `error:` line
+and no traceback on stderr, exit 130 (`serve`: 0 and "stopped", a service's normal end), no process of
+its session still running, and the next run must resume and build what a clean build builds.
+
+The moments are read from the run itself (its worker processes, torch's library mapped into it, its
+progress file, its journal), not guessed with sleeps; /proc makes these tests Linux-only, as CI is.
+The decoding stream is also tested alone: a worker that dies, or that cannot be stopped politely, must
+neither hang it nor its closing.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import env_with_tests_path, noise_image
+from fakes import FakeEncoder
+from indexer import IndexConfig, build_index
+from indexer.decode import DecodedStream
+from indexer.edit import list_items
+from indexer.errors import DecodeWorkerError
+from server import free_port
+
+PHOTOS = 160
+SLOW = "python:fakes:make_slow_encoder"  # FAKE_BATCH_SECONDS a batch; each batch noted in FAKE_PROGRESS_FILE
+SLOW_ON_RAY = "python:fakes:make_slow_everywhere_encoder"  # the same, in Ray's actors too
+INTERRUPTED = ("error: interrupted; the last committed index is unchanged, and running the same command again "
+               "resumes from the work already encoded")
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("photos")
+    for i in range(PHOTOS):
+        noise_image(i, size=(96, 72)).save(folder / f"p{i:03d}.jpg", quality=90)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def clean_items(photos, tmp_path_factory) -> set[tuple]:
+    """What a clean, uninterrupted build holds."""
+    index = tmp_path_factory.mktemp("clean") / "index"
+    build_index(index, IndexConfig(images=[photos], workers=0), encoder=FakeEncoder())
+    return _items(index)
+
+
+def _items(index: Path) -> set[tuple]:
+    return {(row.modality, row.path, row.content_hash) for row in list_items(index)}
+
+
+def _command() -> list[str]:
+    exe = shutil.which("xmodal")
+    return [exe] if exe else [sys.executable, "-c", "import cli; cli.run()"]
+
+
+def _as_in_a_terminal() -> None:
+    """SIGINT handled as a shell in a terminal leaves it: a test run in the background passes it on ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _start(*args: str, env: dict | None = None) -> subprocess.Popen:
+    """`xmodal ARGS` in a session (and process group) of its own, as a terminal runs a command."""
+    return subprocess.Popen(_command() + list(args), env={**env_with_tests_path(), **(env or {})},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, preexec_fn=_as_in_a_terminal)
+
+
+def _wait_for(moment, run: subprocess.Popen, what: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not moment():
+        if run.poll() is not None:
+            out, err = run.communicate()
+            pytest.fail(f"xmodal ended (exit {run.returncode}) before {what}: {out[-500:]} {err[-2000:]}")
+        if time.monotonic() > deadline:
+            _kill(run)
+            pytest.fail(f"no {what} within {timeout} s")
+        time.sleep(0.02)
+
+
+def _ctrl_c(run: subprocess.Popen) -> tuple[str, str]:
+    """SIGINT to the run's whole process group, as a terminal sends it; its stdout and stderr once it ended."""
+    os.killpg(run.pid, signal.SIGINT)
+    try:
+        return run.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        left = _processes(lambda stat: stat["session"] == run.pid)
+        _kill(run)
+        pytest.fail(f"still running 10 s after Ctrl-C: {left}")
+
+
+def _kill(run: subprocess.Popen) -> None:
+    for pid in [run.pid, *_processes(lambda stat: stat["session"] == run.pid)]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    run.communicate()
+
+
+def _assert_interrupted(run: subprocess.Popen, out: str, err: str) -> None:
+    assert run.returncode == 130, (out, err)
+    assert "Traceback" not in err, err
+    assert [line for line in err.splitlines() if line.startswith("error:")] == [INTERRUPTED], err
+    assert not _processes(lambda stat: stat["session"] == run.pid)
+
+
+def _processes(which) -> dict[int, str]:
+    """pid -> command line of the processes `which(stat)` picks; those that ended (zombies) do not count."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            raw = Path(f"/proc/{entry}/stat").read_text()
+            command = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        fields = raw[raw.rindex(")") + 2:].split()
+        stat = {"state": fields[0], "parent": int(fields[1]), "session": int(fields[3])}
+        if stat["state"] != "Z" and which(stat):
+            found[int(entry)] = command
+    return found
+
+
+def _children(pid: int) -> dict[int, str]:
+    return _processes(lambda stat: stat["parent"] == pid)
+
+
+def _loads_torch(pid: int) -> bool:
+    try:
+        return "libtorch" in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False
+
+
+def _progress(path: Path) -> list[int]:
+    return [int(n) for n in path.read_text().split()] if path.exists() else []
+
+
+def _resume(*args: str, env: dict | None = None) -> dict[str, int]:
+    """The same `xmodal index` again, to its end; its figures for this run."""
+    done = subprocess.run(_command() + list(args), capture_output=True, text=True, timeout=300,
+                          env={**env_with_tests_path(), **(env or {})})
+    assert done.returncode == 0, done.stderr
+    figures = re.search(r"this run: encoded (\d+), reused (\d+), resumed (\d+)", done.stdout)
+    return dict(zip(("encoded", "reused", "resumed"), map(int, figures.groups())))
+
+
+def test_ctrl_c_while_the_model_loads_and_the_workers_decode(tmp_path, photos, clean_items, tiny_spec):
+    """A new index with a local-dir: model: the decoding workers start before the model loads (warm start);
+    Ctrl-C while torch is being imported. Before, the workers died with 38 lines of tracebacks, and now and
+    then one died holding the pool's queue lock and Pool.terminate() waited for it for good."""
+    out = tmp_path / "index"
+    run = _start("index", str(photos), "--out", str(out), "--model", tiny_spec, "--workers", "2")
+    _wait_for(lambda: len(_children(run.pid)) == 2 and _loads_torch(run.pid) and not (out / ".journal").exists(),
+              run, "the model loading beside two decoding workers")
+    _assert_interrupted(run, *_ctrl_c(run))
+    assert not out.exists()  # nothing was encoded: no trace of the new index
+    assert _resume("index", str(photos), "--out", str(out), "--model", tiny_spec)["encoded"] == PHOTOS
+    assert _items(out) == clean_items
+
+
+@pytest.mark.parametrize("batches", [1, 4], ids=["first-batch", "mid-run"])
+def test_ctrl_c_while_encoding_keeps_what_was_encoded(tmp_path, photos, clean_items, batches):
+    out, progress = tmp_path / "index", tmp_path / "progress"
+    args = ["index", str(photos), "--out", str(out), "--model", SLOW, "--batch-size", "8", "--workers", "2"]
+    run = _start(*args, env={"FAKE_PROGRESS_FILE": str(progress), "FAKE_BATCH_SECONDS": "0.5"})
+    _wait_for(lambda: len(_progress(progress)) >= batches, run, f"{batches} batch(es) encoded")
+    _assert_interrupted(run, *_ctrl_c(run))
+    encoded = sum(_progress(progress))
+    figures = _resume(*args, env={"FAKE_PROGRESS_FILE": str(tmp_path / "more"), "FAKE_BATCH_SECONDS": "0"})
+    assert encoded - 8 <= figures["resumed"] <= encoded  # a batch encoded as the signal came may be redone
+    assert figures["resumed"] + figures["encoded"] == PHOTOS
+    assert _items(out) == clean_items
+
+
+@pytest.fixture(scope="module")
+def served_index(photos, tiny_encoder, tmp_path_factory) -> Path:
+    """An index of the tiny open_clip model: serving it imports torch, which takes seconds."""
+    index = tmp_path_factory.mktemp("served") / "photos.idx"
+    build_index(index, IndexConfig(images=[photos], workers=0), encoder=tiny_encoder)
+    return index
+
+
+def _answers(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as answer:
+            return answer.status == 200
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("moment", ["loading", "serving"])
+def test_ctrl_c_stops_serve_as_any_stop_does(served_index, moment):
+    """A service stopped by its operator has ended normally: exit 0 and "stopped", whether it was serving
+    or still loading. Before, a Ctrl-C while it loaded said the index run's "interrupted ... resumes" and
+    exited 130, and could hang: a KeyboardInterrupt inside an import left a lock the text batcher waited on."""
+    port = free_port()
+    run = _start("serve", str(served_index), "--port", str(port))
+    if moment == "loading":
+        _wait_for(lambda: _loads_torch(run.pid), run, "the model loading")
+        assert not _answers(port)
+    else:
+        _wait_for(lambda: _answers(port), run, "an answer on /health")
+    out, err = _ctrl_c(run)
+    assert (run.returncode, err) == (0, "")
+    assert out.splitlines()[-1] == "stopped"
+    assert not _processes(lambda stat: stat["session"] == run.pid)
+
+
+def _ray_agents(run: subprocess.Popen) -> dict[int, str]:
+    return _processes(lambda stat: stat["session"] == run.pid and stat["parent"] != run.pid)
+
+
+@pytest.mark.parametrize("moment", ["starting", "mid-run"])
+def test_ctrl_c_on_a_local_ray_ends_it_all_and_resumes(tmp_path, photos, clean_items, moment):
+    """The local Ray xmodal starts (raylet, GCS, agents) is in the command's process group, its workers in its
+    session. Ctrl-C as Ray starts: before, its dashboard and runtime-env agents (which keep SIGINT blocked)
+    ran on for a minute or more, and the driver could crash on its way out (SIGSEGV). Mid-run: Ray Data's
+    executor thread, left running while Ray stopped, could end the driver (exit 1) before its line."""
+    out, progress = tmp_path / "index", tmp_path / "progress"
+    args = ["index", str(photos), "--out", str(out), "--model", SLOW_ON_RAY, "--batch-size", "8"]
+    run = _start(*args, "--ray", "--ray-actors", "2",
+                 env={"FAKE_PROGRESS_FILE": str(progress), "FAKE_BATCH_SECONDS": "0.5"})
+    if moment == "starting":
+        _wait_for(lambda: any("agent" in c.lower() for c in _ray_agents(run).values()), run, "Ray's agents starting")
+    else:
+        _wait_for(lambda: any((out / ".journal").glob("chunk-ray-*.parquet")), run, "a batch written by a worker")
+    _assert_interrupted(run, *_ctrl_c(run))
+    written = sum(pq.ParquetFile(chunk).metadata.num_rows for chunk in (out / ".journal").glob("chunk-ray-*.parquet")) \
+        if out.exists() else 0
+    assert written > 0 or moment == "starting"
+    figures = _resume(*args, "--workers", "0", env={"FAKE_PROGRESS_FILE": str(progress), "FAKE_BATCH_SECONDS": "0"})
+    assert (figures["resumed"], figures["encoded"]) == (written, PHOTOS - written)
+    assert _items(out) == clean_items
+
+
+def _within(seconds: float, action):
+    """What `action` returns or raises, or a failure if it is still running after `seconds` (a hang)."""
+    outcome = {}
+
+    def run():
+        try:
+            outcome["value"] = action()
+        except BaseException as exc:  # noqa: BLE001  (handed to the test)
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        pytest.fail(f"still waiting after {seconds} s")
+    return outcome
+
+
+def test_a_decoding_worker_that_dies_is_one_error_not_a_hang(photos):
+    """A worker killed mid-run (out of memory, a decoder crash): before, the pool replaced it and waited for
+    the lost task's answer for good."""
+    paths = sorted(str(p) for p in photos.iterdir()) * 4  # tasks enough for both workers after the kill
+    stream = DecodedStream(paths, FakeEncoder().preprocess_image, workers=2)
+    items = iter(stream)
+    next(items)
+    os.kill(multiprocessing.active_children()[0].pid, signal.SIGKILL)
+    outcome = _within(30, lambda: sum(1 for _ in items))
+    assert isinstance(outcome.get("error"), DecodeWorkerError), outcome
+    assert "a decoding process ended (killed by SIGKILL) while decoding" in str(outcome["error"])
+    assert not multiprocessing.active_children()
+
+
+class _DeafToSigterm(FakeEncoder):
+    """A preprocessing whose library handles SIGTERM its own way (here: ignores it)."""
+
+    def preprocess_image(self, image):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        return super().preprocess_image(image)
+
+
+def test_closing_the_stream_is_bounded_whatever_its_workers_do(photos):
+    """Workers that do not end when asked to are killed: before, Pool.terminate() joined them for good."""
+    stream = DecodedStream(sorted(str(p) for p in photos.iterdir()), _DeafToSigterm().preprocess_image, workers=2)
+    items = iter(stream)
+    next(items)
+    assert "error" not in _within(30, stream.close)
+    assert not multiprocessing.active_children()
