@@ -305,8 +305,8 @@ def _hit_line(hit) -> str:
     shown = hit.path if hit.modality == "image" else _clip(hit.text, 60)
     if hit.scores:
         shown += "  [" + " ".join(f"{part} {value:+.3f}" for part, value in hit.scores.items()) + "]"
-    shown = {k: v for k, v in (hit.metadata or {}).items() if v is not None}  # a missing value is left out
-    extra = "  " + ", ".join(f"{k}={v}" for k, v in shown.items()) if shown else ""
+    metadata = {k: v for k, v in (hit.metadata or {}).items() if v is not None}  # a missing value is left out
+    extra = "  " + ", ".join(f"{k}={v}" for k, v in metadata.items()) if metadata else ""
     return f"{hit.rank:>3}  {hit.score:+.4f}  {hit.modality:<7} #{hit.row_id:<5} {shown}{_clip(extra, 80)}"
 
 
