@@ -82,7 +82,7 @@ def write_fmnist_set(out: Path, count: int) -> Path:
 
 
 def load_model(spec: str, workdir: Path):
-    from indexer.models import load_encoder
+    from xmodal.indexer.models import load_encoder
 
     if spec == "tiny":
         from conftest import write_tiny_open_clip
@@ -91,7 +91,7 @@ def load_model(spec: str, workdir: Path):
 
 
 def compare(encoder, paths: list[str], workers: int | None) -> None:
-    from indexer.encode import encode_image_files
+    from xmodal.indexer.encode_files import encode_image_files
 
     vectors, rates = {}, {}
     for mode in ("exact", "reduced"):
@@ -106,7 +106,7 @@ def compare(encoder, paths: list[str], workers: int | None) -> None:
 
 
 def evaluate_both(encoder, dataset: Path, workers: int | None) -> None:
-    from search.evaluate import evaluate
+    from xmodal.search.evaluate import evaluate
 
     for mode in ("exact", "reduced"):
         result = evaluate(dataset, encoder=encoder, workers=workers, image_decode=mode).to_dict()

@@ -17,9 +17,9 @@ _OPTION = re.compile(r"⟦(opt|cmd):([^⟧=]+)(?:=([^⟧]*))?⟧")
 # CLI spellings that are not simply --name-with-dashes.
 _CLI_FLAGS = {"k": "-k", "image_decode": "--decode"}
 _API_COMMANDS = {
-    "index": "build_index()", "search": "open_index(...).search()", "list": "indexer.edit.list_items()",
-    "remove": "indexer.edit.remove_items()", "info": "open_index(...).manifest", "eval": "search.evaluate.evaluate()",
-    "models": "indexer.models.list_models()", "compact": "indexer.compact()",
+    "index": "xmodal.build_index()", "search": "xmodal.open_index(...).search()", "list": "xmodal.list_items()",
+    "remove": "xmodal.remove_items()", "info": "xmodal.open_index(...).manifest", "eval": "xmodal.evaluate()",
+    "models": "xmodal.list_models()", "compact": "xmodal.compact_index()",
 }
 
 

@@ -316,7 +316,7 @@ class _Encoding:
                 "chunk": np.full(len(entries), chunk, dtype=object), "chunk_row": np.arange(len(entries))}
 
     def _images(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from .encode import encode_image_files
+        from .encode_files import encode_image_files
 
         paths = [str(path) for path in batch["path"]]
         # Decoded in this process, or in batches on the actor's GPU where it has one (encode._device_decoder):

@@ -19,8 +19,8 @@ from typing import Callable
 
 import numpy as np
 
-from indexer.errors import InvalidInputError
-from indexer.imaging import DEFAULT_BACKGROUND, load_image
+from ..indexer.errors import InvalidInputError
+from ..indexer.imaging import DEFAULT_BACKGROUND, load_image
 
 from .pixels import SAME_PHOTO, PixelSignature, aligned_similarity, signature
 

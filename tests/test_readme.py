@@ -11,7 +11,6 @@ Timings, dates, the checkout's path and the digits of a full-precision score pas
 """
 from __future__ import annotations
 
-import os
 import re
 import shlex
 import shutil
@@ -104,7 +103,7 @@ def run(command: str, root: Path, service=None) -> str:
     words = shlex.split(command)
     assert words[0] == "xmodal", f"README examples run xmodal, not {words[0]}"
     env = {**env_with_tests_path(), "COLUMNS": "100"}
-    done = subprocess.run([sys.executable, "-c", "import cli; cli.app()", *words[1:]], cwd=root, env=env,
+    done = subprocess.run([sys.executable, "-c", "from xmodal import cli; cli.app()", *words[1:]], cwd=root, env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
     return done.stdout
 
@@ -122,6 +121,6 @@ def test_console_examples_print_what_the_readme_shows(workdir, service):
 def test_python_examples_print_what_the_readme_shows(workdir):
     for code, shown in python_examples():
         done = subprocess.run([sys.executable, "-c", code], cwd=workdir, capture_output=True, text=True, timeout=600,
-                              env={**env_with_tests_path(), "PYTHONPATH": os.pathsep.join([str(REPO)])})
+                              env=env_with_tests_path())
         assert done.returncode == 0, done.stderr[-3000:]
         assert normalise(done.stdout, workdir) == normalise(shown, workdir)

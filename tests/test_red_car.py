@@ -5,8 +5,8 @@ import pytest
 
 from conftest import CATALOG
 from fakes import FakeEncoder
-from indexer import IndexConfig, build_index
-from search import open_index
+from xmodal.indexer import IndexConfig, build_index
+from xmodal.search import open_index
 
 QUERIES = ["I want to buy a red car", "我想买一辆红色汽车"]
 

@@ -8,10 +8,10 @@ import pytest
 
 from conftest import CATALOG, noise_image
 from fakes import FakeEncoder
-from indexer import IndexConfig, build_index
-from indexer.edit import list_items, remove_items
-from indexer.errors import InvalidInputError
-from indexer.store import IndexDir
+from xmodal.indexer import IndexConfig, build_index
+from xmodal.indexer.edit import list_items, remove_items
+from xmodal.indexer.errors import InvalidInputError
+from xmodal.indexer.store import IndexDir
 from test_cli import xmodal
 from test_incremental import snapshot
 
@@ -146,9 +146,9 @@ def write_embeddings(path, row_ids, vectors) -> None:
 
 def as_format_2(out) -> None:
     """Rewrite a fresh index in the format-2 layout: one generation folder of Parquet files."""
-    from indexer.store import VECTOR_SETS
-    from indexer.store.tables import items_table, write_failures, write_items
-    from indexer.stored import load_state, stored_rows
+    from xmodal.indexer.store import VECTOR_SETS
+    from xmodal.indexer.store.tables import items_table, write_failures, write_items
+    from xmodal.indexer.stored import load_state, stored_rows
 
     index_dir = IndexDir(out)
     manifest = index_dir.read_manifest()

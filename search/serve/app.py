@@ -35,7 +35,7 @@ from fastapi import FastAPI, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
-from indexer.errors import (CLI, ImageDecodeError, InvalidInputError, ModelMismatchError, ModelUnavailableError,
+from ...indexer.errors import (CLI, ImageDecodeError, InvalidInputError, ModelMismatchError, ModelUnavailableError,
                             URLQueriesOffError, Wording, XmodalError)
 
 from ..examples import split_weight_prefix
@@ -484,7 +484,7 @@ def _decode_base64(data: str) -> bytes:
 
 
 def _image(data: bytes, index):
-    from indexer.imaging import decode_image
+    from ...indexer.imaging import decode_image
 
     if len(data) > MAX_UPLOAD_BYTES:
         raise InvalidInputError(f"the image is over {MAX_UPLOAD_BYTES >> 20} MB; send a smaller one")

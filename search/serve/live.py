@@ -13,9 +13,9 @@ import threading
 import time
 from pathlib import Path
 
-from indexer.errors import XmodalError
-from indexer.models import Encoder
-from indexer.store import IndexDir
+from ...indexer.errors import XmodalError
+from ...indexer.models import Encoder
+from ...indexer.store import IndexDir
 
 from ..engine import SearchIndex, open_index
 
