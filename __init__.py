@@ -22,8 +22,8 @@ except PackageNotFoundError:  # a source tree that was never installed
 _PUBLIC = {
     "build_index": ".indexer", "IndexConfig": ".indexer", "IndexReport": ".indexer",
     "open_index": ".search", "SearchIndex": ".search", "Hit": ".search", "ImageURL": ".search",
-    "list_items": ".indexer.edit", "remove_items": ".indexer.edit", "compact_index": ".indexer.edit",
-    "list_models": ".indexer.models", "evaluate": ".search.evaluate",
+    "list_items": ".indexer", "remove_items": ".indexer", "compact_index": ".indexer",
+    "list_models": ".indexer.models", "evaluate": ".search",
     **{name: ".indexer.errors" for name in (
         "XmodalError", "InvalidInputError", "NoImagesError", "TextColumnError", "KeyColumnError",
         "EmptyCorpusError", "CorpusEncodingError", "UnknownModelError", "ModelUnavailableError",

@@ -110,7 +110,7 @@ def _fail(message: str, code: int = 2) -> None:
 
 def _run(action):
     """Turn xmodal's expected errors into one line and a non-zero exit, never a traceback (Ctrl-C: _Commands)."""
-    from .indexer.errors import XmodalError
+    from .indexer import XmodalError
 
     try:
         return action()
@@ -173,8 +173,7 @@ def index(
     deleted files); the index's other sources are kept as they are. With no sources named, every recorded
     source is synced. Only what is new or changed is encoded, and an interrupted run resumes.
     """
-    from .indexer import IndexConfig, build_index
-    from .indexer.ann import INDEX_TYPES
+    from .indexer import INDEX_TYPES, IndexConfig, build_index
 
     if index_type not in INDEX_TYPES:
         _fail(f"unknown --index-type {index_type!r}; use one of {', '.join(INDEX_TYPES)}")
@@ -272,8 +271,7 @@ def search(
     if target is not None and target not in TARGETS:
         _fail(f"unknown --target {target!r}; use image, text or product")
     parsed_weights = _parse_weights(weights) if weights is not None else None
-    from .search import open_index
-    from .search.examples import parse_cli_term
+    from .search import open_index, parse_cli_term
 
     def run():
         idx = open_index(index_dir, device=device)
@@ -393,7 +391,7 @@ def serve(
     _check_port_free(host, port)
     _stop_at_once_on_signals()
     try:
-        from .search.serve.app import create_app
+        from .search.serve import create_app
     except ImportError:
         _fail("xmodal serve needs its web parts; install them with pip install 'xmodal[serve]'")
     web = _run(lambda: create_app(named, token=token, device=device, batching=batching,
@@ -458,9 +456,8 @@ def info(
 
     INDEX: an index folder.
     """
-    from .indexer.imaging import describe_background
-    from .indexer.store import IndexDir
-    from .search.placement import choose_placement
+    from .indexer import IndexDir, describe_background
+    from .search import choose_placement
 
     manifest = _run(lambda: IndexDir(index_dir).read_manifest())
     placement = _run(lambda: choose_placement(device))
@@ -579,7 +576,7 @@ def eval_(
         _fail("give --model or --index, not both: an index is evaluated with the model that built it")
     if "{}" not in prompt:
         _fail("--prompt must contain {} where the class name goes, e.g. 'a photo of a {}'")
-    from .search.evaluate import evaluate
+    from .search import evaluate
 
     result = _run(lambda: evaluate(dataset, model=model, pretrained=pretrained, index=index_dir, ks=cutoffs,
                                    device=device, prompt=prompt, image_column=image_column,
@@ -610,7 +607,7 @@ def list_(
     """
     if modality not in (None, *MODALITIES):
         _fail(f"unknown --modality {modality!r}; use image or text")
-    from .indexer.edit import list_items
+    from .indexer import list_items
 
     rows = _run(lambda: list_items(index_dir, modality))
     if as_json:
@@ -632,7 +629,7 @@ def remove(
     INDEX: an index folder. A removed file that is still in an indexed folder comes back on the next
     `xmodal index`; drop the folder itself with --source.
     """
-    from .indexer.edit import remove_items
+    from .indexer import remove_items
 
     removed = _run(lambda: remove_items(index_dir, paths=list(paths or []), row_ids=list(ids or []),
                                         sources=list(sources or [])))
@@ -647,7 +644,7 @@ def compact(
 
     INDEX: an index folder. Also upgrades an index written by an older xmodal. Searches keep running meanwhile.
     """
-    from .indexer.edit import compact_index
+    from .indexer import compact_index
 
     report = _run(lambda: compact_index(index_dir))
     upgraded = " (upgraded to the current format)" if report.upgraded else ""
@@ -664,7 +661,7 @@ def models(
 
     FILTER: only names containing this (case-insensitive).
     """
-    from .indexer.models import list_models
+    from .indexer import list_models
 
     names = [n for n in list_models() if not contains or contains.lower() in n.lower()]
     if not names:

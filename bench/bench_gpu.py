@@ -46,8 +46,8 @@ def model_rate(encoder, batch: int = 256) -> float:
 
 
 def decode_rates(encoder, paths: list[str], device: str) -> dict[str, float]:
-    from xmodal.indexer.decode import default_workers, iter_decoded
-    from xmodal.indexer.gpu_decode import DeviceJpegDecoder
+    from xmodal.indexer.build.decode import default_workers, iter_decoded
+    from xmodal.indexer.build.gpu_decode import DeviceJpegDecoder
 
     rates = {}
     workers = default_workers()
@@ -60,7 +60,7 @@ def decode_rates(encoder, paths: list[str], device: str) -> dict[str, float]:
 
 
 def end_to_end(encoder, folder: Path, workdir: Path, on_device: bool) -> float:
-    import xmodal.indexer.encode_files as encode
+    import xmodal.indexer.build.encode_files as encode
     from xmodal.indexer import IndexConfig, build_index
 
     out = workdir / ("gpu-decode" if on_device else "cpu-decode")

@@ -166,7 +166,7 @@ def main() -> None:
 
     import torch
 
-    from xmodal.indexer.decode import default_workers
+    from xmodal.indexer.build.decode import default_workers
     from xmodal.indexer.models import load_encoder
     from xmodal.indexer.models.base import image_input_side
 

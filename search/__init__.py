@@ -1,6 +1,13 @@
-"""xmodal's query module: text -> images, image -> images, text -> texts, image -> texts."""
+"""xmodal's query module: text -> images, image -> images, text -> texts, image -> texts.
+
+It imports only the faces of xmodal.indexer (errors, imaging, models, store, and build for evaluate);
+the HTTP service is its own face, xmodal.search.serve (it needs the serve extra).
+"""
 from .engine import SearchIndex, open_index
+from .evaluation import evaluate
+from .examples import parse_cli_term
 from .fetch import ImageURL
 from .hits import Hit
+from .placement import choose_placement
 
-__all__ = ["Hit", "ImageURL", "SearchIndex", "open_index"]
+__all__ = ["Hit", "ImageURL", "SearchIndex", "choose_placement", "evaluate", "open_index", "parse_cli_term"]

@@ -22,12 +22,9 @@ from PIL import Image
 
 from ..indexer.errors import ImageDecodeError, InvalidInputError, ModelMismatchError, command, option
 from ..indexer.imaging import DEFAULT_BACKGROUND, flatten, load_image
-from ..indexer.models import Encoder, encode_images, load_encoder_for
-from ..indexer.models.base import image_input_side
-from ..indexer.sources import DEFAULT_NA_VALUES
-from ..indexer.store import MODALITIES, SETS_OF, IndexDir, Manifest
-from ..indexer.store.segments import SegmentReader
-from ..indexer.store.tables import read_failures
+from ..indexer.models import Encoder, encode_images, image_input_side, load_encoder_for
+from ..indexer.build import DEFAULT_NA_VALUES
+from ..indexer.store import MODALITIES, SETS_OF, IndexDir, Manifest, SegmentReader, read_failures
 
 from .duplicates import DEFAULT_THRESHOLD, NEIGHBOURS, ContentCheck, DuplicateGroup, check_threshold, group_duplicates
 from .examples import Example, QueryPlan, Term, WeightedTerm, combine, describe, split_weight

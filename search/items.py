@@ -17,8 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..indexer.store.segments import SegmentReader
-from ..indexer.store.tables import concat_items
+from ..indexer.store import SegmentReader, concat_items
 
 KEPT_ROWS = 2_097_152  # item rows kept in memory, as Arrow row groups (about 300 MB of short texts)
 

@@ -27,10 +27,10 @@ POINTS = {
     "journal_read_chunk": ("xmodal.indexer.store.journal", None, "read_chunk"),  # on Ray: the driver reads workers' vectors
     "write_items": ("xmodal.indexer.store.segments", None, "write_items"),
     "write_vectors": ("xmodal.indexer.store.segments", None, "_save_npy"),  # ids, vectors and deletion files
-    "write_deletions": ("xmodal.indexer.commit", None, "write_deletions"),
+    "write_deletions": ("xmodal.indexer.build.commit", None, "write_deletions"),
     "publish_segment": ("xmodal.indexer.store.layout", "IndexDir", "publish_segment"),
-    "write_failures": ("xmodal.indexer.commit", None, "write_failures"),
-    "ann_save": ("xmodal.indexer.ann", "VectorIndex", "save"),
+    "write_failures": ("xmodal.indexer.build.commit", None, "write_failures"),
+    "ann_save": ("xmodal.indexer.store.ann", "VectorIndex", "save"),
     "generation_rename": ("xmodal.indexer.store.layout", None, "_fsync_tree"),
     "manifest_write": ("xmodal.indexer.store.layout", None, "_write_atomic"),
     "garbage_collect": ("xmodal.indexer.store.layout", "IndexDir", "_collect_garbage"),
@@ -67,10 +67,10 @@ def config(images: str, texts: str, products: bool = False):
 
 def small_segments(rows: str) -> None:
     """XMODAL_TEST_SEGMENT_ROWS: segments (and corpus batches) of that many rows, so a small run streams."""
-    import xmodal.indexer.commit
-    import xmodal.indexer.fresh
-    import xmodal.indexer.sources
-    xmodal.indexer.fresh.SEGMENT_ROWS = xmodal.indexer.commit.SEGMENT_ROWS = xmodal.indexer.sources.STREAM_ROWS = int(rows)
+    import xmodal.indexer.build.commit
+    import xmodal.indexer.build.fresh
+    import xmodal.indexer.build.sources
+    xmodal.indexer.build.fresh.SEGMENT_ROWS = xmodal.indexer.build.commit.SEGMENT_ROWS = xmodal.indexer.build.sources.STREAM_ROWS = int(rows)
 
 
 def main() -> None:
@@ -81,7 +81,7 @@ def main() -> None:
     from xmodal.indexer import build_index
 
     if sys.argv[6:7] == ["compact"]:
-        from xmodal.indexer.edit import compact_index
+        from xmodal.indexer.build.edit import compact_index
 
         if point != "none":
             arm(point, int(number))

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from xmodal.indexer.ann import EXACT_UP_TO, VectorIndex, choose_ann
+from xmodal.indexer.store.ann import EXACT_UP_TO, VectorIndex, choose_ann
 from xmodal.indexer.errors import InvalidInputError
 from xmodal.indexer.models import l2_normalize
 from xmodal.indexer.store import AnnSpec
@@ -70,7 +70,7 @@ def test_gpu_placement_is_decided_on_load_and_files_are_written_from_cpu(tmp_pat
     """No GPU here: check the device logic with faiss's cloners stood in for."""
     import faiss
 
-    import xmodal.indexer.ann as ann
+    import xmodal.indexer.store.ann as ann
     moved, copied_back = [], []
     monkeypatch.setattr(ann, "gpu_count", lambda: 1)
     monkeypatch.setattr(faiss, "index_cpu_to_all_gpus", lambda index: moved.append(index) or index, raising=False)
@@ -105,7 +105,7 @@ def test_equal_scores_rank_by_row_id_even_across_the_kth_place(kind):
 
 
 def test_a_memory_budget_chooses_ivf_codes_that_fit():
-    from xmodal.indexer.ann import BUDGET_SHARE, choose_codes, code_bytes, parse_memory
+    from xmodal.indexer.store.ann import BUDGET_SHARE, choose_codes, code_bytes, parse_memory
 
     assert parse_memory("4G") == 4 << 30 and parse_memory("512m") == 512 << 20 and parse_memory("1000") == 1000
     with pytest.raises(InvalidInputError, match="like 4G"):
@@ -163,7 +163,7 @@ def test_an_index_built_within_a_memory_budget_finds_each_item(tmp_path):
 
 
 def test_tuning_queries_sit_near_but_not_on_the_collection():
-    from xmodal.indexer import ann
+    from xmodal.indexer.store import ann
 
     rng = np.random.default_rng(0)
     sample = rng.normal(size=(50, 32)).astype(np.float32)

@@ -22,7 +22,7 @@ from fakes import FakeEncoder
 from xmodal.indexer import IndexConfig, build_index
 from xmodal.indexer.errors import InvalidInputError
 from xmodal.indexer.models import ModelIdentity, l2_normalize
-from xmodal.indexer.sources import read_corpus, stream_corpus
+from xmodal.indexer.build.sources import read_corpus, stream_corpus
 from xmodal.indexer.store import IndexDir
 from xmodal.search import open_index
 from xmodal.search.filters import FilterError, parse_filter

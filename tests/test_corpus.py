@@ -9,7 +9,7 @@ import pytest
 
 from xmodal.indexer import IndexConfig, build_index
 from xmodal.indexer.errors import CorpusEncodingError, EmptyCorpusError, InvalidInputError
-from xmodal.indexer.sources import read_corpus
+from xmodal.indexer.build.sources import read_corpus
 from xmodal.search import open_index
 from fakes import FakeEncoder
 from test_cli import xmodal

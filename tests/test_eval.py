@@ -12,7 +12,7 @@ from conftest import CATALOG
 from fakes import FakeEncoder
 from xmodal.indexer import IndexConfig, build_index
 from xmodal.indexer.errors import InvalidInputError
-from xmodal.search.evaluate import evaluate
+from xmodal.search.evaluation import evaluate
 
 runner = CliRunner()
 FAKE = "python:fakes:make_encoder"

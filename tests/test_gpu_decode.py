@@ -10,9 +10,9 @@ from PIL import Image, ImageOps
 
 from conftest import noise_image
 from xmodal.indexer import IndexConfig, build_index
-from xmodal.indexer.decode import DecodedImage, DecodeFailure
-from xmodal.indexer.encode_files import encode_image_files
-from xmodal.indexer.gpu_decode import DeviceJpegDecoder, gpu_decoding_available
+from xmodal.indexer.build.decode import DecodedImage, DecodeFailure
+from xmodal.indexer.build.encode_files import encode_image_files
+from xmodal.indexer.build.gpu_decode import DeviceJpegDecoder, gpu_decoding_available
 from xmodal.indexer.models import encode_images
 from photos import sample_photo_paths
 

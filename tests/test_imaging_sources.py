@@ -15,7 +15,7 @@ from PIL import Image
 from conftest import env_with_tests_path, noise_image
 from xmodal.indexer.errors import ImageDecodeError, InvalidInputError, NoImagesError, TextColumnError
 from xmodal.indexer.imaging import decode_image, decode_picture, heif_available, load_image
-from xmodal.indexer.sources import find_images, read_texts
+from xmodal.indexer.build.sources import find_images, read_texts
 
 
 def _jpeg_bytes(image: Image.Image, **kwargs) -> bytes:

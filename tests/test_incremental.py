@@ -14,9 +14,9 @@ import pytest
 from conftest import TESTS, env_with_tests_path, noise_image
 from fakes import FakeEncoder
 from xmodal.indexer import IndexConfig, build_index
-from xmodal.indexer.edit import list_items, remove_items
+from xmodal.indexer.build.edit import list_items, remove_items
 from xmodal.indexer.errors import IndexLockedError, IndexWriteError, InvalidInputError
-from xmodal.indexer.stored import load_state, stored_rows
+from xmodal.indexer.build.stored import load_state, stored_rows
 from xmodal.indexer.store import IndexDir
 from xmodal.indexer.store.lock import WriterLock
 from xmodal.search import open_index
@@ -194,7 +194,7 @@ def test_remove_and_list(tmp_path, sources):
 
 @pytest.mark.parametrize("error", [OSError(28, "No space left on device"), PermissionError(13, "Permission denied")])
 def test_write_errors_keep_the_last_commit_and_the_encoded_work(tmp_path, sources, monkeypatch, error):
-    import xmodal.indexer.fresh as pipeline
+    import xmodal.indexer.build.fresh as pipeline
     images, texts = sources
     out = tmp_path / "idx"
     build_index(out, config(images, texts), encoder=FakeEncoder())

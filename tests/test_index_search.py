@@ -140,7 +140,7 @@ def test_another_named_model_is_refused_before_it_loads(built, tmp_path, image_f
     """--model ViT-B-32 on an index of another model: refused before loading it (9 s, or a missing-weights
     error that hid the real problem)."""
     out, _ = built
-    from xmodal.indexer import pipeline
+    from xmodal.indexer.build import pipeline
 
     monkeypatch.setattr(pipeline, "load_encoder", lambda *a, **k: pytest.fail("the model was loaded"))
     before = (out / "manifest.json").read_text()
@@ -160,7 +160,7 @@ def test_rebuild_replaces_the_index_atomically(built, image_folder, tiny_encoder
 
 
 def test_a_failed_write_leaves_the_previous_index_intact(built, image_folder, tiny_encoder, monkeypatch):
-    import xmodal.indexer.commit as pipeline
+    import xmodal.indexer.build.commit as pipeline
     out, _ = built
     before = (out / "manifest.json").read_text()
 

@@ -30,8 +30,8 @@ import pytest
 from conftest import env_with_tests_path, noise_image
 from fakes import FakeEncoder
 from xmodal.indexer import IndexConfig, build_index
-from xmodal.indexer.decode import DecodedStream
-from xmodal.indexer.edit import list_items
+from xmodal.indexer.build.decode import DecodedStream
+from xmodal.indexer.build.edit import list_items
 from xmodal.indexer.errors import DecodeWorkerError
 from server import free_port
 

@@ -13,7 +13,7 @@ import pytest
 from conftest import CATALOG
 from fakes import FakeEncoder, HashEncoder
 from xmodal.indexer import IndexConfig, build_index
-from xmodal.indexer.edit import list_items
+from xmodal.indexer.build.edit import list_items
 from xmodal.indexer.errors import InvalidInputError, KeyColumnError
 from xmodal.indexer.store import IndexDir
 from xmodal.search import open_index

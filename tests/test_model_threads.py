@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from xmodal.indexer import IndexConfig, build_index, model_threads
-from xmodal.indexer.model_threads import ModelThreads, for_cpu_model
+from xmodal.indexer.build.model_threads import ModelThreads, for_cpu_model
 from xmodal.search.engine import open_index
 
 

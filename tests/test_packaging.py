@@ -104,8 +104,56 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_no_import_cycle():
     graph = import_graph()
-    assert len(graph) > 50 and "xmodal.indexer.ann" in graph["xmodal.indexer.pipeline"]  # the walk sees imports
+    assert len(graph) > 50 and "xmodal.indexer.store.ann" in graph["xmodal.indexer.build.pipeline"]  # the walk sees imports
     assert cycles(graph) == []
+
+
+# xmodal.indexer's layers, lowest first: each imports only its own and those below it
+INDEXER_LAYERS = [("xmodal.indexer.errors",), ("xmodal.indexer.imaging", "xmodal.indexer.models"),
+                  ("xmodal.indexer.store",), ("xmodal.indexer.build",), ("xmodal.indexer",)]
+# what search/ may import of the indexer: the faces (a package's __init__) and the two leaf modules below them
+INDEXER_FACES = {"xmodal.indexer", "xmodal.indexer.errors", "xmodal.indexer.imaging", "xmodal.indexer.models",
+                 "xmodal.indexer.store", "xmodal.indexer.build"}
+CLI_FACES = {"xmodal.indexer", "xmodal.search", "xmodal.search.serve"}
+
+
+def layer_of(module: str) -> int | None:
+    for level, prefixes in enumerate(INDEXER_LAYERS):
+        if any(module == p or module.startswith(p + ".") for p in prefixes):
+            return level
+    return None
+
+
+def broken_rules(graph: dict[str, set[str]]) -> list[str]:
+    broken = []
+    for module, targets in graph.items():
+        for target in sorted(targets):
+            if module.startswith("xmodal.indexer"):
+                below = layer_of(target) is not None and layer_of(target) <= layer_of(module)
+                ok = below if module != "xmodal.indexer" else target.startswith("xmodal.indexer")
+            elif module.startswith("xmodal.search"):
+                ok = target.startswith("xmodal.search") or target in INDEXER_FACES
+            elif module == "xmodal.cli":
+                ok = target in CLI_FACES
+            else:
+                ok = True  # xmodal itself: the public names, from anywhere
+            if not ok:
+                broken.append(f"{module} imports {target}")
+    return broken
+
+
+def test_each_face_imports_only_what_lies_below_it():
+    assert broken_rules(import_graph()) == []
+
+
+def test_the_rules_catch_an_import_upward_or_past_a_face():
+    assert broken_rules({"xmodal.indexer.store.segments": {"xmodal.indexer.build.pipeline"},
+                         "xmodal.search.engine": {"xmodal.indexer.build.sources"},
+                         "xmodal.cli": {"xmodal.search.engine"}, "xmodal.indexer.models.base": {"xmodal.search"},
+                         "xmodal.indexer.build.edit": {"xmodal.indexer.store.tables"}}) == [
+        "xmodal.indexer.store.segments imports xmodal.indexer.build.pipeline",
+        "xmodal.search.engine imports xmodal.indexer.build.sources", "xmodal.cli imports xmodal.search.engine",
+        "xmodal.indexer.models.base imports xmodal.search"]
 
 
 def test_the_cycle_finder_finds_a_cycle():

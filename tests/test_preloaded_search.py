@@ -6,7 +6,7 @@ import numpy as np
 
 from fakes import HashEncoder
 from xmodal.indexer import IndexConfig, build_index
-from xmodal.indexer.ann import AnnSpec, VectorIndex
+from xmodal.indexer.store.ann import AnnSpec, VectorIndex
 from xmodal.search import open_index
 
 

@@ -13,8 +13,8 @@ import pytest
 from conftest import CATALOG, noise_image
 from fakes import FakeEncoder
 from xmodal.indexer import IndexConfig, build_index
-from xmodal.indexer.stored import load_state, stored_rows
-from xmodal.indexer.edit import remove_items
+from xmodal.indexer.build.stored import load_state, stored_rows
+from xmodal.indexer.build.edit import remove_items
 from xmodal.indexer.errors import TextColumnError
 from xmodal.indexer.imaging import load_image
 from xmodal.indexer.models import encode_images

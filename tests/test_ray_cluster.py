@@ -15,7 +15,7 @@ from ray.cluster_utils import Cluster
 
 from conftest import env_with_tests_path, noise_image
 from xmodal.indexer import IndexConfig, build_index
-from xmodal.indexer.edit import list_items
+from xmodal.indexer.build.edit import list_items
 from xmodal.indexer.errors import ClusterError, InvalidInputError
 
 
@@ -155,7 +155,7 @@ def _free_port() -> int:
 
 def test_a_run_with_nothing_to_encode_never_starts_ray(tmp_path, monkeypatch):
     """Photos removed, none added: the run commits the removal without starting (or joining) Ray."""
-    from xmodal.indexer import ray_engine
+    from xmodal.indexer.build import ray_engine
 
     folder = tmp_path / "photos"
     folder.mkdir()

@@ -11,7 +11,7 @@ from PIL import Image
 
 from conftest import noise_image
 from xmodal.indexer import IndexConfig, build_index
-from xmodal.indexer.edit import list_items
+from xmodal.indexer.build.edit import list_items
 from xmodal.indexer.errors import InvalidInputError
 from xmodal.indexer.imaging import decode_picture, jpeg_scale
 from xmodal.indexer.models.base import image_input_side

@@ -19,9 +19,9 @@ import pytest
 from conftest import env_with_tests_path, noise_image
 from fakes import FakeEncoder
 from xmodal.indexer import IndexConfig, build_index
-from xmodal.indexer.ann import AnnSpec, VectorIndex
-from xmodal.indexer.commit import COMPACT_DELETED_SHARE, MAX_SMALL_SEGMENTS
-from xmodal.indexer.edit import compact_index, remove_items
+from xmodal.indexer.store.ann import AnnSpec, VectorIndex
+from xmodal.indexer.build.commit import COMPACT_DELETED_SHARE, MAX_SMALL_SEGMENTS
+from xmodal.indexer.build.edit import compact_index, remove_items
 from xmodal.indexer.errors import InvalidInputError
 from xmodal.indexer.store import IndexDir
 from xmodal.search import open_index
@@ -370,7 +370,7 @@ def test_search_many_equals_one_query_at_a_time_across_segments(tmp_path, source
 # ---- re-runs that need not load the index ------------------------------------------------------------
 
 def test_a_rerun_with_nothing_changed_neither_reads_corpora_nor_loads_the_index(tmp_path, sources, monkeypatch):
-    import xmodal.indexer.pipeline as pipeline
+    import xmodal.indexer.build.pipeline as pipeline
     images, texts = sources
     out = tmp_path / "idx"
     build_index(out, config(images, texts), encoder=FakeEncoder())

@@ -9,7 +9,7 @@ import pytest
 from conftest import CATALOG, noise_image
 from fakes import FakeEncoder
 from xmodal.indexer import IndexConfig, build_index
-from xmodal.indexer.edit import list_items, remove_items
+from xmodal.indexer.build.edit import list_items, remove_items
 from xmodal.indexer.errors import InvalidInputError
 from xmodal.indexer.store import IndexDir
 from test_cli import xmodal
@@ -148,7 +148,7 @@ def as_format_2(out) -> None:
     """Rewrite a fresh index in the format-2 layout: one generation folder of Parquet files."""
     from xmodal.indexer.store import VECTOR_SETS
     from xmodal.indexer.store.tables import items_table, write_failures, write_items
-    from xmodal.indexer.stored import load_state, stored_rows
+    from xmodal.indexer.build.stored import load_state, stored_rows
 
     index_dir = IndexDir(out)
     manifest = index_dir.read_manifest()

@@ -13,7 +13,7 @@ from PIL import Image, ImageDraw
 
 from conftest import noise_image
 from xmodal.indexer import IndexConfig, build_index
-from xmodal.indexer.edit import list_items
+from xmodal.indexer.build.edit import list_items
 from xmodal.indexer.errors import InvalidInputError
 from xmodal.indexer import imaging
 from xmodal.indexer.imaging import decode_picture

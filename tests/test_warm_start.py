@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from xmodal.indexer import IndexConfig, build_index
-from xmodal.indexer import warm_start
-from xmodal.indexer.encode import EncodeSettings
+from xmodal.indexer.build import warm_start
+from xmodal.indexer.build.encode import EncodeSettings
 from xmodal.indexer.errors import ModelUnavailableError
 from xmodal.indexer.models.recipe import local_dir_recipe
 from xmodal.search.engine import open_index

@@ -12,11 +12,11 @@ import numpy as np
 
 from .decode import DecodedImage, DecodedStream, DecodeFailure, default_workers
 from .gpu_decode import DeviceJpegDecoder, gpu_decoding_available
-from .imaging import DEFAULT_BACKGROUND, MAX_PIXELS
-from .models import Encoder
-from .models.base import image_input_side
+from ..imaging import DEFAULT_BACKGROUND, MAX_PIXELS
+from ..models import Encoder
+from ..models.base import image_input_side
 from .model_threads import for_cpu_model
-from .store.tables import Failure
+from ..store.tables import Failure
 
 class ProgressBar(Protocol):
     def update(self, n: int) -> None: ...

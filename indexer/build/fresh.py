@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from .store import IndexDir
-from .store.manifest import SegmentRef
-from .store.segments import write_segment
-from .store.tables import concat_items
+from ..store import IndexDir
+from ..store.manifest import SegmentRef
+from ..store.segments import write_segment
+from ..store.tables import concat_items
 
 SEGMENT_ROWS = 1 << 20  # rows per segment: 2 GB of float32 512-d vectors while it is built, 1M-row ANN indexes
 

@@ -1,7 +1,7 @@
 """The indexer: sources -> encoder -> store -> index, composed by one runner that times each stage.
 
 Runs are incremental and resumable: a re-run encodes only what is new or
-changed (indexer/plan.py), vectors encoded along the way are committed in
+changed (indexer/build/plan.py), vectors encoded along the way are committed in
 journal chunks (store/journal.py), and the new state becomes visible in one
 atomic commit (store/layout.py). One writer at a time (store/lock.py).
 """
@@ -20,25 +20,26 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import ann, ray_engine, sources
+from . import ray_engine, sources
+from ..store import ann
 from .commit import RunStats, commit_state, start_delta, writing
 from .decode import DecodedStream
 from .encode import EncodeSettings, ProgressFactory, Timer, encode_images_journaled, encode_texts_journaled
-from .errors import InvalidInputError, ModelMismatchError, command, option
+from ..errors import InvalidInputError, ModelMismatchError, command, option
 from .fresh import FreshSegments
-from .imaging import DEFAULT_BACKGROUND, MAX_PIXELS, check_decode_mode, describe_background, parse_background
-from .models import DEFAULT_MODEL, Encoder, ModelIdentity, load_encoder
-from .models.registry import recorded_spec
+from ..imaging import DEFAULT_BACKGROUND, MAX_PIXELS, check_decode_mode, describe_background, parse_background
+from ..models import DEFAULT_MODEL, Encoder, ModelIdentity, load_encoder
+from ..models.registry import recorded_spec
 from .plan import ImagePlanner, RowIds
 from .plan_products import ProductPlan, plan_products
 from .plan_texts import CorpusTextPlanner
 from .ray_engine import RaySettings
-from .store import Failure, IndexDir, ItemRow, Manifest
-from .store.journal import Journal
-from .store.lock import WriterLock
-from .store.manifest import FORMAT_VERSION, Source
-from .store.segments import check_vector_dtype
-from .store.tables import items_table, read_failures
+from ..store import Failure, IndexDir, ItemRow, Manifest
+from ..store.journal import Journal
+from ..store.lock import WriterLock
+from ..store.manifest import FORMAT_VERSION, Source
+from ..store.segments import check_vector_dtype
+from ..store.tables import items_table, read_failures
 from .stored import StoredState, load_state
 from .sync import SourcePlan, check_replace, column_typing, named_sources, plan_sources, reading_options
 from .unchanged import fingerprint, nothing_changed, skip_unchanged_corpora
@@ -71,7 +72,7 @@ class IndexConfig:
     background: str | None = None
     retry_failed: bool = False
     journal_every: int = 512  # items encoded between resume points
-    engine: str = "local"  # "ray": decode and encode on a Ray cluster (indexer/ray_engine.py)
+    engine: str = "local"  # "ray": decode and encode on a Ray cluster (indexer/build/ray_engine.py)
     ray_address: str | None = None  # None: a local Ray with this machine's cores
     ray_actors: int | None = None  # encoding actors, each holding the model; None: one per GPU, else per CPU core
     # Typing the tables named in `texts` (None: as recorded, else the defaults):

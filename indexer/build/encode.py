@@ -9,11 +9,11 @@ import numpy as np
 
 from .decode import DecodedImage, DecodedStream
 from .encode_files import EncodedImages, ProgressBar, ProgressFactory, Timer, encode_image_files, failure_of
-from .imaging import DEFAULT_BACKGROUND, MAX_PIXELS
-from .models import Encoder
+from ..imaging import DEFAULT_BACKGROUND, MAX_PIXELS
+from ..models import Encoder
 from .ray_engine import RayRun
 from .plan import text_hash
-from .store.journal import Journal, JournalEntry
+from ..store.journal import Journal, JournalEntry
 
 __all__ = ["EncodeSettings", "ProgressFactory", "Timer", "encode_image_files", "encode_images_journaled",
            "encode_texts_journaled"]
