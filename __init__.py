@@ -21,7 +21,7 @@ except PackageNotFoundError:  # a source tree that was never installed
 # name -> the module (relative to this package) that defines it
 _PUBLIC = {
     "build_index": ".indexer", "IndexConfig": ".indexer", "IndexReport": ".indexer",
-    "open_index": ".search", "SearchIndex": ".search", "Hit": ".search", "ImageURL": ".search",
+    "open_index": ".search", "SearchIndex": ".search", "Hit": ".search", "ImageURL": ".search", "Query": ".search",
     "list_items": ".indexer", "remove_items": ".indexer", "compact_index": ".indexer",
     "list_models": ".indexer.models", "evaluate": ".search",
     **{name: ".indexer.errors" for name in (

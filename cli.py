@@ -264,24 +264,21 @@ def search(
     Hits are ranked by cosine similarity (products: by the fusion of their photo's and their
     description's scores); equal scores rank by row id. Every hit shows its row id, for --like.
     """
-    if k < 1:
-        _fail(f"-k must be at least 1 (got {k})")
     if query is not None and image is not None:
         _fail("give a query text or --image FILE|URL, not both (add the other with --add)")
-    if target is not None and target not in TARGETS:
-        _fail(f"unknown --target {target!r}; use image, text or product")
     parsed_weights = _parse_weights(weights) if weights is not None else None
-    from .search import open_index, parse_cli_term
+    from .search import Query, open_index, parse_cli_term
+
+    request = _run(lambda: Query(
+        text=query, image=image, target=target, k=k, where=where, strategy=strategy, weights=parsed_weights,
+        fusion=fusion, dedup=dedup, like=[parse_cli_term(x)[1] for x in like or []],
+        dislike=[parse_cli_term(x)[1] for x in dislike or []], add=[parse_cli_term(x) for x in add or []],
+        subtract=[parse_cli_term(x) for x in sub or []]).checked())  # a bad option fails before the index opens
 
     def run():
         idx = open_index(index_dir, device=device)
-        chosen = target or idx.default_target
-        return chosen, idx.search(text=query, image=image, target=chosen, k=k, where=where,
-                                  like=[parse_cli_term(x)[1] for x in like or []],
-                                  dislike=[parse_cli_term(x)[1] for x in dislike or []], strategy=strategy,
-                                  add=[parse_cli_term(x) for x in add or []],
-                                  subtract=[parse_cli_term(x) for x in sub or []],
-                                  weights=parsed_weights, fusion=fusion, dedup=dedup)
+        chosen = request.resolved(idx.default_target)
+        return chosen.target, idx.search(chosen)
 
     target, hits = _run(run)
     if as_json:

@@ -9,5 +9,6 @@ from .examples import parse_cli_term
 from .fetch import ImageURL
 from .hits import Hit
 from .placement import choose_placement
+from .query import Query
 
-__all__ = ["Hit", "ImageURL", "SearchIndex", "choose_placement", "evaluate", "open_index", "parse_cli_term"]
+__all__ = ["Hit", "ImageURL", "Query", "SearchIndex", "choose_placement", "evaluate", "open_index", "parse_cli_term"]

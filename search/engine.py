@@ -24,21 +24,21 @@ from ..indexer.errors import ImageDecodeError, InvalidInputError, ModelMismatchE
 from ..indexer.imaging import DEFAULT_BACKGROUND, flatten, load_image
 from ..indexer.models import Encoder, encode_images, image_input_side, load_encoder_for
 from ..indexer.build import DEFAULT_NA_VALUES
-from ..indexer.store import MODALITIES, SETS_OF, IndexDir, Manifest, SegmentReader, read_failures
+from ..indexer.store import SETS_OF, IndexDir, Manifest, SegmentReader, read_failures
 
 from .duplicates import DEFAULT_THRESHOLD, NEIGHBOURS, ContentCheck, DuplicateGroup, check_threshold, group_duplicates
-from .examples import Example, QueryPlan, Term, WeightedTerm, combine, describe, split_weight
+from .examples import Example, QueryPlan, WeightedTerm, combine, describe, split_weight
 from .fetch import ImageURL, fetch_image, is_url
 from .filters import BUILT_IN_COLUMNS, Filter, TextCause, parse_filter
-from .fusion import DEFAULT_FUSION, FUSIONS, default_weights, fuse, identical_to_query
+from .fusion import DEFAULT_FUSION, default_weights, fuse, identical_to_query
 from .hits import Hit
 from .items import ItemStore
 from .pixels import SAME_PHOTO
 from .placement import SearchPlacement, choose_placement
-from .recommend import DEFAULT_STRATEGY, PartQuery, check_strategy
+from .query import TARGETS, Query, QueryImage, check_k, check_target
+from .recommend import DEFAULT_STRATEGY, PartQuery
 from .vectors import StoredVectors, VectorPart
 
-TARGETS = MODALITIES
 PARTS = {"image": ("image",), "text": ("text",), "product": ("image", "text")}
 EXACT_SUBSET = 20_000  # a filtered or strategy search over at most this many items scores them all exactly
 PROBE_DEPTH = 1_000  # above that, each probe of the ANN index brings this many candidates (at least 10 k)
@@ -94,43 +94,34 @@ class SearchIndex:
 
     # ---- searching ---------------------------------------------------------------------------------------
 
-    def search(self, text: str | None = None, image: str | Path | ImageURL | Image.Image | None = None, *,
-               target: str | None = None, k: int = 10, like: Sequence[Term] = (), dislike: Sequence[Term] = (),
-               strategy: str = DEFAULT_STRATEGY, add: Sequence[WeightedTerm] = (),
-               subtract: Sequence[WeightedTerm] = (), where: str | None = None,
-               weights: dict[str, float] | None = None, fusion: str = DEFAULT_FUSION, dedup: bool = False) -> list[Hit]:
-        """Hits for a query, best first, from the `target` kind of item (image, text or product; None: the
-        index's default_target).
+    def search(self, query: Query | str | None = None, image: QueryImage | None = None, **fields: Any) -> list[Hit]:
+        """Hits for a query, best first: a `Query`, or its fields as keywords (`search("a red car", k=5,
+        target="product", where="price < 20000")`); see `Query` for each field.
 
         The query is a text or an image (a path, an http(s) URL, or a PIL image), and/or liked
         examples; disliked examples, terms to add or subtract, and a metadata filter refine it.
         Examples are texts, images (Paths, ImageURLs or PIL images), row ids of indexed items,
-        or vectors; a row id named anywhere is never a hit. With `dedup`, near-duplicate
-        hits (copies of one photo, the same text twice) collapse into the best-ranked one,
-        and k distinct hits come back where the index holds them. Products: `weights` of the
+        references (sku:ABC) or vectors; a row id named anywhere is never a hit. With `dedup`,
+        near-duplicate hits (copies of one photo, the same text twice) collapse into the best-ranked
+        one, and k distinct hits come back where the index holds them. Products: `weights` of the
         photo and description parts (None: by what the query is, search.fusion.DEFAULT_WEIGHTS).
         """
-        _check_k(k)
-        target = target or self.default_target
-        _check_target(target)
-        check_strategy(strategy)
-        weights = _checked_weights(weights, target)
-        if fusion not in FUSIONS:
-            raise InvalidInputError(f"unknown fusion {fusion!r}; use one of {', '.join(FUSIONS)}")
-        self._check_holds(target)
-        allowed = self._admitted(target, where)  # a bad filter fails before the model loads
-        plan = self._plan(text, image, like, dislike, add, subtract, strategy)
-        if dedup:
-            ranked = self._distinct(target, lambda depth: self._rank(target, plan, strategy, allowed, depth, weights,
-                                                                     fusion), k)
-        else:
-            ranked = self._rank(target, plan, strategy, allowed, k, weights, fusion)
+        query = _as_query(query, image, fields).resolved(self.default_target)
+        self._check_holds(query.target)
+        allowed = self._admitted(query.target, query.where)  # a bad filter fails before the model loads
+        plan = self._plan(query.text, query.image, query.like, query.dislike, query.add, query.subtract,
+                          query.strategy)
+
+        def ranked_to(depth: int) -> list[Ranked]:
+            return self._rank(query.target, plan, query.strategy, allowed, depth, query.weights, query.fusion)
+
+        ranked = self._distinct(query.target, ranked_to, query.k) if query.dedup else ranked_to(query.k)
         return self._hits([ranked])[0]
 
     def duplicates(self, modality: str = "image", threshold: float | None = None, pixels: float = SAME_PHOTO,
                    neighbours: int = NEIGHBOURS) -> list[DuplicateGroup]:
         """Groups of near-duplicate items of one kind (image, text or product), each with the one to keep."""
-        _check_target(modality)
+        check_target(modality)
         self._check_holds(modality, choice="modality")
         threshold = DEFAULT_THRESHOLD.get(modality, DEFAULT_THRESHOLD["image"]) if threshold is None else threshold
         check_threshold(threshold)
@@ -184,8 +175,8 @@ class SearchIndex:
     def search_vector(self, vector: np.ndarray, target: str = "image", k: int = 10,
                       where: str | None = None) -> list[Hit]:
         """Hits for a query vector made with the index's model."""
-        _check_k(k)
-        _check_target(target)
+        check_k(k)
+        check_target(target)
         self._check_holds(target)
         plan = QueryPlan(liked=[self._vector_example(vector)])
         ranked = self._rank(target, plan, DEFAULT_STRATEGY, self._admitted(target, where), k, None, DEFAULT_FUSION)
@@ -199,8 +190,8 @@ class SearchIndex:
         Texts and images are encoded in batches and every segment is searched once for all of them,
         which is several times the throughput of one query at a time.
         """
-        _check_k(k)
-        _check_target(target)
+        check_k(k)
+        check_target(target)
         self._check_holds(target)
         allowed = self._admitted(target, where)
         for text in texts:
@@ -597,30 +588,19 @@ def _stack(vectors: list[np.ndarray], dim: int) -> np.ndarray:
     return np.stack(vectors).astype(np.float32) if vectors else np.zeros((0, dim), np.float32)
 
 
-def _check_k(k: int) -> None:
-    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
-        raise InvalidInputError(f"k must be a whole number of at least 1 (got {k!r})")
+def _as_query(query: Query | str | None, image: QueryImage | None, fields: dict[str, Any]) -> Query:
+    if isinstance(query, Query):
+        if image is not None or fields:
+            raise InvalidInputError("give a Query, or its fields as keywords, not both")
+        return query
+    asked: dict[str, Any] = {"text": query, "image": image}
+    for name, value in fields.items():
+        if asked.get(name) is not None:
+            raise InvalidInputError(f"the query's {name} is given twice; give it once")
+        asked[name] = value
+    return Query(**asked)
 
 
 def _is_row_id(term) -> bool:
     return isinstance(term, (int, np.integer)) and not isinstance(term, (bool, np.bool_))
-
-
-def _check_target(target: str) -> None:
-    if target not in TARGETS:
-        raise InvalidInputError(f"unknown target {target!r}; use one of {', '.join(TARGETS)}")
-
-
-def _checked_weights(weights: dict[str, float] | None, target: str) -> dict[str, float] | None:
-    """The weights asked for, checked; None: the defaults of the query's kind."""
-    if weights is None:
-        return None
-    unknown = sorted(set(weights) - {"image", "text"})
-    if unknown:
-        raise InvalidInputError(f"unknown part {unknown[0]!r} in the weights; use image=W,text=W")
-    if any(not np.isfinite(w) or w < 0 for w in weights.values()):
-        raise InvalidInputError("weights must be numbers of at least 0, e.g. image=0.7,text=0.3")
-    if target == "product" and sum(weights.get(p, 0.0) for p in ("image", "text")) <= 0:
-        raise InvalidInputError("the weights sum to zero; give a part a weight, e.g. image=1,text=0")
-    return {"image": float(weights.get("image", 0.0)), "text": float(weights.get("text", 0.0))}
 

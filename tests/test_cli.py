@@ -123,7 +123,7 @@ def test_bad_inputs_give_one_line_and_write_nothing(tmp_path, catalog_index):
          "this index decodes images reduced (recorded when it was built); --decode exact applies to a new index"),
         (["eval", str(CATALOG / "images"), "--model", FAKE, "--decode", "fast"], "unknown image decoding 'fast'"),
         (["search", str(empty), "red car"], "not an xmodal index"),
-        (["search", str(catalog_index), "red car", "-k", "0"], "-k must be at least 1"),
+        (["search", str(catalog_index), "red car", "-k", "0"], "-k must be a whole number of at least 1"),
         (["search", str(catalog_index), "--image", str(tmp_path / "nope.jpg")], "does not exist"),
         (["search", str(catalog_index), "--image", str(corrupt)], "cannot be read"),
         (["search", str(catalog_index)], "give a query: a text, --image FILE, or liked items (--like ITEM)"),

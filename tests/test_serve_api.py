@@ -103,7 +103,7 @@ def test_default_target_is_what_the_index_holds(server):
 @pytest.mark.parametrize("body, status, words", [
     ({"text": "car", "where": "price <"}, 400, "filter"),
     ({"text": "car", "where": "__import__('os').system('touch /tmp/xmodal-pwned')"}, 400, "filter"),
-    ({"text": "car", "k": 0}, 400, "k must be"),
+    ({"text": "car", "k": 0}, 400, "\"k\" must be a whole number of at least 1"),
     ({"text": "car", "target": "video"}, 400, "unknown target"),
     ({"text": "car", "index": "nope"}, 404, "no index named 'nope'"),
     ({"image": "not base64 at all!"}, 400, "base64"),

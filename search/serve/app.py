@@ -29,16 +29,17 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal, Union, get_type_hints
 
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, create_model
 
 from ...indexer.errors import (CLI, ImageDecodeError, InvalidInputError, ModelMismatchError, ModelUnavailableError,
                             URLQueriesOffError, Wording, XmodalError)
 
 from ..examples import split_weight_prefix
+from ..query import Query as SearchQuery
 from ..fetch import fetch_image, is_url
 from .batching import BatchingEncoder
 from .live import LiveIndex
@@ -68,27 +69,35 @@ Term = Union[StrictInt, StrictStr, ImageTerm, ImageURLTerm, list]  # strict: JSO
 TERM_FIELDS = ("like", "dislike", "add", "subtract")
 
 
-class SearchRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")  # a misspelt field ('filter' for 'where') must not pass unseen
+def _search_request_model() -> type[BaseModel]:
+    """The JSON body of POST /search: the fields of search.Query (one spelling of a query, with its docs), in
+    JSON's terms: images as base64 or image_url, terms as JSON values, and which index to ask."""
+    hints = get_type_hints(SearchQuery)
+    specs: dict[str, Any] = {}
+    for name, doc in SearchQuery.field_docs().items():
+        default = SearchQuery.__dataclass_fields__[name].default
+        if name == "image":
+            specs[name] = (str | None, Field(None, description="A query image, base64-encoded; or upload it as "
+                                                               "multipart 'image'."))
+            specs["image_url"] = (str | None, Field(None, description="A query image's http(s) URL, fetched by the "
+                                                                      "service (only if started with "
+                                                                      "--allow-url-queries)."))
+        elif name in TERM_FIELDS:
+            specs[name] = (list[Term], Field(default_factory=list, description=JSON_TERMS[name]))
+        else:
+            specs[name] = (hints[name], Field(default, description=doc))
+    specs["index"] = (str | None, Field(None, description="Which index, when the service has several "
+                                                          "(default: the first)."))
+    # extra="forbid": a misspelt field ('filter' for 'where') must not pass unseen
+    return create_model("SearchRequest", __config__=ConfigDict(extra="forbid"), **specs)
 
-    text: str | None = Field(None, description="The query text.")
-    image: str | None = Field(None, description="A query image, base64-encoded; or upload it as multipart 'image'.")
-    image_url: str | None = Field(None, description="A query image's http(s) URL, fetched by the service (only if "
-                                                    "started with --allow-url-queries).")
-    like: list[Term] = Field(default_factory=list, description="Liked examples: row ids, texts, {image: base64} or "
-                                                               "{image_url: URL}.")
-    dislike: list[Term] = Field(default_factory=list, description="Disliked examples, likewise.")
-    strategy: str = "average_vector"
-    add: list[Term] = Field(default_factory=list, description="Terms added to the query: 'W:text', row ids, [w, term].")
-    subtract: list[Term] = Field(default_factory=list, description="Terms subtracted from the query, likewise.")
-    where: str | None = Field(None, description="A metadata filter, e.g. price < 20000 and colour == 'red'.")
-    target: str | None = Field(None, description="image, text or product (default: products if the index "
-                                                   "holds any, else images, else texts).")
-    k: int = 10
-    weights: dict[str, float] | None = None
-    fusion: str = "zscore"
-    dedup: bool = False
-    index: str | None = Field(None, description="Which index, when the service has several (default: the first).")
+
+JSON_TERMS = {"like": "Liked examples: row ids, references (sku:ABC), texts, {image: base64} or {image_url: URL}.",
+              "dislike": "Disliked examples, likewise.",
+              "add": "Terms added to the query: 'W:text', row ids, [w, term].",
+              "subtract": "Terms subtracted from the query, likewise."}
+SearchRequest = _search_request_model()
+PLAIN_FIELDS = [name for name in SearchQuery.field_docs() if name != "image" and name not in TERM_FIELDS]
 
 
 class ItemPage(BaseModel):
@@ -411,10 +420,8 @@ def _query_image(service: Service, body: SearchRequest, upload: bytes | None, in
 
 
 def _run_search(index, body: SearchRequest, image, target: str, terms: dict[str, list]):
-    return index.search(
-        text=body.text, image=image, target=target, k=body.k, where=body.where, strategy=body.strategy,
-        like=terms["like"], dislike=terms["dislike"], add=terms["add"], subtract=terms["subtract"],
-        weights=body.weights, fusion=body.fusion, dedup=body.dedup)
+    asked = {name: getattr(body, name) for name in PLAIN_FIELDS}
+    return index.search(SearchQuery(**{**asked, "target": target}, image=image, **terms))
 
 
 @dataclass
