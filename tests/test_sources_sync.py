@@ -226,3 +226,30 @@ def test_a_missing_folder_names_the_way_out_that_fits_it(tmp_path):
     done = xmodal("index", str(typo), "--out", str(tmp_path / "other"), "--model", FAKE)
     assert done.returncode == 2 and done.stderr == f"error: image folder {typo} does not exist; check the path\n"
     assert IndexDir(out).read_manifest() == before and not (tmp_path / "other").exists()
+
+
+def test_a_run_plans_and_reads_its_sources_once_under_the_writer_lock(tmp_path, monkeypatch):
+    """Planned before the lock and again under it, a run read what another run could change in between."""
+    import os
+
+    import xmodal.indexer.build.pipeline as pipeline
+    from xmodal.indexer.store.lock import running_writer
+
+    out, calls = tmp_path / "idx", []
+    planned, read = pipeline.plan_sources, pipeline.read_sources
+
+    def plan(*args, **kwargs):
+        calls.append(("plan", running_writer(out)))
+        return planned(*args, **kwargs)
+
+    def reading(*args, **kwargs):
+        calls.append(("read", running_writer(out)))
+        return read(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "plan_sources", plan)
+    monkeypatch.setattr(pipeline, "read_sources", reading)
+    images = folder(tmp_path, "a", 3, 0)
+    for _ in range(2):  # a new index, then a re-run of it
+        calls.clear()
+        build_index(out, IndexConfig(images=[images], workers=0), encoder=FakeEncoder())
+        assert calls == [("plan", os.getpid()), ("read", os.getpid())]
