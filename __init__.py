@@ -23,12 +23,13 @@ _PUBLIC = {
     "build_index": ".indexer", "IndexConfig": ".indexer", "IndexReport": ".indexer",
     "open_index": ".search", "SearchIndex": ".search", "Hit": ".search", "ImageURL": ".search", "Query": ".search",
     "list_items": ".indexer", "remove_items": ".indexer", "compact_index": ".indexer",
-    "list_models": ".indexer.models", "evaluate": ".search",
+    "list_models": ".indexer.models", "evaluate": ".search", "transcribe": ".search", "Transcript": ".search",
     **{name: ".indexer.errors" for name in (
         "XmodalError", "InvalidInputError", "NoImagesError", "TextColumnError", "KeyColumnError",
         "EmptyCorpusError", "CorpusEncodingError", "UnknownModelError", "ModelUnavailableError",
         "NotAnIndexError", "IndexNotReadyError", "ModelMismatchError", "ImageURLError", "URLQueriesOffError",
-        "ImageDecodeError", "IndexLockedError", "IndexWriteError", "ClusterError", "DecodeWorkerError")},
+        "ImageDecodeError", "IndexLockedError", "IndexWriteError", "ClusterError", "DecodeWorkerError",
+        "AudioError", "VoiceUnavailableError")},
 }
 __all__ = ["__version__", *_PUBLIC]
 

@@ -244,6 +244,11 @@ def search(
     index_dir: Path = typer.Argument(..., metavar="INDEX", hidden=True),
     query: Optional[str] = typer.Argument(None, metavar="QUERY", hidden=True),
     image: Optional[str] = typer.Option(None, "--image", metavar="FILE|URL", help="Search by this image instead of a text: a file, or an http(s) URL to fetch."),
+    audio: Optional[Path] = typer.Option(None, "--audio", metavar="FILE", help="Search by voice: a recording (wav, flac, mp3, ogg/opus, m4a, webm) is heard, then searched as its text (extra: xmodal[voice])."),
+    asr_model: str = typer.Option("offline", "--asr-model", metavar="MODEL", help="The speech model for --audio: offline (Whisper base from PyPI), a faster-whisper size (small, large-v3, ...; downloaded once) or a model folder."),
+    language: Optional[str] = typer.Option(None, "--language", metavar="CODE", help="The spoken language for --audio (en, zh, ...; default: as heard)."),
+    translate: bool = typer.Option(False, "--translate", help="Turn the speech into English before searching, for models that read English alone."),
+    max_audio_seconds: float = typer.Option(30.0, "--max-audio-seconds", metavar="S", help="The longest recording --audio takes."),
     target: Optional[str] = typer.Option(None, "--target", "-t", metavar="KIND", help="What to return: image, text or product (default: products where the index holds any, else images, else texts)."),
     k: int = typer.Option(10, "-k", "--top-k", metavar="N", help="How many hits."),
     where: Optional[str] = typer.Option(None, "--where", metavar="FILTER", help="Only items whose metadata pass, e.g. \"price < 20000 and colour == 'red'\"."),
@@ -252,7 +257,7 @@ def search(
     strategy: str = typer.Option("average_vector", "--strategy", metavar="NAME", help="How likes and dislikes score: average_vector, best_score or sum_scores."),
     add: List[str] = typer.Option(None, "--add", metavar="[W:]TERM", help="Add a term to the query: a text, an image file or URL, or a row id, with an optional weight (2:sunset). Repeatable."),
     sub: List[str] = typer.Option(None, "--sub", metavar="[W:]TERM", help="Subtract a term from the query, likewise. Repeatable."),
-    weights: Optional[str] = typer.Option(None, "--weights", metavar="image=W,text=W", help="Products: the weight of the photo and of the description (default image=0.5,text=0.5)."),
+    weights: Optional[str] = typer.Option(None, "--weights", metavar="image=W,text=W", help="Products: the weight of the photo and of the description (default: by the query: a photo image=1,text=0; a text image=0.3,text=0.7)."),
     dedup: bool = typer.Option(False, "--dedup", help="Collapse near-duplicate hits (copies of one photo, the same text twice) into the best-ranked one."),
     fusion: str = typer.Option("zscore", "--fusion", metavar="NAME", help="Products: how part scores combine: zscore (standardised), dbsf, rrf or sum (raw cosines)."),
     as_json: bool = typer.Option(False, "--json", help="Print the hits as JSON: {query, target, k, count, hits}."),
@@ -267,24 +272,35 @@ def search(
     if query is not None and image is not None:
         _fail("give a query text or --image FILE|URL, not both (add the other with --add)")
     parsed_weights = _parse_weights(weights) if weights is not None else None
+    from .indexer import CLI
     from .search import Query, open_index, parse_cli_term
 
     request = _run(lambda: Query(
-        text=query, image=image, target=target, k=k, where=where, strategy=strategy, weights=parsed_weights,
+        text=query, image=image, audio=audio, language=language, translate=translate, target=target, k=k, where=where, strategy=strategy, weights=parsed_weights,
         fusion=fusion, dedup=dedup, like=[parse_cli_term(x)[1] for x in like or []],
         dislike=[parse_cli_term(x)[1] for x in dislike or []], add=[parse_cli_term(x) for x in add or []],
         subtract=[parse_cli_term(x) for x in sub or []]).checked())  # a bad option fails before the index opens
 
     def run():
-        idx = open_index(index_dir, device=device)
+        idx = open_index(index_dir, device=device, asr_model=asr_model)
+        idx.max_audio_seconds = max_audio_seconds
         chosen = request.resolved(idx.default_target)
-        return chosen.target, idx.search(chosen)
+        return idx, chosen.target, idx.search(chosen)
 
-    target, hits = _run(run)
+    idx, target, hits = _run(run)
+    heard = hits.transcript
+    if heard is not None:  # what was heard, before the hits: a wrong word explains a wrong hit
+        typer.echo(heard.describe(), err=True)
+        note = idx.language_note(heard, CLI)
+        if note:
+            typer.echo(note, err=True)
     if as_json:
-        asked = {"text": query, "image": image, "like": like or [], "dislike": dislike or [],
+        asked = {"text": heard.text if heard else query, "image": image, "like": like or [], "dislike": dislike or [],
                  "add": add or [], "sub": sub or [], "where": where, "strategy": strategy, "weights": parsed_weights,
                  "fusion": fusion, "dedup": dedup}
+        if heard is not None:
+            asked.update(audio=str(audio), transcript=heard.text, language=heard.language,
+                         transcription=heard.to_dict())
         result = {"query": asked, "target": target, "k": k, "count": len(hits), "hits": [h.to_dict() for h in hits]}
         typer.echo(json.dumps(result, ensure_ascii=False, indent=2, default=str))
         return

@@ -6,6 +6,7 @@ This face is what search/ and the CLI use. Importing it is cheap: torch, open_cl
 """
 from .build import IndexConfig, IndexReport, build_index, compact_index, list_items, remove_items
 from .errors import (
+    CLI,
     EmptyCorpusError, ImageDecodeError, InvalidInputError, ModelMismatchError, ModelUnavailableError,
     NoImagesError, NotAnIndexError, TextColumnError, UnknownModelError, XmodalError,
 )
@@ -14,6 +15,7 @@ from .models import list_models
 from .store import INDEX_TYPES, IndexDir
 
 __all__ = [
+    "CLI",
     "EmptyCorpusError", "INDEX_TYPES", "ImageDecodeError", "IndexConfig", "IndexDir", "IndexReport",
     "InvalidInputError", "ModelMismatchError", "ModelUnavailableError", "NoImagesError", "NotAnIndexError",
     "TextColumnError", "UnknownModelError", "XmodalError", "build_index", "compact_index", "describe_background",

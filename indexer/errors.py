@@ -158,3 +158,11 @@ class ClusterError(XmodalError, RuntimeError):
 
 class DecodeWorkerError(XmodalError, RuntimeError):
     """A decoding worker process ended in the middle of its work (killed, out of memory, a decoder crash)."""
+
+
+class AudioError(InvalidInputError):
+    """A spoken query that cannot be heard: not audio, no audio track, too long, silent (search/voice.py)."""
+
+
+class VoiceUnavailableError(XmodalError, RuntimeError):
+    """Voice queries need the voice extra (faster-whisper, PyAV), which is not installed here."""

@@ -7,8 +7,10 @@ from .engine import SearchIndex, open_index
 from .evaluation import evaluate
 from .examples import parse_cli_term
 from .fetch import ImageURL
-from .hits import Hit
+from .hits import Hit, Hits
 from .placement import choose_placement
 from .query import Query
+from .voice import SpeechRecognizer, Transcript, transcribe, voice_available
 
-__all__ = ["Hit", "ImageURL", "Query", "SearchIndex", "choose_placement", "evaluate", "open_index", "parse_cli_term"]
+__all__ = ["Hit", "Hits", "ImageURL", "Query", "SearchIndex", "SpeechRecognizer", "Transcript", "choose_placement",
+           "evaluate", "open_index", "parse_cli_term", "transcribe", "voice_available"]

@@ -12,7 +12,7 @@ products fuse their photo and description scores (search/fusion.py).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
-from ..indexer.errors import ImageDecodeError, InvalidInputError, ModelMismatchError, command, option
+from ..indexer.errors import PYTHON, ImageDecodeError, Wording, InvalidInputError, ModelMismatchError, command, option
 from ..indexer.imaging import DEFAULT_BACKGROUND, flatten, load_image
 from ..indexer.models import Encoder, encode_images, image_input_side, load_encoder_for
 from ..indexer.build import DEFAULT_NA_VALUES
@@ -31,13 +31,15 @@ from .examples import Example, QueryPlan, WeightedTerm, combine, describe, split
 from .fetch import ImageURL, fetch_image, is_url
 from .filters import BUILT_IN_COLUMNS, Filter, TextCause, parse_filter
 from .fusion import DEFAULT_FUSION, default_weights, fuse, identical_to_query
-from .hits import Hit
+from .hits import Hit, Hits
 from .items import ItemStore
 from .pixels import SAME_PHOTO
 from .placement import SearchPlacement, choose_placement
 from .query import TARGETS, Query, QueryImage, check_k, check_target
 from .recommend import DEFAULT_STRATEGY, PartQuery
 from .vectors import StoredVectors, VectorPart
+from .voice import (MAX_AUDIO_SECONDS, OFFLINE, AudioInput, SpeechRecognizer, Transcript, catalog_script,
+                    language_note, recognizer, simplified)
 
 PARTS = {"image": ("image",), "text": ("text",), "product": ("image", "text")}
 EXACT_SUBSET = 20_000  # a filtered or strategy search over at most this many items scores them all exactly
@@ -54,8 +56,11 @@ class Ranked:
 
 class SearchIndex:
     def __init__(self, index_dir: IndexDir, manifest: Manifest, device: str | None = None,
-                 encoder: Encoder | None = None):
+                 encoder: Encoder | None = None, speech: SpeechRecognizer | None = None):
         self._dir = index_dir
+        self.speech = speech  # None: the offline Whisper base, loaded at the first spoken query
+        self.max_audio_seconds = MAX_AUDIO_SECONDS
+        self._script: str | None = None
         self.manifest = manifest
         self._device = device
         self._generation = index_dir.generation_path(manifest.generation)
@@ -109,6 +114,10 @@ class SearchIndex:
         query = _as_query(query, image, fields).resolved(self.default_target)
         self._check_holds(query.target)
         allowed = self._admitted(query.target, query.where)  # a bad filter fails before the model loads
+        transcript = None
+        if query.audio is not None:  # heard, then searched exactly as that text
+            transcript = self.hear(query.audio, query.language, query.translate)
+            query = replace(query, text=transcript.text, audio=None)
         plan = self._plan(query.text, query.image, query.like, query.dislike, query.add, query.subtract,
                           query.strategy)
 
@@ -116,7 +125,24 @@ class SearchIndex:
             return self._rank(query.target, plan, query.strategy, allowed, depth, query.weights, query.fusion)
 
         ranked = self._distinct(query.target, ranked_to, query.k) if query.dedup else ranked_to(query.k)
-        return self._hits([ranked])[0]
+        return Hits(self._hits([ranked])[0], transcript)
+
+    def hear(self, audio: AudioInput, language: str | None = None, translate: bool = False,
+             name: str | None = None) -> Transcript:
+        """The text spoken in `audio`, as this index searches it: Chinese heard in traditional characters is
+        written in simplified ones where the index's texts are (search.voice)."""
+        speech = self.speech or recognizer(OFFLINE, self._device)
+        heard = speech.transcribe(audio, language, translate, self.max_audio_seconds, name)
+        return simplified(heard) if heard.language.startswith("zh") and self._writes_simplified() else heard
+
+    def language_note(self, transcript: Transcript, wording: Wording = PYTHON) -> str | None:
+        """A line for a transcript in a language the index's model does not read, naming what does."""
+        return language_note(self.manifest.model, transcript, wording)
+
+    def _writes_simplified(self) -> bool:
+        if self._script is None:
+            self._script = catalog_script(self._items.sample_texts())
+        return self._script == "simplified"
 
     def duplicates(self, modality: str = "image", threshold: float | None = None, pixels: float = SAME_PHOTO,
                    neighbours: int = NEIGHBOURS) -> list[DuplicateGroup]:
@@ -564,15 +590,18 @@ class SearchIndex:
 OPEN_ATTEMPTS = 3
 
 
-def open_index(path: str | Path, device: str | None = None, encoder: Encoder | None = None) -> SearchIndex:
-    """Open an index for searching; raises NotAnIndexError if `path` is not one."""
+def open_index(path: str | Path, device: str | None = None, encoder: Encoder | None = None,
+               asr_model: str | SpeechRecognizer = OFFLINE) -> SearchIndex:
+    """Open an index for searching; raises NotAnIndexError if `path` is not one. Spoken queries are heard
+    with `asr_model` (search.voice: offline, a faster-whisper size, or a folder), loaded when first used."""
     index_dir = IndexDir(Path(path))
+    speech = asr_model if isinstance(asr_model, SpeechRecognizer) else recognizer(asr_model, device)
     for _ in range(OPEN_ATTEMPTS - 1):
         try:
-            return SearchIndex(index_dir, index_dir.read_manifest(), device=device, encoder=encoder)
+            return SearchIndex(index_dir, index_dir.read_manifest(), device=device, encoder=encoder, speech=speech)
         except FileNotFoundError:
             continue  # two commits landed between reading the manifest and its files: read the new one
-    return SearchIndex(index_dir, index_dir.read_manifest(), device=device, encoder=encoder)
+    return SearchIndex(index_dir, index_dir.read_manifest(), device=device, encoder=encoder, speech=speech)
 
 
 def _top(ids: np.ndarray, scores: np.ndarray, k: int,

@@ -19,6 +19,7 @@ from .examples import Term, WeightedTerm
 from .fetch import ImageURL
 from .fusion import DEFAULT_FUSION, FUSIONS
 from .recommend import DEFAULT_STRATEGY, STRATEGIES, check_strategy
+from .voice import AudioInput
 
 TARGETS = MODALITIES
 QueryImage = Union[str, Path, ImageURL, Image.Image]
@@ -34,6 +35,12 @@ class Query:
 
     text: str | None = _doc("The query text.", default=None)
     image: QueryImage | None = _doc("A query image: a path, an http(s) URL or a PIL image.", default=None)
+    audio: AudioInput | None = _doc("A spoken query: an audio file's path or bytes, or 16 kHz mono samples; "
+                                    "heard, then searched as the text heard.", default=None)
+    language: str | None = _doc("The spoken query's language, a Whisper code (en, zh, ...; default: as heard).",
+                                default=None)
+    translate: bool = _doc("Turn the spoken query into English before searching (for models that read English "
+                           "alone).", default=False)
     like: Sequence[Term] = _doc("Liked examples: row ids, references (sku:ABC), texts, images or vectors.",
                                 default=())
     dislike: Sequence[Term] = _doc("Disliked examples, likewise.", default=())
@@ -53,6 +60,9 @@ class Query:
     def checked(self) -> Query:
         """This query with its weights filled in, or InvalidInputError naming what is wrong and how to fix it."""
         check_k(self.k)
+        if self.audio is not None and (self.text is not None or self.image is not None):
+            other = "a text" if self.text is not None else "an image"
+            raise InvalidInputError(f"give one query: spoken ({option('audio')}) or {other}, not both")
         if self.target is not None:
             check_target(self.target)
         check_strategy(self.strategy)
