@@ -53,7 +53,7 @@ def test_a_query_and_more_keywords_is_refused(shop):
 def test_the_services_request_is_the_query_in_json():
     query_fields = [f.name for f in dataclasses.fields(xmodal.Query)]
     json_fields = list(SearchRequest.model_fields)
-    assert json_fields == [*query_fields[:2], "image_url", *query_fields[2:], "index"]
+    assert json_fields == [*query_fields[:2], "image_url", *query_fields[2:], "index"]  # audio: base64
     docs = xmodal.Query.field_docs()
     for name in ("text", "where", "target", "k", "fusion", "strategy", "dedup", "weights"):
         field = SearchRequest.model_fields[name]

@@ -82,6 +82,9 @@ def _search_request_model() -> type[BaseModel]:
             specs["image_url"] = (str | None, Field(None, description="A query image's http(s) URL, fetched by the "
                                                                       "service (only if started with "
                                                                       "--allow-url-queries)."))
+        elif name == "audio":
+            specs[name] = (str | None, Field(None, description="A spoken query, a recording base64-encoded; or "
+                                                               "upload it as multipart 'audio'."))
         elif name in TERM_FIELDS:
             specs[name] = (list[Term], Field(default_factory=list, description=JSON_TERMS[name]))
         else:
@@ -97,7 +100,7 @@ JSON_TERMS = {"like": "Liked examples: row ids, references (sku:ABC), texts, {im
               "add": "Terms added to the query: 'W:text', row ids, [w, term].",
               "subtract": "Terms subtracted from the query, likewise."}
 SearchRequest = _search_request_model()
-PLAIN_FIELDS = [name for name in SearchQuery.field_docs() if name != "image" and name not in TERM_FIELDS]
+PLAIN_FIELDS = [name for name in SearchQuery.field_docs() if name not in ("image", "audio") and name not in TERM_FIELDS]
 
 
 class ItemPage(BaseModel):
