@@ -116,6 +116,7 @@ def read_audio(audio: AudioInput, max_seconds: float = MAX_AUDIO_SECONDS, name: 
 
 
 def _decode(audio: str | Path | bytes, what: str, max_seconds: float) -> np.ndarray:
+    _import("faster_whisper")
     av = _import("av")
     from faster_whisper.audio import decode_audio
 
