@@ -111,9 +111,8 @@ class SearchIndex:
         one, and k distinct hits come back where the index holds them. Products: `weights` of the
         photo and description parts (None: by what the query is, search.fusion.DEFAULT_WEIGHTS).
         """
-        query = _as_query(query, image, fields).resolved(self.default_target)
-        self._check_holds(query.target)
-        allowed = self._admitted(query.target, query.where)  # a bad filter fails before the model loads
+        query = self.checked(_as_query(query, image, fields))
+        allowed = self._admitted(query.target, query.where)
         transcript = None
         if query.audio is not None:  # heard, then searched exactly as that text
             transcript = self.hear(query.audio, query.language, query.translate)
@@ -126,6 +125,15 @@ class SearchIndex:
 
         ranked = self._distinct(query.target, ranked_to, query.k) if query.dedup else ranked_to(query.k)
         return Hits(self._hits([ranked])[0], transcript)
+
+    def checked(self, query: Query) -> Query:
+        """`query` with this index's default target where it names none, checked against the index (it holds
+        that target; the filter is valid here): an InvalidInputError before any model loads or anything is
+        heard."""
+        query = query.resolved(self.default_target)
+        self._check_holds(query.target)
+        self._admitted(query.target, query.where)  # parsed and kept: the search that follows reuses it
+        return query
 
     def hear(self, audio: AudioInput, language: str | None = None, translate: bool = False,
              name: str | None = None) -> Transcript:

@@ -71,6 +71,11 @@ class SpeechRecognizer:
     def name(self) -> str:
         return OFFLINE_NAME if self.spec == OFFLINE else self.spec
 
+    @property
+    def loaded(self) -> bool:
+        """Whether the model is in memory (the next transcription pays no loading)."""
+        return self._model is not None
+
     def load(self) -> "SpeechRecognizer":
         with self._lock:
             if self._model is None:
