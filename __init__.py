@@ -29,7 +29,7 @@ _PUBLIC = {
         "EmptyCorpusError", "CorpusEncodingError", "UnknownModelError", "ModelUnavailableError",
         "NotAnIndexError", "IndexNotReadyError", "ModelMismatchError", "ImageURLError", "URLQueriesOffError",
         "ImageDecodeError", "IndexLockedError", "IndexWriteError", "ClusterError", "DecodeWorkerError",
-        "AudioError", "VoiceUnavailableError")},
+        "AudioError", "VoiceUnavailableError", "VoiceOffError")},
 }
 __all__ = ["__version__", *_PUBLIC]
 

@@ -383,6 +383,9 @@ def serve(
     device: str = typer.Option("auto", "--device", metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps."),
     batching: bool = typer.Option(True, "--batching/--no-batching", help="Encode the texts of concurrent requests in one pass (default: on)."),
     allow_url_queries: bool = typer.Option(False, "--allow-url-queries", help="Fetch the image URLs requests name (image_url). Off by default: any client could make the server fetch addresses only it can reach."),
+    voice: Optional[bool] = typer.Option(None, "--voice/--no-voice", help="Spoken queries (audio; extra: xmodal[voice]): --voice loads the speech model at start-up, so the first one is as fast as the others; --no-voice refuses them. Default: the model loads at the first spoken query."),
+    asr_model: str = typer.Option("offline", "--asr-model", metavar="MODEL", help="The speech model for spoken queries: offline (Whisper base from PyPI), a faster-whisper size (small, large-v3, ...; downloaded once) or a model folder."),
+    max_audio_seconds: float = typer.Option(30.0, "--max-audio-seconds", metavar="S", min=0.5, help="The longest recording a spoken query may be."),
 ) -> None:
     """Serve indexes over HTTP: a JSON API and a search page, until stopped (Ctrl-C or SIGTERM).
 
@@ -408,7 +411,8 @@ def serve(
     except ImportError:
         _fail("xmodal serve needs its web parts; install them with pip install 'xmodal[serve]'")
     web = _run(lambda: create_app(named, token=token, device=device, batching=batching,
-                                  allow_url_queries=allow_url_queries))
+                                  allow_url_queries=allow_url_queries, voice=voice, asr_model=asr_model,
+                                  max_audio_seconds=max_audio_seconds))
     import uvicorn
 
     where = f"http://{'[' + host + ']' if ':' in host else host}:{port}/"

@@ -140,6 +140,10 @@ class URLQueriesOffError(XmodalError):
     """An image URL sent to a service that was not started to fetch URLs (search/serve/app.py)."""
 
 
+class VoiceOffError(XmodalError):
+    """A spoken query sent to a service started with voice off (search/serve/speech.py)."""
+
+
 class ImageDecodeError(XmodalError):
     """An image file cannot be decoded; the message is the reason recorded for it."""
 
