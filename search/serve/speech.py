@@ -34,10 +34,8 @@ class Voice:
             return OFF
         if self.speech.loaded:
             return None
-        missing = voice_available()
-        if missing:
-            return f"voice search is unavailable on this service: {missing}"
-        return self._failure.worded(wording) if self._failure else None
+        missing = voice_available() or (self._failure.worded(wording) if self._failure else None)
+        return f"voice search is unavailable on this service: {missing}" if missing else None
 
     def describe(self, wording: Wording) -> dict[str, Any]:
         reason = self.unavailable(wording)
@@ -51,7 +49,7 @@ class Voice:
         if self.mode is False:
             raise VoiceOffError(OFF)
         reason = self.unavailable(wording)
-        if reason and not self._failure:
+        if reason and not self._failure:  # after a failure to load, each spoken query tries again
             raise VoiceUnavailableError(reason)
         try:
             heard = index.hear(audio, language, translate, name)
