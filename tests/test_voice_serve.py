@@ -213,6 +213,25 @@ def test_serve_no_voice_refuses_spoken_queries_with_403(fake_shop, speech):
         assert answer.status_code == 403 and "--no-voice" in answer.json()["error"]
 
 
+def test_one_speech_model_serves_every_index_and_every_new_generation(fake_shop, tmp_path):
+    from xmodal.search.serve import create_app
+
+    photos, other = tmp_path / "photos", tmp_path / "other.idx"
+    shutil.copytree(CATALOG / "images", photos)
+    build_index(other, IndexConfig(images=[photos], workers=0), encoder=FakeEncoder())
+    service = create_app({"shop": fake_shop, "other": other}, encoder=FakeEncoder(), batching=False,
+                         max_audio_seconds=7).state.service
+    shared = service.voice.speech
+    assert all(live.current().speech is shared and live.current().max_audio_seconds == 7
+               for live in service.indexes.values())
+    live = service.indexes["other"]
+    shutil.copy(photos / "01-red-car.png", photos / "another-red-car.png")
+    build_index(other, IndexConfig(workers=0), encoder=FakeEncoder())  # a new generation, opened by the service
+    assert live.follow_commits()
+    assert live.current().speech is shared and live.current().max_audio_seconds == 7
+    assert not shared.loaded  # loaded at the first spoken query, not before (no --voice)
+
+
 # ---- the page -----------------------------------------------------------------------------------------------
 
 BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
