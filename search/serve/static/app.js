@@ -303,9 +303,13 @@ async function toggleRecording() {
   const chunks = [];
   recorder.addEventListener("dataavailable", (event) => { if (event.data.size) chunks.push(event.data); });
   recorder.addEventListener("stop", () => {
+    // Pressed to stop, stopped at the limit, or ended by the browser (a microphone unplugged): sent all the same.
+    if (voice.recorder === recorder) stopRecording();
     stream.getTracks().forEach((track) => track.stop());
     const kind = recorder.mimeType || type || "audio/webm";
-    searchByVoice(new Blob(chunks, { type: kind }), kind.includes("mp4") ? "m4a" : kind.includes("ogg") ? "ogg" : "webm");
+    const recording = new Blob(chunks, { type: kind });
+    if (!recording.size) { voiceLine("Nothing was recorded: press the microphone, speak, then press it again.", "error"); return; }
+    searchByVoice(recording, kind.includes("mp4") ? "m4a" : kind.includes("ogg") ? "ogg" : "webm");
   });
   recorder.start();
   voice.recorder = recorder;
