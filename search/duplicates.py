@@ -5,7 +5,7 @@ Two items are duplicates when they are near in the model's space (cosine at leas
 photos pixel for pixel once aligned (search/pixels.py), texts once case, spacing
 and punctuation are set aside. A model alone cannot tell a copy from another photo
 of the same kind of thing; the content check can. Thresholds were measured
-(bench/bench_duplicates.py; README, "Near-duplicates").
+(bench/bench_duplicates.py; docs/duplicates.md).
 
 Groups are connected components over the duplicate pairs. Each keeps one member:
 the largest file, then the one with the most metadata, then the lowest row id.

@@ -28,7 +28,7 @@ from xmodal.search import open_index
 from xmodal.search.filters import FilterError, parse_filter
 from test_cli import FAKE, xmodal
 
-MARKERS = {"", "na", "n/a", "null", "none", "-", "nan"}  # the default missing markers, as the README lists them
+MARKERS = {"", "na", "n/a", "null", "none", "-", "nan"}  # the default missing markers, as docs/sources.md lists them
 
 SHOP = """id,title,price,zip,text
 1,Red sports car,18500,01234,a red car

@@ -1,4 +1,4 @@
-"""The red-car case from the README, on data/catalog, with the deterministic fake encoder."""
+"""The red-car case from the README and docs/shop.md, on data/catalog, with the deterministic fake encoder."""
 from __future__ import annotations
 
 import pytest
