@@ -31,7 +31,8 @@ DOCS = REPO / "docs"
 # builds catalog.idx (searched in search.md, shop.md, re-run in sources.md), search.md photos.idx (grown in
 # sources.md), shop.md shop.idx (served in serve.md).
 PAGES = [README, *(DOCS / f"{name}.md" for name in (
-    "search", "shop", "duplicates", "sources", "models", "serve", "python-api", "storage", "ray", "gpu", "benchmarks",
+    "search", "shop", "duplicates", "sources", "models", "serve", "voice", "python-api", "storage", "ray", "gpu",
+    "benchmarks",
     "architecture"))]
 SHOWN_ROOT = "/home/me/xmodal"  # where the README's outputs were made: a checkout there
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
