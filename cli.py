@@ -110,7 +110,7 @@ def _fail(message: str, code: int = 2) -> None:
 
 def _run(action):
     """Turn xmodal's expected errors into one line and a non-zero exit, never a traceback (Ctrl-C: _Commands)."""
-    from indexer.errors import XmodalError
+    from .indexer import XmodalError
 
     try:
         return action()
@@ -173,8 +173,7 @@ def index(
     deleted files); the index's other sources are kept as they are. With no sources named, every recorded
     source is synced. Only what is new or changed is encoded, and an interrupted run resumes.
     """
-    from indexer import IndexConfig, build_index
-    from indexer.ann import INDEX_TYPES
+    from .indexer import INDEX_TYPES, IndexConfig, build_index
 
     if index_type not in INDEX_TYPES:
         _fail(f"unknown --index-type {index_type!r}; use one of {', '.join(INDEX_TYPES)}")
@@ -245,6 +244,11 @@ def search(
     index_dir: Path = typer.Argument(..., metavar="INDEX", hidden=True),
     query: Optional[str] = typer.Argument(None, metavar="QUERY", hidden=True),
     image: Optional[str] = typer.Option(None, "--image", metavar="FILE|URL", help="Search by this image instead of a text: a file, or an http(s) URL to fetch."),
+    audio: Optional[Path] = typer.Option(None, "--audio", metavar="FILE", help="Search by voice: a recording (wav, flac, mp3, ogg/opus, m4a, webm) is heard, then searched as its text (extra: xmodal[voice])."),
+    asr_model: str = typer.Option("offline", "--asr-model", metavar="MODEL", help="The speech model for --audio: offline (Whisper base from PyPI), a faster-whisper size (small, large-v3, ...; downloaded once) or a model folder."),
+    language: Optional[str] = typer.Option(None, "--language", metavar="CODE", help="The spoken language for --audio (en, zh, ...; default: as heard)."),
+    translate: bool = typer.Option(False, "--translate", help="Turn the speech into English before searching, for models that read English alone."),
+    max_audio_seconds: float = typer.Option(30.0, "--max-audio-seconds", metavar="S", help="The longest recording --audio takes."),
     target: Optional[str] = typer.Option(None, "--target", "-t", metavar="KIND", help="What to return: image, text or product (default: products where the index holds any, else images, else texts)."),
     k: int = typer.Option(10, "-k", "--top-k", metavar="N", help="How many hits."),
     where: Optional[str] = typer.Option(None, "--where", metavar="FILTER", help="Only items whose metadata pass, e.g. \"price < 20000 and colour == 'red'\"."),
@@ -253,7 +257,7 @@ def search(
     strategy: str = typer.Option("average_vector", "--strategy", metavar="NAME", help="How likes and dislikes score: average_vector, best_score or sum_scores."),
     add: List[str] = typer.Option(None, "--add", metavar="[W:]TERM", help="Add a term to the query: a text, an image file or URL, or a row id, with an optional weight (2:sunset). Repeatable."),
     sub: List[str] = typer.Option(None, "--sub", metavar="[W:]TERM", help="Subtract a term from the query, likewise. Repeatable."),
-    weights: Optional[str] = typer.Option(None, "--weights", metavar="image=W,text=W", help="Products: the weight of the photo and of the description (default image=0.5,text=0.5)."),
+    weights: Optional[str] = typer.Option(None, "--weights", metavar="image=W,text=W", help="Products: the weight of the photo and of the description (default: by the query: a photo image=1,text=0; a text image=0.3,text=0.7)."),
     dedup: bool = typer.Option(False, "--dedup", help="Collapse near-duplicate hits (copies of one photo, the same text twice) into the best-ranked one."),
     fusion: str = typer.Option("zscore", "--fusion", metavar="NAME", help="Products: how part scores combine: zscore (standardised), dbsf, rrf or sum (raw cosines)."),
     as_json: bool = typer.Option(False, "--json", help="Print the hits as JSON: {query, target, k, count, hits}."),
@@ -265,31 +269,38 @@ def search(
     Hits are ranked by cosine similarity (products: by the fusion of their photo's and their
     description's scores); equal scores rank by row id. Every hit shows its row id, for --like.
     """
-    if k < 1:
-        _fail(f"-k must be at least 1 (got {k})")
     if query is not None and image is not None:
         _fail("give a query text or --image FILE|URL, not both (add the other with --add)")
-    if target is not None and target not in TARGETS:
-        _fail(f"unknown --target {target!r}; use image, text or product")
     parsed_weights = _parse_weights(weights) if weights is not None else None
-    from search import open_index
-    from search.examples import parse_cli_term
+    from .indexer import CLI
+    from .search import Query, open_index, parse_cli_term
+
+    request = _run(lambda: Query(
+        text=query, image=image, audio=audio, language=language, translate=translate, target=target, k=k, where=where, strategy=strategy, weights=parsed_weights,
+        fusion=fusion, dedup=dedup, like=[parse_cli_term(x)[1] for x in like or []],
+        dislike=[parse_cli_term(x)[1] for x in dislike or []], add=[parse_cli_term(x) for x in add or []],
+        subtract=[parse_cli_term(x) for x in sub or []]).checked())  # a bad option fails before the index opens
 
     def run():
-        idx = open_index(index_dir, device=device)
-        chosen = target or idx.default_target
-        return chosen, idx.search(text=query, image=image, target=chosen, k=k, where=where,
-                                  like=[parse_cli_term(x)[1] for x in like or []],
-                                  dislike=[parse_cli_term(x)[1] for x in dislike or []], strategy=strategy,
-                                  add=[parse_cli_term(x) for x in add or []],
-                                  subtract=[parse_cli_term(x) for x in sub or []],
-                                  weights=parsed_weights, fusion=fusion, dedup=dedup)
+        idx = open_index(index_dir, device=device, asr_model=asr_model)
+        idx.max_audio_seconds = max_audio_seconds
+        chosen = request.resolved(idx.default_target)
+        return idx, chosen.target, idx.search(chosen)
 
-    target, hits = _run(run)
+    idx, target, hits = _run(run)
+    heard = hits.transcript
+    if heard is not None:  # what was heard, before the hits: a wrong word explains a wrong hit
+        typer.echo(heard.describe(), err=True)
+        note = idx.language_note(heard, CLI)
+        if note:
+            typer.echo(note, err=True)
     if as_json:
-        asked = {"text": query, "image": image, "like": like or [], "dislike": dislike or [],
+        asked = {"text": heard.text if heard else query, "image": image, "like": like or [], "dislike": dislike or [],
                  "add": add or [], "sub": sub or [], "where": where, "strategy": strategy, "weights": parsed_weights,
                  "fusion": fusion, "dedup": dedup}
+        if heard is not None:
+            asked.update(audio=str(audio), transcript=heard.text, language=heard.language,
+                         transcription=heard.to_dict())
         result = {"query": asked, "target": target, "k": k, "count": len(hits), "hits": [h.to_dict() for h in hits]}
         typer.echo(json.dumps(result, ensure_ascii=False, indent=2, default=str))
         return
@@ -342,7 +353,7 @@ def duplicates(
     """
     if modality not in TARGETS:
         _fail(f"unknown --modality {modality!r}; use image, text or product")
-    from search import open_index
+    from .search import open_index
 
     index = _run(lambda: open_index(index_dir, device=device))
     groups = _run(lambda: index.duplicates(modality, threshold, pixels))
@@ -372,6 +383,9 @@ def serve(
     device: str = typer.Option("auto", "--device", metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps."),
     batching: bool = typer.Option(True, "--batching/--no-batching", help="Encode the texts of concurrent requests in one pass (default: on)."),
     allow_url_queries: bool = typer.Option(False, "--allow-url-queries", help="Fetch the image URLs requests name (image_url). Off by default: any client could make the server fetch addresses only it can reach."),
+    voice: Optional[bool] = typer.Option(None, "--voice/--no-voice", help="Spoken queries (audio; extra: xmodal[voice]): --voice loads the speech model at start-up, so the first one is as fast as the others; --no-voice refuses them. Default: the model loads at the first spoken query."),
+    asr_model: str = typer.Option("offline", "--asr-model", metavar="MODEL", help="The speech model for spoken queries: offline (Whisper base from PyPI), a faster-whisper size (small, large-v3, ...; downloaded once) or a model folder."),
+    max_audio_seconds: float = typer.Option(30.0, "--max-audio-seconds", metavar="S", min=0.5, help="The longest recording a spoken query may be."),
 ) -> None:
     """Serve indexes over HTTP: a JSON API and a search page, until stopped (Ctrl-C or SIGTERM).
 
@@ -393,11 +407,12 @@ def serve(
     _check_port_free(host, port)
     _stop_at_once_on_signals()
     try:
-        from search.serve.app import create_app
+        from .search.serve import create_app
     except ImportError:
         _fail("xmodal serve needs its web parts; install them with pip install 'xmodal[serve]'")
     web = _run(lambda: create_app(named, token=token, device=device, batching=batching,
-                                  allow_url_queries=allow_url_queries))
+                                  allow_url_queries=allow_url_queries, voice=voice, asr_model=asr_model,
+                                  max_audio_seconds=max_audio_seconds))
     import uvicorn
 
     where = f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
@@ -458,9 +473,8 @@ def info(
 
     INDEX: an index folder.
     """
-    from indexer.imaging import describe_background
-    from indexer.store import IndexDir
-    from search.placement import choose_placement
+    from .indexer import IndexDir, describe_background
+    from .search import choose_placement
 
     manifest = _run(lambda: IndexDir(index_dir).read_manifest())
     placement = _run(lambda: choose_placement(device))
@@ -483,7 +497,7 @@ def info(
         "search_placement": {"device": placement.device, "engine": placement.engine, "reason": placement.reason},
     }
     if failures:
-        from search import open_index
+        from .search import open_index
 
         rows = _run(lambda: open_index(index_dir).failures())
         summary["failed_files"] = [f.__dict__ for f in rows]
@@ -579,7 +593,7 @@ def eval_(
         _fail("give --model or --index, not both: an index is evaluated with the model that built it")
     if "{}" not in prompt:
         _fail("--prompt must contain {} where the class name goes, e.g. 'a photo of a {}'")
-    from search.evaluate import evaluate
+    from .search import evaluate
 
     result = _run(lambda: evaluate(dataset, model=model, pretrained=pretrained, index=index_dir, ks=cutoffs,
                                    device=device, prompt=prompt, image_column=image_column,
@@ -610,7 +624,7 @@ def list_(
     """
     if modality not in (None, *MODALITIES):
         _fail(f"unknown --modality {modality!r}; use image or text")
-    from indexer.edit import list_items
+    from .indexer import list_items
 
     rows = _run(lambda: list_items(index_dir, modality))
     if as_json:
@@ -632,7 +646,7 @@ def remove(
     INDEX: an index folder. A removed file that is still in an indexed folder comes back on the next
     `xmodal index`; drop the folder itself with --source.
     """
-    from indexer.edit import remove_items
+    from .indexer import remove_items
 
     removed = _run(lambda: remove_items(index_dir, paths=list(paths or []), row_ids=list(ids or []),
                                         sources=list(sources or [])))
@@ -647,7 +661,7 @@ def compact(
 
     INDEX: an index folder. Also upgrades an index written by an older xmodal. Searches keep running meanwhile.
     """
-    from indexer.edit import compact_index
+    from .indexer import compact_index
 
     report = _run(lambda: compact_index(index_dir))
     upgraded = " (upgraded to the current format)" if report.upgraded else ""
@@ -664,7 +678,7 @@ def models(
 
     FILTER: only names containing this (case-insensitive).
     """
-    from indexer.models import list_models
+    from .indexer import list_models
 
     names = [n for n in list_models() if not contains or contains.lower() in n.lower()]
     if not names:

@@ -8,7 +8,7 @@ Two sets of camera-sized JPEGs (quality 90) are made in a temporary folder:
   size (1,300-4,200 px a side), each with a caption: a captions set (tests/photos.py's queries and more);
 - the first N Fashion-MNIST test images enlarged to 896x896: a labelled folder (10 classes).
 Each set is encoded twice with the same loaded model, decoded exactly and reduced, and the script prints
-the cosine between each image's two vectors and `search.evaluate` on both sets both ways.
+the cosine between each image's two vectors and `search.evaluation` on both sets both ways.
 """
 from __future__ import annotations
 
@@ -82,7 +82,7 @@ def write_fmnist_set(out: Path, count: int) -> Path:
 
 
 def load_model(spec: str, workdir: Path):
-    from indexer.models import load_encoder
+    from xmodal.indexer.models import load_encoder
 
     if spec == "tiny":
         from conftest import write_tiny_open_clip
@@ -91,7 +91,7 @@ def load_model(spec: str, workdir: Path):
 
 
 def compare(encoder, paths: list[str], workers: int | None) -> None:
-    from indexer.encode import encode_image_files
+    from xmodal.indexer.build.encode_files import encode_image_files
 
     vectors, rates = {}, {}
     for mode in ("exact", "reduced"):
@@ -106,7 +106,7 @@ def compare(encoder, paths: list[str], workers: int | None) -> None:
 
 
 def evaluate_both(encoder, dataset: Path, workers: int | None) -> None:
-    from search.evaluate import evaluate
+    from xmodal.search.evaluation import evaluate
 
     for mode in ("exact", "reduced"):
         result = evaluate(dataset, encoder=encoder, workers=workers, image_decode=mode).to_dict()

@@ -29,7 +29,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from search.pixels import aligned_similarity, signature  # noqa: E402
+from xmodal.search.pixels import aligned_similarity, signature  # noqa: E402
 
 REAL = ["astronaut.png", "brick.png", "camera.png", "chelsea.png", "clock_motion.png", "coffee.png", "coins.png",
         "grass.png", "gravel.png", "hubble_deep_field.jpg", "ihc.png", "moon.png", "motorcycle_left.png",
@@ -141,7 +141,7 @@ def text_copies(text: str) -> list[str]:
 
 
 def measure_texts() -> None:
-    from indexer.models import load_encoder
+    from xmodal.indexer.models import load_encoder
 
     from conftest import CATALOG
 
@@ -162,7 +162,7 @@ def measure_texts() -> None:
           f"a typo); texts differing in one attribute (colour or size) are different texts")
     print(f"cosine of copies median {np.median(cosine[same & off]):.4f}, min {cosine[same & off].min():.4f}; "
           f"of different texts max {cosine[~same].max():.4f}")
-    from search.duplicates import normalised_text
+    from xmodal.search.duplicates import normalised_text
 
     same_text = np.array([[normalised_text(a) == normalised_text(b) for b in texts] for a in texts])
     report("same text once normalised", len(texts), truth, same_text)
@@ -179,7 +179,7 @@ def report(rule: str, n: int, truth: np.ndarray, accepted: np.ndarray) -> None:
 
 
 def embed(name: str, pictures: list[Image.Image]) -> np.ndarray:
-    from indexer.models import encode_images, load_encoder
+    from xmodal.indexer.models import encode_images, load_encoder
 
     if name == "tiny":
         import tempfile

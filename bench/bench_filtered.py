@@ -28,9 +28,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.bench_search import SeededTextEncoder, percentile_ms  # noqa: E402
-from indexer import IndexConfig, build_index  # noqa: E402
-from search import open_index  # noqa: E402
-from search.filters import parse_filter  # noqa: E402
+from xmodal.indexer import IndexConfig, build_index  # noqa: E402
+from xmodal.search import open_index  # noqa: E402
+from xmodal.search.filters import parse_filter  # noqa: E402
 
 FILTERS = {"unfiltered": None, "50%": "bucket < 500", "5%": "bucket < 50", "0.1%": "bucket < 1",
            "contains 50%": "title contains 'CAR'", "contains 5%": "title contains 'sale'",

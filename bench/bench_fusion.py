@@ -31,8 +31,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.export_fashion_mnist import CLASSES, SOURCE, read_idx  # noqa: E402
-from search import metrics  # noqa: E402
-from search.fusion import FUSIONS, default_weights, fuse, identical_to_query  # noqa: E402
+from xmodal.search import metrics  # noqa: E402
+from xmodal.search.fusion import FUSIONS, default_weights, fuse, identical_to_query  # noqa: E402
 
 NAMES = {"t-shirt": "t-shirt", "trouser": "trousers", "pullover": "pullover", "dress": "dress", "coat": "coat",
          "sandal": "sandals", "shirt": "shirt", "sneaker": "sneakers", "bag": "handbag", "ankle_boot": "ankle boots"}
@@ -75,7 +75,7 @@ def photo(image: np.ndarray):
 
 
 def photo_vectors(encoder, images: np.ndarray) -> np.ndarray:
-    from indexer.models import encode_images
+    from xmodal.indexer.models import encode_images
 
     pictures = [photo(image) for image in images]
     return np.concatenate([encode_images(encoder, pictures[i:i + 64]) for i in range(0, len(pictures), 64)])
@@ -110,7 +110,7 @@ def own_first(scores: np.ndarray, rivals: np.ndarray) -> float:
 
 
 def load_model(name: str):
-    from indexer.models import load_encoder
+    from xmodal.indexer.models import load_encoder
 
     if name != "tiny":
         return load_encoder(name, device="cpu")

@@ -46,8 +46,8 @@ def model_rate(encoder, batch: int = 256) -> float:
 
 
 def decode_rates(encoder, paths: list[str], device: str) -> dict[str, float]:
-    from indexer.decode import default_workers, iter_decoded
-    from indexer.gpu_decode import DeviceJpegDecoder
+    from xmodal.indexer.build.decode import default_workers, iter_decoded
+    from xmodal.indexer.build.gpu_decode import DeviceJpegDecoder
 
     rates = {}
     workers = default_workers()
@@ -60,8 +60,8 @@ def decode_rates(encoder, paths: list[str], device: str) -> dict[str, float]:
 
 
 def end_to_end(encoder, folder: Path, workdir: Path, on_device: bool) -> float:
-    import indexer.encode as encode
-    from indexer import IndexConfig, build_index
+    import xmodal.indexer.build.encode_files as encode
+    from xmodal.indexer import IndexConfig, build_index
 
     out = workdir / ("gpu-decode" if on_device else "cpu-decode")
     chosen = encode.gpu_decoding_available
@@ -74,8 +74,8 @@ def end_to_end(encoder, folder: Path, workdir: Path, on_device: bool) -> float:
 
 
 def search_figures(rows: int, device: str, bandwidth: float) -> str:
-    from search.scan import TorchScan
-    from search.vectors import StoredVectors, VectorPart
+    from xmodal.search.scan import TorchScan
+    from xmodal.search.vectors import StoredVectors, VectorPart
 
     rng = np.random.default_rng(0)
     matrix = rng.standard_normal((rows, 512), dtype=np.float32)
@@ -104,7 +104,7 @@ def main() -> None:
 
     import torch
 
-    from indexer.models import load_encoder
+    from xmodal.indexer.models import load_encoder
 
     print(f"torch {torch.__version__}; device {args.device}"
           + (f" ({torch.cuda.get_device_name()})" if args.device.startswith("cuda") else ""))

@@ -34,7 +34,7 @@ def main() -> None:
     args = parser.parse_args()
     from PIL import Image
 
-    from indexer import IndexConfig, build_index
+    from xmodal.indexer import IndexConfig, build_index
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

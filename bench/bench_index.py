@@ -41,7 +41,7 @@ def photo_folder(root: Path, count: int, size=(1024, 768)) -> tuple[Path, list[s
 
 def bench_encoder(spec: str, pretrained: str | None, device: str, workdir: Path):
     """'tiny' is the test suite's random-weight open_clip config; anything else is a model spec."""
-    from indexer.models import load_encoder
+    from xmodal.indexer.models import load_encoder
 
     if spec == "tiny":
         from conftest import write_tiny_open_clip
@@ -61,7 +61,7 @@ def main() -> None:
 
     import torch
 
-    from indexer import IndexConfig, build_index
+    from xmodal.indexer import IndexConfig, build_index
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

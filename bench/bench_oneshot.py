@@ -23,7 +23,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 CATALOG = REPO / "data" / "catalog"
-XMODAL = [sys.executable, "-c", "import cli; cli.app()"]
+XMODAL = [sys.executable, "-c", "from xmodal import cli; cli.app()"]
 
 
 def build(workdir: Path, model: str) -> Path:

@@ -25,7 +25,7 @@ from bench.bench_throughput import model_spec, shared_weights  # noqa: E402
 
 
 def build_seconds(folder: Path, out: Path, spec: str, weights: str | None, **engine) -> float:
-    from indexer import IndexConfig, build_index
+    from xmodal.indexer import IndexConfig, build_index
 
     started = time.perf_counter()
     report = build_index(out, IndexConfig(images=[folder], model=spec, pretrained=weights, device="cpu", **engine))

@@ -38,7 +38,7 @@ def main() -> None:
     import faiss
     import ray
 
-    from indexer import ann, ray_engine
+    from xmodal.indexer import ann, ray_engine
 
     vectors = item_vectors(np.arange(args.vectors)).astype(np.float32)
     row_ids = np.arange(args.vectors, dtype=np.int64)

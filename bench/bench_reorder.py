@@ -48,7 +48,7 @@ def folder_bytes(path: Path) -> int:
 
 
 def measure(rows: int, encoder, keyed: bool, tmp: Path) -> dict:
-    from indexer import IndexConfig, build_index
+    from xmodal.indexer import IndexConfig, build_index
 
     rng = np.random.default_rng(0)
     table, out = tmp / f"listings-{rows}-{keyed}.csv", tmp / f"index-{rows}-{keyed}"

@@ -60,7 +60,7 @@ def model_spec(kind: str, folder: Path) -> str:
 
 
 def step_index(corpus: str, out: str, vectors: str, budget: str, kind: str = "synthetic") -> dict:
-    from indexer import IndexConfig, build_index
+    from xmodal.indexer import IndexConfig, build_index
 
     started = time.perf_counter()
     report = build_index(out, IndexConfig(texts=[Path(corpus)], model=model_spec(kind, Path(out).parent),
@@ -72,7 +72,7 @@ def step_index(corpus: str, out: str, vectors: str, budget: str, kind: str = "sy
 
 def step_search(out: str, first_query: str, kind: str = "synthetic") -> dict:
     import synthetic
-    from search import open_index
+    from xmodal.search import open_index
 
     started = time.perf_counter()
     idx = open_index(out, encoder=synthetic.SyntheticEncoder() if kind == "synthetic" else None)

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from indexer import IndexConfig, build_index
-from indexer.models import ModelIdentity, l2_normalize
-from search import open_index
+from xmodal.indexer import IndexConfig, build_index
+from xmodal.indexer.models import ModelIdentity, l2_normalize
+from xmodal.search import open_index
 
 DIM = 512
 CENTRES = np.random.default_rng(0).normal(size=(256, DIM)).astype(np.float32)

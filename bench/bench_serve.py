@@ -53,7 +53,7 @@ def write_listings(path: Path, count: int) -> None:
 
 
 def xmodal(*args: str) -> None:
-    subprocess.run([sys.executable, "-c", "import cli; cli.app()", *args], check=True, cwd=REPO)
+    subprocess.run([sys.executable, "-c", "from xmodal import cli; cli.app()", *args], check=True, cwd=REPO)
 
 
 def build_indexes(out: Path) -> dict[str, Path]:
@@ -89,7 +89,7 @@ class Served:
     def __init__(self, index: Path, batching: bool):
         self.port = free_port()
         flag = "--batching" if batching else "--no-batching"
-        self.process = subprocess.Popen([sys.executable, "-c", "import cli; cli.app()", "serve", str(index),
+        self.process = subprocess.Popen([sys.executable, "-c", "from xmodal import cli; cli.app()", "serve", str(index),
                                          "--port", str(self.port), flag], cwd=REPO,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 180

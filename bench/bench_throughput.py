@@ -44,7 +44,7 @@ from bench.bench_index import photo_folder  # noqa: E402
 
 def decode_and_resize(path: str, side: int, reduced: bool) -> tuple[int, int]:
     """The least work any indexer must do per photo: decode, then resize the shorter side to `side`."""
-    from indexer.imaging import jpeg_scale
+    from xmodal.indexer.imaging import jpeg_scale
 
     with Image.open(path) as image:
         if reduced:
@@ -89,7 +89,7 @@ def model_rate(encoder, photo: str, batch: int) -> float:
 def xmodal_cli_rate(folder: Path, out: Path, spec: str, pretrained: str | None, workers: int | None,
                     count: int) -> tuple[float, float]:
     """(rate xmodal prints, rate by the wall clock of the whole process)."""
-    command = [sys.executable, "-c", "import cli; cli.app()", "index", str(folder), "--out", str(out),
+    command = [sys.executable, "-c", "from xmodal import cli; cli.app()", "index", str(folder), "--out", str(out),
                "--model", spec, "--device", "cpu"]
     command += ["--pretrained", pretrained] if pretrained else []
     command += ["--workers", str(workers)] if workers is not None else []
@@ -104,7 +104,7 @@ def xmodal_cli_rate(folder: Path, out: Path, spec: str, pretrained: str | None, 
 
 
 def xmodal_steady_rate(folder: Path, out: Path, encoder, workers: int | None) -> float:
-    from indexer import IndexConfig, build_index
+    from xmodal.indexer import IndexConfig, build_index
 
     report = build_index(out, IndexConfig(images=[folder], workers=workers), encoder=encoder)
     return report.items_per_second
@@ -166,9 +166,9 @@ def main() -> None:
 
     import torch
 
-    from indexer.decode import default_workers
-    from indexer.models import load_encoder
-    from indexer.models.base import image_input_side
+    from xmodal.indexer.build.decode import default_workers
+    from xmodal.indexer.models import load_encoder
+    from xmodal.indexer.models.base import image_input_side
 
     cores = os.cpu_count() or 1
     with tempfile.TemporaryDirectory() as tmp:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from indexer.models.base import ModelIdentity
+from xmodal.indexer.models.base import ModelIdentity
 
 DIM = 512
 TOPICS = 100

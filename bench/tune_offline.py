@@ -19,10 +19,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from indexer.decode import DecodedImage, iter_decoded  # noqa: E402
-from indexer.models.offline import conse_mix, load_offline, _class_names  # noqa: E402
-from search import metrics  # noqa: E402
-from search.evaluate import _labelled_folder  # noqa: E402
+from xmodal.indexer.build.decode import DecodedImage, iter_decoded  # noqa: E402
+from xmodal.indexer.models.offline import conse_mix, load_offline, _class_names  # noqa: E402
+from xmodal.search import metrics  # noqa: E402
+from xmodal.search.evaluation import _labelled_folder  # noqa: E402
 
 PROMPTS = ["a photo of a {}.", "a photo of a {}", "{}", "a picture of a {}, a type of object"]
 KS = [1, 3, 5, 10, 20, 50]

@@ -20,7 +20,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
 DATA = Path(__file__).resolve().parent
-XMODAL = [sys.executable, "-c", "import cli; cli.app()"]
+XMODAL = [sys.executable, "-c", "from xmodal import cli; cli.app()"]
 URL = "/?q=I%20want%20to%20buy%20a%20red%20car&target=product&where=price%20%3C%2020000"
 
 

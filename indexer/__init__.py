@@ -1,15 +1,23 @@
 """xmodal's offline indexer: image folders and text corpora -> one CLIP space -> FAISS + Parquet.
 
-Importing this package is cheap: torch, open_clip and faiss load only when used.
+Layers, each importing only those below it (tests/test_packaging.py holds them):
+errors <- imaging, models/ (encoders) <- store/ (the index on disk, the ANN) <- build/ (the builder).
+This face is what search/ and the CLI use. Importing it is cheap: torch, open_clip and faiss load when used.
 """
+from .build import IndexConfig, IndexReport, build_index, compact_index, list_items, remove_items
 from .errors import (
+    CLI,
     EmptyCorpusError, ImageDecodeError, InvalidInputError, ModelMismatchError, ModelUnavailableError,
     NoImagesError, NotAnIndexError, TextColumnError, UnknownModelError, XmodalError,
 )
-from .pipeline import IndexConfig, IndexReport, build_index
+from .imaging import describe_background
+from .models import list_models
+from .store import INDEX_TYPES, IndexDir
 
 __all__ = [
-    "EmptyCorpusError", "ImageDecodeError", "IndexConfig", "IndexReport", "InvalidInputError",
-    "ModelMismatchError", "ModelUnavailableError", "NoImagesError", "NotAnIndexError", "TextColumnError",
-    "UnknownModelError", "XmodalError", "build_index",
+    "CLI",
+    "EmptyCorpusError", "INDEX_TYPES", "ImageDecodeError", "IndexConfig", "IndexDir", "IndexReport",
+    "InvalidInputError", "ModelMismatchError", "ModelUnavailableError", "NoImagesError", "NotAnIndexError",
+    "TextColumnError", "UnknownModelError", "XmodalError", "build_index", "compact_index", "describe_background",
+    "list_items", "list_models", "remove_items",
 ]

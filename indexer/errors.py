@@ -17,9 +17,9 @@ _OPTION = re.compile(r"⟦(opt|cmd):([^⟧=]+)(?:=([^⟧]*))?⟧")
 # CLI spellings that are not simply --name-with-dashes.
 _CLI_FLAGS = {"k": "-k", "image_decode": "--decode"}
 _API_COMMANDS = {
-    "index": "build_index()", "search": "open_index(...).search()", "list": "indexer.edit.list_items()",
-    "remove": "indexer.edit.remove_items()", "info": "open_index(...).manifest", "eval": "search.evaluate.evaluate()",
-    "models": "indexer.models.list_models()", "compact": "indexer.compact()",
+    "index": "xmodal.build_index()", "search": "xmodal.open_index(...).search()", "list": "xmodal.list_items()",
+    "remove": "xmodal.remove_items()", "info": "xmodal.open_index(...).manifest", "eval": "xmodal.evaluate()",
+    "models": "xmodal.list_models()", "compact": "xmodal.compact_index()",
 }
 
 
@@ -140,6 +140,10 @@ class URLQueriesOffError(XmodalError):
     """An image URL sent to a service that was not started to fetch URLs (search/serve/app.py)."""
 
 
+class VoiceOffError(XmodalError):
+    """A spoken query sent to a service started with voice off (search/serve/speech.py)."""
+
+
 class ImageDecodeError(XmodalError):
     """An image file cannot be decoded; the message is the reason recorded for it."""
 
@@ -158,3 +162,11 @@ class ClusterError(XmodalError, RuntimeError):
 
 class DecodeWorkerError(XmodalError, RuntimeError):
     """A decoding worker process ended in the middle of its work (killed, out of memory, a decoder crash)."""
+
+
+class AudioError(InvalidInputError):
+    """A spoken query that cannot be heard: not audio, no audio track, too long, silent (search/voice.py)."""
+
+
+class VoiceUnavailableError(XmodalError, RuntimeError):
+    """Voice queries need the voice extra (faster-whisper, PyAV), which is not installed here."""

@@ -5,7 +5,7 @@ Two items are duplicates when they are near in the model's space (cosine at leas
 photos pixel for pixel once aligned (search/pixels.py), texts once case, spacing
 and punctuation are set aside. A model alone cannot tell a copy from another photo
 of the same kind of thing; the content check can. Thresholds were measured
-(bench/bench_duplicates.py; README, "Near-duplicates").
+(bench/bench_duplicates.py; docs/duplicates.md).
 
 Groups are connected components over the duplicate pairs. Each keeps one member:
 the largest file, then the one with the most metadata, then the lowest row id.
@@ -19,8 +19,8 @@ from typing import Callable
 
 import numpy as np
 
-from indexer.errors import InvalidInputError
-from indexer.imaging import DEFAULT_BACKGROUND, load_image
+from ..indexer.errors import InvalidInputError
+from ..indexer.imaging import DEFAULT_BACKGROUND, load_image
 
 from .pixels import SAME_PHOTO, PixelSignature, aligned_similarity, signature
 

@@ -12,7 +12,7 @@ products fuse their photo and description scores (search/fusion.py).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -20,28 +20,27 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
-from indexer.errors import ImageDecodeError, InvalidInputError, ModelMismatchError, command, option
-from indexer.imaging import DEFAULT_BACKGROUND, flatten, load_image
-from indexer.models import Encoder, encode_images, load_encoder_for
-from indexer.models.base import image_input_side
-from indexer.sources import DEFAULT_NA_VALUES
-from indexer.store import MODALITIES, SETS_OF, IndexDir, Manifest
-from indexer.store.segments import SegmentReader
-from indexer.store.tables import read_failures
+from ..indexer.errors import PYTHON, ImageDecodeError, Wording, InvalidInputError, ModelMismatchError, command, option
+from ..indexer.imaging import DEFAULT_BACKGROUND, flatten, load_image
+from ..indexer.models import Encoder, encode_images, image_input_side, load_encoder_for
+from ..indexer.build import DEFAULT_NA_VALUES
+from ..indexer.store import SETS_OF, IndexDir, Manifest, SegmentReader, read_failures
 
 from .duplicates import DEFAULT_THRESHOLD, NEIGHBOURS, ContentCheck, DuplicateGroup, check_threshold, group_duplicates
-from .examples import Example, QueryPlan, Term, WeightedTerm, combine, describe, split_weight
+from .examples import Example, QueryPlan, WeightedTerm, combine, describe, split_weight
 from .fetch import ImageURL, fetch_image, is_url
 from .filters import BUILT_IN_COLUMNS, Filter, TextCause, parse_filter
-from .fusion import DEFAULT_FUSION, FUSIONS, default_weights, fuse, identical_to_query
-from .hits import Hit
+from .fusion import DEFAULT_FUSION, default_weights, fuse, identical_to_query
+from .hits import Hit, Hits
 from .items import ItemStore
 from .pixels import SAME_PHOTO
 from .placement import SearchPlacement, choose_placement
-from .recommend import DEFAULT_STRATEGY, PartQuery, check_strategy
+from .query import TARGETS, Query, QueryImage, check_k, check_target
+from .recommend import DEFAULT_STRATEGY, PartQuery
 from .vectors import StoredVectors, VectorPart
+from .voice import (MAX_AUDIO_SECONDS, OFFLINE, AudioInput, SpeechRecognizer, Transcript, catalog_script,
+                    language_note, recognizer, simplified)
 
-TARGETS = MODALITIES
 PARTS = {"image": ("image",), "text": ("text",), "product": ("image", "text")}
 EXACT_SUBSET = 20_000  # a filtered or strategy search over at most this many items scores them all exactly
 PROBE_DEPTH = 1_000  # above that, each probe of the ANN index brings this many candidates (at least 10 k)
@@ -57,8 +56,11 @@ class Ranked:
 
 class SearchIndex:
     def __init__(self, index_dir: IndexDir, manifest: Manifest, device: str | None = None,
-                 encoder: Encoder | None = None):
+                 encoder: Encoder | None = None, speech: SpeechRecognizer | None = None):
         self._dir = index_dir
+        self.speech = speech  # None: the offline Whisper base, loaded at the first spoken query
+        self.max_audio_seconds = MAX_AUDIO_SECONDS
+        self._script: str | None = None
         self.manifest = manifest
         self._device = device
         self._generation = index_dir.generation_path(manifest.generation)
@@ -97,43 +99,63 @@ class SearchIndex:
 
     # ---- searching ---------------------------------------------------------------------------------------
 
-    def search(self, text: str | None = None, image: str | Path | ImageURL | Image.Image | None = None, *,
-               target: str | None = None, k: int = 10, like: Sequence[Term] = (), dislike: Sequence[Term] = (),
-               strategy: str = DEFAULT_STRATEGY, add: Sequence[WeightedTerm] = (),
-               subtract: Sequence[WeightedTerm] = (), where: str | None = None,
-               weights: dict[str, float] | None = None, fusion: str = DEFAULT_FUSION, dedup: bool = False) -> list[Hit]:
-        """Hits for a query, best first, from the `target` kind of item (image, text or product; None: the
-        index's default_target).
+    def search(self, query: Query | str | None = None, image: QueryImage | None = None, **fields: Any) -> list[Hit]:
+        """Hits for a query, best first: a `Query`, or its fields as keywords (`search("a red car", k=5,
+        target="product", where="price < 20000")`); see `Query` for each field.
 
         The query is a text or an image (a path, an http(s) URL, or a PIL image), and/or liked
         examples; disliked examples, terms to add or subtract, and a metadata filter refine it.
         Examples are texts, images (Paths, ImageURLs or PIL images), row ids of indexed items,
-        or vectors; a row id named anywhere is never a hit. With `dedup`, near-duplicate
-        hits (copies of one photo, the same text twice) collapse into the best-ranked one,
-        and k distinct hits come back where the index holds them. Products: `weights` of the
+        references (sku:ABC) or vectors; a row id named anywhere is never a hit. With `dedup`,
+        near-duplicate hits (copies of one photo, the same text twice) collapse into the best-ranked
+        one, and k distinct hits come back where the index holds them. Products: `weights` of the
         photo and description parts (None: by what the query is, search.fusion.DEFAULT_WEIGHTS).
         """
-        _check_k(k)
-        target = target or self.default_target
-        _check_target(target)
-        check_strategy(strategy)
-        weights = _checked_weights(weights, target)
-        if fusion not in FUSIONS:
-            raise InvalidInputError(f"unknown fusion {fusion!r}; use one of {', '.join(FUSIONS)}")
-        self._check_holds(target)
-        allowed = self._admitted(target, where)  # a bad filter fails before the model loads
-        plan = self._plan(text, image, like, dislike, add, subtract, strategy)
-        if dedup:
-            ranked = self._distinct(target, lambda depth: self._rank(target, plan, strategy, allowed, depth, weights,
-                                                                     fusion), k)
-        else:
-            ranked = self._rank(target, plan, strategy, allowed, k, weights, fusion)
-        return self._hits([ranked])[0]
+        query = self.checked(_as_query(query, image, fields))
+        allowed = self._admitted(query.target, query.where)
+        transcript = None
+        if query.audio is not None:  # heard, then searched exactly as that text
+            transcript = self.hear(query.audio, query.language, query.translate)
+            query = replace(query, text=transcript.text, audio=None)
+        plan = self._plan(query.text, query.image, query.like, query.dislike, query.add, query.subtract,
+                          query.strategy)
+
+        def ranked_to(depth: int) -> list[Ranked]:
+            return self._rank(query.target, plan, query.strategy, allowed, depth, query.weights, query.fusion)
+
+        ranked = self._distinct(query.target, ranked_to, query.k) if query.dedup else ranked_to(query.k)
+        return Hits(self._hits([ranked])[0], transcript)
+
+    def checked(self, query: Query) -> Query:
+        """`query` with this index's default target where it names none, checked against the index (it holds
+        that target; the filter is valid here): an InvalidInputError before any model loads or anything is
+        heard."""
+        query = query.resolved(self.default_target)
+        self._check_holds(query.target)
+        self._admitted(query.target, query.where)  # parsed and kept: the search that follows reuses it
+        return query
+
+    def hear(self, audio: AudioInput, language: str | None = None, translate: bool = False,
+             name: str | None = None) -> Transcript:
+        """The text spoken in `audio`, as this index searches it: Chinese heard in traditional characters is
+        written in simplified ones where the index's texts are (search.voice)."""
+        speech = self.speech or recognizer(OFFLINE, self._device)
+        heard = speech.transcribe(audio, language, translate, self.max_audio_seconds, name)
+        return simplified(heard) if heard.language.startswith("zh") and self._writes_simplified() else heard
+
+    def language_note(self, transcript: Transcript, wording: Wording = PYTHON) -> str | None:
+        """A line for a transcript in a language the index's model does not read, naming what does."""
+        return language_note(self.manifest.model, transcript, wording)
+
+    def _writes_simplified(self) -> bool:
+        if self._script is None:
+            self._script = catalog_script(self._items.sample_texts())
+        return self._script == "simplified"
 
     def duplicates(self, modality: str = "image", threshold: float | None = None, pixels: float = SAME_PHOTO,
                    neighbours: int = NEIGHBOURS) -> list[DuplicateGroup]:
         """Groups of near-duplicate items of one kind (image, text or product), each with the one to keep."""
-        _check_target(modality)
+        check_target(modality)
         self._check_holds(modality, choice="modality")
         threshold = DEFAULT_THRESHOLD.get(modality, DEFAULT_THRESHOLD["image"]) if threshold is None else threshold
         check_threshold(threshold)
@@ -187,8 +209,8 @@ class SearchIndex:
     def search_vector(self, vector: np.ndarray, target: str = "image", k: int = 10,
                       where: str | None = None) -> list[Hit]:
         """Hits for a query vector made with the index's model."""
-        _check_k(k)
-        _check_target(target)
+        check_k(k)
+        check_target(target)
         self._check_holds(target)
         plan = QueryPlan(liked=[self._vector_example(vector)])
         ranked = self._rank(target, plan, DEFAULT_STRATEGY, self._admitted(target, where), k, None, DEFAULT_FUSION)
@@ -202,8 +224,8 @@ class SearchIndex:
         Texts and images are encoded in batches and every segment is searched once for all of them,
         which is several times the throughput of one query at a time.
         """
-        _check_k(k)
-        _check_target(target)
+        check_k(k)
+        check_target(target)
         self._check_holds(target)
         allowed = self._admitted(target, where)
         for text in texts:
@@ -576,15 +598,18 @@ class SearchIndex:
 OPEN_ATTEMPTS = 3
 
 
-def open_index(path: str | Path, device: str | None = None, encoder: Encoder | None = None) -> SearchIndex:
-    """Open an index for searching; raises NotAnIndexError if `path` is not one."""
+def open_index(path: str | Path, device: str | None = None, encoder: Encoder | None = None,
+               asr_model: str | SpeechRecognizer = OFFLINE) -> SearchIndex:
+    """Open an index for searching; raises NotAnIndexError if `path` is not one. Spoken queries are heard
+    with `asr_model` (search.voice: offline, a faster-whisper size, or a folder), loaded when first used."""
     index_dir = IndexDir(Path(path))
+    speech = asr_model if isinstance(asr_model, SpeechRecognizer) else recognizer(asr_model, device)
     for _ in range(OPEN_ATTEMPTS - 1):
         try:
-            return SearchIndex(index_dir, index_dir.read_manifest(), device=device, encoder=encoder)
+            return SearchIndex(index_dir, index_dir.read_manifest(), device=device, encoder=encoder, speech=speech)
         except FileNotFoundError:
             continue  # two commits landed between reading the manifest and its files: read the new one
-    return SearchIndex(index_dir, index_dir.read_manifest(), device=device, encoder=encoder)
+    return SearchIndex(index_dir, index_dir.read_manifest(), device=device, encoder=encoder, speech=speech)
 
 
 def _top(ids: np.ndarray, scores: np.ndarray, k: int,
@@ -600,30 +625,19 @@ def _stack(vectors: list[np.ndarray], dim: int) -> np.ndarray:
     return np.stack(vectors).astype(np.float32) if vectors else np.zeros((0, dim), np.float32)
 
 
-def _check_k(k: int) -> None:
-    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
-        raise InvalidInputError(f"k must be a whole number of at least 1 (got {k!r})")
+def _as_query(query: Query | str | None, image: QueryImage | None, fields: dict[str, Any]) -> Query:
+    if isinstance(query, Query):
+        if image is not None or fields:
+            raise InvalidInputError("give a Query, or its fields as keywords, not both")
+        return query
+    asked: dict[str, Any] = {"text": query, "image": image}
+    for name, value in fields.items():
+        if asked.get(name) is not None:
+            raise InvalidInputError(f"the query's {name} is given twice; give it once")
+        asked[name] = value
+    return Query(**asked)
 
 
 def _is_row_id(term) -> bool:
     return isinstance(term, (int, np.integer)) and not isinstance(term, (bool, np.bool_))
-
-
-def _check_target(target: str) -> None:
-    if target not in TARGETS:
-        raise InvalidInputError(f"unknown target {target!r}; use one of {', '.join(TARGETS)}")
-
-
-def _checked_weights(weights: dict[str, float] | None, target: str) -> dict[str, float] | None:
-    """The weights asked for, checked; None: the defaults of the query's kind."""
-    if weights is None:
-        return None
-    unknown = sorted(set(weights) - {"image", "text"})
-    if unknown:
-        raise InvalidInputError(f"unknown part {unknown[0]!r} in the weights; use image=W,text=W")
-    if any(not np.isfinite(w) or w < 0 for w in weights.values()):
-        raise InvalidInputError("weights must be numbers of at least 0, e.g. image=0.7,text=0.3")
-    if target == "product" and sum(weights.get(p, 0.0) for p in ("image", "text")) <= 0:
-        raise InvalidInputError("the weights sum to zero; give a part a weight, e.g. image=1,text=0")
-    return {"image": float(weights.get("image", 0.0)), "text": float(weights.get("text", 0.0))}
 

@@ -19,7 +19,7 @@ from typing import Any, Union
 import numpy as np
 from PIL import Image
 
-from indexer.errors import InvalidInputError
+from ..indexer.errors import InvalidInputError
 
 from .fetch import ImageURL, is_url
 

@@ -19,8 +19,8 @@ from http.client import HTTPException
 
 from PIL import Image
 
-from indexer.errors import ImageDecodeError, ImageURLError
-from indexer.imaging import DEFAULT_BACKGROUND, MAX_PIXELS, decode_image
+from ..indexer.errors import ImageDecodeError, ImageURLError
+from ..indexer.imaging import DEFAULT_BACKGROUND, MAX_PIXELS, decode_image
 
 TIMEOUT = 10.0  # seconds: to connect, for each read, and for the whole body
 MAX_BYTES = 20 << 20  # as an upload to the service

@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from indexer.errors import InvalidInputError, option
+from ..indexer.errors import InvalidInputError, option
 
 BUILT_IN_COLUMNS = ("modality", "path", "width", "height", "size")
 _TOKEN = re.compile(r"""

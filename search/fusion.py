@@ -18,7 +18,7 @@ model) and damps flat ones (0.02 for a random CLIP's text-to-photo scores); meas
 bench/bench_fusion.py it also gained 0.002-0.01 mAP on text queries.
 
 The weights depend on what the query is (DEFAULT_WEIGHTS, chosen by bench/bench_fusion.py;
-README, "Products"): a photo query is matched by photos (its cosine to a description is
+docs/shop.md): a photo query is matched by photos (its cosine to a description is
 cross-modal and noisy: weighing it in cost 0.05-0.10 mAP), a text query by both parts,
 descriptions first. Whatever the fusion, a product whose photo or description is the query
 itself (cosine >= IDENTICAL, in a part with a weight) ranks first: a shop's own photo finds its product.

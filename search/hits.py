@@ -28,3 +28,11 @@ class Hit:
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "reference": self.reference}
+
+
+class Hits(list):
+    """The hits of one search, best first; for a spoken query, `transcript` is what was heard (search.voice)."""
+
+    def __init__(self, hits=(), transcript=None):
+        super().__init__(hits)
+        self.transcript = transcript

@@ -17,8 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from indexer.store.segments import SegmentReader
-from indexer.store.tables import concat_items
+from ..indexer.store import SegmentReader, concat_items
 
 KEPT_ROWS = 2_097_152  # item rows kept in memory, as Arrow row groups (about 300 MB of short texts)
 
@@ -136,3 +135,17 @@ class ItemStore:
         elif "metadata" not in row and self._metadata_fields:
             row["metadata"] = None
         return row
+
+    def sample_texts(self, limit: int = 2_000) -> list[str]:
+        """Up to `limit` texts (plain texts and product descriptions) from the first segments: a sample of how
+        the index's texts are written."""
+        found: list[str] = []
+        for segment in self._segments:
+            if "text" not in segment.file.schema_arrow.names:
+                continue
+            for modality in ("text", "product"):
+                texts = segment.columns(["text"], modality).column("text").to_pylist()
+                found += [t for t in texts if t]
+            if len(found) >= limit:
+                break
+        return found[:limit]

@@ -15,7 +15,7 @@ import platform
 import sys
 from dataclasses import dataclass
 
-from indexer.models.device import is_gpu, resolve_device
+from ..indexer.models import is_gpu, resolve_device
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from indexer.errors import InvalidInputError, option
+from ..indexer.errors import InvalidInputError, option
 
 STRATEGIES = ("average_vector", "best_score", "sum_scores")
 DEFAULT_STRATEGY = "average_vector"

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from indexer.ann import SearchResult, VectorIndex
+from ..indexer.store import SearchResult, VectorIndex
 
 from .placement import SearchPlacement
 from .scan import Scan, make_scan

@@ -47,7 +47,7 @@ def tiny_spec(tiny_model_dir) -> str:
 
 @pytest.fixture(scope="session")
 def tiny_encoder(tiny_spec):
-    from indexer.models import load_encoder
+    from xmodal.indexer.models import load_encoder
 
     return load_encoder(tiny_spec, device="cpu")
 
@@ -125,6 +125,6 @@ def _no_hub(monkeypatch):
 
 def env_with_tests_path() -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(TESTS), str(REPO), env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")])  # xmodal is installed
     env["HF_HUB_OFFLINE"] = "1"
     return env

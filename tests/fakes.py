@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from indexer.models.base import ModelIdentity, l2_normalize
+from xmodal.indexer.models.base import ModelIdentity, l2_normalize
 
 CONCEPTS = ["red", "blue", "green", "yellow", "black", "white",
             "car", "shoe", "shirt", "mug", "bicycle", "apple"]

@@ -23,18 +23,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 POINTS = {
     "encode_image": ("fakes", "FakeEncoder", "encode_preprocessed"),
     "encode_text": ("fakes", "FakeEncoder", "encode_texts"),
-    "journal_append": ("indexer.store.journal", "Journal", "append"),
-    "journal_read_chunk": ("indexer.store.journal", None, "read_chunk"),  # on Ray: the driver reads workers' vectors
-    "write_items": ("indexer.store.segments", None, "write_items"),
-    "write_vectors": ("indexer.store.segments", None, "_save_npy"),  # ids, vectors and deletion files
-    "write_deletions": ("indexer.commit", None, "write_deletions"),
-    "publish_segment": ("indexer.store.layout", "IndexDir", "publish_segment"),
-    "write_failures": ("indexer.commit", None, "write_failures"),
-    "ann_save": ("indexer.ann", "VectorIndex", "save"),
-    "generation_rename": ("indexer.store.layout", None, "_fsync_tree"),
-    "manifest_write": ("indexer.store.layout", None, "_write_atomic"),
-    "garbage_collect": ("indexer.store.layout", "IndexDir", "_collect_garbage"),
-    "journal_clear": ("indexer.store.journal", "Journal", "clear"),
+    "journal_append": ("xmodal.indexer.store.journal", "Journal", "append"),
+    "journal_read_chunk": ("xmodal.indexer.store.journal", None, "read_chunk"),  # on Ray: the driver reads workers' vectors
+    "write_items": ("xmodal.indexer.store.segments", None, "write_items"),
+    "write_vectors": ("xmodal.indexer.store.segments", None, "_save_npy"),  # ids, vectors and deletion files
+    "write_deletions": ("xmodal.indexer.build.commit", None, "write_deletions"),
+    "publish_segment": ("xmodal.indexer.store.layout", "IndexDir", "publish_segment"),
+    "write_failures": ("xmodal.indexer.build.commit", None, "write_failures"),
+    "ann_save": ("xmodal.indexer.store.ann", "VectorIndex", "save"),
+    "generation_rename": ("xmodal.indexer.store.layout", None, "_fsync_tree"),
+    "manifest_write": ("xmodal.indexer.store.layout", None, "_write_atomic"),
+    "garbage_collect": ("xmodal.indexer.store.layout", "IndexDir", "_collect_garbage"),
+    "journal_clear": ("xmodal.indexer.store.journal", "Journal", "clear"),
 }
 
 
@@ -56,7 +56,7 @@ def arm(point: str, nth: int) -> None:
 
 
 def config(images: str, texts: str, products: bool = False):
-    from indexer import IndexConfig
+    from xmodal.indexer import IndexConfig
 
     if products:
         return IndexConfig(texts=[Path(texts)], text_column="description", image_column="image",
@@ -67,11 +67,10 @@ def config(images: str, texts: str, products: bool = False):
 
 def small_segments(rows: str) -> None:
     """XMODAL_TEST_SEGMENT_ROWS: segments (and corpus batches) of that many rows, so a small run streams."""
-    import indexer.commit
-    import indexer.fresh
-    import indexer.sources
-
-    indexer.fresh.SEGMENT_ROWS = indexer.commit.SEGMENT_ROWS = indexer.sources.STREAM_ROWS = int(rows)
+    import xmodal.indexer.build.commit
+    import xmodal.indexer.build.fresh
+    import xmodal.indexer.build.sources
+    xmodal.indexer.build.fresh.SEGMENT_ROWS = xmodal.indexer.build.commit.SEGMENT_ROWS = xmodal.indexer.build.sources.STREAM_ROWS = int(rows)
 
 
 def main() -> None:
@@ -79,10 +78,10 @@ def main() -> None:
     if os.environ.get("XMODAL_TEST_SEGMENT_ROWS"):
         small_segments(os.environ["XMODAL_TEST_SEGMENT_ROWS"])
     products = sys.argv[6:7] == ["products"]
-    from indexer import build_index
+    from xmodal.indexer import build_index
 
     if sys.argv[6:7] == ["compact"]:
-        from indexer.edit import compact_index
+        from xmodal.indexer.build.edit import compact_index
 
         if point != "none":
             arm(point, int(number))

@@ -23,7 +23,7 @@ def free_port() -> int:
 
 def xmodal_command() -> list[str]:
     exe = shutil.which("xmodal")
-    return [exe] if exe else [sys.executable, "-c", "import cli; cli.app()"]
+    return [exe] if exe else [sys.executable, "-c", "from xmodal import cli; cli.app()"]
 
 
 class Server:

@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from indexer.ann import EXACT_UP_TO, VectorIndex, choose_ann
-from indexer.errors import InvalidInputError
-from indexer.models import l2_normalize
-from indexer.store import AnnSpec
+from xmodal.indexer.store.ann import EXACT_UP_TO, VectorIndex, choose_ann
+from xmodal.indexer.errors import InvalidInputError
+from xmodal.indexer.models import l2_normalize
+from xmodal.indexer.store import AnnSpec
 
 
 def clustered(n: int, dim: int = 48, clusters: int = 37, seed: int = 0) -> np.ndarray:
@@ -70,8 +70,7 @@ def test_gpu_placement_is_decided_on_load_and_files_are_written_from_cpu(tmp_pat
     """No GPU here: check the device logic with faiss's cloners stood in for."""
     import faiss
 
-    import indexer.ann as ann
-
+    import xmodal.indexer.store.ann as ann
     moved, copied_back = [], []
     monkeypatch.setattr(ann, "gpu_count", lambda: 1)
     monkeypatch.setattr(faiss, "index_cpu_to_all_gpus", lambda index: moved.append(index) or index, raising=False)
@@ -106,7 +105,7 @@ def test_equal_scores_rank_by_row_id_even_across_the_kth_place(kind):
 
 
 def test_a_memory_budget_chooses_ivf_codes_that_fit():
-    from indexer.ann import BUDGET_SHARE, choose_codes, code_bytes, parse_memory
+    from xmodal.indexer.store.ann import BUDGET_SHARE, choose_codes, code_bytes, parse_memory
 
     assert parse_memory("4G") == 4 << 30 and parse_memory("512m") == 512 << 20 and parse_memory("1000") == 1000
     with pytest.raises(InvalidInputError, match="like 4G"):
@@ -122,7 +121,7 @@ def test_a_memory_budget_chooses_ivf_codes_that_fit():
 
 @pytest.mark.parametrize("codes", ["sq8", "pq"])
 def test_compressed_ivf_re_ranked_from_stored_vectors_keeps_recall_and_exact_scores(codes):
-    from search.vectors import StoredVectors, VectorPart
+    from xmodal.search.vectors import StoredVectors, VectorPart
 
     n = 12_007
     vectors = clustered(n)
@@ -145,9 +144,9 @@ def test_compressed_ivf_re_ranked_from_stored_vectors_keeps_recall_and_exact_sco
 
 def test_an_index_built_within_a_memory_budget_finds_each_item(tmp_path):
     from fakes import HashEncoder
-    from indexer import IndexConfig, build_index
-    from indexer.store import IndexDir
-    from search import open_index
+    from xmodal.indexer import IndexConfig, build_index
+    from xmodal.indexer.store import IndexDir
+    from xmodal.search import open_index
 
     corpus = tmp_path / "notes.txt"
     corpus.write_text("\n".join(f"note {i} kind:{i % 11}" for i in range(3000)) + "\n")
@@ -164,7 +163,7 @@ def test_an_index_built_within_a_memory_budget_finds_each_item(tmp_path):
 
 
 def test_tuning_queries_sit_near_but_not_on_the_collection():
-    from indexer import ann
+    from xmodal.indexer.store import ann
 
     rng = np.random.default_rng(0)
     sample = rng.normal(size=(50, 32)).astype(np.float32)
@@ -178,7 +177,7 @@ def test_tuning_queries_sit_near_but_not_on_the_collection():
 def test_the_same_vector_twice_ties_and_ranks_by_row_id():
     """One photo stored twice (two files, one picture): whatever rows BLAS happens to score them in, the two
     get the same score and the lower row id ranks first."""
-    from search.vectors import StoredVectors
+    from xmodal.search.vectors import StoredVectors
 
     rng = np.random.default_rng(0)
     for trial in range(20):

@@ -10,7 +10,7 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from cli import app
+from xmodal.cli import app
 from conftest import CATALOG, env_with_tests_path
 
 FAKE = "python:fakes:make_encoder"
@@ -19,7 +19,7 @@ runner = CliRunner()
 
 def xmodal(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     exe = shutil.which("xmodal") or ""
-    command = [exe] if exe else [sys.executable, "-c", "import cli; cli.run()"]
+    command = [exe] if exe else [sys.executable, "-c", "from xmodal import cli; cli.run()"]
     return subprocess.run(command + list(args), capture_output=True, text=True, timeout=timeout,
                           env=env_with_tests_path())
 
@@ -123,7 +123,7 @@ def test_bad_inputs_give_one_line_and_write_nothing(tmp_path, catalog_index):
          "this index decodes images reduced (recorded when it was built); --decode exact applies to a new index"),
         (["eval", str(CATALOG / "images"), "--model", FAKE, "--decode", "fast"], "unknown image decoding 'fast'"),
         (["search", str(empty), "red car"], "not an xmodal index"),
-        (["search", str(catalog_index), "red car", "-k", "0"], "-k must be at least 1"),
+        (["search", str(catalog_index), "red car", "-k", "0"], "-k must be a whole number of at least 1"),
         (["search", str(catalog_index), "--image", str(tmp_path / "nope.jpg")], "does not exist"),
         (["search", str(catalog_index), "--image", str(corrupt)], "cannot be read"),
         (["search", str(catalog_index)], "give a query: a text, --image FILE, or liked items (--like ITEM)"),
@@ -171,9 +171,9 @@ def test_summaries_count_in_words_and_say_when_no_model_loaded(tmp_path):
 
 
 def test_a_missing_target_is_refused_before_the_model_loads(catalog_index, tmp_path, monkeypatch):
-    import search.engine
-    from indexer.errors import InvalidInputError
-    from search import open_index
+    import xmodal.search.engine as engine
+    from xmodal.indexer.errors import InvalidInputError
+    from xmodal.search import open_index
 
     images_only = tmp_path / "images-only"
     runner.invoke(app, ["index", str(CATALOG / "images"), "--out", str(images_only), "--model", FAKE, "--workers", "0"])
@@ -181,14 +181,14 @@ def test_a_missing_target_is_refused_before_the_model_loads(catalog_index, tmp_p
     def no_model(*args, **kwargs):
         raise AssertionError("the model was loaded")
 
-    monkeypatch.setattr(search.engine, "load_encoder_for", no_model)
+    monkeypatch.setattr(engine, "load_encoder_for", no_model)
     with pytest.raises(InvalidInputError, match="holds no texts"):
         open_index(images_only).search(text="a red car", target="text")
 
 
 def test_progress_moves_with_every_decoded_image(tmp_path):
     from fakes import FakeEncoder
-    from indexer import IndexConfig, build_index
+    from xmodal.indexer import IndexConfig, build_index
 
     updates = []
 

@@ -16,19 +16,19 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-import search.engine as engine
+import xmodal.search.engine as engine
 from conftest import CATALOG
 from fakes import FakeEncoder
-from indexer import IndexConfig, build_index
-from indexer.errors import InvalidInputError
-from indexer.models import ModelIdentity, l2_normalize
-from indexer.sources import read_corpus, stream_corpus
-from indexer.store import IndexDir
-from search import open_index
-from search.filters import FilterError, parse_filter
+from xmodal.indexer import IndexConfig, build_index
+from xmodal.indexer.errors import InvalidInputError
+from xmodal.indexer.models import ModelIdentity, l2_normalize
+from xmodal.indexer.build.sources import read_corpus, stream_corpus
+from xmodal.indexer.store import IndexDir
+from xmodal.search import open_index
+from xmodal.search.filters import FilterError, parse_filter
 from test_cli import FAKE, xmodal
 
-MARKERS = {"", "na", "n/a", "null", "none", "-", "nan"}  # the default missing markers, as the README lists them
+MARKERS = {"", "na", "n/a", "null", "none", "-", "nan"}  # the default missing markers, as docs/sources.md lists them
 
 SHOP = """id,title,price,zip,text
 1,Red sports car,18500,01234,a red car

@@ -7,10 +7,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from indexer import IndexConfig, build_index
-from indexer.errors import CorpusEncodingError, EmptyCorpusError, InvalidInputError
-from indexer.sources import read_corpus
-from search import open_index
+from xmodal.indexer import IndexConfig, build_index
+from xmodal.indexer.errors import CorpusEncodingError, EmptyCorpusError, InvalidInputError
+from xmodal.indexer.build.sources import read_corpus
+from xmodal.search import open_index
 from fakes import FakeEncoder
 from test_cli import xmodal
 

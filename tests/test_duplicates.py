@@ -9,9 +9,9 @@ from PIL import Image
 
 from conftest import CATALOG
 from fakes import FakeEncoder
-from indexer import IndexConfig, build_index
+from xmodal.indexer import IndexConfig, build_index
 from photos import skimage_data_dir
-from search import open_index
+from xmodal.search import open_index
 from test_cli import xmodal
 
 ORIGINALS = ["astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg"]

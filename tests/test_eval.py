@@ -7,12 +7,12 @@ import shutil
 import pytest
 from typer.testing import CliRunner
 
-from cli import app
+from xmodal.cli import app
 from conftest import CATALOG
 from fakes import FakeEncoder
-from indexer import IndexConfig, build_index
-from indexer.errors import InvalidInputError
-from search.evaluate import evaluate
+from xmodal.indexer import IndexConfig, build_index
+from xmodal.indexer.errors import InvalidInputError
+from xmodal.search.evaluation import evaluate
 
 runner = CliRunner()
 FAKE = "python:fakes:make_encoder"
@@ -60,7 +60,7 @@ def test_captions_with_a_wrong_pairing_lose_recall(tmp_path):
 def test_eval_of_an_approximate_index_reports_ann_recall(tmp_path, labelled):
     encoder = FakeEncoder()
     build_index(tmp_path / "idx", IndexConfig(images=[labelled], workers=0, index_type="hnsw"), encoder=encoder)
-    from search import open_index
+    from xmodal.search import open_index
 
     result = evaluate(labelled, index=tmp_path / "idx", encoder=encoder, ks=(1, 5))
     assert result.ann["index_type"] == "hnsw" and result.ann["recall@5"] == pytest.approx(1.0)

@@ -7,11 +7,11 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-import search.engine as engine
+import xmodal.search.engine as engine
 from fakes import HashEncoder
-from indexer import IndexConfig, build_index
-from search import open_index
-from search.filters import FilterError, parse_filter
+from xmodal.indexer import IndexConfig, build_index
+from xmodal.search import open_index
+from xmodal.search.filters import FilterError, parse_filter
 from test_cli import xmodal
 
 COUNT = 2113  # does not divide into the IVF lists or the batches

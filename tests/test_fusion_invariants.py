@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 from conftest import CATALOG, REPO, noise_image
-from indexer import IndexConfig, build_index
-from search import open_index
-from search.fusion import FUSIONS, default_weights
+from xmodal.indexer import IndexConfig, build_index
+from xmodal.search import open_index
+from xmodal.search.fusion import FUSIONS, default_weights
 from server import Server
 from test_cli import xmodal
 

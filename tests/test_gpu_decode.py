@@ -9,11 +9,11 @@ import pytest
 from PIL import Image, ImageOps
 
 from conftest import noise_image
-from indexer import IndexConfig, build_index
-from indexer.decode import DecodedImage, DecodeFailure
-from indexer.encode import encode_image_files
-from indexer.gpu_decode import DeviceJpegDecoder, gpu_decoding_available
-from indexer.models import encode_images
+from xmodal.indexer import IndexConfig, build_index
+from xmodal.indexer.build.decode import DecodedImage, DecodeFailure
+from xmodal.indexer.build.encode_files import encode_image_files
+from xmodal.indexer.build.gpu_decode import DeviceJpegDecoder, gpu_decoding_available
+from xmodal.indexer.models import encode_images
 from photos import sample_photo_paths
 
 

@@ -10,15 +10,15 @@ import pytest
 import torch
 
 from conftest import env_with_tests_path
-from indexer import IndexConfig, build_index
-from indexer.errors import InvalidInputError
-from indexer.models import device as device_module
-from indexer.models.device import precision_for, resolve_device
-from search import placement as placement_module
-from search.engine import open_index
-from search.placement import SearchPlacement, choose_placement
-from search.scan import FaissScan, TorchScan
-from search.vectors import StoredVectors, VectorPart
+from xmodal.indexer import IndexConfig, build_index
+from xmodal.indexer.errors import InvalidInputError
+from xmodal.indexer.models import device as device_module
+from xmodal.indexer.models.device import precision_for, resolve_device
+from xmodal.search import placement as placement_module
+from xmodal.search.engine import open_index
+from xmodal.search.placement import SearchPlacement, choose_placement
+from xmodal.search.scan import FaissScan, TorchScan
+from xmodal.search.vectors import StoredVectors, VectorPart
 
 TORCH_HERE = SearchPlacement("cpu", "torch", "test: torch scans on CPU tensors")
 
@@ -144,7 +144,7 @@ def test_a_shortlist_too_close_to_call_is_scanned_on_the_cpu(monkeypatch):
     scanned = []
     original = VectorPart._scanned
     monkeypatch.setattr(VectorPart, "_scanned", lambda self, *a: scanned.append(1) or original(self, *a))
-    monkeypatch.setattr("search.vectors.SHORTLIST_MARGIN", 0)
+    monkeypatch.setattr("xmodal.search.vectors.SHORTLIST_MARGIN", 0)
     result = StoredVectors([part]).search(matrix[50:51], 5)[0]
     assert scanned and list(result.row_ids) == [50, 100, 110, 120, 130]
 
@@ -155,7 +155,7 @@ def test_an_index_searched_through_a_device_scan_answers_as_on_the_cpu(tmp_path,
     build_index(out, IndexConfig(images=[image_folder], texts=[texts_csv], workers=0), encoder=tiny_encoder)
     on_cpu = open_index(out, encoder=tiny_encoder, device="cpu")
     assert on_cpu.placement.engine == "numpy"
-    monkeypatch.setattr("search.engine.choose_placement", lambda device: TORCH_HERE)
+    monkeypatch.setattr("xmodal.search.engine.choose_placement", lambda device: TORCH_HERE)
     on_device = open_index(out, encoder=tiny_encoder)
     assert on_device.placement is TORCH_HERE
     assert all(p.scan is not None for s in on_device._sets.values() for p in s.parts)

@@ -13,9 +13,9 @@ import pytest
 from PIL import Image
 
 from conftest import env_with_tests_path, noise_image
-from indexer.errors import ImageDecodeError, InvalidInputError, NoImagesError, TextColumnError
-from indexer.imaging import decode_image, decode_picture, heif_available, load_image
-from indexer.sources import find_images, read_texts
+from xmodal.indexer.errors import ImageDecodeError, InvalidInputError, NoImagesError, TextColumnError
+from xmodal.indexer.imaging import decode_image, decode_picture, heif_available, load_image
+from xmodal.indexer.build.sources import find_images, read_texts
 
 
 def _jpeg_bytes(image: Image.Image, **kwargs) -> bytes:
@@ -94,7 +94,7 @@ def test_exif_rotated_photo_reports_its_upright_size():
 
 def test_the_pixel_limit_is_an_index_option(tmp_path, image_folder):
     from fakes import FakeEncoder
-    from indexer import IndexConfig, build_index
+    from xmodal.indexer import IndexConfig, build_index
 
     report = build_index(tmp_path / "idx", IndexConfig(images=[image_folder], workers=0, max_pixels=4000),
                          encoder=FakeEncoder())

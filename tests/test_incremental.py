@@ -13,13 +13,13 @@ import pytest
 
 from conftest import TESTS, env_with_tests_path, noise_image
 from fakes import FakeEncoder
-from indexer import IndexConfig, build_index
-from indexer.edit import list_items, remove_items
-from indexer.errors import IndexLockedError, IndexWriteError, InvalidInputError
-from indexer.stored import load_state, stored_rows
-from indexer.store import IndexDir
-from indexer.store.lock import WriterLock
-from search import open_index
+from xmodal.indexer import IndexConfig, build_index
+from xmodal.indexer.build.edit import list_items, remove_items
+from xmodal.indexer.errors import IndexLockedError, IndexWriteError, InvalidInputError
+from xmodal.indexer.build.stored import load_state, stored_rows
+from xmodal.indexer.store import IndexDir
+from xmodal.indexer.store.lock import WriterLock
+from xmodal.search import open_index
 
 DRIVER = str(TESTS / "kill_driver.py")
 IMAGES_IN_SOURCES = 23  # with batch 4 and journal chunks of 4: several chunks, a ragged last one
@@ -121,7 +121,7 @@ def test_add_delete_modify_rename_and_texts_equal_a_clean_build(tmp_path, source
 def test_cli_rerun_with_recorded_sources_changes_nothing(tmp_path, sources, monkeypatch):
     from typer.testing import CliRunner
 
-    from cli import app
+    from xmodal.cli import app
 
     images, texts = sources
     monkeypatch.chdir(tmp_path)  # relative paths on the first run, recorded absolute ones on the second
@@ -194,8 +194,7 @@ def test_remove_and_list(tmp_path, sources):
 
 @pytest.mark.parametrize("error", [OSError(28, "No space left on device"), PermissionError(13, "Permission denied")])
 def test_write_errors_keep_the_last_commit_and_the_encoded_work(tmp_path, sources, monkeypatch, error):
-    import indexer.fresh as pipeline
-
+    import xmodal.indexer.build.fresh as pipeline
     images, texts = sources
     out = tmp_path / "idx"
     build_index(out, config(images, texts), encoder=FakeEncoder())
@@ -242,7 +241,7 @@ def test_ctrl_c_in_a_first_build_keeps_the_work_for_the_next_run(tmp_path, sourc
 
 
 def test_bad_model_on_a_new_folder_leaves_nothing(tmp_path, sources):
-    from indexer.errors import UnknownModelError
+    from xmodal.indexer.errors import UnknownModelError
 
     images, texts = sources
     with pytest.raises(UnknownModelError):
@@ -310,7 +309,7 @@ def test_a_second_writer_is_refused_at_once_and_a_dead_writer_frees_the_lock(tmp
     with WriterLock(out):
         with pytest.raises(IndexLockedError, match=f"pid {os.getpid()}"):
             build_index(out, config(images, texts), encoder=FakeEncoder())
-        cli = subprocess.run([sys.executable, "-c", "import cli; cli.app()", "index", "--out", str(out)],
+        cli = subprocess.run([sys.executable, "-c", "from xmodal import cli; cli.app()", "index", "--out", str(out)],
                              capture_output=True, text=True, timeout=60, env=env_with_tests_path())
         assert cli.returncode == 2 and cli.stderr.startswith("error: another xmodal run")
     noise_image(900).save(images / "late.png")
@@ -355,7 +354,7 @@ def test_ctrl_c_in_a_small_first_build_keeps_every_encoded_batch(tmp_path, sourc
     out, progress = tmp_path / "idx", tmp_path / "progress"
     # Two seconds a batch: the search below (a fresh Python process) must run while the build is still going.
     env = {**env_with_tests_path(), "FAKE_PROGRESS_FILE": str(progress), "FAKE_BATCH_SECONDS": "2"}
-    command = [sys.executable, "-c", "import cli; cli.app()", "index", str(images), "--out", str(out),
+    command = [sys.executable, "-c", "from xmodal import cli; cli.app()", "index", str(images), "--out", str(out),
                "--model", "python:fakes:make_slow_encoder", "--batch-size", "2", "--workers", "0"]
     # As in a terminal: a test run started in the background (`cmd &`) would pass SIGINT on as ignored.
     run = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -363,7 +362,7 @@ def test_ctrl_c_in_a_small_first_build_keeps_every_encoded_batch(tmp_path, sourc
     deadline = time.monotonic() + 60
     while (not progress.exists() or len(progress.read_text().split()) < 3) and time.monotonic() < deadline:
         time.sleep(0.05)
-    while_running = subprocess.run([sys.executable, "-c", "import cli; cli.app()", "search", str(out), "car"],
+    while_running = subprocess.run([sys.executable, "-c", "from xmodal import cli; cli.app()", "search", str(out), "car"],
                                    capture_output=True, text=True, timeout=60, env=env)
     run.send_signal(signal.SIGINT)
     _, stderr = run.communicate(timeout=60)
@@ -371,7 +370,7 @@ def test_ctrl_c_in_a_small_first_build_keeps_every_encoded_batch(tmp_path, sourc
     assert f"is being built (xmodal run pid {run.pid})" in while_running.stderr
     encoded = sum(int(n) for n in progress.read_text().split())
     assert 6 <= encoded < IMAGES_IN_SOURCES and not IndexDir(out).is_index()
-    after = subprocess.run([sys.executable, "-c", "import cli; cli.app()", "search", str(out), "car"],
+    after = subprocess.run([sys.executable, "-c", "from xmodal import cli; cli.app()", "search", str(out), "car"],
                            capture_output=True, text=True, timeout=60, env=env)
     assert after.returncode == 2 and after.stderr == (
         f"error: the first build of {out} was interrupted before its first commit; "

@@ -8,11 +8,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import write_tiny_open_clip
-from indexer import IndexConfig, build_index
-from indexer.errors import IndexWriteError, InvalidInputError, ModelMismatchError, NotAnIndexError
-from indexer.imaging import load_image
-from indexer.models import load_encoder
-from search import Hit, open_index
+from xmodal.indexer import IndexConfig, build_index
+from xmodal.indexer.errors import IndexWriteError, InvalidInputError, ModelMismatchError, NotAnIndexError
+from xmodal.indexer.imaging import load_image
+from xmodal.indexer.models import load_encoder
+from xmodal.search import Hit, open_index
 
 
 @pytest.fixture
@@ -140,7 +140,7 @@ def test_another_named_model_is_refused_before_it_loads(built, tmp_path, image_f
     """--model ViT-B-32 on an index of another model: refused before loading it (9 s, or a missing-weights
     error that hid the real problem)."""
     out, _ = built
-    from indexer import pipeline
+    from xmodal.indexer.build import pipeline
 
     monkeypatch.setattr(pipeline, "load_encoder", lambda *a, **k: pytest.fail("the model was loaded"))
     before = (out / "manifest.json").read_text()
@@ -160,8 +160,7 @@ def test_rebuild_replaces_the_index_atomically(built, image_folder, tiny_encoder
 
 
 def test_a_failed_write_leaves_the_previous_index_intact(built, image_folder, tiny_encoder, monkeypatch):
-    import indexer.commit as pipeline
-
+    import xmodal.indexer.build.commit as pipeline
     out, _ = built
     before = (out / "manifest.json").read_text()
 

@@ -29,10 +29,10 @@ import pytest
 
 from conftest import env_with_tests_path, noise_image
 from fakes import FakeEncoder
-from indexer import IndexConfig, build_index
-from indexer.decode import DecodedStream
-from indexer.edit import list_items
-from indexer.errors import DecodeWorkerError
+from xmodal.indexer import IndexConfig, build_index
+from xmodal.indexer.build.decode import DecodedStream
+from xmodal.indexer.build.edit import list_items
+from xmodal.indexer.errors import DecodeWorkerError
 from server import free_port
 
 PHOTOS = 160
@@ -64,7 +64,7 @@ def _items(index: Path) -> set[tuple]:
 
 def _command() -> list[str]:
     exe = shutil.which("xmodal")
-    return [exe] if exe else [sys.executable, "-c", "import cli; cli.run()"]
+    return [exe] if exe else [sys.executable, "-c", "from xmodal import cli; cli.run()"]
 
 
 def _as_in_a_terminal() -> None:

@@ -12,11 +12,11 @@ import pytest
 
 from conftest import CATALOG
 from fakes import FakeEncoder, HashEncoder
-from indexer import IndexConfig, build_index
-from indexer.edit import list_items
-from indexer.errors import InvalidInputError, KeyColumnError
-from indexer.store import IndexDir
-from search import open_index
+from xmodal.indexer import IndexConfig, build_index
+from xmodal.indexer.build.edit import list_items
+from xmodal.indexer.errors import InvalidInputError, KeyColumnError
+from xmodal.indexer.store import IndexDir
+from xmodal.search import open_index
 from test_cli import xmodal
 
 FAKE = "python:fakes:make_encoder"

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from search.metrics import (ann_recall_at_k, average_precision, hit_at_k, precision_at_k, rank_relevance,
+from xmodal.search.metrics import (ann_recall_at_k, average_precision, hit_at_k, precision_at_k, rank_relevance,
                             recall_at_k)
 
 

@@ -78,7 +78,7 @@ KINDS = ["open_clip random weights", "open_clip checkpoint file", "open_clip wei
 
 
 def xmodal(env: dict, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", "import cli; cli.app()", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-c", "from xmodal import cli; cli.app()", *args], capture_output=True, text=True,
                           timeout=300, env=env)
 
 

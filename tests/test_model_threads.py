@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from indexer import IndexConfig, build_index, model_threads
-from indexer.model_threads import ModelThreads, for_cpu_model
-from search.engine import open_index
+from xmodal.indexer import IndexConfig, build_index, model_threads
+from xmodal.indexer.build.model_threads import ModelThreads, for_cpu_model
+from xmodal.search.engine import open_index
 
 
 class Threads:

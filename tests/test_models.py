@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from conftest import env_with_tests_path, noise_image
-from indexer.errors import InvalidInputError, ModelUnavailableError, UnknownModelError
-from indexer.models import encode_images, load_encoder, register_model
+from xmodal.indexer.errors import InvalidInputError, ModelUnavailableError, UnknownModelError
+from xmodal.indexer.models import encode_images, load_encoder, register_model
 
 
 def test_open_clip_local_dir_matches_open_clip_own_encode(tiny_spec, tiny_encoder):

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from cli import app
-from indexer import IndexConfig, build_index
-from indexer.models import encode_images, load_encoder
-from indexer.models.offline import conse_mix
+from xmodal.cli import app
+from xmodal.indexer import IndexConfig, build_index
+from xmodal.indexer.models import encode_images, load_encoder
+from xmodal.indexer.models.offline import conse_mix
 from photos import SAMPLE_PHOTOS, sample_photo_paths
-from search import open_index
+from xmodal.search import open_index
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +75,7 @@ def test_numpy_text_tower_equals_transformers_bert(offline):
     torch_path = np.concatenate([offline._torch_mean_pooled([t]) for t in texts])
     numpy_path = offline._numpy_text_tower().encode(texts)
     np.testing.assert_allclose(numpy_path, torch_path, atol=2e-5)
-    from indexer.models.base import l2_normalize
+    from xmodal.indexer.models.base import l2_normalize
 
     np.testing.assert_allclose(offline.encode_texts(texts), l2_normalize(torch_path), atol=1e-5)
 
@@ -85,7 +85,7 @@ def test_preprocessing_equals_torchvision_without_importing_it(size):
     import torchvision.transforms as T
     from PIL import Image
 
-    from indexer.models.offline import CROP, MEAN, RESIZE, STD, resize_crop_normalize
+    from xmodal.indexer.models.offline import CROP, MEAN, RESIZE, STD, resize_crop_normalize
 
     rng = np.random.default_rng(sum(size))
     image = Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from fakes import HashEncoder
-from indexer import IndexConfig, build_index
-from indexer.ann import AnnSpec, VectorIndex
-from search import open_index
+from xmodal.indexer import IndexConfig, build_index
+from xmodal.indexer.store.ann import AnnSpec, VectorIndex
+from xmodal.search import open_index
 
 
 def test_flat_search_equals_faiss_and_brute_force(tmp_path):

@@ -6,12 +6,12 @@ import csv
 import numpy as np
 import pytest
 
-import search.engine as engine
+import xmodal.search.engine as engine
 from conftest import CATALOG, noise_image
 from fakes import FakeEncoder, HashEncoder
-from indexer import IndexConfig, build_index
-from indexer.errors import InvalidInputError
-from search import open_index
+from xmodal.indexer import IndexConfig, build_index
+from xmodal.indexer.errors import InvalidInputError
+from xmodal.search import open_index
 from test_cli import xmodal
 
 COUNT = 203  # products; 17 without a photo, 11 without a description

@@ -12,14 +12,14 @@ import pytest
 
 from conftest import CATALOG, noise_image
 from fakes import FakeEncoder
-from indexer import IndexConfig, build_index
-from indexer.stored import load_state, stored_rows
-from indexer.edit import remove_items
-from indexer.errors import TextColumnError
-from indexer.imaging import load_image
-from indexer.models import encode_images
-from indexer.store import IndexDir
-from search.engine import open_index
+from xmodal.indexer import IndexConfig, build_index
+from xmodal.indexer.build.stored import load_state, stored_rows
+from xmodal.indexer.build.edit import remove_items
+from xmodal.indexer.errors import TextColumnError
+from xmodal.indexer.imaging import load_image
+from xmodal.indexer.models import encode_images
+from xmodal.indexer.store import IndexDir
+from xmodal.search.engine import open_index
 from test_cli import xmodal
 
 

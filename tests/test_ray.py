@@ -15,12 +15,12 @@ import ray
 from PIL import Image
 
 from conftest import CATALOG, TESTS, env_with_tests_path, noise_image
-from indexer import IndexConfig, build_index
-from indexer.edit import list_items
-from indexer.errors import InvalidInputError
-from indexer.models import encode_images
+from xmodal.indexer import IndexConfig, build_index
+from xmodal.indexer.build.edit import list_items
+from xmodal.indexer.errors import InvalidInputError
+from xmodal.indexer.models import encode_images
 from test_cli import xmodal
-from search.engine import open_index
+from xmodal.search.engine import open_index
 
 FAKE = "python:fakes:make_encoder"
 
@@ -231,7 +231,7 @@ def test_ray_actors_lay_transparent_photos_on_the_index_background(local_ray, tm
 
 def test_an_index_folder_a_node_cannot_write_is_one_line(local_ray, tmp_path):
     """The workers write vectors into the index's folder: every node is asked before anything is encoded."""
-    from indexer import ray_engine
+    from xmodal.indexer.build import ray_engine
 
     ray_engine.check_storage(tmp_path)
     with pytest.raises(InvalidInputError, match=r"cannot be written from the Ray node\(s\) at [\d.]+, .*"
@@ -245,7 +245,7 @@ def test_ivf_lists_filled_in_shards_on_ray_are_the_ones_filled_here(local_ray, m
     byte for byte, as adding them all in this process."""
     import faiss
 
-    from indexer import ann, ray_engine
+    from xmodal.indexer import ann, ray_engine
 
     rng = np.random.default_rng(0)
     vectors = rng.standard_normal((3000, 32)).astype(np.float32)
@@ -266,7 +266,7 @@ def test_ivf_lists_filled_in_shards_on_ray_are_the_ones_filled_here(local_ray, m
 
 def test_a_ray_built_ivf_index_is_the_local_one_byte_for_byte(local_ray, tmp_path, mixed_folder, texts_csv,
                                                                monkeypatch):
-    from indexer import ray_engine
+    from xmodal.indexer.build import ray_engine
 
     shards = []
     merge = ray_engine._merge
@@ -284,7 +284,7 @@ def test_a_ray_built_ivf_index_is_the_local_one_byte_for_byte(local_ray, tmp_pat
 
 def test_ray_uses_the_whole_cluster_unless_told(local_ray):
     """No GPU in this local Ray of 2 CPUs: one encoding actor per CPU core, or as many as asked."""
-    from indexer import ray_engine
+    from xmodal.indexer.build import ray_engine
 
     assert ray_engine._actor_options(ray_engine.RaySettings())["compute"].max_size == 2
     assert ray_engine._actor_options(ray_engine.RaySettings(actors=1))["compute"].max_size == 1

@@ -14,9 +14,9 @@ import ray
 from ray.cluster_utils import Cluster
 
 from conftest import env_with_tests_path, noise_image
-from indexer import IndexConfig, build_index
-from indexer.edit import list_items
-from indexer.errors import ClusterError, InvalidInputError
+from xmodal.indexer import IndexConfig, build_index
+from xmodal.indexer.build.edit import list_items
+from xmodal.indexer.errors import ClusterError, InvalidInputError
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +129,7 @@ def test_joining_a_cluster_that_wants_a_token_says_how(tmp_path, tiny_spec):
         folder.mkdir()
         noise_image(1).save(folder / "a.png")
         # In a process of its own, as a user runs it: a Ray started in this one may have turned tokens on here.
-        done = subprocess.run([sys.executable, "-c", "import cli; cli.run()", "index", str(folder), "--out",
+        done = subprocess.run([sys.executable, "-c", "from xmodal import cli; cli.run()", "index", str(folder), "--out",
                                str(tmp_path / "index"), "--model", tiny_spec, "--ray", f"127.0.0.1:{port}"],
                               env={k: v for k, v in env_with_tests_path().items() if k != "RAY_AUTH_MODE"},
                               capture_output=True,
@@ -155,7 +155,7 @@ def _free_port() -> int:
 
 def test_a_run_with_nothing_to_encode_never_starts_ray(tmp_path, monkeypatch):
     """Photos removed, none added: the run commits the removal without starting (or joining) Ray."""
-    from indexer import ray_engine
+    from xmodal.indexer.build import ray_engine
 
     folder = tmp_path / "photos"
     folder.mkdir()

@@ -1,17 +1,18 @@
-"""The README's examples are true: every `console` block is run and its output compared.
+"""The examples of the README and the docs pages are true: every `console` block is run and its output compared.
 
 A `console` block holds `$ command` lines, each followed by what it prints
-(stdout and stderr as a terminal shows them). Commands run in README order,
-in a scratch copy of the repository's data, with the offline model, no network.
-A `python` block followed by a `text` block is run, and must print that text.
-A `$ curl` line asks `xmodal serve shop.idx`, started for it in the same folder on a
-free port (the README says localhost:8000).
+(stdout and stderr as a terminal shows them). Commands run in the order of PAGES (README.md, then each
+docs page, each page top to bottom), as one sequence in one scratch copy of the repository's data, with
+the offline model, no network: a page's example may use what an earlier page built.
+A `python` block followed by a `text` block is run (after every console step, in the same order), and
+must print that text. A `$ curl` line asks `xmodal serve shop.idx`, started for it in the same folder on a
+free port (the pages say localhost:8000).
+Every relative link and #anchor of these pages must lead to a file or a heading that exists.
 Timings, dates, the checkout's path and the digits of a full-precision score past the fifth decimal
 (float32 sums differ in their last bits between torch builds) are the only things allowed to differ.
 """
 from __future__ import annotations
 
-import os
 import re
 import shlex
 import shutil
@@ -25,6 +26,14 @@ from conftest import REPO, env_with_tests_path
 from server import Server
 
 README = REPO / "README.md"
+DOCS = REPO / "docs"
+# Whose examples run, in this order. A page comes after the pages that build what its examples use: the README
+# builds catalog.idx (searched in search.md, shop.md, re-run in sources.md), search.md photos.idx (grown in
+# sources.md), shop.md shop.idx (served in serve.md).
+PAGES = [README, *(DOCS / f"{name}.md" for name in (
+    "search", "shop", "duplicates", "sources", "models", "serve", "voice", "python-api", "storage", "ray", "gpu",
+    "benchmarks",
+    "architecture"))]
 SHOWN_ROOT = "/home/me/xmodal"  # where the README's outputs were made: a checkout there
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
 VARIABLE = [
@@ -38,32 +47,47 @@ VARIABLE = [
 ]
 
 
-def blocks() -> list[tuple[str, str]]:
-    return [(m.group(1), m.group(2)) for m in FENCE.finditer(README.read_text(encoding="utf-8"))]
+def page_name(page: Path) -> str:
+    return page.relative_to(REPO).as_posix() if page.is_relative_to(REPO) else page.name
 
 
-def console_steps() -> list[tuple[str, str]]:
+def blocks(page: Path = README) -> list[tuple[str, str]]:
+    return [(m.group(1), m.group(2)) for m in FENCE.finditer(page.read_text(encoding="utf-8"))]
+
+
+def console_steps() -> list[tuple[str, str, str]]:
+    """(page, command, what it prints) of every `$ ` line of every page, in PAGES order."""
     steps = []
-    for language, body in blocks():
-        if language != "console":
-            continue
-        command, output = None, []
-        for line in body.splitlines():
-            if line.startswith("$ "):
-                if command is not None:
-                    steps.append((command, "\n".join(output)))
-                command, output = line[2:], []
-            else:
-                output.append(line)
-        if command is not None:
-            steps.append((command, "\n".join(output)))
+    for page in PAGES:
+        for language, body in blocks(page):
+            if language != "console":
+                continue
+            command, output = None, []
+            for line in body.splitlines():
+                if line.startswith("$ "):
+                    if command is not None:
+                        steps.append((page_name(page), command, "\n".join(output)))
+                    command, output = line[2:], []
+                else:
+                    output.append(line)
+            if command is not None:
+                steps.append((page_name(page), command, "\n".join(output)))
     return steps
 
 
+def located_python_examples() -> list[tuple[str, str, str]]:
+    """(page, code, what it prints) of every `python` block followed by a `text` block, in PAGES order."""
+    examples = []
+    for page in PAGES:
+        found = blocks(page)
+        examples += [(page_name(page), code, found[i + 1][1]) for i, (language, code) in enumerate(found[:-1])
+                     if language == "python" and found[i + 1][0] == "text"]
+    return examples
+
+
 def python_examples() -> list[tuple[str, str]]:
-    found = blocks()
-    return [(code, found[i + 1][1]) for i, (language, code) in enumerate(found[:-1])
-            if language == "python" and found[i + 1][0] == "text"]
+    """(code, what it prints); the first is the README's first API example (tests/test_packaging.py runs it)."""
+    return [(code, shown) for _, code, shown in located_python_examples()]
 
 
 def normalise(text: str, root: Path) -> str:
@@ -104,24 +128,85 @@ def run(command: str, root: Path, service=None) -> str:
     words = shlex.split(command)
     assert words[0] == "xmodal", f"README examples run xmodal, not {words[0]}"
     env = {**env_with_tests_path(), "COLUMNS": "100"}
-    done = subprocess.run([sys.executable, "-c", "import cli; cli.app()", *words[1:]], cwd=root, env=env,
+    done = subprocess.run([sys.executable, "-c", "from xmodal import cli; cli.app()", *words[1:]], cwd=root, env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
     return done.stdout
 
 
-def test_the_readme_has_examples_to_check():
+def test_the_pages_have_examples_to_check():
     assert len(console_steps()) >= 10 and python_examples()
+    assert located_python_examples()[0][0] == "README.md"
 
 
-def test_console_examples_print_what_the_readme_shows(workdir, service):
-    for command, shown in console_steps():
+def test_every_docs_page_is_run():
+    assert PAGES[0] == README and len(set(PAGES)) == len(PAGES)
+    assert sorted(DOCS.glob("*.md")) == sorted(PAGES[1:]), "add the page to PAGES, after the pages it builds on"
+
+
+def test_console_examples_print_what_the_pages_show(workdir, service):
+    for page, command, shown in console_steps():
         printed = run(command, workdir, service)
-        assert normalise(printed, workdir) == normalise(shown, workdir), f"$ {command}"
+        assert normalise(printed, workdir) == normalise(shown, workdir), f"{page}: $ {command}"
 
 
-def test_python_examples_print_what_the_readme_shows(workdir):
-    for code, shown in python_examples():
+def test_python_examples_print_what_the_pages_show(workdir):
+    for page, code, shown in located_python_examples():
         done = subprocess.run([sys.executable, "-c", code], cwd=workdir, capture_output=True, text=True, timeout=600,
-                              env={**env_with_tests_path(), "PYTHONPATH": os.pathsep.join([str(REPO)])})
-        assert done.returncode == 0, done.stderr[-3000:]
-        assert normalise(done.stdout, workdir) == normalise(shown, workdir)
+                              env=env_with_tests_path())
+        assert done.returncode == 0, f"{page}: {done.stderr[-3000:]}"
+        assert normalise(done.stdout, workdir) == normalise(shown, workdir), page
+
+
+# Links and pictures, [text](target) and ![alt](target), outside code; addresses (https:, ...) are not checked
+LINK = re.compile(r"!?\[[^\]\n]*\]\(([^)\s]+)\)")
+CODE_SPAN = re.compile(r"`[^`\n]*`")
+HEADING = re.compile(r"^#{1,6}[ \t]+(.+?)[ \t#]*$", re.M)
+
+
+def without_code(text: str) -> str:
+    return CODE_SPAN.sub("", FENCE.sub("", text))
+
+
+def anchor(heading: str) -> str:
+    """GitHub's anchor of a heading: its text lowercased, punctuation dropped, spaces as hyphens."""
+    heading = re.sub(r"!?\[([^\]]*)\]\([^)]*\)", r"\1", heading)  # a link: its text
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def anchors(page: Path) -> set[str]:
+    found, seen = set(), {}
+    for heading in HEADING.findall(FENCE.sub("", page.read_text(encoding="utf-8"))):
+        name = anchor(heading)
+        found.add(name if name not in seen else f"{name}-{seen[name]}")  # GitHub numbers a repeated heading
+        seen[name] = seen.get(name, 0) + 1
+    return found
+
+
+def broken_links(page: Path) -> list[str]:
+    broken = []
+    for match in LINK.finditer(without_code(page.read_text(encoding="utf-8"))):
+        target = match.group(1)
+        if re.match(r"[a-z][a-z0-9+.-]*:", target):  # http:, https:, mailto:
+            continue
+        path, _, fragment = target.partition("#")
+        linked = (page.parent / path).resolve() if path else page
+        if not linked.exists():
+            broken.append(f"{page_name(page)}: {target}: no such file")
+        elif fragment and (linked.suffix != ".md" or fragment not in anchors(linked)):
+            broken.append(f"{page_name(page)}: {target}: no such heading")
+    return broken
+
+
+def test_every_link_leads_somewhere():
+    pages = [README, *sorted(DOCS.glob("*.md"))]
+    assert sum(len(LINK.findall(without_code(p.read_text(encoding="utf-8")))) for p in pages) >= 5  # links are seen
+    assert [broken for page in pages for broken in broken_links(page)] == []
+
+
+def test_the_link_check_sees_a_broken_link(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text("# A page\n\n## The index on disk (format 3)\n\n[ok](#a-page) [ok](#the-index-on-disk-format-3) "
+                    "[bad](#the-index) [bad](missing.md) `[in code](missing.md)`\n\n```\n# not a heading\n```\n"
+                    "[bad](page.md#not-a-heading) [ok](https://example.com) ![ok](page.md)\n")
+    assert [b.split(": ", 1)[1] for b in broken_links(page)] == [
+        "#the-index: no such heading", "missing.md: no such file", "page.md#not-a-heading: no such heading"]

@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from conftest import noise_image, write_tiny_open_clip
-from indexer.models import load_encoder
-from indexer.models.recipe import ImageRecipe, local_dir_recipe
+from xmodal.indexer.models import load_encoder
+from xmodal.indexer.models.recipe import ImageRecipe, local_dir_recipe
 from photos import sample_photo_paths
 
 CONFIGS = [

@@ -6,13 +6,13 @@ import json
 import numpy as np
 import pytest
 
-import search.engine as engine
+import xmodal.search.engine as engine
 from conftest import CATALOG
 from fakes import FakeEncoder, HashEncoder
-from indexer import IndexConfig, build_index
-from indexer.errors import InvalidInputError, ModelMismatchError
-from search import open_index
-from search.examples import parse_cli_term
+from xmodal.indexer import IndexConfig, build_index
+from xmodal.indexer.errors import InvalidInputError, ModelMismatchError
+from xmodal.search import open_index
+from xmodal.search.examples import parse_cli_term
 from test_cli import xmodal
 
 COUNT = 611
@@ -41,7 +41,7 @@ def oracle(index, score, exclude=(), k=10, where=None):
     row_ids, vectors = index.embeddings("text")
     admitted = None
     if where:
-        from search.filters import parse_filter
+        from xmodal.search.filters import parse_filter
 
         table = index._filter_table("text")
         admitted = set(table.column("row_id").to_numpy()[parse_filter(where).mask(table)].tolist())

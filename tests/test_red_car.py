@@ -1,12 +1,12 @@
-"""The red-car case from the README, on data/catalog, with the deterministic fake encoder."""
+"""The red-car case from the README and docs/shop.md, on data/catalog, with the deterministic fake encoder."""
 from __future__ import annotations
 
 import pytest
 
 from conftest import CATALOG
 from fakes import FakeEncoder
-from indexer import IndexConfig, build_index
-from search import open_index
+from xmodal.indexer import IndexConfig, build_index
+from xmodal.search import open_index
 
 QUERIES = ["I want to buy a red car", "我想买一辆红色汽车"]
 

@@ -10,13 +10,13 @@ import pytest
 from PIL import Image
 
 from conftest import noise_image
-from indexer import IndexConfig, build_index
-from indexer.edit import list_items
-from indexer.errors import InvalidInputError
-from indexer.imaging import decode_picture, jpeg_scale
-from indexer.models.base import image_input_side
+from xmodal.indexer import IndexConfig, build_index
+from xmodal.indexer.build.edit import list_items
+from xmodal.indexer.errors import InvalidInputError
+from xmodal.indexer.imaging import decode_picture, jpeg_scale
+from xmodal.indexer.models.base import image_input_side
 from photos import sample_photo_paths
-from search.engine import open_index
+from xmodal.search.engine import open_index
 
 
 def _jpeg(image: Image.Image, **kwargs) -> bytes:
@@ -150,7 +150,7 @@ def test_a_stored_photo_queried_by_its_file_finds_its_own_vector(tmp_path, large
 
 
 def test_every_model_family_says_its_input_side(tiny_transformers_dir):
-    from indexer.models import load_encoder
+    from xmodal.indexer.models import load_encoder
 
     transformers = load_encoder(f"transformers:{tiny_transformers_dir}", device="cpu")
     assert image_input_side(transformers) == 32  # shortest_edge 32, crop 32x32

@@ -18,14 +18,14 @@ import pytest
 
 from conftest import env_with_tests_path, noise_image
 from fakes import FakeEncoder
-from indexer import IndexConfig, build_index
-from indexer.ann import AnnSpec, VectorIndex
-from indexer.commit import COMPACT_DELETED_SHARE, MAX_SMALL_SEGMENTS
-from indexer.edit import compact_index, remove_items
-from indexer.errors import InvalidInputError
-from indexer.store import IndexDir
-from search import open_index
-from search.vectors import StoredVectors, VectorPart
+from xmodal.indexer import IndexConfig, build_index
+from xmodal.indexer.store.ann import AnnSpec, VectorIndex
+from xmodal.indexer.build.commit import COMPACT_DELETED_SHARE, MAX_SMALL_SEGMENTS
+from xmodal.indexer.build.edit import compact_index, remove_items
+from xmodal.indexer.errors import InvalidInputError
+from xmodal.indexer.store import IndexDir
+from xmodal.search import open_index
+from xmodal.search.vectors import StoredVectors, VectorPart
 from test_incremental import DRIVER, assert_same, config, snapshot
 
 REPO = Path(__file__).resolve().parents[1]
@@ -156,14 +156,14 @@ def test_cli_compact_drops_deleted_rows_and_keeps_every_answer(tmp_path, sources
     build_index(out, config(images, texts), encoder=FakeEncoder())
     remove_items(out, paths=[images / "n01.png", images / "n02.png"])
     before = hits(out, "image") + hits(out, "text")
-    run = subprocess.run([sys.executable, "-c", "import cli; cli.app()", "compact", str(out)], capture_output=True,
+    run = subprocess.run([sys.executable, "-c", "from xmodal import cli; cli.app()", "compact", str(out)], capture_output=True,
                          text=True, timeout=60, env=env_with_tests_path())
     assert run.returncode == 0, run.stderr
     assert run.stdout.startswith(f"compacted {out}: 1 segment -> 1, 2 deleted rows dropped,"), run.stdout
     manifest = IndexDir(out).read_manifest()
     assert [s.deleted_count for s in manifest.segments] == [0] and manifest.segments[0].rows == 48
     assert hits(out, "image") + hits(out, "text") == before
-    info = subprocess.run([sys.executable, "-c", "import cli; cli.app()", "info", str(out)], capture_output=True,
+    info = subprocess.run([sys.executable, "-c", "from xmodal import cli; cli.app()", "info", str(out)], capture_output=True,
                           text=True, timeout=60, env=env_with_tests_path())
     assert "storage:  1 segment, 0 deleted rows awaiting compaction, vectors float32" in info.stdout
 
@@ -370,8 +370,7 @@ def test_search_many_equals_one_query_at_a_time_across_segments(tmp_path, source
 # ---- re-runs that need not load the index ------------------------------------------------------------
 
 def test_a_rerun_with_nothing_changed_neither_reads_corpora_nor_loads_the_index(tmp_path, sources, monkeypatch):
-    import indexer.pipeline as pipeline
-
+    import xmodal.indexer.build.pipeline as pipeline
     images, texts = sources
     out = tmp_path / "idx"
     build_index(out, config(images, texts), encoder=FakeEncoder())
@@ -435,7 +434,7 @@ def test_memory_mapped_ivf_segments_keep_answering_after_they_are_collected(tmp_
 
 def test_an_open_index_reads_only_the_item_rows_its_hits_need(tmp_path):
     from fakes import HashEncoder
-    from indexer.store.tables import ITEMS_ROW_GROUP
+    from xmodal.indexer.store.tables import ITEMS_ROW_GROUP
 
     corpus = tmp_path / "notes.txt"
     corpus.write_text("\n".join(f"note {i} kind:{i % 9}" for i in range(3 * ITEMS_ROW_GROUP + 5)) + "\n")

@@ -15,7 +15,7 @@ from PIL import Image
 
 from conftest import CATALOG, env_with_tests_path
 from fakes import FakeEncoder
-from indexer import IndexConfig, build_index
+from xmodal.indexer import IndexConfig, build_index
 from server import Server, xmodal_command
 
 pytest.importorskip("fastapi", reason="xmodal[serve] is part of .[dev]")
@@ -103,7 +103,7 @@ def test_default_target_is_what_the_index_holds(server):
 @pytest.mark.parametrize("body, status, words", [
     ({"text": "car", "where": "price <"}, 400, "filter"),
     ({"text": "car", "where": "__import__('os').system('touch /tmp/xmodal-pwned')"}, 400, "filter"),
-    ({"text": "car", "k": 0}, 400, "k must be"),
+    ({"text": "car", "k": 0}, 400, "\"k\" must be a whole number of at least 1"),
     ({"text": "car", "target": "video"}, 400, "unknown target"),
     ({"text": "car", "index": "nope"}, 404, "no index named 'nope'"),
     ({"image": "not base64 at all!"}, 400, "base64"),
@@ -391,7 +391,7 @@ def test_sigterm_finishes_the_request_in_flight_then_exits_0(tmp_path):
 def test_a_failure_inside_the_server_is_a_json_500_without_its_details(indexes):
     from fastapi.testclient import TestClient
 
-    from search.serve.app import create_app
+    from xmodal.search.serve.app import create_app
 
     class BrokenEncoder(FakeEncoder):
         def encode_texts(self, texts):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from fakes import FakeEncoder
-from search.serve.batching import BatchingEncoder
+from xmodal.search.serve.batching import BatchingEncoder
 
 
 class CountingEncoder(FakeEncoder):
@@ -52,8 +52,7 @@ def test_a_lone_request_is_encoded_at_once_and_an_error_reaches_its_caller():
 
 
 def test_recent_texts_are_remembered_and_the_memory_is_bounded(monkeypatch):
-    import search.serve.batching as batching_module
-
+    import xmodal.search.serve.batching as batching_module
     monkeypatch.setattr(batching_module, "CACHE_TEXTS", 3)
     inner = CountingEncoder()
     batching = BatchingEncoder(inner)

@@ -16,7 +16,7 @@ import pytest
 
 from conftest import CATALOG, REPO
 from fakes import FakeEncoder
-from indexer import IndexConfig, build_index
+from xmodal.indexer import IndexConfig, build_index
 from server import Server
 
 pytest.importorskip("fastapi", reason="xmodal[serve] is part of .[dev]")

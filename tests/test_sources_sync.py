@@ -8,10 +8,10 @@ import pytest
 
 from conftest import CATALOG, noise_image
 from fakes import FakeEncoder
-from indexer import IndexConfig, build_index
-from indexer.edit import list_items, remove_items
-from indexer.errors import InvalidInputError
-from indexer.store import IndexDir
+from xmodal.indexer import IndexConfig, build_index
+from xmodal.indexer.build.edit import list_items, remove_items
+from xmodal.indexer.errors import InvalidInputError
+from xmodal.indexer.store import IndexDir
 from test_cli import xmodal
 from test_incremental import snapshot
 
@@ -146,9 +146,9 @@ def write_embeddings(path, row_ids, vectors) -> None:
 
 def as_format_2(out) -> None:
     """Rewrite a fresh index in the format-2 layout: one generation folder of Parquet files."""
-    from indexer.store import VECTOR_SETS
-    from indexer.store.tables import items_table, write_failures, write_items
-    from indexer.stored import load_state, stored_rows
+    from xmodal.indexer.store import VECTOR_SETS
+    from xmodal.indexer.store.tables import items_table, write_failures, write_items
+    from xmodal.indexer.build.stored import load_state, stored_rows
 
     index_dir = IndexDir(out)
     manifest = index_dir.read_manifest()
@@ -226,3 +226,30 @@ def test_a_missing_folder_names_the_way_out_that_fits_it(tmp_path):
     done = xmodal("index", str(typo), "--out", str(tmp_path / "other"), "--model", FAKE)
     assert done.returncode == 2 and done.stderr == f"error: image folder {typo} does not exist; check the path\n"
     assert IndexDir(out).read_manifest() == before and not (tmp_path / "other").exists()
+
+
+def test_a_run_plans_and_reads_its_sources_once_under_the_writer_lock(tmp_path, monkeypatch):
+    """Planned before the lock and again under it, a run read what another run could change in between."""
+    import os
+
+    import xmodal.indexer.build.pipeline as pipeline
+    from xmodal.indexer.store.lock import running_writer
+
+    out, calls = tmp_path / "idx", []
+    planned, read = pipeline.plan_sources, pipeline.read_sources
+
+    def plan(*args, **kwargs):
+        calls.append(("plan", running_writer(out)))
+        return planned(*args, **kwargs)
+
+    def reading(*args, **kwargs):
+        calls.append(("read", running_writer(out)))
+        return read(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "plan_sources", plan)
+    monkeypatch.setattr(pipeline, "read_sources", reading)
+    images = folder(tmp_path, "a", 3, 0)
+    for _ in range(2):  # a new index, then a re-run of it
+        calls.clear()
+        build_index(out, IndexConfig(images=[images], workers=0), encoder=FakeEncoder())
+        assert calls == [("plan", os.getpid()), ("read", os.getpid())]

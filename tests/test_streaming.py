@@ -12,15 +12,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-import indexer.commit
-import indexer.fresh
-import indexer.sources
+import xmodal.indexer.build.commit
+import xmodal.indexer.build.fresh
+import xmodal.indexer.build.sources
 from fakes import HashEncoder
-from indexer import IndexConfig, build_index
-from indexer.sources import read_corpus, stream_corpus
-from indexer.store import IndexDir
-from indexer.stored import load_state, stored_rows
-from search import open_index
+from xmodal.indexer import IndexConfig, build_index
+from xmodal.indexer.build.sources import read_corpus, stream_corpus
+from xmodal.indexer.store import IndexDir
+from xmodal.indexer.build.stored import load_state, stored_rows
+from xmodal.search import open_index
 
 COLOURS = ["red", "blue", "green", "black"]
 
@@ -73,9 +73,9 @@ def ranked(index, where=None) -> list:
 @pytest.fixture
 def small_batches(monkeypatch):
     """Batches of 64 rows and segments of 300: a few thousand rows behave as millions would."""
-    monkeypatch.setattr(indexer.sources, "STREAM_ROWS", 64)
-    monkeypatch.setattr(indexer.fresh, "SEGMENT_ROWS", 300)
-    monkeypatch.setattr(indexer.commit, "SEGMENT_ROWS", 300)
+    monkeypatch.setattr(xmodal.indexer.build.sources, "STREAM_ROWS", 64)
+    monkeypatch.setattr(xmodal.indexer.build.fresh, "SEGMENT_ROWS", 300)
+    monkeypatch.setattr(xmodal.indexer.build.commit, "SEGMENT_ROWS", 300)
 
 
 def test_a_parquet_corpus_streams_the_rows_read_corpus_reads(tmp_path):
@@ -97,9 +97,9 @@ def test_a_corpus_in_many_batches_and_segments_equals_one_built_whole(tmp_path, 
     catalog(corpus, 1000)
     whole = build(tmp_path / "whole", corpus)
     with monkeypatch.context() as patch:
-        patch.setattr(indexer.sources, "STREAM_ROWS", 64)
-        patch.setattr(indexer.fresh, "SEGMENT_ROWS", 300)
-        patch.setattr(indexer.commit, "SEGMENT_ROWS", 300)
+        patch.setattr(xmodal.indexer.build.sources, "STREAM_ROWS", 64)
+        patch.setattr(xmodal.indexer.build.fresh, "SEGMENT_ROWS", 300)
+        patch.setattr(xmodal.indexer.build.commit, "SEGMENT_ROWS", 300)
         streamed = build(tmp_path / "streamed", corpus)
     manifest = IndexDir(tmp_path / "streamed").read_manifest()
     assert [s.rows for s in manifest.segments] == [300, 300, 300, 89]  # 1000 rows, 11 of them empty
@@ -195,14 +195,14 @@ def test_segments_at_the_size_cap_are_not_merged_as_small(tmp_path, small_batche
 
 
 def test_batch_text_hashes_are_the_content_hash_of_each_text():
-    from indexer.plan import text_hash, text_hashes
+    from xmodal.indexer.build.plan import text_hash, text_hashes
 
     texts = ["a red car", "", "我想买一辆红色汽车", "x" * 5000]
     assert text_hashes(texts) == [text_hash(t) for t in texts]
 
 
 def test_tuning_scores_in_chunks_find_the_exact_best(monkeypatch):
-    from indexer import ann
+    from xmodal.indexer.store import ann
 
     monkeypatch.setattr(ann, "TUNING_CHUNK", 7)
     rng = np.random.default_rng(3)
@@ -273,14 +273,14 @@ def test_text_formats_stream_in_batches_with_the_types_of_the_whole_file(tmp_pat
 
 
 def test_image_folders_in_small_batches_and_segments_equal_a_clean_build(tmp_path, monkeypatch):
-    import indexer.pipeline
+    import xmodal.indexer.build.pipeline
     from conftest import noise_image
     from fakes import FakeEncoder
     from test_incremental import assert_same, config, snapshot
 
-    monkeypatch.setattr(indexer.pipeline, "IMAGE_BATCH", 3)
-    monkeypatch.setattr(indexer.fresh, "SEGMENT_ROWS", 7)
-    monkeypatch.setattr(indexer.commit, "SEGMENT_ROWS", 7)
+    monkeypatch.setattr(xmodal.indexer.build.pipeline, "IMAGE_BATCH", 3)
+    monkeypatch.setattr(xmodal.indexer.build.fresh, "SEGMENT_ROWS", 7)
+    monkeypatch.setattr(xmodal.indexer.build.commit, "SEGMENT_ROWS", 7)
     images = tmp_path / "photos"
     images.mkdir()
     for i in range(16):

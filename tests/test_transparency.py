@@ -12,14 +12,14 @@ import pytest
 from PIL import Image, ImageDraw
 
 from conftest import noise_image
-from indexer import IndexConfig, build_index
-from indexer.edit import list_items
-from indexer.errors import InvalidInputError
-from indexer import imaging
-from indexer.imaging import decode_picture
-from indexer.models import load_encoder
+from xmodal.indexer import IndexConfig, build_index
+from xmodal.indexer.build.edit import list_items
+from xmodal.indexer.errors import InvalidInputError
+from xmodal.indexer import imaging
+from xmodal.indexer.imaging import decode_picture
+from xmodal.indexer.models import load_encoder
 from photos import skimage_data_dir
-from search import open_index
+from xmodal.search import open_index
 from server import Server
 from test_cli import xmodal
 

@@ -11,10 +11,10 @@ import pytest
 
 from conftest import CATALOG
 from fakes import FakeEncoder
-from indexer import IndexConfig, build_index
-from indexer.errors import ImageURLError
-from search import ImageURL, open_index
-from search.fetch import MAX_BYTES, fetch_image
+from xmodal.indexer import IndexConfig, build_index
+from xmodal.indexer.errors import ImageURLError
+from xmodal.search import ImageURL, open_index
+from xmodal.search.fetch import MAX_BYTES, fetch_image
 from server import Server
 from test_cli import xmodal
 

@@ -6,12 +6,12 @@ import multiprocessing
 import numpy as np
 import pytest
 
-from indexer import IndexConfig, build_index
-from indexer import warm_start
-from indexer.encode import EncodeSettings
-from indexer.errors import ModelUnavailableError
-from indexer.models.recipe import local_dir_recipe
-from search.engine import open_index
+from xmodal.indexer import IndexConfig, build_index
+from xmodal.indexer.build import warm_start
+from xmodal.indexer.build.encode import EncodeSettings
+from xmodal.indexer.errors import ModelUnavailableError
+from xmodal.indexer.models.recipe import local_dir_recipe
+from xmodal.search.engine import open_index
 
 
 def _vectors(index, encoder) -> dict[str, np.ndarray]:

@@ -1,8 +1,10 @@
 """Encoders: the registry, the backends (open_clip, transformers) and their shared contract."""
-from .base import Encoder, ModelIdentity, encode_images, l2_normalize
+from .base import Encoder, ModelIdentity, encode_images, image_input_side, l2_normalize
+from .device import is_gpu, resolve_device
 from .registry import DEFAULT_MODEL, list_models, load_encoder, load_encoder_for, register_model
 
 __all__ = [
-    "DEFAULT_MODEL", "Encoder", "ModelIdentity", "encode_images", "l2_normalize",
+    "DEFAULT_MODEL", "Encoder", "ModelIdentity", "encode_images", "image_input_side", "is_gpu", "l2_normalize",
+    "resolve_device",
     "list_models", "load_encoder", "load_encoder_for", "register_model",
 ]

@@ -18,7 +18,7 @@ from .hf import quiet_loading
 
 SPEC = "offline"
 WEIGHTS = "efficientnet-lite0+all-MiniLM-L6-v2"
-# Chosen by measurement (README, "The offline model"): bench/tune_offline.py.
+# Chosen by measurement (docs/models.md, "The offline model"): bench/tune_offline.py.
 TOP_K = 20
 PROMPT = "a photo of a {}."
 RESIZE, CROP = 256, 224

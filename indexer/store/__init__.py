@@ -1,6 +1,9 @@
 """Storage of an index: the directory layout, the manifest, and the Parquet tables."""
+from .ann import INDEX_TYPES, SearchResult, VectorIndex
 from .layout import IndexDir
 from .manifest import MODALITIES, SETS_OF, VECTOR_SETS, AnnSpec, Manifest
-from .tables import Failure, ItemRow
+from .segments import SegmentReader
+from .tables import Failure, ItemRow, concat_items, read_failures
 
-__all__ = ["AnnSpec", "Failure", "IndexDir", "ItemRow", "MODALITIES", "Manifest", "SETS_OF", "VECTOR_SETS"]
+__all__ = ["AnnSpec", "Failure", "INDEX_TYPES", "IndexDir", "ItemRow", "MODALITIES", "Manifest", "SETS_OF",
+           "SearchResult", "SegmentReader", "VECTOR_SETS", "VectorIndex", "concat_items", "read_failures"]

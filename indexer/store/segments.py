@@ -52,7 +52,7 @@ def write_segment(folder: Path, name: str, items: pa.Table, vectors: dict[str, t
     Rows are stored by row id. With a memory budget for the whole index (of `index_size` items), a
     large segment's IVF codes take its share of the budget. `ann_add` fills IVF lists elsewhere (ann.VectorAdder).
     """
-    from .. import ann
+    from . import ann
 
     items = items.take(pc.sort_indices(items.column("row_id")))
     write_items(folder / "items.parquet", items)
@@ -130,7 +130,7 @@ class SegmentReader:
 
     def ann(self, vector_set: str):
         """The set's FAISS index, or None where the vectors are searched exactly."""
-        from .. import ann
+        from . import ann
 
         spec = self.ref.sets[vector_set].ann
         if spec.kind == "flat":

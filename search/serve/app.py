@@ -1,11 +1,12 @@
 """`xmodal serve`: the search engine over HTTP (FastAPI), and the web page that uses it.
 
-    POST /search              text | image (base64, or a multipart upload) | image_url, like, dislike, strategy,
-                              add, subtract, where, target, k, weights, fusion, dedup, index -> {hits, took_ms, ...}
+    POST /search              text | image (base64, or a multipart upload) | image_url | audio (base64, or a
+                              multipart upload), like, dislike, strategy, add, subtract, where, target, k, weights,
+                              fusion, dedup, index -> {hits, took_ms, ...; a spoken query: transcript, note}
     GET  /items               the items, a page at a time (offset, limit, modality), with their row ids
     GET  /items/{row_id}      one item, as stored
     GET  /thumbnails/{row_id} a JPEG thumbnail of an indexed photo (ETag, Cache-Control)
-    GET  /indexes             what each index holds: counts, model, filter fields
+    GET  /indexes             what each index holds: counts, model, filter fields; whether voice search is on
     GET  /health              alive, and each index's generation (no token needed)
     GET  /metrics             Prometheus text: requests, latency histogram, errors
     GET  /                    the page; /static/* its assets, all served from here (no CDN)
@@ -17,6 +18,9 @@ in the service's terms: its fields and routes, not the Python API's names.
 Image URLs (`image_url`) are fetched only by a service started with allow_url_queries
 (`xmodal serve --allow-url-queries`): otherwise any client could make the server fetch
 addresses only the server can reach (server-side request forgery).
+
+A spoken query (`audio`) is heard by one speech model shared by every index (search/serve/speech.py),
+then searched exactly as the text heard; the answer carries that text (`transcript`).
 """
 from __future__ import annotations
 
@@ -27,22 +31,26 @@ import json
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal, Union, get_type_hints
 
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, create_model
 
-from indexer.errors import (CLI, ImageDecodeError, InvalidInputError, ModelMismatchError, ModelUnavailableError,
-                            URLQueriesOffError, Wording, XmodalError)
+from ...indexer.errors import (CLI, ImageDecodeError, InvalidInputError, ModelMismatchError,
+                               ModelUnavailableError, URLQueriesOffError, VoiceOffError, VoiceUnavailableError, Wording,
+                               XmodalError, option)
 
 from ..examples import split_weight_prefix
+from ..query import Query as SearchQuery
 from ..fetch import fetch_image, is_url
+from ..voice import MAX_AUDIO_SECONDS, OFFLINE
 from .batching import BatchingEncoder
 from .live import LiveIndex
 from .metrics import Metrics
+from .speech import Voice
 from .thumbnails import NotServed, Thumbnails
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -68,27 +76,38 @@ Term = Union[StrictInt, StrictStr, ImageTerm, ImageURLTerm, list]  # strict: JSO
 TERM_FIELDS = ("like", "dislike", "add", "subtract")
 
 
-class SearchRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")  # a misspelt field ('filter' for 'where') must not pass unseen
+def _search_request_model() -> type[BaseModel]:
+    """The JSON body of POST /search: the fields of search.Query (one spelling of a query, with its docs), in
+    JSON's terms: images as base64 or image_url, terms as JSON values, and which index to ask."""
+    hints = get_type_hints(SearchQuery)
+    specs: dict[str, Any] = {}
+    for name, doc in SearchQuery.field_docs().items():
+        default = SearchQuery.__dataclass_fields__[name].default
+        if name == "image":
+            specs[name] = (str | None, Field(None, description="A query image, base64-encoded; or upload it as "
+                                                               "multipart 'image'."))
+            specs["image_url"] = (str | None, Field(None, description="A query image's http(s) URL, fetched by the "
+                                                                      "service (only if started with "
+                                                                      "--allow-url-queries)."))
+        elif name == "audio":
+            specs[name] = (str | None, Field(None, description="A spoken query, a recording base64-encoded; or "
+                                                               "upload it as multipart 'audio'."))
+        elif name in TERM_FIELDS:
+            specs[name] = (list[Term], Field(default_factory=list, description=JSON_TERMS[name]))
+        else:
+            specs[name] = (hints[name], Field(default, description=doc))
+    specs["index"] = (str | None, Field(None, description="Which index, when the service has several "
+                                                          "(default: the first)."))
+    # extra="forbid": a misspelt field ('filter' for 'where') must not pass unseen
+    return create_model("SearchRequest", __config__=ConfigDict(extra="forbid"), **specs)
 
-    text: str | None = Field(None, description="The query text.")
-    image: str | None = Field(None, description="A query image, base64-encoded; or upload it as multipart 'image'.")
-    image_url: str | None = Field(None, description="A query image's http(s) URL, fetched by the service (only if "
-                                                    "started with --allow-url-queries).")
-    like: list[Term] = Field(default_factory=list, description="Liked examples: row ids, texts, {image: base64} or "
-                                                               "{image_url: URL}.")
-    dislike: list[Term] = Field(default_factory=list, description="Disliked examples, likewise.")
-    strategy: str = "average_vector"
-    add: list[Term] = Field(default_factory=list, description="Terms added to the query: 'W:text', row ids, [w, term].")
-    subtract: list[Term] = Field(default_factory=list, description="Terms subtracted from the query, likewise.")
-    where: str | None = Field(None, description="A metadata filter, e.g. price < 20000 and colour == 'red'.")
-    target: str | None = Field(None, description="image, text or product (default: products if the index "
-                                                   "holds any, else images, else texts).")
-    k: int = 10
-    weights: dict[str, float] | None = None
-    fusion: str = "zscore"
-    dedup: bool = False
-    index: str | None = Field(None, description="Which index, when the service has several (default: the first).")
+
+JSON_TERMS = {"like": "Liked examples: row ids, references (sku:ABC), texts, {image: base64} or {image_url: URL}.",
+              "dislike": "Disliked examples, likewise.",
+              "add": "Terms added to the query: 'W:text', row ids, [w, term].",
+              "subtract": "Terms subtracted from the query, likewise."}
+SearchRequest = _search_request_model()
+PLAIN_FIELDS = [name for name in SearchQuery.field_docs() if name not in ("image", "audio") and name not in TERM_FIELDS]
 
 
 class ItemPage(BaseModel):
@@ -105,10 +124,15 @@ class HttpWording(Wording):
     command-line names."""
 
     ROUTES = {"list": "GET /items", "info": "GET /indexes", "search": "POST /search"}
+    SERVER_LIMITS = {"max_audio_seconds"}  # set where the service starts, not by a request
 
     def option(self, name: str, value: str | None) -> str:
+        if name in self.SERVER_LIMITS:
+            return f"this service's limit, xmodal serve {CLI.option(name, value)}"
         if name not in SearchRequest.model_fields:
             return CLI.option(name, value)
+        if value is None and SearchRequest.model_fields[name].annotation is bool:  # a switch named: turn it on
+            return f'"{name}": true'
         if value is None or value.isupper():  # a placeholder such as FILE: the field alone
             return f'"{name}"'
         return f'"{name}": {json.dumps(value)}'
@@ -125,6 +149,7 @@ class Service:
     indexes: dict[str, LiveIndex]
     token: str | None = None
     allow_url_queries: bool = False  # fetch image URLs named by clients (off: server-side request forgery)
+    voice: Voice = field(default_factory=Voice)  # hears spoken queries, for every index
     metrics: Metrics = field(default_factory=Metrics)
     thumbnails: Thumbnails = field(default_factory=Thumbnails)
     # Searches at once. Each already spreads over the BLAS threads; more in parallel thrash (measured on
@@ -141,14 +166,22 @@ class Service:
 
 
 def create_app(indexes: dict[str, str | Path], token: str | None = None, device: str | None = None,
-               batching: bool = True, encoder=None, allow_url_queries: bool = False) -> FastAPI:
+               batching: bool = True, encoder=None, allow_url_queries: bool = False, voice: bool | None = None,
+               asr_model: str = OFFLINE, max_audio_seconds: float = MAX_AUDIO_SECONDS) -> FastAPI:
     """The service for `indexes` (name -> folder); each index and each model load once, before any request.
 
     `allow_url_queries`: fetch the image URLs clients send (image_url). Only where every client may make
-    the server fetch any address it can reach, its own network included."""
+    the server fetch any address it can reach, its own network included.
+    `voice`: True loads the speech model (`asr_model`, search.voice) now, so the first spoken query is as
+    fast as the others, or fails with the reason it cannot; None loads it at the first spoken query; False
+    refuses spoken queries. A recording may last `max_audio_seconds`."""
+    if max_audio_seconds <= 0:
+        raise InvalidInputError(f"{option('max_audio_seconds')} must be more than 0 (got {max_audio_seconds:g})")
     _one_thread_per_query()
-    service = Service({name: LiveIndex(name, Path(path), device, encoder) for name, path in indexes.items()}, token,
-                      allow_url_queries)
+    speech = Voice(voice, asr_model, device, max_audio_seconds)
+    speech.start()  # before the indexes: a speech model that cannot be had fails the start at once
+    service = Service({name: LiveIndex(name, Path(path), device, encoder, speech.speech, max_audio_seconds)
+                       for name, path in indexes.items()}, token, allow_url_queries, voice=speech)
     _load_models(service, batching)
     app = FastAPI(title="xmodal", summary="Cross-modal search: texts, images, products, likes and dislikes.",
                   docs_url=None, redoc_url=None)  # the OpenAPI document is /openapi.json; no CDN-hosted viewer
@@ -232,9 +265,9 @@ def _error(status: int, message: str) -> JSONResponse:
 def _status_of(exc: Exception) -> int:
     if isinstance(exc, LookupError):
         return 404
-    if isinstance(exc, URLQueriesOffError):
+    if isinstance(exc, (URLQueriesOffError, VoiceOffError)):
         return 403
-    if isinstance(exc, ModelUnavailableError):
+    if isinstance(exc, (ModelUnavailableError, VoiceUnavailableError)):  # the request is fine; this server lacks it
         return 503
     if isinstance(exc, (InvalidInputError, ModelMismatchError, ImageDecodeError, ValueError)):
         return 400
@@ -268,13 +301,21 @@ def _install_routes(app: FastAPI, service: Service) -> None:
     def search(body: SearchRequest, request: Request) -> dict[str, Any]:
         return _search(service, body, None)
 
-    @app.post("/search/upload", summary="Search by an uploaded image (multipart: 'image' file, 'request' JSON)")
+    @app.post("/search/upload", summary="Search by an uploaded image or recording (multipart: an 'image' or "
+                                        "'audio' file, 'request' JSON)")
     async def search_upload(request: Request) -> dict[str, Any]:
         form = await request.form(max_part_size=MAX_UPLOAD_BYTES)
-        upload = form.get("image")
-        data = await upload.read(MAX_UPLOAD_BYTES + 1) if upload is not None and hasattr(upload, "read") else None
-        if data is not None and len(data) > MAX_UPLOAD_BYTES:
-            return _error(413, f"the upload is over {MAX_UPLOAD_BYTES >> 20} MB; send a smaller image")
+        uploads = {}
+        for part, smaller in (("image", "a smaller image"), ("audio", "a shorter recording")):
+            upload = form.get(part)
+            if upload is None:
+                continue
+            if not hasattr(upload, "read"):
+                return _error(400, f'bad request: the "{part}" part must be a file (a multipart part with a filename)')
+            data = await upload.read(MAX_UPLOAD_BYTES + 1)
+            if len(data) > MAX_UPLOAD_BYTES:
+                return _error(413, f"the upload is over {MAX_UPLOAD_BYTES >> 20} MB; send {smaller}")
+            uploads[part] = Upload(data, getattr(upload, "filename", None) or part)
         try:
             body = SearchRequest(**json.loads(form.get("request") or "{}"))
         except ValidationError as exc:
@@ -283,7 +324,7 @@ def _install_routes(app: FastAPI, service: Service) -> None:
             return _error(400, f"bad request: the 'request' field must be a JSON search request ({exc})")
         from starlette.concurrency import run_in_threadpool
 
-        return await run_in_threadpool(_search, service, body, data)
+        return await run_in_threadpool(_search, service, body, uploads.get("image"), uploads.get("audio"))
 
     @app.get("/items", summary="The indexed items, a page at a time, in row id order", response_model=ItemPage)
     def items(offset: int = Query(0, ge=0), limit: int = Query(100, ge=1, le=1000),
@@ -312,9 +353,10 @@ def _install_routes(app: FastAPI, service: Service) -> None:
             return Response(status_code=304, headers=headers)
         return Response(found.jpeg, media_type="image/jpeg", headers=headers)
 
-    @app.get("/indexes", summary="What each index holds")
+    @app.get("/indexes", summary="What each index holds, and whether spoken queries are heard")
     def indexes() -> dict[str, Any]:
-        return {"indexes": [_describe(name, live) for name, live in service.indexes.items()]}
+        return {"indexes": [_describe(name, live) for name, live in service.indexes.items()],
+                "voice": service.voice.describe(HTTP)}
 
     @app.get("/health", summary="Alive")
     def health() -> dict[str, Any]:
@@ -379,30 +421,59 @@ def _request_problem(errors: list[dict]) -> str:
     return f"bad request: {where}: {first.get('msg', 'invalid')}" if where else "bad request"
 
 
-def _search(service: Service, body: SearchRequest, upload: bytes | None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Upload:
+    """A file sent as a multipart part: its bytes, and the name the client gave it."""
+
+    data: bytes
+    filename: str
+
+
+def _search(service: Service, body: SearchRequest, upload: Upload | None = None,
+            audio_upload: Upload | None = None) -> dict[str, Any]:
     started = time.perf_counter()
     live = service.live(body.index)
     index = live.current()
     target = body.target or index.default_target
+    _check_one_query(body, upload, audio_upload)
     if body.text and is_url(body.text):
         raise InvalidInputError(f'the query text {body.text!r} is a URL; send it as "image_url" to search by the '
                                 "image there")
-    image = _query_image(service, body, upload, index)
+    image = _query_image(service, body, upload.data if upload else None, index)
     reader = _Terms(service, index)  # images decoded and URLs fetched here, outside the search slots
     terms = {name: [reader.read(t, weighted=name in ("add", "subtract")) for t in getattr(body, name)]
              for name in TERM_FIELDS}
-    if body.text and isinstance(index.encoder, BatchingEncoder):
-        index.encoder.encode_texts([body.text])  # encoded with the requests waiting now; searched from the cache
+    asked = {name: getattr(body, name) for name in PLAIN_FIELDS}
+    query = index.checked(SearchQuery(**{**asked, "target": target}, image=image, **terms))  # before it is heard
+    transcript = _heard(service, body, audio_upload, index)  # likewise outside the slots, one at a time
+    if transcript is not None:
+        query = replace(query, text=transcript.text)  # searched exactly as that text, typed
+    if query.text and isinstance(index.encoder, BatchingEncoder):
+        index.encoder.encode_texts([query.text])  # encoded with the requests waiting now; searched from the cache
     with service.search_slots:
-        hits = _run_search(index, body, image, target, terms)
-    return {"index": live.name, "generation": index.generation, "target": target, "k": body.k,
-            "count": len(hits), "hits": [h.to_dict() for h in hits],
-            "took_ms": round((time.perf_counter() - started) * 1000, 2)}
+        hits = index.search(query)
+    answer = {"index": live.name, "generation": index.generation, "target": target, "k": body.k,
+              "count": len(hits), "hits": [h.to_dict() for h in hits]}
+    if transcript is not None:
+        note = index.language_note(transcript, HTTP)
+        answer.update(transcript=transcript.to_dict(), note=note.removeprefix("note: ") if note else None)
+    answer["took_ms"] = round((time.perf_counter() - started) * 1000, 2)
+    return answer
+
+
+def _check_one_query(body: SearchRequest, upload: Upload | None, audio_upload: Upload | None) -> None:
+    """One query per request: a text, an image or a recording (the others can be terms: add, like)."""
+    given = [name for name, sent in (("text", body.text is not None), ("image", upload is not None or body.image),
+                                     ("image_url", body.image_url), ("audio", audio_upload is not None or body.audio is not None))
+             if sent]
+    if {"image", "image_url"} <= set(given):
+        raise InvalidInputError('give one query image: "image" (or an upload) or "image_url", not both')
+    if len(given) > 1:
+        raise InvalidInputError(f'give one query: "text", "image" (or "image_url") or "audio", not both '
+                                f'"{given[0]}" and "{given[1]}"; a text or an image can join it as a term ("add", "like")')
 
 
 def _query_image(service: Service, body: SearchRequest, upload: bytes | None, index):
-    if (upload is not None or body.image) and body.image_url:
-        raise InvalidInputError('give one query image: "image" (or an upload) or "image_url", not both')
     if body.image_url:
         return _fetched(service, body.image_url, index)
     if upload is not None:
@@ -410,11 +481,19 @@ def _query_image(service: Service, body: SearchRequest, upload: bytes | None, in
     return _image(_decode_base64(body.image), index) if body.image else None
 
 
-def _run_search(index, body: SearchRequest, image, target: str, terms: dict[str, list]):
-    return index.search(
-        text=body.text, image=image, target=target, k=body.k, where=body.where, strategy=body.strategy,
-        like=terms["like"], dislike=terms["dislike"], add=terms["add"], subtract=terms["subtract"],
-        weights=body.weights, fusion=body.fusion, dedup=body.dedup)
+def _heard(service: Service, body: SearchRequest, upload: Upload | None, index):
+    """The transcript of the request's recording (an "audio" upload, or base64 in "audio"); None without one."""
+    if upload is not None:
+        audio, name = upload.data, f"the uploaded recording {upload.filename!r}"
+    elif body.audio:
+        audio, name = _decode_base64(body.audio, "recording"), 'the recording in "audio"'
+    elif body.audio is not None:  # "audio": "" is a recording sent empty, not no recording
+        audio, name = b"", 'the recording in "audio"'
+    else:
+        return None
+    if len(audio) > MAX_UPLOAD_BYTES:
+        raise InvalidInputError(f"the recording is over {MAX_UPLOAD_BYTES >> 20} MB; send a shorter one")
+    return service.voice.hear(index, audio, name, body.language, body.translate, HTTP)
 
 
 @dataclass
@@ -474,17 +553,17 @@ def _fetched(service: Service, url: str, index):
     return fetch_image(url, min_side=index.query_min_side(), background=index.image_background)
 
 
-def _decode_base64(data: str) -> bytes:
+def _decode_base64(data: str, what: str = "image") -> bytes:
     if data.startswith("data:"):
         data = data.split(",", 1)[-1]
     try:
         return base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError):
-        raise InvalidInputError("the image is not valid base64; send the file's bytes base64-encoded") from None
+        raise InvalidInputError(f"the {what} is not valid base64; send the file's bytes base64-encoded") from None
 
 
 def _image(data: bytes, index):
-    from indexer.imaging import decode_image
+    from ...indexer.imaging import decode_image
 
     if len(data) > MAX_UPLOAD_BYTES:
         raise InvalidInputError(f"the image is over {MAX_UPLOAD_BYTES >> 20} MB; send a smaller one")

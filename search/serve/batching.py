@@ -15,8 +15,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from indexer.models import Encoder
-from indexer.models.base import image_input_side
+from ...indexer.models import Encoder
+from ...indexer.models import image_input_side
 
 MAX_BATCH = 32
 CACHE_TEXTS = 1024  # about 1.5 MB of 384-d vectors

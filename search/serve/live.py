@@ -4,7 +4,8 @@ A watcher thread looks at the manifest once a second; when a new generation has
 been committed it opens it (every vector read, so no later commit can pull files
 from under it) and swaps it in. Requests never wait for that: each one takes the
 index that is current when it starts and keeps it, so none fails during a swap.
-The model is loaded once and shared by every generation.
+The model is loaded once and shared by every generation, and so is the speech model that hears
+spoken queries (with its limit on a recording's length).
 """
 from __future__ import annotations
 
@@ -13,20 +14,23 @@ import threading
 import time
 from pathlib import Path
 
-from indexer.errors import XmodalError
-from indexer.models import Encoder
-from indexer.store import IndexDir
+from ...indexer.errors import XmodalError
+from ...indexer.models import Encoder
+from ...indexer.store import IndexDir
 
 from ..engine import SearchIndex, open_index
+from ..voice import MAX_AUDIO_SECONDS, OFFLINE, SpeechRecognizer
 
 CHECK_EVERY_S = 1.0
 log = logging.getLogger("xmodal.serve")
 
 
 class LiveIndex:
-    def __init__(self, name: str, path: Path, device: str | None = None, encoder: Encoder | None = None):
+    def __init__(self, name: str, path: Path, device: str | None = None, encoder: Encoder | None = None,
+                 speech: str | SpeechRecognizer = OFFLINE, max_audio_seconds: float = MAX_AUDIO_SECONDS):
         self.name, self.path, self._device = name, Path(path), device
-        self._index = open_index(self.path, device=device, encoder=encoder).preload()
+        self._speech, self._max_audio_seconds = speech, max_audio_seconds
+        self._index = self._open(encoder)
         self._seen = self._manifest_stamp()
         self.reloads = 0
         self._watcher = threading.Thread(target=self._watch, name=f"xmodal-watch-{name}", daemon=True)
@@ -54,7 +58,7 @@ class LiveIndex:
             if manifest.generation == self._index.generation:
                 self._seen = stamp
                 return False
-            fresh = open_index(self.path, device=self._device, encoder=self._index._encoder).preload()
+            fresh = self._open(self._index._encoder)
         except (XmodalError, OSError) as exc:  # caught between two commits: keep answering, look again
             log.warning("index %s: could not open the new generation yet (%s)", self.name, exc)
             return False
@@ -62,6 +66,11 @@ class LiveIndex:
         self.reloads += 1
         log.warning("index %s: now answering from %s", self.name, fresh.generation)
         return True
+
+    def _open(self, encoder: Encoder | None) -> SearchIndex:
+        index = open_index(self.path, device=self._device, encoder=encoder, asr_model=self._speech).preload()
+        index.max_audio_seconds = self._max_audio_seconds
+        return index
 
     def _manifest_stamp(self) -> tuple[int, int] | None:
         try:

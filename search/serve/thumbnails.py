@@ -14,7 +14,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from indexer.errors import ImageDecodeError
+from ...indexer.errors import ImageDecodeError
 
 from ..engine import SearchIndex
 
@@ -63,7 +63,7 @@ class Thumbnails:
     def _render(self, index: SearchIndex, item: dict) -> bytes:
         from PIL import Image
 
-        from indexer.imaging import load_image
+        from ...indexer.imaging import load_image
 
         path = served_path(index, item)
         try:

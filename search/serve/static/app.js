@@ -1,4 +1,5 @@
-// xmodal's search page: state in the URL, likes and dislikes as chips, results as a grid of cards.
+// xmodal's search page: state in the URL, likes and dislikes as chips, results as a grid of cards; a query typed,
+// a photo, or a spoken query (the microphone button: recorded here, heard by the server, searched as its text).
 "use strict";
 
 const $ = (selector) => document.querySelector(selector);
@@ -7,6 +8,8 @@ const labels = new Map(); // an item's reference (its key, e.g. sku:A12, else it
 let described = []; // what /indexes says of each index: its targets, and the fields a filter can name
 const BUILT_IN = ["modality", "path", "width", "height", "size"]; // the filter's own columns (search/filters.py)
 let latestSearch = 0; // answers can come back out of order: only the latest search may draw the list
+// Spoken queries: what /indexes says of voice on the server, and the recording under way.
+const voice = { available: false, maxSeconds: 30, recorder: null, starting: false, started: 0, ticker: 0, stopper: 0 };
 
 function readUrl() {
   const params = new URLSearchParams(location.search);
@@ -75,15 +78,21 @@ function signIn() {
   });
 }
 
+function refinements() {
+  // Everything of the page's state but its query (a text, a photo or a recording): target, filter, likes...
+  const request = { target: state.target, k: state.k, like: state.like, dislike: state.dislike };
+  if (state.where) request.where = state.where;
+  if (state.index) request.index = state.index;
+  return request;
+}
+
 async function search(push = true) {
   writeUrl(push);
   renderChips();
   showError("");
   if (!hasQuery()) { latestSearch++; $("#results").replaceChildren(); $("#status").textContent = ""; return; }
-  const request = { target: state.target, k: state.k, like: state.like, dislike: state.dislike };
+  const request = refinements();
   if (state.q) request.text = state.q;
-  if (state.where) request.where = state.where;
-  if (state.index) request.index = state.index;
   $("#status").textContent = "Searching...";
   const mine = ++latestSearch;
   try {
@@ -220,6 +229,166 @@ function useImage(file) {
 function baseName(path) { return path ? path.split("/").pop() : ""; }
 function shorten(text, size) { return text.length > size ? `${text.slice(0, size - 1)}\u2026` : text; }
 
+// ---- spoken queries -----------------------------------------------------------------------------------------
+
+function showVoice(info) {
+  // From /indexes: whether the server hears spoken queries; the button is disabled, with its reason, where not.
+  const button = $("#mic");
+  voice.available = Boolean(info && info.available);
+  voice.maxSeconds = (info && info.max_seconds) || 30;
+  if (!voice.available) {
+    button.disabled = true;
+    const reason = (info && info.reason) || "voice search is unavailable: this server does not say why";
+    voiceLine(`${reason[0].toUpperCase()}${reason.slice(1)}${/[.)]$/.test(reason) ? "" : "."}`, "off");
+    return;
+  }
+  const missing = microphoneMissing();
+  button.disabled = Boolean(missing);
+  if (missing) voiceLine(missing, "off");
+}
+
+function microphoneMissing() {
+  // Browsers give a microphone to https:// pages and to http://localhost only; some give none at all.
+  if (!window.isSecureContext) {
+    return "Voice search needs a microphone, and this browser gives none to a page over plain http: " +
+      "open this page by https:// (or on the server itself, at http://localhost).";
+  }
+  if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia || !window.MediaRecorder) {
+    return "Voice search needs a microphone, and this browser gives none to pages; type the query instead.";
+  }
+  return "";
+}
+
+function voiceLine(message, kind = "") {
+  const line = $("#voice");
+  line.textContent = message;
+  line.className = `voice ${kind}`.trim();
+  line.hidden = !message;
+}
+
+function forgetHeard() {
+  // A new query typed: what was heard before, and its note, no longer describe it (a reason voice is off stays).
+  if (!voice.recorder && !$("#voice").classList.contains("off")) voiceLine("");
+  showNote("");
+}
+
+function showNote(note) {
+  $("#note").textContent = note || "";
+  $("#note").hidden = !note;
+}
+
+function clock(seconds) {
+  const whole = Math.floor(seconds);
+  return `${Math.floor(whole / 60)}:${String(whole % 60).padStart(2, "0")}`;
+}
+
+async function toggleRecording() {
+  if (voice.recorder) { stopRecording(); return; }
+  if (voice.starting || !voice.available) return;
+  const missing = microphoneMissing();
+  if (missing) { voiceLine(missing, "off"); return; }
+  voice.starting = true;
+  let stream;
+  try {
+    stream = await navigator.mediaDevices.getUserMedia({ audio: true });
+  } catch (error) {
+    voiceLine(microphoneProblem(error), "error");
+    return;
+  } finally {
+    voice.starting = false;
+  }
+  const type = ["audio/webm;codecs=opus", "audio/ogg;codecs=opus", "audio/webm", "audio/mp4"]
+    .find((candidate) => MediaRecorder.isTypeSupported(candidate));
+  const recorder = new MediaRecorder(stream, type ? { mimeType: type } : {});
+  const chunks = [];
+  recorder.addEventListener("dataavailable", (event) => { if (event.data.size) chunks.push(event.data); });
+  recorder.addEventListener("stop", () => {
+    // Pressed to stop, stopped at the limit, or ended by the browser (a microphone unplugged): sent all the same.
+    if (voice.recorder === recorder) stopRecording();
+    stream.getTracks().forEach((track) => track.stop());
+    const kind = recorder.mimeType || type || "audio/webm";
+    const recording = new Blob(chunks, { type: kind });
+    if (!recording.size) { voiceLine("Nothing was recorded: press the microphone, speak, then press it again.", "error"); return; }
+    searchByVoice(recording, kind.includes("mp4") ? "m4a" : kind.includes("ogg") ? "ogg" : "webm");
+  });
+  recorder.start();
+  voice.recorder = recorder;
+  voice.started = performance.now();
+  showRecording(true);
+  showNote("");
+  voiceLine(`Recording: say what you are looking for, then press the microphone again to stop (it stops by itself ` +
+    `at ${clock(voice.maxSeconds)}).`, "recording");
+  voice.ticker = setInterval(tick, 250);
+  // The server refuses a recording over its limit: stop a little before it.
+  voice.stopper = setTimeout(stopRecording, Math.max(500, voice.maxSeconds * 1000 - 500));
+}
+
+function tick() {
+  $("#mic-timer").textContent = clock((performance.now() - voice.started) / 1000);
+}
+
+function stopRecording() {
+  const recorder = voice.recorder;
+  if (!recorder) return;
+  voice.recorder = null;
+  clearInterval(voice.ticker);
+  clearTimeout(voice.stopper);
+  showRecording(false);
+  if (recorder.state !== "inactive") recorder.stop(); // its "stop" event sends the recording
+}
+
+function showRecording(on) {
+  const button = $("#mic");
+  button.classList.toggle("recording", on);
+  button.setAttribute("aria-pressed", on ? "true" : "false");
+  button.setAttribute("aria-label", on ? "Stop recording" : "Search by voice");
+  button.title = on ? "Stop recording, and search for what you said" : "Search by voice: press, speak, press again";
+  if (on) $("#mic-timer").textContent = "0:00";
+}
+
+function microphoneProblem(error) {
+  const name = error && error.name;
+  if (name === "NotAllowedError" || name === "SecurityError") {
+    return "The microphone was refused: allow it for this site in the browser (the icon in the address bar), " +
+      "then press the microphone again.";
+  }
+  if (name === "NotFoundError" || name === "OverconstrainedError") {
+    return "No microphone was found: plug one in, or type the query instead.";
+  }
+  if (name === "NotReadableError") return "The microphone is in use by another program, or failed; try again.";
+  return `The microphone could not be started (${(error && error.message) || name || "unknown error"}).`;
+}
+
+async function searchByVoice(recording, extension) {
+  // Sent with the page's other state; the server hears it and searches its text, as if typed.
+  Object.assign(state, { q: "", image: null, where: $("#where").value.trim() });
+  $("#q").value = "";
+  renderChips();
+  showError("");
+  voiceLine("Hearing what you said...", "busy");
+  $("#status").textContent = "Searching...";
+  const mine = ++latestSearch;
+  const form = new FormData();
+  form.append("request", JSON.stringify(refinements()));
+  form.append("audio", recording, `recording.${extension}`);
+  try {
+    const body = await call("/search/upload", { method: "POST", body: form });
+    if (mine !== latestSearch) return;
+    state.q = body.transcript.text;
+    $("#q").value = state.q;
+    writeUrl(true);
+    renderHits(body);
+    const heard = body.transcript;
+    voiceLine(`Heard (${heard.language}${heard.translated ? ", translated" : ""}): \u201c${heard.text}\u201d`, "heard");
+    showNote(body.note);
+  } catch (error) {
+    if (mine !== latestSearch) return;
+    $("#status").textContent = "";
+    voiceLine("");
+    showError(error.message); // the list of the last search stays: press the microphone to try again
+  }
+}
+
 function currentIndex() {
   return described.find((index) => index.name === state.index) || described[0];
 }
@@ -252,6 +421,7 @@ async function loadIndexes() {
       select.parentElement.hidden = false;
     }
     showTargets(!new URLSearchParams(location.search).get("target"));
+    showVoice(body.voice);
   } catch (error) { showError(error.message); }
 }
 
@@ -275,8 +445,10 @@ function wire() {
     state.q = $("#q").value.trim();
     state.where = $("#where").value.trim();
     if (state.q) state.image = null;
+    forgetHeard();
     search();
   });
+  $("#mic").addEventListener("click", toggleRecording);
   document.querySelectorAll("input[name=target]").forEach((radio) => radio.addEventListener("change", () => {
     state.target = radio.value;
     showFilterHint();
@@ -302,6 +474,7 @@ function wire() {
   });
   $("#clear").addEventListener("click", () => {
     Object.assign(state, { q: "", image: null, like: [], dislike: [], where: "" });
+    forgetHeard();
     showForm();
     search();
   });

@@ -12,9 +12,9 @@ from typing import Callable
 
 from .decode import DecodedStream, default_workers
 from .encode import EncodeSettings
-from .models import Encoder
-from .models.openclip import LOCAL_DIR
-from .models.recipe import ImageRecipe, local_dir_recipe
+from ..models import Encoder
+from ..models.openclip import LOCAL_DIR
+from ..models.recipe import ImageRecipe, local_dir_recipe
 
 AHEAD_BYTES = 256 << 20  # preprocessed pixels decoded ahead while the model loads
 

@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
-from .errors import (CorpusEncodingError, EmptyCorpusError, InvalidInputError, KeyColumnError, NoImagesError,
+from ..errors import (CorpusEncodingError, EmptyCorpusError, InvalidInputError, KeyColumnError, NoImagesError,
                      TextColumnError, option)
-from .imaging import supported_extensions
+from ..imaging import supported_extensions
 
 if TYPE_CHECKING:
     import numpy as np
@@ -247,7 +247,7 @@ def _batch_of(source: str, records: list[TextRecord], skipped: list[SkippedRow])
     import numpy as np
     import pyarrow as pa
 
-    from .store.tables import metadata_array
+    from ..store.tables import metadata_array
 
     metadata = [r.metadata or None for r in records]
     keyed = bool(records) and records[0].key is not None

@@ -13,10 +13,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from .store import IndexDir
-from .store.manifest import SegmentRef
-from .store.segments import write_segment
-from .store.tables import concat_items
+from ..store import IndexDir
+from ..store.manifest import SegmentRef
+from ..store.segments import write_segment
+from ..store.ann import VectorAdder
+from ..store.tables import concat_items
+from .encode_files import Timer
 
 SEGMENT_ROWS = 1 << 20  # rows per segment: 2 GB of float32 512-d vectors while it is built, 1M-row ANN indexes
 
@@ -25,7 +27,7 @@ class FreshSegments:
     """Accumulates rows and vectors, and writes a segment each SEGMENT_ROWS rows."""
 
     def __init__(self, index_dir: IndexDir, generation: str, dim: int, settings: dict, expected_size: int,
-                 segment_rows: int | None = None):
+                 segment_rows: int | None = None, timer: Timer | None = None, ann_add: VectorAdder | None = None):
         self._dir, self._generation, self._dim = index_dir, generation, dim
         self._settings, self._expected_size = settings, expected_size
         self._cap = segment_rows or SEGMENT_ROWS
@@ -35,8 +37,8 @@ class FreshSegments:
         self._matrices: dict[str, np.ndarray] = {}  # per set, a buffer of `cap` rows filled from the top
         self._filled: dict[str, int] = {}
         self.written: list[SegmentRef] = []
-        self.timer = None  # a run's Timer: the time spent writing segments counts as "write"
-        self.ann_add = None  # where IVF lists are filled (ann.VectorAdder); None: here
+        self.timer = timer  # a run's Timer: the time spent writing segments counts as "write"
+        self.ann_add = ann_add  # where IVF lists are filled (on Ray, for one); None: here
         self.bytes_written = 0
         self.modality_counts: dict[str, int] = {}
 

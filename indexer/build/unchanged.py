@@ -13,10 +13,10 @@ import os
 
 import numpy as np
 
-from .store import IndexDir, Manifest
-from .store.manifest import Source
-from .store.segments import SegmentReader
-from .store.tables import read_failures
+from ..store import IndexDir, Manifest
+from ..store.manifest import Source
+from ..store.segments import SegmentReader
+from ..store.tables import read_failures
 from .sync import SourcePlan
 
 

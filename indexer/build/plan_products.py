@@ -21,8 +21,8 @@ import numpy as np
 
 from .plan import RowIds, file_hash, text_hash
 from .sources import TextRecord
-from .store.journal import Journal
-from .store.tables import Failure, ItemRow
+from ..store.journal import Journal
+from ..store.tables import Failure, ItemRow
 from .stored import StoredState, hash_array
 
 

@@ -1,7 +1,7 @@
 """Committing an index's state: only what changed is written, then the manifest swaps atomically.
 
 A run hands over a delta: the rows it added or changed, already streaming into new
-segments (indexer/fresh.py), and the row ids it removed or replaced, which become
+segments (indexer/build/fresh.py), and the row ids it removed or replaced, which become
 deletion records of the segments that held them. Segments that are mostly deleted,
 or small and many, have their live rows moved into the new segments on the way
 (compaction). Readers see the previous commit until the manifest is replaced
@@ -18,13 +18,15 @@ from typing import Any, Iterator
 import numpy as np
 import pyarrow as pa
 
-from .errors import IndexWriteError
+from ..errors import IndexWriteError
 from .fresh import SEGMENT_ROWS, FreshSegments, folder_size
-from .models import ModelIdentity
-from .store import MODALITIES, VECTOR_SETS, Failure, IndexDir, Manifest
-from .store.manifest import AnnSpec, SegmentRef, Source
-from .store.segments import SegmentReader, segment_folder, write_deletions
-from .store.tables import write_failures
+from ..models import ModelIdentity
+from ..store import MODALITIES, VECTOR_SETS, Failure, IndexDir, Manifest
+from ..store.manifest import AnnSpec, SegmentRef, Source
+from ..store.segments import SegmentReader, segment_folder, write_deletions
+from ..store.ann import VectorAdder
+from ..store.tables import write_failures
+from .encode_files import Timer
 from .stored import StoredState
 
 COMPACT_DELETED_SHARE = 0.2  # a segment with this share of its rows deleted is rewritten (as Qdrant and Milvus do)
@@ -62,10 +64,13 @@ class Delta:
     settings: dict[str, Any] = field(default_factory=dict)
 
 
-def start_delta(index_dir: IndexDir, dim: int, settings: dict[str, Any], expected_size: int) -> Delta:
-    """A generation's staging folder and a writer for its new segments."""
+def start_delta(index_dir: IndexDir, dim: int, settings: dict[str, Any], expected_size: int,
+                timer: Timer | None = None, ann_add: VectorAdder | None = None) -> Delta:
+    """A generation's staging folder and a writer for its new segments (filling IVF lists with `ann_add`,
+    on Ray for one; the time spent writing counted to `timer`'s "write")."""
     generation, staging = index_dir.new_staging()
-    return Delta(generation, staging, FreshSegments(index_dir, generation, dim, settings, expected_size),
+    return Delta(generation, staging, FreshSegments(index_dir, generation, dim, settings, expected_size,
+                                                    timer=timer, ann_add=ann_add),
                  np.zeros(0, np.int64), [], [], 0, RunStats(), settings)
 
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 
 from .commit import RunStats, commit_state, start_delta
-from .errors import InvalidInputError, command, option
-from .store import IndexDir, ItemRow
+from ..errors import InvalidInputError, command, option
+from ..store import IndexDir, ItemRow
 from .stored import load_state, stored_rows
-from .store.lock import WriterLock
+from ..store.lock import WriterLock
 from .sync import SourcePlan, drop_sources
 
 

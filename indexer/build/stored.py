@@ -16,9 +16,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .store import VECTOR_SETS, Failure, IndexDir, ItemRow, Manifest
-from .store.segments import SegmentReader
-from .store.tables import concat_items, item_rows, read_failures
+from ..store import VECTOR_SETS, Failure, IndexDir, ItemRow, Manifest
+from ..store.segments import SegmentReader
+from ..store.tables import concat_items, item_rows, read_failures
 
 KEY_COLUMNS = ["row_id", "modality", "source", "content_hash", "key", "line"]  # line: format 1's sources only
 

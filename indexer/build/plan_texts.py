@@ -23,8 +23,8 @@ import pyarrow.compute as pc
 
 from .plan import RowIds, text_hashes
 from .sources import TextBatch
-from .store.journal import Journal
-from .store.tables import text_items
+from ..store.journal import Journal
+from ..store.tables import text_items
 from .stored import StoredState, StoredTexts, hash_array, hash_keys, key_hashes, search_sorted
 
 

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .errors import InvalidInputError, command, option
+from ..errors import InvalidInputError, command, option
 from .sources import DEFAULT_ENCODING, DEFAULT_NA_VALUES, DEFAULT_TEXT_COLUMN, ColumnTyping
-from .store.manifest import Source
-from .store.tables import Failure, ItemRow
+from ..store.manifest import Source
+from ..store.tables import Failure, ItemRow
 
 
 @dataclass

@@ -19,9 +19,9 @@ from typing import Iterator, Sequence
 from PIL import ExifTags
 
 from .decode import DecodedImage, DecodeFailure, FileBytes, content_hash, read_file, read_one
-from .errors import ImageDecodeError
-from .imaging import DEFAULT_BACKGROUND, MAX_PIXELS, open_header
-from .models.recipe import ImageRecipe
+from ..errors import ImageDecodeError
+from ..imaging import DEFAULT_BACKGROUND, MAX_PIXELS, open_header
+from ..models.recipe import ImageRecipe
 
 GPU_BATCH = 64  # JPEGs decoded by one call
 READERS = 8  # threads reading files (I/O and hashing release the GIL)

@@ -29,10 +29,10 @@ from typing import Any, Iterator
 import numpy as np
 
 from .decode import DecodedImage, DecodeFailure
-from .errors import ClusterError, InvalidInputError, option
-from .models.base import ModelIdentity
-from .store import journal
-from .store.journal import JournalEntry, worker_chunk_name, write_chunk
+from ..errors import ClusterError, InvalidInputError, option
+from ..models.base import ModelIdentity
+from ..store import journal
+from ..store.journal import JournalEntry, worker_chunk_name, write_chunk
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ class RayRun:
 
     def add_in_shards(self, index, vectors: np.ndarray, row_ids: np.ndarray):
         """ann.VectorAdder: too few vectors for two shards are added here, without starting Ray for them."""
-        from .ann import add_here
+        from ..store.ann import add_here
 
         if len(vectors) < 2 * SHARD_ROWS:
             return add_here(index, vectors, row_ids)
@@ -295,7 +295,7 @@ class _Encoding:
 
     def __init__(self, identity: dict[str, Any], device: str | None, max_pixels: int, decode: str,
                  background: str | None, journal_folder: str, run: str):
-        from .models import load_encoder_for
+        from ..models import load_encoder_for
 
         wanted = ModelIdentity.from_dict(identity)
         self.encoder = load_encoder_for(wanted, device)
@@ -316,7 +316,7 @@ class _Encoding:
                 "chunk": np.full(len(entries), chunk, dtype=object), "chunk_row": np.arange(len(entries))}
 
     def _images(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from .encode import encode_image_files
+        from .encode_files import encode_image_files
 
         paths = [str(path) for path in batch["path"]]
         # Decoded in this process, or in batches on the actor's GPU where it has one (encode._device_decoder):
@@ -435,7 +435,7 @@ def add_in_shards(index, vectors: np.ndarray, row_ids: np.ndarray):
     import faiss
     import ray
 
-    from .ann import add_here
+    from ..store.ann import add_here
 
     shards = max(1, min(int(ray.cluster_resources().get("CPU", 1)), len(vectors) // SHARD_ROWS))
     if shards == 1:

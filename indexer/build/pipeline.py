@@ -1,7 +1,7 @@
 """The indexer: sources -> encoder -> store -> index, composed by one runner that times each stage.
 
 Runs are incremental and resumable: a re-run encodes only what is new or
-changed (indexer/plan.py), vectors encoded along the way are committed in
+changed (indexer/build/plan.py), vectors encoded along the way are committed in
 journal chunks (store/journal.py), and the new state becomes visible in one
 atomic commit (store/layout.py). One writer at a time (store/lock.py).
 """
@@ -20,25 +20,26 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import ann, ray_engine, sources
+from . import ray_engine, sources
+from ..store import ann
 from .commit import RunStats, commit_state, start_delta, writing
 from .decode import DecodedStream
 from .encode import EncodeSettings, ProgressFactory, Timer, encode_images_journaled, encode_texts_journaled
-from .errors import InvalidInputError, ModelMismatchError, command, option
+from ..errors import InvalidInputError, ModelMismatchError, command, option
 from .fresh import FreshSegments
-from .imaging import DEFAULT_BACKGROUND, MAX_PIXELS, check_decode_mode, describe_background, parse_background
-from .models import DEFAULT_MODEL, Encoder, ModelIdentity, load_encoder
-from .models.registry import recorded_spec
+from ..imaging import DEFAULT_BACKGROUND, MAX_PIXELS, check_decode_mode, describe_background, parse_background
+from ..models import DEFAULT_MODEL, Encoder, ModelIdentity, load_encoder
+from ..models.registry import recorded_spec
 from .plan import ImagePlanner, RowIds
 from .plan_products import ProductPlan, plan_products
 from .plan_texts import CorpusTextPlanner
 from .ray_engine import RaySettings
-from .store import Failure, IndexDir, ItemRow, Manifest
-from .store.journal import Journal
-from .store.lock import WriterLock
-from .store.manifest import FORMAT_VERSION, Source
-from .store.segments import check_vector_dtype
-from .store.tables import items_table, read_failures
+from ..store import Failure, IndexDir, ItemRow, Manifest
+from ..store.journal import Journal
+from ..store.lock import WriterLock
+from ..store.manifest import FORMAT_VERSION, Source
+from ..store.segments import check_vector_dtype
+from ..store.tables import items_table, read_failures
 from .stored import StoredState, load_state
 from .sync import SourcePlan, check_replace, column_typing, named_sources, plan_sources, reading_options
 from .unchanged import fingerprint, nothing_changed, skip_unchanged_corpora
@@ -71,7 +72,7 @@ class IndexConfig:
     background: str | None = None
     retry_failed: bool = False
     journal_every: int = 512  # items encoded between resume points
-    engine: str = "local"  # "ray": decode and encode on a Ray cluster (indexer/ray_engine.py)
+    engine: str = "local"  # "ray": decode and encode on a Ray cluster (indexer/build/ray_engine.py)
     ray_address: str | None = None  # None: a local Ray with this machine's cores
     ray_actors: int | None = None  # encoding actors, each holding the model; None: one per GPU, else per CPU core
     # Typing the tables named in `texts` (None: as recorded, else the defaults):
@@ -106,31 +107,67 @@ def build_index(out: str | Path, config: IndexConfig, progress: ProgressFactory 
     synced; the others are kept as they are. With none named, every recorded source
     is synced. Inputs are checked before the model loads; nothing is written for bad input.
     """
-    started, timer = time.perf_counter(), Timer()
-    index_dir = IndexDir(Path(out))
-    index_dir.check_writable_target()
-    previous = index_dir.read_manifest() if index_dir.is_index() else None
-    config = _with_recorded_settings(config, previous)
-    ann.choose_ann(0, config.index_type)  # an unknown index type fails now, not after hours of encoding
-    check_engine(config.engine, config.ray_actors, config.ray_address)
-    check_vector_dtype(config.vectors)
-    named = named_sources(config.images, config.texts, config.text_column, config.encoding, config.image_column,
-                          config.id_column, typing=_named_typing(config))
-    check_replace(config.replace_sources, named)
-    recorded = previous.sources if previous else []
-    source_plan = skip_unchanged_corpora(plan_sources(named, recorded, config.replace_sources), recorded)
-    with timer.stage("read_sources"):
-        found = read_sources(index_dir.root, source_plan.synced, recorded)
-    if previous is None and found.empty:
-        raise InvalidInputError(f"nothing to index; give an image folder, {option('texts', 'FILE')}, or both")
-    created = not index_dir.root.exists()
-    try:
-        with WriterLock(index_dir.root):
-            return _run_locked(index_dir, config, named, source_plan, found, encoder, progress, timer, started)
-    except BaseException:
-        if created and not index_dir.is_index() and not Journal.has_saved_work(index_dir.root):
-            shutil.rmtree(index_dir.root, ignore_errors=True)  # nothing committed, nothing to resume: no trace
-        raise
+    return _Run(IndexDir(Path(out)), config, progress, encoder).execute()
+
+
+@dataclass
+class _Run:
+    """One call of build_index: its options checked before the writer lock; its sources planned, read and
+    built under it, once."""
+
+    index_dir: IndexDir
+    config: IndexConfig
+    progress: ProgressFactory | None
+    given_encoder: Encoder | None
+    timer: Timer = field(default_factory=Timer)
+    started: float = field(default_factory=time.perf_counter)
+
+    def execute(self) -> IndexReport:
+        self.index_dir.check_writable_target()
+        previous = self.index_dir.read_manifest() if self.index_dir.is_index() else None
+        config = self.config = _with_recorded_settings(self.config, previous)
+        ann.choose_ann(0, config.index_type)  # an unknown index type fails now, not after hours of encoding
+        check_engine(config.engine, config.ray_actors, config.ray_address)
+        check_vector_dtype(config.vectors)
+        named = named_sources(config.images, config.texts, config.text_column, config.encoding, config.image_column,
+                              config.id_column, typing=_named_typing(config))
+        check_replace(config.replace_sources, named)
+        created = not self.index_dir.root.exists()
+        try:
+            with WriterLock(self.index_dir.root):
+                return self._locked(named)
+        except BaseException:
+            if created and not self.index_dir.is_index() and not Journal.has_saved_work(self.index_dir.root):
+                shutil.rmtree(self.index_dir.root, ignore_errors=True)  # nothing committed, nothing to resume
+            raise
+
+    def _locked(self, named: list[Source]) -> IndexReport:
+        """The sources planned against the index as of taking the lock, read, and built with the model."""
+        previous = self.index_dir.read_manifest() if self.index_dir.is_index() else None
+        recorded = previous.sources if previous else []
+        source_plan = skip_unchanged_corpora(plan_sources(named, recorded, self.config.replace_sources), recorded)
+        with self.timer.stage("read_sources"):
+            found = read_sources(self.index_dir.root, source_plan.synced, recorded)
+        if previous is None and found.empty:
+            raise InvalidInputError(f"nothing to index; give an image folder, {option('texts', 'FILE')}, or both")
+        source_plan = SourcePlan([replace(s, fingerprint=found.fingerprints[s.key]) if s.key in found.fingerprints
+                                  else s for s in source_plan.sources], source_plan.synced, source_plan.unchanged)
+        settings = self._encode_settings()
+        warm = WarmStart(self.config.model, found.image_paths[:IMAGE_BATCH], settings) if previous is None \
+            and self.given_encoder is None and found.image_paths and settings.ray is None else None
+        try:
+            model = _EncoderOnDemand(self.config, previous, self.index_dir, self.given_encoder, self.timer, warm)
+            return _Build(self, previous, source_plan, found, settings, model).execute()
+        finally:
+            if warm is not None:
+                warm.close()
+
+    def _encode_settings(self) -> EncodeSettings:
+        config = self.config
+        on_ray = ray_engine.RayRun(RaySettings(config.ray_address, config.ray_actors),
+                                   Journal.folder_of(self.index_dir.root)) if config.engine == "ray" else None
+        return EncodeSettings(config.batch_size, config.workers, config.max_pixels, config.journal_every,
+                              config.image_decode, config.background, ray=on_ray)
 
 
 @dataclass
@@ -256,71 +293,173 @@ class _EncoderOnDemand:
         return self._warm.take(paths, self.get()) if self._warm else None
 
 
-def _run_locked(index_dir: IndexDir, config: IndexConfig, named: list[Source], source_plan: SourcePlan,
-                found: FoundItems, encoder: Encoder | None, progress, timer: Timer, started: float) -> IndexReport:
-    previous = index_dir.read_manifest() if index_dir.is_index() else None  # as of taking the lock
-    recorded = previous.sources if previous else []
-    fresh_plan = skip_unchanged_corpora(plan_sources(named, recorded, config.replace_sources), recorded)
-    if [s.key for s in fresh_plan.synced] != [s.key for s in source_plan.synced]:  # another run changed them
-        source_plan, found = fresh_plan, read_sources(index_dir.root, fresh_plan.synced, recorded)
-    source_plan = SourcePlan([replace(s, fingerprint=found.fingerprints[s.key]) if s.key in found.fingerprints else s
-                              for s in source_plan.sources], source_plan.synced, source_plan.unchanged)
-    on_ray = ray_engine.RayRun(RaySettings(config.ray_address, config.ray_actors), Journal.folder_of(index_dir.root)) \
-        if config.engine == "ray" else None
-    settings = EncodeSettings(config.batch_size, config.workers, config.max_pixels, config.journal_every,
-                              config.image_decode, config.background, ray=on_ray)
-    warm = WarmStart(config.model, found.image_paths[:IMAGE_BATCH], settings) \
-        if previous is None and encoder is None and found.image_paths and on_ray is None else None
-    try:
-        return _run_with_model(index_dir, config, source_plan, found, settings, progress, timer, started,
-                               previous, _EncoderOnDemand(config, previous, index_dir, encoder, timer, warm))
-    finally:
-        if warm is not None:
-            warm.close()
+@dataclass
+class _Output:
+    """Where a build's work goes: the resume journal, the row ids it hands out, the new segments."""
+
+    journal: Journal
+    ids: RowIds
+    fresh: FreshSegments
 
 
-def _run_with_model(index_dir: IndexDir, config: IndexConfig, source_plan: SourcePlan, found: FoundItems,
-                    settings: EncodeSettings, progress, timer: Timer, started: float, previous: Manifest | None,
-                    model: _EncoderOnDemand) -> IndexReport:
-    recorded_settings = {"index_type": config.index_type, "vectors": config.vectors,
-                         "memory_budget": config.memory_budget, "image_decode": config.image_decode,
-                         "background": config.background}
-    if previous is not None and not Journal.has_saved_work(index_dir.root) and nothing_changed(
-            index_dir, previous, source_plan, found.image_paths, recorded_settings, config.retry_failed):
-        return _record_idle_run(index_dir, previous, source_plan, model, timer, started)
-    state = load_state(index_dir, previous)
-    scoped, failures_kept, dropped = _split_by_source(state, source_plan)
-    journal = Journal(index_dir.root, model.identity).open()
-    ids = RowIds(state.next_row_id)
-    delta = start_delta(index_dir, model.identity.dim, recorded_settings, _expected_size(previous, found))
-    delta.fresh.timer = timer
-    with writing(index_dir), _engine(settings):
-        delta.fresh.ann_add = settings.ray.add_in_shards if settings.ray else None
-        planner = ImagePlanner(scoped, journal, ids, config.retry_failed)
-        images = _stream_images(model, found.image_paths, planner, journal, ids, settings, timer, progress,
-                                delta.fresh)
-        with timer.stage("plan"):
-            product_plan = plan_products(found.products, scoped, journal, ids, config.retry_failed)
-        _encode_planned_products(model, product_plan, journal, settings, timer, progress)
-        products = _product_rows(scoped, product_plan, delta.fresh, model.identity.dim)
-        texts = _stream_texts(model, found.corpora, state, journal, ids, settings, timer, progress, delta.fresh)
-        _drop_texts_now_products(texts, state, source_plan)
-        known = set(state.failures)
-        skipped = found.skipped_rows + texts.skipped
-        new_failures = images.failures + product_plan.new_failures + [f for f in skipped if f not in known]
-        delta.gone = np.concatenate([images.gone, products, texts.gone, dropped])
-        delta.stats = _stats(images, product_plan, texts, new_failures, len(dropped))
-        delta.stats.reused += len(state.texts.of_sources({s.path for s in source_plan.unchanged}))
-        delta.failures = failures_kept + images.carried_failures + product_plan.carried_failures + \
-            new_failures + [f for f in skipped if f in known]
-        delta.sources, delta.next_row_id = _with_columns(source_plan.sources, found), ids.next
-        with timer.stage("write"):  # on Ray still: the last segment's IVF lists are filled there
-            delta.stats.seconds = round(time.perf_counter() - started, 3)
-            manifest, committed = commit_state(index_dir, model.identity, previous, state, delta)
-    journal.clear()
-    return IndexReport(index_dir.root, dict(manifest.counts), delta.failures, time.perf_counter() - started,
-                       timer.seconds, model.device, model.identity.describe(), delta.stats, committed,
-                       {key[1]: infos for key, infos in found.columns().items()})
+@dataclass
+class _Build:
+    """A run's work under the writer lock: the synced sources' items planned against the stored ones,
+    what changed encoded, and the new state committed."""
+
+    run: _Run
+    previous: Manifest | None
+    source_plan: SourcePlan
+    found: FoundItems
+    settings: EncodeSettings
+    model: _EncoderOnDemand
+
+    @property
+    def config(self) -> IndexConfig:
+        return self.run.config
+
+    @property
+    def timer(self) -> Timer:
+        return self.run.timer
+
+    @property
+    def progress(self) -> ProgressFactory | None:
+        return self.run.progress
+
+    def execute(self) -> IndexReport:
+        index_dir, previous, found = self.run.index_dir, self.previous, self.found
+        recorded_settings = {"index_type": self.config.index_type, "vectors": self.config.vectors,
+                             "memory_budget": self.config.memory_budget, "image_decode": self.config.image_decode,
+                             "background": self.config.background}
+        if previous is not None and not Journal.has_saved_work(index_dir.root) and nothing_changed(
+                index_dir, previous, self.source_plan, found.image_paths, recorded_settings,
+                self.config.retry_failed):
+            return _record_idle_run(index_dir, previous, self.source_plan, self.model, self.timer, self.run.started)
+        state = load_state(index_dir, previous)
+        scoped, failures_kept, dropped = _split_by_source(state, self.source_plan)
+        add_in_shards = self.settings.ray.add_in_shards if self.settings.ray else None
+        delta = start_delta(index_dir, self.model.identity.dim, recorded_settings, _expected_size(previous, found),
+                            timer=self.timer, ann_add=add_in_shards)
+        out = _Output(Journal(index_dir.root, self.model.identity).open(), RowIds(state.next_row_id), delta.fresh)
+        with writing(index_dir), _engine(self.settings):
+            images = self._stream_images(ImagePlanner(scoped, out.journal, out.ids, self.config.retry_failed), out)
+            with self.timer.stage("plan"):
+                product_plan = plan_products(found.products, scoped, out.journal, out.ids, self.config.retry_failed)
+            self._encode_planned_products(product_plan, out.journal)
+            products = _product_rows(scoped, product_plan, delta.fresh, self.model.identity.dim)
+            texts = self._stream_texts(state, out)
+            _drop_texts_now_products(texts, state, self.source_plan)
+            known = set(state.failures)
+            skipped = found.skipped_rows + texts.skipped
+            new_failures = images.failures + product_plan.new_failures + [f for f in skipped if f not in known]
+            delta.gone = np.concatenate([images.gone, products, texts.gone, dropped])
+            delta.stats = _stats(images, product_plan, texts, new_failures, len(dropped))
+            delta.stats.reused += len(state.texts.of_sources({s.path for s in self.source_plan.unchanged}))
+            delta.failures = failures_kept + images.carried_failures + product_plan.carried_failures + \
+                new_failures + [f for f in skipped if f in known]
+            delta.sources, delta.next_row_id = _with_columns(self.source_plan.sources, found), out.ids.next
+            with self.timer.stage("write"):  # on Ray still: the last segment's IVF lists are filled there
+                delta.stats.seconds = round(time.perf_counter() - self.run.started, 3)
+                manifest, committed = commit_state(index_dir, self.model.identity, previous, state, delta)
+        out.journal.clear()
+        return IndexReport(index_dir.root, dict(manifest.counts), delta.failures,
+                           time.perf_counter() - self.run.started, self.timer.seconds, self.model.device,
+                           self.model.identity.describe(), delta.stats, committed,
+                           {key[1]: infos for key, infos in found.columns().items()})
+
+    def _stream_images(self, planner: ImagePlanner, out: _Output) -> _ImageRun:
+        """The image paths a batch at a time: planned against the stored images, encoded, handed to the writer."""
+        model, paths, settings, timer, progress = self.model, self.found.image_paths, self.settings, self.timer, \
+            self.progress
+        journal, ids, fresh = out.journal, out.ids, out.fresh
+        run, dim = _ImageRun(np.zeros(0, np.int64)), model.identity.dim
+        bar = _OneBar(progress)
+        for start in range(0, len(paths), IMAGE_BATCH):
+            with timer.stage("plan"):
+                plan = planner.plan(paths[start:start + IMAGE_BATCH])
+            run.kept, run.reused, run.resumed = run.kept + plan.kept, run.reused + plan.reused, run.resumed + plan.resumed
+            run.carried_failures += plan.carried_failures
+            if plan.to_encode:
+                result = encode_images_journaled(model.get(), plan.to_encode, journal, settings, timer,
+                                                 bar.factory(len(paths)) if progress else None,
+                                                 stream=model.decoding(plan.to_encode))
+                for image, vector in zip(result.images, result.vectors):
+                    plan.write(ItemRow(row_id=ids.take(), modality="image", path=image.path,
+                                       content_hash=image.content_hash, size=image.size, mtime=image.mtime,
+                                       width=image.width, height=image.height), vector)
+                run.failures += result.failures
+                run.encoded += len(result.images)
+            if plan.rows:
+                fresh.add(items_table(plan.rows), {"image": _matrix([r.row_id for r in plan.rows],
+                                                                    dict(zip((r.row_id for r in plan.rows), plan.vectors)),
+                                                                    dim)})
+        bar.close()
+        unclaimed = planner.unclaimed()
+        run.removed = len(unclaimed)
+        run.gone = np.concatenate([unclaimed, np.array(planner.replaced, np.int64)])
+        return run
+
+    def _encode_planned_products(self, plan: ProductPlan, journal: Journal) -> None:
+        model, settings, timer, progress = self.model, self.settings, self.timer, self.progress
+        if plan.photos_to_encode:
+            result = encode_images_journaled(model.get(), list(plan.photos_to_encode), journal, settings, timer,
+                                             progress, label="photos")
+            for image, vector in zip(result.images, result.vectors):
+                for row in plan.photos_to_encode[image.path]:
+                    row.image_hash, row.size, row.mtime = image.content_hash, image.size, image.mtime
+                    row.width, row.height = image.width, image.height
+                    plan.photo_vectors[row.row_id] = vector
+            for failure in result.failures:
+                for row in plan.photos_to_encode[failure.path]:
+                    plan.new_failures.append(replace(failure, line=plan.lines[row.row_id], source=row.source))
+        if plan.texts_to_encode:
+            texts = list(plan.texts_to_encode)
+            vectors = encode_texts_journaled(model.get(), texts, journal, settings, timer, progress, label="descriptions")
+            for text, vector in zip(texts, vectors):
+                for row in plan.texts_to_encode[text]:
+                    plan.text_vectors[row.row_id] = vector
+        for row in plan.rows:
+            if row.row_id not in plan.photo_vectors:  # no photo, or it could not be read: the product is its text
+                row.image_hash = row.size = row.mtime = row.width = row.height = None
+
+    def _stream_texts(self, state: StoredState, out: _Output) -> _TextRun:
+        """Each corpus a batch at a time: read, planned against the stored texts, encoded, handed to the writer."""
+        model, corpora, settings, timer, progress = self.model, self.found.corpora, self.settings, self.timer, \
+            self.progress
+        journal, ids, fresh = out.journal, out.ids, out.fresh
+        run, gone = _TextRun(np.zeros(0, np.int64)), []
+        dim = model.identity.dim
+        for corpus in corpora:
+            planner = CorpusTextPlanner(str(corpus.path), state, journal, ids, dim, keyed=corpus.id_column is not None)
+            bar, seen = None, 0
+            batches = corpus.batches()
+            for batch in _timed(batches, timer, "read_sources"):
+                run.skipped.extend(_skipped(batch.skipped))
+                with timer.stage("plan"):
+                    planned = planner.plan(batch)
+                run.kept, run.reused, run.resumed = run.kept + planned.kept, run.reused + planned.reused, \
+                    run.resumed + planned.resumed
+                fresh.add(planned.known, {"text": (planned.known.column("row_id").to_numpy(), planned.known_vectors)})
+                if len(planned.to_encode):
+                    if bar is None and progress:
+                        bar = progress("texts", max(corpus.rows, seen + len(batch.texts)))
+                        bar.update(seen)
+                    texts = planned.to_encode.column("text").to_pylist()
+                    vectors = encode_texts_journaled(model.get(), texts, journal, settings, timer, progress, bar=bar,
+                                                     hashes=planned.to_encode.column("content_hash").to_pylist())
+                    fresh.add(planned.to_encode, {"text": (planned.to_encode.column("row_id").to_numpy(),
+                                                           np.stack(vectors) if vectors else np.zeros((0, dim)))})
+                    run.encoded += len(texts)
+                if bar is not None:
+                    bar.update(len(batch.texts) - len(planned.to_encode))
+                seen += len(batch.texts)
+            if bar is not None:
+                bar.close()
+            unclaimed = planner.unclaimed()
+            run.removed += len(unclaimed)
+            gone += [unclaimed, *planner.replaced]
+        run.gone = np.concatenate(gone) if gone else run.gone
+        return run
 
 
 @contextmanager
@@ -497,37 +636,6 @@ class _ImageRun:
     encoded: int = 0
 
 
-def _stream_images(model: _EncoderOnDemand, paths: list[str], planner: ImagePlanner, journal: Journal, ids: RowIds,
-                   settings: EncodeSettings, timer: Timer, progress, fresh: FreshSegments) -> _ImageRun:
-    """The image paths a batch at a time: planned against the stored images, encoded, handed to the writer."""
-    run, dim = _ImageRun(np.zeros(0, np.int64)), model.identity.dim
-    bar = _OneBar(progress)
-    for start in range(0, len(paths), IMAGE_BATCH):
-        with timer.stage("plan"):
-            plan = planner.plan(paths[start:start + IMAGE_BATCH])
-        run.kept, run.reused, run.resumed = run.kept + plan.kept, run.reused + plan.reused, run.resumed + plan.resumed
-        run.carried_failures += plan.carried_failures
-        if plan.to_encode:
-            result = encode_images_journaled(model.get(), plan.to_encode, journal, settings, timer,
-                                             bar.factory(len(paths)) if progress else None,
-                                             stream=model.decoding(plan.to_encode))
-            for image, vector in zip(result.images, result.vectors):
-                plan.write(ItemRow(row_id=ids.take(), modality="image", path=image.path,
-                                   content_hash=image.content_hash, size=image.size, mtime=image.mtime,
-                                   width=image.width, height=image.height), vector)
-            run.failures += result.failures
-            run.encoded += len(result.images)
-        if plan.rows:
-            fresh.add(items_table(plan.rows), {"image": _matrix([r.row_id for r in plan.rows],
-                                                                dict(zip((r.row_id for r in plan.rows), plan.vectors)),
-                                                                dim)})
-    bar.close()
-    unclaimed = planner.unclaimed()
-    run.removed = len(unclaimed)
-    run.gone = np.concatenate([unclaimed, np.array(planner.replaced, np.int64)])
-    return run
-
-
 class _OneBar:
     """One progress bar over every batch of a stream (the encoder asks for a bar per call)."""
 
@@ -555,30 +663,6 @@ class _Unclosed:
 
     def close(self) -> None:
         pass  # the stream closes its bar at its end
-
-
-def _encode_planned_products(model: _EncoderOnDemand, plan: ProductPlan, journal: Journal,
-                             settings: EncodeSettings, timer: Timer, progress) -> None:
-    if plan.photos_to_encode:
-        result = encode_images_journaled(model.get(), list(plan.photos_to_encode), journal, settings, timer,
-                                         progress, label="photos")
-        for image, vector in zip(result.images, result.vectors):
-            for row in plan.photos_to_encode[image.path]:
-                row.image_hash, row.size, row.mtime = image.content_hash, image.size, image.mtime
-                row.width, row.height = image.width, image.height
-                plan.photo_vectors[row.row_id] = vector
-        for failure in result.failures:
-            for row in plan.photos_to_encode[failure.path]:
-                plan.new_failures.append(replace(failure, line=plan.lines[row.row_id], source=row.source))
-    if plan.texts_to_encode:
-        texts = list(plan.texts_to_encode)
-        vectors = encode_texts_journaled(model.get(), texts, journal, settings, timer, progress, label="descriptions")
-        for text, vector in zip(texts, vectors):
-            for row in plan.texts_to_encode[text]:
-                plan.text_vectors[row.row_id] = vector
-    for row in plan.rows:
-        if row.row_id not in plan.photo_vectors:  # no photo, or it could not be read: the product is its text
-            row.image_hash = row.size = row.mtime = row.width = row.height = None
 
 
 def _product_rows(scoped: StoredState, plan: ProductPlan, fresh: FreshSegments, dim: int) -> np.ndarray:
@@ -615,44 +699,6 @@ class _TextRun:
     resumed: int = 0
     encoded: int = 0
     skipped: list[Failure] = field(default_factory=list)
-
-
-def _stream_texts(model: _EncoderOnDemand, corpora: list[sources.PreparedCorpus], state: StoredState, journal: Journal, ids: RowIds,
-                  settings: EncodeSettings, timer: Timer, progress, fresh: FreshSegments) -> _TextRun:
-    """Each corpus a batch at a time: read, planned against the stored texts, encoded, handed to the writer."""
-    run, gone = _TextRun(np.zeros(0, np.int64)), []
-    dim = model.identity.dim
-    for corpus in corpora:
-        planner = CorpusTextPlanner(str(corpus.path), state, journal, ids, dim, keyed=corpus.id_column is not None)
-        bar, seen = None, 0
-        batches = corpus.batches()
-        for batch in _timed(batches, timer, "read_sources"):
-            run.skipped.extend(_skipped(batch.skipped))
-            with timer.stage("plan"):
-                planned = planner.plan(batch)
-            run.kept, run.reused, run.resumed = run.kept + planned.kept, run.reused + planned.reused, \
-                run.resumed + planned.resumed
-            fresh.add(planned.known, {"text": (planned.known.column("row_id").to_numpy(), planned.known_vectors)})
-            if len(planned.to_encode):
-                if bar is None and progress:
-                    bar = progress("texts", max(corpus.rows, seen + len(batch.texts)))
-                    bar.update(seen)
-                texts = planned.to_encode.column("text").to_pylist()
-                vectors = encode_texts_journaled(model.get(), texts, journal, settings, timer, progress, bar=bar,
-                                                 hashes=planned.to_encode.column("content_hash").to_pylist())
-                fresh.add(planned.to_encode, {"text": (planned.to_encode.column("row_id").to_numpy(),
-                                                       np.stack(vectors) if vectors else np.zeros((0, dim)))})
-                run.encoded += len(texts)
-            if bar is not None:
-                bar.update(len(batch.texts) - len(planned.to_encode))
-            seen += len(batch.texts)
-        if bar is not None:
-            bar.close()
-        unclaimed = planner.unclaimed()
-        run.removed += len(unclaimed)
-        gone += [unclaimed, *planner.replaced]
-    run.gone = np.concatenate(gone) if gone else run.gone
-    return run
 
 
 def _drop_texts_now_products(texts: _TextRun, state: StoredState, source_plan: SourcePlan) -> None:

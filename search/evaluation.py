@@ -14,11 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from indexer.errors import InvalidInputError, TextColumnError, command, option
-from indexer.models import Encoder, load_encoder
-from indexer.encode import encode_image_files
-from indexer.imaging import check_decode_mode
-from indexer.sources import find_images, read_texts
+from ..indexer.errors import InvalidInputError, TextColumnError, command, option
+from ..indexer.models import Encoder, load_encoder
+from ..indexer.imaging import check_decode_mode
+from ..indexer.build import encode_image_files, find_images, read_texts
 
 from . import metrics
 from .engine import open_index

@@ -6,7 +6,7 @@ its content hash decides: the same content elsewhere in the index (a rename or
 move) or in the resume journal reuses that vector; only new content is encoded.
 Whatever the folders no longer hold is removed. Files that failed before are
 retried only when they changed, or when asked to. Texts are planned by
-indexer/plan_texts.py, products by indexer/plan_products.py.
+indexer/build/plan_texts.py, products by indexer/build/plan_products.py.
 """
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .decode import content_hash, new_hasher
-from .store.journal import Journal
-from .store.tables import Failure, ItemRow
+from ..store.journal import Journal
+from ..store.tables import Failure, ItemRow
 from .stored import StoredState
 
 HASH_BLOCK = 1 << 20

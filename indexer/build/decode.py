@@ -13,8 +13,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
-from .errors import DecodeWorkerError, ImageDecodeError
-from .imaging import DEFAULT_BACKGROUND, MAX_PIXELS, decode_picture
+from ..errors import DecodeWorkerError, ImageDecodeError
+from ..imaging import DEFAULT_BACKGROUND, MAX_PIXELS, decode_picture
 
 
 @dataclass

@@ -14,8 +14,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .errors import InvalidInputError
-from .store.manifest import AnnSpec
+from ..errors import InvalidInputError
+from .manifest import AnnSpec
 
 INDEX_TYPES = ("auto", "flat", "hnsw", "ivf")
 EXACT_UP_TO = 100_000  # exact search of 100k x 512 answers in about 1 ms a query on 2 cores
