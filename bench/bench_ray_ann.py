@@ -38,7 +38,8 @@ def main() -> None:
     import faiss
     import ray
 
-    from xmodal.indexer import ann, ray_engine
+    from xmodal.indexer.build import ray_engine
+    from xmodal.indexer.store import ann
 
     vectors = item_vectors(np.arange(args.vectors)).astype(np.float32)
     row_ids = np.arange(args.vectors, dtype=np.int64)

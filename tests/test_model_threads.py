@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from xmodal.indexer import IndexConfig, build_index, model_threads
+from xmodal.indexer import IndexConfig, build_index
+from xmodal.indexer.build import model_threads
 from xmodal.indexer.build.model_threads import ModelThreads, for_cpu_model
 from xmodal.search.engine import open_index
 

@@ -245,7 +245,8 @@ def test_ivf_lists_filled_in_shards_on_ray_are_the_ones_filled_here(local_ray, m
     byte for byte, as adding them all in this process."""
     import faiss
 
-    from xmodal.indexer import ann, ray_engine
+    from xmodal.indexer.build import ray_engine
+    from xmodal.indexer.store import ann
 
     rng = np.random.default_rng(0)
     vectors = rng.standard_normal((3000, 32)).astype(np.float32)
