@@ -35,7 +35,7 @@ def catalog_index(tmp_path):
 
 
 def test_help_answers_without_importing_torch():
-    code = ("import sys\nfrom typer.testing import CliRunner\nimport cli\n"
+    code = ("import sys\nfrom typer.testing import CliRunner\nfrom xmodal import cli\n"
             "r = CliRunner().invoke(cli.app, ['--help'])\n"
             "print(r.exit_code, 'torch' in sys.modules, 'index' in r.output)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,

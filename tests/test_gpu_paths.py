@@ -69,7 +69,7 @@ def test_placement_follows_what_faiss_and_torch_see(monkeypatch):
 
 
 def test_auto_placement_does_not_import_torch_on_a_machine_without_a_gpu():
-    code = ("import sys; from search.placement import choose_placement, gpu_possible; "
+    code = ("import sys; from xmodal.search.placement import choose_placement, gpu_possible; "
             "print(gpu_possible(), choose_placement('auto').describe(), 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                          env=env_with_tests_path())

@@ -74,7 +74,7 @@ def test_a_photo_over_pillows_limit_decodes_reduced_with_its_own_size(tmp_path):
     gradient = np.linspace(0, 255, 12_000, dtype=np.uint8)
     Image.fromarray(np.broadcast_to(gradient, (10_000, 12_000))).convert("RGB").save(path, quality=60)
     # VmHWM, not ru_maxrss: the latter survives exec and would count this test process's own peak.
-    code = ("from indexer.imaging import decode_picture\n"
+    code = ("from xmodal.indexer.imaging import decode_picture\n"
             f"p = decode_picture(open({str(path)!r}, 'rb').read(), 'x.jpg')\n"
             "hwm = next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM'))\n"
             "print(p.width, p.height, p.image.size[0], p.image.size[1], hwm // 1024)")

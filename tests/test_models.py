@@ -82,8 +82,8 @@ def test_unreachable_hub_fails_in_seconds_not_minutes(tmp_path):
     env.pop("HF_HUB_OFFLINE")
     env["HF_ENDPOINT"] = "http://127.0.0.1:9"  # discard port: connection refused at once
     env["HF_HOME"] = str(tmp_path / "hf")
-    code = ("from indexer.models import load_encoder\n"
-            "from indexer.errors import ModelUnavailableError\n"
+    code = ("from xmodal.indexer.models import load_encoder\n"
+            "from xmodal.indexer.errors import ModelUnavailableError\n"
             "try:\n load_encoder('ViT-B-32', device='cpu')\n"
             "except ModelUnavailableError as e: print('OK', e)\n")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
@@ -149,7 +149,7 @@ def test_cached_hub_weights_load_when_the_hub_is_unreachable(tmp_path):
     env = env_with_tests_path()
     env.pop("HF_HUB_OFFLINE")
     env.update(HF_HOME=str(tmp_path / "hf"), HF_ENDPOINT="http://127.0.0.1:9")
-    code = ("import json\nfrom indexer.models import load_encoder\n"
+    code = ("import json\nfrom xmodal.indexer.models import load_encoder\n"
             "e = load_encoder('ViT-B-32', device='cpu')\n"
             "print(json.dumps({'identity': e.identity.to_dict(), 'text': e.encode_texts(['a cat'])[0].tolist()}))\n")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=180)

@@ -99,7 +99,7 @@ def test_a_text_query_loads_neither_torch_nor_the_classifier():
 
     from conftest import env_with_tests_path
 
-    code = ("import sys\nfrom indexer.models import load_encoder\n"
+    code = ("import sys\nfrom xmodal.indexer.models import load_encoder\n"
             "e = load_encoder('offline')\ne.encode_texts(['a red car'])\n"
             "print(sorted(m for m in ('torch', 'transformers', 'torchvision', 'open_clip', 'sentence_transformers')"
             " if m in sys.modules))")

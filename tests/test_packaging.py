@@ -8,6 +8,7 @@ one bare `import indexer` would load a second copy of every module, with a secon
 from __future__ import annotations
 
 import ast
+import re
 import shutil
 import subprocess
 import sys
@@ -43,10 +44,32 @@ def imported_modules(path: Path) -> list[tuple[int, int, str]]:
     return found
 
 
+# Code run in a subprocess (`python -c "from indexer..."`) is a string: it imports the bare names as well, from
+# the current folder, as a second copy of every module.
+CODE_IN_STRINGS = re.compile(r"(^|[;\n]\s*)(from (indexer|search|cli)\b[\w.]* import|import (indexer|search|cli)\b)")
+APP_MODULES = {"tests/test_packaging.py"}  # imports an app's own search.py, on purpose
+
+
+def bare_imports_in_strings(path: Path) -> list[str]:
+    return [f"{path.relative_to(REPO)}:{node.lineno}: {node.value[:60]!r}"
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and CODE_IN_STRINGS.search(node.value)]
+
+
 def test_no_file_imports_the_bare_names():
     bare = [f"{path.relative_to(REPO)}:{line}: {name}" for path in PACKAGE_FILES + OTHER_FILES
             for line, level, name in imported_modules(path) if level == 0 and name.split(".")[0] in BARE]
+    bare += [found for path in PACKAGE_FILES + OTHER_FILES if path.relative_to(REPO).as_posix() not in APP_MODULES
+             for found in bare_imports_in_strings(path)]
     assert not bare, "import these as xmodal.indexer, xmodal.search, xmodal.cli:\n" + "\n".join(bare)
+
+
+def test_code_in_strings_is_checked_too():
+    assert CODE_IN_STRINGS.search("import sys; from search.placement import choose_placement")
+    assert CODE_IN_STRINGS.search("from indexer.models import load_encoder\n")
+    assert CODE_IN_STRINGS.search("import cli; cli.app()")
+    assert not CODE_IN_STRINGS.search("from xmodal.search import open_index") and not CODE_IN_STRINGS.search(
+        "a search from indexer logs")
 
 
 def test_the_package_imports_itself_relatively():

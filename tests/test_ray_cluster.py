@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import ray
@@ -120,7 +122,8 @@ def test_joining_a_cluster_that_wants_a_token_says_how(tmp_path, tiny_spec):
     must turn on too: the failure says so, in one line (after Ray's own 20 s of retrying)."""
     env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
     port = _free_port()
-    head = subprocess.Popen(["ray", "start", "--head", "--port", str(port), "--num-cpus", "1", "--block",
+    ray_command = shutil.which("ray") or str(Path(sys.executable).with_name("ray"))  # the venv's, activated or not
+    head = subprocess.Popen([ray_command, "start", "--head", "--port", str(port), "--num-cpus", "1", "--block",
                              "--include-dashboard=false", "--disable-usage-stats"], env=env, start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:

@@ -229,7 +229,7 @@ def test_one_speech_model_serves_every_index_and_every_new_generation(fake_shop,
     build_index(other, IndexConfig(workers=0), encoder=FakeEncoder())  # a new generation, opened by the service
     assert live.follow_commits()
     assert live.current().speech is shared and live.current().max_audio_seconds == 7
-    assert not shared.loaded  # loaded at the first spoken query, not before (no --voice)
+    assert shared.spec == "offline"  # (loaded or not: the process shares it with whatever else heard speech)
 
 
 # ---- the page -----------------------------------------------------------------------------------------------
