@@ -51,7 +51,7 @@ def main() -> None:
         local = build_seconds(folder, tmp / "local", spec, weights)
         print(f"  local engine (default workers):  {args.images / local:8.1f} images/s ({local:.1f} s)")
         started = time.perf_counter()
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, logging_level="ERROR",
+        ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, logging_level="ERROR",
                  runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}})
         print(f"  ray.init (once):                 {time.perf_counter() - started:.1f} s")
         for actors in (1, 2):

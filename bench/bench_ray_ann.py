@@ -51,7 +51,7 @@ def main() -> None:
     blank = faiss.serialize_index(trained)
     here, seconds = timed(lambda: ann.add_here(faiss.deserialize_index(blank), vectors, row_ids))
     print(f"  add here ({faiss.omp_get_max_threads()} threads):     {seconds:7.1f} s  {len(vectors) / seconds:10,.0f} vectors/s")
-    _, seconds = timed(lambda: ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
+    _, seconds = timed(lambda: ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
                                         logging_level="ERROR"))
     print(f"  ray.init (once):         {seconds:7.1f} s")
     merges = []

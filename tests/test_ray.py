@@ -28,7 +28,7 @@ FAKE = "python:fakes:make_encoder"
 @pytest.fixture(scope="module")
 def local_ray():
     """A real Ray on this machine, two CPUs; its workers import what the tests import."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
              runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}})
     yield
     ray.shutdown()

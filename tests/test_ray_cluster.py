@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -148,6 +149,11 @@ def test_joining_a_cluster_that_wants_a_token_says_how(tmp_path, tiny_spec):
     finally:
         os.killpg(head.pid, signal.SIGKILL)  # the head's processes share its session: none outlives it
         head.wait(60)
+        # `ray start` left the address where a plain ray.init() looks for a running cluster: a later test's
+        # ray.init(num_cpus=...) then tried to join the dead head and failed (ValueError)
+        current = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+        if current.is_file() and current.read_text().strip().endswith(f":{port}"):
+            current.unlink()
 
 
 def _free_port() -> int:
