@@ -1,13 +1,15 @@
 """Encoder towers at lower precision on the CPU: rate and parity against fp32 (issue 23, first step).
 
-    python bench/bench_precision.py [--images 64] [--texts 256] [--repeats 3]     (ONNX rows: pip install onnx)
+    python bench/bench_precision.py [--images 64] [--texts 256] [--repeats 3]
+    (ONNX rows: pip install onnx; OpenVINO rows: pip install openvino, which also needs the ONNX export)
 
 For each tower (the offline model's EfficientNet-Lite0 image tower and MiniLM text tower: real weights;
 open_clip ViT-B-32 with random weights: speed only) and each way of running it (torch fp32, torch bf16
 autocast, torch int8 dynamic quantisation of the Linear layers, ONNX Runtime fp32 and int8 where the export
-works here): items/s (median of --repeats, model only, batches of 32, torch on 2 threads) and the cosine of
-each item's embedding to fp32's (min and mean). Parity is measured on real photos (data/catalog, data/photos,
-scikit-image's samples) and the demo listings. No product code changes here: the table decides what does.
+works here, OpenVINO fp32 and bf16 on the same ONNX file): items/s (median of --repeats, model only, batches
+of 32, every runtime on 2 threads) and the cosine of each item's embedding to fp32's (min and mean). Parity is
+measured on real photos (data/catalog, data/photos, scikit-image's samples) and the demo listings. No product
+code changes here: the table decides what does.
 """
 from __future__ import annotations
 
@@ -94,7 +96,9 @@ def torch_variants(module, make_input):
 
 
 def onnx_variants(module, make_input, sample, folder: Path, names: list[str]):
-    """ONNX Runtime fp32 and int8 (dynamic), where this machine can export and quantise; else why not."""
+    """ONNX Runtime fp32 and int8 (dynamic), where this machine can export and quantise; else why not.
+
+    Also returns the exported ONNX file (None where the export failed), for openvino_variants."""
     import torch
 
     found, path = [], folder / f"{id(module)}.onnx"
@@ -105,7 +109,7 @@ def onnx_variants(module, make_input, sample, folder: Path, names: list[str]):
         torch.onnx.export(module, tuple(inputs), str(path), input_names=names, output_names=["out"],
                           dynamic_axes={n: {0: "batch"} for n in names + ["out"]}, opset_version=17, dynamo=False)
     except Exception as exc:  # an exporter or runtime that is missing or fails: reported, not hidden
-        return [], f"onnx export: {type(exc).__name__}: {str(exc).splitlines()[0][:100]}"
+        return [], f"onnx export: {type(exc).__name__}: {str(exc).splitlines()[0][:100]}", None
     options = ort.SessionOptions()
     options.intra_op_num_threads = 2
 
@@ -127,7 +131,40 @@ def onnx_variants(module, make_input, sample, folder: Path, names: list[str]):
         found.append(("onnxruntime int8 dynamic", session_run(quantised)))
     except Exception as exc:
         why = f"onnx int8: {type(exc).__name__}: {str(exc).splitlines()[0][:100]}"
-    return found, why
+    return found, why, path
+
+
+def openvino_variants(onnx_path, names: list[str], make_input):
+    """OpenVINO fp32 and bf16 on the CPU, from the ONNX file onnx_variants exported; and why there is no int8 row."""
+    no_int8 = "openvino int8: OpenVINO alone has no quantiser; needs nncf (weight compression / PTQ), not used here"
+    if onnx_path is None:
+        return [], "openvino: skipped, no ONNX export to read"
+    try:
+        import openvino as ov
+    except ImportError:
+        return [], "openvino: not installed (pip install openvino)"
+    core = ov.Core()
+    try:
+        model = core.read_model(str(onnx_path))
+    except Exception as exc:
+        return [], f"openvino read: {type(exc).__name__}: {str(exc).splitlines()[0][:100]}"
+
+    def compiled_run(hint):
+        compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": 2})
+        request = compiled.create_infer_request()
+
+        def run(batch):
+            feeds = {n: t.numpy() for n, t in zip(names, make_input(batch))}
+            return request.infer(feeds)[compiled.output(0)].astype(np.float32)
+        return run
+
+    found, whys = [], [no_int8]
+    for name, hint in (("openvino fp32", "f32"), ("openvino bf16", "bf16")):
+        try:
+            found.append((name, compiled_run(hint)))
+        except Exception as exc:
+            whys.insert(0, f"{name}: {type(exc).__name__}: {str(exc).splitlines()[0][:100]}")
+    return found, "; ".join(whys)
 
 
 def report(tower: str, kind: str, variants, batches, repeats: int, finish=lambda x: x, notes=()):
@@ -177,9 +214,10 @@ def main() -> None:
             probabilities = torch.softmax(torch.from_numpy(logits), dim=-1).numpy()
             return conse_mix(probabilities, offline.class_embeddings, 20)
 
-        found, why = onnx_variants(classifier, classify, image_batches[0], folder, ["pixels"])
-        report("offline image (EffNet-L0)", "images", torch_variants(classifier, classify) + found, image_batches,
-               args.repeats, mixed, [why])
+        found, why, onnx_path = onnx_variants(classifier, classify, image_batches[0], folder, ["pixels"])
+        ov_found, ov_why = openvino_variants(onnx_path, ["pixels"], classify)
+        report("offline image (EffNet-L0)", "images", torch_variants(classifier, classify) + found + ov_found,
+               image_batches, args.repeats, mixed, [why, ov_why])
 
         text_model, tokenizer = offline._load_torch_text()
         tokenised = [tokenizer(texts[i:i + BATCH], padding="max_length", truncation=True, max_length=32,
@@ -200,9 +238,10 @@ def main() -> None:
         def token_input(batch):
             return batch["input_ids"], batch["attention_mask"]
 
-        found, why = onnx_variants(pooled, token_input, tokenised[0], folder, ["ids", "mask"])
-        report("offline text (MiniLM-L6)", "texts", torch_variants(pooled, token_input) + found, tokenised,
-               args.repeats, notes=[why])
+        found, why, onnx_path = onnx_variants(pooled, token_input, tokenised[0], folder, ["ids", "mask"])
+        ov_found, ov_why = openvino_variants(onnx_path, ["ids", "mask"], token_input)
+        report("offline text (MiniLM-L6)", "texts", torch_variants(pooled, token_input) + found + ov_found, tokenised,
+               args.repeats, notes=[why, ov_why])
 
         import open_clip
 
@@ -219,9 +258,10 @@ def main() -> None:
         clip_pixels = torch.randn(args.images, 3, 224, 224, generator=torch.Generator().manual_seed(0)).numpy()
         clip_batches = [clip_pixels[i:i + BATCH] for i in range(0, len(clip_pixels), BATCH)]
         tower = ImageTower(model).eval()
-        found, why = onnx_variants(tower, classify, clip_batches[0], folder, ["pixels"])
-        report("ViT-B-32 image (random)", "images", torch_variants(tower, classify) + found, clip_batches,
-               args.repeats, notes=[why, "random weights: the cosines show numeric error only, not quality"])
+        found, why, onnx_path = onnx_variants(tower, classify, clip_batches[0], folder, ["pixels"])
+        ov_found, ov_why = openvino_variants(onnx_path, ["pixels"], classify)
+        report("ViT-B-32 image (random)", "images", torch_variants(tower, classify) + found + ov_found, clip_batches,
+               args.repeats, notes=[why, ov_why, "random weights: the cosines show numeric error only, not quality"])
     print("(model only: preprocessed inputs, no decoding; rates are medians of the repeats)")
 
 
