@@ -29,7 +29,7 @@ _PUBLIC = {
         "EmptyCorpusError", "CorpusEncodingError", "UnknownModelError", "ModelUnavailableError",
         "NotAnIndexError", "IndexNotReadyError", "ModelMismatchError", "ImageURLError", "URLQueriesOffError",
         "ImageDecodeError", "IndexLockedError", "IndexWriteError", "ClusterError", "DecodeWorkerError",
-        "AudioError", "VoiceUnavailableError", "VoiceOffError")},
+        "AudioError", "VoiceUnavailableError", "VoiceOffError", "InferenceChoiceError")},
 }
 __all__ = ["__version__", *_PUBLIC]
 

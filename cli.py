@@ -82,6 +82,10 @@ app = typer.Typer(
 
 DEFAULT_MODEL = "ViT-B-32"  # the registry's default; repeated here so --help needs no import
 DEFAULT_MAX_PIXELS = 300_000_000  # indexer.imaging.MAX_PIXELS, likewise
+RUNTIME_HELP = ("How the model runs on a CPU: torch, onnx (ONNX Runtime) or auto, the fastest way measured to keep "
+                "fp32's vectors (default: as the index records, else auto).")
+PRECISION_HELP = ("fp32, bf16 or int8, or auto (default: as the index records, else auto); a precision whose vectors "
+                  "fall outside the parity measured for the index's own is refused.")
 MODALITIES = ("image", "text")
 TARGETS = ("image", "text", "product")
 
@@ -106,6 +110,14 @@ def main(version: bool = typer.Option(False, "--version", callback=_version, is_
 def _fail(message: str, code: int = 2) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
+
+
+def _inference_note(index) -> None:
+    """Why the query encoder runs another way than the index's (a runtime not installed here), if it does."""
+    encoder = index.loaded_encoder
+    note = getattr(encoder, "inference_note", None) if encoder is not None else None
+    if note:
+        typer.echo(f"note: {note}", err=True)
 
 
 def _run(action):
@@ -149,6 +161,8 @@ def index(
     model: Optional[str] = typer.Option(None, "--model", "-m", metavar="SPEC", help=f"Model spec; `xmodal models` lists them (default: the index's model, else {DEFAULT_MODEL})."),
     pretrained: Optional[str] = typer.Option(None, "--pretrained", metavar="TAG|FILE", help="Weights tag or checkpoint file; 'none' for (seeded) random weights."),
     device: str = typer.Option("auto", "--device", metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps."),
+    runtime: Optional[str] = typer.Option(None, "--runtime", metavar="NAME", help=RUNTIME_HELP),
+    precision: Optional[str] = typer.Option(None, "--precision", metavar="NAME", help=PRECISION_HELP),
     batch_size: int = typer.Option(64, "--batch-size", min=1, metavar="N", help="Items encoded at once."),
     workers: Optional[int] = typer.Option(None, "--workers", min=0, metavar="N", help="Image decoding processes (default: one per core, up to 8; 0 decodes in this process)."),
     index_type: str = typer.Option("auto", "--index-type", metavar="TYPE", help="auto, flat (exact), hnsw or ivf."),
@@ -179,12 +193,14 @@ def index(
         _fail(f"unknown --index-type {index_type!r}; use one of {', '.join(INDEX_TYPES)}")
     config = IndexConfig(images=list(images or []), texts=list(texts or []), text_column=text_column,
                          image_column=image_column, id_column=id_column, encoding=encoding, model=model, pretrained=pretrained, device=device,
-                         batch_size=batch_size, workers=workers, index_type=index_type, max_pixels=max_pixels,
+                         runtime=runtime, precision=precision, batch_size=batch_size, workers=workers, index_type=index_type, max_pixels=max_pixels,
                          retry_failed=retry_failed, replace_sources=replace_sources, vectors=vectors,
                          memory_budget=memory_budget, image_decode=decode, background=background,
                          engine="ray" if ray or ray_address else "local", ray_address=ray_address, ray_actors=ray_actors,
                          na_values=na_values, column_types=column_types)
     report = _run(lambda: build_index(out, config, progress=_tqdm_progress))
+    if report.inference_note:
+        typer.echo(f"note: {report.inference_note}", err=True)
     where = f"on {report.device}" if report.device else "(not loaded: nothing to encode)"
     typer.echo(f"model: {report.model} {where}")
     for failure in report.failures[:20]:
@@ -262,6 +278,8 @@ def search(
     fusion: str = typer.Option("zscore", "--fusion", metavar="NAME", help="Products: how part scores combine: zscore (standardised), dbsf, rrf or sum (raw cosines)."),
     as_json: bool = typer.Option(False, "--json", help="Print the hits as JSON: {query, target, k, count, hits}."),
     device: str = typer.Option("auto", "--device", metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps."),
+    runtime: Optional[str] = typer.Option(None, "--runtime", metavar="NAME", help=RUNTIME_HELP),
+    precision: Optional[str] = typer.Option(None, "--precision", metavar="NAME", help=PRECISION_HELP),
 ) -> None:
     """Search an index with a text, an image, liked and disliked items, or all of them.
 
@@ -282,12 +300,13 @@ def search(
         subtract=[parse_cli_term(x) for x in sub or []]).checked())  # a bad option fails before the index opens
 
     def run():
-        idx = open_index(index_dir, device=device, asr_model=asr_model)
+        idx = open_index(index_dir, device=device, asr_model=asr_model, runtime=runtime, precision=precision)
         idx.max_audio_seconds = max_audio_seconds
         chosen = request.resolved(idx.default_target)
         return idx, chosen.target, idx.search(chosen)
 
     idx, target, hits = _run(run)
+    _inference_note(idx)
     heard = hits.transcript
     if heard is not None:  # what was heard, before the hits: a wrong word explains a wrong hit
         typer.echo(heard.describe(), err=True)
@@ -386,6 +405,8 @@ def serve(
     voice: Optional[bool] = typer.Option(None, "--voice/--no-voice", help="Spoken queries (audio; extra: xmodal[voice]): --voice loads the speech model at start-up, so the first one is as fast as the others; --no-voice refuses them. Default: the model loads at the first spoken query."),
     asr_model: str = typer.Option("offline", "--asr-model", metavar="MODEL", help="The speech model for spoken queries: offline (Whisper base from PyPI), a faster-whisper size (small, large-v3, ...; downloaded once) or a model folder."),
     max_audio_seconds: float = typer.Option(30.0, "--max-audio-seconds", metavar="S", min=0.5, help="The longest recording a spoken query may be."),
+    runtime: Optional[str] = typer.Option(None, "--runtime", metavar="NAME", help=RUNTIME_HELP),
+    precision: Optional[str] = typer.Option(None, "--precision", metavar="NAME", help=PRECISION_HELP),
 ) -> None:
     """Serve indexes over HTTP: a JSON API and a search page, until stopped (Ctrl-C or SIGTERM).
 
@@ -412,7 +433,7 @@ def serve(
         _fail("xmodal serve needs its web parts; install them with pip install 'xmodal[serve]'")
     web = _run(lambda: create_app(named, token=token, device=device, batching=batching,
                                   allow_url_queries=allow_url_queries, voice=voice, asr_model=asr_model,
-                                  max_audio_seconds=max_audio_seconds))
+                                  max_audio_seconds=max_audio_seconds, runtime=runtime, precision=precision))
     import uvicorn
 
     where = f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
@@ -473,7 +494,7 @@ def info(
 
     INDEX: an index folder.
     """
-    from .indexer import IndexDir, describe_background
+    from .indexer import IndexDir, accepted_ways, describe_background
     from .search import choose_placement
 
     manifest = _run(lambda: IndexDir(index_dir).read_manifest())
@@ -486,6 +507,7 @@ def info(
         "failures": manifest.failures,
         "metric": manifest.metric,
         "model": manifest.model.to_dict(),
+        "accepts": [w.describe() for w in accepted_ways(manifest.model.family, manifest.model.inference)],
         "preprocessing": {"image_decode": manifest.settings.get("image_decode", "exact"),
                           "background": manifest.background},
         "ann": {m: {"kind": a.kind, **a.params} for m, a in manifest.ann.items()},
@@ -507,6 +529,8 @@ def info(
     model = manifest.model
     typer.echo(f"index:    {summary['path']} ({manifest.generation}, format {manifest.format_version})")
     typer.echo(f"model:    {model.describe()} [{model.family}]")
+    typer.echo(f"encoding: {model.inference.describe()}; queries and updates may run "
+               f"{', '.join(summary['accepts']) or model.inference.describe()}")
     typer.echo(f"items:    {_held(manifest.counts)}; {manifest.failures} skipped")
     for source in manifest.sources:
         typer.echo(f"source:   {source.path} ({source.kind}{_source_options(source)}){_identity(source)}")
@@ -577,6 +601,8 @@ def eval_(
     caption_column: str = typer.Option("caption", "--caption-column", metavar="NAME", help="Captions file: caption column."),
     as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
     device: str = typer.Option("auto", "--device", metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps."),
+    runtime: Optional[str] = typer.Option(None, "--runtime", metavar="NAME", help=RUNTIME_HELP),
+    precision: Optional[str] = typer.Option(None, "--precision", metavar="NAME", help=PRECISION_HELP),
     decode: str = typer.Option("reduced", "--decode", metavar="MODE", help="With --model: reduced (JPEGs decoded no larger than the model's input) or exact (every pixel)."),
 ) -> None:
     """Measure retrieval quality: precision/recall/mAP and zero-shot accuracy, or Recall@K on captions.
@@ -597,7 +623,8 @@ def eval_(
 
     result = _run(lambda: evaluate(dataset, model=model, pretrained=pretrained, index=index_dir, ks=cutoffs,
                                    device=device, prompt=prompt, image_column=image_column,
-                                   caption_column=caption_column, image_decode=decode))
+                                   caption_column=caption_column, image_decode=decode, runtime=runtime,
+                                   precision=precision))
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
         return

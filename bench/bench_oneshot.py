@@ -4,13 +4,15 @@
     python bench/bench_oneshot.py --runs 5 --models offline            # only the offline model
 
 Builds the demo catalog's index once per model (the offline model, and ViT-B-32 from a
-local random-weight checkpoint written to the work folder), then runs
-`xmodal search INDEX "a red car" -k 5` in fresh processes, as a user would, and
-prints where the import time goes (python -X importtime, top-level modules).
+local random-weight checkpoint written to the work folder) twice: run as before issue 23
+(--runtime torch --precision fp32) and as `auto` now chooses; then runs
+`xmodal search INDEX "a red car" -k 5` in fresh processes, as a user would, prints where the import
+time goes (python -X importtime, top-level modules), and compares the two ways' top-10 hits.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import re
 import os
@@ -24,18 +26,20 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 CATALOG = REPO / "data" / "catalog"
 XMODAL = [sys.executable, "-c", "from xmodal import cli; cli.app()"]
+QUERY = "a red car"
 
 
-def build(workdir: Path, model: str) -> Path:
-    out = workdir / f"{model}.idx"
+def build(workdir: Path, model: str, way: list[str]) -> Path:
+    out = workdir / f"{model}-{'-'.join(way) or 'auto'}.idx"
     args = ["--model", "offline"]
     if model == "ViT-B-32":
         checkpoint = workdir / "vit-b-32.safetensors"
-        if not checkpoint.exists():
-            write_random_checkpoint(checkpoint)
+        if not checkpoint.exists():  # in a process of its own: a search forked from this one after torch was
+            # imported here would report this process's memory as its own peak RSS (ru_maxrss survives exec)
+            subprocess.run([sys.executable, __file__, "--write-checkpoint", str(checkpoint)], check=True)
         args = ["--model", "ViT-B-32", "--pretrained", str(checkpoint)]
     subprocess.run(XMODAL + ["index", str(CATALOG / "images"), "--texts", str(CATALOG / "listings.csv"),
-                             "--text-column", "description", "--out", str(out), *args],
+                             "--text-column", "description", "--out", str(out), *args, *way],
                    check=True, capture_output=True, cwd=REPO)
     return out
 
@@ -53,7 +57,7 @@ def write_random_checkpoint(path: Path) -> None:
 def run_once(index: Path) -> tuple[float, float]:
     """(seconds, peak RSS in MB) of one search process."""
     started = time.perf_counter()
-    child = subprocess.Popen(XMODAL + ["search", str(index), "a red car", "-k", "5"], cwd=REPO,
+    child = subprocess.Popen(XMODAL + ["search", str(index), QUERY, "-k", "5"], cwd=REPO,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _, status, usage = os.wait4(child.pid, 0)
     seconds = time.perf_counter() - started
@@ -63,8 +67,14 @@ def run_once(index: Path) -> tuple[float, float]:
     return seconds, usage.ru_maxrss / 1024
 
 
+def hits(index: Path) -> list[tuple[int, float]]:
+    found = subprocess.run(XMODAL + ["search", str(index), QUERY, "-k", "10", "--json"], cwd=REPO, check=True,
+                           capture_output=True, text=True)
+    return [(h["row_id"], h["score"]) for h in json.loads(found.stdout)["hits"]]
+
+
 def import_breakdown(index: Path, top: int = 6) -> list[tuple[float, str]]:
-    result = subprocess.run([sys.executable, "-X", "importtime", *XMODAL[1:], "search", str(index), "a red car"],
+    result = subprocess.run([sys.executable, "-X", "importtime", *XMODAL[1:], "search", str(index), QUERY],
                             capture_output=True, text=True, cwd=REPO)
     found = []
     for line in result.stderr.splitlines():
@@ -74,22 +84,40 @@ def import_breakdown(index: Path, top: int = 6) -> list[tuple[float, str]]:
     return sorted(found, reverse=True)[:top]
 
 
+WAYS = {"before (torch fp32)": ["--runtime", "torch", "--precision", "fp32"], "now (auto)": []}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--models", nargs="+", default=["offline", "ViT-B-32"])
+    parser.add_argument("--write-checkpoint", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    print(f"machine: {platform.machine()}, {platform.processor() or 'cpu'}, python {platform.python_version()}")
+    if args.write_checkpoint:
+        return write_random_checkpoint(args.write_checkpoint)
+    print(f"python bench/bench_oneshot.py --runs {args.runs} --models {' '.join(args.models)}")
+    print(f"machine: {platform.machine()}, {platform.processor() or 'cpu'}, {os.cpu_count()} cores, "
+          f"python {platform.python_version()}")
     with tempfile.TemporaryDirectory() as tmp:
         for model in args.models:
-            index = build(Path(tmp), model)
-            run_once(index)  # warm the page cache
-            runs = [run_once(index) for _ in range(args.runs)]
-            times = sorted(seconds for seconds, _ in runs)
-            p95 = times[min(len(times) - 1, round(0.95 * (len(times) - 1)))]
-            print(f"{model:<9} xmodal search: p50 {statistics.median(times):.2f} s, p95 {p95:.2f} s, "
-                  f"peak RSS {max(rss for _, rss in runs):.0f} MB ({args.runs} runs)")
-            print("          imports: " + ", ".join(f"{name} {t:.2f} s" for t, name in import_breakdown(index)))
+            found = {}
+            for label, way in WAYS.items():
+                index = build(Path(tmp), model, way)
+                info = json.loads(subprocess.run(XMODAL + ["info", str(index), "--json"], cwd=REPO, check=True,
+                                                 capture_output=True, text=True).stdout)["model"]
+                run_once(index)  # warm the page cache (and, for an exported way, the export cache)
+                runs = [run_once(index) for _ in range(args.runs)]
+                times = sorted(seconds for seconds, _ in runs)
+                p95 = times[min(len(times) - 1, round(0.95 * (len(times) - 1)))]
+                print(f"{model:<9} {label:<19} {info['precision']} on {info['runtime']:<8} p50 "
+                      f"{statistics.median(times):.2f} s, p95 {p95:.2f} s, peak RSS "
+                      f"{max(rss for _, rss in runs):.0f} MB ({args.runs} runs)")
+                print("          imports: " + ", ".join(f"{name} {t:.2f} s" for t, name in import_breakdown(index)))
+                found[label] = hits(index)
+            before, now = found.values()
+            same = [r for r, _ in before] == [r for r, _ in now]
+            worst = max(abs(a - b) for (_, a), (_, b) in zip(before, now))
+            print(f"{model:<9} top-10 hits now vs before: same row ids {same}, largest score difference {worst:.1e}")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from .errors import (
     NoImagesError, NotAnIndexError, TextColumnError, UnknownModelError, XmodalError,
 )
 from .imaging import describe_background
-from .models import list_models
+from .models import accepted_ways, list_models
 from .store import INDEX_TYPES, IndexDir
 
 __all__ = [
@@ -19,5 +19,5 @@ __all__ = [
     "EmptyCorpusError", "INDEX_TYPES", "ImageDecodeError", "IndexConfig", "IndexDir", "IndexReport",
     "InvalidInputError", "ModelMismatchError", "ModelUnavailableError", "NoImagesError", "NotAnIndexError",
     "TextColumnError", "UnknownModelError", "XmodalError", "build_index", "compact_index", "describe_background",
-    "list_items", "list_models", "remove_items",
+    "list_items", "list_models", "remove_items", "accepted_ways",
 ]

@@ -170,3 +170,7 @@ class AudioError(InvalidInputError):
 
 class VoiceUnavailableError(XmodalError, RuntimeError):
     """Voice queries need the voice extra (faster-whisper, PyAV), which is not installed here."""
+
+
+class InferenceChoiceError(InvalidInputError):
+    """A runtime or precision the model does not offer, or an unknown one (indexer/models/inference.py)."""

@@ -22,7 +22,7 @@ from PIL import Image
 
 from ..indexer.errors import PYTHON, ImageDecodeError, Wording, InvalidInputError, ModelMismatchError, command, option
 from ..indexer.imaging import DEFAULT_BACKGROUND, flatten, load_image
-from ..indexer.models import Encoder, encode_images, image_input_side, load_encoder_for
+from ..indexer.models import Encoder, check_parity, encode_images, image_input_side, load_encoder_for
 from ..indexer.build import DEFAULT_NA_VALUES
 from ..indexer.store import SETS_OF, IndexDir, Manifest, SegmentReader, read_failures
 
@@ -56,8 +56,10 @@ class Ranked:
 
 class SearchIndex:
     def __init__(self, index_dir: IndexDir, manifest: Manifest, device: str | None = None,
-                 encoder: Encoder | None = None, speech: SpeechRecognizer | None = None):
+                 encoder: Encoder | None = None, speech: SpeechRecognizer | None = None,
+                 runtime: str | None = None, precision: str | None = None):
         self._dir = index_dir
+        self._way = (runtime, precision)  # None: the way the index records (models.inference)
         self.speech = speech  # None: the offline Whisper base, loaded at the first spoken query
         self.max_audio_seconds = MAX_AUDIO_SECONDS
         self._script: str | None = None
@@ -90,8 +92,13 @@ class SearchIndex:
     @property
     def encoder(self) -> Encoder:
         if self._encoder is None:
-            self._encoder = load_encoder_for(self.manifest.model, self._device)
+            self._encoder = load_encoder_for(self.manifest.model, self._device, *self._way)
             self._check_model(self._encoder)
+        return self._encoder
+
+    @property
+    def loaded_encoder(self) -> Encoder | None:
+        """The query encoder if a query has loaded it; None before (loading it costs seconds)."""
         return self._encoder
 
     def __len__(self) -> int:
@@ -593,23 +600,29 @@ class SearchIndex:
                 f"this index was built with {built.describe()}, not {given.describe()}; "
                 "query it with the model that built it"
             )
+        check_parity(built, given)
 
 
 OPEN_ATTEMPTS = 3
 
 
 def open_index(path: str | Path, device: str | None = None, encoder: Encoder | None = None,
-               asr_model: str | SpeechRecognizer = OFFLINE) -> SearchIndex:
+               asr_model: str | SpeechRecognizer = OFFLINE, runtime: str | None = None,
+               precision: str | None = None) -> SearchIndex:
     """Open an index for searching; raises NotAnIndexError if `path` is not one. Spoken queries are heard
-    with `asr_model` (search.voice: offline, a faster-whisper size, or a folder), loaded when first used."""
+    with `asr_model` (search.voice: offline, a faster-whisper size, or a folder), loaded when first used.
+    Queries are encoded the way the index records (`runtime`, `precision`: None), or the way named
+    (torch/onnx, fp32/bf16/int8, auto), where that way's vectors hold parity with the index's."""
     index_dir = IndexDir(Path(path))
     speech = asr_model if isinstance(asr_model, SpeechRecognizer) else recognizer(asr_model, device)
     for _ in range(OPEN_ATTEMPTS - 1):
         try:
-            return SearchIndex(index_dir, index_dir.read_manifest(), device=device, encoder=encoder, speech=speech)
+            return SearchIndex(index_dir, index_dir.read_manifest(), device=device, encoder=encoder, speech=speech,
+                               runtime=runtime, precision=precision)
         except FileNotFoundError:
             continue  # two commits landed between reading the manifest and its files: read the new one
-    return SearchIndex(index_dir, index_dir.read_manifest(), device=device, encoder=encoder, speech=speech)
+    return SearchIndex(index_dir, index_dir.read_manifest(), device=device, encoder=encoder, speech=speech,
+                               runtime=runtime, precision=precision)
 
 
 def _top(ids: np.ndarray, scores: np.ndarray, k: int,

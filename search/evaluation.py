@@ -53,8 +53,9 @@ def evaluate(dataset: str | Path, *, model: str | None = None, pretrained: str |
              index: str | Path | None = None, ks: tuple[int, ...] = DEFAULT_KS, device: str | None = None,
              prompt: str = DEFAULT_PROMPT, image_column: str = "image", caption_column: str = "caption",
              encoder: Encoder | None = None, workers: int | None = None,
-             image_decode: str = "reduced") -> EvalResult:
-    """With an index, its stored vectors are scored; else the images are encoded, decoded `image_decode`."""
+             image_decode: str = "reduced", runtime: str | None = None, precision: str | None = None) -> EvalResult:
+    """With an index, its stored vectors are scored; else the images are encoded, decoded `image_decode`.
+    `runtime` and `precision` say how the model runs (indexer.models.inference; None: auto, or the index's)."""
     dataset = Path(dataset)
     check_decode_mode(image_decode)
     if not ks or min(ks) < 1:
@@ -67,8 +68,10 @@ def evaluate(dataset: str | Path, *, model: str | None = None, pretrained: str |
         run = _CaptionsRun(captions, owners)
     else:
         raise InvalidInputError(f"dataset {dataset} does not exist; give a labelled folder or a captions file")
-    search_index = open_index(index, device=device, encoder=encoder) if index else None
-    encoder = search_index.encoder if search_index else (encoder or load_encoder(model or "ViT-B-32", pretrained, device))
+    search_index = open_index(index, device=device, encoder=encoder, runtime=runtime, precision=precision) \
+        if index else None
+    encoder = search_index.encoder if search_index else \
+        (encoder or load_encoder(model or "ViT-B-32", pretrained, device, runtime, precision))
     images = (_vectors_from_index(search_index, paths) if search_index
               else _vectors_from_files(encoder, paths, workers, image_decode))
     result = run.score(encoder, images, ks)

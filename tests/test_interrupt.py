@@ -189,10 +189,11 @@ def test_ctrl_c_while_encoding_keeps_what_was_encoded(tmp_path, photos, clean_it
 
 
 @pytest.fixture(scope="module")
-def served_index(photos, tiny_encoder, tmp_path_factory) -> Path:
-    """An index of the tiny open_clip model: serving it imports torch, which takes seconds."""
+def served_index(photos, tiny_spec, tmp_path_factory) -> Path:
+    """An index of the tiny open_clip model run on torch: serving it imports torch, which takes seconds (an
+    index of an exported way is served without torch)."""
     index = tmp_path_factory.mktemp("served") / "photos.idx"
-    build_index(index, IndexConfig(images=[photos], workers=0), encoder=tiny_encoder)
+    build_index(index, IndexConfig(images=[photos], workers=0, model=tiny_spec, runtime="torch", precision="fp32"))
     return index
 
 

@@ -70,7 +70,8 @@ def test_cli_info_names_the_offline_model(photos_index):
     assert info["model"]["spec"] == "offline" and info["counts"]["image"] == len(SAMPLE_PHOTOS)
 
 
-def test_numpy_text_tower_equals_transformers_bert(offline):
+def test_numpy_text_tower_equals_transformers_bert():
+    offline = load_encoder("offline", None, "cpu", "torch", "fp32")  # the numpy tower is fp32: so is its oracle
     texts = ["a red car", "我想买一辆红色汽车", "café au lait, s'il vous plaît!", "word " * 400, "x"]
     torch_path = np.concatenate([offline._torch_mean_pooled([t]) for t in texts])
     numpy_path = offline._numpy_text_tower().encode(texts)

@@ -28,7 +28,8 @@ from .encode import EncodeSettings, ProgressFactory, Timer, encode_images_journa
 from ..errors import InvalidInputError, ModelMismatchError, command, option
 from .fresh import FreshSegments
 from ..imaging import DEFAULT_BACKGROUND, MAX_PIXELS, check_decode_mode, describe_background, parse_background
-from ..models import DEFAULT_MODEL, Encoder, ModelIdentity, load_encoder
+from ..models import DEFAULT_MODEL, Encoder, ModelIdentity, check_parity, load_encoder
+from ..models.inference import GPU
 from ..models.registry import recorded_spec
 from .plan import ImagePlanner, RowIds
 from .plan_products import ProductPlan, plan_products
@@ -60,6 +61,10 @@ class IndexConfig:
     model: str | None = None  # None: the existing index's model, else the registry default
     pretrained: str | None = None
     device: str | None = None
+    # How the model runs on a CPU (models/inference.py): "torch" | "onnx" | "auto", "fp32" | "bf16" | "int8" |
+    # "auto"; None: as the index records, else auto (the fastest way measured to hold parity with fp32)
+    runtime: str | None = None
+    precision: str | None = None
     batch_size: int = 64
     workers: int | None = None
     index_type: str = "auto"
@@ -92,6 +97,7 @@ class IndexReport:
     stats: RunStats
     committed: bool
     columns: dict[str, list[sources.ColumnInfo]] = field(default_factory=dict)  # per corpus read: its columns
+    inference_note: str | None = None  # why the model ran another way than asked (a runtime not installed)
 
     @property
     def items_per_second(self) -> float:
@@ -269,11 +275,25 @@ class _EncoderOnDemand:
     def _same_as_recorded(self) -> bool:
         recorded = self._previous.model if self._previous else None
         return recorded is not None and self._config.model == recorded.spec \
-            and self._config.pretrained in (None, recorded.pretrained)
+            and self._config.pretrained in (None, recorded.pretrained) \
+            and self._way() in ((None, None), (recorded.runtime, recorded.precision))  # another way is checked now
+
+    def _way(self) -> tuple[str | None, str | None]:
+        """The runtime and precision asked for; where neither is, the index's own (a GPU's is auto's)."""
+        asked = (self._config.runtime, self._config.precision)
+        recorded = self._previous.model if self._previous else None
+        if asked != (None, None) or recorded is None or recorded.spec != self._config.model \
+                or recorded.inference == GPU:
+            return asked
+        return recorded.runtime, recorded.precision
 
     @property
     def identity(self) -> ModelIdentity:
         return self._encoder.identity if self._encoder else self._previous.model
+
+    @property
+    def note(self) -> str | None:
+        return getattr(self._encoder, "inference_note", None)
 
     @property
     def device(self) -> str | None:
@@ -282,7 +302,8 @@ class _EncoderOnDemand:
 
     def get(self) -> Encoder:
         if self._encoder is None:
-            load = lambda: load_encoder(self._config.model, self._config.pretrained, self._config.device)  # noqa: E731
+            load = lambda: load_encoder(self._config.model, self._config.pretrained, self._config.device,  # noqa: E731
+                                        *self._way())
             with self._timer.stage("load_model"):
                 self._encoder = self._warm.load(load) if self._warm else load()
             _check_same_model(self._dir, self._previous, self._encoder)
@@ -365,7 +386,7 @@ class _Build:
         return IndexReport(index_dir.root, dict(manifest.counts), delta.failures,
                            time.perf_counter() - self.run.started, self.timer.seconds, self.model.device,
                            self.model.identity.describe(), delta.stats, committed,
-                           {key[1]: infos for key, infos in found.columns().items()})
+                           {key[1]: infos for key, infos in found.columns().items()}, self.model.note)
 
     def _stream_images(self, planner: ImagePlanner, out: _Output) -> _ImageRun:
         """The image paths a batch at a time: planned against the stored images, encoded, handed to the writer."""
@@ -617,6 +638,8 @@ def _check_same_model(index_dir: IndexDir, previous: Manifest | None, encoder: E
             f"{index_dir.root} was built with {previous.model.describe()}, not {encoder.identity.describe()}; "
             f"index into a new {option('out')} folder, or use the index's model"
         )
+    if previous:
+        check_parity(previous.model, encoder.identity)
 
 
 IMAGE_BATCH = 4096  # image paths planned, then encoded, at a time

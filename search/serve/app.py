@@ -167,20 +167,23 @@ class Service:
 
 def create_app(indexes: dict[str, str | Path], token: str | None = None, device: str | None = None,
                batching: bool = True, encoder=None, allow_url_queries: bool = False, voice: bool | None = None,
-               asr_model: str = OFFLINE, max_audio_seconds: float = MAX_AUDIO_SECONDS) -> FastAPI:
+               asr_model: str = OFFLINE, max_audio_seconds: float = MAX_AUDIO_SECONDS, runtime: str | None = None,
+               precision: str | None = None) -> FastAPI:
     """The service for `indexes` (name -> folder); each index and each model load once, before any request.
 
     `allow_url_queries`: fetch the image URLs clients send (image_url). Only where every client may make
     the server fetch any address it can reach, its own network included.
     `voice`: True loads the speech model (`asr_model`, search.voice) now, so the first spoken query is as
     fast as the others, or fails with the reason it cannot; None loads it at the first spoken query; False
-    refuses spoken queries. A recording may last `max_audio_seconds`."""
+    refuses spoken queries. A recording may last `max_audio_seconds`. Queries are encoded the way each index
+    records, or `runtime`/`precision` where named (open_index)."""
     if max_audio_seconds <= 0:
         raise InvalidInputError(f"{option('max_audio_seconds')} must be more than 0 (got {max_audio_seconds:g})")
     _one_thread_per_query()
     speech = Voice(voice, asr_model, device, max_audio_seconds)
     speech.start()  # before the indexes: a speech model that cannot be had fails the start at once
-    service = Service({name: LiveIndex(name, Path(path), device, encoder, speech.speech, max_audio_seconds)
+    service = Service({name: LiveIndex(name, Path(path), device, encoder, speech.speech, max_audio_seconds,
+                                       (runtime, precision))
                        for name, path in indexes.items()}, token, allow_url_queries, voice=speech)
     _load_models(service, batching)
     app = FastAPI(title="xmodal", summary="Cross-modal search: texts, images, products, likes and dislikes.",
@@ -204,7 +207,7 @@ def _load_models(service: Service, batching: bool) -> None:
     shared: dict[Any, Any] = {}
     for live in service.indexes.values():
         index = live.current()
-        key = index.manifest.model.compatibility_key()
+        key = (index.manifest.model.compatibility_key(), index.manifest.model.inference)
         if key not in shared:
             shared[key] = BatchingEncoder(index.encoder) if batching else index.encoder
             _warm_up(shared[key])

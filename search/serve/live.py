@@ -27,8 +27,9 @@ log = logging.getLogger("xmodal.serve")
 
 class LiveIndex:
     def __init__(self, name: str, path: Path, device: str | None = None, encoder: Encoder | None = None,
-                 speech: str | SpeechRecognizer = OFFLINE, max_audio_seconds: float = MAX_AUDIO_SECONDS):
-        self.name, self.path, self._device = name, Path(path), device
+                 speech: str | SpeechRecognizer = OFFLINE, max_audio_seconds: float = MAX_AUDIO_SECONDS,
+                 way: tuple[str | None, str | None] = (None, None)):
+        self.name, self.path, self._device, self._way = name, Path(path), device, way
         self._speech, self._max_audio_seconds = speech, max_audio_seconds
         self._index = self._open(encoder)
         self._seen = self._manifest_stamp()
@@ -68,7 +69,9 @@ class LiveIndex:
         return True
 
     def _open(self, encoder: Encoder | None) -> SearchIndex:
-        index = open_index(self.path, device=self._device, encoder=encoder, asr_model=self._speech).preload()
+        runtime, precision = self._way
+        index = open_index(self.path, device=self._device, encoder=encoder, asr_model=self._speech,
+                           runtime=runtime, precision=precision).preload()
         index.max_audio_seconds = self._max_audio_seconds
         return index
 

@@ -1,0 +1,114 @@
+"""Exported towers (ONNX files), built once per model identity and kept under the user's cache folder.
+
+An entry is a folder named by the digest of its key (the model's identity, the weights' fingerprint, the
+tower, the runtime and its version, the precision). It is written in a temporary folder and renamed into
+place, so a reader never sees half of one; its meta.json records each file's size and modification time,
+and an entry whose files differ (truncated, overwritten, half-copied) is rebuilt, never used.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+META = "meta.json"
+
+
+def cache_root() -> Path:
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "xmodal" / "exported"
+
+
+def digest(key: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+class ExportCache:
+    def __init__(self, root: Path | None = None):
+        self.root = Path(root) if root else cache_root()
+
+    def folder(self, key: dict[str, Any]) -> Path:
+        return self.root / digest(key)
+
+    def get(self, key: dict[str, Any]) -> Path | None:
+        """The entry's folder when it is whole and was built for exactly `key`; None otherwise."""
+        folder = self.folder(key)
+        try:
+            meta = json.loads((folder / META).read_text())
+        except (OSError, ValueError):
+            return None
+        if meta.get("key") != json.loads(json.dumps(key, default=str)):
+            return None
+        return folder if all(_stamp(folder / name) == stamp for name, stamp in meta.get("files", {}).items()) else None
+
+    def ensure(self, key: dict[str, Any], write: Callable[[Path], None]) -> Path:
+        """The entry for `key`, built by `write(folder)` first where there is none (or a stale one)."""
+        return self.get(key) or self._build(key, write)
+
+    def _build(self, key: dict[str, Any], write: Callable[[Path], None]) -> Path:
+        self.root.mkdir(parents=True, exist_ok=True)
+        scratch = self.root / f".building-{uuid.uuid4().hex}"
+        scratch.mkdir()
+        try:
+            write(scratch)
+            files = {p.name: _stamp(p) for p in sorted(scratch.iterdir()) if p.is_file()}
+            (scratch / META).write_text(json.dumps({"key": key, "files": files}, indent=2, default=str))
+            return self._publish(key, scratch)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    def _publish(self, key: dict[str, Any], scratch: Path) -> Path:
+        folder = self.folder(key)
+        if folder.exists():
+            if self.get(key):  # another process finished the same export first: theirs is as good
+                return folder
+            stale = self.root / f".stale-{uuid.uuid4().hex}"
+            folder.rename(stale)
+            shutil.rmtree(stale, ignore_errors=True)
+        try:
+            scratch.rename(folder)
+        except OSError:
+            if not self.get(key):  # not a racing twin's finished copy: a real failure
+                raise
+        return folder
+
+
+def _stamp(path: Path) -> list[int] | None:
+    try:
+        found = path.stat()
+    except OSError:
+        return None
+    return [found.st_size, found.st_mtime_ns]
+
+
+def file_fingerprint(path: Path, memo_root: Path | None = None) -> str:
+    """The sha256 of a weights file, remembered by (path, size, mtime) so a query does not re-read it."""
+    path = Path(path).resolve()
+    memo = (memo_root or cache_root()) / "weights" / f"{hashlib.sha256(str(path).encode()).hexdigest()[:24]}.json"
+    stamp = _stamp(path)
+    try:
+        known = json.loads(memo.read_text())
+        if known["stamp"] == stamp:
+            return known["sha256"]
+    except (OSError, ValueError, KeyError):
+        pass
+    hasher = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 22), b""):
+            hasher.update(chunk)
+    _write_atomically(memo, json.dumps({"stamp": stamp, "sha256": hasher.hexdigest()}))
+    return hasher.hexdigest()
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        scratch = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+        scratch.write_text(text)
+        os.replace(scratch, path)
+    except OSError:
+        pass  # a read-only cache only costs hashing the file again next time

@@ -1,0 +1,210 @@
+"""How a model's towers run on this machine: the runtime (torch, ONNX Runtime) and the precision (fp32, bf16,
+int8), chosen from measurements (bench/bench_precision.py, bench/results/precision_cpu.txt), and the rule that
+says which vectors of another precision an index accepts.
+
+`auto` picks, per model family, the fastest way that holds parity with fp32 on real weights; a way measured
+only on random weights (an open_clip int8 or bf16 tower: no real CLIP weights could be had where it was
+measured) is there to be asked for, never picked by `auto`.
+"""
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import InferenceChoiceError, ModelMismatchError, option
+
+AUTO = "auto"
+RUNTIMES = ("torch", "onnx", "openvino")
+PRECISIONS = ("fp32", "bf16", "int8")
+PARITY_COSINE = 0.995  # the lowest per-item cosine to fp32 (min, not mean) that counts as the same vectors
+
+
+@dataclass(frozen=True)
+class Inference:
+    """One way of running a model: what an index records, and what a query encoder declares."""
+
+    runtime: str = "torch"
+    precision: str = "fp32"
+
+    def describe(self) -> str:
+        return f"{self.precision} on {self.runtime}"
+
+
+@dataclass(frozen=True)
+class Measured:
+    """One way's row of the table: model-only speed over torch fp32, and the lowest cosine to fp32 on real
+    weights (None: measured on random weights only, so parity is not known)."""
+
+    speedup: float
+    min_cosine: float | None
+
+
+# bench/results/precision_cpu.txt (2-core AMD EPYC Zen 4, avx512_vnni + avx512_bf16). The offline model's
+# ways apply to its image tower, and so do its figures; its text tower stays fp32 (models/offline.py).
+OFFERED: dict[str, dict[Inference, Measured]] = {
+    "offline": {
+        Inference("openvino", "bf16"): Measured(8.40, 0.9956),
+        Inference("onnx", "fp32"): Measured(4.88, 1.0),
+        Inference("openvino", "fp32"): Measured(4.42, 1.0),
+        Inference("torch", "bf16"): Measured(2.87, 0.9968),
+        Inference("torch", "fp32"): Measured(1.0, 1.0),
+    },
+    "open_clip": {
+        Inference("openvino", "bf16"): Measured(2.70, None),
+        Inference("onnx", "int8"): Measured(2.61, None),
+        Inference("torch", "int8"): Measured(1.95, None),
+        Inference("onnx", "fp32"): Measured(1.23, 1.0),
+        Inference("openvino", "fp32"): Measured(1.19, 1.0),
+        Inference("torch", "bf16"): Measured(1.19, None),
+        Inference("torch", "fp32"): Measured(1.0, 1.0),
+    },
+}
+# Not offered, and why (measured, same table): said in the refusal.
+REFUSED: dict[tuple[str, Inference], str] = {
+    ("offline", Inference("torch", "int8")): "MiniLM's int8 vectors fall to a cosine of 0.92 to fp32",
+    ("offline", Inference("onnx", "int8")): "EfficientNet-Lite0's int8 vectors fall to a cosine of 0.74 to fp32, "
+                                             "and run 3x slower",
+}
+# A GPU runs torch in fp16, as before this table existed; its vectors have always been accepted beside fp32.
+GPU = Inference("torch", "fp16")
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The way chosen, and, when it is not what was asked for, one line saying why (the CLI prints it)."""
+
+    inference: Inference
+    note: str | None = None
+
+
+def cpu_only(runtime: str | None, precision: str | None) -> bool:
+    """Whether a way asked for runs on the CPU alone (ONNX Runtime, bf16, int8): a device left to auto is then
+    the CPU, and nobody asks torch about GPUs."""
+    return (runtime or AUTO) not in (AUTO, "torch") or (precision or AUTO) not in (AUTO, "fp32")
+
+
+def offered(family: str) -> dict[Inference, Measured]:
+    return OFFERED.get(family, {Inference("torch", "fp32"): Measured(1.0, 1.0)})
+
+
+def choose(family: str, runtime: str | None = AUTO, precision: str | None = AUTO, gpu: bool = False) -> Choice:
+    """The way a model of `family` runs, from what was asked (`auto` or a name) and what this machine has."""
+    runtime, precision = _checked(runtime or AUTO, RUNTIMES, "runtime"), _checked(precision or AUTO, PRECISIONS,
+                                                                                  "precision")
+    if gpu:
+        return _on_gpu(family, runtime, precision)
+    ways = offered(family)
+    wanted = [w for w in ways if runtime in (AUTO, w.runtime) and precision in (AUTO, w.precision)]
+    if precision == AUTO:  # a precision left to auto is one that holds parity
+        wanted = [w for w in wanted if (parity(family, w) or 0.0) >= PARITY_COSINE]
+    if not wanted:
+        raise InferenceChoiceError(_not_offered(family, runtime, precision))
+    return _first_available(wanted, ways, asked=(runtime, precision) != (AUTO, AUTO))
+
+
+def _first_available(candidates: list[Inference], ways: dict[Inference, Measured], asked: bool = False) -> Choice:
+    """The fastest candidate this machine can run; else the plain torch fp32, saying why."""
+    notes = []
+    for way in sorted(candidates, key=lambda w: -ways[w].speedup):
+        missing = missing_requirement(way)
+        if missing is None:
+            return Choice(way, "; ".join(notes) if notes and asked else None)
+        notes.append(f"{way.describe()} is not available here ({missing})")
+    fallback = Inference("torch", "fp32")
+    return Choice(fallback, f"{'; '.join(notes)}: running {fallback.describe()}")
+
+
+def missing_requirement(way: Inference) -> str | None:
+    """Why this machine cannot run `way` (a runtime not installed, an instruction set the CPU lacks), or None."""
+    runtime_package = {"onnx": "onnxruntime", "openvino": "openvino"}.get(way.runtime)
+    if runtime_package:  # both run the tower exported to an ONNX file (the onnx package writes it)
+        for package in (runtime_package, "onnx"):
+            if not _installed(package):
+                return f"{package} is not installed: pip install {package}"
+    if way.precision == "bf16" and not cpu_has("avx512_bf16", "amx_bf16"):
+        return "this CPU has no bf16 instructions (avx512_bf16 or amx_bf16)"
+    if way.precision == "int8" and not cpu_has("avx512_vnni", "avx_vnni", "amx_int8", "avx2"):
+        return "this CPU has no int8 dot-product instructions"
+    return None
+
+
+def _installed(module: str) -> bool:
+    """Found without importing it (importing onnxruntime or openvino costs a query's time)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a module set to None in sys.modules: blocked on purpose
+        return False
+
+
+def cpu_has(*flags: str) -> bool:
+    """Whether the CPU reports any of `flags` (Linux /proc/cpuinfo); elsewhere, assume it does and let the
+    runtime's own dispatch decide."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return True
+    found = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), None)
+    return True if found is None else any(flag in found for flag in flags)
+
+
+def _on_gpu(family: str, runtime: str, precision: str) -> Choice:
+    if runtime not in (AUTO, "torch") or precision not in (AUTO, "fp32"):
+        raise InferenceChoiceError(
+            f"on a GPU xmodal runs torch as it always has; {option('runtime', runtime)} and "
+            f"{option('precision', precision)} are for the CPU: add {option('device', 'cpu')}, or leave them at auto")
+    return Choice(GPU if family == "open_clip" else Inference())  # the offline model stays fp32 on a GPU
+
+
+def _checked(value: str, names: tuple[str, ...], what: str) -> str:
+    if value != AUTO and value not in names:
+        raise InferenceChoiceError(f"unknown {what} {value!r}; use {', '.join((AUTO, *names))}")
+    return value
+
+
+def _not_offered(family: str, runtime: str, precision: str) -> str:
+    asked = " ".join(part for part, given in ((precision, precision != AUTO), (f"on {runtime}", runtime != AUTO))
+                     if given)
+    why = next((why for (name, way), why in REFUSED.items() if name == family and precision in (AUTO, way.precision)
+                and runtime in (AUTO, way.runtime)), None)
+    ways = ", ".join(w.describe() for w in offered(family))
+    return (f"the {family} model does not run {asked}{f' ({why})' if why else ''}; it runs {ways} "
+            f"({option('precision')} and {option('runtime')})")
+
+
+def parity(family: str, way: Inference) -> float | None:
+    """The lowest measured cosine of `way`'s vectors to fp32 on real weights; None where not known."""
+    if way.precision == "fp32" or way == GPU:
+        return 1.0
+    measured = offered(family).get(way)
+    return measured.min_cosine if measured else None
+
+
+def accepts(family: str, built: Inference, given: Inference) -> bool:
+    """Whether an index built one way accepts vectors made another way (a query, or an update).
+
+    The rule: the same way always; otherwise both ways must hold measured parity with fp32 on real weights
+    (lowest per-item cosine >= PARITY_COSINE). fp32 on any runtime is fp32; an unmeasured precision is
+    accepted only beside itself.
+    """
+    if built == given:
+        return True
+    ours, theirs = parity(family, built), parity(family, given)
+    return ours is not None and theirs is not None and min(ours, theirs) >= PARITY_COSINE
+
+
+def check_parity(built, given) -> None:
+    """Refuse vectors made `given`'s way (a ModelIdentity) for an index built `built`'s way, outside parity."""
+    if accepts(built.family, built.inference, given.inference):
+        return
+    raise ModelMismatchError(
+        f"this index holds {built.inference.describe()} vectors; {given.inference.describe()} ones are outside "
+        f"the parity measured for {built.spec} (the lowest cosine to fp32 on real weights must be >= "
+        f"{PARITY_COSINE}); use {option('runtime', built.runtime)} {option('precision', built.precision)}, "
+        "or leave both out")
+
+
+def accepted_ways(family: str, built: Inference) -> list[Inference]:
+    """The ways whose vectors an index built `built`'s way takes (queries and updates), fastest first."""
+    ways = offered(family)
+    return sorted((w for w in ways if accepts(family, built, w)), key=lambda w: -ways[w].speedup)

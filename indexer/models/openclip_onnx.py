@@ -1,0 +1,149 @@
+"""open_clip models on ONNX Runtime or OpenVINO: each tower exported once into the export cache, then run
+without torch.
+
+A text query against an index built this way reads the model's identity from the manifest, finds the
+exported text tower and tokenizer in the cache, and encodes with onnxruntime and the `tokenizers` library:
+neither torch nor open_clip is imported. Only a missing (or stale) export loads the torch model, once.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ..errors import ModelMismatchError
+from .base import ModelIdentity, l2_normalize
+from .export_cache import ExportCache, file_fingerprint
+from .inference import Inference
+from .onnx_towers import OPSET, export, export_precision, load_tower, runtime_version
+from .recipe import ImageRecipe
+
+TOWER_FILE = "tower.json"
+TOKENIZER_FILE = "tokenizer.json"
+EXPORT_FORMAT = 1  # raise when what an export holds changes: older entries are then rebuilt
+
+
+class OnnxOpenClipEncoder:
+    """The Encoder contract on exported towers; `load_torch` gives the torch encoder where an export is due."""
+
+    device = "cpu"
+
+    def __init__(self, identity: ModelIdentity, load_torch: Callable[[], Any], cache: ExportCache | None = None):
+        self.identity = identity
+        self.recipe = ImageRecipe.from_config(identity.preprocess)
+        size = identity.preprocess.get("size")
+        self.image_input_side = max(size) if isinstance(size, (list, tuple)) else size
+        self._load_torch = load_torch
+        self._torch_encoder: Any = None
+        self._cache = cache or ExportCache()
+        self._image: Any = None
+        self._text: tuple[Any, Any] | None = None
+
+    def preprocess_image(self, image) -> np.ndarray:
+        return self.recipe(image)
+
+    def encode_preprocessed(self, batch: Sequence[Any]) -> np.ndarray:
+        if self._image is None:
+            self._image = self._load("image", ["pixels"])
+        pixels = np.ascontiguousarray(np.stack([np.asarray(item, dtype=np.float32) for item in batch]))
+        return l2_normalize(self._image(pixels))
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        if self._text is None:
+            from .clip_tokenizer import ClipTokenizer
+
+            folder = self._tower_folder("text")
+            context = json.loads((folder / TOWER_FILE).read_text())["context_length"]
+            self._text = self._load("text", ["tokens"]), ClipTokenizer(folder / TOKENIZER_FILE, context)
+        tower, tokenizer = self._text
+        return l2_normalize(tower(tokenizer(list(texts))))
+
+    def _load(self, tower: str, names: list[str]):
+        return load_tower(self.identity.runtime, self.identity.precision, self._tower_folder(tower), names)
+
+    def _tower_folder(self, tower: str) -> Path:
+        return self._cache.ensure(tower_key(self.identity, tower), lambda folder: self._export(tower, folder))
+
+    def _export(self, tower: str, folder: Path) -> None:
+        if self._torch_encoder is None:
+            self._torch_encoder = self._load_torch()
+            if self._torch_encoder.identity.compatibility_key() != self.identity.compatibility_key():
+                raise ModelMismatchError(
+                    f"the model loaded for export is {self._torch_encoder.identity.describe()}, not "
+                    f"{self.identity.describe()}; its weights changed since the index was built")
+        export_tower(self._torch_encoder.model, tower, folder,
+                     export_precision(self.identity.runtime, self.identity.precision))
+
+
+def supports(torch_encoder) -> bool:
+    """Whether both towers can run exported: open_clip's own BPE tokenizer (lowercasing, no extra special
+    tokens) is the one `tokenizers` reproduces, and the image recipe must be numpy's."""
+    from open_clip.tokenizer import SimpleTokenizer, _clean_lower
+
+    tokenizer = torch_encoder.tokenizer
+    return (type(tokenizer) is SimpleTokenizer and tokenizer.clean_fn is _clean_lower
+            and tokenizer.reduction_fn is None and len(tokenizer.all_special_ids) == 2
+            and torch_encoder.recipe is not None)
+
+
+def tower_key(identity: ModelIdentity, tower: str) -> dict[str, Any]:
+    return {"format": EXPORT_FORMAT, "family": identity.family, "spec": identity.spec,
+            "pretrained": identity.pretrained, "dim": identity.dim, "preprocess": identity.preprocess,
+            "weights": weights_fingerprint(identity), "tower": tower, "runtime": identity.runtime,
+            "runtime_version": runtime_version(identity.runtime),
+            "precision": export_precision(identity.runtime, identity.precision), "opset": OPSET,
+            # the tokenizer's character classes are written out from the `regex` module of the export's day
+            "regex": _version("regex") if tower == "text" else None}
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import version
+
+    return version(package)
+
+
+def weights_fingerprint(identity: ModelIdentity) -> str:
+    """The weights' content where they are a file (a local-dir: model, a checkpoint path); a published tag
+    names fixed weights; random weights are seeded."""
+    from .openclip import LOCAL_DIR, weights_in_folder
+
+    if identity.spec.startswith(LOCAL_DIR):
+        found = weights_in_folder(Path(identity.spec[len(LOCAL_DIR):]))
+        return f"sha256:{file_fingerprint(found)}" if found else "missing"
+    if identity.pretrained and Path(identity.pretrained).is_file():
+        return f"sha256:{file_fingerprint(Path(identity.pretrained))}"
+    return f"tag:{identity.pretrained}"
+
+
+def export_tower(model, tower: str, folder: Path, precision: str) -> None:
+    import torch
+
+    class Tower(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.clip = model
+
+        def forward(self, inputs):
+            return self.clip.encode_image(inputs) if tower == "image" else self.clip.encode_text(inputs)
+
+    if tower == "image":
+        side = model.visual.image_size
+        side = side if isinstance(side, (tuple, list)) else (side, side)
+        export(Tower(), (torch.zeros(2, 3, *side),), folder, ["pixels"], precision)
+        return
+    import open_clip
+
+    from .clip_tokenizer import build_tokenizer_json, open_clip_vocab_file
+
+    context = int(model.context_length)
+    export(Tower(), (open_clip.tokenize(["a photo", "of two words and more"], context),), folder, ["tokens"], precision)
+    build_tokenizer_json(open_clip_vocab_file(), folder / TOKENIZER_FILE)
+    (folder / TOWER_FILE).write_text(json.dumps({"context_length": context}))
+
+
+def from_manifest(identity: ModelIdentity, way: Inference, load_torch: Callable[[], Any]) -> OnnxOpenClipEncoder:
+    """The encoder of an index's model run `way`, from its recorded identity alone (no torch)."""
+    return OnnxOpenClipEncoder(replace(identity, runtime=way.runtime, precision=way.precision), load_torch)
