@@ -29,7 +29,7 @@ from ..errors import InvalidInputError, ModelMismatchError, command, option
 from .fresh import FreshSegments
 from ..imaging import DEFAULT_BACKGROUND, MAX_PIXELS, check_decode_mode, describe_background, parse_background
 from ..models import DEFAULT_MODEL, Encoder, ModelIdentity, check_parity, load_encoder
-from ..models.inference import GPU
+from ..models.inference import rerun_way
 from ..models.registry import recorded_spec
 from .plan import ImagePlanner, RowIds
 from .plan_products import ProductPlan, plan_products
@@ -282,10 +282,8 @@ class _EncoderOnDemand:
         """The runtime and precision asked for; where neither is, the index's own (a GPU's is auto's)."""
         asked = (self._config.runtime, self._config.precision)
         recorded = self._previous.model if self._previous else None
-        if asked != (None, None) or recorded is None or recorded.spec != self._config.model \
-                or recorded.inference == GPU:
-            return asked
-        return recorded.runtime, recorded.precision
+        way = rerun_way(recorded) if recorded is not None and recorded.spec == self._config.model else None
+        return asked if asked != (None, None) or way is None else (way.runtime, way.precision)
 
     @property
     def identity(self) -> ModelIdentity:

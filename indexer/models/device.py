@@ -43,3 +43,10 @@ def precision_for(device: str) -> str:
     """fp16 on GPUs (CUDA and Apple's): half the memory traffic, and tensor cores on CUDA (ViT-B/32 image tower
     31,400 images/s fp16 on an H100). CPUs are faster in fp32."""
     return "fp16" if is_gpu(device) else "fp32"
+
+
+def cpu_autocast(precision: str):
+    """torch's bf16 autocast on the CPU where `precision` is bf16; a context that changes nothing otherwise."""
+    import torch
+
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")

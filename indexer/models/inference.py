@@ -172,6 +172,13 @@ def _not_offered(family: str, runtime: str, precision: str) -> str:
             f"({option('precision')} and {option('runtime')})")
 
 
+def rerun_way(identity) -> Inference | None:
+    """The way an index's recorded model (a ModelIdentity) runs again by default: its own, where it chose one
+    from this table; None (auto) for a GPU's fp16 and for models that run their own way."""
+    way = identity.inference
+    return None if way == GPU or identity.family not in OFFERED else way
+
+
 def parity(family: str, way: Inference) -> float | None:
     """The lowest measured cosine of `way`'s vectors to fp32 on real weights; None where not known."""
     if way.precision == "fp32" or way == GPU:

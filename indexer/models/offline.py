@@ -14,6 +14,7 @@ import numpy as np
 
 from ..errors import ModelUnavailableError
 from .base import ModelIdentity, l2_normalize
+from .device import cpu_autocast
 from .hf import quiet_loading
 from .inference import Inference
 
@@ -74,25 +75,18 @@ class ConseEncoder:
 
         classifier = self._load_classifier()
         pixels = torch.from_numpy(np.stack(list(batch))).to(self.device)
-        with torch.inference_mode(), self._autocast():
+        with torch.inference_mode(), cpu_autocast(self._way.precision):
             return torch.softmax(classifier(pixels).float(), dim=-1).cpu().numpy()
-
-    def _autocast(self):
-        import torch
-
-        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self._way.precision == "bf16")
 
     def _exported_classifier(self):
         """The classifier exported into the cache at first use, run by ONNX Runtime or OpenVINO."""
         if self._onnx_classifier is None:
             from .export_cache import ExportCache, file_fingerprint
-            from .onnx_towers import OPSET, export_precision, load_tower, runtime_version
+            from .onnx_towers import load_tower, runtime_key
 
             runtime, precision = self._way.runtime, self._way.precision
             key = {"family": SPEC, "pretrained": WEIGHTS, "versions": self.identity.versions, "tower": "image",
-                   "weights": file_fingerprint(self._classifier_path), "runtime": runtime,
-                   "runtime_version": runtime_version(runtime), "precision": export_precision(runtime, precision),
-                   "opset": OPSET}
+                   "weights": file_fingerprint(self._classifier_path), **runtime_key(runtime, precision)}
             folder = ExportCache().ensure(key, self._export_classifier)
             self._onnx_classifier = load_tower(runtime, precision, folder, ["pixels"])
         return self._onnx_classifier

@@ -21,6 +21,12 @@ def runtime_version(runtime: str = "onnx") -> str:
     return version(RUNTIME_PACKAGES[runtime])  # read without importing it
 
 
+def runtime_key(runtime: str, precision: str) -> dict[str, str | int]:
+    """What an exported tower's cache key holds of how it runs: a new runtime version or opset re-exports."""
+    return {"runtime": runtime, "runtime_version": runtime_version(runtime),
+            "precision": export_precision(runtime, precision), "opset": OPSET}
+
+
 def load_tower(runtime: str, precision: str, folder: Path, input_names: Sequence[str]):
     """The exported tower in `folder`, run by `runtime` ("onnx" or "openvino")."""
     if runtime == "openvino":

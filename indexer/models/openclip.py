@@ -11,7 +11,7 @@ import numpy as np
 
 from ..errors import ModelUnavailableError, UnknownModelError
 from .base import ModelIdentity, l2_normalize
-from .device import precision_for
+from .device import cpu_autocast, precision_for
 from .inference import GPU, Inference
 from .hub import WAYS_OUT, cached_hub_file, hub_usable
 from .recipe import ImageRecipe
@@ -30,7 +30,6 @@ class OpenClipEncoder:
         self._preprocess = preprocess
         self.tokenizer = tokenizer
         self.identity = identity
-        self._bf16 = identity.precision == "bf16"
         self.device = device
         size = identity.preprocess.get("size")
         self.image_input_side = max(size) if isinstance(size, (list, tuple)) else size
@@ -44,7 +43,7 @@ class OpenClipEncoder:
         import torch
 
         pixels = stacked_pixels(list(batch), self.device, self._dtype())
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self._bf16):
+        with torch.inference_mode(), cpu_autocast(self.identity.precision):
             features = self._model.encode_image(pixels)
         return l2_normalize(features.float().cpu().numpy())
 
@@ -52,7 +51,7 @@ class OpenClipEncoder:
         import torch
 
         tokens = self.tokenizer(list(texts)).to(self.device)
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self._bf16):
+        with torch.inference_mode(), cpu_autocast(self.identity.precision):
             features = self._model.encode_text(tokens)
         return l2_normalize(features.float().cpu().numpy())
 

@@ -18,7 +18,7 @@ from ..errors import ModelMismatchError
 from .base import ModelIdentity, l2_normalize
 from .export_cache import ExportCache, file_fingerprint
 from .inference import Inference
-from .onnx_towers import OPSET, export, export_precision, load_tower, runtime_version
+from .onnx_towers import export, export_precision, load_tower, runtime_key
 from .recipe import ImageRecipe
 
 TOWER_FILE = "tower.json"
@@ -92,9 +92,8 @@ def supports(torch_encoder) -> bool:
 def tower_key(identity: ModelIdentity, tower: str) -> dict[str, Any]:
     return {"format": EXPORT_FORMAT, "family": identity.family, "spec": identity.spec,
             "pretrained": identity.pretrained, "dim": identity.dim, "preprocess": identity.preprocess,
-            "weights": weights_fingerprint(identity), "tower": tower, "runtime": identity.runtime,
-            "runtime_version": runtime_version(identity.runtime),
-            "precision": export_precision(identity.runtime, identity.precision), "opset": OPSET,
+            "weights": weights_fingerprint(identity), "tower": tower,
+            **runtime_key(identity.runtime, identity.precision),
             # the tokenizer's character classes are written out from the `regex` module of the export's day
             "regex": _version("regex") if tower == "text" else None}
 

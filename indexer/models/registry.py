@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import importlib
 import os
-from typing import Callable
-
 from dataclasses import replace
+from typing import Callable
 
 from ..errors import InferenceChoiceError, UnknownModelError, option
 from .base import Encoder, ModelIdentity
 from .device import is_gpu, resolve_device
-from .inference import (AUTO, GPU, Choice, Inference, choose, cpu_only, missing_requirement,
-                        offered)
+from .inference import AUTO, Choice, Inference, choose, cpu_only, missing_requirement, offered, rerun_way
 
 DEFAULT_MODEL = "ViT-B-32"
 PYTHON_PREFIX = "python:"
@@ -35,13 +33,7 @@ def register_model(name: str, factory: EncoderFactory) -> None:
     _REGISTERED[name] = factory
 
 
-def _load_offline(pretrained: str | None, device: str | None) -> Encoder:
-    from .offline import load_offline
-
-    return load_offline(pretrained, device)
-
-
-BUILT_IN: dict[str, EncoderFactory] = {"offline": _load_offline}
+BUILT_IN = ("offline",)  # models xmodal ships itself (load_encoder builds them)
 
 
 def list_models() -> list[str]:
@@ -168,8 +160,8 @@ def load_encoder_for(identity: ModelIdentity, device: str | None = None, runtime
 
 def _recorded_way(identity: ModelIdentity) -> tuple[str | None, str | None, str | None]:
     """The index's own way where this machine runs it; else auto's, with a note saying why."""
-    way = identity.inference
-    if way == GPU or identity.family not in ("open_clip", "offline"):
+    way = rerun_way(identity)
+    if way is None:
         return None, None, None
     missing = missing_requirement(way)
     if missing is None:
