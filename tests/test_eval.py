@@ -91,3 +91,21 @@ def test_eval_bad_inputs(tmp_path, labelled):
     for args, needle in [(["-k", "0"], "-k takes"), (["--prompt", "no slot"], "--prompt must contain")]:
         out = runner.invoke(app, ["eval", str(labelled), "--model", FAKE, *args])
         assert out.exit_code == 2 and needle in out.output
+
+
+def test_cli_eval_runs_the_way_asked_and_fp32_scores_alike(labelled, tiny_spec, tmp_path, monkeypatch):
+    """`xmodal eval --runtime/--precision`: the way asked is the way measured; fp32 on ONNX Runtime gives torch
+    fp32's figures, and a way the model does not offer is refused in one line."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    figures = {}
+    for runtime in ("torch", "onnx"):
+        result = runner.invoke(app, ["eval", str(labelled), "--model", tiny_spec, "--json", "--runtime", runtime,
+                                     "--precision", "fp32"])
+        assert result.exit_code == 0, result.output
+        data = json.loads(result.output)
+        assert (data["model"]["runtime"], data["model"]["precision"]) == (runtime, "fp32")
+        figures[runtime] = (data["text_to_image"], data["image_to_text"])
+    for on_torch, on_onnx in zip(*figures.values()):
+        assert on_onnx == pytest.approx(on_torch, abs=1e-6)
+    refused = runner.invoke(app, ["eval", str(labelled), "--model", "offline", "--precision", "int8"])
+    assert refused.exit_code != 0 and "does not run int8" in refused.output

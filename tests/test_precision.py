@@ -234,6 +234,9 @@ def test_cli_precision_options_info_and_refusal(tmp_path, tiny_spec):
     assert "int8 on onnx" in built.stdout
     info = xmodal("info", str(out))
     assert "encoding: int8 on onnx; queries and updates may run int8 on onnx" in info.stdout
+    recorded = json.loads(xmodal("info", str(out), "--json").stdout)
+    assert (recorded["model"]["runtime"], recorded["model"]["precision"]) == ("onnx", "int8")
+    assert recorded["accepts"] == ["int8 on onnx"]  # measured on random weights only: beside itself alone
     refused = xmodal("search", str(out), "a red car", "--runtime", "torch")
     assert refused.returncode != 0 and "Traceback" not in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1 and "--runtime onnx --precision int8" in refused.stderr
