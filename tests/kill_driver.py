@@ -1,11 +1,12 @@
 """Run xmodal's indexer in this process and SIGKILL it at the Nth call of a chosen function.
 
-    python tests/kill_driver.py INDEX IMAGES TEXTS POINT N      # POINT from POINTS, or "none"
+    python tests/kill_driver.py INDEX IMAGES TEXTS POINT N      # POINT from POINTS, or "none"; TEXTS "-": none
     python tests/kill_driver.py INDEX IMAGES TEXTS loop ROUNDS  # rewrite a file and re-index, ROUNDS times
     python tests/kill_driver.py INDEX - TABLE POINT N products   # TABLE's rows are products (image column "image")
     python tests/kill_driver.py INDEX - - POINT N compact         # compact INDEX (xmodal compact)
 
-XMODAL_TEST_ENGINE=ray runs the indexing on a local Ray this process starts.
+XMODAL_TEST_ENGINE=ray runs the indexing on a local Ray this process starts; XMODAL_TEST_WORKERS=N decodes
+photos in N worker processes (default 0: in this one); XMODAL_TEST_MODEL=SPEC encodes with another model.
 
 Only the test suite uses this; the product has no fault hooks of its own.
 """
@@ -61,8 +62,10 @@ def config(images: str, texts: str, products: bool = False):
     if products:
         return IndexConfig(texts=[Path(texts)], text_column="description", image_column="image",
                            model="python:fakes:make_encoder", workers=0, batch_size=4, journal_every=4)
-    return IndexConfig(images=[Path(images)], texts=[Path(texts)], model="python:fakes:make_encoder",
-                       workers=0, batch_size=4, journal_every=4, engine=os.environ.get("XMODAL_TEST_ENGINE", "local"))
+    return IndexConfig(images=[Path(images)], texts=[Path(texts)] if texts != "-" else [],
+                       model=os.environ.get("XMODAL_TEST_MODEL", "python:fakes:make_encoder"),
+                       workers=int(os.environ.get("XMODAL_TEST_WORKERS", "0")), batch_size=4, journal_every=4,
+                       engine=os.environ.get("XMODAL_TEST_ENGINE", "local"))
 
 
 def small_segments(rows: str) -> None:

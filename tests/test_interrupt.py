@@ -14,13 +14,9 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import re
-import shutil
 import signal
 import subprocess
-import sys
 import threading
-import time
 import urllib.request
 from pathlib import Path
 
@@ -31,8 +27,8 @@ from conftest import env_with_tests_path, noise_image
 from fakes import FakeEncoder
 from xmodal.indexer import IndexConfig, build_index
 from xmodal.indexer.build.decode import DecodedStream
-from xmodal.indexer.build.edit import list_items
 from xmodal.indexer.errors import DecodeWorkerError
+import runs
 from server import free_port
 
 PHOTOS = 160
@@ -55,40 +51,7 @@ def clean_items(photos, tmp_path_factory) -> set[tuple]:
     """What a clean, uninterrupted build holds."""
     index = tmp_path_factory.mktemp("clean") / "index"
     build_index(index, IndexConfig(images=[photos], workers=0), encoder=FakeEncoder())
-    return _items(index)
-
-
-def _items(index: Path) -> set[tuple]:
-    return {(row.modality, row.path, row.content_hash) for row in list_items(index)}
-
-
-def _command() -> list[str]:
-    exe = shutil.which("xmodal")
-    return [exe] if exe else [sys.executable, "-c", "from xmodal import cli; cli.run()"]
-
-
-def _as_in_a_terminal() -> None:
-    """SIGINT handled as a shell in a terminal leaves it: a test run in the background passes it on ignored."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
-def _start(*args: str, env: dict | None = None) -> subprocess.Popen:
-    """`xmodal ARGS` in a session (and process group) of its own, as a terminal runs a command."""
-    return subprocess.Popen(_command() + list(args), env={**env_with_tests_path(), **(env or {})},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, preexec_fn=_as_in_a_terminal)
-
-
-def _wait_for(moment, run: subprocess.Popen, what: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not moment():
-        if run.poll() is not None:
-            out, err = run.communicate()
-            pytest.fail(f"xmodal ended (exit {run.returncode}) before {what}: {out[-500:]} {err[-2000:]}")
-        if time.monotonic() > deadline:
-            _kill(run)
-            pytest.fail(f"no {what} within {timeout} s")
-        time.sleep(0.02)
+    return runs.items(index)
 
 
 def _ctrl_c(run: subprocess.Popen) -> tuple[str, str]:
@@ -97,67 +60,16 @@ def _ctrl_c(run: subprocess.Popen) -> tuple[str, str]:
     try:
         return run.communicate(timeout=10)
     except subprocess.TimeoutExpired:
-        left = _processes(lambda stat: stat["session"] == run.pid)
-        _kill(run)
+        left = runs.processes(lambda stat: stat["session"] == run.pid)
+        runs.kill(run)
         pytest.fail(f"still running 10 s after Ctrl-C: {left}")
-
-
-def _kill(run: subprocess.Popen) -> None:
-    for pid in [run.pid, *_processes(lambda stat: stat["session"] == run.pid)]:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
-    run.communicate()
 
 
 def _assert_interrupted(run: subprocess.Popen, out: str, err: str) -> None:
     assert run.returncode == 130, (out, err)
     assert "Traceback" not in err, err
     assert [line for line in err.splitlines() if line.startswith("error:")] == [INTERRUPTED], err
-    assert not _processes(lambda stat: stat["session"] == run.pid)
-
-
-def _processes(which) -> dict[int, str]:
-    """pid -> command line of the processes `which(stat)` picks; those that ended (zombies) do not count."""
-    found = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            raw = Path(f"/proc/{entry}/stat").read_text()
-            command = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        fields = raw[raw.rindex(")") + 2:].split()
-        stat = {"state": fields[0], "parent": int(fields[1]), "session": int(fields[3])}
-        if stat["state"] != "Z" and which(stat):
-            found[int(entry)] = command
-    return found
-
-
-def _children(pid: int) -> dict[int, str]:
-    return _processes(lambda stat: stat["parent"] == pid)
-
-
-def _loads_torch(pid: int) -> bool:
-    try:
-        return "libtorch" in Path(f"/proc/{pid}/maps").read_text()
-    except OSError:
-        return False
-
-
-def _progress(path: Path) -> list[int]:
-    return [int(n) for n in path.read_text().split()] if path.exists() else []
-
-
-def _resume(*args: str, env: dict | None = None) -> dict[str, int]:
-    """The same `xmodal index` again, to its end; its figures for this run."""
-    done = subprocess.run(_command() + list(args), capture_output=True, text=True, timeout=300,
-                          env={**env_with_tests_path(), **(env or {})})
-    assert done.returncode == 0, done.stderr
-    figures = re.search(r"this run: encoded (\d+), reused (\d+), resumed (\d+)", done.stdout)
-    return dict(zip(("encoded", "reused", "resumed"), map(int, figures.groups())))
+    assert not runs.processes(lambda stat: stat["session"] == run.pid)
 
 
 def test_ctrl_c_while_the_model_loads_and_the_workers_decode(tmp_path, photos, clean_items, tiny_spec):
@@ -165,27 +77,27 @@ def test_ctrl_c_while_the_model_loads_and_the_workers_decode(tmp_path, photos, c
     Ctrl-C while torch is being imported. Before, the workers died with 38 lines of tracebacks, and now and
     then one died holding the pool's queue lock and Pool.terminate() waited for it for good."""
     out = tmp_path / "index"
-    run = _start("index", str(photos), "--out", str(out), "--model", tiny_spec, "--workers", "2")
-    _wait_for(lambda: len(_children(run.pid)) == 2 and _loads_torch(run.pid) and not (out / ".journal").exists(),
+    run = runs.start("index", str(photos), "--out", str(out), "--model", tiny_spec, "--workers", "2")
+    runs.wait_for(lambda: len(runs.children(run.pid)) == 2 and runs.loads_torch(run.pid) and not (out / ".journal").exists(),
               run, "the model loading beside two decoding workers")
     _assert_interrupted(run, *_ctrl_c(run))
     assert not out.exists()  # nothing was encoded: no trace of the new index
-    assert _resume("index", str(photos), "--out", str(out), "--model", tiny_spec)["encoded"] == PHOTOS
-    assert _items(out) == clean_items
+    assert runs.resume("index", str(photos), "--out", str(out), "--model", tiny_spec)["encoded"] == PHOTOS
+    assert runs.items(out) == clean_items
 
 
 @pytest.mark.parametrize("batches", [1, 4], ids=["first-batch", "mid-run"])
 def test_ctrl_c_while_encoding_keeps_what_was_encoded(tmp_path, photos, clean_items, batches):
     out, progress = tmp_path / "index", tmp_path / "progress"
     args = ["index", str(photos), "--out", str(out), "--model", SLOW, "--batch-size", "8", "--workers", "2"]
-    run = _start(*args, env={"FAKE_PROGRESS_FILE": str(progress), "FAKE_BATCH_SECONDS": "0.5"})
-    _wait_for(lambda: len(_progress(progress)) >= batches, run, f"{batches} batch(es) encoded")
+    run = runs.start(*args, env={"FAKE_PROGRESS_FILE": str(progress), "FAKE_BATCH_SECONDS": "0.5"})
+    runs.wait_for(lambda: len(runs.progress(progress)) >= batches, run, f"{batches} batch(es) encoded")
     _assert_interrupted(run, *_ctrl_c(run))
-    encoded = sum(_progress(progress))
-    figures = _resume(*args, env={"FAKE_PROGRESS_FILE": str(tmp_path / "more"), "FAKE_BATCH_SECONDS": "0"})
+    encoded = sum(runs.progress(progress))
+    figures = runs.resume(*args, env={"FAKE_PROGRESS_FILE": str(tmp_path / "more"), "FAKE_BATCH_SECONDS": "0"})
     assert encoded - 8 <= figures["resumed"] <= encoded  # a batch encoded as the signal came may be redone
     assert figures["resumed"] + figures["encoded"] == PHOTOS
-    assert _items(out) == clean_items
+    assert runs.items(out) == clean_items
 
 
 @pytest.fixture(scope="module")
@@ -211,20 +123,20 @@ def test_ctrl_c_stops_serve_as_any_stop_does(served_index, moment):
     or still loading. Before, a Ctrl-C while it loaded said the index run's "interrupted ... resumes" and
     exited 130, and could hang: a KeyboardInterrupt inside an import left a lock the text batcher waited on."""
     port = free_port()
-    run = _start("serve", str(served_index), "--port", str(port))
+    run = runs.start("serve", str(served_index), "--port", str(port))
     if moment == "loading":
-        _wait_for(lambda: _loads_torch(run.pid), run, "the model loading")
+        runs.wait_for(lambda: runs.loads_torch(run.pid), run, "the model loading")
         assert not _answers(port)
     else:
-        _wait_for(lambda: _answers(port), run, "an answer on /health")
+        runs.wait_for(lambda: _answers(port), run, "an answer on /health")
     out, err = _ctrl_c(run)
     assert (run.returncode, err) == (0, "")
     assert out.splitlines()[-1] == "stopped"
-    assert not _processes(lambda stat: stat["session"] == run.pid)
+    assert not runs.processes(lambda stat: stat["session"] == run.pid)
 
 
 def _ray_agents(run: subprocess.Popen) -> dict[int, str]:
-    return _processes(lambda stat: stat["session"] == run.pid and stat["parent"] != run.pid)
+    return runs.processes(lambda stat: stat["session"] == run.pid and stat["parent"] != run.pid)
 
 
 @pytest.mark.parametrize("moment", ["starting", "mid-run"])
@@ -235,19 +147,19 @@ def test_ctrl_c_on_a_local_ray_ends_it_all_and_resumes(tmp_path, photos, clean_i
     executor thread, left running while Ray stopped, could end the driver (exit 1) before its line."""
     out, progress = tmp_path / "index", tmp_path / "progress"
     args = ["index", str(photos), "--out", str(out), "--model", SLOW_ON_RAY, "--batch-size", "8"]
-    run = _start(*args, "--ray", "--ray-actors", "2",
+    run = runs.start(*args, "--ray", "--ray-actors", "2",
                  env={"FAKE_PROGRESS_FILE": str(progress), "FAKE_BATCH_SECONDS": "0.5"})
     if moment == "starting":
-        _wait_for(lambda: any("agent" in c.lower() for c in _ray_agents(run).values()), run, "Ray's agents starting")
+        runs.wait_for(lambda: any("agent" in c.lower() for c in _ray_agents(run).values()), run, "Ray's agents starting")
     else:
-        _wait_for(lambda: any((out / ".journal").glob("chunk-ray-*.parquet")), run, "a batch written by a worker")
+        runs.wait_for(lambda: any((out / ".journal").glob("chunk-ray-*.parquet")), run, "a batch written by a worker")
     _assert_interrupted(run, *_ctrl_c(run))
     written = sum(pq.ParquetFile(chunk).metadata.num_rows for chunk in (out / ".journal").glob("chunk-ray-*.parquet")) \
         if out.exists() else 0
     assert written > 0 or moment == "starting"
-    figures = _resume(*args, "--workers", "0", env={"FAKE_PROGRESS_FILE": str(progress), "FAKE_BATCH_SECONDS": "0"})
+    figures = runs.resume(*args, "--workers", "0", env={"FAKE_PROGRESS_FILE": str(progress), "FAKE_BATCH_SECONDS": "0"})
     assert (figures["resumed"], figures["encoded"]) == (written, PHOTOS - written)
-    assert _items(out) == clean_items
+    assert runs.items(out) == clean_items
 
 
 def _within(seconds: float, action):

@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from ..errors import DecodeWorkerError, ImageDecodeError
 from ..imaging import DEFAULT_BACKGROUND, MAX_PIXELS, decode_picture
+from ..processes import end_with_parent, parent_only, release
 
 
 @dataclass
@@ -189,7 +190,7 @@ class DecodedStream:
         """Stop the workers, whatever they are doing: they hold nothing of the run's."""
         workers, self._workers = self._workers, []
         self._pending.clear()
-        _stop([worker.process for worker in workers], [worker.connection for worker in workers])
+        _stop(workers)
 
 
 class _Worker:
@@ -203,16 +204,23 @@ class _Worker:
 
     def __init__(self, context, settings: tuple):
         self.connection, theirs = context.Pipe()
-        self.process = context.Process(target=_decode_requests, args=(theirs, *settings), daemon=True,
-                                       name="xmodal-decode")
+        # This end stays here: a worker forked after this one holding it would never see its parent go.
+        parent_only(self.connection.fileno())
+        self.process = context.Process(target=_decode_requests, args=(theirs, os.getpid(), *settings),
+                                       daemon=True, name="xmodal-decode")
         try:
             self.process.start()
         except BaseException:
-            self.connection.close()
+            self.close()
             raise
         finally:
             theirs.close()
         self.tasks = 0  # asked for and not answered yet
+
+    def close(self) -> None:
+        if not self.connection.closed:
+            release(self.connection.fileno())
+            self.connection.close()
 
     def ask(self, start: int, stop: int, paths: Sequence[str]) -> None:
         try:
@@ -232,10 +240,12 @@ class _Worker:
         return done
 
 
-def _decode_requests(connection, paths: Sequence[str], preprocess, max_pixels: int, min_side: int | None,
-                     background: str | None) -> None:
-    """A worker's life: decode each share asked for, until the main process closes the pipe or stops it."""
+def _decode_requests(connection, parent_pid: int, paths: Sequence[str], preprocess, max_pixels: int,
+                     min_side: int | None, background: str | None) -> None:
+    """A worker's life: decode each share asked for, until the main process closes the pipe, stops it or
+    dies (a kill -9 of the main process leaves no worker behind)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is the main process's to handle
+    end_with_parent(parent_pid)
     try:
         while True:
             start, stop = connection.recv()
@@ -263,10 +273,11 @@ def _ended(process, paths: Sequence[str]) -> str:
             f"kept, and running the same command again resumes")
 
 
-def _stop(processes: list, connections: list) -> None:
+def _stop(workers: list[_Worker]) -> None:
     """Worker processes ended within STOP_SECONDS, killed if they must be; their pipes closed."""
-    for connection in connections:
-        connection.close()
+    processes = [worker.process for worker in workers]
+    for worker in workers:
+        worker.close()
     for process in processes:
         if process.exitcode is None:
             process.terminate()

@@ -31,6 +31,7 @@ import numpy as np
 from .decode import DecodedImage, DecodeFailure
 from ..errors import ClusterError, InvalidInputError, option
 from ..models.base import ModelIdentity
+from ..processes import Reaper
 from ..store import journal
 from ..store.journal import JournalEntry, worker_chunk_name, write_chunk
 
@@ -113,9 +114,32 @@ def start(settings: RaySettings) -> bool:
     return True
 
 
+_local_reaper: Reaper | None = None  # ends the local Ray's processes when this process ends, however it ends
+
+
 def _start_local(ray) -> None:
     """A Ray of this run's own, even where a cluster runs on this machine (address="local": never joined
-    by accident), whose workers import what this process imports."""
+    by accident), whose workers import what this process imports. Its processes are marked for a reaper:
+    killed with this process, the raylet and the GCS end by themselves, but the dashboard and runtime-env
+    agents lived on for good (still there 40 s after a kill -9 of the driver)."""
+    global _local_reaper
+    _local_reaper = _local_reaper or Reaper(["ray::", str(Path(ray.__file__).parent)])
+    try:
+        with _local_reaper.marking():
+            _init_local(ray)
+    except BaseException:
+        _close_reaper()
+        raise
+
+
+def _close_reaper() -> None:
+    global _local_reaper
+    reaper, _local_reaper = _local_reaper, None
+    if reaper is not None:
+        reaper.close()
+
+
+def _init_local(ray) -> None:
     try:
         ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
                  logging_level="ERROR", runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}})
@@ -194,6 +218,7 @@ def stop(local: bool = False) -> None:
     remains = _local_ray_processes() if local else []
     ray.shutdown()
     _end_processes(remains)
+    _close_reaper()
 
 
 STOP_SECONDS = 1.0  # a local Ray's processes still alive this long after ray.shutdown() are killed

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import IndexNotReadyError, NotAnIndexError, command, option
-from .lock import running_writer
+from .lock import LOCK_FILE, running_writer
 from .manifest import FORMAT_NAME, FORMAT_VERSION, Manifest
 from .segments import SEGMENT_PREFIX, SEGMENTS_DIR
 
@@ -62,7 +62,7 @@ class IndexDir:
 
     def _raise_not_ready(self) -> None:
         """A folder holding only a first build's lock and journal is an index on its way, not garbage."""
-        if not (self.root / ".lock").is_file() or not self._only_unfinished_run():
+        if not (self.root / LOCK_FILE).is_file() or not self._only_unfinished_run():
             return
         writer = running_writer(self.root)
         if writer is not None:
@@ -83,8 +83,8 @@ class IndexDir:
 
     def _only_unfinished_run(self) -> bool:
         """Empty, or holding nothing but what a first run that died left: it is resumable."""
-        own = {".lock", ".journal", MANIFEST, SEGMENTS_DIR}
-        return all(p.name in own or p.name.startswith((STAGING_PREFIX, GENERATION_PREFIX, f".{MANIFEST}."))
+        own = {".journal", MANIFEST, SEGMENTS_DIR}
+        return all(p.name in own or p.name.startswith((LOCK_FILE, STAGING_PREFIX, GENERATION_PREFIX, f".{MANIFEST}."))
                    for p in self.root.iterdir())
 
     def new_staging(self) -> tuple[str, Path]:
