@@ -1,0 +1,155 @@
+"""Reading tables: each text format as rows, `(line, {column: value})`, or `(line, why the row cannot be used)`.
+
+Texts are read as text in every format: UTF-8 (with or without a byte-order mark) unless another encoding
+is named. A corpus that does not decode is refused with the file and line; where only a few lines are bad
+(at most 1%), those rows are left to be skipped with their line numbers.
+
+A new table format is a reader here: its suffix in TEXT_FORMATS and its rows in `read_rows`; typing,
+skipped rows, planning and identity then apply to it as to the others.
+"""
+from __future__ import annotations
+
+import codecs
+import csv
+import json
+import re
+from pathlib import Path
+from typing import Any, Iterator
+
+from ...errors import CorpusEncodingError, InvalidInputError, option
+
+TEXT_FORMATS = (".txt", ".csv", ".tsv", ".jsonl", ".parquet")
+DEFAULT_TEXT_COLUMN = "text"
+DEFAULT_ENCODING = "utf-8"
+BAD_LINE_SHARE = 0.01  # more undecodable lines than this and the corpus is in another encoding
+_UNDECODED = re.compile("[\udc80-\udcff]")  # what errors="surrogateescape" leaves for a bad byte
+
+Row = tuple[int, "dict[str, Any] | str"]
+
+
+def check_corpus(path: Path, encoding: str = DEFAULT_ENCODING) -> str:
+    """The corpus's format, once the file and encoding are known to be usable."""
+    if not path.is_file():
+        what = "is a folder, not a file" if path.is_dir() else "does not exist"
+        raise InvalidInputError(f"text corpus {path} {what}; check the path")
+    suffix = path.suffix.lower()
+    if suffix not in TEXT_FORMATS:
+        raise InvalidInputError(
+            f"{path.name}: unsupported text corpus type {suffix or '(none)'}; use {', '.join(TEXT_FORMATS)}"
+        )
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise InvalidInputError(f"unknown encoding {encoding!r}; use e.g. utf-8, latin-1, cp1252 or gb18030") from None
+    return suffix
+
+
+def read_rows(path: Path, suffix: str, encoding: str) -> Iterator[Row]:
+    """The rows of a checked corpus, in file order; blank lines are not rows."""
+    if suffix == ".parquet":
+        return _parquet_rows(path, encoding)
+    return {".txt": _txt_rows, ".jsonl": _jsonl_rows}.get(suffix, _delimited_rows)(path, encoding)
+
+
+def open_text(path: Path, encoding: str):
+    # utf-8-sig reads files with and without a byte-order mark; bad bytes become markers we can find.
+    name = "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding
+    return open(path, encoding=name, errors="surrogateescape", newline="")
+
+
+def check_decodes(path: Path, encoding: str) -> None:
+    """Refuse a corpus in another encoding; a few bad lines are left to be skipped row by row."""
+    bad, total = [], 0
+    with open_text(path, encoding) as handle:
+        for number, line in enumerate(handle, start=1):
+            total = number
+            if _UNDECODED.search(line):
+                bad.append(number)
+    if bad and len(bad) > total * BAD_LINE_SHARE:
+        more = f" (and {len(bad) - 1} more of its {total} lines)" if len(bad) > 1 else ""
+        raise CorpusEncodingError(
+            f"{path.name} is not {encoding}: line {bad[0]} cannot be decoded{more}; "
+            f"name the file's encoding, e.g. {option('encoding', 'latin-1')}"
+        )
+
+
+def parquet_file(path: Path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        first_line = str(exc).strip().splitlines()[0]
+        raise InvalidInputError(f"cannot read {path.name}: {first_line}; check the file's format") from None
+
+
+def _not_decoded(encoding: str) -> str:
+    return f"not valid {encoding}; name the file's encoding with {option('encoding')}"
+
+
+def _txt_rows(path: Path, encoding: str) -> Iterator[Row]:
+    with open_text(path, encoding) as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue  # blank lines separate texts; they are not rows
+            yield number, (_not_decoded(encoding) if _UNDECODED.search(line) else {DEFAULT_TEXT_COLUMN: line})
+
+
+def _delimited_rows(path: Path, encoding: str) -> Iterator[Row]:
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    with open_text(path, encoding) as handle:
+        reader = csv.reader(handle, delimiter=delimiter)
+        header = next(reader, None)
+        if header is None:
+            return
+        header = [h.strip() for h in header]
+        ended = reader.line_num
+        while True:
+            try:
+                fields = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                raise InvalidInputError(f"cannot read {path.name} near line {reader.line_num}: {exc}; "
+                                        "check the file's quoting") from None
+            line, ended = ended + 1, reader.line_num
+            if not fields or fields == [""]:
+                continue  # a blank line
+            if any(_UNDECODED.search(f) for f in fields):
+                yield line, _not_decoded(encoding)
+            elif len(fields) != len(header):
+                yield line, f"has {len(fields)} fields where the header has {len(header)}"
+            else:
+                yield line, dict(zip(header, fields))
+
+
+def _jsonl_rows(path: Path, encoding: str) -> Iterator[Row]:
+    with open_text(path, encoding) as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            if _UNDECODED.search(line):
+                yield number, _not_decoded(encoding)
+                continue
+            try:
+                value = json.loads(line)
+            except ValueError as exc:
+                yield number, f"not valid JSON ({exc.args[0].split(':')[0]})"
+                continue
+            yield number, (value if isinstance(value, dict) else "not a JSON object")
+
+
+def _parquet_rows(path: Path, encoding: str) -> Iterator[Row]:
+    number = 0
+    for batch in parquet_file(path).iter_batches():
+        for row in batch.to_pylist():
+            number += 1
+            try:
+                yield number, {k: _decode_cell(v, encoding) for k, v in row.items()}
+            except UnicodeDecodeError:
+                yield number, _not_decoded(encoding)
+
+
+def _decode_cell(value: Any, encoding: str) -> Any:
+    return value.decode(encoding) if isinstance(value, bytes) else value
