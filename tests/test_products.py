@@ -102,6 +102,31 @@ def test_a_missing_or_broken_photo_leaves_a_product_with_its_text(shop, tmp_path
     assert found["Red running shoes"][3].path is None  # an empty cell: no photo, and no failure
 
 
+def test_a_folder_in_the_image_column_skips_that_photo_and_the_run_goes_on(tmp_path):
+    """A folder named as a photo aborted the run with 'could not write the index ...: Is a directory', and every
+    re-run the same: it is that row's photo failure, as a missing file is."""
+    (tmp_path / "photos" / "misc").mkdir(parents=True)
+    noise_image(3).save(tmp_path / "photos" / "jug.png")
+    (tmp_path / "d.csv").write_text("sku,description,image\nA1,a red mug,photos/misc\nA2,a jug,photos/jug.png\n")
+    out = tmp_path / "d.idx"
+    for _ in range(2):
+        built = xmodal("index", "--texts", str(tmp_path / "d.csv"), "--text-column", "description", "--image-column",
+                       "image", "--out", str(out), "--model", "python:fakes:make_encoder", "--workers", "0")
+        assert built.returncode == 0, built.stderr
+        assert f"{tmp_path / 'photos' / 'misc'}:2: is a folder, not an image" in built.stderr
+        assert "2 products (1 without a photo); skipped 1 (1 product photo)" in built.stdout
+    found = products_by_sku(out)
+    assert found["A1"][1] is None and found["A1"][2] is not None and found["A2"][1] is not None
+
+
+def products_by_sku(out) -> dict[str, tuple]:
+    state = load_state(IndexDir(out), IndexDir(out).read_manifest())
+    return {row.metadata["sku"]: (row.row_id, state.vector("product-image", row.row_id)
+                                  if state.has_vector("product-image", row.row_id) else None,
+                                  state.vector("product-text", row.row_id))
+            for row in stored_rows(IndexDir(out), IndexDir(out).read_manifest())}
+
+
 def test_run_counts_are_the_vectors_encoded_when_photos_are_missing_or_broken(shop, tmp_path):
     """A missing photo was taken off the encoded count though it was never sent to the model: 22 of 23
     vectors counted, then -1 on a run that changed nothing."""

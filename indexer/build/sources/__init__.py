@@ -15,11 +15,11 @@ from .corpus import PreparedCorpus, empty_corpus_error, prepare_corpus, read_cor
 from .folders import find_images, list_images, no_images_error
 from .formats import DEFAULT_ENCODING, DEFAULT_TEXT_COLUMN, TEXT_FORMATS, check_corpus
 from .keys import key_text
-from .photos import resolve_photo
+from .photos import PhotoCell, resolve_photo
 from .records import Corpus, SkippedRow, TextBatch, TextRecord
 
 __all__ = ["COLUMN_TYPES", "DEFAULT_ENCODING", "DEFAULT_NA_VALUES", "DEFAULT_TEXT_COLUMN", "TEXT_FORMATS",
-           "ColumnInfo", "ColumnTyping", "Corpus", "PreparedCorpus", "SkippedRow", "TextBatch", "TextRecord",
+           "ColumnInfo", "ColumnTyping", "Corpus", "PhotoCell", "PreparedCorpus", "SkippedRow", "TextBatch", "TextRecord",
            "check_column_types", "check_corpus", "empty_corpus_error", "find_images", "key_text", "list_images",
            "no_images_error", "parse_column_types", "parse_na_values", "prepare_corpus", "read_corpus",
            "read_texts", "resolve_photo", "stream_corpus"]

@@ -16,7 +16,7 @@ from . import parquet
 from .columns import ColumnInfo, ColumnTypes, ColumnTyping
 from .formats import DEFAULT_ENCODING, DEFAULT_TEXT_COLUMN, Row, check_corpus, check_decodes, parquet_file, read_rows
 from .keys import KeyCheck, key_text
-from .photos import resolve_photo
+from .photos import NO_PHOTO, resolve_photo
 from .records import Corpus, SkippedRow, TextBatch, TextRecord, batch_of
 
 STREAM_ROWS = 65_536  # rows per batch when a corpus is streamed
@@ -179,9 +179,9 @@ def _records(path: Path, text_column: str, encoding: str, columns: ColumnTypes,
         if not text:
             yield SkippedRow(source, line, "empty text")
             continue
-        photo = resolve_photo(path, row.get(image_column), columns.typing) if image_column else None
+        photo = resolve_photo(path, row.get(image_column), columns.typing) if image_column else NO_PHOTO
         key = key_text(row.get(id_column)) if id_column else None
-        yield TextRecord(text, source, line, columns.typed(row), photo, key)
+        yield TextRecord(text, source, line, columns.typed(row), photo.path, key, photo.skipped)
 
 
 def _record_batches(records: Iterator[TextRecord | SkippedRow], source: str, rows: int) -> Iterator[TextBatch]:

@@ -20,6 +20,7 @@ class TextRecord:
     metadata: dict[str, Any] = field(default_factory=dict)
     image: str | None = None  # with an image column: the row's photo, absolute (the row is a product)
     key: str | None = None  # with an id column: the row's key, as text (the row's identity across runs)
+    photo_skipped: str | None = None  # why `image` is not read (photos.resolve_photo): the row's photo failure
 
 
 @dataclass(frozen=True)
