@@ -183,7 +183,7 @@ class FoundItems:
     image_paths: list[str]
     corpora: list[sources.PreparedCorpus]  # text corpora, checked; streamed while planning
     products: list[sources.TextRecord]  # rows of tables read with an image column
-    skipped_rows: list[Failure]
+    skipped_rows: list[Failure]  # table rows skipped, and what photo folders hide (a folder unlisted, a broken link)
     fingerprints: dict[tuple[str, str], str | None] = field(default_factory=dict)  # corpora as they were read
     tables: dict[tuple[str, str], sources.Corpus] = field(default_factory=dict)  # tables of products, by source key
 
@@ -209,10 +209,11 @@ def read_sources(index: Path, synced: list[Source], recorded: list[Source]) -> F
                 raise InvalidInputError(
                     f"image folder {source.path}, a source of this index, does not exist; check the path (or, if "
                     f"it is gone for good, drop it and its items with {command('remove', f'{index} --source {source.path}')})")
-            found = sources.list_images(source.path)
-            if not found and source.key not in known:
+            walk = sources.walk_images(source.path)
+            if not walk.images and source.key not in known:
                 raise sources.no_images_error([source.path])
-            image_paths.extend(found)
+            image_paths.extend(walk.images)
+            skipped.extend(Failure(path, "image", reason) for path, reason in walk.problems)
             continue
         fingerprints[source.key] = fingerprint(source.path)  # before reading: a later edit is seen next run
         if not source.image_column:
@@ -352,7 +353,7 @@ class _Build:
                              "background": self.config.background}
         if previous is not None and not Journal.has_saved_work(index_dir.root) and nothing_changed(
                 index_dir, previous, self.source_plan, found.image_paths, recorded_settings,
-                self.config.retry_failed):
+                self.config.retry_failed, found.skipped_rows):
             return _record_idle_run(index_dir, previous, self.source_plan, self.model, self.timer, self.run.started)
         state = load_state(index_dir, previous)
         scoped, failures_kept, dropped = _split_by_source(state, self.source_plan)
