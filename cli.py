@@ -211,7 +211,7 @@ def index(
         for column in columns:
             typer.echo(_column_line(Path(corpus).name, column), err=True)
     stats = report.stats
-    typer.echo(f"indexed {_held(report.counts, report.failures)}; {_skipped(report.failures)}; "
+    typer.echo(f"indexed {_held(report.counts, report.without_photo)}; {_skipped(report.failures)}; "
                f"{report.seconds:.1f} s, {report.items_per_second:.1f} items/s -> {report.path}")
     typer.echo(f"this run: encoded {stats.encoded}, reused {stats.reused}, resumed {stats.resumed}, "
                f"removed {stats.removed}, failed {stats.failed}" + ("" if report.committed else " (nothing changed)"))
@@ -227,11 +227,10 @@ def _column_line(corpus: str, column) -> str:
     return line
 
 
-def _held(counts: dict[str, int], failures=()) -> str:
+def _held(counts: dict[str, int], photoless: int = 0) -> str:
     """'12 images, 12 texts', and the products when there are any, with those held without their photo."""
     held = [_count(counts.get("image", 0), "image"), _count(counts.get("text", 0), "text")]
     if counts.get("product"):
-        photoless = sum(_is_product_photo(f) for f in failures)
         held.append(_count(counts["product"], "product") + (f" ({photoless} without a photo)" if photoless else ""))
     return ", ".join(held)
 

@@ -270,6 +270,28 @@ def test_the_summary_counts_products_without_a_photo_as_products(shop, tmp_path)
     assert "12 products (2 without a photo); skipped 3 (1 image, 2 product photos);" in again.stdout
 
 
+def test_a_product_whose_image_cell_is_empty_counts_as_without_a_photo(shop, tmp_path):
+    """'12 products (2 without a photo)' when 3 had none: a row with an empty image cell was not counted."""
+    (shop / "images" / "02-blue-car.png").unlink()
+    rewrite(shop / "listings.csv", lambda rows: [{**r, "image": "" if r["id"] in ("4", "5") else r["image"]}
+                                                 for r in rows])
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    noise_image(1).save(folder / "good.png")
+    out = tmp_path / "idx"
+    built = xmodal("index", str(folder), "--texts", str(shop / "listings.csv"), "--text-column", "description",
+                   "--image-column", "image", "--out", str(out), "--model", "python:fakes:make_encoder",
+                   "--workers", "0")
+    assert built.returncode == 0, built.stderr
+    assert "12 products (3 without a photo); skipped 1 (1 product photo);" in built.stdout
+    state = load_state(IndexDir(out), IndexDir(out).read_manifest())
+    held = [row for row in state.rows if row.modality == "product"]
+    assert sum(not state.has_vector("product-image", row.row_id) for row in held) == 3
+    for again in (xmodal("index", "--out", str(out)),  # every source read again
+                  xmodal("index", str(folder), "--out", str(out))):  # the folder alone: nothing changed
+        assert "12 products (3 without a photo); skipped 1 (1 product photo);" in again.stdout, again.stdout
+
+
 @pytest.mark.parametrize("point,nth", [("encode_image", 2), ("encode_text", 1), ("journal_append", 2),
                                        ("write_items", 1), ("manifest_write", 1)])
 def test_a_killed_product_run_resumes_to_a_clean_build(shop, tmp_path, point, nth):

@@ -98,6 +98,7 @@ class IndexReport:
     committed: bool
     columns: dict[str, list[sources.ColumnInfo]] = field(default_factory=dict)  # per corpus read: its columns
     inference_note: str | None = None  # why the model ran another way than asked (a runtime not installed)
+    without_photo: int = 0  # products held with their text alone: an empty image cell, or a photo not read
 
     @property
     def items_per_second(self) -> float:
@@ -257,6 +258,14 @@ def _with_columns(sources_held: list[Source], found: FoundItems) -> list[Source]
             for s in sources_held]
 
 
+def _without_photo(held: list[Source], failures: list[Failure]) -> int:
+    """Products held without a photo: rows whose image cell is empty (the image column's nulls, as its table's
+    last read recorded them) and photos that could not be read (each a failure naming its table)."""
+    empty = sum(column.get("nulls", 0) for source in held if source.image_column for column in source.columns or ()
+                if column["name"] == source.image_column)
+    return empty + sum(f.modality == "image" and f.source is not None for f in failures)
+
+
 def _skipped(rows: list[sources.SkippedRow]) -> list[Failure]:
     return [Failure(s.source, "text", s.reason, line=s.line, source=s.source) for s in rows]
 
@@ -385,7 +394,8 @@ class _Build:
         return IndexReport(index_dir.root, dict(manifest.counts), delta.failures,
                            time.perf_counter() - self.run.started, self.timer.seconds, self.model.device,
                            self.model.identity.describe(), delta.stats, committed,
-                           {key[1]: infos for key, infos in found.columns().items()}, self.model.note)
+                           {key[1]: infos for key, infos in found.columns().items()}, self.model.note,
+                           _without_photo(delta.sources, delta.failures))
 
     def _stream_images(self, planner: ImagePlanner, out: _Output) -> _ImageRun:
         """The image paths a batch at a time: planned against the stored images, encoded, handed to the writer."""
@@ -511,7 +521,8 @@ def _record_idle_run(index_dir: IndexDir, previous: Manifest, source_plan: Sourc
                                          format_version=FORMAT_VERSION))
     failures = read_failures(index_dir.generation_path(previous.generation) / "failures.parquet")
     return IndexReport(index_dir.root, dict(previous.counts), failures, time.perf_counter() - started,
-                       timer.seconds, model.device, model.identity.describe(), stats, False)
+                       timer.seconds, model.device, model.identity.describe(), stats, False,
+                       without_photo=_without_photo(source_plan.sources, failures))
 
 
 def _split_by_source(state: StoredState, source_plan: SourcePlan) -> tuple[StoredState, list[Failure], np.ndarray]:
