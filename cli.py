@@ -86,8 +86,7 @@ RUNTIME_HELP = ("How the model runs on a CPU: torch, onnx (ONNX Runtime) or auto
                 "fp32's vectors (default: as the index records, else auto).")
 PRECISION_HELP = ("fp32, bf16 or int8, or auto (default: as the index records, else auto); a precision whose vectors "
                   "fall outside the parity measured for the index's own is refused.")
-MODALITIES = ("image", "text")
-TARGETS = ("image", "text", "product")
+TARGETS = ("image", "text", "product")  # the kinds of item: what a search targets, and what list shows
 
 
 def _version(value: bool) -> None:
@@ -641,23 +640,24 @@ def eval_(
 @app.command("list")
 def list_(
     index_dir: Path = typer.Argument(..., metavar="INDEX", hidden=True),
-    modality: Optional[str] = typer.Option(None, "--modality", metavar="KIND", help="image or text only."),
+    modality: Optional[str] = typer.Option(None, "--modality", metavar="KIND", help="image, text or product only."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON array of items."),
 ) -> None:
     """List the items an index holds, with their row ids.
 
     INDEX: an index folder.
     """
-    if modality not in (None, *MODALITIES):
-        _fail(f"unknown --modality {modality!r}; use image or text")
+    if modality not in (None, *TARGETS):
+        _fail(f"unknown --modality {modality!r}; use image, text or product")
     from .indexer import list_items
 
     rows = _run(lambda: list_items(index_dir, modality))
     if as_json:
         typer.echo(json.dumps([r.__dict__ for r in rows], ensure_ascii=False, indent=2, default=str))
         return
+    width = max((len(row.modality) for row in rows), default=0)
     for row in rows:
-        typer.echo(f"{row.row_id:>8}  {row.modality:<5}  {row.path or _clip(row.text, 100)}")
+        typer.echo(f"{row.row_id:>8}  {row.modality:<{width}}  {row.path or _clip(row.text, 100)}")
 
 
 @app.command()

@@ -252,6 +252,20 @@ def test_cli_indexes_products_and_counts_them(shop, tmp_path):
     assert nothing.returncode == 2 and nothing.stderr.startswith("error: give a query")
 
 
+def test_list_shows_products_as_it_shows_images_and_texts(shop, tmp_path):
+    """`xmodal list IDX --modality product` was refused ('use image or text') though products are a modality."""
+    out = tmp_path / "idx"
+    build(out, shop / "listings.csv")
+    listed = xmodal("list", str(out), "--modality", "product")
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert len(lines) == 12 and all(line.split()[1] == "product" for line in lines)
+    assert xmodal("list", str(out), "--modality", "image").stdout == ""
+    wrong = xmodal("list", str(out), "--modality", "products")
+    assert wrong.returncode == 2 and wrong.stderr.strip() == \
+        "error: unknown --modality 'products'; use image, text or product"
+
+
 def test_the_summary_counts_products_without_a_photo_as_products(shop, tmp_path):
     """'12 products; skipped 2 (2 images)' read as two products dropped: they are indexed with their text."""
     (shop / "images" / "02-blue-car.png").unlink()
