@@ -201,3 +201,27 @@ def test_cli_refuses_an_empty_csv_in_one_line_exit_2(tmp_path):
     assert done.returncode == 2 and not out.exists()
     assert done.stderr == (f"error: text corpus {path} holds no rows (it is empty, or a header alone); put rows in "
                            "it, or leave it out of this run\n")
+
+
+@pytest.mark.parametrize("image_column", [None, "image"])
+def test_a_table_whose_every_row_is_malformed_is_refused_in_one_line(tmp_path, image_column):
+    """Every row skipped gave an empty index and exit 0 (or, for products, 'nothing to index')."""
+    path = tmp_path / "export.csv"
+    path.write_text("sku,description,image\nA1,a red mug,mug.jpg,extra\nA2,a jug,jug.jpg,x,y\n")
+    out = tmp_path / "idx"
+    done = xmodal("index", "--texts", str(path), "--text-column", "description", "--out", str(out),
+                  "--model", "python:fakes:make_encoder", *(["--image-column", image_column] if image_column else []))
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == (f"error: text corpus {path} holds no row that can be indexed (all 2 skipped; the first, "
+                           "line 2: has 4 fields where the header has 3); fix the file, or leave it out of this run\n")
+    assert not out.exists()
+
+
+def test_a_table_the_index_holds_is_not_emptied_by_an_export_gone_wrong(tmp_path, texts_csv):
+    out = tmp_path / "idx"
+    build_index(out, IndexConfig(texts=[texts_csv]), encoder=FakeEncoder())
+    texts_csv.write_text("sku,text,price\n1,a red car,3,EUR\n2,a blue car,4,EUR\n")  # a column added to the rows only
+    with pytest.raises(EmptyCorpusError, match=r"holds no row that can be indexed \(all 2 skipped; the first, line 2: "
+                                               r"has 4 fields where the header has 3\)"):
+        build_index(out, IndexConfig(texts=[texts_csv]), encoder=FakeEncoder())
+    assert open_index(out).manifest.counts["text"] == 4

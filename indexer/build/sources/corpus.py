@@ -117,6 +117,14 @@ def empty_corpus_error(path: str | Path) -> EmptyCorpusError:
                             "it, or leave it out of this run")
 
 
+def unusable_corpus_error(path: Path, first: SkippedRow, rows: int) -> EmptyCorpusError:
+    """A corpus every row of which is skipped is refused as an empty one is, whether or not the index holds it
+    already: a run would add nothing or, on a table it holds, drop every item of it for a broken export."""
+    which = f"all {rows} skipped; the first, line" if rows > 1 else "its one row skipped, line"
+    return EmptyCorpusError(f"text corpus {path} holds no row that can be indexed ({which} {first.line}: "
+                            f"{first.reason}); fix the file, or leave it out of this run")
+
+
 def _scanned(path: Path, suffix: str, encoding: str, text_column: str, image_column: str | None,
              typing: ColumnTyping, id_column: str | None = None) -> ColumnTypes:
     """The first pass over a checked corpus: its columns and each one's type."""
@@ -134,9 +142,11 @@ def _scan_columns(path: Path, rows: Iterator[Row], text_column: str, image_colum
                                 f"leave it out of {option('column_types')}")
     columns = ColumnTypes(path.suffix.lower() in (".csv", ".tsv"), typing, path.name)
     keys = KeyCheck(path, id_column) if id_column else None
-    usable = False
+    usable, first_skipped = False, None
     for line, row in rows:
         columns.rows += 1
+        if isinstance(row, str) or not _has_text(row, text_column):
+            first_skipped = first_skipped or SkippedRow(str(path), line, row if isinstance(row, str) else "empty text")
         if not isinstance(row, str):
             usable = True
             columns.see(line, row, _has_text(row, text_column))
@@ -150,6 +160,8 @@ def _scan_columns(path: Path, rows: Iterator[Row], text_column: str, image_colum
     if usable and unknown:
         raise InvalidInputError(f"{path.name} has no column {unknown[0]!r} (named in {option('column_types')}); "
                                 f"its columns are {', '.join(columns.names)}")
+    if columns.rows and not columns.items:
+        raise unusable_corpus_error(path, first_skipped, columns.rows)
     columns.finish(text_column)
     if keys is not None:
         keys.check()
