@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import io
 import json
 import re
 from pathlib import Path
@@ -99,13 +100,16 @@ def _txt_rows(path: Path, encoding: str) -> Iterator[Row]:
 def _delimited_rows(path: Path, encoding: str) -> Iterator[Row]:
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
     with open_text(path, encoding) as handle:
-        reader = csv.reader(handle, delimiter=delimiter)
+        lines = _Lines(handle)
+        reader = csv.reader(lines, delimiter=delimiter)
         header = next(reader, None)
         if header is None:
             return
+        _check_quotes_close(path, lines, 1)
         header = [h.strip() for h in header]
         ended = reader.line_num
         while True:
+            lines.taken.clear()
             try:
                 fields = next(reader)
             except StopIteration:
@@ -114,14 +118,74 @@ def _delimited_rows(path: Path, encoding: str) -> Iterator[Row]:
                 raise InvalidInputError(f"cannot read {path.name} near line {reader.line_num}: {exc}; "
                                         "check the file's quoting") from None
             line, ended = ended + 1, reader.line_num
+            _check_quotes_close(path, lines, line)
             if not fields or fields == [""]:
                 continue  # a blank line
             if any(_UNDECODED.search(f) for f in fields):
                 yield line, _not_decoded(encoding)
+            elif ended > line and _merged_rows(lines.taken, delimiter, len(header)):
+                yield line, (f"a quote opened on line {line + _first_odd(lines.taken)} closes only on line {ended}, "
+                             f"so lines {line}-{ended} read as one row: a stray quote? fix the quoting")
             elif len(fields) != len(header):
                 yield line, f"has {len(fields)} fields where the header has {len(header)}"
             else:
                 yield line, dict(zip(header, fields))
+
+
+class _Lines:
+    """The lines a CSV reader takes, kept for the row it is reading: a row that ran into the end of the file
+    took every line after its opening quote."""
+
+    def __init__(self, handle):
+        self.handle, self.taken, self.at_end = handle, [], False
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> str:
+        try:
+            line = next(self.handle)
+        except StopIteration:
+            self.at_end = True
+            raise
+        self.taken.append(line)
+        return line
+
+
+def _merged_rows(taken: list[str], delimiter: str, columns: int) -> bool:
+    """Whether a row read over several lines is rows merged by a stray quote, not a field holding newlines: its
+    quoting is not valid CSV (a quote closing amid a field), or every line inside it reads as a row of its own."""
+    try:
+        for _ in csv.reader(io.StringIO("".join(taken)), delimiter=delimiter, strict=True):
+            pass
+    except csv.Error:
+        return True
+    inside = taken[1:-1]
+    return columns > 1 and bool(inside) and all(len(next(csv.reader([text], delimiter=delimiter), [])) == columns
+                                                 for text in inside)
+
+
+def _first_odd(taken: list[str]) -> int:
+    """The index of the first line holding an odd number of quotes: where a field's quote opened."""
+    return next((number for number, text in enumerate(taken) if text.count('"') % 2), 0)
+
+
+def _check_quotes_close(path: Path, lines: _Lines, first_line: int) -> None:
+    """Refuse a row whose quote never closes: the reader, asked for more within a quoted field at the end of the
+    file, ends the row there, and the rest of the file would be one field of it, without a word."""
+    if not lines.at_end:
+        return
+    opened, odd = 0, False
+    for number, text in enumerate(lines.taken):
+        quotes = text.count('"') % 2
+        if quotes and not odd:
+            opened = number
+        odd ^= bool(quotes)
+    where = first_line + opened
+    rest = f"lines {where}-{first_line + len(lines.taken) - 1}" if len(lines.taken) - opened > 1 else f"line {where}"
+    raise InvalidInputError(f"{path.name} line {where}: a quote opens there and is never closed, so {rest} would "
+                            "read as one field; close the quote (a quote inside a quoted field is written twice: \"\"), "
+                            "then run again")
 
 
 def _jsonl_rows(path: Path, encoding: str) -> Iterator[Row]:
