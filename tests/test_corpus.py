@@ -213,7 +213,8 @@ def test_a_table_whose_every_row_is_malformed_is_refused_in_one_line(tmp_path, i
                   "--model", "python:fakes:make_encoder", *(["--image-column", image_column] if image_column else []))
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr == (f"error: text corpus {path} holds no row that can be indexed (all 2 skipped; the first, "
-                           "line 2: has 4 fields where the header has 3); fix the file, or leave it out of this run\n")
+                           "line 2: has 4 fields where the header has 3); fix the file, or leave it out of this run; "
+                           "if its cells are not separated by ',', name the delimiter with --delimiter\n")
     assert not out.exists()
 
 

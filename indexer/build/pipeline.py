@@ -83,6 +83,8 @@ class IndexConfig:
     # Typing the tables named in `texts` (None: as recorded, else the defaults):
     na_values: Sequence[str] | str | None = None  # cells meaning missing (sources.DEFAULT_NA_VALUES); [] only empty
     column_types: dict[str, str] | str | None = None  # set, not inferred: {"price": "float", "zip": "str"}; {} clears
+    delimiter: str | None = None  # of the CSV and TSV tables named: , ; | or tab; None: as recorded, else sniffed
+    decimal: str | None = None  # their numbers' decimal mark, . or ,; None: as recorded, else as the table shows
 
 
 @dataclass
@@ -99,6 +101,7 @@ class IndexReport:
     columns: dict[str, list[sources.ColumnInfo]] = field(default_factory=dict)  # per corpus read: its columns
     inference_note: str | None = None  # why the model ran another way than asked (a runtime not installed)
     without_photo: int = 0  # products held with their text alone: an empty image cell, or a photo not read
+    dialects: dict[str, sources.Dialect] = field(default_factory=dict)  # per CSV or TSV table read: its dialect
 
     @property
     def items_per_second(self) -> float:
@@ -198,6 +201,12 @@ class FoundItems:
         found.update({key: table.columns for key, table in self.tables.items()})
         return found
 
+    def dialects(self) -> dict[str, sources.Dialect]:
+        """How each CSV or TSV table read was split into cells and its numbers read, by path."""
+        found = {str(c.path): c.dialect for c in self.corpora if c.dialect}
+        found.update({key[1]: table.dialect for key, table in self.tables.items() if table.dialect})
+        return found
+
 
 def read_sources(index: Path, synced: list[Source], recorded: list[Source]) -> FoundItems:
     """Read the sources a run syncs. A newly added folder must hold images, and a newly added corpus rows;
@@ -219,13 +228,13 @@ def read_sources(index: Path, synced: list[Source], recorded: list[Source]) -> F
         fingerprints[source.key] = fingerprint(source.path)  # before reading: a later edit is seen next run
         if not source.image_column:
             prepared = sources.prepare_corpus(source.path, *reading_options(source)[:2], column_typing(source),
-                                              source.id_column)
+                                              source.id_column, source.delimiter)
             if not prepared.rows and source.key not in known:
                 raise sources.empty_corpus_error(source.path)
             corpora.append(prepared)
             continue
         corpus = sources.read_corpus(source.path, *reading_options(source), id_column=source.id_column,
-                                     typing=column_typing(source))
+                                     typing=column_typing(source), delimiter=source.delimiter)
         if not corpus.records and not corpus.skipped and source.key not in known:
             raise sources.empty_corpus_error(source.path)
         products.extend(corpus.records)
@@ -245,6 +254,10 @@ def _named_typing(config: IndexConfig) -> dict:
         types = config.column_types
         given["column_types"] = sources.parse_column_types(types) if isinstance(types, str) else \
             sources.check_column_types(types)
+    if config.delimiter is not None:
+        given["delimiter"] = sources.check_delimiter(config.delimiter)
+    if config.decimal is not None:
+        given["decimal"] = sources.check_decimal(config.decimal)
     if given and not config.texts:  # else silently unused: the recorded tables keep their own
         raise InvalidInputError(f"{option(next(iter(given)))} applies to the tables named in the same run; "
                                 f"name them with {option('texts', 'FILE')}")
@@ -395,7 +408,7 @@ class _Build:
                            time.perf_counter() - self.run.started, self.timer.seconds, self.model.device,
                            self.model.identity.describe(), delta.stats, committed,
                            {key[1]: infos for key, infos in found.columns().items()}, self.model.note,
-                           _without_photo(delta.sources, delta.failures))
+                           _without_photo(delta.sources, delta.failures), found.dialects())
 
     def _stream_images(self, planner: ImagePlanner, out: _Output) -> _ImageRun:
         """The image paths a batch at a time: planned against the stored images, encoded, handed to the writer."""

@@ -14,6 +14,7 @@ import csv
 import io
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -26,6 +27,60 @@ BAD_LINE_SHARE = 0.01  # more undecodable lines than this and the corpus is in a
 _UNDECODED = re.compile("[\udc80-\udcff]")  # what errors="surrogateescape" leaves for a bad byte
 
 Row = tuple[int, "dict[str, Any] | str"]
+DELIMITERS = {",": ",", ";": ";", "\t": "\t", "tab": "\t", "|": "|"}  # as --delimiter names them -> the character
+SNIFF_LINES = 100  # lines of a CSV file its delimiter is told from
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """How a CSV or TSV table was split into cells and its numbers read: as given, or as the file showed."""
+
+    delimiter: str = ","
+    decimal: str = "."
+    sniffed: bool = False  # the delimiter was told from the file, not given
+    inferred: bool = False  # the decimal mark was told from the file's numbers, not given
+
+    def describe(self, suffix: str) -> str | None:
+        """"delimiter ';' (sniffed), decimal ',' (inferred)"; None for what a plain file of its kind is."""
+        if self.delimiter == ("\t" if suffix == ".tsv" else ",") and self.decimal == ".":
+            return None
+        shown = "tab" if self.delimiter == "\t" else repr(self.delimiter)
+        parts = [f"delimiter {shown}" + (" (sniffed)" if self.sniffed else "")]
+        if self.decimal != ".":
+            parts.append(f"decimal {self.decimal!r}" + (" (inferred from its numbers)" if self.inferred else ""))
+        return ", ".join(parts)
+
+
+def check_delimiter(text: str) -> str:
+    """`--delimiter` as the character it names."""
+    if text not in DELIMITERS:
+        raise InvalidInputError(f"unknown delimiter {text!r} in {option('delimiter')}; use , ; | or tab")
+    return DELIMITERS[text]
+
+
+def table_delimiter(path: Path, suffix: str, encoding: str, given: str | None) -> tuple[str | None, bool]:
+    """(the delimiter a CSV or TSV table is read with, whether it was sniffed); (None, False) for other formats.
+    A CSV file's is the one of , ; tab | that splits its header into the most columns its first rows agree
+    with (Excel writes ';' where the decimal mark is a comma)."""
+    if suffix not in (".csv", ".tsv"):
+        return None, False
+    if given or suffix == ".tsv":
+        return given or "\t", False
+    with open_text(path, encoding) as handle:
+        sample = [line for _, line in zip(range(SNIFF_LINES), handle)]
+    best = max(DELIMITERS.values(), key=lambda d: _splits(sample, d))
+    return (best if _splits(sample, best)[0] else ","), True  # one column: nothing to tell
+
+
+def _splits(sample: list[str], delimiter: str) -> tuple[bool, float, int]:
+    """How well `delimiter` splits a sample: (into columns at all, the share of rows with the header's number
+    of fields, that number); the first delimiter of the best wins ties, the comma first."""
+    rows = [r for r in csv.reader(sample, delimiter=delimiter) if r and r != [""]]
+    if not rows:
+        return False, 0.0, 0
+    width = len(rows[0])
+    agree = sum(len(r) == width for r in rows[1:]) / max(len(rows) - 1, 1)
+    return width > 1, agree, width
 
 
 def check_corpus(path: Path, encoding: str = DEFAULT_ENCODING) -> str:
@@ -45,11 +100,12 @@ def check_corpus(path: Path, encoding: str = DEFAULT_ENCODING) -> str:
     return suffix
 
 
-def read_rows(path: Path, suffix: str, encoding: str) -> Iterator[Row]:
-    """The rows of a checked corpus, in file order; blank lines are not rows."""
-    if suffix == ".parquet":
-        return _parquet_rows(path, encoding)
-    return {".txt": _txt_rows, ".jsonl": _jsonl_rows}.get(suffix, _delimited_rows)(path, encoding)
+def read_rows(path: Path, suffix: str, encoding: str, delimiter: str | None = None) -> Iterator[Row]:
+    """The rows of a checked corpus, in file order; blank lines are not rows. `delimiter`: a CSV or TSV
+    table's (table_delimiter)."""
+    if suffix in (".csv", ".tsv"):
+        return _delimited_rows(path, encoding, delimiter or ("\t" if suffix == ".tsv" else ","))
+    return {".txt": _txt_rows, ".jsonl": _jsonl_rows, ".parquet": _parquet_rows}[suffix](path, encoding)
 
 
 def open_text(path: Path, encoding: str):
@@ -97,8 +153,7 @@ def _txt_rows(path: Path, encoding: str) -> Iterator[Row]:
             yield number, (_not_decoded(encoding) if _UNDECODED.search(line) else {DEFAULT_TEXT_COLUMN: line})
 
 
-def _delimited_rows(path: Path, encoding: str) -> Iterator[Row]:
-    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+def _delimited_rows(path: Path, encoding: str, delimiter: str) -> Iterator[Row]:
     with open_text(path, encoding) as handle:
         lines = _Lines(handle)
         reader = csv.reader(lines, delimiter=delimiter)
@@ -184,8 +239,8 @@ def _check_quotes_close(path: Path, lines: _Lines, first_line: int) -> None:
     where = first_line + opened
     rest = f"lines {where}-{first_line + len(lines.taken) - 1}" if len(lines.taken) - opened > 1 else f"line {where}"
     raise InvalidInputError(f"{path.name} line {where}: a quote opens there and is never closed, so {rest} would "
-                            "read as one field; close the quote (a quote inside a quoted field is written twice: \"\"), "
-                            "then run again")
+                            "read as one field; close the quote (a quote inside a quoted field is written twice: "
+                            '""), then run again')
 
 
 def _jsonl_rows(path: Path, encoding: str) -> Iterator[Row]:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .columns import ColumnInfo
+from .formats import Dialect
 
 if TYPE_CHECKING:
     import numpy as np
@@ -35,6 +36,7 @@ class Corpus:
     records: list[TextRecord]
     skipped: list[SkippedRow]
     columns: list[ColumnInfo] = field(default_factory=list)  # its metadata columns, as typed
+    dialect: Dialect | None = None  # a CSV or TSV table: how its cells were split and its numbers read
 
 
 @dataclass
