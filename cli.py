@@ -86,8 +86,7 @@ RUNTIME_HELP = ("How the model runs on a CPU: torch, onnx (ONNX Runtime) or auto
                 "fp32's vectors (default: as the index records, else auto).")
 PRECISION_HELP = ("fp32, bf16 or int8, or auto (default: as the index records, else auto); a precision whose vectors "
                   "fall outside the parity measured for the index's own is refused.")
-MODALITIES = ("image", "text")
-TARGETS = ("image", "text", "product")
+TARGETS = ("image", "text", "product")  # the kinds of item: what a search targets, and what list shows
 
 
 def _version(value: bool) -> None:
@@ -176,8 +175,10 @@ def index(
     ray_actors: Optional[int] = typer.Option(None, "--ray-actors", min=1, metavar="N", help="Encoding actors on Ray, each holding its own copy of the model (default: one per GPU of the cluster, else one per CPU core; fewer if memory is short)."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Try files that failed before, changed or not."),
     replace_sources: bool = typer.Option(False, "--replace-sources", help="Make the sources named here the index's whole set, dropping the others and their items."),
-    na_values: Optional[str] = typer.Option(None, "--na-values", metavar="A,B,...", help="Cells of the tables named here that mean a missing value, comma-separated, matched ignoring case (default: as recorded, else NA,N/A,null,None,-,nan; empty cells always); '' leaves only empty cells."),
+    na_values: Optional[str] = typer.Option(None, "--na-values", metavar="A,B,...", help="""Cells of the tables named here that mean a missing value, comma-separated, or a JSON list for markers holding a comma ('["n/a", "a, b"]'), matched ignoring case (default: as recorded, else NA,N/A,null,None,-,nan; empty cells always); '' leaves only empty cells."""),
     column_types: Optional[str] = typer.Option(None, "--column-types", metavar="NAME=TYPE,...", help="Set columns' types instead of inferring them, e.g. price=float,zip=str (int, float, bool, str); every cell must convert. Default: as recorded; '' clears."),
+    delimiter: Optional[str] = typer.Option(None, "--delimiter", metavar="CHAR", help="What separates the cells of the CSV and TSV tables named here: , ; | or tab (default: as recorded, else a CSV file's is sniffed among those, a TSV's is tab)."),
+    decimal: Optional[str] = typer.Option(None, "--decimal", metavar="MARK", help="The decimal mark of the numbers in the CSV and TSV tables named here, '.' or ',' (12,5 is then 12.5); default: as recorded, else '.', or ',' for a ';'-separated table whose numbers are written so (the column lines say which)."),
 ) -> None:
     """Embed images and texts into one space and write a searchable index.
 
@@ -197,7 +198,7 @@ def index(
                          retry_failed=retry_failed, replace_sources=replace_sources, vectors=vectors,
                          memory_budget=memory_budget, image_decode=decode, background=background,
                          engine="ray" if ray or ray_address else "local", ray_address=ray_address, ray_actors=ray_actors,
-                         na_values=na_values, column_types=column_types)
+                         na_values=na_values, column_types=column_types, delimiter=delimiter, decimal=decimal)
     report = _run(lambda: build_index(out, config, progress=_tqdm_progress))
     if report.inference_note:
         typer.echo(f"note: {report.inference_note}", err=True)
@@ -208,10 +209,12 @@ def index(
     if len(report.failures) > 20:
         typer.echo(f"... and {len(report.failures) - 20} more (xmodal info {out} --failures)", err=True)
     for corpus, columns in report.columns.items():
+        dialect = report.dialects.get(corpus)
+        read = dialect.describe(Path(corpus).suffix.lower()) if dialect else None
         for column in columns:
-            typer.echo(_column_line(Path(corpus).name, column), err=True)
+            typer.echo(_column_line(Path(corpus).name + (f"; {read}" if read else ""), column), err=True)
     stats = report.stats
-    typer.echo(f"indexed {_held(report.counts, report.failures)}; {_skipped(report.failures)}; "
+    typer.echo(f"indexed {_held(report.counts, report.without_photo)}; {_skipped(report.failures)}; "
                f"{report.seconds:.1f} s, {report.items_per_second:.1f} items/s -> {report.path}")
     typer.echo(f"this run: encoded {stats.encoded}, reused {stats.reused}, resumed {stats.resumed}, "
                f"removed {stats.removed}, failed {stats.failed}" + ("" if report.committed else " (nothing changed)"))
@@ -222,16 +225,24 @@ def _column_line(corpus: str, column) -> str:
     kind = "no values" if column.type == "empty" else column.type + (" (set by --column-types)" if column.set else "")
     line = f"column {column.name} ({corpus}): {kind}, {_count(column.nulls, 'null')}"
     if column.first_text_line is not None:
-        line += (f"; mostly numbers, but line {column.first_text_line} holds {column.first_text_value!r} "
-                 "(if that means missing, add it to --na-values)")
+        line += f"; mostly numbers, but line {column.first_text_line} holds {column.first_text_value!r} "
+        line += _number_fix(column.first_text_number) if column.first_text_number else \
+            "(if that means missing, add it to --na-values)"
     return line
 
 
-def _held(counts: dict[str, int], failures=()) -> str:
+def _number_fix(form: str) -> str:
+    """What to do about a value that is a number written another way ('12,5' read with a decimal point)."""
+    mark = {"decimal comma": ",", "decimal point": "."}.get(form)
+    if mark:
+        return f"(a number with a {form}: read them so with --decimal {mark})"
+    return "(a number with grouped digits, which are not read as one: write it as 1234567)"
+
+
+def _held(counts: dict[str, int], photoless: int = 0) -> str:
     """'12 images, 12 texts', and the products when there are any, with those held without their photo."""
     held = [_count(counts.get("image", 0), "image"), _count(counts.get("text", 0), "text")]
     if counts.get("product"):
-        photoless = sum(_is_product_photo(f) for f in failures)
         held.append(_count(counts["product"], "product") + (f" ({photoless} without a photo)" if photoless else ""))
     return ", ".join(held)
 
@@ -572,7 +583,9 @@ def _source_options(source) -> str:
         if key in ("kind", "path", "fingerprint", "columns"):
             continue
         if key == "na_values":
-            value = ",".join(value) or "''"
+            value = json.dumps(value, ensure_ascii=False) if any("," in v for v in value) else ",".join(value) or "''"
+        elif key == "delimiter":
+            value = "tab" if value == "\t" else repr(value)
         elif key == "column_types":
             value = ",".join(f"{name}={kind}" for name, kind in value.items())
         shown.append(f", {key} {value}")
@@ -642,23 +655,24 @@ def eval_(
 @app.command("list")
 def list_(
     index_dir: Path = typer.Argument(..., metavar="INDEX", hidden=True),
-    modality: Optional[str] = typer.Option(None, "--modality", metavar="KIND", help="image or text only."),
+    modality: Optional[str] = typer.Option(None, "--modality", metavar="KIND", help="image, text or product only."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON array of items."),
 ) -> None:
     """List the items an index holds, with their row ids.
 
     INDEX: an index folder.
     """
-    if modality not in (None, *MODALITIES):
-        _fail(f"unknown --modality {modality!r}; use image or text")
+    if modality not in (None, *TARGETS):
+        _fail(f"unknown --modality {modality!r}; use image, text or product")
     from .indexer import list_items
 
     rows = _run(lambda: list_items(index_dir, modality))
     if as_json:
         typer.echo(json.dumps([r.__dict__ for r in rows], ensure_ascii=False, indent=2, default=str))
         return
+    width = max((len(row.modality) for row in rows), default=0)
     for row in rows:
-        typer.echo(f"{row.row_id:>8}  {row.modality:<5}  {row.path or _clip(row.text, 100)}")
+        typer.echo(f"{row.row_id:>8}  {row.modality:<{width}}  {row.path or _clip(row.text, 100)}")
 
 
 @app.command()

@@ -508,7 +508,8 @@ class SearchIndex:
                 if column.get("type") == "text" and column.get("first_text_line") is not None:
                     na_values = DEFAULT_NA_VALUES if source.na_values is None else source.na_values
                     causes.setdefault(column["name"], TextCause(Path(source.path).name, column["first_text_line"],
-                                                                column["first_text_value"], tuple(na_values)))
+                                                                column["first_text_value"], tuple(na_values),
+                                                                column.get("first_text_number")))
         return causes
 
     def _filter_table(self, target: str) -> pa.Table:

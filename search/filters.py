@@ -88,12 +88,20 @@ class TextCause:
     line: int
     value: str
     na_values: tuple[str, ...]  # the corpus's missing markers
+    number: str | None = None  # the value is a number written another way: "decimal comma", "grouped digits", ...
 
     def explain(self, column: str) -> str:
-        markers = ",".join((*self.na_values, self.value))
-        return (f"{column} is text, not numbers: line {self.line} of {self.file} holds {self.value!r}; if that "
-                f"means a missing value, index {self.file} again with {option('na_values')} \"{markers}\", "
-                "or fix that line")
+        from ..indexer.build import na_values_argument
+
+        said = f"{column} is text, not numbers: line {self.line} of {self.file} holds {self.value!r}"
+        mark = {"decimal comma": ",", "decimal point": "."}.get(self.number)
+        if mark:  # a number is never offered as a missing marker: "12,5" would be 12 and 5, and lose a real 5
+            return f"{said}, a number with a {self.number}; index {self.file} again with {option('decimal', mark)}"
+        if self.number:
+            return f"{said}, a number with grouped digits, which are not read as one; write it as 1234567"
+        markers = na_values_argument((*self.na_values, self.value))
+        return (f"{said}; if that means a missing value, index {self.file} again with {option('na_values')} "
+                f"{markers}, or fix that line")
 
 
 @dataclass(frozen=True)

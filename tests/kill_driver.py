@@ -72,8 +72,9 @@ def small_segments(rows: str) -> None:
     """XMODAL_TEST_SEGMENT_ROWS: segments (and corpus batches) of that many rows, so a small run streams."""
     import xmodal.indexer.build.commit
     import xmodal.indexer.build.fresh
-    import xmodal.indexer.build.sources
-    xmodal.indexer.build.fresh.SEGMENT_ROWS = xmodal.indexer.build.commit.SEGMENT_ROWS = xmodal.indexer.build.sources.STREAM_ROWS = int(rows)
+    import xmodal.indexer.build.sources.corpus
+    xmodal.indexer.build.fresh.SEGMENT_ROWS = xmodal.indexer.build.commit.SEGMENT_ROWS = int(rows)
+    xmodal.indexer.build.sources.corpus.STREAM_ROWS = int(rows)
 
 
 def main() -> None:

@@ -201,3 +201,55 @@ def test_cli_refuses_an_empty_csv_in_one_line_exit_2(tmp_path):
     assert done.returncode == 2 and not out.exists()
     assert done.stderr == (f"error: text corpus {path} holds no rows (it is empty, or a header alone); put rows in "
                            "it, or leave it out of this run\n")
+
+
+@pytest.mark.parametrize("image_column", [None, "image"])
+def test_a_table_whose_every_row_is_malformed_is_refused_in_one_line(tmp_path, image_column):
+    """Every row skipped gave an empty index and exit 0 (or, for products, 'nothing to index')."""
+    path = tmp_path / "export.csv"
+    path.write_text("sku,description,image\nA1,a red mug,mug.jpg,extra\nA2,a jug,jug.jpg,x,y\n")
+    out = tmp_path / "idx"
+    done = xmodal("index", "--texts", str(path), "--text-column", "description", "--out", str(out),
+                  "--model", "python:fakes:make_encoder", *(["--image-column", image_column] if image_column else []))
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == (f"error: text corpus {path} holds no row that can be indexed (all 2 skipped; the first, "
+                           "line 2: has 4 fields where the header has 3); fix the file, or leave it out of this run; "
+                           "if its cells are not separated by ',', name the delimiter with --delimiter\n")
+    assert not out.exists()
+
+
+def test_a_table_the_index_holds_is_not_emptied_by_an_export_gone_wrong(tmp_path, texts_csv):
+    out = tmp_path / "idx"
+    build_index(out, IndexConfig(texts=[texts_csv]), encoder=FakeEncoder())
+    texts_csv.write_text("sku,text,price\n1,a red car,3,EUR\n2,a blue car,4,EUR\n")  # a column added to the rows only
+    with pytest.raises(EmptyCorpusError, match=r"holds no row that can be indexed \(all 2 skipped; the first, line 2: "
+                                               r"has 4 fields where the header has 3\)"):
+        build_index(out, IndexConfig(texts=[texts_csv]), encoder=FakeEncoder())
+    assert open_index(out).manifest.counts["text"] == 4
+
+
+def test_a_quote_never_closed_is_refused_naming_the_line_it_opened_on(tmp_path):
+    """An unclosed quote took the rest of the file into one text, without a word."""
+    path = tmp_path / "export.csv"
+    path.write_text('sku,description,price\nA1,a red mug,5\nA2,"a jug,7\nA3,a bowl,3\nA4,a plate,2\n')
+    out = tmp_path / "idx"
+    done = xmodal("index", "--texts", str(path), "--text-column", "description", "--out", str(out),
+                  "--model", "python:fakes:make_encoder")
+    assert done.returncode == 2 and not out.exists()
+    assert done.stderr == ("error: export.csv line 3: a quote opens there and is never closed, so lines 3-5 would "
+                           'read as one field; close the quote (a quote inside a quoted field is written twice: ""), '
+                           "then run again\n")
+
+
+@pytest.mark.parametrize("stray", ['A5,a "plate,2', 'A5,Monitor 27",2'])
+def test_rows_merged_by_a_stray_quote_are_skipped_with_their_lines(tmp_path, stray):
+    """A quote opened on one row and closed on a later one merged the rows between into one, without a word; a
+    quoted field that holds newlines is still one field."""
+    path = tmp_path / "export.csv"
+    path.write_text(f'sku,description,price\nA1,"a red mug,\nwith a handle",5\nA2,"a jug,7\nA3,a bowl,3\n'
+                    f'A4,a cup,4\n{stray}\nA6,a pan,1\n')
+    corpus = read_corpus(path, "description")
+    assert [(r.line, r.text) for r in corpus.records] == [(2, "a red mug,\nwith a handle"), (8, "a pan")]
+    assert [(s.line, s.reason) for s in corpus.skipped] == [
+        (4, "a quote opened on line 4 closes only on line 7, so lines 4-7 read as one row: a stray quote? fix the "
+            "quoting")]

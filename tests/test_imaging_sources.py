@@ -168,3 +168,56 @@ def test_unsupported_or_missing_corpus(tmp_path):
         read_texts(tmp_path / "x.docx")
     with pytest.raises(InvalidInputError, match="does not exist"):
         read_texts(tmp_path / "nope.csv")
+
+
+def test_a_broken_link_in_a_photo_folder_is_named_and_recorded(tmp_path):
+    """A dangling symlink in a photo folder was passed over without a word."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    noise_image(1).save(photos / "good.png")
+    os.symlink(tmp_path / "moved-away.jpg", photos / "summer.jpg")
+    os.symlink(tmp_path / "old-drive", photos / "archive")  # was a folder of photos
+    out = tmp_path / "idx"
+    command = [sys.executable, "-c", "from xmodal import cli; cli.run()", "index", str(photos), "--out", str(out),
+               "--model", "python:fakes:make_encoder", "--workers", "0"]
+    for _ in range(2):  # the second run commits nothing, and still says so (from the failures recorded)
+        run = subprocess.run(command, capture_output=True, text=True, env=env_with_tests_path(), timeout=300)
+        assert run.returncode == 0, run.stderr
+        assert f"skipped {photos / 'summer.jpg'}: a broken link (to {tmp_path / 'moved-away.jpg'}): " \
+               "No such file or directory" in run.stderr
+        assert f"skipped {photos / 'archive'}: a broken link" in run.stderr
+        assert "indexed 1 image, 0 texts; skipped 2 (2 images)" in run.stdout
+    listed = subprocess.run(command[:3] + ["info", str(out), "--failures"], capture_output=True, text=True,
+                            env=env_with_tests_path(), timeout=300)
+    assert str(photos / "summer.jpg") in listed.stdout and str(photos / "archive") in listed.stdout
+    (photos / "summer.jpg").unlink()
+    again = subprocess.run(command, capture_output=True, text=True, env=env_with_tests_path(), timeout=300)
+    assert "summer.jpg" not in again.stderr and "skipped 1 (1 image)" in again.stdout
+
+
+def test_a_subfolder_that_cannot_be_listed_is_named_and_recorded(tmp_path, monkeypatch):
+    """os.walk passed over a folder it could not list (no permission, gone mid-walk) without a word. Tests run as
+    root, for whom no permission is missing: the folder's listing fails as it would for another user."""
+    from fakes import FakeEncoder
+    from xmodal.indexer import IndexConfig, build_index
+    from xmodal.indexer.store import IndexDir, read_failures
+
+    photos = tmp_path / "photos"
+    (photos / "locked").mkdir(parents=True)
+    noise_image(1).save(photos / "good.png")
+    noise_image(2).save(photos / "locked" / "hidden.png")
+    listing = os.scandir
+
+    def scandir(path="."):
+        if isinstance(path, (str, os.PathLike)) and os.fspath(path) == str(photos / "locked"):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return listing(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    report = build_index(tmp_path / "idx", IndexConfig(images=[photos], workers=0), encoder=FakeEncoder())
+    assert report.counts["image"] == 1
+    assert [(f.path, f.reason) for f in report.failures] == \
+        [(str(photos / "locked"), "unreadable folder: Permission denied")]
+    index = IndexDir(tmp_path / "idx")
+    stored = read_failures(index.generation_path(index.read_manifest().generation) / "failures.parquet")
+    assert [(f.path, f.reason) for f in stored] == [(str(photos / "locked"), "unreadable folder: Permission denied")]

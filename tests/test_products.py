@@ -102,6 +102,31 @@ def test_a_missing_or_broken_photo_leaves_a_product_with_its_text(shop, tmp_path
     assert found["Red running shoes"][3].path is None  # an empty cell: no photo, and no failure
 
 
+def test_a_folder_in_the_image_column_skips_that_photo_and_the_run_goes_on(tmp_path):
+    """A folder named as a photo aborted the run with 'could not write the index ...: Is a directory', and every
+    re-run the same: it is that row's photo failure, as a missing file is."""
+    (tmp_path / "photos" / "misc").mkdir(parents=True)
+    noise_image(3).save(tmp_path / "photos" / "jug.png")
+    (tmp_path / "d.csv").write_text("sku,description,image\nA1,a red mug,photos/misc\nA2,a jug,photos/jug.png\n")
+    out = tmp_path / "d.idx"
+    for _ in range(2):
+        built = xmodal("index", "--texts", str(tmp_path / "d.csv"), "--text-column", "description", "--image-column",
+                       "image", "--out", str(out), "--model", "python:fakes:make_encoder", "--workers", "0")
+        assert built.returncode == 0, built.stderr
+        assert f"{tmp_path / 'photos' / 'misc'}:2: is a folder, not an image" in built.stderr
+        assert "2 products (1 without a photo); skipped 1 (1 product photo)" in built.stdout
+    found = products_by_sku(out)
+    assert found["A1"][1] is None and found["A1"][2] is not None and found["A2"][1] is not None
+
+
+def products_by_sku(out) -> dict[str, tuple]:
+    state = load_state(IndexDir(out), IndexDir(out).read_manifest())
+    return {row.metadata["sku"]: (row.row_id, state.vector("product-image", row.row_id)
+                                  if state.has_vector("product-image", row.row_id) else None,
+                                  state.vector("product-text", row.row_id))
+            for row in stored_rows(IndexDir(out), IndexDir(out).read_manifest())}
+
+
 def test_run_counts_are_the_vectors_encoded_when_photos_are_missing_or_broken(shop, tmp_path):
     """A missing photo was taken off the encoded count though it was never sent to the model: 22 of 23
     vectors counted, then -1 on a run that changed nothing."""
@@ -227,6 +252,20 @@ def test_cli_indexes_products_and_counts_them(shop, tmp_path):
     assert nothing.returncode == 2 and nothing.stderr.startswith("error: give a query")
 
 
+def test_list_shows_products_as_it_shows_images_and_texts(shop, tmp_path):
+    """`xmodal list IDX --modality product` was refused ('use image or text') though products are a modality."""
+    out = tmp_path / "idx"
+    build(out, shop / "listings.csv")
+    listed = xmodal("list", str(out), "--modality", "product")
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert len(lines) == 12 and all(line.split()[1] == "product" for line in lines)
+    assert xmodal("list", str(out), "--modality", "image").stdout == ""
+    wrong = xmodal("list", str(out), "--modality", "products")
+    assert wrong.returncode == 2 and wrong.stderr.strip() == \
+        "error: unknown --modality 'products'; use image, text or product"
+
+
 def test_the_summary_counts_products_without_a_photo_as_products(shop, tmp_path):
     """'12 products; skipped 2 (2 images)' read as two products dropped: they are indexed with their text."""
     (shop / "images" / "02-blue-car.png").unlink()
@@ -243,6 +282,28 @@ def test_the_summary_counts_products_without_a_photo_as_products(shop, tmp_path)
         in built.stdout
     again = xmodal("index", "--out", str(tmp_path / "idx"))  # the failures the index holds, on a run that reads none
     assert "12 products (2 without a photo); skipped 3 (1 image, 2 product photos);" in again.stdout
+
+
+def test_a_product_whose_image_cell_is_empty_counts_as_without_a_photo(shop, tmp_path):
+    """'12 products (2 without a photo)' when 3 had none: a row with an empty image cell was not counted."""
+    (shop / "images" / "02-blue-car.png").unlink()
+    rewrite(shop / "listings.csv", lambda rows: [{**r, "image": "" if r["id"] in ("4", "5") else r["image"]}
+                                                 for r in rows])
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    noise_image(1).save(folder / "good.png")
+    out = tmp_path / "idx"
+    built = xmodal("index", str(folder), "--texts", str(shop / "listings.csv"), "--text-column", "description",
+                   "--image-column", "image", "--out", str(out), "--model", "python:fakes:make_encoder",
+                   "--workers", "0")
+    assert built.returncode == 0, built.stderr
+    assert "12 products (3 without a photo); skipped 1 (1 product photo);" in built.stdout
+    state = load_state(IndexDir(out), IndexDir(out).read_manifest())
+    held = [row for row in state.rows if row.modality == "product"]
+    assert sum(not state.has_vector("product-image", row.row_id) for row in held) == 3
+    for again in (xmodal("index", "--out", str(out)),  # every source read again
+                  xmodal("index", str(folder), "--out", str(out))):  # the folder alone: nothing changed
+        assert "12 products (3 without a photo); skipped 1 (1 product photo);" in again.stdout, again.stdout
 
 
 @pytest.mark.parametrize("point,nth", [("encode_image", 2), ("encode_text", 1), ("journal_append", 2),

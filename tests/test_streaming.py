@@ -14,7 +14,7 @@ import pytest
 
 import xmodal.indexer.build.commit
 import xmodal.indexer.build.fresh
-import xmodal.indexer.build.sources
+import xmodal.indexer.build.sources.corpus
 from fakes import HashEncoder
 from xmodal.indexer import IndexConfig, build_index
 from xmodal.indexer.build.sources import read_corpus, stream_corpus
@@ -73,7 +73,7 @@ def ranked(index, where=None) -> list:
 @pytest.fixture
 def small_batches(monkeypatch):
     """Batches of 64 rows and segments of 300: a few thousand rows behave as millions would."""
-    monkeypatch.setattr(xmodal.indexer.build.sources, "STREAM_ROWS", 64)
+    monkeypatch.setattr(xmodal.indexer.build.sources.corpus, "STREAM_ROWS", 64)
     monkeypatch.setattr(xmodal.indexer.build.fresh, "SEGMENT_ROWS", 300)
     monkeypatch.setattr(xmodal.indexer.build.commit, "SEGMENT_ROWS", 300)
 
@@ -97,7 +97,7 @@ def test_a_corpus_in_many_batches_and_segments_equals_one_built_whole(tmp_path, 
     catalog(corpus, 1000)
     whole = build(tmp_path / "whole", corpus)
     with monkeypatch.context() as patch:
-        patch.setattr(xmodal.indexer.build.sources, "STREAM_ROWS", 64)
+        patch.setattr(xmodal.indexer.build.sources.corpus, "STREAM_ROWS", 64)
         patch.setattr(xmodal.indexer.build.fresh, "SEGMENT_ROWS", 300)
         patch.setattr(xmodal.indexer.build.commit, "SEGMENT_ROWS", 300)
         streamed = build(tmp_path / "streamed", corpus)

@@ -83,6 +83,8 @@ class IndexConfig:
     # Typing the tables named in `texts` (None: as recorded, else the defaults):
     na_values: Sequence[str] | str | None = None  # cells meaning missing (sources.DEFAULT_NA_VALUES); [] only empty
     column_types: dict[str, str] | str | None = None  # set, not inferred: {"price": "float", "zip": "str"}; {} clears
+    delimiter: str | None = None  # of the CSV and TSV tables named: , ; | or tab; None: as recorded, else sniffed
+    decimal: str | None = None  # their numbers' decimal mark, . or ,; None: as recorded, else as the table shows
 
 
 @dataclass
@@ -98,6 +100,8 @@ class IndexReport:
     committed: bool
     columns: dict[str, list[sources.ColumnInfo]] = field(default_factory=dict)  # per corpus read: its columns
     inference_note: str | None = None  # why the model ran another way than asked (a runtime not installed)
+    without_photo: int = 0  # products held with their text alone: an empty image cell, or a photo not read
+    dialects: dict[str, sources.Dialect] = field(default_factory=dict)  # per CSV or TSV table read: its dialect
 
     @property
     def items_per_second(self) -> float:
@@ -183,7 +187,7 @@ class FoundItems:
     image_paths: list[str]
     corpora: list[sources.PreparedCorpus]  # text corpora, checked; streamed while planning
     products: list[sources.TextRecord]  # rows of tables read with an image column
-    skipped_rows: list[Failure]
+    skipped_rows: list[Failure]  # table rows skipped, and what photo folders hide (a folder unlisted, a broken link)
     fingerprints: dict[tuple[str, str], str | None] = field(default_factory=dict)  # corpora as they were read
     tables: dict[tuple[str, str], sources.Corpus] = field(default_factory=dict)  # tables of products, by source key
 
@@ -195,6 +199,12 @@ class FoundItems:
         """Each corpus read's columns as typed (a streamed Parquet file's are complete once it was streamed)."""
         found = {("texts", str(c.path)): c.column_info() for c in self.corpora}
         found.update({key: table.columns for key, table in self.tables.items()})
+        return found
+
+    def dialects(self) -> dict[str, sources.Dialect]:
+        """How each CSV or TSV table read was split into cells and its numbers read, by path."""
+        found = {str(c.path): c.dialect for c in self.corpora if c.dialect}
+        found.update({key[1]: table.dialect for key, table in self.tables.items() if table.dialect})
         return found
 
 
@@ -209,21 +219,22 @@ def read_sources(index: Path, synced: list[Source], recorded: list[Source]) -> F
                 raise InvalidInputError(
                     f"image folder {source.path}, a source of this index, does not exist; check the path (or, if "
                     f"it is gone for good, drop it and its items with {command('remove', f'{index} --source {source.path}')})")
-            found = sources.list_images(source.path)
-            if not found and source.key not in known:
+            walk = sources.walk_images(source.path)
+            if not walk.images and source.key not in known:
                 raise sources.no_images_error([source.path])
-            image_paths.extend(found)
+            image_paths.extend(walk.images)
+            skipped.extend(Failure(path, "image", reason) for path, reason in walk.problems)
             continue
         fingerprints[source.key] = fingerprint(source.path)  # before reading: a later edit is seen next run
         if not source.image_column:
             prepared = sources.prepare_corpus(source.path, *reading_options(source)[:2], column_typing(source),
-                                              source.id_column)
+                                              source.id_column, source.delimiter)
             if not prepared.rows and source.key not in known:
                 raise sources.empty_corpus_error(source.path)
             corpora.append(prepared)
             continue
         corpus = sources.read_corpus(source.path, *reading_options(source), id_column=source.id_column,
-                                     typing=column_typing(source))
+                                     typing=column_typing(source), delimiter=source.delimiter)
         if not corpus.records and not corpus.skipped and source.key not in known:
             raise sources.empty_corpus_error(source.path)
         products.extend(corpus.records)
@@ -243,6 +254,10 @@ def _named_typing(config: IndexConfig) -> dict:
         types = config.column_types
         given["column_types"] = sources.parse_column_types(types) if isinstance(types, str) else \
             sources.check_column_types(types)
+    if config.delimiter is not None:
+        given["delimiter"] = sources.check_delimiter(config.delimiter)
+    if config.decimal is not None:
+        given["decimal"] = sources.check_decimal(config.decimal)
     if given and not config.texts:  # else silently unused: the recorded tables keep their own
         raise InvalidInputError(f"{option(next(iter(given)))} applies to the tables named in the same run; "
                                 f"name them with {option('texts', 'FILE')}")
@@ -254,6 +269,14 @@ def _with_columns(sources_held: list[Source], found: FoundItems) -> list[Source]
     columns = found.columns()
     return [replace(s, columns=[c.to_record() for c in columns[s.key]]) if s.key in columns else s
             for s in sources_held]
+
+
+def _without_photo(held: list[Source], failures: list[Failure]) -> int:
+    """Products held without a photo: rows whose image cell is empty (the image column's nulls, as its table's
+    last read recorded them) and photos that could not be read (each a failure naming its table)."""
+    empty = sum(column.get("nulls", 0) for source in held if source.image_column for column in source.columns or ()
+                if column["name"] == source.image_column)
+    return empty + sum(f.modality == "image" and f.source is not None for f in failures)
 
 
 def _skipped(rows: list[sources.SkippedRow]) -> list[Failure]:
@@ -352,7 +375,7 @@ class _Build:
                              "background": self.config.background}
         if previous is not None and not Journal.has_saved_work(index_dir.root) and nothing_changed(
                 index_dir, previous, self.source_plan, found.image_paths, recorded_settings,
-                self.config.retry_failed):
+                self.config.retry_failed, found.skipped_rows):
             return _record_idle_run(index_dir, previous, self.source_plan, self.model, self.timer, self.run.started)
         state = load_state(index_dir, previous)
         scoped, failures_kept, dropped = _split_by_source(state, self.source_plan)
@@ -384,7 +407,8 @@ class _Build:
         return IndexReport(index_dir.root, dict(manifest.counts), delta.failures,
                            time.perf_counter() - self.run.started, self.timer.seconds, self.model.device,
                            self.model.identity.describe(), delta.stats, committed,
-                           {key[1]: infos for key, infos in found.columns().items()}, self.model.note)
+                           {key[1]: infos for key, infos in found.columns().items()}, self.model.note,
+                           _without_photo(delta.sources, delta.failures), found.dialects())
 
     def _stream_images(self, planner: ImagePlanner, out: _Output) -> _ImageRun:
         """The image paths a batch at a time: planned against the stored images, encoded, handed to the writer."""
@@ -510,7 +534,8 @@ def _record_idle_run(index_dir: IndexDir, previous: Manifest, source_plan: Sourc
                                          format_version=FORMAT_VERSION))
     failures = read_failures(index_dir.generation_path(previous.generation) / "failures.parquet")
     return IndexReport(index_dir.root, dict(previous.counts), failures, time.perf_counter() - started,
-                       timer.seconds, model.device, model.identity.describe(), stats, False)
+                       timer.seconds, model.device, model.identity.describe(), stats, False,
+                       without_photo=_without_photo(source_plan.sources, failures))
 
 
 def _split_by_source(state: StoredState, source_plan: SourcePlan) -> tuple[StoredState, list[Failure], np.ndarray]:

@@ -98,7 +98,10 @@ def plan_products(records: list[TextRecord], state: StoredState, journal: Journa
         plan.rows.append(row)
         plan.lines[row.row_id] = record.line
         _plan_text(plan, row, old, text_sources, journal)
-        if record.image is not None:
+        if record.photo_skipped is not None:
+            plan.new_failures.append(Failure(record.image, "image", record.photo_skipped, line=record.line,
+                                             source=record.source))
+        elif record.image is not None:
             _plan_photo(plan, row, old, photo_sources, journal)
     plan.removed_ids = [r.row_id for r in previous if r.row_id not in matcher.taken]
     return plan

@@ -40,7 +40,7 @@ class SourcePlan:
 def named_sources(images: list[str | Path], texts: list[str | Path], text_column: str | None,
                   encoding: str | None, image_column: str | None = None, id_column: str | None = None,
                   typing: dict[str, Any] | None = None) -> list[Source]:
-    """`typing`: na_values and column_types for the corpora named (None each: as recorded)."""
+    """`typing`: na_values, column_types, delimiter and decimal for the corpora named (None each: as recorded)."""
     named = [Source("images", os.path.abspath(p)) for p in images]
     named += [Source("texts", os.path.abspath(p), text_column, encoding, image_column, id_column=id_column,
                      **(typing or {}))
@@ -78,9 +78,9 @@ def reading_options(source: Source) -> tuple[str, str, str | None]:
 
 
 def column_typing(source: Source) -> ColumnTyping:
-    """How a text source's cells are typed: its missing markers and the column types set for it."""
+    """How a text source's cells are typed: its missing markers, the column types and decimal mark set for it."""
     na_values = DEFAULT_NA_VALUES if source.na_values is None else source.na_values
-    return ColumnTyping(na_values, dict(source.column_types or {}))
+    return ColumnTyping(na_values, dict(source.column_types or {}), source.decimal)
 
 
 def _completed(named: Source, recorded: Source | None) -> Source:
@@ -95,11 +95,14 @@ def _completed(named: Source, recorded: Source | None) -> Source:
 
 
 def _with_recorded_typing(source: Source, named: Source, recorded: Source | None) -> Source:
-    """Missing markers and column types as named, else as recorded; naming no column types ({}) clears them."""
-    na_values = named.na_values if named.na_values is not None else (recorded.na_values if recorded else None)
-    column_types = named.column_types if named.column_types is not None else \
-        (recorded.column_types if recorded else None)
-    return replace(source, na_values=na_values, column_types=column_types or None)
+    """Missing markers, column types, delimiter and decimal mark as named, else as recorded; naming no column
+    types ({}) clears them."""
+    def kept(name: str):
+        value = getattr(named, name)
+        return value if value is not None else (getattr(recorded, name) if recorded else None)
+
+    return replace(source, na_values=kept("na_values"), column_types=kept("column_types") or None,
+                   delimiter=kept("delimiter"), decimal=kept("decimal"))
 
 
 def _owned(sources: list[Source], modality: str, location: str | None) -> bool:

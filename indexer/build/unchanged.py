@@ -16,7 +16,7 @@ import numpy as np
 from ..store import IndexDir, Manifest
 from ..store.manifest import Source
 from ..store.segments import SegmentReader
-from ..store.tables import read_failures
+from ..store.tables import Failure, read_failures
 from .sync import SourcePlan
 
 
@@ -49,18 +49,21 @@ def skip_unchanged_corpora(plan: SourcePlan, recorded: list[Source]) -> SourcePl
 
 
 def nothing_changed(index_dir: IndexDir, previous: Manifest, plan: SourcePlan, image_paths: list[str],
-                    settings: dict, retry_failed: bool) -> bool:
-    """Whether a run would commit nothing: same sources and settings, no corpus to read, no image changed."""
+                    settings: dict, retry_failed: bool, hidden: list[Failure] = ()) -> bool:
+    """Whether a run would commit nothing: same sources and settings, no corpus to read, no image changed,
+    and the same things hidden in the folders (`hidden`: subfolders unlisted, broken links) as recorded."""
     if previous.is_legacy or settings != {k: previous.settings.get(k) for k in settings}:
         return False
     if [s.to_dict() for s in plan.sources] != [s.to_dict() for s in previous.sources]:
         return False
     if any(s.kind != "images" for s in plan.synced):
         return False
+    recorded = [f for f in read_failures(index_dir.generation_path(previous.generation) / "failures.parquet")
+                if f.modality == "image" and not f.source]
+    if {(f.path, f.reason) for f in hidden} != {(f.path, f.reason) for f in recorded if f.size is None}:
+        return False
     stored = _stored_images(index_dir, previous)
-    failed = {} if retry_failed else {
-        f.path: (f.size, f.mtime) for f in read_failures(index_dir.generation_path(previous.generation) / "failures.parquet")
-        if f.modality == "image" and not f.source}
+    failed = {} if retry_failed else {f.path: (f.size, f.mtime) for f in recorded}
     matched = 0
     for path in image_paths:
         try:

@@ -40,6 +40,8 @@ class Source:
     column_types: dict[str, str] | None = None  # columns whose type is set, not inferred: {"price": "float"}
     columns: list[dict[str, Any]] | None = None  # what the last read found of each column (sources.ColumnInfo)
     id_column: str | None = None  # a table's column of keys: a row is the same item exactly when its key is
+    delimiter: str | None = None  # a CSV or TSV table's, as given; None: a CSV file's is sniffed, a TSV's is tab
+    decimal: str | None = None  # the decimal mark of its numbers, as given; None: as the table shows (sources)
 
     @property
     def key(self) -> tuple[str, str]:
