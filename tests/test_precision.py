@@ -107,6 +107,40 @@ def test_a_missing_runtime_or_instruction_set_falls_back_and_says_so(monkeypatch
     assert "this CPU lacks avx512_bf16 and amx_bf16" in choice.note
 
 
+def test_a_way_this_cpu_lacks_falls_back_to_the_fastest_parity_way(avx2_cpu):
+    """Not the slowest way (torch fp32, 33 s against 19 s for a load the issue timed): what auto runs here."""
+    lacks = "(this CPU lacks avx512_bf16 and amx_bf16)"
+    for family, runtime, fallback in (("offline", "openvino", "onnx"), ("offline", "torch", "onnx"),
+                                      ("offline", None, "onnx"), ("open_clip", "openvino", "onnx")):
+        choice = inference.choose(family, runtime, "bf16")
+        assert choice.inference == Inference(fallback, "fp32") == inference.choose(family).inference, family
+        assert choice.note.endswith(f"{lacks}: running fp32 on onnx, the fastest way here that keeps fp32's vectors")
+    assert inference.choose("offline", "openvino", "bf16").note.count("not available here") == 1
+
+
+def test_cli_index_on_a_cpu_without_bf16_records_the_fallback_and_says_so_once(avx2_cpu, tmp_path):
+    """A real run on a CPU without bf16 instructions (the detector's XMODAL_CPU_FEATURES mask)."""
+    out = tmp_path / "bf16.idx"
+    env = env_with_tests_path()
+    env["XDG_CACHE_HOME"] = os.environ["XDG_CACHE_HOME"]
+
+    def xmodal(*args):
+        return subprocess.run([sys.executable, "-c", "from xmodal import cli; cli.run()", *args], env=env,
+                              capture_output=True, text=True, timeout=300)
+
+    built = xmodal("index", str(CATALOG / "images"), "--out", str(out), "--model", "offline", "--runtime", "openvino",
+                   "--precision", "bf16")
+    assert built.returncode == 0, built.stderr
+    assert built.stderr.strip().splitlines() == [
+        "note: bf16 on openvino is not available here (this CPU lacks avx512_bf16 and amx_bf16): running fp32 on onnx, "
+        "the fastest way here that keeps fp32's vectors"]
+    assert "384-d, fp32 on onnx on cpu" in built.stdout
+    recorded = json.loads(xmodal("info", str(out), "--json").stdout)["model"]
+    assert (recorded["runtime"], recorded["precision"]) == ("onnx", "fp32")
+    again = xmodal("index", str(CATALOG / "images"), "--out", str(out))  # the recorded way runs here: no note
+    assert again.returncode == 0 and again.stderr == "", again.stderr
+
+
 # ---- what the CPU has: one detector, and the override that masks its flags ---------------------------------
 
 X86_CPUINFO = ("processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni avx512_bf16\n"

@@ -100,19 +100,27 @@ def choose(family: str, runtime: str | None = AUTO, precision: str | None = AUTO
         wanted = [w for w in wanted if (parity(family, w) or 0.0) >= PARITY_COSINE]
     if not wanted:
         raise InferenceChoiceError(_not_offered(family, runtime, precision))
-    return _first_available(wanted, ways, asked=(runtime, precision) != (AUTO, AUTO))
+    return _first_available(family, wanted, asked=(runtime, precision) != (AUTO, AUTO))
 
 
-def _first_available(candidates: list[Inference], ways: dict[Inference, Measured], asked: bool = False) -> Choice:
-    """The fastest candidate this machine can run; else the plain torch fp32, saying why."""
+def _first_available(family: str, candidates: list[Inference], asked: bool = False) -> Choice:
+    """The fastest candidate this machine can run; else the fastest way here that holds parity with fp32 (what
+    auto runs: never the slowest way for want of the one asked), saying why."""
     notes = []
-    for way in sorted(candidates, key=lambda w: -ways[w].speedup):
+    for way in _fastest_first(family, candidates):
         missing = missing_requirement(way)
         if missing is None:
             return Choice(way, "; ".join(notes) if notes and asked else None)
         notes.append(f"{way.describe()} is not available here ({missing})")
-    fallback = Inference("torch", "fp32")
-    return Choice(fallback, f"{'; '.join(notes)}: running {fallback.describe()}")
+    holding = [w for w in offered(family) if (parity(family, w) or 0.0) >= PARITY_COSINE]
+    fallback = next((w for w in _fastest_first(family, holding) if missing_requirement(w) is None), Inference())
+    return Choice(fallback, f"{'; '.join(notes)}: running {fallback.describe()}, the fastest way here that keeps "
+                            "fp32's vectors")
+
+
+def _fastest_first(family: str, ways: list[Inference]) -> list[Inference]:
+    measured = offered(family)
+    return sorted(ways, key=lambda w: -measured[w].speedup)
 
 
 def missing_requirement(way: Inference) -> str | None:
