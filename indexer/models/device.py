@@ -2,17 +2,22 @@
 from __future__ import annotations
 
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 
-from ..errors import InferenceChoiceError, InvalidInputError, option
+from ..errors import InferenceChoiceError, InvalidInputError, one_of, option
 
-DEVICE_CHOICES = "auto, cpu, cuda, cuda:N or mps"
+DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")  # N: a CUDA GPU's number
+DEVICE_CHOICES = one_of(DEVICES)
+_DEVICE = re.compile("|".join(re.escape(name).replace("N", r"\d+") for name in DEVICES))
 CPU_FEATURES_ENV = "XMODAL_CPU_FEATURES"
 
 
 def resolve_device(requested: str | None = None) -> str:
     """`None`/"auto" picks a CUDA GPU, else Apple's GPU (mps), else the CPU; anything else is checked."""
+    if requested not in (None, "", "auto") and not _DEVICE.fullmatch(requested):
+        raise InvalidInputError(f"unknown device {requested!r}; use {DEVICE_CHOICES}")  # before torch loads
     import torch
 
     if requested in (None, "", "auto"):
@@ -28,10 +33,6 @@ def resolve_device(requested: str | None = None) -> str:
             f"{option('device', 'mps')} was asked for, but this torch has no Apple GPU (mps) backend; "
             f"use {option('device', 'cpu')}"
         )
-    try:
-        torch.device(requested)
-    except RuntimeError as exc:
-        raise InvalidInputError(f"unknown device {requested!r}; use {DEVICE_CHOICES}") from exc
     return requested
 
 
