@@ -15,6 +15,8 @@ REPO = TESTS.parent
 CATALOG = REPO / "data" / "catalog"
 sys.path.insert(0, str(TESTS))  # makes `fakes` importable, as python:fakes:make_encoder does via PYTHONPATH
 
+from system_tools import pytest_configure, pytest_runtest_setup  # noqa: E402,F401  (hooks: tests' system programs)
+
 # The tiny open_clip config from the field guide: real architecture, random weights, fast.
 TINY_MODEL_CFG = {
     "embed_dim": 32,
