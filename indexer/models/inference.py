@@ -18,6 +18,10 @@ AUTO = "auto"
 RUNTIMES = ("torch", "onnx", "openvino")
 PRECISIONS = ("fp32", "bf16", "int8")
 PARITY_COSINE = 0.995  # the lowest per-item cosine to fp32 (min, not mean) that counts as the same vectors
+# The instruction sets a precision's kernels need, as /proc/cpuinfo names them. bf16 is offered where it was
+# measured, on x86's bf16 instructions; an Arm CPU's bf16 runs other kernels, never measured here.
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "avx2", "asimddp")
 
 
 @dataclass(frozen=True)
@@ -135,12 +139,6 @@ def missing_requirement(way: Inference) -> str | None:
     if way.precision == "int8" and not cpu_has(*INT8_FLAGS):
         return f"this CPU lacks int8 dot-product instructions ({', '.join(INT8_FLAGS)})"
     return None
-
-
-# The instruction sets a precision's kernels need, as /proc/cpuinfo names them. bf16 is offered where it was
-# measured, on x86's bf16 instructions; an Arm CPU's bf16 runs other kernels, never measured here.
-BF16_FLAGS = ("avx512_bf16", "amx_bf16")
-INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "avx2", "asimddp")
 
 
 def _installed(module: str) -> bool:
