@@ -18,6 +18,13 @@ from typing import List, NoReturn, Optional
 import typer
 from typer.core import TyperGroup
 
+# The values of the options with choices come from the tables the code checks them against, so that --help
+# lists exactly what is accepted. The faces load numpy and pyarrow for it (--help took 0.15 s on 2 cores, now
+# 0.7 s), never torch, faiss or a model.
+from .indexer import (AUTO, COLUMN_TYPES, DECODE_MODES, DEFAULT_MODEL, DEVICES, INDEX_TYPES, MAX_PIXELS, PRECISIONS,
+                      RUNTIMES, VECTOR_DTYPES, one_of)
+from .search import DEFAULT_FUSION, DEFAULT_STRATEGY, FUSIONS, STRATEGIES, TARGETS
+
 # What Ctrl-C leaves behind, by command; "interrupted" alone for the others. `serve` is stopped instead.
 INTERRUPTED = {"index": "interrupted; the last committed index is unchanged, and running the same command again "
                         "resumes from the work already encoded"}
@@ -80,13 +87,11 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
 
-DEFAULT_MODEL = "ViT-B-32"  # the registry's default; repeated here so --help needs no import
-DEFAULT_MAX_PIXELS = 300_000_000  # indexer.imaging.MAX_PIXELS, likewise
-RUNTIME_HELP = ("How the model runs on a CPU: torch, onnx (ONNX Runtime) or auto, the fastest way measured to keep "
-                "fp32's vectors (default: as the index records, else auto).")
-PRECISION_HELP = ("fp32, bf16 or int8, or auto (default: as the index records, else auto); a precision whose vectors "
-                  "fall outside the parity measured for the index's own is refused.")
-TARGETS = ("image", "text", "product")  # the kinds of item: what a search targets, and what list shows
+RUNTIME_HELP = (f"How the model runs on a CPU: {one_of((*RUNTIMES, AUTO))}, the fastest way measured to keep fp32's "
+                "vectors (default: as the index records, else auto).")
+PRECISION_HELP = (f"{one_of((*PRECISIONS, AUTO))} (default: as the index records, else auto); a precision whose "
+                  "vectors fall outside the parity measured for the index's own is refused.")
+DEVICE_HELP = f"{one_of(DEVICES)} (N: a GPU's number)."
 
 
 def _version(value: bool) -> None:
@@ -159,16 +164,16 @@ def index(
     encoding: Optional[str] = typer.Option(None, "--encoding", metavar="NAME", help="Encoding of the corpora named here (default: as recorded, else utf-8 with or without BOM), e.g. latin-1, cp1252, gb18030."),
     model: Optional[str] = typer.Option(None, "--model", "-m", metavar="SPEC", help=f"Model spec; `xmodal models` lists them (default: the index's model, else {DEFAULT_MODEL})."),
     pretrained: Optional[str] = typer.Option(None, "--pretrained", metavar="TAG|FILE", help="Weights tag or checkpoint file; 'none' for (seeded) random weights."),
-    device: str = typer.Option("auto", "--device", metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps."),
+    device: str = typer.Option("auto", "--device", metavar="DEVICE", help=DEVICE_HELP),
     runtime: Optional[str] = typer.Option(None, "--runtime", metavar="NAME", help=RUNTIME_HELP),
     precision: Optional[str] = typer.Option(None, "--precision", metavar="NAME", help=PRECISION_HELP),
     batch_size: int = typer.Option(64, "--batch-size", min=1, metavar="N", help="Items encoded at once."),
     workers: Optional[int] = typer.Option(None, "--workers", min=0, metavar="N", help="Image decoding processes (default: one per core, up to 8; 0 decodes in this process)."),
-    index_type: str = typer.Option("auto", "--index-type", metavar="TYPE", help="auto, flat (exact), hnsw or ivf."),
+    index_type: str = typer.Option("auto", "--index-type", metavar="TYPE", help=f"{one_of(INDEX_TYPES)} (auto: flat, exact, while that is fast, else ivf)."),
     memory_budget: Optional[str] = typer.Option(None, "--memory-budget", metavar="SIZE", help="Memory the search indexes may take, e.g. 4G: large collections then get compressed IVF codes (SQ8, PQ) re-ranked from the stored vectors; default: as recorded, else uncompressed."),
-    vectors: Optional[str] = typer.Option(None, "--vectors", metavar="TYPE", help="How vectors are stored: float32, or float16 (half the disk and memory); default: as recorded, else float32."),
-    max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", min=1, metavar="N", help="Refuse images whose declared size is larger: decompression bombs."),
-    decode: Optional[str] = typer.Option(None, "--decode", metavar="MODE", help="reduced: JPEGs decoded no larger than the model's input (several times faster); exact: every pixel decoded. Default: as recorded, else reduced."),
+    vectors: Optional[str] = typer.Option(None, "--vectors", metavar="TYPE", help=f"How vectors are stored: {one_of(VECTOR_DTYPES)} (float16: half the disk and memory); default: as recorded, else float32."),
+    max_pixels: int = typer.Option(MAX_PIXELS, "--max-pixels", min=1, metavar="N", help="Refuse images whose declared size is larger: decompression bombs."),
+    decode: Optional[str] = typer.Option(None, "--decode", metavar="MODE", help=f"{one_of(DECODE_MODES)}: reduced decodes JPEGs no larger than the model's input (several times faster), exact every pixel. Default: as recorded, else reduced."),
     background: Optional[str] = typer.Option(None, "--background", metavar="COLOUR", help="What transparent photos (product cutouts) are laid on before they are encoded: white, black, a colour name or #RRGGBB. Default: as recorded, else white."),
     ray: bool = typer.Option(False, "--ray", help="Decode and encode on Ray (pip install 'xmodal[ray]'): alone, a local Ray with this machine's cores; --ray HOST:PORT joins a running cluster (ray start --head prints its address)."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", metavar="HOST:PORT", help="The same as --ray HOST:PORT."),
@@ -176,7 +181,7 @@ def index(
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Try files that failed before, changed or not."),
     replace_sources: bool = typer.Option(False, "--replace-sources", help="Make the sources named here the index's whole set, dropping the others and their items."),
     na_values: Optional[str] = typer.Option(None, "--na-values", metavar="A,B,...", help="""Cells of the tables named here that mean a missing value, comma-separated, or a JSON list for markers holding a comma ('["n/a", "a, b"]'), matched ignoring case (default: as recorded, else NA,N/A,null,None,-,nan; empty cells always); '' leaves only empty cells."""),
-    column_types: Optional[str] = typer.Option(None, "--column-types", metavar="NAME=TYPE,...", help="Set columns' types instead of inferring them, e.g. price=float,zip=str (int, float, bool, str); every cell must convert. Default: as recorded; '' clears."),
+    column_types: Optional[str] = typer.Option(None, "--column-types", metavar="NAME=TYPE,...", help=f"Set columns' types instead of inferring them, e.g. price=float,zip=str (TYPE: {one_of(COLUMN_TYPES)}); every cell must convert. Default: as recorded; '' clears."),
     delimiter: Optional[str] = typer.Option(None, "--delimiter", metavar="CHAR", help="What separates the cells of the CSV and TSV tables named here: , ; | or tab (default: as recorded, else a CSV file's is sniffed among those, a TSV's is tab)."),
     decimal: Optional[str] = typer.Option(None, "--decimal", metavar="MARK", help="The decimal mark of the numbers in the CSV and TSV tables named here, '.' or ',' (12,5 is then 12.5); default: as recorded, else '.', or ',' for a ';'-separated table whose numbers are written so (the column lines say which)."),
 ) -> None:
@@ -188,10 +193,10 @@ def index(
     deleted files); the index's other sources are kept as they are. With no sources named, every recorded
     source is synced. Only what is new or changed is encoded, and an interrupted run resumes.
     """
-    from .indexer import INDEX_TYPES, IndexConfig, build_index
+    from .indexer import IndexConfig, build_index
 
     if index_type not in INDEX_TYPES:
-        _fail(f"unknown --index-type {index_type!r}; use one of {', '.join(INDEX_TYPES)}")
+        _fail(f"unknown --index-type {index_type!r}; use {one_of(INDEX_TYPES)}")
     config = IndexConfig(images=list(images or []), texts=list(texts or []), text_column=text_column,
                          image_column=image_column, id_column=id_column, encoding=encoding, model=model, pretrained=pretrained, device=device,
                          runtime=runtime, precision=precision, batch_size=batch_size, workers=workers, index_type=index_type, max_pixels=max_pixels,
@@ -276,19 +281,19 @@ def search(
     language: Optional[str] = typer.Option(None, "--language", metavar="CODE", help="The spoken language for --audio (en, zh, ...; default: as heard)."),
     translate: bool = typer.Option(False, "--translate", help="Turn the speech into English before searching, for models that read English alone."),
     max_audio_seconds: float = typer.Option(30.0, "--max-audio-seconds", metavar="S", help="The longest recording --audio takes."),
-    target: Optional[str] = typer.Option(None, "--target", "-t", metavar="KIND", help="What to return: image, text or product (default: products where the index holds any, else images, else texts)."),
+    target: Optional[str] = typer.Option(None, "--target", "-t", metavar="KIND", help=f"What to return: {one_of(TARGETS)} (default: products where the index holds any, else images, else texts)."),
     k: int = typer.Option(10, "-k", "--top-k", metavar="N", help="How many hits."),
     where: Optional[str] = typer.Option(None, "--where", metavar="FILTER", help="Only items whose metadata pass, e.g. \"price < 20000 and colour == 'red'\"."),
     like: List[str] = typer.Option(None, "--like", metavar="ITEM", help="A liked example: a row id, a key (sku:A12, where sku is a table's --id-column), an image file or URL, or a text. Repeatable."),
     dislike: List[str] = typer.Option(None, "--dislike", metavar="ITEM", help="A disliked example, likewise. Repeatable."),
-    strategy: str = typer.Option("average_vector", "--strategy", metavar="NAME", help="How likes and dislikes score: average_vector, best_score or sum_scores."),
+    strategy: str = typer.Option(DEFAULT_STRATEGY, "--strategy", metavar="NAME", help=f"How likes and dislikes score: {one_of(STRATEGIES)}."),
     add: List[str] = typer.Option(None, "--add", metavar="[W:]TERM", help="Add a term to the query: a text, an image file or URL, or a row id, with an optional weight (2:sunset). Repeatable."),
     sub: List[str] = typer.Option(None, "--sub", metavar="[W:]TERM", help="Subtract a term from the query, likewise. Repeatable."),
     weights: Optional[str] = typer.Option(None, "--weights", metavar="image=W,text=W", help="Products: the weight of the photo and of the description (default: by the query: a photo image=1,text=0; a text image=0.3,text=0.7)."),
     dedup: bool = typer.Option(False, "--dedup", help="Collapse near-duplicate hits (copies of one photo, the same text twice) into the best-ranked one."),
-    fusion: str = typer.Option("zscore", "--fusion", metavar="NAME", help="Products: how part scores combine: zscore (standardised), dbsf, rrf or sum (raw cosines)."),
+    fusion: str = typer.Option(DEFAULT_FUSION, "--fusion", metavar="NAME", help=f"Products: how part scores combine: {one_of(FUSIONS)} (zscore: standardised; sum: raw cosines)."),
     as_json: bool = typer.Option(False, "--json", help="Print the hits as JSON: {query, target, k, count, hits}."),
-    device: str = typer.Option("auto", "--device", metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps."),
+    device: str = typer.Option("auto", "--device", metavar="DEVICE", help=DEVICE_HELP),
     runtime: Optional[str] = typer.Option(None, "--runtime", metavar="NAME", help=RUNTIME_HELP),
     precision: Optional[str] = typer.Option(None, "--precision", metavar="NAME", help=PRECISION_HELP),
 ) -> None:
@@ -370,11 +375,11 @@ def _clip(text: str | None, width: int) -> str:
 @app.command()
 def duplicates(
     index_dir: Path = typer.Argument(..., metavar="INDEX", hidden=True),
-    modality: str = typer.Option("image", "--modality", metavar="KIND", help="image, text or product."),
+    modality: str = typer.Option("image", "--modality", metavar="KIND", help=f"{one_of(TARGETS)}."),
     threshold: Optional[float] = typer.Option(None, "--threshold", metavar="S", help="Cosine at which the model proposes a pair (default: 0.5 for images and products, 0.9 for texts); the content check then decides."),
     pixels: float = typer.Option(0.98, "--pixels", metavar="P", help="Photos: aligned pixel correlation a copy must reach; 0 trusts the model alone."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list of {keep, items, min_score}."),
-    device: str = typer.Option("auto", "--device", metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps."),
+    device: str = typer.Option("auto", "--device", metavar="DEVICE", help=DEVICE_HELP),
 ) -> None:
     """Find near-duplicates: copies of one photo (resized, re-compressed, lightly cropped), the same text twice.
 
@@ -382,7 +387,7 @@ def duplicates(
     the most metadata) and the others; `xmodal remove INDEX --id ...` removes those you choose.
     """
     if modality not in TARGETS:
-        _fail(f"unknown --modality {modality!r}; use image, text or product")
+        _fail(f"unknown --modality {modality!r}; use {one_of(TARGETS)}")
     from .search import open_index
 
     index = _run(lambda: open_index(index_dir, device=device))
@@ -410,7 +415,7 @@ def serve(
     host: str = typer.Option("127.0.0.1", "--host", metavar="ADDRESS", help="Address to listen on; anything but loopback needs --token."),
     port: int = typer.Option(8000, "--port", metavar="N", min=0, max=65535, help="Port to listen on."),
     token: Optional[str] = typer.Option(None, "--token", metavar="TOKEN", envvar="XMODAL_TOKEN", help="Require Authorization: Bearer TOKEN on every request but /health (or set XMODAL_TOKEN)."),
-    device: str = typer.Option("auto", "--device", metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps."),
+    device: str = typer.Option("auto", "--device", metavar="DEVICE", help=DEVICE_HELP),
     batching: bool = typer.Option(True, "--batching/--no-batching", help="Encode the texts of concurrent requests in one pass (default: on)."),
     allow_url_queries: bool = typer.Option(False, "--allow-url-queries", help="Fetch the image URLs requests name (image_url). Off by default: any client could make the server fetch addresses only it can reach."),
     voice: Optional[bool] = typer.Option(None, "--voice/--no-voice", help="Spoken queries (audio; extra: xmodal[voice]): --voice loads the speech model at start-up, so the first one is as fast as the others; --no-voice refuses them. Default: the model loads at the first spoken query."),
@@ -499,7 +504,7 @@ def info(
     index_dir: Path = typer.Argument(..., metavar="INDEX", hidden=True),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
     failures: bool = typer.Option(False, "--failures", help="List the files and rows that could not be indexed, with why."),
-    device: str = typer.Option("auto", "--device", metavar="DEVICE", help="Where searches would scan: auto, cpu, cuda, cuda:N or mps."),
+    device: str = typer.Option("auto", "--device", metavar="DEVICE", help=f"Where searches would scan: {DEVICE_HELP}"),
 ) -> None:
     """Show what an index holds, its sources, which model built it, and where searches scan its vectors.
 
@@ -613,10 +618,10 @@ def eval_(
     image_column: str = typer.Option("image", "--image-column", metavar="NAME", help="Captions file: image path column."),
     caption_column: str = typer.Option("caption", "--caption-column", metavar="NAME", help="Captions file: caption column."),
     as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
-    device: str = typer.Option("auto", "--device", metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps."),
+    device: str = typer.Option("auto", "--device", metavar="DEVICE", help=DEVICE_HELP),
     runtime: Optional[str] = typer.Option(None, "--runtime", metavar="NAME", help=RUNTIME_HELP),
     precision: Optional[str] = typer.Option(None, "--precision", metavar="NAME", help=PRECISION_HELP),
-    decode: str = typer.Option("reduced", "--decode", metavar="MODE", help="With --model: reduced (JPEGs decoded no larger than the model's input) or exact (every pixel)."),
+    decode: str = typer.Option("reduced", "--decode", metavar="MODE", help=f"With --model: {one_of(DECODE_MODES)} (reduced: JPEGs decoded no larger than the model's input; exact: every pixel)."),
 ) -> None:
     """Measure retrieval quality: precision/recall/mAP and zero-shot accuracy, or Recall@K on captions.
 
@@ -655,7 +660,7 @@ def eval_(
 @app.command("list")
 def list_(
     index_dir: Path = typer.Argument(..., metavar="INDEX", hidden=True),
-    modality: Optional[str] = typer.Option(None, "--modality", metavar="KIND", help="image, text or product only."),
+    modality: Optional[str] = typer.Option(None, "--modality", metavar="KIND", help=f"{one_of(TARGETS)} only."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON array of items."),
 ) -> None:
     """List the items an index holds, with their row ids.
@@ -663,7 +668,7 @@ def list_(
     INDEX: an index folder.
     """
     if modality not in (None, *TARGETS):
-        _fail(f"unknown --modality {modality!r}; use image, text or product")
+        _fail(f"unknown --modality {modality!r}; use {one_of(TARGETS)}")
     from .indexer import list_items
 
     rows = _run(lambda: list_items(index_dir, modality))

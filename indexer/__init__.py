@@ -8,16 +8,18 @@ from .build import IndexConfig, IndexReport, build_index, compact_index, list_it
 from .errors import (
     CLI,
     EmptyCorpusError, ImageDecodeError, InvalidInputError, ModelMismatchError, ModelUnavailableError,
-    NoImagesError, NotAnIndexError, TextColumnError, UnknownModelError, XmodalError,
+    NoImagesError, NotAnIndexError, TextColumnError, UnknownModelError, XmodalError, one_of,
 )
-from .imaging import describe_background
-from .models import accepted_ways, list_models
-from .store import INDEX_TYPES, IndexDir
+from .build import COLUMN_TYPES
+from .imaging import DECODE_MODES, MAX_PIXELS, describe_background
+from .models import AUTO, DEFAULT_MODEL, DEVICES, PRECISIONS, RUNTIMES, accepted_ways, list_models
+from .store import INDEX_TYPES, VECTOR_DTYPES, IndexDir
 
 __all__ = [
-    "CLI",
+    "AUTO", "CLI", "COLUMN_TYPES", "DECODE_MODES", "DEFAULT_MODEL", "DEVICES", "MAX_PIXELS", "PRECISIONS", "RUNTIMES",
+    "VECTOR_DTYPES",
     "EmptyCorpusError", "INDEX_TYPES", "ImageDecodeError", "IndexConfig", "IndexDir", "IndexReport",
     "InvalidInputError", "ModelMismatchError", "ModelUnavailableError", "NoImagesError", "NotAnIndexError",
     "TextColumnError", "UnknownModelError", "XmodalError", "build_index", "compact_index", "describe_background",
-    "list_items", "list_models", "remove_items", "accepted_ways",
+    "list_items", "list_models", "one_of", "remove_items", "accepted_ways",
 ]

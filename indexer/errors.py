@@ -33,6 +33,12 @@ def command(name: str, cli_args: str | None = None) -> str:
     return f"⟦cmd:{name}⟧" if cli_args is None else f"⟦cmd:{name}={cli_args}⟧"
 
 
+def one_of(values) -> str:
+    """Choices as a sentence lists them: "a, b or c" (error messages and --help)."""
+    values = list(values)
+    return values[0] if len(values) == 1 else f"{', '.join(values[:-1])} or {values[-1]}"
+
+
 class Wording:
     """How one kind of caller names options and commands: Python's (the default) or the command line's."""
 

@@ -9,8 +9,10 @@ from .examples import parse_cli_term
 from .fetch import ImageURL
 from .hits import Hit, Hits
 from .placement import choose_placement
-from .query import Query
+from .fusion import DEFAULT_FUSION, FUSIONS
+from .query import TARGETS, Query
+from .recommend import DEFAULT_STRATEGY, STRATEGIES
 from .voice import SpeechRecognizer, Transcript, transcribe, voice_available
 
-__all__ = ["Hit", "Hits", "ImageURL", "Query", "SearchIndex", "SpeechRecognizer", "Transcript", "choose_placement",
+__all__ = ["DEFAULT_FUSION", "DEFAULT_STRATEGY", "FUSIONS", "STRATEGIES", "TARGETS", "Hit", "Hits", "ImageURL", "Query", "SearchIndex", "SpeechRecognizer", "Transcript", "choose_placement",
            "evaluate", "open_index", "parse_cli_term", "transcribe", "voice_available"]

@@ -15,6 +15,8 @@ REPO = TESTS.parent
 CATALOG = REPO / "data" / "catalog"
 sys.path.insert(0, str(TESTS))  # makes `fakes` importable, as python:fakes:make_encoder does via PYTHONPATH
 
+from system_tools import pytest_configure, pytest_runtest_setup  # noqa: E402,F401  (hooks: tests' system programs)
+
 # The tiny open_clip config from the field guide: real architecture, random weights, fast.
 TINY_MODEL_CFG = {
     "embed_dim": 32,
@@ -121,6 +123,25 @@ def texts_csv(tmp_path) -> Path:
 def _no_hub(monkeypatch):
     """Tests never reach a model hub, whatever the machine's network."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+# An x86-64 CPU with AVX2 and nothing newer (AMD Zen 2 and 3, Intel Haswell to Comet Lake): its cpuinfo flags,
+# and the XMODAL_CPU_FEATURES setting that makes any newer x86 CPU run xmodal as it would.
+AVX2_CPU_FLAGS = frozenset("fpu tsc cx8 cmov mmx sse sse2 ssse3 sse4_1 sse4_2 popcnt aes pclmulqdq avx f16c fma "
+                           "bmi1 bmi2 avx2 movbe xsave".split())
+AVX2_ONLY = "-avx512*,-amx*,-avx_vnni*"
+
+
+@pytest.fixture
+def avx2_cpu(monkeypatch):
+    """This machine taken for an AVX2-only CPU: in this process, the product's one CPU detector
+    (device.cpu_features) answers AVX2's flags; in the processes a test starts, XMODAL_CPU_FEATURES masks
+    everything newer (the user-facing override the detector honours)."""
+    from xmodal.indexer.models import device
+
+    monkeypatch.setattr(device, "cpu_features", lambda: AVX2_CPU_FLAGS)
+    monkeypatch.setenv("XMODAL_CPU_FEATURES", ",".join(filter(None, (os.environ.get("XMODAL_CPU_FEATURES"),
+                                                                     AVX2_ONLY))))
 
 
 def env_with_tests_path() -> dict[str, str]:

@@ -43,6 +43,76 @@ def test_help_answers_without_importing_torch():
     assert out.stdout.split() == ["0", "False", "True"], out.stderr
 
 
+# Each option that takes one of a set, the set the code checks it against, and that check.
+def _choice_options():
+    from xmodal.indexer.build.sources import COLUMN_TYPES, check_column_types
+    from xmodal.indexer.imaging import DECODE_MODES, check_decode_mode
+    from xmodal.indexer.models import device, inference
+    from xmodal.indexer.store.ann import INDEX_TYPES, choose_ann
+    from xmodal.indexer.store.segments import VECTOR_DTYPES, check_vector_dtype
+    from xmodal.search.fusion import FUSIONS
+    from xmodal.search.query import TARGETS, Query
+    from xmodal.search.recommend import STRATEGIES
+
+    return {
+        "--runtime": ((*inference.RUNTIMES, inference.AUTO), lambda v: inference.choose("open_clip", runtime=v)),
+        "--precision": ((*inference.PRECISIONS, inference.AUTO), lambda v: inference._checked(v, inference.PRECISIONS,
+                                                                                               "precision")),
+        "--device": (device.DEVICES, lambda v: device.resolve_device(v.replace(":N", ":0"))),
+        "--index-type": (INDEX_TYPES, lambda v: choose_ann(10, v)),
+        "--vectors": (VECTOR_DTYPES, check_vector_dtype),
+        "--decode": (DECODE_MODES, check_decode_mode),
+        "--column-types": (tuple(COLUMN_TYPES), lambda v: check_column_types({"price": v})),
+        "--target": (TARGETS, lambda v: Query(text="a", target=v).checked()),
+        "--strategy": (STRATEGIES, lambda v: Query(text="a", strategy=v).checked()),
+        "--fusion": (FUSIONS, lambda v: Query(text="a", fusion=v).checked()),
+    }
+
+
+LISTED = re.compile(r"(?:[\w-]+(?::\w+)?, )*[\w-]+(?::\w+)? or [\w-]+(?::\w+)?")  # "a, b or c", the first in a help text
+
+
+def _listed(help_text: str) -> tuple[str, ...]:
+    found = LISTED.search(help_text or "")
+    return tuple(re.split(r", | or ", found.group(0))) if found else ()
+
+
+def test_every_option_with_choices_lists_exactly_what_is_accepted():
+    """--help lists, for each option that takes one of a set, exactly the values its check accepts: each listed
+    value passes the check (a GPU asked for on a machine without one is refused as absent, not unknown), an
+    unlisted one does not."""
+    from typer.main import get_command
+
+    from xmodal.indexer.errors import XmodalError
+
+    options = _choice_options()
+    seen = set()
+    for name, command in get_command(app).commands.items():
+        for param in command.params:
+            for flag in set(param.opts) & set(options):
+                accepted, check = options[flag]
+                assert set(_listed(param.help)) == set(accepted), f"xmodal {name} {flag}: {param.help}"
+                seen.add(flag)
+                for value in accepted:
+                    try:
+                        check(value)
+                    except XmodalError as refused:
+                        assert "unknown" not in str(refused), f"{flag} {value}: {refused}"
+                with pytest.raises(XmodalError, match="unknown"):
+                    check("bogus")
+    assert seen == set(options)
+    modalities = {n: _listed(p.help) for n, c in get_command(app).commands.items() for p in c.params
+                  if "--modality" in p.opts}
+    from xmodal.cli import MODALITIES  # what `xmodal list` takes: the CLI's own table
+    from xmodal.search import TARGETS
+
+    assert modalities == {"duplicates": TARGETS, "list": MODALITIES}
+    for command, modality in (("duplicates", "bogus"), ("list", "bogus")):
+        refused = runner.invoke(app, [command, "any.idx", "--modality", modality])
+        assert refused.exit_code != 0
+        assert _listed(refused.output) == modalities[command], refused.output
+
+
 def test_index_prints_a_summary(tmp_path):
     out = tmp_path / "idx"
     result = runner.invoke(app, ["index", str(CATALOG / "images"), "--out", str(out), "--model", FAKE,

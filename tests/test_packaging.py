@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
-from test_readme import normalise, python_examples
+from test_readme import NO_BF16, cpu_features_setting, normalise, python_examples
 
 BARE = {"indexer", "search", "cli"}
 PACKAGE_FILES = sorted([REPO / "__init__.py", REPO / "cli.py", *(REPO / "indexer").rglob("*.py"),
@@ -219,7 +219,8 @@ def test_the_installed_wheel_works_in_an_app_with_its_own_search_cli_and_indexer
     for name in ("search", "cli", "indexer"):  # an app's own modules, first on its path
         (app / f"{name}.py").write_text(f"def run():\n    print('the app\\'s own {name}')\nopen_index = run\n")
     shutil.copytree(REPO / "data" / "catalog", app / "data" / "catalog")
-    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": f"{app}:{target}", "HF_HUB_OFFLINE": "1", "HOME": str(tmp_path)}
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": f"{app}:{target}", "HF_HUB_OFFLINE": "1", "HOME": str(tmp_path),
+           "XMODAL_CPU_FEATURES": cpu_features_setting(NO_BF16)}  # as the README's outputs were made
 
     code, shown = python_examples()[0]  # the README's first API example
     done = subprocess.run([sys.executable, "-c", "import xmodal; print(xmodal.__file__)\n" + code], cwd=app, env=env,

@@ -8,11 +8,16 @@ A `python` block followed by a `text` block is run (after every console step, in
 must print that text. A `$ curl` line asks `xmodal serve shop.idx`, started for it in the same folder on a
 free port (the pages say localhost:8000).
 Every relative link and #anchor of these pages must lead to a file or a heading that exists.
+The pages show what a CPU without bf16 instructions prints (the offline model runs fp32 on ONNX Runtime there),
+the one output every CPU can give: the examples run with XMODAL_CPU_FEATURES masking avx512_bf16 and amx_bf16,
+the user-facing override the README names, so they are checked on any CPU; what the README says a CPU with
+them prints instead is checked where this CPU has them.
 Timings, dates, the checkout's path and the digits of a full-precision score past the fifth decimal
 (float32 sums differ in their last bits between torch builds) are the only things allowed to differ.
 """
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import shutil
@@ -24,6 +29,9 @@ import pytest
 
 from conftest import REPO, env_with_tests_path
 from server import Server
+
+from xmodal.indexer.models import Inference
+from xmodal.indexer.models.inference import missing_requirement
 
 README = REPO / "README.md"
 DOCS = REPO / "docs"
@@ -45,6 +53,21 @@ VARIABLE = [
     (re.compile(r"(\d\.\d{5})\d{3,}"), r"\1..."),  # JSON scores: a float32 printed as a double
     (re.compile(r"[ \t]+$", re.M), ""),
 ]
+
+
+NO_BF16 = "-avx512_bf16,-amx_bf16"  # XMODAL_CPU_FEATURES for the pages' outputs (README: "Index, search, inspect")
+OUTER_CPU_FEATURES = os.environ.get("XMODAL_CPU_FEATURES")  # a simulated CPU this run was started with, if any
+
+
+def cpu_features_setting(*masks: str | None) -> str:
+    return ",".join(mask for mask in (OUTER_CPU_FEATURES, *masks) if mask)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _as_on_a_cpu_without_bf16():
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XMODAL_CPU_FEATURES", cpu_features_setting(NO_BF16))
+        yield
 
 
 def page_name(page: Path) -> str:
@@ -155,6 +178,23 @@ def test_python_examples_print_what_the_pages_show(workdir):
                               env=env_with_tests_path())
         assert done.returncode == 0, f"{page}: {done.stderr[-3000:]}"
         assert normalise(done.stdout, workdir) == normalise(shown, workdir), page
+
+
+def test_a_cpu_with_bf16_prints_the_way_the_readme_says(tmp_path, monkeypatch):
+    """The README's first index example, run as this CPU is: where it has bf16 instructions, the same output
+    but the way, which reads as the README says."""
+    said = "the line reads `bf16 on openvino on cpu`"
+    assert said in " ".join(README.read_text(encoding="utf-8").split())
+    monkeypatch.setenv("XMODAL_CPU_FEATURES", cpu_features_setting())
+    missing = missing_requirement(Inference("openvino", "bf16"))
+    if missing:
+        pytest.skip(f"bf16 on openvino does not run here: {missing}")
+    page, command, shown = next(step for step in console_steps() if "--out catalog.idx --model offline" in step[1])
+    shutil.copytree(REPO / "data" / "catalog", tmp_path / "data" / "catalog")
+    assert "fp32 on onnx on cpu" in shown
+    printed = run(command, tmp_path)
+    assert normalise(printed, tmp_path) == normalise(shown.replace("fp32 on onnx on cpu", "bf16 on openvino on cpu"),
+                                                     tmp_path)
 
 
 # Links and pictures, [text](target) and ![alt](target), outside code; addresses (https:, ...) are not checked

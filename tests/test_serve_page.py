@@ -1,8 +1,8 @@
 """The search page in headless Chromium (Debian's chromium + chromium-driver, driven by Selenium).
 
 Each step leaves a screenshot in tests/artifacts/ (or $XMODAL_ARTIFACTS). Without a browser these
-tests skip, unless XMODAL_REQUIRE_BROWSER=1 (as in CI), where a missing browser is a failure.
-Install one with: sudo apt-get install chromium chromium-driver
+tests skip, naming the package, unless XMODAL_REQUIRE_BROWSER=1 (as in CI), where a missing browser is a
+failure (tests/system_tools.py). Install one with: sudo apt-get install chromium chromium-driver
 """
 from __future__ import annotations
 
@@ -18,16 +18,11 @@ from conftest import CATALOG, REPO
 from fakes import FakeEncoder
 from xmodal.indexer import IndexConfig, build_index
 from server import Server
+from system_tools import CHROMEDRIVER, CHROMIUM, needs
 
 pytest.importorskip("fastapi", reason="xmodal[serve] is part of .[dev]")
-BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
-DRIVER = shutil.which("chromedriver")
-if not (BROWSER and DRIVER):
-    if os.environ.get("XMODAL_REQUIRE_BROWSER") == "1":
-        raise RuntimeError("XMODAL_REQUIRE_BROWSER=1 but no chromium + chromedriver: "
-                           "sudo apt-get install chromium chromium-driver")
-    pytest.skip("no chromium + chromedriver here: sudo apt-get install chromium chromium-driver",
-                allow_module_level=True)
+pytestmark = needs(CHROMIUM, CHROMEDRIVER)
+BROWSER, DRIVER = CHROMIUM.found(), CHROMEDRIVER.found()
 
 from selenium import webdriver  # noqa: E402
 from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402

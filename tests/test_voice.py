@@ -17,6 +17,7 @@ import pytest
 
 import xmodal
 from conftest import CATALOG, env_with_tests_path
+from system_tools import ESPEAK, require
 from xmodal.search import voice
 
 RED_CAR = "I want to buy a red car"
@@ -24,6 +25,7 @@ RED_CAR_PINYIN = "wo3 xiang3 yao4 mai3 yi2 liang4 hong2 se4 qi4 che1"  # 我想�
 
 
 def speak(path: Path, text: str, voice_name: str = "en-us") -> Path:
+    require(ESPEAK)  # the tests (and fixtures) that speak skip without it, naming the package
     subprocess.run(["espeak-ng", "-v", voice_name, "-w", str(path), text], check=True, capture_output=True)
     return path
 

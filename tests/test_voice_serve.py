@@ -23,6 +23,7 @@ import pytest
 from conftest import CATALOG, REPO, env_with_tests_path
 from fakes import FakeEncoder
 from server import Server, xmodal_command
+from system_tools import CHROMEDRIVER, CHROMIUM, needs
 from test_voice import RED_CAR, RED_CAR_PINYIN, speak, write_wav
 from xmodal.indexer import IndexConfig, build_index
 
@@ -234,13 +235,8 @@ def test_one_speech_model_serves_every_index_and_every_new_generation(fake_shop,
 
 # ---- the page -----------------------------------------------------------------------------------------------
 
-BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
-DRIVER = shutil.which("chromedriver")
-if not (BROWSER and DRIVER) and os.environ.get("XMODAL_REQUIRE_BROWSER") == "1":
-    raise RuntimeError("XMODAL_REQUIRE_BROWSER=1 but no chromium + chromedriver: "
-                       "sudo apt-get install chromium chromium-driver")
-needs_browser = pytest.mark.skipif(not (BROWSER and DRIVER), reason="no chromium + chromedriver here: "
-                                   "sudo apt-get install chromium chromium-driver")
+BROWSER, DRIVER = CHROMIUM.found(), CHROMEDRIVER.found()
+needs_browser = needs(CHROMIUM, CHROMEDRIVER)
 ARTIFACTS = Path(os.environ.get("XMODAL_ARTIFACTS", REPO / "tests" / "artifacts"))
 NO_MEDIA_DEVICES = "Object.defineProperty(Navigator.prototype, 'mediaDevices', {get: () => undefined});"
 

@@ -1,10 +1,11 @@
 """Encoders: the registry, the backends (open_clip, transformers) and their shared contract."""
 from .base import Encoder, ModelIdentity, encode_images, image_input_side, l2_normalize
-from .device import is_gpu, resolve_device
-from .inference import Inference, accepted_ways, check_parity
+from .device import DEVICES, is_gpu, resolve_device
+from .inference import AUTO, PRECISIONS, RUNTIMES, Inference, accepted_ways, check_parity
 from .registry import DEFAULT_MODEL, list_models, load_encoder, load_encoder_for, register_model
 
 __all__ = [
+    "AUTO", "DEVICES", "PRECISIONS", "RUNTIMES",
     "DEFAULT_MODEL", "Encoder", "ModelIdentity", "encode_images", "image_input_side", "is_gpu", "l2_normalize",
     "resolve_device", "Inference", "accepted_ways", "check_parity",
     "list_models", "load_encoder", "load_encoder_for", "register_model",

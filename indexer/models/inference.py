@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import importlib.util
 from dataclasses import dataclass
-from pathlib import Path
 
 from ..errors import InferenceChoiceError, ModelMismatchError, option
+from . import device
 
 AUTO = "auto"
 RUNTIMES = ("torch", "onnx", "openvino")
 PRECISIONS = ("fp32", "bf16", "int8")
 PARITY_COSINE = 0.995  # the lowest per-item cosine to fp32 (min, not mean) that counts as the same vectors
+# The instruction sets a precision's kernels need, as /proc/cpuinfo names them. bf16 is offered where it was
+# measured, on x86's bf16 instructions; an Arm CPU's bf16 runs other kernels, never measured here.
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "avx2", "asimddp")
 
 
 @dataclass(frozen=True)
@@ -100,19 +104,27 @@ def choose(family: str, runtime: str | None = AUTO, precision: str | None = AUTO
         wanted = [w for w in wanted if (parity(family, w) or 0.0) >= PARITY_COSINE]
     if not wanted:
         raise InferenceChoiceError(_not_offered(family, runtime, precision))
-    return _first_available(wanted, ways, asked=(runtime, precision) != (AUTO, AUTO))
+    return _first_available(family, wanted, asked=(runtime, precision) != (AUTO, AUTO))
 
 
-def _first_available(candidates: list[Inference], ways: dict[Inference, Measured], asked: bool = False) -> Choice:
-    """The fastest candidate this machine can run; else the plain torch fp32, saying why."""
+def _first_available(family: str, candidates: list[Inference], asked: bool = False) -> Choice:
+    """The fastest candidate this machine can run; else the fastest way here that holds parity with fp32 (what
+    auto runs: never the slowest way for want of the one asked), saying why."""
     notes = []
-    for way in sorted(candidates, key=lambda w: -ways[w].speedup):
+    for way in _fastest_first(family, candidates):
         missing = missing_requirement(way)
         if missing is None:
             return Choice(way, "; ".join(notes) if notes and asked else None)
         notes.append(f"{way.describe()} is not available here ({missing})")
-    fallback = Inference("torch", "fp32")
-    return Choice(fallback, f"{'; '.join(notes)}: running {fallback.describe()}")
+    holding = [w for w in offered(family) if (parity(family, w) or 0.0) >= PARITY_COSINE]
+    fallback = next((w for w in _fastest_first(family, holding) if missing_requirement(w) is None), Inference())
+    return Choice(fallback, f"{'; '.join(notes)}: running {fallback.describe()}, the fastest way here that keeps "
+                            "fp32's vectors")
+
+
+def _fastest_first(family: str, ways: list[Inference]) -> list[Inference]:
+    measured = offered(family)
+    return sorted(ways, key=lambda w: -measured[w].speedup)
 
 
 def missing_requirement(way: Inference) -> str | None:
@@ -122,10 +134,10 @@ def missing_requirement(way: Inference) -> str | None:
         for package in (runtime_package, "onnx"):
             if not _installed(package):
                 return f"{package} is not installed: pip install {package}"
-    if way.precision == "bf16" and not cpu_has("avx512_bf16", "amx_bf16"):
-        return "this CPU has no bf16 instructions (avx512_bf16 or amx_bf16)"
-    if way.precision == "int8" and not cpu_has("avx512_vnni", "avx_vnni", "amx_int8", "avx2"):
-        return "this CPU has no int8 dot-product instructions"
+    if way.precision == "bf16" and not cpu_has(*BF16_FLAGS):
+        return f"this CPU lacks {' and '.join(BF16_FLAGS)}"
+    if way.precision == "int8" and not cpu_has(*INT8_FLAGS):
+        return f"this CPU lacks int8 dot-product instructions ({', '.join(INT8_FLAGS)})"
     return None
 
 
@@ -138,14 +150,10 @@ def _installed(module: str) -> bool:
 
 
 def cpu_has(*flags: str) -> bool:
-    """Whether the CPU reports any of `flags` (Linux /proc/cpuinfo); elsewhere, assume it does and let the
-    runtime's own dispatch decide."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return True
-    found = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), None)
-    return True if found is None else any(flag in found for flag in flags)
+    """Whether the CPU has any of `flags` (device.cpu_features); where the system does not say, assume it does
+    and let the runtime's own dispatch decide."""
+    found = device.cpu_features()
+    return found is None or any(flag in found for flag in flags)
 
 
 def _on_gpu(family: str, runtime: str, precision: str) -> Choice:

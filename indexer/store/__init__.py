@@ -2,8 +2,8 @@
 from .ann import INDEX_TYPES, SearchResult, VectorIndex
 from .layout import IndexDir
 from .manifest import MODALITIES, SETS_OF, VECTOR_SETS, AnnSpec, Manifest
-from .segments import SegmentReader
+from .segments import VECTOR_DTYPES, SegmentReader
 from .tables import Failure, ItemRow, concat_items, read_failures
 
 __all__ = ["AnnSpec", "Failure", "INDEX_TYPES", "IndexDir", "ItemRow", "MODALITIES", "Manifest", "SETS_OF",
-           "SearchResult", "SegmentReader", "VECTOR_SETS", "VectorIndex", "concat_items", "read_failures"]
+           "SearchResult", "SegmentReader", "VECTOR_DTYPES", "VECTOR_SETS", "VectorIndex", "concat_items", "read_failures"]
