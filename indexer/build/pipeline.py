@@ -403,18 +403,20 @@ class _Build:
                                                  bar.factory(len(paths)) if progress else None,
                                                  stream=model.decoding(plan.to_encode))
                 for image, vector in zip(result.images, result.vectors):
-                    plan.write(ItemRow(row_id=ids.take(), modality="image", path=image.path,
+                    row_id = plan.kept_ids[image.path] if image.path in plan.kept_ids else ids.take()
+                    plan.write(ItemRow(row_id=row_id, modality="image", path=image.path,
                                        content_hash=image.content_hash, size=image.size, mtime=image.mtime,
                                        width=image.width, height=image.height), vector)
                 run.failures += result.failures
                 run.encoded += len(result.images)
+                run.removed += sum(f.path in plan.kept_ids for f in result.failures)  # its old copy is gone too
             if plan.rows:
                 fresh.add(items_table(plan.rows), {"image": _matrix([r.row_id for r in plan.rows],
                                                                     dict(zip((r.row_id for r in plan.rows), plan.vectors)),
                                                                     dim)})
         bar.close()
         unclaimed = planner.unclaimed()
-        run.removed = len(unclaimed)
+        run.removed += len(unclaimed)
         run.gone = np.concatenate([unclaimed, np.array(planner.replaced, np.int64)])
         return run
 
