@@ -361,7 +361,7 @@ def duplicates(
     index_dir: Path = typer.Argument(..., metavar="INDEX", hidden=True),
     modality: str = typer.Option("image", "--modality", metavar="KIND", help="image, text or product."),
     threshold: Optional[float] = typer.Option(None, "--threshold", metavar="S", help="Cosine at which the model proposes a pair (default: 0.5 for images and products, 0.9 for texts); the content check then decides."),
-    pixels: float = typer.Option(0.98, "--pixels", metavar="P", help="Photos: aligned pixel correlation a copy must reach; 0 trusts the model alone."),
+    pixels: float = typer.Option(0.98, "--pixels", metavar="P", help="Photos: aligned pixel correlation a copy must reach (in the same colours and contrast too); 0 trusts the model alone."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list of {keep, items, min_score}."),
     device: str = typer.Option("auto", "--device", metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps."),
 ) -> None:
