@@ -25,7 +25,7 @@ from ..store import ann
 from .commit import RunStats, commit_state, start_delta, writing
 from .decode import DecodedStream
 from .encode import EncodeSettings, ProgressFactory, Timer, encode_images_journaled, encode_texts_journaled
-from ..errors import InvalidInputError, ModelMismatchError, command, option
+from ..errors import PYTHON, InvalidInputError, ModelMismatchError, Wording, command, option
 from .fresh import FreshSegments
 from ..imaging import DEFAULT_BACKGROUND, MAX_PIXELS, check_decode_mode, describe_background, parse_background
 from ..models import DEFAULT_MODEL, Encoder, ModelIdentity, check_parity, load_encoder
@@ -89,7 +89,7 @@ class IndexConfig:
 class IndexReport:
     path: Path
     counts: dict[str, int]
-    failures: list[Failure]
+    recorded_failures: list[Failure]  # as the index records them: reasons name options as placeholders
     seconds: float
     stage_seconds: dict[str, float]
     device: str | None  # None: the model was not loaded (nothing to encode)
@@ -98,6 +98,15 @@ class IndexReport:
     committed: bool
     columns: dict[str, list[sources.ColumnInfo]] = field(default_factory=dict)  # per corpus read: its columns
     inference_note: str | None = None  # why the model ran another way than asked (a runtime not installed)
+
+    @property
+    def failures(self) -> list[Failure]:
+        """What the index could not take, and why, in Python's terms."""
+        return self.worded_failures(PYTHON)
+
+    def worded_failures(self, wording: Wording) -> list[Failure]:
+        """The failures with their reasons in a caller's terms (the command line names --max-pixels)."""
+        return [f.worded(wording) for f in self.recorded_failures]
 
     @property
     def items_per_second(self) -> float:
@@ -370,12 +379,16 @@ class _Build:
             _drop_texts_now_products(texts, state, self.source_plan)
             known = set(state.failures)
             skipped = found.skipped_rows + texts.skipped
-            new_failures = images.failures + product_plan.new_failures + [f for f in skipped if f not in known]
+            # Found again as recorded (an empty row, a photo still missing): skipped as before, not failed anew.
+            sent = product_plan.photos_to_encode
+            photos = [f for f in product_plan.new_failures if f.path in sent or f not in known]
+            new_failures = images.failures + photos + [f for f in skipped if f not in known]
             delta.gone = np.concatenate([images.gone, products, texts.gone, dropped])
             delta.stats = _stats(images, product_plan, texts, new_failures, len(dropped))
             delta.stats.reused += len(state.texts.of_sources({s.path for s in self.source_plan.unchanged}))
             delta.failures = failures_kept + images.carried_failures + product_plan.carried_failures + \
-                new_failures + [f for f in skipped if f in known]
+                images.failures + product_plan.new_failures + [f for f in skipped if f not in known] + \
+                [f for f in skipped if f in known]
             delta.sources, delta.next_row_id = _with_columns(self.source_plan.sources, found), out.ids.next
             with self.timer.stage("write"):  # on Ray still: the last segment's IVF lists are filled there
                 delta.stats.seconds = round(time.perf_counter() - self.run.started, 3)
