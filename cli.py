@@ -193,7 +193,7 @@ def index(
     deleted files); the index's other sources are kept as they are. With no sources named, every recorded
     source is synced. Only what is new or changed is encoded, and an interrupted run resumes.
     """
-    from .indexer import IndexConfig, build_index
+    from .indexer import CLI, IndexConfig, build_index
 
     if index_type not in INDEX_TYPES:
         _fail(f"unknown --index-type {index_type!r}; use {one_of(INDEX_TYPES)}")
@@ -209,20 +209,30 @@ def index(
         typer.echo(f"note: {report.inference_note}", err=True)
     where = f"on {report.device}" if report.device else "(not loaded: nothing to encode)"
     typer.echo(f"model: {report.model} {where}")
-    for failure in report.failures[:20]:
+    failures = report.worded_failures(CLI)
+    for failure in failures[:20]:
         typer.echo(f"skipped {failure.where()}: {failure.reason}", err=True)
-    if len(report.failures) > 20:
-        typer.echo(f"... and {len(report.failures) - 20} more (xmodal info {out} --failures)", err=True)
+    if len(failures) > 20:
+        typer.echo(f"... and {len(failures) - 20} more (xmodal info {out} --failures)", err=True)
     for corpus, columns in report.columns.items():
         dialect = report.dialects.get(corpus)
         read = dialect.describe(Path(corpus).suffix.lower()) if dialect else None
         for column in columns:
             typer.echo(_column_line(Path(corpus).name + (f"; {read}" if read else ""), column), err=True)
     stats = report.stats
-    typer.echo(f"indexed {_held(report.counts, report.without_photo)}; {_skipped(report.failures)}; "
+    typer.echo(f"indexed {_held(report.counts, report.without_photo)}; {_skipped(failures)}; "
                f"{report.seconds:.1f} s, {report.items_per_second:.1f} items/s -> {report.path}")
     typer.echo(f"this run: encoded {stats.encoded}, reused {stats.reused}, resumed {stats.resumed}, "
-               f"removed {stats.removed}, failed {stats.failed}" + ("" if report.committed else " (nothing changed)"))
+               f"removed {stats.removed}, failed {stats.failed}{_run_notes(len(failures) - stats.failed, report.committed)}")
+
+
+def _run_notes(skipped_before: int, committed: bool) -> str:
+    """'skipped N' counts all the index could not take; 'failed' what failed in this run: the rest, unchanged
+    since they failed in an earlier run, are named apart so that the two counts add up."""
+    notes = [f"{skipped_before} skipped as before: a file is retried once it changes, or with --retry-failed"
+             ] if skipped_before > 0 else []
+    notes += [] if committed else ["nothing changed"]
+    return f" ({'; '.join(notes)})" if notes else ""
 
 
 def _column_line(corpus: str, column) -> str:
@@ -377,7 +387,7 @@ def duplicates(
     index_dir: Path = typer.Argument(..., metavar="INDEX", hidden=True),
     modality: str = typer.Option("image", "--modality", metavar="KIND", help=f"{one_of(TARGETS)}."),
     threshold: Optional[float] = typer.Option(None, "--threshold", metavar="S", help="Cosine at which the model proposes a pair (default: 0.5 for images and products, 0.9 for texts); the content check then decides."),
-    pixels: float = typer.Option(0.98, "--pixels", metavar="P", help="Photos: aligned pixel correlation a copy must reach; 0 trusts the model alone."),
+    pixels: float = typer.Option(0.98, "--pixels", metavar="P", help="Photos: aligned pixel correlation a copy must reach (in the same colours and contrast too); 0 trusts the model alone."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list of {keep, items, min_score}."),
     device: str = typer.Option("auto", "--device", metavar="DEVICE", help=DEVICE_HELP),
 ) -> None:
@@ -510,7 +520,7 @@ def info(
 
     INDEX: an index folder.
     """
-    from .indexer import IndexDir, accepted_ways, describe_background
+    from .indexer import CLI, IndexDir, accepted_ways, describe_background
     from .search import choose_placement
 
     manifest = _run(lambda: IndexDir(index_dir).read_manifest())
@@ -534,10 +544,11 @@ def info(
         "last_run": manifest.last_run,
         "search_placement": {"device": placement.device, "engine": placement.engine, "reason": placement.reason},
     }
+    rows = []
     if failures:
         from .search import open_index
 
-        rows = _run(lambda: open_index(index_dir).failures())
+        rows = _run(lambda: open_index(index_dir).failures(CLI))
         summary["failed_files"] = [f.__dict__ for f in rows]
     if as_json:
         typer.echo(json.dumps(summary, indent=2, ensure_ascii=False))
@@ -563,11 +574,12 @@ def info(
     typer.echo(f"updated:  {manifest.updated_at}")
     run = manifest.last_run
     if run:
+        before = manifest.failures - run.get("failed", 0)  # as `xmodal index` says it: the two counts add up
         typer.echo(f"last run: encoded {run.get('encoded', 0)}, reused {run.get('reused', 0)}, "
-                   f"removed {run.get('removed', 0)}, failed {run.get('failed', 0)} in {run.get('seconds', 0)} s")
-    for row in summary.get("failed_files", []):
-        where = row["path"] if row.get("line") is None else f"{row['path']}:{row['line']}"
-        typer.echo(f"skipped:  {where}: {row['reason']}")
+                   f"removed {run.get('removed', 0)}, failed {run.get('failed', 0)}"
+                   f"{f' ({before} skipped as before)' if before > 0 else ''} in {run.get('seconds', 0)} s")
+    for failure in rows:
+        typer.echo(f"skipped:  {failure.where()}: {failure.reason}")
 
 
 def _identity(source) -> str:

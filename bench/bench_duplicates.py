@@ -5,12 +5,13 @@
 
 Originals: the real photos that ship in scikit-image and scikit-learn (a cat, coffee,
 a rocket, two photos of one motorcycle taken side by side, textures of brick, grass
-and gravel, ...), and 40 Fashion-MNIST items of two classes, enlarged: many different
-photos of the same kind of thing. Each original gets 6 copies: resized to 50% and
+and gravel, ...), 40 Fashion-MNIST items of two classes, enlarged: many different
+photos of the same kind of thing, and one drawn t-shirt in three colourways (black,
+grey 225 and near-white 248 on white): one shape, three products. Each original gets 6 copies: resized to 50% and
 75%, re-compressed as JPEG at quality 60 and 90, and cropped to 90% (centre and
 corner). Texts: listings, each copied verbatim, upper-cased, re-punctuated,
 re-spaced and with one typo, beside listings that differ in one attribute. Rules: an embedding cosine threshold alone; aligned thumbnail correlation
-(search/pixels.py) alone; both. Items are grouped by connected components over the
+(search/pixels.py) alone, and with the same tones (channel means and spreads, as xmodal groups); both. Items are grouped by connected components over the
 pairs a rule accepts; precision and recall are counted over pairs (same original =
 a true pair).
 """
@@ -29,7 +30,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from xmodal.search.pixels import aligned_similarity, signature  # noqa: E402
+from xmodal.search.pixels import compare, signature  # noqa: E402
 
 REAL = ["astronaut.png", "brick.png", "camera.png", "chelsea.png", "clock_motion.png", "coffee.png", "coins.png",
         "grass.png", "gravel.png", "hubble_deep_field.jpg", "ihc.png", "moon.png", "motorcycle_left.png",
@@ -37,7 +38,7 @@ REAL = ["astronaut.png", "brick.png", "camera.png", "chelsea.png", "clock_motion
 
 
 def originals(fashion_per_class: int) -> list[Image.Image]:
-    from photos import skimage_data_dir
+    from photos import COLOURWAYS, skimage_data_dir, tshirt
 
     photos = [Image.open(skimage_data_dir() / name).convert("RGB") for name in REAL]
     import sklearn.datasets
@@ -52,7 +53,7 @@ def originals(fashion_per_class: int) -> list[Image.Image]:
         for label in (7, 8):  # sneakers, bags
             for image in images[labels == label][:fashion_per_class]:
                 photos.append(Image.fromarray(255 - image).convert("RGB").resize((224, 224), Image.BICUBIC))
-    return photos
+    return photos + [tshirt(fill) for fill in COLOURWAYS.values()]
 
 
 def copies(photo: Image.Image) -> list[Image.Image]:
@@ -106,14 +107,21 @@ def main() -> None:
     n = len(items)
     print(f"{n} images: {len(set(truth))} originals x 7 (original + 6 copies)")
     signatures = [signature(p) for p in items]
-    pixels = np.array([[aligned_similarity(a, b) for b in signatures] for a in signatures])
+    matches = [[compare(a, b) for b in signatures] for a in signatures]
+    pixels = np.array([[m.correlation for m in row] for row in matches])
+    tones = np.array([[m.same_photo(-1.0) for m in row] for row in matches])  # the tone check alone
     true_pairs = truth[:, None] == truth[None, :]
     off = ~np.eye(n, dtype=bool)
     print(f"aligned pixel correlation: copies min {pixels[true_pairs & off].min():.3f}, different photos max "
           f"{pixels[~true_pairs].max():.3f}, 99th percentile {np.percentile(pixels[~true_pairs], 99):.3f}")
-    print(f"{'rule':<48}precision  recall")
+    passing = [m for row, same in zip(matches, true_pairs & off) for m, s in zip(row, same)
+               if s and m.correlation >= 0.98]
+    print(f"copies at pixels >= 0.98: channel means differ by at most "
+          f"{max(m.colour_shift for m in passing):.2f} levels, spreads by {max(m.contrast for m in passing):.3f}x")
+    print(f"{'rule':<56}precision  recall")
     for bar in (0.95, 0.96, 0.97, 0.98):
         report(f"pixels >= {bar}", n, truth, pixels >= bar)
+        report(f"pixels >= {bar} and same tones", n, truth, (pixels >= bar) & tones)
     for name in args.models:
         vectors = embed(name, items)
         cosine = vectors @ vectors.T
@@ -123,8 +131,8 @@ def main() -> None:
         for threshold in (0.5, 0.85, 0.94, 0.97, 0.99):
             report(f"{name} cosine >= {threshold}", n, truth, cosine >= threshold)
             for bar in (0.97, 0.98):
-                report(f"{name} cosine >= {threshold} and pixels >= {bar}", n, truth,
-                       (cosine >= threshold) & (pixels >= bar))
+                report(f"{name} cosine >= {threshold} and pixels >= {bar}, same tones", n, truth,
+                       (cosine >= threshold) & (pixels >= bar) & tones)
     print()
 
 
@@ -175,7 +183,7 @@ def measure_texts() -> None:
 def report(rule: str, n: int, truth: np.ndarray, accepted: np.ndarray) -> None:
     pairs = [(i, j) for i, j in combinations(range(n), 2) if accepted[i, j]]
     p, r = score(components(n, pairs), truth)
-    print(f"{rule:<48}{p:9.3f}  {r:6.3f}")
+    print(f"{rule:<56}{p:9.3f}  {r:6.3f}")
 
 
 def embed(name: str, pictures: list[Image.Image]) -> np.ndarray:

@@ -91,7 +91,13 @@ class XmodalError(Exception):
         return self.worded(CLI)
 
     def worded(self, wording: Wording) -> str:
-        return render(super().__str__(), wording)
+        return render(self.template, wording)
+
+    @property
+    def template(self) -> str:
+        """The message with its placeholders: what a record keeps (a failure's reason), so that each reader
+        words it in its own terms."""
+        return super().__str__()
 
 
 class InvalidInputError(XmodalError, ValueError):

@@ -2,7 +2,7 @@
 
 Two items are duplicates when they are near in the model's space (cosine at least
 `threshold`, among each other's nearest neighbours) and their content matches:
-photos pixel for pixel once aligned (search/pixels.py), texts once case, spacing
+photos pixel for pixel once aligned, in the same colours and contrast (search/pixels.py), texts once case, spacing
 and punctuation are set aside. A model alone cannot tell a copy from another photo
 of the same kind of thing; the content check can. Thresholds were measured
 (bench/bench_duplicates.py; docs/duplicates.md).
@@ -22,7 +22,7 @@ import numpy as np
 from ..indexer.errors import InvalidInputError
 from ..indexer.imaging import DEFAULT_BACKGROUND, load_image
 
-from .pixels import SAME_PHOTO, PixelSignature, aligned_similarity, signature
+from .pixels import SAME_PHOTO, PixelSignature, compare, signature
 
 DEFAULT_THRESHOLD = {"image": 0.5, "text": 0.9}  # the content check decides; the model only proposes pairs
 NEIGHBOURS = 32
@@ -69,7 +69,7 @@ class ContentCheck:
         if self._pixels <= 0:
             return True  # asked to trust the model alone
         left, right = self._signature(a, first), self._signature(b, second)
-        return left is not None and right is not None and aligned_similarity(left, right) >= self._pixels
+        return left is not None and right is not None and compare(left, right).same_photo(self._pixels)
 
     def _signature(self, row_id: int, item: dict) -> PixelSignature | None:
         if row_id not in self._signatures:

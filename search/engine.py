@@ -316,8 +316,9 @@ class SearchIndex:
 
     # ---- what the index holds -----------------------------------------------------------------------------
 
-    def failures(self):
-        return list(self._failures)
+    def failures(self, wording: Wording = PYTHON) -> list:
+        """What the index could not take (files, table rows, product photos), with reasons in `wording`'s terms."""
+        return [f.worded(wording) for f in self._failures]
 
     def embeddings(self, vector_set: str) -> tuple[np.ndarray, np.ndarray]:
         """(row_ids, vectors) stored for a vector set (image, text, product-image, product-text), as float32."""

@@ -55,8 +55,9 @@ class Transcript:
                 "seconds": round(self.seconds, 2), "translated": self.translated, "simplified": self.simplified}
 
     def describe(self) -> str:
+        """'heard in 2.0 s (en): "..."': the seconds are the time hearing took, not the recording's length."""
         how = ", translated" if self.translated else ""
-        return f'heard ({self.language}{how}, {self.seconds:.1f} s): "{self.text}"'
+        return f'heard in {self.seconds:.1f} s ({self.language}{how}): "{self.text}"'
 
 
 class SpeechRecognizer:

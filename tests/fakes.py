@@ -131,6 +131,22 @@ def make_slow_everywhere_encoder(pretrained: str | None, device: str) -> FakeEnc
     return SlowEverywhereEncoder(device)
 
 
+class ColourBlindEncoder(FakeEncoder):
+    """Sees the kind of thing and no colour: every photo without a Description is the same vector, so any
+    check that tells colourways apart is the content check's, whatever the model sees."""
+
+    def __init__(self, device: str = "cpu"):
+        super().__init__(device)
+        self.identity = replace(self.identity, spec="python:fakes:make_colour_blind_encoder")
+
+    def preprocess_image(self, image) -> np.ndarray:
+        return concept_vector(str(image.info.get("Description", "")).split())
+
+
+def make_colour_blind_encoder(pretrained: str | None, device: str) -> FakeEncoder:
+    return ColourBlindEncoder(device)
+
+
 class HashEncoder:
     """Deterministic random unit vectors: a text's from its bytes, an image's from its pixels. No ties.
 

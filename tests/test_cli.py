@@ -8,10 +8,13 @@ import subprocess
 import sys
 
 import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
+from fakes import FakeEncoder
 from xmodal.cli import app
-from conftest import CATALOG, env_with_tests_path
+from xmodal.indexer import IndexConfig, build_index
+from conftest import CATALOG, env_with_tests_path, noise_image
 
 FAKE = "python:fakes:make_encoder"
 runner = CliRunner()
@@ -161,6 +164,49 @@ def test_real_subprocess_index_search_info(tmp_path):
     assert json.loads(found.stdout)["hits"][0]["path"].endswith("01-red-car.png")
     info = json.loads(xmodal("info", str(out), "--json").stdout)
     assert info["counts"] == {"image": 12, "text": 12, "product": 0} and info["failures"] == 1
+
+
+def test_skipped_and_failed_add_up_on_re_runs(tmp_path):
+    """'skipped 3' beside 'failed 2' after re-runs: skipped is all the index could not take, failed what failed
+    in this run; the rest is said apart, with how it is retried."""
+    images = tmp_path / "images"
+    images.mkdir()
+    noise_image(1).save(images / "good.png")
+    for name in ("bad1.jpg", "bad2.jpg"):
+        (images / name).write_bytes(b"not a photo")
+    out = tmp_path / "idx"
+    first = xmodal("index", str(images), "--out", str(out), "--model", FAKE, "--workers", "0")
+    assert "skipped 2 (2 images);" in first.stdout and first.stdout.rstrip().endswith("failed 2"), first.stdout
+    (images / "bad3.jpg").write_bytes(b"not a photo either")
+    second = xmodal("index", str(images), "--out", str(out))
+    assert "skipped 3 (3 images);" in second.stdout
+    assert ("failed 1 (2 skipped as before: a file is retried once it changes, or with --retry-failed)"
+            in second.stdout), second.stdout
+    idle = xmodal("index", "--out", str(out))
+    assert "failed 0 (3 skipped as before: a file is retried once it changes, or with --retry-failed; " \
+           "nothing changed)" in idle.stdout, idle.stdout
+    info = xmodal("info", str(out)).stdout
+    assert "3 skipped" in info and "failed 0 (3 skipped as before) in" in info, info
+
+
+def test_an_oversized_photo_names_the_command_line_option_on_the_command_line(tmp_path):
+    """'raise the limit (max_pixels)' named the Python keyword to a command-line user."""
+    images = tmp_path / "images"
+    images.mkdir()
+    noise_image(1).save(images / "good.png")
+    Image.new("1", (20_000, 20_000)).save(images / "poster.png")  # 400 megapixels, a few kB
+    out = tmp_path / "idx"
+    built = xmodal("index", str(images), "--out", str(out), "--model", FAKE, "--workers", "0")
+    assert built.returncode == 0, built.stderr
+    assert "poster.png: decompression bomb: 20000x20000 is 400 megapixels, over the limit of 300; if it is a real " \
+           "photo, raise the limit (--max-pixels)" in built.stderr and "max_pixels" not in built.stderr
+    listed = xmodal("info", str(out), "--failures")
+    assert "raise the limit (--max-pixels)" in listed.stdout and "max_pixels" not in listed.stdout
+    from xmodal.search import open_index
+
+    assert open_index(out).failures()[0].reason.endswith("raise the limit (max_pixels)")  # Python's own terms
+    retried = build_index(out, IndexConfig(images=[images], workers=0, retry_failed=True), encoder=FakeEncoder())
+    assert retried.failures[0].reason.endswith("raise the limit (max_pixels)")
 
 
 def _assert_one_line_error(result, needle: str):

@@ -8,9 +8,9 @@ import pytest
 from PIL import Image
 
 from conftest import CATALOG
-from fakes import FakeEncoder
+from fakes import ColourBlindEncoder, FakeEncoder
 from xmodal.indexer import IndexConfig, build_index
-from photos import skimage_data_dir
+from photos import COLOURWAYS, skimage_data_dir, tshirt
 from xmodal.search import open_index
 from test_cli import xmodal
 
@@ -123,3 +123,39 @@ def test_the_same_drawing_in_other_colours_is_another_product(tmp_path):
     index = open_index(tmp_path / "idx", encoder=FakeEncoder())
     assert [sorted(names(index, g.items)) for g in index.duplicates("image")] == \
         [["01-red-car-copy.jpg", "01-red-car.png"]]
+
+
+@pytest.fixture
+def colourways(tmp_path):
+    """The three colourways as JPEGs, and a true copy of the black one (re-encoded at another quality, resized),
+    indexed by a model that sees no colour at all (every photo is one vector to it)."""
+    folder = tmp_path / "shirts"
+    folder.mkdir()
+    for name, fill in COLOURWAYS.items():
+        tshirt(fill).save(folder / f"tshirt-{name}.jpg", quality=90)
+    tshirt(COLOURWAYS["black"]).resize((200, 220)).save(folder / "tshirt-black-small.jpg", quality=60)
+    out = tmp_path / "shirts.idx"
+    made = xmodal("index", str(folder), "--out", str(out), "--model", "python:fakes:make_colour_blind_encoder",
+                  "--workers", "0")
+    assert made.returncode == 0, made.stderr
+    return out
+
+
+def test_colourways_of_one_shape_are_not_copies(colourways):
+    """A black, a grey and a near-white t-shirt of one shape correlate as one shape (0.9998 and more): the
+    pixel check must see their colours, however alike the model finds them."""
+    listed = xmodal("duplicates", str(colourways), "--json")
+    assert listed.returncode == 0, listed.stderr
+    index = open_index(colourways, encoder=ColourBlindEncoder())
+    assert [sorted(names(index, g["items"])) for g in json.loads(listed.stdout)] == \
+        [["tshirt-black-small.jpg", "tshirt-black.jpg"]]  # the true copy still is one
+    loose = xmodal("duplicates", str(colourways), "--json", "--pixels", "0")  # the model alone merges them all
+    assert [len(g["items"]) for g in json.loads(loose.stdout)] == [4]
+
+
+def test_dedup_keeps_every_colourway(colourways):
+    found = xmodal("search", str(colourways), "a t-shirt", "-k", "4", "--dedup", "--json")
+    assert found.returncode == 0, found.stderr
+    shown = sorted(h["path"].rsplit("/", 1)[1] for h in json.loads(found.stdout)["hits"])
+    assert len(shown) == 3 and {"tshirt-grey.jpg", "tshirt-white.jpg"} <= set(shown)
+    assert len({"tshirt-black.jpg", "tshirt-black-small.jpg"} & set(shown)) == 1

@@ -282,6 +282,21 @@ def test_the_summary_counts_products_without_a_photo_as_products(shop, tmp_path)
         in built.stdout
     again = xmodal("index", "--out", str(tmp_path / "idx"))  # the failures the index holds, on a run that reads none
     assert "12 products (2 without a photo); skipped 3 (1 image, 2 product photos);" in again.stdout
+    assert "failed 0 (3 skipped as before: " in again.stdout  # 'skipped 3' and 'failed 0' add up
+
+
+def test_a_product_photo_that_failed_is_named_with_the_table_line_that_names_it(shop, tmp_path):
+    """'skipped .../02-blue-car.png:3' read as line 3 of the photo: the line is the table's."""
+    photo, table = shop / "images" / "02-blue-car.png", shop / "listings.csv"
+    photo.unlink()
+    out = tmp_path / "idx"
+    built = xmodal("index", "--texts", str(table), "--text-column", "description", "--image-column", "image",
+                   "--out", str(out), "--model", "python:fakes:make_encoder", "--workers", "0")
+    assert built.returncode == 0, built.stderr
+    said = f"skipped {photo} (the photo of {table}:3): unreadable"
+    assert said in built.stderr and f"{photo}:3" not in built.stderr, built.stderr
+    listed = xmodal("info", str(out), "--failures")
+    assert f"skipped:  {photo} (the photo of {table}:3): unreadable" in listed.stdout, listed.stdout
 
 
 def test_a_product_whose_image_cell_is_empty_counts_as_without_a_photo(shop, tmp_path):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import subprocess
 import sys
 import wave
@@ -82,11 +83,20 @@ def xmodal_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProce
                           text=True, timeout=300, env=env or env_with_tests_path())
 
 
+def test_what_was_heard_says_its_seconds_are_the_time_hearing_took():
+    """'heard (en, 7.6 s)' read as a 7.6 s recording; the seconds are how long hearing it took."""
+    from dataclasses import replace
+
+    heard = voice.Transcript("I want to buy a red car.", "en", 0.99, duration=2.4, seconds=7.6)
+    assert heard.describe() == 'heard in 7.6 s (en): "I want to buy a red car."'
+    assert replace(heard, translated=True).describe().startswith("heard in 7.6 s (en, translated): ")
+
+
 def test_saying_i_want_to_buy_a_red_car_finds_the_red_car(shop, speech):
     found = xmodal_cli("search", str(shop), "--audio", str(speech["red car"]), "--target", "product", "-k", "3",
                        "--json")
     assert found.returncode == 0, found.stderr
-    heard = [line for line in found.stderr.splitlines() if line.startswith("heard (en, ")]
+    heard = [line for line in found.stderr.splitlines() if re.match(r'heard in \d+\.\d s \(en\): "', line)]
     assert len(heard) == 1 and "red car" in heard[0].lower(), found.stderr
     result = json.loads(found.stdout)
     assert "red car" in result["query"]["transcript"].lower() and result["query"]["language"] == "en"

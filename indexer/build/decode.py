@@ -78,7 +78,7 @@ def read_one(path: str, preprocess: Callable[[Any], Any], max_pixels: int = MAX_
         picture = decode_picture(data, path, max_pixels, min_side, background)
         pixels = preprocess(picture.image)
     except ImageDecodeError as exc:
-        return DecodeFailure(path, str(exc))
+        return DecodeFailure(path, exc.template)  # worded by whoever reads it (Failure.worded)
     except Exception as exc:  # a preprocessing bug for one odd file must not end a long run
         return DecodeFailure(path, f"preprocessing failed: {type(exc).__name__}: {exc}")
     return DecodedImage(path, content_hash(data), read.size, read.mtime, picture.width, picture.height, pixels)

@@ -25,7 +25,7 @@ from ..store import ann
 from .commit import RunStats, commit_state, start_delta, writing
 from .decode import DecodedStream
 from .encode import EncodeSettings, ProgressFactory, Timer, encode_images_journaled, encode_texts_journaled
-from ..errors import InvalidInputError, ModelMismatchError, command, option
+from ..errors import PYTHON, InvalidInputError, ModelMismatchError, Wording, command, option
 from .fresh import FreshSegments
 from ..imaging import DEFAULT_BACKGROUND, MAX_PIXELS, check_decode_mode, describe_background, parse_background
 from ..models import DEFAULT_MODEL, Encoder, ModelIdentity, check_parity, load_encoder
@@ -91,7 +91,7 @@ class IndexConfig:
 class IndexReport:
     path: Path
     counts: dict[str, int]
-    failures: list[Failure]
+    recorded_failures: list[Failure]  # as the index records them: reasons name options as placeholders
     seconds: float
     stage_seconds: dict[str, float]
     device: str | None  # None: the model was not loaded (nothing to encode)
@@ -102,6 +102,15 @@ class IndexReport:
     inference_note: str | None = None  # why the model ran another way than asked (a runtime not installed)
     without_photo: int = 0  # products held with their text alone: an empty image cell, or a photo not read
     dialects: dict[str, sources.Dialect] = field(default_factory=dict)  # per CSV or TSV table read: its dialect
+
+    @property
+    def failures(self) -> list[Failure]:
+        """What the index could not take, and why, in Python's terms."""
+        return self.worded_failures(PYTHON)
+
+    def worded_failures(self, wording: Wording) -> list[Failure]:
+        """The failures with their reasons in a caller's terms (the command line names --max-pixels)."""
+        return [f.worded(wording) for f in self.recorded_failures]
 
     @property
     def items_per_second(self) -> float:
@@ -393,12 +402,16 @@ class _Build:
             _drop_texts_now_products(texts, state, self.source_plan)
             known = set(state.failures)
             skipped = found.skipped_rows + texts.skipped
-            new_failures = images.failures + product_plan.new_failures + [f for f in skipped if f not in known]
+            # Found again as recorded (an empty row, a photo still missing): skipped as before, not failed anew.
+            sent = product_plan.photos_to_encode
+            photos = [f for f in product_plan.new_failures if f.path in sent or f not in known]
+            new_failures = images.failures + photos + [f for f in skipped if f not in known]
             delta.gone = np.concatenate([images.gone, products, texts.gone, dropped])
             delta.stats = _stats(images, product_plan, texts, new_failures, len(dropped))
             delta.stats.reused += len(state.texts.of_sources({s.path for s in self.source_plan.unchanged}))
             delta.failures = failures_kept + images.carried_failures + product_plan.carried_failures + \
-                new_failures + [f for f in skipped if f in known]
+                images.failures + product_plan.new_failures + [f for f in skipped if f not in known] + \
+                [f for f in skipped if f in known]
             delta.sources, delta.next_row_id = _with_columns(self.source_plan.sources, found), out.ids.next
             with self.timer.stage("write"):  # on Ray still: the last segment's IVF lists are filled there
                 delta.stats.seconds = round(time.perf_counter() - self.run.started, 3)
@@ -427,18 +440,20 @@ class _Build:
                                                  bar.factory(len(paths)) if progress else None,
                                                  stream=model.decoding(plan.to_encode))
                 for image, vector in zip(result.images, result.vectors):
-                    plan.write(ItemRow(row_id=ids.take(), modality="image", path=image.path,
+                    row_id = plan.kept_ids[image.path] if image.path in plan.kept_ids else ids.take()
+                    plan.write(ItemRow(row_id=row_id, modality="image", path=image.path,
                                        content_hash=image.content_hash, size=image.size, mtime=image.mtime,
                                        width=image.width, height=image.height), vector)
                 run.failures += result.failures
                 run.encoded += len(result.images)
+                run.removed += sum(f.path in plan.kept_ids for f in result.failures)  # its old copy is gone too
             if plan.rows:
                 fresh.add(items_table(plan.rows), {"image": _matrix([r.row_id for r in plan.rows],
                                                                     dict(zip((r.row_id for r in plan.rows), plan.vectors)),
                                                                     dim)})
         bar.close()
         unclaimed = planner.unclaimed()
-        run.removed = len(unclaimed)
+        run.removed += len(unclaimed)
         run.gone = np.concatenate([unclaimed, np.array(planner.replaced, np.int64)])
         return run
 

@@ -4,7 +4,9 @@ Images, a batch of paths at a time against the stored images' arrays: a file
 whose path, size and mtime are unchanged is kept without being read. Otherwise
 its content hash decides: the same content elsewhere in the index (a rename or
 move) or in the resume journal reuses that vector; only new content is encoded.
-Whatever the folders no longer hold is removed. Files that failed before are
+A photo's row id follows its path: an edited photo keeps it (a like saved by row
+id still finds it), a moved one takes over its vanished path's. Whatever the
+folders no longer hold is removed. Files that failed before are
 retried only when they changed, or when asked to. Texts are planned by
 indexer/build/plan_texts.py, products by indexer/build/plan_products.py.
 """
@@ -62,6 +64,7 @@ class PlannedImages:
     rows: list[ItemRow] = field(default_factory=list)  # new or changed rows (a changed one keeps its row id)
     vectors: list[np.ndarray] = field(default_factory=list)
     to_encode: list[str] = field(default_factory=list)
+    kept_ids: dict[str, int] = field(default_factory=dict)  # a path to encode that keeps its stored row id
     carried_failures: list[Failure] = field(default_factory=list)
     kept: int = 0  # rows left as stored
     reused: int = 0
@@ -71,14 +74,20 @@ class PlannedImages:
         self.rows.append(row)
         self.vectors.append(vector)
 
+    def encode(self, path: str, row_id: int | None) -> None:
+        self.to_encode.append(path)
+        if row_id is not None:
+            self.kept_ids[path] = row_id
+
 
 class ImagePlanner:
     """Plans image paths batch by batch against the stored images of the synced folders.
 
     An unchanged file (path, size, mtime) is kept without being read. Otherwise its content hash
     decides: the same content stored anywhere (a touched, renamed or copied file) or in the resume
-    journal reuses that vector; only new content is encoded. A file that moved takes over the row of
-    its vanished path. Stored images of the synced folders no path claimed are removed at the end.
+    journal reuses that vector; only new content is encoded. A stored path keeps its row id whatever
+    its content now (its old copy is replaced); a file that moved takes over the row of its vanished
+    path. Stored images of the synced folders no path claimed are removed at the end.
     """
 
     def __init__(self, state: StoredState, journal: Journal, ids: RowIds, retry_failed: bool = False):
@@ -114,33 +123,41 @@ class ImagePlanner:
         if failure and (failure.size, failure.mtime) == (stat.st_size, stat.st_mtime):
             plan.carried_failures.append(failure)
             return
+        kept = self._claim(old) if old >= 0 else None  # changed in place: the path keeps its row id
         entry = self._journal.by_path.get(path)
         if entry and (entry.size, entry.mtime) == (stat.st_size, stat.st_mtime):
-            plan.write(_row_from_journal(self._ids.take(), entry), entry.vector)
+            plan.write(_row_from_journal(self._id(kept), entry), entry.vector)
             plan.resumed += 1
             return
         if not len(images) and not self._journal.by_hash:
-            plan.to_encode.append(path)  # nothing stored to match: the decoder hashes it as it reads it, once
+            plan.encode(path, kept)  # nothing stored to match: the decoder hashes it as it reads it, once
             return
         digest = file_hash(path)
         source = old if old >= 0 and images.hashes[old].decode() == digest else self._holder(digest)
         if source >= 0:
             # Same content: a touched file keeps its row; a moved one takes over the row of the vanished path.
-            same_path = images.paths[source] == path
-            row_id = int(images.row_ids[source]) if same_path or self._moved(source) else self._ids.take()
-            if row_id == images.row_ids[source]:
-                self._claimed[source] = True
-                self.replaced.append(row_id)
-            plan.write(_moved_row(images.row(source), row_id, path, stat),
+            if kept is None and self._moved(source):
+                kept = self._claim(source)
+            plan.write(_moved_row(images.row(source), self._id(kept), path, stat),
                        self._state.vector("image", int(images.row_ids[source])))
             plan.reused += 1
             return
         entry = self._journal.by_hash.get(("image", digest))
         if entry is not None:
-            plan.write(_moved_row(_row_from_journal(0, entry), self._ids.take(), path, stat), entry.vector)
+            plan.write(_moved_row(_row_from_journal(0, entry), self._id(kept), path, stat), entry.vector)
             plan.resumed += 1
             return
-        plan.to_encode.append(path)
+        plan.encode(path, kept)
+
+    def _claim(self, position: int) -> int:
+        """The stored row at `position` is rewritten under its own row id: its stored copy is deleted."""
+        row_id = int(self._images.row_ids[position])
+        self._claimed[position] = True
+        self.replaced.append(row_id)
+        return row_id
+
+    def _id(self, kept: int | None) -> int:
+        return self._ids.take() if kept is None else kept
 
     def _holder(self, digest: str) -> int:
         """A stored image with this content: one of the synced folders' first, then any; -1 if none."""

@@ -1,7 +1,7 @@
 """Parquet files of an index: items (one row per item), failures, and embeddings keyed by row id."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +9,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
+from ..errors import PYTHON, Wording, render
 
 ITEM_FIELDS = [
     pa.field("row_id", pa.int64(), nullable=False),
@@ -66,7 +68,17 @@ class Failure:
     source: str | None = None  # the corpus that owns it (a text row, a product's photo); None: an image folder's file
 
     def where(self) -> str:
-        return self.path if self.line is None else f"{self.path}:{self.line}"
+        """Where to look: a file; a table's row as file:line; a product's photo with the row that names it."""
+        if self.line is None:
+            return self.path
+        if self.modality == "image" and self.source:  # the line is the table's, not the photo's
+            return f"{self.path} (the photo of {self.source}:{self.line})"
+        return f"{self.path}:{self.line}"
+
+    def worded(self, wording: Wording = PYTHON) -> Failure:
+        """This failure with its reason in a caller's terms: a reason keeps option names as placeholders
+        (`raise the limit (max_pixels)` from Python, `(--max-pixels)` on the command line)."""
+        return replace(self, reason=render(self.reason, wording))
 
 
 def items_table(rows: list[ItemRow]) -> pa.Table:
