@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
 import threading
 import time
@@ -69,7 +70,7 @@ def _watch_parent(parent_pid: int) -> None:
 
 
 TOKEN_VARIABLE = "XMODAL_REAP_TOKEN"
-REAP_GRACE_SECONDS = 1.0  # SIGTERM first; what still runs this long after gets SIGKILL
+REAP_GRACE_SECONDS = 1.0  # SIGTERM first; what still runs this long after it gets SIGKILL
 REAP_SECONDS = 10.0  # the most a reaper goes on finding and ending marked processes
 WATCH_SECONDS = 0.5  # how often a reaper notes the processes below its parent
 
@@ -120,22 +121,21 @@ def reap() -> None:
     command line holds a COMMAND until the parent goes or lets go, then end those and every process that
     carries TOKEN. A terminal's Ctrl-C is the parent's to handle."""
     import select
-    import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     token, parent, commands = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
     seen: dict[int, str] = {}
     while not select.select([sys.stdin], [], [], WATCH_SECONDS)[0] or sys.stdin.buffer.read1(4096):
-        seen.update(_descendants(parent, commands))
-    deadline, how = time.monotonic() + REAP_SECONDS, signal.SIGTERM
+        seen.update(descendants(parent, commands))
+    deadline = time.monotonic() + REAP_SECONDS
     while time.monotonic() < deadline:  # again until none is left: a dying raylet may start a new agent
-        left = [pid for pid, started in seen.items() if _started(pid) == started]
-        left += _pids_carrying(TOKEN_VARIABLE, token)
-        left = [pid for pid in set(left) if pid not in (os.getpid(), parent)]  # this reaper's command holds them
+        left = {pid: started for pid, started in seen.items() if _started(pid) == started}
+        left.update((pid, _started(pid)) for pid in _pids_carrying(TOKEN_VARIABLE, token))
+        left = {pid: started for pid, started in left.items() if started and pid not in (os.getpid(), parent)}
         if not left:
             return
-        _end(left, how)
-        how = signal.SIGKILL
+        _signal(left, signal.SIGTERM)
+        end_processes(left, REAP_GRACE_SECONDS)
 
 
 def _stats() -> dict[int, tuple[int, str, str]]:
@@ -152,7 +152,7 @@ def _stats() -> dict[int, tuple[int, str, str]]:
     return found
 
 
-def _descendants(root: int, commands: list[str]) -> dict[int, str]:
+def descendants(root: int, commands: list[str]) -> dict[int, str]:
     """pid -> start time of the processes below `root` whose command line holds one of `commands`."""
     stats, children = _stats(), {}
     for pid, (parent, _, _) in stats.items():
@@ -195,14 +195,26 @@ def _pids_carrying(name: str, value: str) -> list[int]:
     return found
 
 
-def _end(pids: list[int], how: int) -> None:
-    """`how` to each of `pids`, then a wait of up to REAP_GRACE_SECONDS for them to end."""
-    for pid in pids:
+def _signal(processes: dict[int, str], how: int) -> None:
+    for pid in processes:
         try:
             os.kill(pid, how)
-        except OSError:
+        except OSError:  # ended meanwhile
             pass
-    deadline = time.monotonic() + REAP_GRACE_SECONDS
-    while pids and time.monotonic() < deadline:
+
+
+def end_processes(processes: dict[int, str], grace: float) -> None:
+    """`processes` (pid -> start time) given `grace` seconds to end, then killed, and waited for (as long
+    again, at most). A pid whose start time changed is another process now, and is left alone."""
+    alive = _running_after(processes, grace)
+    _signal(alive, signal.SIGKILL)
+    _running_after(alive, grace)
+
+
+def _running_after(processes: dict[int, str], seconds: float) -> dict[int, str]:
+    deadline = time.monotonic() + seconds
+    alive = {pid: started for pid, started in processes.items() if _started(pid) == started}
+    while alive and time.monotonic() < deadline:
         time.sleep(0.05)
-        pids = [pid for pid in pids if _started(pid) is not None]
+        alive = {pid: started for pid, started in alive.items() if _started(pid) == started}
+    return alive

@@ -23,7 +23,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import env_with_tests_path, noise_image
+from conftest import noise_image
 from fakes import FakeEncoder
 from xmodal.indexer import IndexConfig, build_index
 from xmodal.indexer.build.decode import DecodedStream

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import sys
-import time
 import uuid
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
@@ -31,7 +29,7 @@ import numpy as np
 from .decode import DecodedImage, DecodeFailure
 from ..errors import ClusterError, InvalidInputError, option
 from ..models.base import ModelIdentity
-from ..processes import Reaper
+from ..processes import Reaper, descendants, end_processes
 from ..store import journal
 from ..store.journal import JournalEntry, worker_chunk_name, write_chunk
 
@@ -123,7 +121,7 @@ def _start_local(ray) -> None:
     killed with this process, the raylet and the GCS end by themselves, but the dashboard and runtime-env
     agents lived on for good (still there 40 s after a kill -9 of the driver)."""
     global _local_reaper
-    _local_reaper = _local_reaper or Reaper(["ray::", str(Path(ray.__file__).parent)])
+    _local_reaper = _local_reaper or Reaper(_ray_commands())
     try:
         with _local_reaper.marking():
             _init_local(ray)
@@ -212,91 +210,28 @@ def _can_write(folder: str) -> bool:
 
 
 def stop(local: bool = False) -> None:
-    """Leave the cluster; a `local` Ray (started by this process) ends with every process of it."""
+    """Leave the cluster; a `local` Ray (started by this process) ends with every process of it.
+
+    ray.shutdown() stops what the driver started, and the raylet the rest. A terminal's Ctrl-C reaches
+    the raylet, the GCS and the agents too (they are in the command's process group); caught while Ray
+    was starting, ray.shutdown() knew none of them yet, the raylet and the GCS ran on until the driver
+    ended, and the dashboard and runtime-env agents (which keep SIGINT blocked) for a minute or more. So
+    the Ray processes under this one are noted first, and those still running STOP_SECONDS after the
+    shutdown are killed. Only processes running Ray's code count: never a process of the caller's own."""
     import ray
 
-    remains = _local_ray_processes() if local else []
+    remains = descendants(os.getpid(), _ray_commands()) if local else {}
     ray.shutdown()
-    _end_processes(remains)
+    end_processes(remains, STOP_SECONDS)
     _close_reaper()
 
 
 STOP_SECONDS = 1.0  # a local Ray's processes still alive this long after ray.shutdown() are killed
 
 
-def _local_ray_processes() -> list[tuple[int, str]]:
-    """(pid, start time) of the Ray processes under this one, read from /proc (none elsewhere).
-
-    ray.shutdown() stops what the driver started, and the raylet the rest. A terminal's Ctrl-C reaches
-    the raylet, the GCS and the agents too (they are in the command's process group); caught while Ray
-    was starting, ray.shutdown() knew none of them yet, the raylet and the GCS ran on until the driver
-    ended, and the dashboard and runtime-env agents (which keep SIGINT blocked) for a minute or more.
-    Only processes running Ray's code are counted: never a process of the caller's own."""
-    children: dict[int, list[int]] = {}
-    for pid in _pids():
-        stat = _stat(pid)
-        if stat:
-            children.setdefault(stat[0], []).append(pid)
-    ray_code = str(Path(_import_ray().__file__).parent)
-    below, found = list(children.get(os.getpid(), [])), []
-    while below:
-        pid = below.pop()
-        below += children.get(pid, [])
-        command = _read_proc(pid, "cmdline").replace("\0", " ")
-        stat = _stat(pid)
-        if stat and (command.startswith("ray::") or ray_code in command):
-            found.append((pid, stat[2]))
-    return found
-
-
-def _end_processes(processes: list[tuple[int, str]]) -> None:
-    """Give `processes` STOP_SECONDS to end, then kill those left and wait (as long again, at most) until
-    they have ended."""
-    alive = _running_after(processes, STOP_SECONDS)
-    for pid, _ in alive:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:  # ended meanwhile
-            pass
-    _running_after(alive, STOP_SECONDS)
-
-
-def _running_after(processes: list[tuple[int, str]], seconds: float) -> list[tuple[int, str]]:
-    deadline = time.monotonic() + seconds
-    alive = [p for p in processes if _running(*p)]
-    while alive and time.monotonic() < deadline:
-        time.sleep(0.05)
-        alive = [p for p in alive if _running(*p)]
-    return alive
-
-
-def _running(pid: int, start: str) -> bool:
-    """Still running, and the same process (a pid given to a new process has another start time)."""
-    stat = _stat(pid)
-    return stat is not None and stat[2] == start and stat[1] != "Z"
-
-
-def _stat(pid: int) -> tuple[int, str, str] | None:
-    """(parent pid, state, start time) from /proc/PID/stat."""
-    stat = _read_proc(pid, "stat")
-    if not stat:
-        return None
-    fields = stat[stat.rindex(")") + 2:].split()
-    return int(fields[1]), fields[0], fields[19]
-
-
-def _pids() -> list[int]:
-    try:
-        return [int(name) for name in os.listdir("/proc") if name.isdigit()]
-    except OSError:
-        return []
-
-
-def _read_proc(pid: int, name: str) -> str:
-    try:
-        return Path(f"/proc/{pid}/{name}").read_text(errors="replace")
-    except OSError:  # ended meanwhile, or not ours to read
-        return ""
+def _ray_commands() -> list[str]:
+    """What the command line of a process running Ray's code holds."""
+    return ["ray::", str(Path(_import_ray().__file__).parent)]
 
 
 def _quiet_data() -> None:
