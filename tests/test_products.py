@@ -113,7 +113,8 @@ def test_a_folder_in_the_image_column_skips_that_photo_and_the_run_goes_on(tmp_p
         built = xmodal("index", "--texts", str(tmp_path / "d.csv"), "--text-column", "description", "--image-column",
                        "image", "--out", str(out), "--model", "python:fakes:make_encoder", "--workers", "0")
         assert built.returncode == 0, built.stderr
-        assert f"{tmp_path / 'photos' / 'misc'}:2: is a folder, not an image" in built.stderr
+        assert f"{tmp_path / 'photos' / 'misc'} (the photo of {tmp_path / 'd.csv'}:2): is a folder, not an image" \
+            in built.stderr
         assert "2 products (1 without a photo); skipped 1 (1 product photo)" in built.stdout
     found = products_by_sku(out)
     assert found["A1"][1] is None and found["A1"][2] is not None and found["A2"][1] is not None
