@@ -82,11 +82,12 @@ def fetch(url: str, limits: FetchLimits = FetchLimits(), subject: str = "query i
                 if location is None:
                     reason = f" ({refused.reason})" if refused.reason else ""
                     raise _error(subject, url, f"could not be fetched: the server returned HTTP {refused.code}"
-                                 f"{reason}", "check the URL") from None
+                                 f"{reason}", "check the URL", transient=refused.code >= 500) from None
             current = urllib.parse.urljoin(current, location)
         except _PrivateAddress as private:
-            raise _error(subject, url, f"is not fetched: {private.host} is {private.kind} ({private.address})",
-                         f"allow such addresses with {option('allow_private_urls')} if the table is yours") from None
+            where = private.host if private.host == private.address else f"{private.host} ({private.address})"
+            raise _error(subject, url, f"is refused: {where} is {private.kind}, fetched only with "
+                         f"{option('allow_private_urls')}", "allow it if you trust the table") from None
         except (urllib.error.URLError, OSError, HTTPException) as exc:
             raise _unreachable(subject, url, exc, limits.timeout) from None
     raise _error(subject, url, f"redirects more than {limits.max_redirects} times (a redirect loop?)",
@@ -103,8 +104,8 @@ def _validators(headers) -> tuple[str | None, str | None]:
     return headers.get("ETag"), headers.get("Last-Modified")
 
 
-def _error(subject: str, url: str, reason: str, fix: str, sep: str = " ") -> ImageURLError:
-    return ImageURLError(f"{subject} {url}{sep}{reason}; {fix}", reason)
+def _error(subject: str, url: str, reason: str, fix: str, sep: str = " ", transient: bool = False) -> ImageURLError:
+    return ImageURLError(f"{subject} {url}{sep}{reason}; {fix}", reason, transient)
 
 
 class _NoRedirects(urllib.request.HTTPRedirectHandler):
@@ -231,12 +232,12 @@ def _unreachable(subject: str, url: str, exc: BaseException, timeout: float) -> 
     if isinstance(reason, (socket.timeout, TimeoutError)):
         return _timed_out(subject, url, timeout)
     detail = getattr(reason, "strerror", None) or str(reason) or type(reason).__name__
-    return _error(subject, url, f"could not be fetched: {detail}", "check the URL and the network")
+    return _error(subject, url, f"could not be fetched: {detail}", "check the URL and the network", transient=True)
 
 
 def _timed_out(subject: str, url: str, timeout: float) -> ImageURLError:
     return _error(subject, url, f"could not be fetched: no answer within {timeout:g} s",
-                  "try again, or download it and give the file")
+                  "try again, or download it and give the file", transient=True)
 
 
 def _too_large(subject: str, url: str, max_bytes: int) -> ImageURLError:
