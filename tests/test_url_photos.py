@@ -213,6 +213,14 @@ def test_a_rerun_after_an_interrupted_run_reuses_what_it_fetched(shop, site, tmp
     assert report.counts["product"] == 12 and report.without_photo == 0 and not report.failures
 
 
+def test_the_copies_go_with_the_table_that_linked_them(shop, site, tmp_path):
+    build(tmp_path / "idx", shop / "urls.csv", allow_private_urls=True)
+    (folder,) = (tmp_path / "idx" / "url-photos").iterdir()
+    assert len(list(folder.iterdir())) == 24  # each photo and its validators
+    build(tmp_path / "idx", shop / "listings.csv", replace_sources=True)
+    assert list((tmp_path / "idx" / "url-photos").iterdir()) == []
+
+
 def test_a_server_down_for_now_leaves_the_photos_held(shop, site, tmp_path):
     build(tmp_path / "idx", shop / "urls.csv", allow_private_urls=True)
     before = products(tmp_path / "idx")

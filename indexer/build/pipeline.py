@@ -432,6 +432,7 @@ class _Build:
                 delta.stats.seconds = round(time.perf_counter() - self.run.started, 3)
                 manifest, committed = commit_state(index_dir, self.model.identity, previous, state, delta)
         out.journal.clear()
+        sources.drop_other_tables(index_dir.url_photos, [s.path for s in delta.sources if s.image_column])
         return IndexReport(index_dir.root, dict(manifest.counts), delta.failures,
                            time.perf_counter() - self.run.started, self.timer.seconds, self.model.device,
                            self.model.identity.describe(), delta.stats, committed,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from hashlib import blake2b
@@ -78,6 +79,15 @@ def fetch_photo_urls(corpus: Corpus, source: str, fetching: URLFetching) -> tupl
     failed = sum(g.skipped is not None for g in got.values())
     fetched = sum(g.fetched for g in got.values())
     return replace(corpus, records=records), URLCounts(fetched, len(got) - fetched - failed, failed)
+
+
+def drop_other_tables(cache: Path, tables: list[str]) -> None:
+    """Drop the copies of tables the index no longer holds (removed, or replaced)."""
+    kept = {_key(table) for table in tables}
+    if cache.is_dir():
+        for folder in cache.iterdir():
+            if folder.name not in kept:
+                shutil.rmtree(folder, ignore_errors=True)
 
 
 def _resolved(record: TextRecord, got: _Got) -> TextRecord:
