@@ -159,7 +159,8 @@ def index(
     out: Path = typer.Option(..., "--out", "-o", metavar="INDEX", help="Index folder to write: new, empty, or an existing index."),
     texts: List[Path] = typer.Option(None, "--texts", metavar="FILE", help="Text corpus: .txt (a text a line), .csv, .tsv, .jsonl, .parquet. Repeatable."),
     text_column: Optional[str] = typer.Option(None, "--text-column", metavar="NAME", help="Column holding the text in tables (default: as recorded, else 'text')."),
-    image_column: Optional[str] = typer.Option(None, "--image-column", metavar="NAME", help="Column of a table naming each row's photo (relative to the table, or absolute): each row becomes one product holding its photo and its text."),
+    image_column: Optional[str] = typer.Option(None, "--image-column", metavar="NAME", help="Column of a table naming each row's photo (relative to the table, or absolute, or an http(s) URL, fetched into the index and re-fetched only when it changed): each row becomes one product holding its photo and its text."),
+    allow_private_urls: Optional[bool] = typer.Option(None, "--allow-private-urls/--refuse-private-urls", help="Fetch photo URLs at private, loopback and link-local addresses (an intranet, localhost, a cloud's metadata service): only for a table you trust. Default: as recorded, else refused (the row's photo is a failure)."),
     id_column: Optional[str] = typer.Option(None, "--id-column", metavar="NAME", help="Column of a table holding each row's key (sku, id, handle): a row is the same item exactly when its key is, wherever its line moves (default: as recorded, else none: rows are known by their text and photo)."),
     encoding: Optional[str] = typer.Option(None, "--encoding", metavar="NAME", help="Encoding of the corpora named here (default: as recorded, else utf-8 with or without BOM), e.g. latin-1, cp1252, gb18030."),
     model: Optional[str] = typer.Option(None, "--model", "-m", metavar="SPEC", help=f"Model spec; `xmodal models` lists them (default: the index's model, else {DEFAULT_MODEL})."),
@@ -203,7 +204,8 @@ def index(
                          retry_failed=retry_failed, replace_sources=replace_sources, vectors=vectors,
                          memory_budget=memory_budget, image_decode=decode, background=background,
                          engine="ray" if ray or ray_address else "local", ray_address=ray_address, ray_actors=ray_actors,
-                         na_values=na_values, column_types=column_types, delimiter=delimiter, decimal=decimal)
+                         na_values=na_values, column_types=column_types, delimiter=delimiter, decimal=decimal,
+                         allow_private_urls=allow_private_urls)
     report = _run(lambda: build_index(out, config, progress=_tqdm_progress))
     if report.inference_note:
         typer.echo(f"note: {report.inference_note}", err=True)
@@ -219,6 +221,9 @@ def index(
         read = dialect.describe(Path(corpus).suffix.lower()) if dialect else None
         for column in columns:
             typer.echo(_column_line(Path(corpus).name + (f"; {read}" if read else ""), column), err=True)
+    urls = report.url_photos
+    if urls.fetched or urls.held or urls.failed:
+        typer.echo(f"photos by URL: {urls.fetched} fetched, {urls.held} unchanged, {urls.failed} failed", err=True)
     stats = report.stats
     typer.echo(f"indexed {_held(report.counts, report.without_photo)}; {_skipped(failures)}; "
                f"{report.seconds:.1f} s, {report.items_per_second:.1f} items/s -> {report.path}")

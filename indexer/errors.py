@@ -145,7 +145,13 @@ class ModelMismatchError(XmodalError):
 
 
 class ImageURLError(InvalidInputError):
-    """A query image URL that cannot be fetched, or does not hold an image (search/fetch.py)."""
+    """An image URL that cannot be fetched, or does not hold an image (indexer/fetch.py): a query's, or a
+    table's photo. `reason` is the message without the URL and its fix: what a row's failure records;
+    `transient`: the server did not answer, or answered 5xx (a copy held may stand in for now)."""
+
+    def __init__(self, message: str, reason: str | None = None, transient: bool = False):
+        super().__init__(message)
+        self.reason, self.transient = reason or message, transient
 
 
 class URLQueriesOffError(XmodalError):

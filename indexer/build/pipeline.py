@@ -37,6 +37,7 @@ from .plan_texts import CorpusTextPlanner
 from .ray_engine import RaySettings
 from ..store import Failure, IndexDir, ItemRow, Manifest
 from ..store.journal import Journal
+from ..store.layout import URL_PHOTOS
 from ..store.lock import WriterLock
 from ..store.manifest import FORMAT_VERSION, Source
 from ..store.segments import check_vector_dtype
@@ -85,6 +86,10 @@ class IndexConfig:
     column_types: dict[str, str] | str | None = None  # set, not inferred: {"price": "float", "zip": "str"}; {} clears
     delimiter: str | None = None  # of the CSV and TSV tables named: , ; | or tab; None: as recorded, else sniffed
     decimal: str | None = None  # their numbers' decimal mark, . or ,; None: as recorded, else as the table shows
+    # Photo cells that are http(s) URLs are fetched (sources/photo_urls.py); at a private, loopback or link-local
+    # address only if allowed (an unattended run must not read what only this machine reaches). None: as
+    # recorded, else refused.
+    allow_private_urls: bool | None = None
 
 
 @dataclass
@@ -102,6 +107,7 @@ class IndexReport:
     inference_note: str | None = None  # why the model ran another way than asked (a runtime not installed)
     without_photo: int = 0  # products held with their text alone: an empty image cell, or a photo not read
     dialects: dict[str, sources.Dialect] = field(default_factory=dict)  # per CSV or TSV table read: its dialect
+    url_photos: sources.URLCounts = field(default_factory=sources.URLCounts)  # photos named by URL, this run
 
     @property
     def failures(self) -> list[Failure]:
@@ -156,7 +162,8 @@ class _Run:
             with WriterLock(self.index_dir.root):
                 return self._locked(named)
         except BaseException:
-            if created and not self.index_dir.is_index() and not Journal.has_saved_work(self.index_dir.root):
+            if created and not self.index_dir.is_index() and not Journal.has_saved_work(self.index_dir.root) \
+                    and not self.index_dir.has_fetched_photos():
                 shutil.rmtree(self.index_dir.root, ignore_errors=True)  # nothing committed, nothing to resume
             raise
 
@@ -166,7 +173,8 @@ class _Run:
         recorded = previous.sources if previous else []
         source_plan = skip_unchanged_corpora(plan_sources(named, recorded, self.config.replace_sources), recorded)
         with self.timer.stage("read_sources"):
-            found = read_sources(self.index_dir.root, source_plan.synced, recorded)
+            found = read_sources(self.index_dir.root, source_plan.synced, recorded,
+                                 sources.URLFetching(self.index_dir.url_photos, bool(self.config.allow_private_urls)))
         if previous is None and found.empty:
             raise InvalidInputError(f"nothing to index; give an image folder, {option('texts', 'FILE')}, or both")
         source_plan = SourcePlan([replace(s, fingerprint=found.fingerprints[s.key]) if s.key in found.fingerprints
@@ -199,6 +207,7 @@ class FoundItems:
     skipped_rows: list[Failure]  # table rows skipped, and what photo folders hide (a folder unlisted, a broken link)
     fingerprints: dict[tuple[str, str], str | None] = field(default_factory=dict)  # corpora as they were read
     tables: dict[tuple[str, str], sources.Corpus] = field(default_factory=dict)  # tables of products, by source key
+    url_photos: sources.URLCounts = field(default_factory=sources.URLCounts)
 
     @property
     def empty(self) -> bool:
@@ -217,10 +226,13 @@ class FoundItems:
         return found
 
 
-def read_sources(index: Path, synced: list[Source], recorded: list[Source]) -> FoundItems:
+def read_sources(index: Path, synced: list[Source], recorded: list[Source],
+                 fetching: sources.URLFetching | None = None) -> FoundItems:
     """Read the sources a run syncs. A newly added folder must hold images, and a newly added corpus rows;
-    a recorded one may be emptied (its items are then removed)."""
+    a recorded one may be emptied (its items are then removed). A table's photo URLs are fetched now."""
     known = {s.key for s in recorded}
+    fetching = fetching or sources.URLFetching(index / URL_PHOTOS)
+    url_photos = sources.URLCounts()
     image_paths, corpora, products, skipped, fingerprints, tables = [], [], [], [], {}, {}
     for source in synced:
         if source.kind == "images":
@@ -246,10 +258,12 @@ def read_sources(index: Path, synced: list[Source], recorded: list[Source]) -> F
                                      typing=column_typing(source), delimiter=source.delimiter)
         if not corpus.records and not corpus.skipped and source.key not in known:
             raise sources.empty_corpus_error(source.path)
+        corpus, counts = sources.fetch_photo_urls(corpus, source.path, fetching)
+        url_photos.add(counts)
         products.extend(corpus.records)
         skipped.extend(_skipped(corpus.skipped))
         tables[source.key] = corpus
-    return FoundItems(sorted(set(image_paths)), corpora, products, skipped, fingerprints, tables)
+    return FoundItems(sorted(set(image_paths)), corpora, products, skipped, fingerprints, tables, url_photos)
 
 
 def _named_typing(config: IndexConfig) -> dict:
@@ -381,7 +395,8 @@ class _Build:
         index_dir, previous, found = self.run.index_dir, self.previous, self.found
         recorded_settings = {"index_type": self.config.index_type, "vectors": self.config.vectors,
                              "memory_budget": self.config.memory_budget, "image_decode": self.config.image_decode,
-                             "background": self.config.background}
+                             "background": self.config.background,
+                             "allow_private_urls": self.config.allow_private_urls or None}  # None: refused
         if previous is not None and not Journal.has_saved_work(index_dir.root) and nothing_changed(
                 index_dir, previous, self.source_plan, found.image_paths, recorded_settings,
                 self.config.retry_failed, found.skipped_rows):
@@ -417,11 +432,12 @@ class _Build:
                 delta.stats.seconds = round(time.perf_counter() - self.run.started, 3)
                 manifest, committed = commit_state(index_dir, self.model.identity, previous, state, delta)
         out.journal.clear()
+        sources.drop_other_tables(index_dir.url_photos, [s.path for s in delta.sources if s.image_column])
         return IndexReport(index_dir.root, dict(manifest.counts), delta.failures,
                            time.perf_counter() - self.run.started, self.timer.seconds, self.model.device,
                            self.model.identity.describe(), delta.stats, committed,
                            {key[1]: infos for key, infos in found.columns().items()}, self.model.note,
-                           _without_photo(delta.sources, delta.failures), found.dialects())
+                           _without_photo(delta.sources, delta.failures), found.dialects(), found.url_photos)
 
     def _stream_images(self, planner: ImagePlanner, out: _Output) -> _ImageRun:
         """The image paths a batch at a time: planned against the stored images, encoded, handed to the writer."""
@@ -460,16 +476,18 @@ class _Build:
     def _encode_planned_products(self, plan: ProductPlan, journal: Journal) -> None:
         model, settings, timer, progress = self.model, self.settings, self.timer, self.progress
         if plan.photos_to_encode:
-            result = encode_images_journaled(model.get(), list(plan.photos_to_encode), journal, settings, timer,
+            named = {plan.files.get(path, path): path for path in plan.photos_to_encode}  # file read -> its name
+            result = encode_images_journaled(model.get(), list(named), journal, settings, timer,
                                              progress, label="photos")
             for image, vector in zip(result.images, result.vectors):
-                for row in plan.photos_to_encode[image.path]:
+                for row in plan.photos_to_encode[named[image.path]]:
                     row.image_hash, row.size, row.mtime = image.content_hash, image.size, image.mtime
                     row.width, row.height = image.width, image.height
                     plan.photo_vectors[row.row_id] = vector
             for failure in result.failures:
-                for row in plan.photos_to_encode[failure.path]:
-                    plan.new_failures.append(replace(failure, line=plan.lines[row.row_id], source=row.source))
+                for row in plan.photos_to_encode[named[failure.path]]:
+                    plan.new_failures.append(replace(failure, path=row.path, line=plan.lines[row.row_id],
+                                                     source=row.source))
         if plan.texts_to_encode:
             texts = list(plan.texts_to_encode)
             vectors = encode_texts_journaled(model.get(), texts, journal, settings, timer, progress, label="descriptions")
@@ -594,6 +612,8 @@ def _with_recorded_settings(config: IndexConfig, previous: Manifest | None) -> I
     budget = ann.parse_memory(str(config.memory_budget)) if config.memory_budget is not None else None
     check_decode_mode(config.image_decode)
     background = parse_background(config.background) if config.background is not None else None
+    if config.allow_private_urls is None:  # an unattended re-run fetches as the run that allowed it did
+        config = replace(config, allow_private_urls=bool(previous and previous.settings.get("allow_private_urls")))
     if previous is None:
         return replace(config, model=config.model or DEFAULT_MODEL, vectors=config.vectors or "float32",
                        memory_budget=budget, image_decode=config.image_decode or "reduced",

@@ -10,7 +10,9 @@ messages: a table exported again in another order changes nothing. Each part is
 planned on its own: an unchanged photo (path, size, mtime) keeps its vector unread; a
 photo or description whose content is stored anywhere in the index, or in the
 resume journal, reuses that vector; only what is new is encoded. A photo that
-cannot be read leaves a product with its text alone, and a failure.
+cannot be read leaves a product with its text alone, and a failure. A photo named by
+URL is planned by its local copy (sources/photo_urls.py: rewritten only when the
+URL's photo changed) and named by its URL.
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ class ProductPlan:
     photo_vectors: dict[int, np.ndarray] = field(default_factory=dict)
     text_vectors: dict[int, np.ndarray] = field(default_factory=dict)
     photos_to_encode: dict[str, list[ItemRow]] = field(default_factory=dict)  # photo path -> products awaiting it
+    files: dict[str, str] = field(default_factory=dict)  # a photo URL -> its local copy, the file read
     texts_to_encode: dict[str, list[ItemRow]] = field(default_factory=dict)  # text -> products awaiting it
     carried_failures: list[Failure] = field(default_factory=list)
     new_failures: list[Failure] = field(default_factory=list)
@@ -102,6 +105,8 @@ def plan_products(records: list[TextRecord], state: StoredState, journal: Journa
             plan.new_failures.append(Failure(record.image, "image", record.photo_skipped, line=record.line,
                                              source=record.source))
         elif record.image is not None:
+            if record.photo_file is not None:
+                plan.files[record.image] = record.photo_file
             _plan_photo(plan, row, old, photo_sources, journal)
     plan.removed_ids = [r.row_id for r in previous if r.row_id not in matcher.taken]
     return plan
@@ -162,9 +167,9 @@ def _plan_text(plan: ProductPlan, row: ItemRow, old: ItemRow | None, known: _Tex
 
 def _plan_photo(plan: ProductPlan, row: ItemRow, old: ItemRow | None, known: _PhotoVectors,
                 journal: Journal) -> None:
-    path = row.path
+    path, file = row.path, plan.files.get(row.path, row.path)
     try:
-        stat = os.stat(path)
+        stat = os.stat(file)
     except OSError as exc:
         plan.new_failures.append(Failure(path, "image", f"unreadable: {exc.strerror or exc}",
                                          line=plan.lines[row.row_id], source=row.source))
@@ -179,12 +184,12 @@ def _plan_photo(plan: ProductPlan, row: ItemRow, old: ItemRow | None, known: _Ph
         plan.carried_failures.append(Failure(path, "image", failure.reason, failure.size, failure.mtime,
                                              plan.lines[row.row_id], row.source))
         return
-    entry = journal.by_path.get(path)
+    entry = journal.by_path.get(file)
     if entry is not None and (entry.size, entry.mtime) == (stat.st_size, stat.st_mtime):
         _photo_known(plan, row, entry.content_hash, stat, entry, entry.vector)
         plan.resumed += 1
         return
-    digest = file_hash(path)
+    digest = file_hash(file)
     held = known.get(digest)
     if held is not None:  # the same photo under another name, or also in an image folder
         holder, vector = held

@@ -21,6 +21,7 @@ from .segments import SEGMENT_PREFIX, SEGMENTS_DIR
 
 MANIFEST = "manifest.json"
 GENERATION_PREFIX = "gen-"
+URL_PHOTOS = "url-photos"  # the copies of the photos tables link by URL, with their validators (build/sources)
 STAGING_PREFIX = ".staging-"
 KEEP_GENERATIONS = 2  # the new one, and the one a slow reader may still be opening
 
@@ -83,7 +84,7 @@ class IndexDir:
 
     def _only_unfinished_run(self) -> bool:
         """Empty, or holding nothing but what a first run that died left: it is resumable."""
-        own = {".journal", MANIFEST, SEGMENTS_DIR}
+        own = {".journal", MANIFEST, SEGMENTS_DIR, URL_PHOTOS}
         return all(p.name in own or p.name.startswith((LOCK_FILE, STAGING_PREFIX, GENERATION_PREFIX, f".{MANIFEST}."))
                    for p in self.root.iterdir())
 
@@ -92,6 +93,14 @@ class IndexDir:
         number = self._next_generation_number()
         generation = f"{GENERATION_PREFIX}{number:06d}"
         return generation, _private_folder(self.root, generation)
+
+    @property
+    def url_photos(self) -> Path:
+        return self.root / URL_PHOTOS
+
+    def has_fetched_photos(self) -> bool:
+        """Whether a run fetched photos here: a first run that died keeps them for the next."""
+        return self.url_photos.is_dir() and any(self.url_photos.iterdir())
 
     @property
     def segments_path(self) -> Path:

@@ -2,7 +2,8 @@
 
 A new kind of photo cell is resolved here, in `resolve_photo`: whatever it is, it ends as a local file to
 read, as no photo (an empty cell), or as a photo skipped with its reason, which the run records as that
-row's photo failure (the product is indexed with its text alone).
+row's photo failure (the product is indexed with its text alone). A URL (any scheme://) is named as it is,
+and fetched into a local copy before planning (photo_urls.py: the builder has the cache and the network).
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ...fetch import is_url
 from .columns import ColumnTyping
 
 
@@ -18,7 +20,7 @@ from .columns import ColumnTyping
 class PhotoCell:
     """What a photo cell resolved to."""
 
-    path: str | None = None  # the photo, absolute: read unless skipped, named either way; None: the row has none
+    path: str | None = None  # the photo, absolute, or its URL: read unless skipped, named either way; None: none
     skipped: str | None = None  # why the photo is not read (as a failure reads: "is a folder, not an image")
 
 
@@ -30,6 +32,8 @@ def resolve_photo(table: Path, cell: Any, typing: ColumnTyping) -> PhotoCell:
     is no photo; a path that names a folder is skipped here, so that it is recorded as a missing file is."""
     if typing.missing(cell) or not str(cell).strip():
         return NO_PHOTO
+    if is_url(str(cell)):
+        return PhotoCell(str(cell).strip())
     path = os.path.normpath(os.path.join(table.parent, os.path.expanduser(str(cell).strip())))
     if os.path.isdir(path):
         return PhotoCell(path, "is a folder, not an image")

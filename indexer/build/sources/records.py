@@ -22,6 +22,7 @@ class TextRecord:
     image: str | None = None  # with an image column: the row's photo, absolute (the row is a product)
     key: str | None = None  # with an id column: the row's key, as text (the row's identity across runs)
     photo_skipped: str | None = None  # why `image` is not read (photos.resolve_photo): the row's photo failure
+    photo_file: str | None = None  # where `image` is a URL: its local copy, read in its place (photo_urls.py)
 
 
 @dataclass(frozen=True)
