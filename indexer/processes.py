@@ -17,28 +17,32 @@ import time
 
 PARENT_POLL_SECONDS = 0.2  # how often an orphan-to-be looks for its parent: it ends within about this
 
-_parent_only: set[int] = set()
+_parent_only: dict[int, tuple[int, int]] = {}  # descriptor -> (device, inode) of what it was opened on
 
 
 def parent_only(fd: int) -> None:
     """`fd` stays with this process: a child forked from now on closes its copy at once."""
-    _parent_only.add(fd)  # set.add and discard are atomic: a fork never sees half of one
+    status = os.fstat(fd)
+    _parent_only[fd] = (status.st_dev, status.st_ino)  # a dict's set and pop are atomic: a fork never sees half
 
 
 def release(fd: int) -> None:
     """`fd` is about to be closed by its owner: children forked after this leave that number alone."""
-    _parent_only.discard(fd)
+    _parent_only.pop(fd, None)
 
 
 def _close_in_child() -> None:
     """/dev/null put in place of each: the number stays taken, so an object of the parent's copied into the
-    child that closes its descriptor later closes /dev/null, never a file the child opened since."""
+    child that closes its descriptor later closes /dev/null, never a file the child opened since. A number
+    now open on another file (closed and reused without a release) is left alone."""
     if not _parent_only:
         return
     null = os.open(os.devnull, os.O_RDWR)
-    for fd in _parent_only:
+    for fd, opened_on in _parent_only.items():
         try:
-            os.dup2(null, fd, inheritable=False)
+            status = os.fstat(fd)
+            if (status.st_dev, status.st_ino) == opened_on:
+                os.dup2(null, fd, inheritable=False)
         except OSError:
             pass
     os.close(null)

@@ -212,3 +212,23 @@ def test_a_process_forked_by_a_writer_does_not_keep_its_lock(tmp_path):
             os.killpg(writer.pid, signal.SIGKILL)  # the child, in the writer's process group
         except ProcessLookupError:
             pass
+
+
+def test_a_refused_lock_leaves_nothing_for_forked_children_to_close(tmp_path):
+    """A lock refused to a second run of this process once left its descriptor's number on the list of those a
+    forked child closes: in the full suite the number went to a decoding worker's own pipe end, and the worker,
+    closing it as it started, ended at once ('a decoding process ended (exit status 0)')."""
+    index = tmp_path / "index"
+    with WriterLock(index):
+        with pytest.raises(IndexLockedError):
+            WriterLock(index).__enter__()
+        read, write = os.pipe()  # the lowest free numbers: the refused lock's among them
+    pipe = os.fstat(read).st_ino  # both ends' inode
+    child = os.fork()
+    if child == 0:
+        os._exit(0 if os.fstat(read).st_ino == os.fstat(write).st_ino == pipe else 1)
+    try:
+        assert os.waitpid(child, 0)[1] == 0, "the forked child found its pipe replaced"
+    finally:
+        os.close(read)
+        os.close(write)

@@ -295,9 +295,10 @@ def test_image_folders_in_small_batches_and_segments_equal_a_clean_build(tmp_pat
     (images / "n05.png").unlink()
     noise_image(99).save(images / "n09.png")  # new content at a known path
     report = build_index(out, config(images, texts), encoder=FakeEncoder())
-    assert (report.stats.encoded, report.stats.removed) == (1, 2)  # n09's new content; n05 and n09's old row
+    assert (report.stats.encoded, report.stats.removed) == (1, 1)  # n09's new content, in its own row; n05
     after = {r.path: r.row_id for r in stored_rows(IndexDir(out), IndexDir(out).read_manifest())}
     assert after[str(images / "z-moved.png")] == ids[str(images / "n01.png")]
+    assert after[str(images / "n09.png")] == ids[str(images / "n09.png")]  # an edited photo keeps its row id
     clean = tmp_path / "clean"
     build_index(clean, config(images, texts), encoder=FakeEncoder())
     assert_same(snapshot(out), snapshot(clean))

@@ -43,8 +43,7 @@ class WriterLock:
         if self._fd is not None:
             os.ftruncate(self._fd, 0)  # no writer now; a killed writer leaves its (dead) pid behind
             fcntl.flock(self._fd, fcntl.LOCK_UN)
-            release(self._fd)
-            os.close(self._fd)
+            _close(self._fd)
             self._fd = None
 
     def _take_over(self) -> int | None:
@@ -56,7 +55,7 @@ class WriterLock:
             if _try_flock(fd):
                 return _owned(fd, self.path)
             writer = _writer_of(fd)
-            os.close(fd)
+            _close(fd)
             if writer is not None:
                 raise IndexLockedError(
                     f"another xmodal run (pid {writer}) is writing to {self.path.parent}; "
@@ -81,14 +80,18 @@ class _Flock:
         fcntl.flock(self._fd, fcntl.LOCK_EX)
 
     def __exit__(self, *exc) -> None:
-        release(self._fd)
-        os.close(self._fd)
+        _close(self._fd)
 
 
 def _open(path: Path) -> int:
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     parent_only(fd)
     return fd
+
+
+def _close(fd: int) -> None:
+    release(fd)
+    os.close(fd)
 
 
 def _try_flock(fd: int) -> bool:
@@ -104,8 +107,7 @@ def _locked(path: Path) -> int | None:
     fd = _open(path)
     if _try_flock(fd):
         return _owned(fd, path)
-    release(fd)
-    os.close(fd)
+    _close(fd)
     return None
 
 
@@ -116,8 +118,7 @@ def _owned(fd: int, path: Path) -> int | None:
     except FileNotFoundError:
         same = False
     if not same:
-        release(fd)
-        os.close(fd)
+        _close(fd)
         return None
     _record(fd)
     return fd
