@@ -3,8 +3,9 @@
 Script is enough for the languages whose writing no other shares: any kana (hiragana, katakana) is Japanese
 (Japanese writes Han characters too, so kana decides), Hangul is Korean, Han characters without kana are
 Chinese. Latin letters are English unless the caller says otherwise (`told`): the script cannot tell English
-from French, and every model reads English. Every other script (Cyrillic, Arabic, Thai, ...) and a text with
-no letters at all (digits, emoji, an empty string) give None, "not known": such a query is searched as typed.
+from French, and every model reads English. Every other script (Cyrillic, Arabic, Thai, ...) gives `told`, or
+None ("not known") where the caller says nothing; so does a text with no letters at all (digits, emoji, an empty
+string) always. A query whose language is not known is searched as typed, without a note.
 """
 from __future__ import annotations
 
