@@ -25,7 +25,9 @@ from ..indexer.errors import TranslationUnavailableError
 
 LANGUAGES = ("zh",)
 NUMERALS = "零〇一二两三四五六七八九十百千万几半每这那哪0123456789"
-MEASURES = set("个辆双件条只台把张本瓶杯盒支套副顶块部架匹头枚袋份对片棵盏根间座款位斤")
+MEASURES = set("个辆双件条只台把张本瓶杯盒箱支套副顶块部架匹头枚袋份对片棵盏根间座款位斤")
+DIGITS = {"零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9}
+UNITS = {"十": 10, "百": 100, "千": 1000}
 # Words a shop query says around what it wants: who wants it, wanting, buying, particles.
 FUNCTION_WORDS = set("""我 你 您 他 她 它 我们 你们 他们 咱们 自己 想 想要 要 需要 想买 要买 买 购买 买个 找 寻找 想找 请
 请问 帮 帮我 给 给我 一下 看看 看 有 有没有 没有 是 的 地 得 之 了 着 过 吗 呢 吧 啊 呀 哦 嘛 和 与 跟 及 或 或者 还
@@ -35,7 +37,10 @@ FUNCTION_WORDS = set("""我 你 您 他 她 它 我们 你们 他们 咱们 自�
 SHOP_WORDS = {"便宜": "cheap", "木头": "wooden", "木": "wooden", "木制": "wooden", "汽车": "car", "气车": "car",
               "包": "bag", "跑车": "sports car", "复古": "retro", "棉": "cotton", "纯棉": "cotton", "红": "red",
               "小孩": "kids", "孩子": "kids", "儿童": "kids", "杯子": "mug", "杯": "mug", "马克杯": "mug",
-              "运动鞋": "sneakers", "车": "car", "裙": "skirt", "衣服": "clothes"}
+              "运动鞋": "sneakers", "车": "car", "裙": "skirt", "衣服": "clothes",
+              # sizes (the dictionary's 中号 is "China roar", 大号 a tuba, 小号 a trumpet), and specs
+              "大号": "large", "中号": "medium", "小号": "small", "码": "size", "门": "door", "速": "speed",
+              "经典": "classic", "脆": "crisp"}
 SKIPPED_SENSES = ("surname ", "variant of", "old variant of", "archaic variant of", "japanese variant of",
                   "see ", "used in ", "also written", "also pr.", "abbr. for", "erhua variant of", "cl:",
                   "classifier for", "(old)", "(archaic)", "(literary)", "(dialect)", "pr. ")
@@ -126,7 +131,7 @@ class Translator:
         """jieba's tokens without number + measure-word pairs, and with a word it split wrongly joined again
         where the dictionary knows the whole (掀 + 背车: 掀背车, a hatchback)."""
         kept: list[str] = []
-        for token in (t.strip() for t in tokens):
+        for token in (part for t in tokens for part in self._numbers_apart(t.strip())):
             if not token:
                 continue
             if kept and not self._known(token) and self._known(kept[-1] + token):
@@ -137,6 +142,18 @@ class Translator:
                 kept.append(token)
         return kept
 
+    def _numbers_apart(self, token: str) -> list[str]:
+        """A token jieba glued to the number before it, apart from that number, or without it where a measure
+        word follows (一九六八年: 一九六八 + 年, 七速: 七 + 速, 一辆车: 车); a word the dictionary knows stays whole
+        (三明治, a sandwich)."""
+        cut = next((i for i, ch in enumerate(token) if ch not in NUMERALS), len(token))
+        if cut == 0 or cut == len(token) or self._known(token):
+            return [token] if token else []
+        number, rest = token[:cut], token[cut:]
+        if rest[0] in MEASURES:
+            return [rest[1:]] if rest[1:] else []
+        return [number, rest]
+
     def _known(self, word: str) -> bool:
         return word in SHOP_WORDS or word in self.senses
 
@@ -145,8 +162,10 @@ class Translator:
             return []
         if token in SHOP_WORDS:
             return [SHOP_WORDS[token]]
-        if token in self.senses:
+        if token in self.senses and _number(token) is None:
             return [self.senses[token]]
+        if _number(token) is not None:  # in digits, as English listings write them: 一九六八 -> 1968
+            return [str(_number(token))]
         if not _is_chinese(token):
             return [token] if any(ch.isalnum() for ch in token) else []
         return [e for part in self._split(token) for e in self._english(part)]
@@ -171,6 +190,23 @@ def _is_chinese(token: str) -> bool:
 
 def _is_number(token: str) -> bool:
     return bool(token) and all(ch in NUMERALS for ch in token)
+
+
+def _number(token: str) -> int | None:
+    """A number written in Chinese numerals as an int (四十二: 42, 一九六八: 1968, 两万: 20000), else None."""
+    if not token or any(ch not in DIGITS and ch not in UNITS and ch != "万" for ch in token):
+        return None
+    if not any(ch in UNITS or ch == "万" for ch in token):  # digit by digit, as years are said
+        return int("".join(str(DIGITS[ch]) for ch in token))
+    total = section = digit = 0
+    for ch in token:
+        if ch in DIGITS:
+            digit = DIGITS[ch]
+        elif ch in UNITS:
+            section, digit = section + (digit or 1) * UNITS[ch], 0
+        else:
+            total, section, digit = total + (section + digit or 1) * 10000, 0, 0
+    return total + section + digit
 
 
 def _is_number_and_measure(token: str) -> bool:

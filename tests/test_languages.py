@@ -61,6 +61,19 @@ def test_shop_queries_turn_into_english(chinese, english):
     assert translator().english(chinese) == english
 
 
+# Found by bench/bench_languages.py: sizes read as instruments (中号 "China roar", 大号 "tuba"), a number and
+# measure word jieba glued to the noun (一辆车 "one car"), and numbers left as Chinese words, where English
+# listings write digits (一九六八年 "one nine six eight year", which found the red car, not the 1968 one).
+@pytest.mark.parametrize("chinese, english", [
+    ("中号绿色T恤", "medium green T-shirt"), ("大号的蓝色T恤", "large blue T-shirt"), ("小号的T恤", "small T-shirt"),
+    ("我想买一辆车", "car"), ("这辆车", "car"), ("一九六八年的老爷车", "1968 year classic car"),
+    ("四十二码的跑鞋", "42 size running shoes"), ("七速自行车", "7 speed bicycle"), ("三千五百", "3500"),
+    ("三明治", "sandwich"), ("一样的杯子", "same mug"),  # words that begin with a numeral stay whole
+])
+def test_sizes_numbers_and_glued_measure_words(chinese, english):
+    assert translator().english(chinese) == english
+
+
 @pytest.mark.parametrize("query", [SEED, SEED_TRADITIONAL])
 def test_the_seeds_sentence_typed_finds_the_red_car_in_the_cli(shop, query):
     found = xmodal_cli("search", str(shop), query, "-k", "3", "--json")
