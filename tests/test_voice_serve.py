@@ -120,14 +120,17 @@ def test_the_page_state_applies_to_a_spoken_query_and_a_bad_filter_is_refused_be
     assert time.perf_counter() - started < 1.5  # hearing the recording takes about 2 s on 2 cores
 
 
-def test_mandarin_is_searched_as_heard_with_a_note_in_the_services_terms(server, speech):
+def test_mandarin_is_searched_in_english_or_as_heard_with_a_note_in_the_services_terms(server, speech):
     answer = upload(server, speech["mandarin"], {"k": 1})
     assert answer.status_code == 200, answer.text
     found = answer.json()
-    assert found["transcript"]["language"] == "zh"
+    assert found["transcript"]["language"] == "zh" and found["language"] == "zh"
     assert any("\u4e00" <= ch <= "\u9fff" for ch in found["transcript"]["text"])
-    note = found["note"]
-    assert "reads English" in note and "xlm-roberta-base-ViT-B-32" in note and '"translate": true' in note
+    assert found["translation"] == "red car" and found["note"] is None
+    answer = upload(server, speech["mandarin"], {"k": 1, "translate": "off"})
+    assert answer.status_code == 200, answer.text
+    note = answer.json()["note"]
+    assert "reads English" in note and "xlm-roberta-base-ViT-B-32" in note and '"translate": "auto"' in note
     assert "--translate" not in note and not note.startswith("note:") and "\n" not in note
 
 

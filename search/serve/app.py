@@ -2,7 +2,8 @@
 
     POST /search              text | image (base64, or a multipart upload) | image_url | audio (base64, or a
                               multipart upload), like, dislike, strategy, add, subtract, where, target, k, weights,
-                              fusion, dedup, index -> {hits, took_ms, ...; a spoken query: transcript, note}
+                              fusion, dedup, index -> {hits, language, translation, took_ms, ...; a spoken query:
+                              transcript, note}
     GET  /items               the items, a page at a time (offset, limit, modality), with their row ids
     GET  /items/{row_id}      one item, as stored
     GET  /thumbnails/{row_id} a JPEG thumbnail of an indexed photo (ETag, Cache-Control)
@@ -20,7 +21,9 @@ Image URLs (`image_url`) are fetched only by a service started with allow_url_qu
 addresses only the server can reach (server-side request forgery).
 
 A spoken query (`audio`) is heard by one speech model shared by every index (search/serve/speech.py),
-then searched exactly as the text heard; the answer carries that text (`transcript`).
+then searched exactly as the text heard; the answer carries that text (`transcript`). A query in a language the
+index's model does not read is searched in English where it can be translated (search/translate.py): the
+answer says the query's `language` and the English searched (`translation`).
 """
 from __future__ import annotations
 
@@ -448,18 +451,24 @@ def _search(service: Service, body: SearchRequest, upload: Upload | None = None,
              for name in TERM_FIELDS}
     asked = {name: getattr(body, name) for name in PLAIN_FIELDS}
     query = index.checked(SearchQuery(**{**asked, "target": target}, image=image, **terms))  # before it is heard
-    transcript = _heard(service, body, audio_upload, index)  # likewise outside the slots, one at a time
+    transcript = _heard(service, body, audio_upload, index, query.translate == "speech")  # likewise outside the slots, one at a time
     if transcript is not None:
         query = replace(query, text=transcript.text)  # searched exactly as that text, typed
+    understood = index.understood(query, transcript)  # its language, and its English where the model needs it
+    query = replace(understood.query, translate="off")
     if query.text and isinstance(index.encoder, BatchingEncoder):
         index.encoder.encode_texts([query.text])  # encoded with the requests waiting now; searched from the cache
     with service.search_slots:
         hits = index.search(query)
+    hits.transcript, hits.language, hits.translation = transcript, understood.language, understood.translation
+    note = index.language_note(hits, HTTP, body.translate)
     answer = {"index": live.name, "generation": index.generation, "target": target, "k": body.k,
-              "count": len(hits), "hits": [h.to_dict() for h in hits]}
+              "count": len(hits), "hits": [h.to_dict() for h in hits], "language": understood.language,
+              "translation": understood.translation.text if understood.translation else None}
     if transcript is not None:
-        note = index.language_note(transcript, HTTP)
-        answer.update(transcript=transcript.to_dict(), note=note.removeprefix("note: ") if note else None)
+        answer.update(transcript=transcript.to_dict())
+    if transcript is not None or note:
+        answer.update(note=note.removeprefix("note: ") if note else None)
     answer["took_ms"] = round((time.perf_counter() - started) * 1000, 2)
     return answer
 
@@ -484,7 +493,7 @@ def _query_image(service: Service, body: SearchRequest, upload: bytes | None, in
     return _image(_decode_base64(body.image), index) if body.image else None
 
 
-def _heard(service: Service, body: SearchRequest, upload: Upload | None, index):
+def _heard(service: Service, body: SearchRequest, upload: Upload | None, index, translate: bool):
     """The transcript of the request's recording (an "audio" upload, or base64 in "audio"); None without one."""
     if upload is not None:
         audio, name = upload.data, f"the uploaded recording {upload.filename!r}"
@@ -496,7 +505,7 @@ def _heard(service: Service, body: SearchRequest, upload: Upload | None, index):
         return None
     if len(audio) > MAX_UPLOAD_BYTES:
         raise InvalidInputError(f"the recording is over {MAX_UPLOAD_BYTES >> 20} MB; send a shorter one")
-    return service.voice.hear(index, audio, name, body.language, body.translate, HTTP)
+    return service.voice.hear(index, audio, name, body.language, translate, HTTP)
 
 
 @dataclass

@@ -1,0 +1,46 @@
+"""A typed query's language, told from its script.
+
+Script is enough for the languages whose writing no other shares: any kana (hiragana, katakana) is Japanese
+(Japanese writes Han characters too, so kana decides), Hangul is Korean, Han characters without kana are
+Chinese. Latin letters are English unless the caller says otherwise (`told`): the script cannot tell English
+from French, and every model reads English. Every other script (Cyrillic, Arabic, Thai, ...) gives `told`, or
+None ("not known") where the caller says nothing; so does a text with no letters at all (digits, emoji, an empty
+string) always. A query whose language is not known is searched as typed, without a note.
+"""
+from __future__ import annotations
+
+KANA = ((0x3040, 0x30FF), (0x31F0, 0x31FF), (0xFF66, 0xFF9F))
+HANGUL = ((0x1100, 0x11FF), (0x3130, 0x318F), (0xAC00, 0xD7AF))
+HAN = ((0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF), (0x20000, 0x3134F))
+
+
+def script_language(text: str | None, told: str | None = None) -> str | None:
+    """The language of `text` by its script: ja, ko, zh, `told` or en for Latin letters, None otherwise."""
+    told = None if told in (None, "", "auto") else told
+    counts = {"ja": 0, "ko": 0, "zh": 0, "latin": 0, "other": 0}
+    for ch in text or "":
+        counts[_script(ch)] = counts.get(_script(ch), 0) + 1
+    if counts["ja"]:
+        return "ja"
+    if counts["ko"] and counts["ko"] >= counts["zh"]:
+        return "ko"
+    if counts["zh"]:
+        return "zh"
+    if counts["latin"] and counts["latin"] >= counts["other"]:
+        return told or "en"
+    return told if counts["other"] else None
+
+
+def _script(ch: str) -> str:
+    code = ord(ch)
+    if any(lo <= code <= hi for lo, hi in KANA):
+        return "ja"
+    if any(lo <= code <= hi for lo, hi in HANGUL):
+        return "ko"
+    if any(lo <= code <= hi for lo, hi in HAN):
+        return "zh"
+    if ch.isascii():
+        return "latin" if ch.isalpha() else "none"
+    if ch.isalpha():
+        return "latin" if code < 0x250 or 0x1E00 <= code <= 0x1EFF else "other"
+    return "none"

