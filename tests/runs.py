@@ -13,8 +13,23 @@ from pathlib import Path
 
 import pytest
 
-from conftest import env_with_tests_path
+from conftest import env_with_tests_path, noise_image
+from fakes import FakeEncoder
+from xmodal.indexer import IndexConfig, build_index
 from xmodal.indexer.build.edit import list_items
+
+
+def write_photos(folder: Path, count: int) -> Path:
+    """`count` small noise JPEGs: enough for several batches, decoded fast."""
+    for i in range(count):
+        noise_image(i, size=(96, 72)).save(folder / f"p{i:03d}.jpg", quality=90)
+    return folder
+
+
+def clean_build(photos: Path, index: Path) -> set[tuple]:
+    """What a clean, uninterrupted build of `photos` holds."""
+    build_index(index, IndexConfig(images=[photos], workers=0), encoder=FakeEncoder())
+    return items(index)
 
 
 def items(index: Path) -> set[tuple]:

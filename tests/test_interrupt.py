@@ -23,7 +23,6 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import noise_image
 from fakes import FakeEncoder
 from xmodal.indexer import IndexConfig, build_index
 from xmodal.indexer.build.decode import DecodedStream
@@ -40,18 +39,13 @@ INTERRUPTED = ("error: interrupted; the last committed index is unchanged, and r
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("photos")
-    for i in range(PHOTOS):
-        noise_image(i, size=(96, 72)).save(folder / f"p{i:03d}.jpg", quality=90)
-    return folder
+    return runs.write_photos(tmp_path_factory.mktemp("photos"), PHOTOS)
 
 
 @pytest.fixture(scope="module")
 def clean_items(photos, tmp_path_factory) -> set[tuple]:
     """What a clean, uninterrupted build holds."""
-    index = tmp_path_factory.mktemp("clean") / "index"
-    build_index(index, IndexConfig(images=[photos], workers=0), encoder=FakeEncoder())
-    return runs.items(index)
+    return runs.clean_build(photos, tmp_path_factory.mktemp("clean") / "index")
 
 
 def _ctrl_c(run: subprocess.Popen) -> tuple[str, str]:

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 import runs
-from conftest import env_with_tests_path, noise_image
+from conftest import env_with_tests_path
 from fakes import FakeEncoder
 from xmodal.indexer import IndexConfig, build_index
 from xmodal.indexer.errors import IndexLockedError
@@ -35,17 +35,12 @@ GONE_WITHIN = 5.0
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("photos")
-    for i in range(PHOTOS):
-        noise_image(i, size=(96, 72)).save(folder / f"p{i:03d}.jpg", quality=90)
-    return folder
+    return runs.write_photos(tmp_path_factory.mktemp("photos"), PHOTOS)
 
 
 @pytest.fixture(scope="module")
 def clean_items(photos, tmp_path_factory) -> set[tuple]:
-    index = tmp_path_factory.mktemp("clean") / "index"
-    build_index(index, IndexConfig(images=[photos], workers=0), encoder=FakeEncoder())
-    return runs.items(index)
+    return runs.clean_build(photos, tmp_path_factory.mktemp("clean") / "index")
 
 
 def _left_behind(pid: int) -> dict[int, str]:
