@@ -148,6 +148,19 @@ def test_typing_a_query_shows_thumbnails_and_puts_it_in_the_url(server, browser)
     shot(browser, "02-typed-query")
 
 
+def test_the_seed_sentence_typed_in_chinese_finds_the_red_car_and_says_what_was_searched(server, browser):
+    browser.get(server.url + "/")
+    box = wait(browser, lambda b: b.find_element(By.ID, "q"))
+    box.send_keys("\u6211\u60f3\u8981\u4e70\u4e00\u8f86\u7ea2\u8272\u6c7d\u8f66", Keys.ENTER)  # 我想要买一辆红色汽车
+    wait(browser, lambda b: len(cards(b)) > 0 and b.find_element(By.ID, "translation").is_displayed())
+    assert "Red sports car" in cards(browser)[0].text
+    assert browser.find_element(By.ID, "translation").text == "Searched as: \u201cred car\u201d (translated from zh)"
+    box.clear()
+    box.send_keys("a blue car", Keys.ENTER)  # an English query is searched as typed: the line goes
+    wait(browser, lambda b: not b.find_element(By.ID, "translation").is_displayed())
+    shot(browser, "02-chinese-query")
+
+
 def test_search_by_an_uploaded_photo(server, browser):
     browser.get(server.url + "/?index=photos")
     picker = wait(browser, lambda b: b.find_element(By.ID, "file"))

@@ -131,6 +131,15 @@ function renderHits(body) {
   $("#status").textContent = body.count
     ? `${body.count} ${noun}${body.count === 1 ? "" : "s"} in ${body.took_ms} ms`
     : `No ${noun}s match.`;
+  showTranslation(body);
+}
+
+function showTranslation(body) {
+  // A query the index's model cannot read is searched in English: say what was searched.
+  const line = $("#translation");
+  line.textContent = body.translation
+    ? `Searched as: \u201c${body.translation}\u201d (translated from ${body.language})` : "";
+  line.hidden = !body.translation;
 }
 
 function hasPhoto(hit) {
