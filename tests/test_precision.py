@@ -118,16 +118,16 @@ def test_a_way_this_cpu_lacks_falls_back_to_the_fastest_parity_way(avx2_cpu):
     assert inference.choose("offline", "openvino", "bf16").note.count("not available here") == 1
 
 
+def xmodal(*args: str) -> subprocess.CompletedProcess:
+    """A real `xmodal` process, sharing this session's export cache."""
+    env = {**env_with_tests_path(), "XDG_CACHE_HOME": os.environ["XDG_CACHE_HOME"]}
+    return subprocess.run([sys.executable, "-c", "from xmodal import cli; cli.run()", *args], env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
 def test_cli_index_on_a_cpu_without_bf16_records_the_fallback_and_says_so_once(avx2_cpu, tmp_path):
     """A real run on a CPU without bf16 instructions (the detector's XMODAL_CPU_FEATURES mask)."""
     out = tmp_path / "bf16.idx"
-    env = env_with_tests_path()
-    env["XDG_CACHE_HOME"] = os.environ["XDG_CACHE_HOME"]
-
-    def xmodal(*args):
-        return subprocess.run([sys.executable, "-c", "from xmodal import cli; cli.run()", *args], env=env,
-                              capture_output=True, text=True, timeout=300)
-
     built = xmodal("index", str(CATALOG / "images"), "--out", str(out), "--model", "offline", "--runtime", "openvino",
                    "--precision", "bf16")
     assert built.returncode == 0, built.stderr
@@ -319,13 +319,6 @@ def test_a_query_or_an_update_outside_parity_is_refused(tmp_path, tiny_spec):
 
 def test_cli_precision_options_info_and_refusal(tmp_path, tiny_spec):
     out = tmp_path / "bf16.idx"
-    env = env_with_tests_path()
-    env["XDG_CACHE_HOME"] = os.environ["XDG_CACHE_HOME"]
-
-    def xmodal(*args):
-        return subprocess.run([sys.executable, "-c", "from xmodal import cli; cli.run()", *args], env=env,
-                              capture_output=True, text=True, timeout=300)
-
     built = xmodal("index", str(CATALOG / "images"), "--out", str(out), "--model", tiny_spec,
                    "--runtime", "onnx", "--precision", "int8")
     assert built.returncode == 0, built.stderr
