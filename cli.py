@@ -563,7 +563,7 @@ def info(
         return
     model = manifest.model
     typer.echo(f"index:    {summary['path']} ({manifest.generation}, format {manifest.format_version})")
-    typer.echo(f"model:    {model.describe()} [{model.family}]")
+    typer.echo(f"model:    {model.describe()} [{model.family}]; {model.describe_reads()}")
     typer.echo(f"encoding: {model.inference.describe()}; queries and updates may run "
                f"{', '.join(summary['accepts']) or model.inference.describe()}")
     typer.echo(f"items:    {_held(manifest.counts)}; {manifest.failures} skipped")

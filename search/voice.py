@@ -338,9 +338,6 @@ def _reason(exc: BaseException) -> str:
     return text[:120] or type(exc).__name__
 
 
-# Text towers known to read more than English, by a piece of their spec or weights tag.
-MULTILINGUAL = ("xlm-roberta", "nllb", "multilingual", "m-clip", "mclip", "chinese-clip", "chinese_clip", "mt5",
-                "siglip2", "labse")
 READERS_OF = {"zh": "xlm-roberta-base-ViT-B-32 (open_clip, laion5b_s13b_b90k) or OFA-Sys/chinese-clip-vit-base-patch16 "
                     "(transformers)"}
 ANY_LANGUAGE = "xlm-roberta-base-ViT-B-32 (open_clip, laion5b_s13b_b90k)"
@@ -348,8 +345,7 @@ ANY_LANGUAGE = "xlm-roberta-base-ViT-B-32 (open_clip, laion5b_s13b_b90k)"
 
 def model_reads(identity, language: str) -> bool:
     """Whether the text tower of the model that built an index reads `language` (English: every one)."""
-    name = f"{identity.spec} {identity.pretrained or ''}".lower()
-    return language == "en" or any(marker in name for marker in MULTILINGUAL)
+    return identity.reads_language(language)
 
 
 def catalog_script(texts: list[str]) -> str | None:

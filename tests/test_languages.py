@@ -131,3 +131,39 @@ def test_the_service_answer_carries_the_language_and_the_translation(shop, tmp_p
         assert '"translate": "auto"' in untranslated["note"]
         status, english = server.json("POST", "/search", {"text": "a red car", "k": 3})
         assert english["language"] == "en" and english["translation"] is None and "note" not in english
+
+
+def test_the_index_records_that_its_model_reads_english_alone(shop):
+    manifest = json.loads((shop / "manifest.json").read_text())
+    assert manifest["model"]["reads"] == ["en"]
+    shown = xmodal_cli("info", str(shop))
+    assert shown.returncode == 0, shown.stderr
+    assert [line for line in shown.stdout.splitlines() if line.startswith("model:")][0].endswith("; reads English")
+
+
+def test_what_a_model_reads_is_its_record_or_else_told_by_its_name():
+    from xmodal.indexer.models.base import ModelIdentity
+
+    before = {"family": "open_clip", "spec": "xlm-roberta-base-ViT-B-32", "pretrained": "laion5b_s13b_b90k", "dim": 512}
+    assert ModelIdentity.from_dict(before).reads_language("zh")  # an index from before `reads` was recorded
+    assert not ModelIdentity.from_dict({**before, "spec": "ViT-B-32", "pretrained": "openai"}).reads_language("zh")
+    recorded = ModelIdentity.from_dict({**before, "spec": "local-dir:/models/cn", "reads": ["zh", "en"]})
+    assert recorded.reads_language("zh") and not recorded.reads_language("ja")
+    assert recorded.describe_reads() == "reads Chinese and English"
+
+
+def test_chinese_words_in_where_filters_are_left_as_typed(tmp_path):
+    table = tmp_path / "cars.csv"
+    table.write_text("sku,description,colour,title\n"
+                     "A1,a red sports car,红色,红色跑车\nA2,a red family car,红的,家用车\nB1,a blue car,蓝色,蓝色汽车\n",
+                     encoding="utf-8")
+    out = tmp_path / "cars.idx"
+    xmodal.build_index(out, xmodal.IndexConfig(texts=[table], text_column="description", id_column="sku",
+                                               model="offline", workers=0))
+    for where, keys in (("colour == '红色'", ["A1"]), ("title contains '红'", ["A1"]), ("colour != '红色'", None)):
+        found = xmodal_cli("search", str(out), SEED, "--where", where, "--json")
+        assert found.returncode == 0, found.stderr
+        result = json.loads(found.stdout)
+        assert result["query"]["translation"] == "red car"
+        got = [hit["key"] for hit in result["hits"]]
+        assert got == keys if keys else sorted(got) == ["A2", "B1"]

@@ -18,6 +18,9 @@ class ModelIdentity:
     `versions` is recorded for provenance only (a library upgrade should not lock
     a user out of their own index). `runtime` and `precision` say how the towers ran:
     vectors of another precision are accepted within measured parity (inference.accepts).
+    `reads` names the languages the text tower reads (ISO 639-1 codes; "*": many, as XLM-R's hundred), so a
+    query in another language is translated (search/understanding.py); None where the encoder does not say (an
+    index from before it was recorded, your own encoder): then the spec and weights tag decide (`reads_language`).
     """
 
     family: str
@@ -28,6 +31,7 @@ class ModelIdentity:
     versions: dict[str, str] = field(default_factory=dict)
     runtime: str = "torch"
     precision: str = "fp32"
+    reads: tuple[str, ...] | None = None
 
     @property
     def inference(self) -> Inference:
@@ -47,7 +51,21 @@ class ModelIdentity:
             versions=dict(data.get("versions") or {}),
             runtime=data.get("runtime") or "torch",  # indexes from before precisions were recorded ran torch
             precision=data.get("precision") or "fp32",
+            reads=tuple(data["reads"]) if data.get("reads") else None,
         )
+
+    def reads_language(self, language: str | None) -> bool:
+        """Whether the text tower reads `language` (English: every one)."""
+        reads = self.reads or languages_read(self.spec, self.pretrained)
+        return language == "en" or "*" in reads or language in reads
+
+    def describe_reads(self) -> str:
+        reads = self.reads or languages_read(self.spec, self.pretrained)
+        if "*" in reads:
+            return "reads many languages"
+        names = [LANGUAGE_NAMES.get(code, code) for code in reads]
+        return "reads " + (" and ".join(names) if len(names) <= 2 else f"{len(names)} languages, "
+                           + ", ".join(names[:3]) + " among them")
 
     def compatibility_key(self) -> tuple:
         return (self.family, self.spec, self.pretrained, self.dim, _freeze(self.preprocess))
@@ -56,6 +74,24 @@ class ModelIdentity:
         tag = f" ({self.pretrained})" if self.pretrained else ""
         way = f", {self.inference.describe()}" if self.inference != Inference() else ""
         return f"{self.spec}{tag}, {self.dim}-d{way}"
+
+
+# Text towers known to read more than English, by a piece of their spec or weights tag: how the languages of a
+# model that does not record them are told.
+MULTILINGUAL_MARKERS = ("xlm-roberta", "nllb", "multilingual", "m-clip", "mclip", "chinese-clip", "chinese_clip",
+                        "mt5", "siglip2", "labse")
+LANGUAGE_NAMES = {"en": "English", "zh": "Chinese", "ja": "Japanese", "ko": "Korean", "ar": "Arabic",
+                  "de": "German", "es": "Spanish", "fr": "French", "it": "Italian", "nl": "Dutch", "pl": "Polish",
+                  "pt": "Portuguese", "ru": "Russian", "th": "Thai", "tr": "Turkish", "zh-tw": "Chinese"}
+ENGLISH = ("en",)
+MANY = ("*",)
+
+
+def languages_read(spec: str, pretrained: str | None) -> tuple[str, ...]:
+    """The languages a text tower reads, told from its spec and weights tag: many for a known multilingual
+    family, English otherwise."""
+    name = f"{spec} {pretrained or ''}".lower()
+    return MANY if any(marker in name for marker in MULTILINGUAL_MARKERS) else ENGLISH
 
 
 def _freeze(value: Any) -> Any:

@@ -8,7 +8,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import ModelUnavailableError
-from .base import ModelIdentity, l2_normalize
+from .base import ModelIdentity, l2_normalize, languages_read
 from .device import precision_for
 from .hub import WAYS_OUT, hub_usable
 
@@ -99,8 +99,14 @@ def load_transformers(spec: str, device: str) -> TransformersEncoder:
                 else model.config.text_config.hidden_size),
         preprocess=_json_safe(image_processor.to_dict()),
         versions=_versions(),
+        reads=_languages(model.config.model_type, spec),
     )
     return TransformersEncoder(model, image_processor, tokenizer, identity, device)
+
+
+def _languages(model_type: str, spec: str) -> tuple[str, ...]:
+    """Chinese-CLIP's text tower is a Chinese RoBERTa (it reads English words too); the rest by their name."""
+    return ("zh", "en") if model_type == "chinese_clip" else languages_read(spec, None)
 
 
 @contextlib.contextmanager

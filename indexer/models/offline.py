@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import ModelUnavailableError
-from .base import ModelIdentity, l2_normalize
+from .base import ENGLISH, ModelIdentity, l2_normalize
 from .device import cpu_autocast
 from .hf import quiet_loading
 from .inference import Inference
@@ -52,7 +52,7 @@ class ConseEncoder:
             family="offline", spec=SPEC, pretrained=WEIGHTS, dim=self.class_embeddings.shape[1],
             preprocess={"resize": RESIZE, "crop": CROP, "mean": list(MEAN), "std": list(STD),
                         "top_k": top_k, "prompt": prompt},
-            versions=versions, runtime=self._way.runtime, precision=self._way.precision,
+            versions=versions, runtime=self._way.runtime, precision=self._way.precision, reads=ENGLISH,
         )
 
     @property

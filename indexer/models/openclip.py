@@ -10,7 +10,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import ModelUnavailableError, UnknownModelError
-from .base import ModelIdentity, l2_normalize
+from .base import ModelIdentity, l2_normalize, languages_read
 from .device import cpu_autocast, precision_for
 from .inference import GPU, Inference
 from .hub import WAYS_OUT, cached_hub_file, hub_usable
@@ -136,6 +136,7 @@ def load_open_clip(spec: str, pretrained: str | None, device: str, way: Inferenc
         versions=_versions(),
         runtime=way.runtime,
         precision=way.precision,
+        reads=languages_read(spec, pretrained),
     )
     return OpenClipEncoder(model, preprocess, tokenizer, identity, device)
 
