@@ -186,7 +186,7 @@ def test_the_cycle_finder_finds_a_cycle():
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     folder, source = tmp_path_factory.mktemp("wheel"), tmp_path_factory.mktemp("source")
-    for name in ("pyproject.toml", "README.md", "__init__.py", "cli.py"):  # a copy: a build writes build/ beside
+    for name in ("pyproject.toml", "README.md", "NOTICE", "__init__.py", "cli.py"):  # a copy: a build writes build/ beside
         shutil.copy(REPO / name, source)
     for name in ("indexer", "search"):
         shutil.copytree(REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
@@ -208,6 +208,16 @@ def test_the_wheel_installs_xmodal_and_nothing_else(wheel):
     assert "xmodal/search/serve/static/index.html" in names
     entry_points = zipfile.ZipFile(wheel).read(top_level.replace("top_level.txt", "entry_points.txt")).decode()
     assert "xmodal = xmodal.cli:run" in entry_points
+
+
+def test_the_wheel_carries_the_dictionarys_attribution(wheel):
+    """CC-CEDICT's licence (CC BY-SA 4.0) asks for attribution wherever the English it gives is shipped."""
+    names = zipfile.ZipFile(wheel).namelist()
+    (metadata,) = [n for n in names if n.endswith(".dist-info/METADATA")]
+    assert "License-File: NOTICE" in zipfile.ZipFile(wheel).read(metadata).decode()
+    (notice,) = [n for n in names if n.endswith("NOTICE") and ".dist-info/" in n]
+    text = zipfile.ZipFile(wheel).read(notice).decode()
+    assert "CC-CEDICT" in text and "MDBG" in text and "Attribution-ShareAlike 4.0" in text
 
 
 def test_the_installed_wheel_works_in_an_app_with_its_own_search_cli_and_indexer(wheel, tmp_path):
