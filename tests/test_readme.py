@@ -39,7 +39,7 @@ DOCS = REPO / "docs"
 # builds catalog.idx (searched in search.md, shop.md, re-run in sources.md), search.md photos.idx (grown in
 # sources.md), shop.md shop.idx (served in serve.md).
 PAGES = [README, *(DOCS / f"{name}.md" for name in (
-    "search", "shop", "duplicates", "sources", "models", "serve", "voice", "python-api", "storage", "ray", "gpu",
+    "search", "shop", "duplicates", "sources", "models", "serve", "voice", "languages", "python-api", "storage", "ray", "gpu",
     "benchmarks",
     "architecture"))]
 SHOWN_ROOT = "/home/me/xmodal"  # where the README's outputs were made: a checkout there
