@@ -1,9 +1,10 @@
 """Chinese shop queries on an index whose model reads English alone (issue 28, "Measured"): does each one, typed in
 simplified or traditional characters (or spoken), find what its English twin finds? Measured, not guessed.
 
-    python bench/bench_languages.py                      # about 1-3 minutes on 2 cores; writes bench/results/languages.txt
+    python bench/bench_languages.py                      # about 3-9 minutes on 2 cores; writes bench/results/languages.txt
     python bench/bench_languages.py --no-speech          # typed queries only
     python bench/bench_languages.py --limit 5 --out -    # a smoke run, printed only
+    python bench/bench_languages.py --no-fashion         # the demo shop only (no 2,000-product catalogue)
 
 The demo shop (data/shop/products.csv, 12 products) is indexed with the offline model as docs/shop.md shows, through
 the Python API. Each query in QUERIES is a shopper's Chinese sentence, its English twin and (by hand, from the CSV)
@@ -19,6 +20,10 @@ Printed:
    differences).
 4. Spoken (optional): SPOKEN queries said by espeak-ng's pinyin voice (-v cmn-latn-pinyin), heard by the offline
    Whisper (its language detected, then told zh) and searched; skipped with a note where espeak-ng is missing.
+5. Fashion (optional): bench_fusion's 2,000-product catalogue (Fashion-MNIST photos, English listings of which half
+   name the item: bench_fusion.listings at share 0.5), indexed with the offline model; FASHION_QUERIES ask for a
+   class in Chinese (simplified, and traditional by opencc) with an English twin. Printed as in 1-2, a product of
+   the asked class being the relevant one (MRR over the first 100 hits).
 
 Latency is wall time on whatever else the machine runs; the header says what was busy.
 """
@@ -112,6 +117,30 @@ QUERIES = [
     ("便宜的杯子", "a cheap mug", None),
     ("给孩子的礼物", "a present for a child", None),
 ]
+# Queries for bench_fusion's catalogue: (simplified Chinese, English twin, the Fashion-MNIST class asked for).
+FASHION_QUERIES = [
+    ("我想买一件T恤", "I want to buy a t-shirt", "t-shirt"), ("白色的短袖T恤", "a white short-sleeve t-shirt", "t-shirt"),
+    ("便宜的T恤", "a cheap t-shirt", "t-shirt"), ("有没有黑色的T恤", "do you have a black t-shirt", "t-shirt"),
+    ("我想买一条裤子", "I want to buy trousers", "trouser"), ("黑色长裤", "black trousers", "trouser"),
+    ("有没有灰色的裤子", "do you have grey trousers", "trouser"), ("男士长裤", "men's trousers", "trouser"),
+    ("我想买一件毛衣", "I want to buy a pullover", "pullover"), ("保暖的毛衣", "a warm pullover", "pullover"),
+    ("红色的套头衫", "a red pullover", "pullover"), ("灰色毛衣", "a grey pullover", "pullover"),
+    ("我想买一条连衣裙", "I want to buy a dress", "dress"), ("红色的连衣裙", "a red dress", "dress"),
+    ("有没有便宜的连衣裙", "do you have a cheap dress", "dress"), ("夏天穿的连衣裙", "a dress for summer", "dress"),
+    ("我想买一件大衣", "I want to buy a coat", "coat"), ("冬天穿的外套", "a coat for winter", "coat"),
+    ("黑色的大衣", "a black coat", "coat"), ("羊毛大衣", "a wool coat", "coat"),
+    ("我想买一双凉鞋", "I want to buy sandals", "sandal"), ("夏天穿的凉鞋", "sandals for summer", "sandal"),
+    ("棕色凉鞋", "brown sandals", "sandal"), ("女士凉鞋", "women's sandals", "sandal"),
+    ("我想买一件衬衫", "I want to buy a shirt", "shirt"), ("白色的衬衫", "a white shirt", "shirt"),
+    ("长袖衬衫", "a long-sleeve shirt", "shirt"), ("有没有绿色的衬衫", "do you have a green shirt", "shirt"),
+    ("我想买一双运动鞋", "I want to buy sneakers", "sneaker"), ("白色的球鞋", "white sneakers", "sneaker"),
+    ("跑步穿的鞋", "shoes for running", "sneaker"), ("有没有运动鞋", "do you have sneakers", "sneaker"),
+    ("我想买一个手提包", "I want to buy a handbag", "bag"), ("黑色的包", "a black bag", "bag"),
+    ("女士手提包", "a women's handbag", "bag"), ("皮革手提包", "a leather handbag", "bag"),
+    ("我想买一双短靴", "I want to buy ankle boots", "ankle_boot"), ("黑色的短靴", "black ankle boots", "ankle_boot"),
+    ("冬天穿的靴子", "boots for winter", "ankle_boot"), ("有没有棕色的靴子", "do you have brown boots", "ankle_boot"),
+]
+FASHION_DEPTH = 100  # hits searched per query: the MRR of a class's first product over these
 # Queries said by espeak-ng from pinyin (its cmn voice reads characters badly): the pinyin and the QUERIES entry.
 SPOKEN = [
     ("wo3 xiang3 yao4 mai3 yi2 liang4 hong2 se4 qi4 che1", "我想要买一辆红色汽车"),
@@ -159,6 +188,8 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=0, help="only the first N queries (a smoke run)")
     parser.add_argument("--repeats", type=int, default=20, help="timed repeats of each query (default 20)")
     parser.add_argument("--no-speech", action="store_true", help="skip the spoken queries")
+    parser.add_argument("--no-fashion", action="store_true", help="skip bench_fusion's 2,000-product catalogue")
+    parser.add_argument("--fashion-products", type=int, default=2000, help="products in that catalogue (default 2000)")
     parser.add_argument("--out", default=str(RESULTS), help=f"results file (default {RESULTS.relative_to(ROOT)}; "
                                                               "- for none)")
     args = parser.parse_args()
@@ -210,6 +241,8 @@ def run(args, queries, work: Path, report: Report) -> None:
     latency(args, rows, index, translate, report)
     if not args.no_speech:
         spoken(index, rows, work, report)
+    if not args.no_fashion:
+        fashion(args, work, report)
 
 
 def typed(rows, report: Report) -> None:
@@ -317,6 +350,84 @@ def spoken(index, rows, work: Path, report: Report) -> None:
             report(f"language {told or 'detected'}: spoken first product = English twin's: {agree}/{len(said)} "
                    f"({100 * agree / len(said):.1f}%)" + (f"; against the labelled SKU: MRR {statistics.mean(ranks):.3f}, "
                                                         f"first {sum(r == 1.0 for r in ranks)}/{len(ranks)}" if ranks else ""))
+
+
+
+def fashion_catalogue(count: int, work: Path) -> tuple[Path, dict[str, int]]:
+    """bench_fusion's catalogue as a shop CSV (sku, description, image): the SKU and Fashion-MNIST class of each."""
+    import csv
+
+    from bench.bench_fusion import fashion_sample, listings, photo
+
+    sample = ROOT / "tests" / "data" / "fashion-mnist-2000.npz"  # fashion_sample(2000), without the dataset
+    if count <= 2000 and sample.exists():
+        with np.load(sample) as data:
+            images, labels = data["images"][:count], data["labels"][:count]
+    else:
+        images, labels = fashion_sample(count)
+    folder = work / "fashion"
+    (folder / "images").mkdir(parents=True)
+    classes = {}
+    with open(folder / "products.csv", "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["sku", "description", "image"])
+        for number, (image, label, text) in enumerate(zip(images, labels, listings(labels, 0.5)), start=1):
+            sku = f"FM-{number:04d}"
+            photo(image).save(folder / "images" / f"{sku}.png")
+            writer.writerow([sku, text, f"images/{sku}.png"])
+            classes[sku] = int(label)
+    return folder / "products.csv", classes
+
+
+def fashion(args, work: Path, report: Report) -> None:
+    import opencc
+
+    import xmodal
+    from bench.export_fashion_mnist import CLASSES
+
+    progress(f"indexing bench_fusion's {args.fashion_products}-product catalogue ...")
+    table, classes = fashion_catalogue(args.fashion_products, work)
+    index_path = work / "fashion.idx"
+    began = time.perf_counter()
+    xmodal.build_index(index_path, xmodal.IndexConfig(texts=[table], text_column="description", image_column="image",
+                                                      id_column="sku", model="offline", workers=0))
+    took = time.perf_counter() - began
+    index = xmodal.open_index(index_path)
+    queries = FASHION_QUERIES[:args.limit] if args.limit else FASHION_QUERIES
+    to_traditional = opencc.OpenCC("s2t").convert
+    report("", f"== fashion: bench_fusion's catalogue, {len(classes)} products (Fashion-MNIST photos, English "
+               f"listings, half naming the item), model offline, indexed in {took:.0f} s; {len(queries)} queries, "
+               f"each for a class; MRR of the first product of that class in the first {FASHION_DEPTH} hits ==")
+    rows = []
+    for simplified, english, name in queries:
+        found = {script: index.search(text, target="product", k=FASHION_DEPTH) for script, text in
+                 (("en", english), ("zh", simplified), ("zh-hant", to_traditional(simplified)))}
+        rows.append((simplified, english, CLASSES.index(name), found))
+    for script in ("zh", "zh-hant"):
+        agree = sum(found[script][0].key == found["en"][0].key for *_, found in rows)
+        twin = statistics.mean(reciprocal_rank([h.key for h in found[script]], found["en"][0].key) for *_, found in rows)
+        same = sum(classes[found[script][0].key] == classes[found["en"][0].key] for *_, found in rows)
+        report(f"{script:8s} first product = English twin's: {agree}/{len(rows)} ({100 * agree / len(rows):.1f}%); "
+               f"MRR against the twin's first product {twin:.3f}; first product of the twin's first's class "
+               f"{same}/{len(rows)} ({100 * same / len(rows):.1f}%)")
+    for script in ("en", "zh", "zh-hant"):
+        ranks = [class_rank([classes[h.key] for h in found[script]], label) for _, _, label, found in rows]
+        first = sum(rank == 1.0 for rank in ranks)
+        report(f"{script:8s} against the asked class: MRR {statistics.mean(ranks):.3f}, first product of the class "
+               f"{first}/{len(rows)} ({100 * first / len(rows):.1f}%)")
+    report("", "queries whose Chinese first product differs from the English twin's (first products' classes; "
+               "'searched as'):")
+    for simplified, english, label, found in rows:
+        if found["zh"][0].key == found["en"][0].key and found["zh-hant"][0].key == found["en"][0].key:
+            continue
+        shown = {script: f"{found[script][0].key} ({CLASSES[classes[found[script][0].key]]})" for script in found}
+        searched = found["zh"].translation.text if found["zh"].translation else "(untranslated)"
+        report(f"  {simplified} [{CLASSES[label]}]: en \"{english}\" {shown['en']}; zh {shown['zh']} as \"{searched}\""
+               + ("" if found["zh-hant"][0].key == found["zh"][0].key else f"; zh-hant {shown['zh-hant']}"))
+
+
+def class_rank(labels: list[int], wanted: int) -> float:
+    return 1.0 / (labels.index(wanted) + 1) if wanted in labels else 0.0
 
 
 if __name__ == "__main__":

@@ -40,7 +40,10 @@ SHOP_WORDS = {"便宜": "cheap", "木头": "wooden", "木": "wooden", "木制": 
               "运动鞋": "sneakers", "车": "car", "裙": "skirt", "衣服": "clothes",
               # sizes (the dictionary's 中号 is "China roar", 大号 a tuba, 小号 a trumpet), and specs
               "大号": "large", "中号": "medium", "小号": "small", "码": "size", "门": "door", "速": "speed",
-              "经典": "classic", "脆": "crisp"}
+              "经典": "classic", "脆": "crisp",
+              # materials (the dictionary's first senses: 羊毛 "fleece", 亚麻 "flax"); bench/chinese_catalog.py
+              "羊毛": "wool", "亚麻": "linen",
+              "套头衫": "pullover"}  # the dictionary's is a gloss: "designed to be put on by pulling it over ..."
 SKIPPED_SENSES = ("surname ", "variant of", "old variant of", "archaic variant of", "japanese variant of",
                   "see ", "used in ", "also written", "also pr.", "abbr. for", "erhua variant of", "cl:",
                   "classifier for", "(old)", "(archaic)", "(literary)", "(dialect)", "pr. ")

@@ -56,6 +56,7 @@ def test_latin_letters_are_english_unless_told_otherwise():
     ("便宜的木头椅子", "cheap wooden chair"), ("一双白色运动鞋", "white sneakers"), ("红色跑鞋", "red running shoes"),
     ("绿色的棉T恤", "green cotton T-shirt"), ("一盒红苹果", "red apple"), ("黑色城市自行车", "black city bicycle"),
     ("蓝色的家用掀背车", "blue home-use hatchback"), ("复古绿色汽车", "retro green car"), ("两件蓝色衬衫", "blue shirt"),
+    ("红色的套头衫", "red pullover"),  # the dictionary's 套头衫 is a gloss, "designed to be put on by pulling it over ..."
 ])
 def test_shop_queries_turn_into_english(chinese, english):
     assert translator().english(chinese) == english
