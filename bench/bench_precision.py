@@ -219,7 +219,7 @@ def main() -> None:
         report("offline image (EffNet-L0)", "images", torch_variants(classifier, classify) + found + ov_found,
                image_batches, args.repeats, mixed, [why, ov_why])
 
-        text_model, tokenizer = offline._load_torch_text()
+        text_model, tokenizer = offline.text.load_torch("cpu")
         tokenised = [tokenizer(texts[i:i + BATCH], padding="max_length", truncation=True, max_length=32,
                                return_tensors="pt") for i in range(0, len(texts), BATCH)]
 

@@ -1,7 +1,9 @@
-"""Choose the offline model's settings by measurement: top-K classes mixed, and the class prompt.
+"""Choose an offline model's settings by measurement: top-K classes mixed, and the class prompt.
 
     python bench/export_fashion_mnist.py bench/out/fmnist
-    python bench/tune_offline.py bench/out/fmnist [--limit 2000]
+    python bench/tune_offline.py bench/out/fmnist [--limit 2000] [--model offline-multilingual]
+    python bench/tune_offline.py bench/out/fmnist --limit 3000 --held-out bench/out/fmnist-heldout --link-only
+    xmodal eval bench/out/fmnist-heldout --model offline-multilingual   # the images no setting was chosen on
 
 Class probabilities are computed once; each (prompt, K) pair is then scored on
 the labelled folder (zero-shot top-1, precision@10, mAP, as `xmodal eval`
@@ -20,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 from xmodal.indexer.build.decode import DecodedImage, iter_decoded  # noqa: E402
-from xmodal.indexer.models.offline import conse_mix, load_offline, _class_names  # noqa: E402
+from xmodal.indexer.models.offline import VARIANTS, conse_mix, load_offline, _class_names  # noqa: E402
 from xmodal.search import metrics  # noqa: E402
 from xmodal.search.evaluation import _labelled_folder  # noqa: E402
 
@@ -35,17 +37,38 @@ def probabilities(encoder, paths, workers=1, batch_size=64):
                            for i in range(0, len(pixels), batch_size)])
 
 
+def link_held_out(paths: list[str], folder: Path) -> None:
+    import os
+
+    for path in map(Path, paths):
+        target = folder / path.parent.name / path.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not target.exists():
+            os.link(path, target)
+    print(f"{len(paths)} held-out images linked into {folder}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("folder", type=Path)
     parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--model", choices=sorted(VARIANTS), default="offline")
+    parser.add_argument("--held-out", type=Path, help="hard-link the images outside the --limit sample here, one "
+                                                      "subfolder per class, for xmodal eval")
+    parser.add_argument("--link-only", action="store_true", help="with --held-out: link, and tune nothing")
     args = parser.parse_args()
     from photos import SAMPLE_PHOTOS, sample_photo_paths
 
-    encoder = load_offline(None, "cpu")
     paths, labels, classes = _labelled_folder(args.folder)
     if args.limit:
-        paths = list(np.random.default_rng(0).permutation(paths)[: args.limit])
+        sample = list(np.random.default_rng(0).permutation(paths)[: args.limit])
+        if args.held_out:
+            link_held_out(sorted(set(paths) - set(sample)), args.held_out)
+        paths = sample
+    if args.link_only:
+        return
+    encoder = load_offline(None, "cpu", spec=args.model)
+    print(f"model: {encoder.identity.describe()}")
     start = time.perf_counter()
     probs = probabilities(encoder, paths)
     print(f"{len(paths)} images classified in {time.perf_counter() - start:.1f} s")

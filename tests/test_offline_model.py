@@ -73,8 +73,8 @@ def test_cli_info_names_the_offline_model(photos_index):
 def test_numpy_text_tower_equals_transformers_bert():
     offline = load_encoder("offline", None, "cpu", "torch", "fp32")  # the numpy tower is fp32: so is its oracle
     texts = ["a red car", "我想买一辆红色汽车", "café au lait, s'il vous plaît!", "word " * 400, "x"]
-    torch_path = np.concatenate([offline._torch_mean_pooled([t]) for t in texts])
-    numpy_path = offline._numpy_text_tower().encode(texts)
+    torch_path = np.concatenate([offline.text.torch_mean_pooled([t], "cpu") for t in texts])
+    numpy_path = offline.text.numpy_tower().encode(texts)
     np.testing.assert_allclose(numpy_path, torch_path, atol=2e-5)
     from xmodal.indexer.models.base import l2_normalize
 

