@@ -79,7 +79,7 @@ class ModelIdentity:
 # Text towers known to read more than English, by a piece of their spec or weights tag: how the languages of a
 # model that does not record them are told.
 MULTILINGUAL_MARKERS = ("xlm-roberta", "nllb", "multilingual", "m-clip", "mclip", "chinese-clip", "chinese_clip",
-                        "mt5", "siglip2", "labse")
+                        "mt5", "siglip2", "labse", "i18n")
 LANGUAGE_NAMES = {"en": "English", "zh": "Chinese", "ja": "Japanese", "ko": "Korean", "ar": "Arabic",
                   "de": "German", "es": "Spanish", "fr": "French", "it": "Italian", "nl": "Dutch", "pl": "Polish",
                   "pt": "Portuguese", "ru": "Russian", "th": "Thai", "tr": "Turkish", "zh-tw": "Chinese"}
@@ -92,6 +92,25 @@ def languages_read(spec: str, pretrained: str | None) -> tuple[str, ...]:
     family, English otherwise."""
     name = f"{spec} {pretrained or ''}".lower()
     return MANY if any(marker in name for marker in MULTILINGUAL_MARKERS) else ENGLISH
+
+
+# Hugging Face text models (their config's model_type) pretrained on many languages: an open_clip model whose text
+# tower is one of them reads them, whatever its spec says (a local-dir: copy of XLM-R's CLIP names nothing).
+MULTILINGUAL_MODEL_TYPES = frozenset({"xlm-roberta", "xlm-roberta-xl", "mt5", "umt5", "altclip"})
+CHINESE_AND_ENGLISH = ("zh", "en")
+
+
+def text_model_languages(model_type: str | None, *names: str | None) -> tuple[str, ...] | None:
+    """The languages a Hugging Face text model reads, told from its kind (config.model_type) or its names (hub
+    id or folder, tokenizer); None where neither says more than English, so the caller falls back to the spec.
+
+    Chinese-CLIP's text tower is a Chinese RoBERTa whose vocabulary holds English words too."""
+    if model_type == "chinese_clip":
+        return CHINESE_AND_ENGLISH
+    if model_type in MULTILINGUAL_MODEL_TYPES:
+        return MANY
+    told = languages_read(" ".join(name for name in names if name), None)
+    return None if told == ENGLISH else told
 
 
 def _freeze(value: Any) -> Any:

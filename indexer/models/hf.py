@@ -8,7 +8,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import ModelUnavailableError
-from .base import ModelIdentity, l2_normalize, languages_read
+from .base import ModelIdentity, l2_normalize, languages_read, text_model_languages
 from .device import precision_for
 from .hub import WAYS_OUT, hub_usable
 
@@ -105,8 +105,8 @@ def load_transformers(spec: str, device: str) -> TransformersEncoder:
 
 
 def _languages(model_type: str, spec: str) -> tuple[str, ...]:
-    """Chinese-CLIP's text tower is a Chinese RoBERTa (it reads English words too); the rest by their name."""
-    return ("zh", "en") if model_type == "chinese_clip" else languages_read(spec, None)
+    """Chinese-CLIP reads Chinese and English, AltCLIP many languages (by their kind); the rest by their name."""
+    return text_model_languages(model_type, spec) or languages_read(spec, None)
 
 
 @contextlib.contextmanager

@@ -5,7 +5,9 @@ before failing; users deserve one line at once instead.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
+import importlib
 import os
 import socket
 from urllib.parse import urlparse
@@ -41,6 +43,35 @@ def hub_endpoint() -> str:
 def hub_usable() -> bool:
     """True when a download from the Hugging Face hub may be attempted."""
     return not hub_offline_requested() and host_reachable(hub_endpoint())
+
+
+# Where huggingface_hub and transformers keep the offline switch they read at import (HF_HUB_OFFLINE): transformers
+# 4 copies it into its own module, 5 asks huggingface_hub's at each call.
+_OFFLINE_SWITCHES = (("huggingface_hub.constants", "HF_HUB_OFFLINE"), ("transformers.utils.hub", "_is_offline_mode"))
+
+
+@contextlib.contextmanager
+def cache_only(active: bool):
+    """Within it, huggingface_hub and transformers read the local cache alone, as under HF_HUB_OFFLINE=1: a library
+    xmodal calls that asks the hub on its own (open_clip building a Hugging Face text tower) fails at once, or
+    loads from the cache, instead of retrying an unreachable host for half a minute."""
+    if not active:
+        yield
+        return
+    saved = []
+    for module_name, name in _OFFLINE_SWITCHES:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        if isinstance(getattr(module, name, None), bool):
+            saved.append((module, name, getattr(module, name)))
+            setattr(module, name, True)
+    try:
+        yield
+    finally:
+        for module, name, value in saved:
+            setattr(module, name, value)
 
 
 def cached_hub_file(repo_id: str, filenames: list[str], cache_dir: str | None = None) -> str | None:

@@ -10,10 +10,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import ModelUnavailableError, UnknownModelError
-from .base import ModelIdentity, l2_normalize, languages_read
+from .base import ModelIdentity, l2_normalize
 from .device import cpu_autocast, precision_for
 from .inference import GPU, Inference
-from .hub import WAYS_OUT, cached_hub_file, hub_usable
+from .hub import WAYS_OUT, cache_only, cached_hub_file, hub_usable
+from .openclip_text import hub_text_tower, load_tokenizer, missing_tower_message, tower_languages
 from .recipe import ImageRecipe
 
 LOCAL_DIR = "local-dir:"
@@ -114,19 +115,22 @@ def load_open_clip(spec: str, pretrained: str | None, device: str, way: Inferenc
         pretrained, kwargs = _named_source(model_name, pretrained)
     precision = precision_for(device)
     weights_file = _weights_file(model_name, kwargs)
+    # a Hugging Face text tower (XLM-R's) comes from the hub or its cache, even beside a local checkpoint
+    offline = hub_text_tower(model_name) is not None and not hub_usable()
     try:
-        with _seeded(pretrained == "none"), _skip_random_init(weights_file is not None):
+        with _seeded(pretrained == "none"), _skip_random_init(weights_file is not None), cache_only(offline):
             model, _, preprocess = open_clip.create_model_and_transforms(
                 model_name, precision=precision, device=device, **kwargs
             )
+            tokenizer = load_tokenizer(model_name)  # a Hugging Face tokenizer may be missing too
+    except ModelUnavailableError:
+        raise  # said in full already
     except (RuntimeError, OSError, ValueError, _weights_file_error()) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelUnavailableError(f"could not load model {spec!r}: {first_line}; {WAYS_OUT}") from exc
+        raise _unavailable(spec, model_name, exc) from exc
     model.eval()
     way = GPU if precision == "fp16" else (way or Inference())  # a GPU runs fp16, whatever a CPU way says
     if way.precision == "int8":
         model = quantized_int8(model)
-    tokenizer = open_clip.get_tokenizer(model_name)
     identity = ModelIdentity(
         family="open_clip",
         spec=spec,
@@ -136,9 +140,18 @@ def load_open_clip(spec: str, pretrained: str | None, device: str, way: Inferenc
         versions=_versions(),
         runtime=way.runtime,
         precision=way.precision,
-        reads=languages_read(spec, pretrained),
+        reads=tower_languages(model, tokenizer, spec, pretrained),
     )
     return OpenClipEncoder(model, preprocess, tokenizer, identity, device)
+
+
+def _unavailable(spec: str, model_name: str, exc: Exception) -> ModelUnavailableError:
+    """One line: a Hugging Face text tower the hub cannot give (XLM-R's, beside a local checkpoint) says so."""
+    tower = hub_text_tower(model_name) if isinstance(exc, OSError) else None
+    if tower and not hub_usable():
+        return ModelUnavailableError(missing_tower_message(spec, tower))
+    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return ModelUnavailableError(f"could not load model {spec!r}: {first_line}; {WAYS_OUT}")
 
 
 def _weights_file_error() -> type[Exception]:
