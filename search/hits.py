@@ -32,7 +32,7 @@ class Hit:
 
 class Hits(list):
     """The hits of one search, best first; for a spoken query, `transcript` is what was heard (search.voice);
-    `language` is the query's (heard, or by its script: search.language; None: not known) and `translation`
+    `language` is the query's (heard, or by its script; None: not known) and `translation`
     the English searched in its place (search.translate), or None."""
 
     def __init__(self, hits=(), transcript=None, language=None, translation=None):

@@ -40,7 +40,7 @@ class Query:
                                     "heard, then searched as the text heard.", default=None)
     language: str | None = _doc("The query's language: for a spoken one a Whisper code (en, zh, ...; default: as "
                                 "heard); for a typed one, what Latin letters are (default: told by the script, "
-                                "search.language).", default=None)
+                                "xmodal.indexer.models.languages).", default=None)
     translate: str | bool = _doc(f"Where the index's model reads English alone, a query in another language is "
                                  f"turned into English: {', '.join(TRANSLATIONS)} (auto: Chinese by dictionary; "
                                  f"off: searched as typed or heard; speech: Whisper translates the spoken query; "

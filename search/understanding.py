@@ -6,16 +6,16 @@ from dataclasses import dataclass, replace
 
 from ..indexer.errors import PYTHON, Wording, option, render
 
-from .language import script_language
+from ..indexer.models import readers_of, script_language
 from .query import Query
 from .translate import Translation, can_translate, missing, translate
-from .voice import ANY_LANGUAGE, READERS_OF, Transcript, model_reads
+from .voice import Transcript, model_reads
 
 
 @dataclass(frozen=True)
 class Understood:
     """The query as searched (its text in English where translated), its language (None: not known, see
-    search.language) and the translation, if any."""
+    indexer/models/languages.py) and the translation, if any."""
 
     query: Query
     language: str | None = None
@@ -51,7 +51,7 @@ def language_note(identity, understood: Understood, transcript: Transcript | Non
     if (understood.translation or language in (None, "en") or model_reads(identity, language)
             or (transcript is not None and transcript.translated)):
         return None
-    readers = READERS_OF.get(language, ANY_LANGUAGE)
+    readers = readers_of(language)
     how = "was heard in" if transcript is not None else "is in"
     searched = "heard" if transcript is not None else "typed"
     line = (f"note: this index's model ({identity.spec}) reads English; the query {how} {language} and is "

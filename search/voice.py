@@ -338,11 +338,6 @@ def _reason(exc: BaseException) -> str:
     return text[:120] or type(exc).__name__
 
 
-READERS_OF = {"zh": "xlm-roberta-base-ViT-B-32 (open_clip, laion5b_s13b_b90k) or OFA-Sys/chinese-clip-vit-base-patch16 "
-                    "(transformers)"}
-ANY_LANGUAGE = "xlm-roberta-base-ViT-B-32 (open_clip, laion5b_s13b_b90k)"
-
-
 def model_reads(identity, language: str) -> bool:
     """Whether the text tower of the model that built an index reads `language` (English: every one)."""
     return identity.reads_language(language)

@@ -13,7 +13,7 @@ import pytest
 import xmodal
 from conftest import REPO, env_with_tests_path
 from server import Server
-from xmodal.search.language import script_language
+from xmodal.indexer.models import script_language
 from xmodal.search.translate import translator
 
 pytest.importorskip("jieba", reason="xmodal[zh] is part of .[dev]")

@@ -1,4 +1,4 @@
-"""A typed query's language, told from its script.
+"""A text's language, told from its script, and the models to name for a language a model does not read.
 
 Script is enough for the languages whose writing no other shares: any kana (hiragana, katakana) is Japanese
 (Japanese writes Han characters too, so kana decides), Hangul is Korean, Han characters without kana are
@@ -44,3 +44,19 @@ def _script(ch: str) -> str:
     if ch.isalpha():
         return "latin" if code < 0x250 or 0x1E00 <= code <= 0x1EFF else "other"
     return "none"
+
+
+READERS_OF = {"zh": "xlm-roberta-base-ViT-B-32 (open_clip, laion5b_s13b_b90k) or OFA-Sys/chinese-clip-vit-base-patch16 "
+                    "(transformers)"}
+ANY_LANGUAGE = "xlm-roberta-base-ViT-B-32 (open_clip, laion5b_s13b_b90k)"
+
+
+def readers_of(language: str) -> str:
+    """The models to name for a language the index's model does not read: the one that needs no download
+    first, where it reads the language."""
+    from .usem import LANGUAGES as MULTILINGUAL_OFFLINE_READS
+
+    with_weights = READERS_OF.get(language, ANY_LANGUAGE)
+    if language in MULTILINGUAL_OFFLINE_READS:
+        return f"offline-multilingual (no download) or, with real weights, {with_weights}"
+    return with_weights
