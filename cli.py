@@ -229,6 +229,8 @@ def index(
                f"{report.seconds:.1f} s, {report.items_per_second:.1f} items/s -> {report.path}")
     typer.echo(f"this run: encoded {stats.encoded}, reused {stats.reused}, resumed {stats.resumed}, "
                f"removed {stats.removed}, failed {stats.failed}{_run_notes(len(failures) - stats.failed, report.committed)}")
+    if report.language_note:
+        typer.echo(f"note: {report.language_note}", err=True)
 
 
 def _run_notes(skipped_before: int, committed: bool) -> str:

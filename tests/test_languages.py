@@ -168,3 +168,33 @@ def test_chinese_words_in_where_filters_are_left_as_typed(tmp_path):
         assert result["query"]["translation"] == "red car"
         got = [hit["key"] for hit in result["hits"]]
         assert got == keys if keys else sorted(got) == ["A2", "B1"]
+
+
+def test_indexing_a_chinese_catalog_with_a_model_that_reads_english_says_so(tmp_path):
+    table = tmp_path / "zh.csv"
+    table.write_text("sku,description\nA1,红色羊毛大衣，M码。\nA2,蓝色亚麻衬衫，几乎全新。\nB1,a red wool coat\n",
+                     encoding="utf-8")
+    done = xmodal_cli("index", "--texts", str(table), "--text-column", "description", "--id-column", "sku",
+                      "--model", "offline", "--out", str(tmp_path / "en.idx"))
+    assert done.returncode == 0, done.stderr
+    notes = [line for line in done.stderr.splitlines() if line.startswith("note:")]
+    assert notes == ["note: 2 of the 3 texts encoded are in zh, which this index's model (offline) does not read: a "
+                     "search finds them through their photos alone, where they have one. Index with a model that "
+                     "reads it, offline-multilingual (no download) or, with real weights, xlm-roberta-base-ViT-B-32 "
+                     "(open_clip, laion5b_s13b_b90k) or OFA-Sys/chinese-clip-vit-base-patch16 (transformers)"]
+    again = xmodal_cli("index", "--texts", str(table), "--text-column", "description", "--id-column", "sku",
+                       "--model", "offline-multilingual", "--out", str(tmp_path / "zh.idx"))
+    assert again.returncode == 0, again.stderr
+    assert "note:" not in again.stderr
+
+
+def test_an_english_catalog_gets_no_language_note():
+    from xmodal.indexer.models import LanguageTally, ModelIdentity
+
+    tally = LanguageTally()
+    tally.add([line for line in SHOP.read_text(encoding="utf-8").splitlines()[1:]])
+    tally.add(["红色汽车"])  # one Chinese text in thirteen: under the share that makes a run say so
+    english_only = ModelIdentity("offline", "offline", None, 384, reads=("en",))
+    assert tally.seen == 13 and tally.note(english_only) is None
+    tally.add(["红色汽车", "蓝色汽车"])
+    assert tally.note(english_only).startswith("3 of the 15 texts encoded are in zh")

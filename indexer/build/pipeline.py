@@ -28,7 +28,7 @@ from .encode import EncodeSettings, ProgressFactory, Timer, encode_images_journa
 from ..errors import PYTHON, InvalidInputError, ModelMismatchError, Wording, command, option
 from .fresh import FreshSegments
 from ..imaging import DEFAULT_BACKGROUND, MAX_PIXELS, check_decode_mode, describe_background, parse_background
-from ..models import DEFAULT_MODEL, Encoder, ModelIdentity, check_parity, load_encoder
+from ..models import DEFAULT_MODEL, Encoder, LanguageTally, ModelIdentity, check_parity, load_encoder
 from ..models.inference import rerun_way
 from ..models.registry import recorded_spec
 from .plan import ImagePlanner, RowIds
@@ -108,6 +108,7 @@ class IndexReport:
     without_photo: int = 0  # products held with their text alone: an empty image cell, or a photo not read
     dialects: dict[str, sources.Dialect] = field(default_factory=dict)  # per CSV or TSV table read: its dialect
     url_photos: sources.URLCounts = field(default_factory=sources.URLCounts)  # photos named by URL, this run
+    language_note: str | None = None  # where many texts encoded are in a language the model does not read
 
     @property
     def failures(self) -> list[Failure]:
@@ -313,6 +314,7 @@ class _EncoderOnDemand:
                  given: Encoder | None, timer: Timer, warm: WarmStart | None = None):
         self._config, self._previous, self._dir, self._timer = config, previous, index_dir, timer
         self._encoder, self._warm = given, warm
+        self.languages = LanguageTally()  # of the texts encoded this run
         if given is not None:
             _check_same_model(index_dir, previous, given)
         elif not self._same_as_recorded():
@@ -437,7 +439,8 @@ class _Build:
                            time.perf_counter() - self.run.started, self.timer.seconds, self.model.device,
                            self.model.identity.describe(), delta.stats, committed,
                            {key[1]: infos for key, infos in found.columns().items()}, self.model.note,
-                           _without_photo(delta.sources, delta.failures), found.dialects(), found.url_photos)
+                           _without_photo(delta.sources, delta.failures), found.dialects(), found.url_photos,
+                           self.model.languages.note(self.model.identity))
 
     def _stream_images(self, planner: ImagePlanner, out: _Output) -> _ImageRun:
         """The image paths a batch at a time: planned against the stored images, encoded, handed to the writer."""
@@ -490,6 +493,7 @@ class _Build:
                                                      source=row.source))
         if plan.texts_to_encode:
             texts = list(plan.texts_to_encode)
+            model.languages.add(texts)
             vectors = encode_texts_journaled(model.get(), texts, journal, settings, timer, progress, label="descriptions")
             for text, vector in zip(texts, vectors):
                 for row in plan.texts_to_encode[text]:
@@ -521,6 +525,7 @@ class _Build:
                         bar = progress("texts", max(corpus.rows, seen + len(batch.texts)))
                         bar.update(seen)
                     texts = planned.to_encode.column("text").to_pylist()
+                    model.languages.add(texts)
                     vectors = encode_texts_journaled(model.get(), texts, journal, settings, timer, progress, bar=bar,
                                                      hashes=planned.to_encode.column("content_hash").to_pylist())
                     fresh.add(planned.to_encode, {"text": (planned.to_encode.column("row_id").to_numpy(),

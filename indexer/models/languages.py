@@ -9,6 +9,9 @@ string) always. A query whose language is not known is searched as typed, withou
 """
 from __future__ import annotations
 
+from collections import Counter
+from dataclasses import dataclass, field
+
 KANA = ((0x3040, 0x30FF), (0x31F0, 0x31FF), (0xFF66, 0xFF9F))
 HANGUL = ((0x1100, 0x11FF), (0x3130, 0x318F), (0xAC00, 0xD7AF))
 HAN = ((0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF), (0x20000, 0x3134F))
@@ -60,3 +63,33 @@ def readers_of(language: str) -> str:
     if language in MULTILINGUAL_OFFLINE_READS:
         return f"offline-multilingual (no download) or, with real weights, {with_weights}"
     return with_weights
+
+
+LANGUAGE_SAMPLE = 2_000  # texts looked at per run: enough to tell a catalog's language, cheap on a million rows
+UNREAD_SHARE = 0.2  # from this share of a run's texts in a language its model does not read, the run says so
+
+
+@dataclass
+class LanguageTally:
+    """The languages of the texts an index run encodes (the first LANGUAGE_SAMPLE, their first 200 characters),
+    so the run can say when its model does not read them."""
+
+    counts: Counter = field(default_factory=Counter)
+    seen: int = 0
+
+    def add(self, texts) -> None:
+        for text in texts[:max(0, LANGUAGE_SAMPLE - self.seen)]:
+            self.counts[script_language(text[:200])] += 1
+            self.seen += 1
+
+    def note(self, identity) -> str | None:
+        """One line where a language the index's model does not read holds UNREAD_SHARE of the texts or more."""
+        unread = [(n, language) for language, n in self.counts.items()
+                  if language not in (None, "en") and not identity.reads_language(language)]
+        if not unread or max(unread)[0] < UNREAD_SHARE * self.seen:
+            return None
+        count, language = max(unread)
+        return (f"{count} of the {self.seen} texts {'looked at' if self.seen >= LANGUAGE_SAMPLE else 'encoded'} "
+                f"are in {language}, which this index's model ({identity.spec}) does not read: a search finds them "
+                f"through their photos alone, where they have one. Index with a model that reads it, "
+                f"{readers_of(language)}")
