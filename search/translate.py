@@ -43,7 +43,11 @@ SHOP_WORDS = {"便宜": "cheap", "木头": "wooden", "木": "wooden", "木制": 
               "经典": "classic", "脆": "crisp",
               # materials (the dictionary's first senses: 羊毛 "fleece", 亚麻 "flax"); bench/chinese_catalog.py
               "羊毛": "wool", "亚麻": "linen",
-              "套头衫": "pullover"}  # the dictionary's is a gloss: "designed to be put on by pulling it over ..."
+              "套头衫": "pullover",
+              # garments as shops list them, where the dictionary glosses (连衣裙 "woman's dress", 大衣 "overcoat",
+              # 裤子 "pants", 女士 "lady", 保暖 "keep warm"): measured on bench_fusion's catalogue (bench_languages)
+              "连衣裙": "dress", "大衣": "coat", "裤子": "trousers", "长裤": "trousers", "女士": "women's",
+              "保暖": "warm", "凉鞋": "sandals", "玩具": "toy"}  # the dictionary's is a gloss: "designed to be put on by pulling it over ..."
 SKIPPED_SENSES = ("surname ", "variant of", "old variant of", "archaic variant of", "japanese variant of",
                   "see ", "used in ", "also written", "also pr.", "abbr. for", "erhua variant of", "cl:",
                   "classifier for", "(old)", "(archaic)", "(literary)", "(dialect)", "pr. ")
