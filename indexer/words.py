@@ -20,8 +20,9 @@ Rules, in order:
 6. A number is kept as written, in digits (42, 004, 1.5): "size 42", "EU 42" and "42" share the term 42.
    A decimal (1.5) is one term: its halves would match sizes 1 and 5.
 7. A code is kept whole and in parts: the whole token with - for any joiner (sho-004, for SHO_004 too), the
-   token glued without its joiners (sho004; not where digits meet digits, 1/2 is not 12), and its parts split at joiners and at letter/digit
-   boundaries (sho, 004; rtx4090: rtx, 4090; iphone15: iphone, 15), each part a word or a number as above.
+   token glued without its joiners (sho004; not where digits meet digits, 1/2 is not 12), and its parts split
+   at joiners and at letter/digit boundaries (sho, 004; rtx4090: rtx, 4090; iphone15: iphon, 15), each part a
+   word (stemmed) or a number as above.
    So SHO-004, sho004 and "SHO 004" all hold sho and 004 and find the row holding SHO-004, whose terms
    match more of them than SHO-005's do. A compound of words alone is stemmed throughout (t-shirts: t-shirt,
    tshirt, t, shirt); a code's whole and glued forms are not (SKU-ABCS stays itself).
@@ -309,9 +310,10 @@ def _load_segmenter():
     folder = cache_folder()
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        tokenizer.tmp_dir = str(folder)
     except OSError:
-        pass  # a read-only home: jieba builds its dictionary each time, in about a second
+        pass
+    if os.access(folder, os.W_OK):  # else jieba's own place, the temporary folder, rather than an error logged
+        tokenizer.tmp_dir = str(folder)
     tokenizer.initialize()
     return tokenizer
 

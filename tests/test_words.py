@@ -271,3 +271,9 @@ def test_without_jieba_and_opencc_chinese_is_its_characters(tmp_path):
             "from xmodal.indexer.words import analyse, identity; print(analyse('紅色的汽车 SHO-004'), identity())")
     assert analyse_in_a_process(code, tmp_path) == (f"['紅', '色', '汽', '车', 'sho-004', 'sho004', 'sho', '004'] "
                                                     f"words {words.VERSION}; no jieba; no opencc")
+
+
+def test_english_text_loads_neither_jieba_nor_opencc(tmp_path):
+    code = ("import sys; from xmodal.indexer.words import analyse, identity; analyse('Kids SHO-004, size 42'); "
+            "identity(); print(sorted(m for m in ('jieba', 'opencc') if m in sys.modules))")
+    assert analyse_in_a_process(code, tmp_path) == "[]"
