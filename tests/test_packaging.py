@@ -132,11 +132,11 @@ def test_no_import_cycle():
 
 
 # xmodal.indexer's layers, lowest first: each imports only its own and those below it
-INDEXER_LAYERS = [("xmodal.indexer.errors", "xmodal.indexer.processes", "xmodal.indexer.fetch"),
+INDEXER_LAYERS = [("xmodal.indexer.errors", "xmodal.indexer.processes", "xmodal.indexer.fetch", "xmodal.indexer.words"),
                   ("xmodal.indexer.imaging", "xmodal.indexer.models"), ("xmodal.indexer.store",), ("xmodal.indexer.build",), ("xmodal.indexer",)]
 # what search/ may import of the indexer: the faces (a package's __init__) and the leaf modules below them
 INDEXER_FACES = {"xmodal.indexer", "xmodal.indexer.errors", "xmodal.indexer.fetch", "xmodal.indexer.imaging",
-                 "xmodal.indexer.models", "xmodal.indexer.store", "xmodal.indexer.build"}
+                 "xmodal.indexer.models", "xmodal.indexer.store", "xmodal.indexer.build", "xmodal.indexer.words"}
 CLI_FACES = {"xmodal.indexer", "xmodal.search", "xmodal.search.serve"}
 
 
