@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import env_with_tests_path, noise_image
+from conftest import REPO, env_with_tests_path, noise_image
 from xmodal.indexer.errors import InvalidInputError, ModelUnavailableError, UnknownModelError
 from xmodal.indexer.models import encode_images, load_encoder, register_model
 
@@ -53,6 +53,23 @@ def test_named_model_with_checkpoint_file_loads_those_weights(tmp_path, tiny_mod
     with torch.no_grad():
         want = torch.nn.functional.normalize(reference.eval().encode_text(tokenizer(["a cat"])), dim=-1)
     np.testing.assert_allclose(encoder.encode_texts(["a cat"]), want.numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("name, content", [("listings.csv", b"id,title\n1,a red car\n"),
+                                           ("truncated.pt", b"\x80\x02}q\x00(X")])
+def test_a_weights_file_that_is_not_a_checkpoint_is_one_line(tmp_path, name, content):
+    """A CSV or a truncated download passed as --pretrained raised torch's IndexError / UnpicklingError."""
+    weights = tmp_path / name
+    weights.write_bytes(content)
+    out = tmp_path / "photos.idx"
+    done = subprocess.run([sys.executable, "-c", "from xmodal import cli; cli.run()", "index",
+                           str(REPO / "data" / "catalog" / "images"), "--out", str(out), "--model", "ViT-B-32",
+                           "--pretrained", str(weights)], capture_output=True, text=True, timeout=300,
+                          env=env_with_tests_path())
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.startswith(f"error: {weights} is not a checkpoint ViT-B-32 can load (")
+    assert done.stderr.endswith("pass a .safetensors, .pt or .bin file of its weights\n")
+    assert len(done.stderr.splitlines()) == 1 and not out.exists()
 
 
 def test_unknown_model_names_close_matches():

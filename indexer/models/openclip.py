@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pickle
+import struct
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
@@ -127,6 +129,14 @@ def load_open_clip(spec: str, pretrained: str | None, device: str, way: Inferenc
         raise  # said in full already
     except (RuntimeError, OSError, ValueError, _weights_file_error()) as exc:
         raise _unavailable(spec, model_name, exc) from exc
+    except (pickle.UnpicklingError, EOFError, IndexError, KeyError, AttributeError, struct.error) as exc:
+        if weights_file is None and not (pretrained and os.path.isfile(pretrained)):
+            raise
+        # torch's unpickler meets a file that is not a checkpoint (a CSV, a truncated download) with these
+        reason = (str(exc).strip().splitlines() or [""])[0][:120]
+        raise ModelUnavailableError(f"{pretrained or weights_file} is not a checkpoint {model_name} can load "
+                                    f"({type(exc).__name__}: {reason}); pass a .safetensors, .pt or .bin file of "
+                                    "its weights") from exc
     model.eval()
     way = GPU if precision == "fp16" else (way or Inference())  # a GPU runs fp16, whatever a CPU way says
     if way.precision == "int8":
