@@ -1,0 +1,158 @@
+"""The word index beside the vectors (issue 29, item 1, storage): each segment's words written in the commit that
+writes its vectors, edits and removals honoured at once, kept by compaction, added to an index from before."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from fakes import FakeEncoder
+from xmodal.indexer import IndexConfig, build_index, compact_index, remove_items
+from xmodal.indexer.store import IndexDir, SegmentReader
+from xmodal.indexer.words import query_terms
+
+PRODUCTS = [
+    {"sku": "SHO-004", "title": "Vantrel XR-220 trail runner", "description": "A red shoe for running", "price": "49"},
+    {"sku": "SHO-005", "title": "Canvas sneaker", "description": "A blue shoe for every day", "price": "39"},
+    {"sku": "MUG-010", "title": "Stoneware mug", "description": "A white mug that holds coffee", "price": "12"},
+    {"sku": "CAR-001", "title": "Toy hatchback", "description": "A small green car", "price": "8"},
+] + [{"sku": f"BOX-{n:03d}", "title": f"Storage box {n}", "description": "A plain box", "price": str(n)}
+     for n in range(100, 108)]  # enough rows that an edit and a removal leave the first segment in place
+
+
+def write_table(path: Path, rows: list[dict]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def build(tmp_path: Path, rows: list[dict], **extra):
+    table = tmp_path / "products.csv"
+    write_table(table, rows)
+    config = IndexConfig(texts=[table], text_column="description", id_column="sku", workers=0, **extra)
+    return build_index(tmp_path / "shop.idx", config, encoder=FakeEncoder())
+
+
+def manifest(tmp_path: Path):
+    return IndexDir(tmp_path / "shop.idx").read_manifest()
+
+
+def search(tmp_path: Path, query: str, k: int = 10) -> list[int]:
+    """Row ids holding the query's words, best first, over every segment the manifest names."""
+    hits = []
+    for ref in manifest(tmp_path).segments:
+        words = SegmentReader(tmp_path / "shop.idx", ref).words()
+        assert words is not None, f"segment {ref.name} has no words"
+        hits += words.search(query_terms(query), k)
+    return [row for row, _ in sorted(hits, key=lambda hit: -hit[1])[:k]]
+
+
+def row_ids(tmp_path: Path) -> dict[str, int]:
+    """sku -> row id of every live row."""
+    ids = {}
+    for ref in manifest(tmp_path).segments:
+        items = SegmentReader(tmp_path / "shop.idx", ref).items(["row_id", "key"])
+        ids.update(zip(items.column("key").to_pylist(), items.column("row_id").to_pylist()))
+    return ids
+
+
+def test_a_built_index_finds_its_rows_by_their_sku_title_and_text_words(tmp_path):
+    build(tmp_path, PRODUCTS)
+    ids = row_ids(tmp_path)
+    assert all(ref.words for ref in manifest(tmp_path).segments)
+    assert manifest(tmp_path).settings["words"]["columns"] is None  # every text column
+    assert search(tmp_path, "SHO-004")[0] == ids["SHO-004"]  # not SHO-005, which shares "sho"
+    assert search(tmp_path, "sho005")[0] == ids["SHO-005"]
+    assert search(tmp_path, "Vantrel") == [ids["SHO-004"]]  # a title word
+    assert search(tmp_path, "xr220") == [ids["SHO-004"]]  # a model number, glued
+    assert search(tmp_path, "coffee") == [ids["MUG-010"]]  # the text column's words
+    assert set(search(tmp_path, "shoes")) == {ids["SHO-004"], ids["SHO-005"]}
+    assert search(tmp_path, "49") == []  # numbers stay numbers: a price is not a word
+
+
+def test_named_columns_are_the_only_table_columns_searched_and_a_number_column_gives_its_digits(tmp_path):
+    build(tmp_path, PRODUCTS, lexical_columns=["price"])
+    ids = row_ids(tmp_path)
+    assert search(tmp_path, "49") == [ids["SHO-004"]]
+    assert search(tmp_path, "Vantrel") == []  # title not named
+    assert search(tmp_path, "SHO-004")[0] == ids["SHO-004"]  # the key is always searched
+    build(tmp_path, PRODUCTS)  # a re-run without the option keeps the recorded columns
+    assert manifest(tmp_path).settings["words"]["columns"] == ["price"]
+
+
+def test_an_edited_title_no_longer_matches_its_old_words_and_a_removed_row_matches_nothing(tmp_path):
+    build(tmp_path, PRODUCTS)
+    ids = row_ids(tmp_path)
+    edited = [dict(r, title="Ostrava AX-9 road racer") if r["sku"] == "SHO-004" else r
+              for r in PRODUCTS if r["sku"] != "MUG-010"]
+    build(tmp_path, edited)
+    assert len(manifest(tmp_path).segments) == 2  # the old segment kept, with deletions; words filtered by them
+    assert search(tmp_path, "Vantrel") == []
+    assert search(tmp_path, "xr-220") == []
+    assert search(tmp_path, "Ostrava") == [row_ids(tmp_path)["SHO-004"]]
+    assert search(tmp_path, "MUG-010") == [] and search(tmp_path, "coffee") == []
+    assert ids["MUG-010"] not in search(tmp_path, "mug white stoneware")
+
+
+def test_compaction_keeps_the_words_of_the_rows_it_moves(tmp_path):
+    build(tmp_path, PRODUCTS)
+    first = manifest(tmp_path).segments[0].name
+    build(tmp_path, [dict(r, title=r["title"] + " v2") if r["sku"] == "CAR-001" else r for r in PRODUCTS])
+    remove_items(tmp_path / "shop.idx", row_ids=[row_ids(tmp_path)["MUG-010"]])
+    compact_index(tmp_path / "shop.idx")
+    segments = manifest(tmp_path).segments
+    assert first not in {ref.name for ref in segments}  # rewritten: its live rows moved into a new segment
+    assert all(ref.deleted is None and ref.words == "words" for ref in segments)
+    ids = row_ids(tmp_path)
+    assert search(tmp_path, "SHO-004")[0] == ids["SHO-004"]
+    assert search(tmp_path, "hatchback v2")[0] == ids["CAR-001"]
+    assert search(tmp_path, "coffee") == []
+
+
+def test_an_index_built_before_words_gets_them_on_its_next_run_and_then_idles(tmp_path):
+    build(tmp_path, PRODUCTS)
+    _forget_words(tmp_path / "shop.idx")
+    assert SegmentReader(tmp_path / "shop.idx", manifest(tmp_path).segments[0]).words() is None
+
+    report = build(tmp_path, PRODUCTS)  # nothing changed but the words
+    assert report.committed
+    ref = manifest(tmp_path).segments[0]
+    assert ref.words.startswith("words-gen-") and manifest(tmp_path).settings["words"]["analyser"]
+    assert search(tmp_path, "Vantrel") == [row_ids(tmp_path)["SHO-004"]]
+    assert not build(tmp_path, PRODUCTS).committed  # words in place: a run with no change writes nothing
+
+
+def test_another_analysis_rewrites_every_segments_words_and_collects_the_old_ones(tmp_path):
+    hat = {"sku": "HAT-001", "title": "Wool beanie", "description": "A black hat", "price": "15"}
+    build(tmp_path, PRODUCTS)
+    build(tmp_path, PRODUCTS + [hat])
+    path = tmp_path / "shop.idx" / "manifest.json"
+    data = json.loads(path.read_text())
+    data["settings"]["words"]["analyser"] = "words 0; an older analysis"
+    path.write_text(json.dumps(data))
+    build(tmp_path, PRODUCTS + [hat])
+    segments = manifest(tmp_path).segments
+    assert len(segments) == 2 and all(ref.words.startswith("words-gen-") for ref in segments)
+    assert search(tmp_path, "beanie") == [row_ids(tmp_path)["HAT-001"]]
+    for price in range(3):  # later commits; the replaced words go once no kept generation reads them
+        build(tmp_path, PRODUCTS + [dict(hat, price=str(20 + price))])
+    for ref in manifest(tmp_path).segments:
+        folder = tmp_path / "shop.idx" / "segments" / ref.name
+        assert [p.name for p in folder.iterdir() if p.name.startswith("words")] == [ref.words]
+    assert search(tmp_path, "SHO-004")[0] == row_ids(tmp_path)["SHO-004"]
+
+
+def _forget_words(index: Path) -> None:
+    """Make the index look written before words: no word folders, nothing about words in its manifests."""
+    import shutil
+
+    for copy in [index / "manifest.json", *index.glob("gen-*/manifest.json")]:
+        data = json.loads(copy.read_text())
+        data["settings"].pop("words", None)
+        for segment in data["segments"]:
+            segment.pop("words", None)
+        copy.write_text(json.dumps(data))
+    for folder in index.glob("segments/*/words*"):
+        shutil.rmtree(folder)
+
