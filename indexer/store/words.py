@@ -39,11 +39,10 @@ def words_setting(columns: list[str] | None = None) -> dict[str, Any]:
 
 def row_words(items: pa.Table, columns: list[str] | None = None) -> Iterator[tuple[int, str]]:
     """(row id, its terms joined by spaces) of each row of an items table that has any."""
-    fields = _metadata_fields(items, columns)
     row_ids = items.column("row_id").to_pylist()
     texts = _column(items, "text")
     keys = _column(items, "key")
-    values = [_column_values(items, name) for name in fields]
+    values = _metadata_values(items, columns)
     for at, row_id in enumerate(row_ids):
         parts = [texts[at]] + [v[at] for v in values]
         key = keys[at]
@@ -58,19 +57,26 @@ def _column(items: pa.Table, name: str) -> list[Any]:
     return items.column(name).to_pylist() if name in items.column_names else [None] * len(items)
 
 
-def _metadata_fields(items: pa.Table, columns: list[str] | None) -> list[str]:
+def _metadata_values(items: pa.Table, columns: list[str] | None) -> list[list[str | None]]:
+    """The cells of the table columns searched as words, column by column, as text."""
     if "metadata" not in items.column_names:
         return []
-    struct = items.schema.field("metadata").type
-    present = [struct.field(i) for i in range(struct.num_fields)]
-    if columns is None:
-        return [f.name for f in present if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
-    return [f.name for f in present if f.name in columns]
+    struct = items.column("metadata").combine_chunks()
+    names = [struct.type.field(i).name for i in range(struct.type.num_fields)]
+    values = []
+    for name, cells in zip(names, struct.flatten()):  # flatten: a row without metadata has none of its cells
+        if columns is None and not _is_text(cells.type):
+            continue
+        if columns is not None and name not in columns:
+            continue
+        values.append([None if v is None else _as_text(v) for v in cells.to_pylist()])
+    return values
 
 
-def _column_values(items: pa.Table, field: str) -> list[str | None]:
-    values = items.column("metadata").combine_chunks().field(field).to_pylist()
-    return [None if v is None else _as_text(v) for v in values]
+def _is_text(kind: pa.DataType) -> bool:
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind)
 
 
 def _as_text(value: Any) -> str:
