@@ -551,6 +551,7 @@ def info(
         "updated_at": manifest.updated_at,
         "sources": [{**s.to_dict(), "identity": _identity(s).removeprefix("; ") or None} for s in manifest.sources],
         "segments": [s.to_dict() for s in manifest.segments],
+        "words": {"segments": sum(1 for s in manifest.segments if s.words), **(manifest.settings.get("words") or {})},
         "last_run": manifest.last_run,
         "search_placement": {"device": placement.device, "engine": placement.engine, "reason": placement.reason},
     }
@@ -580,6 +581,7 @@ def info(
                f"awaiting compaction, vectors {manifest.settings.get('vectors', 'float32')}, "
                f"images decoded {manifest.settings.get('image_decode', 'exact')}, "
                f"transparency {describe_background(manifest.background)}")
+    typer.echo(f"words:    {_words_summary(manifest)}")
     typer.echo(f"search:   {placement.describe()}")
     typer.echo(f"updated:  {manifest.updated_at}")
     run = manifest.last_run
@@ -590,6 +592,16 @@ def info(
                    f"{f' ({before} skipped as before)' if before > 0 else ''} in {run.get('seconds', 0)} s")
     for failure in rows:
         typer.echo(f"skipped:  {failure.where()}: {failure.reason}")
+
+
+def _words_summary(manifest) -> str:
+    """Which segments hold a word index, and what its words are made of."""
+    held, total = sum(1 for s in manifest.segments if s.words), len(manifest.segments)
+    if held < total:
+        return f"in {held} of {_count(total, 'segment')}: the next `xmodal index` run adds the rest"
+    columns = (manifest.settings.get("words") or {}).get("columns")
+    made_of = "every text column" if columns is None else ", ".join(columns) or "no other column"
+    return f"in every segment: item texts, keys and {made_of}"
 
 
 def _identity(source) -> str:

@@ -143,6 +143,19 @@ def test_another_analysis_rewrites_every_segments_words_and_collects_the_old_one
     assert search(tmp_path, "SHO-004")[0] == row_ids(tmp_path)["SHO-004"]
 
 
+def test_info_says_which_segments_hold_words_and_what_they_are_made_of(tmp_path):
+    from test_cli import xmodal
+
+    build(tmp_path, PRODUCTS, lexical_columns=["title"])
+    shown = xmodal("info", str(tmp_path / "shop.idx"))
+    assert "words:    in every segment: item texts, keys and title\n" in shown.stdout, shown.stderr
+    _forget_words(tmp_path / "shop.idx")
+    shown = xmodal("info", str(tmp_path / "shop.idx"), "--json")
+    assert json.loads(shown.stdout)["words"] == {"segments": 0}
+    assert "words:    in 0 of 1 segment: the next `xmodal index` run adds the rest" in \
+        xmodal("info", str(tmp_path / "shop.idx")).stdout
+
+
 def _forget_words(index: Path) -> None:
     """Make the index look written before words: no word folders, nothing about words in its manifests."""
     import shutil
