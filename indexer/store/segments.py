@@ -11,6 +11,7 @@ one legacy segment; the next commit rewrites it as a real one.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -87,6 +88,7 @@ def add_words(root: Path, ref: SegmentRef, generation: str, words: dict) -> tupl
     folder = segment_folder(root, ref)
     name = f"{WORDS_FOLDER}-{generation}"
     write_words(folder / name, read_items(folder / "items.parquet"), words.get("columns"))
+    _fsync_dir(folder)  # tantivy syncs its own files; the new folder's entry is the segment's
     return replace(ref, words=name), sum(p.stat().st_size for p in (folder / name).iterdir() if p.is_file())
 
 
@@ -95,6 +97,14 @@ def write_deletions(folder: Path, generation: str, deleted: np.ndarray) -> str:
     name = f"deleted-{generation}.npy"
     _save_npy(folder / name, np.unique(np.asarray(deleted, dtype=np.int64)))
     return name
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
