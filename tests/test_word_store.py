@@ -156,6 +156,25 @@ def test_info_says_which_segments_hold_words_and_what_they_are_made_of(tmp_path)
         xmodal("info", str(tmp_path / "shop.idx")).stdout
 
 
+def test_the_cli_names_the_columns_searched_as_words_and_refuses_one_no_table_has(tmp_path):
+    from test_cli import xmodal
+
+    table = tmp_path / "products.csv"
+    write_table(table, PRODUCTS)
+    out = tmp_path / "shop.idx"
+    args = ["index", "--texts", str(table), "--text-column", "description", "--id-column", "sku",
+            "--model", "python:fakes:make_encoder", "--workers", "0", "--out", str(out)]
+    refused = xmodal(*args, "--lexical-columns", "title,titel")
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    assert "no table column 'titel' for --lexical-columns; the tables' columns: description, price, sku, title" \
+        in refused.stderr
+    assert not (out / "manifest.json").exists()
+    done = xmodal(*args, "--lexical-columns", "title, price")
+    assert done.returncode == 0, done.stderr
+    assert manifest(tmp_path).settings["words"]["columns"] == ["title", "price"]
+    assert search(tmp_path, "49") == [row_ids(tmp_path)["SHO-004"]]
+
+
 def _forget_words(index: Path) -> None:
     """Make the index look written before words: no word folders, nothing about words in its manifests."""
     import shutil

@@ -435,6 +435,7 @@ class _Build:
                 images.failures + product_plan.new_failures + [f for f in skipped if f not in known] + \
                 [f for f in skipped if f in known]
             delta.sources, delta.next_row_id = _with_columns(self.source_plan.sources, found), out.ids.next
+            _check_lexical_columns(self.config.lexical_columns, delta.sources)
             with self.timer.stage("write"):  # on Ray still: the last segment's IVF lists are filled there
                 delta.stats.seconds = round(time.perf_counter() - self.run.started, 3)
                 manifest, committed = commit_state(index_dir, self.model.identity, previous, state, delta)
@@ -557,6 +558,17 @@ def _engine(settings: EncodeSettings):
     finally:
         if settings.ray is not None:
             settings.ray.close()
+
+
+def _check_lexical_columns(named: list[str] | None, held: list[Source]) -> None:
+    """Each column named to be searched as words is a column of one of the tables (before anything is committed:
+    the encoded work stays in the journal for the run that names them right)."""
+    columns = {c["name"] for source in held for c in source.columns or []} | \
+        {source.text_column for source in held if source.text_column}  # always searched: naming it is no error
+    unknown = [name for name in named or [] if name not in columns]
+    if unknown:
+        raise InvalidInputError(f"no table column {unknown[0]!r} for {option('lexical_columns')}; the tables' "
+                                f"columns: {', '.join(sorted(columns)) or 'none'}")
 
 
 def _expected_size(previous: Manifest | None, found: FoundItems) -> int:
