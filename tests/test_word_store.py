@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
+import signal
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 from fakes import FakeEncoder
 from xmodal.indexer import IndexConfig, build_index, compact_index, remove_items
@@ -173,6 +178,50 @@ def test_the_cli_names_the_columns_searched_as_words_and_refuses_one_no_table_ha
     assert done.returncode == 0, done.stderr
     assert manifest(tmp_path).settings["words"]["columns"] == ["title", "price"]
     assert search(tmp_path, "49") == [row_ids(tmp_path)["SHO-004"]]
+
+
+KILLED_AFTER_WORDS = """
+import os, signal, sys
+from pathlib import Path
+import xmodal.indexer.store.segments as segments
+from fakes import FakeEncoder
+from xmodal.indexer import IndexConfig, build_index
+
+def killed(folder, items, columns=None):
+    written(folder, items, columns)  # the words are on disk; the manifest that would name them is not
+    os.kill(os.getpid(), signal.SIGKILL)
+
+written, segments.write_words = segments.write_words, killed
+table = Path(sys.argv[1])
+build_index(table.parent / "shop.idx", IndexConfig(texts=[table], text_column="description", id_column="sku",
+                                                   workers=0), encoder=FakeEncoder())
+"""
+
+
+@pytest.mark.parametrize("before_words", [False, True], ids=["new-segment", "words-added-to-an-old-segment"])
+def test_a_run_killed_once_words_are_written_leaves_the_last_commit_and_the_next_run_agrees(tmp_path, before_words):
+    from conftest import env_with_tests_path
+
+    if before_words:
+        build(tmp_path, PRODUCTS)
+        _forget_words(tmp_path / "shop.idx")
+    else:
+        write_table(tmp_path / "products.csv", PRODUCTS)
+    killed = subprocess.run([sys.executable, "-c", KILLED_AFTER_WORDS, str(tmp_path / "products.csv")],
+                            env=env_with_tests_path(), capture_output=True, text=True, timeout=120)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    index = tmp_path / "shop.idx"
+    if before_words:  # the last commit stands, still without words
+        assert [ref.words for ref in manifest(tmp_path).segments] == [None]
+    else:
+        assert not (index / "manifest.json").exists()
+    build(tmp_path, PRODUCTS)
+    ids = row_ids(tmp_path)
+    assert len(ids) == len(PRODUCTS)
+    assert search(tmp_path, "SHO-004")[0] == ids["SHO-004"] and search(tmp_path, "Vantrel") == [ids["SHO-004"]]
+    for ref in manifest(tmp_path).segments:  # the killed run's words are gone, or are the ones named
+        folder = index / "segments" / ref.name
+        assert [p.name for p in folder.iterdir() if p.name.startswith("words")] == [ref.words]
 
 
 def _forget_words(index: Path) -> None:
