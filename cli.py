@@ -182,6 +182,7 @@ def index(
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Try files that failed before, changed or not."),
     replace_sources: bool = typer.Option(False, "--replace-sources", help="Make the sources named here the index's whole set, dropping the others and their items."),
     na_values: Optional[str] = typer.Option(None, "--na-values", metavar="A,B,...", help="""Cells of the tables named here that mean a missing value, comma-separated, or a JSON list for markers holding a comma ('["n/a", "a, b"]'), matched ignoring case (default: as recorded, else NA,N/A,null,None,-,nan; empty cells always); '' leaves only empty cells."""),
+    lexical_columns: Optional[str] = typer.Option(None, "--lexical-columns", metavar="A,B,...", help="The tables' columns searched as words beside each item's text and key, comma-separated; a number column named counts as its digits (default: as recorded, else every text column); '' for none."),
     column_types: Optional[str] = typer.Option(None, "--column-types", metavar="NAME=TYPE,...", help=f"Set columns' types instead of inferring them, e.g. price=float,zip=str (TYPE: {one_of(COLUMN_TYPES)}); every cell must convert. Default: as recorded; '' clears."),
     delimiter: Optional[str] = typer.Option(None, "--delimiter", metavar="CHAR", help="What separates the cells of the CSV and TSV tables named here: , ; | or tab (default: as recorded, else a CSV file's is sniffed among those, a TSV's is tab)."),
     decimal: Optional[str] = typer.Option(None, "--decimal", metavar="MARK", help="The decimal mark of the numbers in the CSV and TSV tables named here, '.' or ',' (12,5 is then 12.5); default: as recorded, else '.', or ',' for a ';'-separated table whose numbers are written so (the column lines say which)."),
@@ -205,7 +206,9 @@ def index(
                          memory_budget=memory_budget, image_decode=decode, background=background,
                          engine="ray" if ray or ray_address else "local", ray_address=ray_address, ray_actors=ray_actors,
                          na_values=na_values, column_types=column_types, delimiter=delimiter, decimal=decimal,
-                         allow_private_urls=allow_private_urls)
+                         allow_private_urls=allow_private_urls,
+                         lexical_columns=None if lexical_columns is None else
+                         [c.strip() for c in lexical_columns.split(",") if c.strip()])
     report = _run(lambda: build_index(out, config, progress=_tqdm_progress))
     if report.inference_note:
         typer.echo(f"note: {report.inference_note}", err=True)
@@ -551,6 +554,7 @@ def info(
         "updated_at": manifest.updated_at,
         "sources": [{**s.to_dict(), "identity": _identity(s).removeprefix("; ") or None} for s in manifest.sources],
         "segments": [s.to_dict() for s in manifest.segments],
+        "words": {"segments": sum(1 for s in manifest.segments if s.words), **(manifest.settings.get("words") or {})},
         "last_run": manifest.last_run,
         "search_placement": {"device": placement.device, "engine": placement.engine, "reason": placement.reason},
     }
@@ -580,6 +584,7 @@ def info(
                f"awaiting compaction, vectors {manifest.settings.get('vectors', 'float32')}, "
                f"images decoded {manifest.settings.get('image_decode', 'exact')}, "
                f"transparency {describe_background(manifest.background)}")
+    typer.echo(f"words:    {_words_summary(manifest)}")
     typer.echo(f"search:   {placement.describe()}")
     typer.echo(f"updated:  {manifest.updated_at}")
     run = manifest.last_run
@@ -590,6 +595,16 @@ def info(
                    f"{f' ({before} skipped as before)' if before > 0 else ''} in {run.get('seconds', 0)} s")
     for failure in rows:
         typer.echo(f"skipped:  {failure.where()}: {failure.reason}")
+
+
+def _words_summary(manifest) -> str:
+    """Which segments hold a word index, and what its words are made of."""
+    held, total = sum(1 for s in manifest.segments if s.words), len(manifest.segments)
+    if held < total:
+        return f"in {held} of {_count(total, 'segment')}: the next `xmodal index` run adds the rest"
+    columns = (manifest.settings.get("words") or {}).get("columns")
+    made_of = "every text column" if columns is None else ", ".join(columns) or "no other column"
+    return f"in every segment: item texts, keys and {made_of}"
 
 
 def _identity(source) -> str:

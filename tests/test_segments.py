@@ -87,7 +87,8 @@ def test_a_commit_adds_one_segment_and_a_deletion_record_and_rewrites_nothing(tm
     out = tmp_path / "idx"
     first = build_index(out, config(images, texts), encoder=FakeEncoder())
     [segment] = segment_dirs(out)
-    files_before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in segment.iterdir()}
+    files_before = {p.relative_to(segment): (p.stat().st_mtime_ns, p.read_bytes())  # its word index's too
+                    for p in segment.rglob("*") if p.is_file()}
     noise_image(100).save(images / "new.png")
     (images / "n03.png").unlink()
     noise_image(101).save(images / "n05.png")  # changed content: a new row replaces the old one

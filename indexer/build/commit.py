@@ -23,7 +23,8 @@ from .fresh import SEGMENT_ROWS, FreshSegments, folder_size
 from ..models import ModelIdentity
 from ..store import MODALITIES, VECTOR_SETS, Failure, IndexDir, Manifest
 from ..store.manifest import AnnSpec, SegmentRef, Source
-from ..store.segments import SegmentReader, segment_folder, write_deletions
+from ..store.segments import SegmentReader, add_words, segment_folder, write_deletions
+from ..store.words import words_setting
 from ..store.ann import VectorAdder
 from ..store.tables import write_failures
 from .encode_files import Timer
@@ -69,6 +70,8 @@ def start_delta(index_dir: IndexDir, dim: int, settings: dict[str, Any], expecte
     """A generation's staging folder and a writer for its new segments (filling IVF lists with `ann_add`,
     on Ray for one; the time spent writing counted to `timer`'s "write")."""
     generation, staging = index_dir.new_staging()
+    # The words are written by this process's analysis, with the columns recorded (or asked for).
+    settings = {**settings, "words": words_setting((settings.get("words") or {}).get("columns"))}
     return Delta(generation, staging, FreshSegments(index_dir, generation, dim, settings, expected_size,
                                                     timer=timer, ann_add=ann_add),
                  np.zeros(0, np.int64), [], [], 0, RunStats(), settings)
@@ -104,8 +107,10 @@ def commit_state(index_dir: IndexDir, identity: ModelIdentity, previous: Manifes
     adding = bool(delta.fresh.pending or delta.fresh.written)
     rewrite = _to_rewrite(segments_before, state, gone, compact, adding)
     counts = _counts_after(previous, state, gone, delta.fresh)
+    wordless = _without_words(segments_before, rewrite, previous, delta.settings.get("words"))
     with writing(index_dir):
-        if previous is not None and not adding and not len(gone) and not rewrite and failures == state.failures:
+        if previous is not None and not adding and not len(gone) and not rewrite and not wordless \
+                and failures == state.failures:
             index_dir.discard_staging()
             manifest = _manifest(previous.generation, identity, counts, failures, previous.segments, delta,
                                  previous, now)
@@ -116,7 +121,8 @@ def commit_state(index_dir: IndexDir, identity: ModelIdentity, previous: Manifes
                 _move_live_rows(index_dir, ref, state.segments.get(ref.name), gone, delta.fresh)
         kept = [_with_deletions(index_dir, delta.generation, ref, state.segments.get(ref.name, np.zeros(0, np.int64)),
                                 gone, delta.stats) for ref in segments_before if ref.name not in rewrite]
-        segments = [ref for ref in kept if ref.live] + delta.fresh.finish()
+        kept = [_with_words(index_dir, delta, ref) if ref.name in wordless else ref for ref in kept if ref.live]
+        segments = kept + delta.fresh.finish()
         delta.stats.bytes_written += delta.fresh.bytes_written
         write_failures(delta.staging / "failures.parquet", failures)
         delta.stats.bytes_written += folder_size(delta.staging)
@@ -179,6 +185,21 @@ def _to_rewrite(segments: list[SegmentRef], state: StoredState, gone: np.ndarray
     if len(small) + adding > MAX_SMALL_SEGMENTS or (compact and len(small) > 1):
         rewrite.update(small)
     return rewrite
+
+
+def _without_words(segments: list[SegmentRef], rewrite: set[str], previous: Manifest | None,
+                   words: dict | None) -> set[str]:
+    """Kept segments whose words this commit writes: written before words, or by another analysis or columns."""
+    if words is None:
+        return set()
+    stale = previous is None or previous.settings.get("words") != words
+    return {ref.name for ref in segments if ref.name not in rewrite and (stale or ref.words is None)}
+
+
+def _with_words(index_dir: IndexDir, delta: Delta, ref: SegmentRef) -> SegmentRef:
+    ref, size = add_words(index_dir.root, ref, delta.generation, delta.settings["words"])
+    delta.stats.bytes_written += size
+    return ref
 
 
 def _with_deletions(index_dir: IndexDir, generation: str, ref: SegmentRef, live: np.ndarray, gone: np.ndarray,

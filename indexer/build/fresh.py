@@ -89,7 +89,8 @@ class FreshSegments:
         vectors = {s: (np.concatenate(self._ids[s]), self._matrices[s][:self._filled[s]]) for s in self._ids}
         ref = write_segment(staging, name, concat_items(self._tables), vectors,
                             self._settings.get("vectors", "float32"), self._settings.get("index_type", "auto"),
-                            self._settings.get("memory_budget"), max(self._expected_size, self._rows), self.ann_add)
+                            self._settings.get("memory_budget"), max(self._expected_size, self._rows), self.ann_add,
+                            self._settings.get("words"))
         self.bytes_written += folder_size(staging)
         self._dir.publish_segment(staging, name)
         self.written.append(ref)
@@ -105,5 +106,5 @@ def _rows_of(part_ids: np.ndarray, ids: np.ndarray, matrix: np.ndarray) -> tuple
 
 
 def folder_size(folder: Path) -> int:
-    return sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())  # a segment's words are a folder
 

@@ -42,6 +42,7 @@ from ..store.lock import WriterLock
 from ..store.manifest import FORMAT_VERSION, Source
 from ..store.segments import check_vector_dtype
 from ..store.tables import items_table, read_failures
+from ..store.words import words_setting
 from .stored import StoredState, load_state
 from .sync import SourcePlan, check_replace, column_typing, named_sources, plan_sources, reading_options
 from .unchanged import fingerprint, nothing_changed, skip_unchanged_corpora
@@ -90,6 +91,9 @@ class IndexConfig:
     # address only if allowed (an unattended run must not read what only this machine reaches). None: as
     # recorded, else refused.
     allow_private_urls: bool | None = None
+    # The table columns whose cells are searched as words, beside each item's text and key (store/words.py);
+    # None: as recorded, else every text column.
+    lexical_columns: list[str] | None = None
 
 
 @dataclass
@@ -398,7 +402,8 @@ class _Build:
         recorded_settings = {"index_type": self.config.index_type, "vectors": self.config.vectors,
                              "memory_budget": self.config.memory_budget, "image_decode": self.config.image_decode,
                              "background": self.config.background,
-                             "allow_private_urls": self.config.allow_private_urls or None}  # None: refused
+                             "allow_private_urls": self.config.allow_private_urls or None,  # None: refused
+                             "words": words_setting(self.config.lexical_columns)}
         if previous is not None and not Journal.has_saved_work(index_dir.root) and nothing_changed(
                 index_dir, previous, self.source_plan, found.image_paths, recorded_settings,
                 self.config.retry_failed, found.skipped_rows):
@@ -430,6 +435,7 @@ class _Build:
                 images.failures + product_plan.new_failures + [f for f in skipped if f not in known] + \
                 [f for f in skipped if f in known]
             delta.sources, delta.next_row_id = _with_columns(self.source_plan.sources, found), out.ids.next
+            _check_lexical_columns(self.config.lexical_columns, delta.sources)
             with self.timer.stage("write"):  # on Ray still: the last segment's IVF lists are filled there
                 delta.stats.seconds = round(time.perf_counter() - self.run.started, 3)
                 manifest, committed = commit_state(index_dir, self.model.identity, previous, state, delta)
@@ -554,6 +560,17 @@ def _engine(settings: EncodeSettings):
             settings.ray.close()
 
 
+def _check_lexical_columns(named: list[str] | None, held: list[Source]) -> None:
+    """Each column named to be searched as words is a column of one of the tables (before anything is committed:
+    the encoded work stays in the journal for the run that names them right)."""
+    columns = {c["name"] for source in held for c in source.columns or []} | \
+        {source.text_column for source in held if source.text_column}  # always searched: naming it is no error
+    unknown = [name for name in named or [] if name not in columns]
+    if unknown:
+        raise InvalidInputError(f"no table column {unknown[0]!r} for {option('lexical_columns')}; the tables' "
+                                f"columns: {', '.join(sorted(columns)) or 'none'}")
+
+
 def _expected_size(previous: Manifest | None, found: FoundItems) -> int:
     """About how many items the index will hold: each segment's share of a memory budget follows from it."""
     corpora = sum(c.rows for c in found.corpora)
@@ -619,6 +636,8 @@ def _with_recorded_settings(config: IndexConfig, previous: Manifest | None) -> I
     background = parse_background(config.background) if config.background is not None else None
     if config.allow_private_urls is None:  # an unattended re-run fetches as the run that allowed it did
         config = replace(config, allow_private_urls=bool(previous and previous.settings.get("allow_private_urls")))
+    if config.lexical_columns is None and previous is not None:
+        config = replace(config, lexical_columns=(previous.settings.get("words") or {}).get("columns"))
     if previous is None:
         return replace(config, model=config.model or DEFAULT_MODEL, vectors=config.vectors or "float32",
                        memory_budget=budget, image_decode=config.image_decode or "reduced",

@@ -170,7 +170,7 @@ class IndexDir:
             if not copy.is_file():
                 continue  # a format-2 generation: it reads no segment
             for segment in json.loads(copy.read_text(encoding="utf-8")).get("segments", []):
-                referenced.setdefault(segment["name"], set()).add(segment.get("deleted"))
+                referenced.setdefault(segment["name"], set()).update((segment.get("deleted"), segment.get("words")))
         for folder in self.segments_path.iterdir():
             if not folder.name.startswith(SEGMENT_PREFIX):
                 continue
@@ -180,6 +180,9 @@ class IndexDir:
             for deletions in folder.glob("deleted-*.npy"):
                 if deletions.name not in referenced[folder.name]:
                     deletions.unlink(missing_ok=True)
+            for words in folder.glob("words*"):  # a segment's words replaced by a later commit's
+                if words.name not in referenced[folder.name]:
+                    shutil.rmtree(words, ignore_errors=True)
 
 
 def _private_folder(parent: Path, name: str) -> Path:
@@ -203,7 +206,9 @@ def _write_atomic(path: Path, text: str) -> None:
 
 def _fsync_tree(folder: Path) -> None:
     for path in folder.iterdir():
-        if path.is_file():
+        if path.is_dir():  # a segment's word index
+            _fsync_tree(path)
+        elif path.is_file():
             with open(path, "rb") as handle:
                 os.fsync(handle.fileno())
     _fsync_dir(folder)

@@ -83,6 +83,7 @@ class SegmentRef:
     deleted: str | None = None  # the segment's current deletion file (cumulative), if any row was deleted
     deleted_count: int = 0
     legacy: bool = False  # a format-2 generation folder read as a segment
+    words: str | None = None  # the folder of its word index (store/words.py); None: written before words
 
     @property
     def live(self) -> int:
@@ -98,7 +99,7 @@ class SegmentRef:
         sets = {name: SegmentSet(int(s["count"]), AnnSpec(s["ann"]["kind"], dict(s["ann"].get("params") or {})),
                                  s.get("dtype", "float32")) for name, s in (data.get("sets") or {}).items()}
         return cls(data["name"], int(data["rows"]), sets, data.get("deleted"), int(data.get("deleted_count", 0)),
-                   bool(data.get("legacy", False)))
+                   bool(data.get("legacy", False)), data.get("words"))
 
 
 def _sources_from(data: dict[str, Any]) -> list[Source]:

@@ -11,6 +11,8 @@ one legacy segment; the next commit rewrites it as a real one.
 """
 from __future__ import annotations
 
+import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +23,7 @@ import pyarrow.parquet as pq
 from ..errors import InvalidInputError, option
 from .manifest import VECTOR_SETS, SegmentRef, SegmentSet
 from .tables import read_embeddings, read_items, write_items
+from .words import WORDS_FOLDER, SegmentWords, write_words
 
 SEGMENTS_DIR = "segments"
 SEGMENT_PREFIX = "seg-"
@@ -46,11 +49,12 @@ def vectors_file(vector_set: str) -> str:
 
 def write_segment(folder: Path, name: str, items: pa.Table, vectors: dict[str, tuple[np.ndarray, np.ndarray]],
                   dtype: str, index_type: str, memory_budget: int | None = None,
-                  index_size: int | None = None, ann_add=None) -> SegmentRef:
+                  index_size: int | None = None, ann_add=None, words: dict | None = None) -> SegmentRef:
     """Write items and their vectors (by set: row ids, matrix) into `folder`; returns its manifest record.
 
     Rows are stored by row id. With a memory budget for the whole index (of `index_size` items), a
     large segment's IVF codes take its share of the budget. `ann_add` fills IVF lists elsewhere (ann.VectorAdder).
+    With `words` (store.words.words_setting), the rows' word index is written beside them.
     """
     from . import ann
 
@@ -73,7 +77,19 @@ def write_segment(folder: Path, name: str, items: pa.Table, vectors: dict[str, t
             built.save(folder / f"{vector_set}.faiss")
             spec = built.spec
         sets[vector_set] = SegmentSet(len(row_ids), spec, dtype)
-    return SegmentRef(name, len(items), sets)
+    if words is not None:
+        write_words(folder / WORDS_FOLDER, items, words.get("columns"))
+    return SegmentRef(name, len(items), sets, words=WORDS_FOLDER if words is not None else None)
+
+
+def add_words(root: Path, ref: SegmentRef, generation: str, words: dict) -> tuple[SegmentRef, int]:
+    """A written segment's word index, added (or replaced) as of `generation` beside its rows: its folder is
+    new, so readers of earlier commits keep theirs. Returns the segment's new record and the bytes written."""
+    folder = segment_folder(root, ref)
+    name = f"{WORDS_FOLDER}-{generation}"
+    write_words(folder / name, read_items(folder / "items.parquet"), words.get("columns"))
+    _fsync_dir(folder)  # tantivy syncs its own files; the new folder's entry is the segment's
+    return replace(ref, words=name), sum(p.stat().st_size for p in (folder / name).iterdir() if p.is_file())
 
 
 def write_deletions(folder: Path, generation: str, deleted: np.ndarray) -> str:
@@ -81,6 +97,14 @@ def write_deletions(folder: Path, generation: str, deleted: np.ndarray) -> str:
     name = f"deleted-{generation}.npy"
     _save_npy(folder / name, np.unique(np.asarray(deleted, dtype=np.int64)))
     return name
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
@@ -127,6 +151,12 @@ class SegmentReader:
         row_ids = np.load(self.folder / ids_file(vector_set))
         matrix = np.load(self.folder / vectors_file(vector_set), mmap_mode="r")
         return row_ids, matrix
+
+    def words(self) -> SegmentWords | None:
+        """The segment's word index, its deleted rows skipped; None where it was written before words."""
+        if self.ref.words is None:
+            return None
+        return SegmentWords(self.folder / self.ref.words, self.deleted())
 
     def ann(self, vector_set: str):
         """The set's FAISS index, or None where the vectors are searched exactly."""
