@@ -522,7 +522,7 @@ def peak_rss_mb() -> float:
 
 # ----------------------------------------------------------------------------------------------- reporting
 
-class Report:
+class Report:  # bench_languages has its twin; importing it here would weigh on the cold-open child's start-up
     def __init__(self):
         self.lines: list[str] = []
 

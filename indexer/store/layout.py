@@ -17,7 +17,7 @@ from pathlib import Path
 from ..errors import IndexNotReadyError, NotAnIndexError, command, option
 from .lock import LOCK_FILE, running_writer
 from .manifest import FORMAT_NAME, FORMAT_VERSION, Manifest
-from .segments import SEGMENT_PREFIX, SEGMENTS_DIR
+from .segments import SEGMENT_PREFIX, SEGMENTS_DIR, fsync_dir
 
 MANIFEST = "manifest.json"
 GENERATION_PREFIX = "gen-"
@@ -119,7 +119,7 @@ class IndexDir:
         """Durable under its final name; still invisible to readers until a manifest names it."""
         _fsync_tree(staging)
         os.replace(staging, self.segments_path / name)
-        _fsync_dir(self.segments_path)
+        fsync_dir(self.segments_path)
 
     def commit(self, staging: Path, manifest: Manifest) -> None:
         final = self.generation_path(manifest.generation)
@@ -201,7 +201,7 @@ def _write_atomic(path: Path, text: str) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def _fsync_tree(folder: Path) -> None:
@@ -211,12 +211,4 @@ def _fsync_tree(folder: Path) -> None:
         elif path.is_file():
             with open(path, "rb") as handle:
                 os.fsync(handle.fileno())
-    _fsync_dir(folder)
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(folder)

@@ -88,7 +88,7 @@ def add_words(root: Path, ref: SegmentRef, generation: str, words: dict) -> tupl
     folder = segment_folder(root, ref)
     name = f"{WORDS_FOLDER}-{generation}"
     write_words(folder / name, read_items(folder / "items.parquet"), words.get("columns"))
-    _fsync_dir(folder)  # tantivy syncs its own files; the new folder's entry is the segment's
+    fsync_dir(folder)  # tantivy syncs its own files; the new folder's entry is the segment's
     return replace(ref, words=name), sum(p.stat().st_size for p in (folder / name).iterdir() if p.is_file())
 
 
@@ -99,7 +99,8 @@ def write_deletions(folder: Path, generation: str, deleted: np.ndarray) -> str:
     return name
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
+    """A folder's entries (a new file or subfolder in it) made durable."""
     fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)
