@@ -312,6 +312,9 @@ def search(
     weights: Optional[str] = typer.Option(None, "--weights", metavar="image=W,text=W", help="Products: the weight of the photo and of the description (default: by the query: a photo image=1,text=0; a text image=0.3,text=0.7)."),
     dedup: bool = typer.Option(False, "--dedup", help="Collapse near-duplicate hits (copies of one photo, the same text twice) into the best-ranked one."),
     fusion: str = typer.Option(DEFAULT_FUSION, "--fusion", metavar="NAME", help=f"Products: how part scores combine: {one_of(FUSIONS)} (zscore: standardised; sum: raw cosines)."),
+    mode: Optional[str] = typer.Option(None, "--mode", metavar="MODE", help="How a text query matches: hybrid (its words and its meaning, fused), vector (its meaning alone) or lexical (the items holding each of its words). Default: hybrid where the index has words, else vector."),
+    word_weight: Optional[float] = typer.Option(None, "--word-weight", metavar="W", help="Hybrid: the words' share of the score, 0 to 1 (default: by the kind of query: a code 0.7, a few words 0.5, a sentence 0.3)."),
+    word_fusion: str = typer.Option("relative", "--word-fusion", metavar="NAME", help="Hybrid: how the word and vector rankings fuse: relative (scores scaled to 0..1, weighted) or rrf (reciprocal ranks)."),
     as_json: bool = typer.Option(False, "--json", help="Print the hits as JSON: {query, target, k, count, hits}."),
     device: str = typer.Option("auto", "--device", metavar="DEVICE", help=DEVICE_HELP),
     runtime: Optional[str] = typer.Option(None, "--runtime", metavar="NAME", help=RUNTIME_HELP),
@@ -321,7 +324,9 @@ def search(
 
     INDEX: an index folder written by `xmodal index`. QUERY: the text to search with (or use --image).
     Hits are ranked by cosine similarity (products: by the fusion of their photo's and their
-    description's scores); equal scores rank by row id. Every hit shows its row id, for --like.
+    description's scores), fused with the query's words where the index has a word index (a query
+    that is a key of --id-column comes first); equal scores rank by row id. Every hit shows its row
+    id, for --like, and in brackets the parts of its score (image, text, vector, words: BM25).
     """
     if query is not None and image is not None:
         _fail("give a query text or --image FILE|URL, not both (add the other with --add)")
@@ -331,7 +336,7 @@ def search(
 
     request = _run(lambda: Query(
         text=query, image=image, audio=audio, language=language, translate=translate, target=target, k=k, where=where, strategy=strategy, weights=parsed_weights,
-        fusion=fusion, dedup=dedup, like=[parse_cli_term(x)[1] for x in like or []],
+        fusion=fusion, dedup=dedup, mode=mode, word_weight=word_weight, word_fusion=word_fusion, like=[parse_cli_term(x)[1] for x in like or []],
         dislike=[parse_cli_term(x)[1] for x in dislike or []], add=[parse_cli_term(x) for x in add or []],
         subtract=[parse_cli_term(x) for x in sub or []]).checked())  # a bad option fails before the index opens
 
@@ -354,7 +359,7 @@ def search(
     if as_json:
         asked = {"text": heard.text if heard else query, "image": image, "like": like or [], "dislike": dislike or [],
                  "add": add or [], "sub": sub or [], "where": where, "strategy": strategy, "weights": parsed_weights,
-                 "fusion": fusion, "dedup": dedup, "language": hits.language,
+                 "fusion": fusion, "dedup": dedup, "mode": hits.mode, "word_weight": word_weight, "word_fusion": word_fusion, "language": hits.language,
                  "translation": hits.translation.text if hits.translation else None}
         if heard is not None:
             asked.update(audio=str(audio), transcript=heard.text, language=heard.language,
@@ -366,6 +371,8 @@ def search(
         typer.echo(_hit_line(hit))
     if len(hits) < k:
         more = "that pass the filter" if where else "to show"
+        if hits.mode == "lexical":
+            more = "holding all of the query's words" + (" that pass the filter" if where else "")
         typer.echo(f"({_count(len(hits), 'hit')}: the index holds no more {target}s {more})", err=True)
 
 
@@ -373,7 +380,8 @@ def _hit_line(hit) -> str:
     """rank, score, kind, row id, then the path (whole: it is used) or the text, and the metadata."""
     shown = hit.path if hit.modality == "image" else _clip(hit.text, 60)
     if hit.scores:
-        shown += "  [" + " ".join(f"{part} {value:+.3f}" for part, value in hit.scores.items()) + "]"
+        shown += "  [" + " ".join(f"{part} {value:.2f}" if part == "words" else f"{part} {value:+.3f}"
+                                  for part, value in hit.scores.items()) + "]"
     metadata = {k: v for k, v in (hit.metadata or {}).items() if v is not None}  # a missing value is left out
     extra = "  " + ", ".join(f"{k}={v}" for k, v in metadata.items()) if metadata else ""
     return f"{hit.rank:>3}  {hit.score:+.4f}  {hit.modality:<7} #{hit.row_id:<5} {shown}{_clip(extra, 80)}"

@@ -39,7 +39,7 @@ import threading
 import unicodedata
 from pathlib import Path
 
-VERSION = 1  # raised with any change to the terms a text gives: stored words then need analysing again
+VERSION = 2  # raised with any change to the terms a text gives: stored words then need analysing again
 
 # Chinese: words a shop query says around what it wants (who wants it, wanting, buying, particles), shared with
 # search/translate.py, which drops them too.
@@ -82,6 +82,24 @@ def analyse(text: str) -> list[str]:
 def query_terms(text: str) -> list[str]:
     """The terms a query searches: `analyse`'s, each once, in order."""
     return list(dict.fromkeys(analyse(text)))
+
+
+KEY_PREFIX = "key:"  # no term `analyse` gives holds a colon: a key's term never meets a word's
+_NOT_KEY = re.compile(r"[\W_]+")
+
+
+def key_term(key: str) -> str:
+    """The term that marks a row's key (its table's id column): the key folded as the analyser folds a text,
+    without its joiners, so SHO-004, sho004 and ＳＨＯ－００４ name the same row."""
+    return KEY_PREFIX + _NOT_KEY.sub("", _normalised(str(key)))
+
+
+def key_terms(query: str) -> list[str]:
+    """The key terms a query may name: the whole query, and each of its space-separated words that holds a
+    digit (a code: "SHO-004 red" names SHO-004; "red" names no key, however a table's ids are spelled)."""
+    words = [w for w in query.split() if any(ch.isdigit() for ch in w)]
+    terms = [key_term(text) for text in [query, *words]]
+    return [t for t in dict.fromkeys(terms) if t != KEY_PREFIX]
 
 
 def identity() -> str:

@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
+from ..indexer import words as analyser
 from ..indexer.errors import PYTHON, ImageDecodeError, Wording, InvalidInputError, ModelMismatchError, command, option
 from ..indexer.imaging import DEFAULT_BACKGROUND, flatten, load_image
 from ..indexer.models import Encoder, check_parity, encode_images, image_input_side, load_encoder_for
@@ -32,12 +33,14 @@ from .fetch import ImageURL, fetch_image, is_url
 from .filters import BUILT_IN_COLUMNS, Filter, TextCause, parse_filter
 from .fusion import DEFAULT_FUSION, default_weights, fuse, identical_to_query
 from .hits import Hit, Hits
+from .hybrid import DEPTH, WORD_WEIGHTS, WordQuery, fuse_words, query_kind
 from .items import ItemStore
 from .pixels import SAME_PHOTO
 from .placement import SearchPlacement, choose_placement
 from .query import TARGETS, Query, QueryImage, check_k, check_target
 from .recommend import DEFAULT_STRATEGY, PartQuery
 from .vectors import StoredVectors, VectorPart
+from .words import WordIndex
 from .understanding import Understood, language_note, understand
 from .voice import (MAX_AUDIO_SECONDS, OFFLINE, AudioInput, SpeechRecognizer, Transcript, catalog_script,
                     recognizer, simplified)
@@ -75,6 +78,7 @@ class SearchIndex:
                 live = ~np.isin(row_ids, deleted) if len(deleted) else None
                 parts.setdefault(vector_set, []).append(VectorPart(row_ids, matrix, live, segment.ann(vector_set)))
         self._items = ItemStore(segments)
+        self._words = WordIndex([segment.words() for segment in segments])
         self._ids_by_modality: dict[str, np.ndarray] = {}
         self._sets = {vector_set: StoredVectors(found) for vector_set, found in parts.items()}
         self._failures = read_failures(self._generation / "failures.parquet")
@@ -126,15 +130,44 @@ class SearchIndex:
             transcript = self.hear(query.audio, query.language, query.translate == "speech")
             query = replace(query, text=transcript.text, audio=None)
         understood = self.understood(query, transcript)
+        words = self._word_query(query, understood)
         query = understood.query
-        plan = self._plan(query.text, query.image, query.like, query.dislike, query.add, query.subtract,
-                          query.strategy)
+        lexical = words is not None and words.mode == "lexical"  # words alone: nothing to embed, no model to load
+        plan = QueryPlan() if lexical else self._plan(query.text, query.image, query.like, query.dislike, query.add,
+                                                      query.subtract, query.strategy)
 
         def ranked_to(depth: int) -> list[Ranked]:
-            return self._rank(query.target, plan, query.strategy, allowed, depth, query.weights, query.fusion)
+            return self._rank(query.target, plan, query.strategy, allowed, depth, query.weights, query.fusion, words)
 
         ranked = self._distinct(query.target, ranked_to, query.k) if query.dedup else ranked_to(query.k)
-        return Hits(self._hits([ranked])[0], transcript, understood.language, understood.translation)
+        return Hits(self._hits([ranked])[0], transcript, understood.language, understood.translation,
+                    words.mode if words is not None else "vector")
+
+    @property
+    def has_words(self) -> bool:
+        """Whether the index has a word index over all its rows (xmodal index writes one; older indexes get it
+        on their next run): what hybrid and lexical searches need."""
+        return self._words.exists
+
+    def _word_query(self, query: Query, understood: Understood) -> WordQuery | None:
+        """What a search asks of the words (None: vectors alone): the terms of the query as typed or heard,
+        and of its English where it was translated."""
+        mode = query.mode or ("hybrid" if self.has_words else "vector")
+        if mode == "vector":
+            return None
+        if not self.has_words:
+            missing = f"{self._words.missing} of its segments have" if self._words.missing else "it has"
+            raise InvalidInputError(f"{self.path} has no word index ({missing} none: built before xmodal kept "
+                                    f"words); run {command('index')} on it again to add one, or search with "
+                                    f"{option('mode', 'vector')}")
+        if mode == "lexical":
+            _check_lexical(query)
+        if query.text is None:
+            return None  # an image, or examples alone: nothing to find as words
+        texts = [query.text] + ([understood.translation] if understood.translation else [])
+        terms = tuple(dict.fromkeys(t for text in texts for t in analyser.query_terms(text)))
+        weight = query.word_weight if query.word_weight is not None else WORD_WEIGHTS[query_kind(query.text, len(terms))]
+        return WordQuery(terms, query.text, mode, weight, query.word_fusion)
 
     def checked(self, query: Query) -> Query:
         """`query` with this index's default target where it names none, checked against the index (it holds
@@ -437,18 +470,77 @@ class SearchIndex:
     # ---- ranking ------------------------------------------------------------------------------------------
 
     def _rank(self, target: str, plan: QueryPlan, strategy: str, allowed: np.ndarray | None, k: int,
-              weights: dict[str, float] | None, fusion: str) -> list[Ranked]:
+              weights: dict[str, float] | None, fusion: str, words: WordQuery | None = None) -> list[Ranked]:
         if plan.excluded:
             allowed = np.setdiff1d(self._ids_of(target) if allowed is None else allowed,
                                    np.fromiter(plan.excluded, np.int64))
-        queries = {part: PartQuery(_stack([e.for_part(part) for e in plan.liked], self.manifest.model.dim),
-                                   _stack([e.for_part(part) for e in plan.disliked], self.manifest.model.dim),
-                                   strategy) for part in PARTS[target]}
+        if words is not None:
+            return self._rank_with_words(target, plan, strategy, allowed, k, weights, fusion, words)
+        queries = self._part_queries(target, plan, strategy)
         if target != "product":
             ids, scores = self._best(target, queries[target], allowed, k)
             return [Ranked(int(i), float(s)) for i, s in zip(ids, scores)]
         return self._rank_products(queries, allowed, k, weights or default_weights(plan.kind), fusion,
                                    plan.plain_query is not None)
+
+    def _part_queries(self, target: str, plan: QueryPlan, strategy: str) -> dict[str, PartQuery]:
+        dim = self.manifest.model.dim
+        return {part: PartQuery(_stack([e.for_part(part) for e in plan.liked], dim),
+                                _stack([e.for_part(part) for e in plan.disliked], dim), strategy)
+                for part in PARTS[target]}
+
+    def _rank_with_words(self, target: str, plan: QueryPlan, strategy: str, allowed: np.ndarray | None, k: int,
+                         weights: dict[str, float] | None, fusion: str, words: WordQuery) -> list[Ranked]:
+        """Lexical: the items holding every word, by BM25. Hybrid: the vector and word rankings' candidates,
+        each scored both ways and fused (search/hybrid.py). Either way an item whose key the query names
+        comes first."""
+        admitted = self._word_admitted(target, allowed)
+        first = self._words.keyed(words.text, admitted) if words.text else []
+        if words.mode == "lexical":
+            found = dict(self._words.search(words.terms, k + len(first), admitted, every=True))
+            order = first + [row for row in found if row not in first]
+            return [Ranked(row, found.get(row, 0.0), {"words": found.get(row, 0.0)}) for row in order[:k]]
+        depth = max(DEPTH, 2 * k)
+        by_vector = self._rank(target, plan, strategy, allowed, depth, weights, fusion)
+        by_words = dict(self._words.search(words.terms, depth, admitted))
+        seen = {r.row_id for r in by_vector}
+        others = [row for row in dict.fromkeys(first + list(by_words)) if row not in seen]
+        candidates = by_vector + self._scored(target, plan, strategy, np.array(others, np.int64), weights, fusion)
+        vector = np.array([c.score for c in candidates])
+        word_scores = np.array([by_words.get(c.row_id, 0.0) for c in candidates])
+        fused = fuse_words(vector, word_scores, words.weight, words.fusion)
+        ids = np.array([c.row_id for c in candidates], np.int64)
+        keyed = np.isin(ids, np.array(first, np.int64)) if first else None
+        top_ids, top_scores = _top(ids, fused, k, first=keyed)
+        where = {c.row_id: (c, w) for c, w in zip(candidates, word_scores)}
+        return [Ranked(int(i), float(s), _explained(*where[int(i)])) for i, s in zip(top_ids, top_scores)]
+
+    def _scored(self, target: str, plan: QueryPlan, strategy: str, ids: np.ndarray, weights: dict[str, float] | None,
+                fusion: str) -> list[Ranked]:
+        """`ids` scored as the vector ranking scores them (nan for one without a vector)."""
+        if not len(ids):
+            return []
+        queries = self._part_queries(target, plan, strategy)
+        if target == "product":
+            fused, parts = self._product_scores(queries, ids, weights or default_weights(plan.kind), fusion)
+            return [Ranked(int(i), float(s), {p: float(v[n]) for p, v in parts.items() if not np.isnan(v[n])})
+                    for n, (i, s) in enumerate(zip(ids, fused))]
+        stored = self._stored(target)
+        scores = np.full(len(ids), np.nan)
+        positions = stored.positions(ids)
+        have = positions >= 0
+        if have.any():
+            scores[have] = queries[target].scores(stored.take(positions[have]))
+        return [Ranked(int(i), float(s)) for i, s in zip(ids, scores)]
+
+    def _word_admitted(self, target: str, allowed: np.ndarray | None) -> np.ndarray | None:
+        """Sorted row ids a word search may return: the filter's, else the target's (None: every row with
+        words is one, the index holding nothing else)."""
+        if allowed is not None:
+            return np.unique(allowed)
+        if all(not n or m == target for m, n in self.manifest.counts.items()):
+            return None
+        return np.unique(self._ids_of(target))
 
     def _best(self, vector_set: str, query: PartQuery, allowed: np.ndarray | None, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Row ids and scores of the k best of one vector set, exact where the ANN index is not enough."""
@@ -477,6 +569,17 @@ class SearchIndex:
         ids = self._ids_of("product") if allowed is None else allowed
         if pools and all(p is not None for p in pools):
             ids = np.unique(np.concatenate(pools))
+        fused, part_scores = self._product_scores(queries, ids, weights, fusion)
+        top_ids, top_scores = _top(ids, fused, k, first=identical_to_query(part_scores, weights) if plain else None)
+        where = {int(i): n for n, i in enumerate(ids)}
+        return [Ranked(int(i), float(s), {p: float(part_scores[p][where[int(i)]]) for p in part_scores
+                                           if not np.isnan(part_scores[p][where[int(i)]])})
+                for i, s in zip(top_ids, top_scores)]
+
+    def _product_scores(self, queries: dict[str, PartQuery], ids: np.ndarray, weights: dict[str, float],
+                        fusion: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Products' fused scores, and each part's (nan where a product lacks that part)."""
+        sets = {part: f"product-{part}" for part in PARTS["product"]}
         part_scores, population = {}, {}
         for part, vector_set in sets.items():
             stored = self._stored(vector_set)
@@ -487,12 +590,7 @@ class SearchIndex:
             part_scores[part] = scores
             sample = queries[part].scores(stored.sample()) if len(stored) else np.zeros(0)
             population[part] = (float(sample.mean()), float(sample.std())) if len(sample) else (0.0, 1.0)
-        fused = fuse(part_scores, weights, fusion, population)
-        top_ids, top_scores = _top(ids, fused, k, first=identical_to_query(part_scores, weights) if plain else None)
-        where = {int(i): n for n, i in enumerate(ids)}
-        return [Ranked(int(i), float(s), {p: float(part_scores[p][where[int(i)]]) for p in part_scores
-                                           if not np.isnan(part_scores[p][where[int(i)]])})
-                for i, s in zip(top_ids, top_scores)]
+        return fuse(part_scores, weights, fusion, population), part_scores
 
     # ---- filters ------------------------------------------------------------------------------------------
 
@@ -661,6 +759,26 @@ def _as_query(query: Query | str | None, image: QueryImage | None, fields: dict[
             raise InvalidInputError(f"the query's {name} is given twice; give it once")
         asked[name] = value
     return Query(**asked)
+
+
+def _explained(candidate: Ranked, words: float) -> dict[str, float]:
+    """A hybrid hit's parts: a product's image and text, its vector score (nan-free) and its words' BM25."""
+    parts = dict(candidate.parts or {})
+    if not np.isnan(candidate.score):
+        parts["vector"] = candidate.score
+    parts["words"] = float(words)
+    return parts
+
+
+def _check_lexical(query: Query) -> None:
+    """A lexical search ranks by the query's words alone: what it cannot use is refused, not dropped."""
+    if query.text is None and query.audio is None:
+        raise InvalidInputError(f"{option('mode', 'lexical')} finds words; give a text query (or use "
+                                f"{option('mode', 'hybrid')} for an image)")
+    used = [name for name in ("like", "dislike", "add", "subtract") if getattr(query, name)]
+    if used:
+        raise InvalidInputError(f"{option('mode', 'lexical')} ranks by words alone and cannot use "
+                                f"{option(used[0])}; use {option('mode', 'hybrid')}")
 
 
 def _is_row_id(term) -> bool:

@@ -16,7 +16,9 @@ class Hit:
     path: str | None = None
     text: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
-    scores: dict[str, float] | None = None  # products: the score of each part it has (image, text)
+    # the parts of its score: a product's photo and description (image, text); in a hybrid search its vector
+    # score (a product's fusion of its parts) and its words' BM25 (words; 0: it holds none of them)
+    scores: dict[str, float] | None = None
     key: str | None = None  # the row's key in its table's id column, where the table has one
     key_column: str | None = None  # that id column
 
@@ -33,10 +35,12 @@ class Hit:
 class Hits(list):
     """The hits of one search, best first; for a spoken query, `transcript` is what was heard (search.voice);
     `language` is the query's (heard, or by its script; None: not known) and `translation`
-    the English searched in its place (search.translate), or None."""
+    the English searched in its place (search.translate), or None; `mode` how its text was matched (hybrid,
+    vector or lexical)."""
 
-    def __init__(self, hits=(), transcript=None, language=None, translation=None):
+    def __init__(self, hits=(), transcript=None, language=None, translation=None, mode="vector"):
         super().__init__(hits)
+        self.mode = mode
         self.transcript = transcript
         self.language = language
         self.translation = translation

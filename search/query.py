@@ -18,6 +18,7 @@ from ..indexer.store import MODALITIES
 from .examples import Term, WeightedTerm
 from .fetch import ImageURL
 from .fusion import DEFAULT_FUSION, FUSIONS
+from .hybrid import DEFAULT_FUSION as DEFAULT_WORD_FUSION, FUSIONS as WORD_FUSIONS, MODES, check_mode, check_word_weight
 from .recommend import DEFAULT_STRATEGY, STRATEGIES, check_strategy
 from .voice import AudioInput
 
@@ -60,6 +61,13 @@ class Query:
     fusion: str = _doc(f"Products: how the parts' scores are fused ({', '.join(FUSIONS)}).", default=DEFAULT_FUSION)
     strategy: str = _doc(f"How examples are combined ({', '.join(STRATEGIES)}).", default=DEFAULT_STRATEGY)
     dedup: bool = _doc("Collapse near-duplicate hits into the best-ranked one.", default=False)
+    mode: str | None = _doc(f"How a text query is matched: {', '.join(MODES)} (hybrid: its words and its meaning, "
+                            "fused; vector: its meaning alone; lexical: the items holding each of its words, by BM25; "
+                            "default: hybrid where the index has a word index, else vector).", default=None)
+    word_weight: float | None = _doc("Hybrid: the words' share of the fused score, 0 to 1 (default: by the kind of "
+                                     "query, search.hybrid.WORD_WEIGHTS).", default=None)
+    word_fusion: str = _doc(f"Hybrid: how the word and vector rankings fuse ({', '.join(WORD_FUSIONS)}; relative: "
+                            "scores scaled to 0..1 and weighted; rrf: reciprocal ranks).", default=DEFAULT_WORD_FUSION)
 
     def checked(self) -> Query:
         """This query with its weights filled in, or InvalidInputError naming what is wrong and how to fix it."""
@@ -70,6 +78,10 @@ class Query:
         if self.target is not None:
             check_target(self.target)
         check_strategy(self.strategy)
+        check_mode(self.mode)
+        check_word_weight(self.word_weight)
+        if self.word_fusion not in WORD_FUSIONS:
+            raise InvalidInputError(f"unknown {option('word_fusion')} {self.word_fusion!r}; use one of {', '.join(WORD_FUSIONS)}")
         translate = self.translate
         if isinstance(translate, bool):  # the switch it was: true has Whisper translate
             translate = "speech" if translate else "off"

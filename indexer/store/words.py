@@ -5,8 +5,9 @@ Each segment holds the words of its own rows, written with its vectors before th
 its vectors are. xmodal's analyser (indexer/words.py) decides the terms on both sides: a row's terms are
 stored joined by spaces under tantivy's whitespace tokenizer, and a query's terms are looked up as they are.
 
-A row's words are its text, its key (a table's id column) and its table's text columns (`columns`: None
-for every text column; named columns are taken whatever their type, a number as its digits). Numbers are
+A row's words are its text, its photo's file name, its key (a table's id column, also marked by a term of
+its own, words.key_term, that an exact id lookup finds) and its table's text columns (`columns`: None for
+every text column; named columns are taken whatever their type, a number as its digits). Numbers are
 not words by default: price 42 would otherwise answer "size 42"; they stay numbers for filters.
 
 The manifest records, per segment, the folder of its words (None: written before words), and once per
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import math
 import shutil
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Iterator
 
 import numpy as np
@@ -42,15 +43,25 @@ def row_words(items: pa.Table, columns: list[str] | None = None) -> Iterator[tup
     row_ids = items.column("row_id").to_pylist()
     texts = _column(items, "text")
     keys = _column(items, "key")
+    names = _photo_names(items)
     values = _metadata_values(items, columns)
     for at, row_id in enumerate(row_ids):
-        parts = [texts[at]] + [v[at] for v in values]
+        parts = [texts[at], names[at]] + [v[at] for v in values]
         key = keys[at]
         if key is not None and key not in parts:  # a numeric id column is in the metadata as a number
             parts.append(key)
         terms = [t for part in parts if part for t in analyser.analyse(part) if len(t) <= _LONGEST_TERM]
+        if key is not None and len(analyser.key_term(key)) <= _LONGEST_TERM:
+            terms.append(analyser.key_term(key))
         if terms:
             yield row_id, " ".join(terms)
+
+
+def _photo_names(items: pa.Table) -> list[str | None]:
+    """A photo's file name without its extension (SHO-004.jpg, red_car_01.png): shops name photos by SKU, and
+    a folder of photos has no other words. A text's path is its corpus file, which names no row."""
+    paths, modalities = _column(items, "path"), _column(items, "modality")
+    return [PurePosixPath(p.replace("\\", "/").split("?")[0]).stem if p and m != "text" else None for p, m in zip(paths, modalities)]
 
 
 def _column(items: pa.Table, name: str) -> list[Any]:
@@ -138,27 +149,49 @@ class SegmentWords:
             self._schema, self._searcher = index.schema, index.searcher()
         return self._searcher
 
-    def search(self, terms: list[str], k: int) -> list[tuple[int, float]]:
-        """The `k` live rows best matching any of `terms` (analysed as a query's), by BM25: [(row id, score)]."""
+    def search(self, terms: list[str], k: int, weights: dict[str, float] | None = None,
+               admitted: np.ndarray | None = None, every: bool = False) -> list[tuple[int, float]]:
+        """The `k` live rows best matching `terms` (analysed as a query's), by BM25: [(row id, score)].
+
+        `every`: only rows holding all the terms; else any of them. `weights` scale each term's score (an
+        index's inverse document frequency over all its segments, in place of this segment's: search/words.py).
+        `admitted`: sorted row ids, the only ones returned (a filter, a kind of item)."""
         import tantivy
 
         terms = list(dict.fromkeys(t for t in terms if len(t) <= _LONGEST_TERM))
         if not terms or k <= 0:
             return []
         searcher = self._open()
-        query = tantivy.Query.boolean_query([(tantivy.Occur.Should, tantivy.Query.term_query(self._schema, _WORDS, t))
-                                             for t in terms])
-        limit = k + min(len(self._deleted), 64)  # deleted rows are dropped after: ask for more, more again if short
+        occur = tantivy.Occur.Must if every else tantivy.Occur.Should
+        clauses = []
+        for term in terms:
+            clause = tantivy.Query.term_query(self._schema, _WORDS, term)
+            weight = 1.0 if weights is None else weights.get(term, 1.0)
+            clauses.append((occur, clause if weight == 1.0 else tantivy.Query.boost_query(clause, weight)))
+        query = tantivy.Query.boolean_query(clauses)
+        limit = k + min(len(self._deleted), 64)  # dropped rows are dropped after: ask for more, more again if short
         while True:
             hits = searcher.search(query, limit, count=False).hits
             row_ids = searcher.fast_field_values(_ROW_ID, [address for _, address in hits])
             found = [(int(row), float(score)) for (score, _), row in zip(hits, row_ids)]
-            if len(self._deleted):
-                dead = np.isin(np.array([r for r, _ in found], np.int64), self._deleted)
-                found = [hit for hit, gone in zip(found, dead) if not gone]
+            found = self._kept(found, admitted)
             if len(found) >= k or len(hits) < limit:
                 return found[:k]
             limit *= 4
+
+    def _kept(self, found: list[tuple[int, float]], admitted: np.ndarray | None) -> list[tuple[int, float]]:
+        if not found or (admitted is None and not len(self._deleted)):
+            return found
+        rows = np.array([r for r, _ in found], np.int64)
+        keep = ~np.isin(rows, self._deleted) if len(self._deleted) else np.ones(len(rows), bool)
+        if admitted is not None:
+            at = np.minimum(np.searchsorted(admitted, rows), max(len(admitted) - 1, 0))
+            keep &= (admitted[at] == rows) if len(admitted) else False
+        return [hit for hit, kept in zip(found, keep) if kept]
+
+    def document_frequency(self, term: str) -> int:
+        """Rows holding `term`, deleted ones included (as BM25 counts them here)."""
+        return int(self._open().doc_freq(_WORDS, term)) if len(term) <= _LONGEST_TERM else 0
 
     def count(self) -> int:
         """Rows with words, deleted ones included."""

@@ -1,0 +1,84 @@
+"""Hybrid search: a text query's vector ranking and its word ranking (BM25) fused into one.
+
+A shopper's query is sometimes a code (SHO-004, XR-220), sometimes a name or two (Vantrel, size 42), sometimes a
+sentence ("a red running shoe"). Words find codes and names no model has seen; vectors find what a sentence
+means. How much each counts depends on that kind of query, so the word weight is chosen per kind, by
+measurement (bench/bench_hybrid.py; the figures are in docs/search.md, "Words and vectors").
+
+Two fusions are offered: `relative` (each ranking's scores scaled to [0, 1] over the candidates, then a
+weighted sum: a strong word match counts more than a weak one) and `rrf` (reciprocal rank fusion: ranks only,
+60 + rank). A query that is exactly a key of the index's id column (or holds one as a code) puts that item
+first whatever the fusion says.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..indexer.errors import InvalidInputError, option
+
+MODES = ("hybrid", "vector", "lexical")
+FUSIONS = ("relative", "rrf")
+DEFAULT_FUSION = "relative"
+RRF_K = 60  # the constant of Cormack et al. (2009), which every engine offering RRF uses
+DEPTH = 100  # candidates taken from each ranking (more where k is larger)
+# The word weight per kind of query, measured on bench_hybrid's catalogue (docs/search.md): codes are found by
+# their words, a sentence by its meaning, a name or two by both.
+WORD_WEIGHTS = {"code": 0.7, "words": 0.5, "sentence": 0.3}
+_CODE = re.compile(r"(?=\S*\d)(?=\S*[^\W\d_])\S+|\S*\d\S*[-_/]\S*")  # letters and digits together, or a joined number
+
+
+@dataclass(frozen=True)
+class WordQuery:
+    """What a search asks of the words: its terms, the text whose codes may be keys, the mode and the weight."""
+
+    terms: tuple[str, ...]
+    text: str | None
+    mode: str
+    weight: float
+    fusion: str = DEFAULT_FUSION
+
+
+def query_kind(text: str, terms: int) -> str:
+    """code: it holds a code (letters with digits: SHO-004, XR220); words: one to three terms; sentence: more."""
+    if _CODE.search(text):
+        return "code"
+    return "words" if terms <= 3 else "sentence"
+
+
+def check_mode(mode: str | None) -> None:
+    if mode is not None and mode not in MODES:
+        raise InvalidInputError(f"unknown {option('mode')} {mode!r}; use one of {', '.join(MODES)}")
+
+
+def check_word_weight(weight: float | None) -> None:
+    if weight is not None and (isinstance(weight, bool) or not isinstance(weight, (int, float))
+                               or not 0.0 <= weight <= 1.0):
+        raise InvalidInputError(f"{option('word_weight')} must be a number from 0 (vectors alone) to 1 (words "
+                                f"alone), e.g. 0.5 (got {weight!r})")
+
+
+def fuse_words(vector: np.ndarray, words: np.ndarray, weight: float, method: str = DEFAULT_FUSION) -> np.ndarray:
+    """One score per candidate from its vector score (nan: it has none) and its BM25 score (0: no word)."""
+    vector = np.asarray(vector, np.float64)
+    words = np.asarray(words, np.float64)
+    if method == "rrf":
+        return (1.0 - weight) * _reciprocal_ranks(vector) + weight * _reciprocal_ranks(np.where(words > 0, words, np.nan))
+    have = ~np.isnan(vector)
+    scaled = np.zeros(len(vector))
+    if have.any():
+        low, high = vector[have].min(), vector[have].max()
+        scaled[have] = (vector[have] - low) / (high - low) if high > low else 1.0
+    top = words.max() if len(words) else 0.0
+    return (1.0 - weight) * scaled + weight * (words / top if top > 0 else words)
+
+
+def _reciprocal_ranks(scores: np.ndarray) -> np.ndarray:
+    """1 / (RRF_K + rank) by score, best rank 1; 0 where there is no score (nan)."""
+    have = ~np.isnan(scores)
+    ranks = np.zeros(len(scores))
+    order = np.argsort(-scores[have], kind="stable")
+    ranks[np.flatnonzero(have)[order]] = np.arange(1, have.sum() + 1)
+    return np.where(have, 1.0 / (RRF_K + ranks), 0.0)
