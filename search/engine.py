@@ -56,6 +56,7 @@ class Ranked:
     row_id: int
     score: float
     parts: dict[str, float] | None = None
+    first: bool = False  # ranked before all others whatever its score: its photo or description is the query
 
 
 class SearchIndex:
@@ -164,7 +165,7 @@ class SearchIndex:
             _check_lexical(query)
         if query.text is None:
             return None  # an image, or examples alone: nothing to find as words
-        texts = [query.text] + ([understood.translation] if understood.translation else [])
+        texts = [query.text] + ([understood.translation.text] if understood.translation else [])
         terms = tuple(dict.fromkeys(t for text in texts for t in analyser.query_terms(text)))
         weight = query.word_weight if query.word_weight is not None else WORD_WEIGHTS[query_kind(query.text, len(terms))]
         return WordQuery(terms, query.text, mode, weight, query.word_fusion)
@@ -503,6 +504,8 @@ class SearchIndex:
         depth = max(DEPTH, 2 * k)
         by_vector = self._rank(target, plan, strategy, allowed, depth, weights, fusion)
         by_words = dict(self._words.search(words.terms, depth, admitted))
+        if not by_words and not first:
+            return by_vector[:k]  # no item holds a word of it: the vector ranking, its scores still cosines
         seen = {r.row_id for r in by_vector}
         others = [row for row in dict.fromkeys(first + list(by_words)) if row not in seen]
         candidates = by_vector + self._scored(target, plan, strategy, np.array(others, np.int64), weights, fusion)
@@ -510,8 +513,8 @@ class SearchIndex:
         word_scores = np.array([by_words.get(c.row_id, 0.0) for c in candidates])
         fused = fuse_words(vector, word_scores, words.weight, words.fusion)
         ids = np.array([c.row_id for c in candidates], np.int64)
-        keyed = np.isin(ids, np.array(first, np.int64)) if first else None
-        top_ids, top_scores = _top(ids, fused, k, first=keyed)
+        ahead = np.isin(ids, np.array(first, np.int64)) | np.array([c.first for c in candidates])
+        top_ids, top_scores = _top(ids, fused, k, first=ahead)
         where = {c.row_id: (c, w) for c, w in zip(candidates, word_scores)}
         return [Ranked(int(i), float(s), _explained(*where[int(i)])) for i, s in zip(top_ids, top_scores)]
 
@@ -570,10 +573,11 @@ class SearchIndex:
         if pools and all(p is not None for p in pools):
             ids = np.unique(np.concatenate(pools))
         fused, part_scores = self._product_scores(queries, ids, weights, fusion)
-        top_ids, top_scores = _top(ids, fused, k, first=identical_to_query(part_scores, weights) if plain else None)
+        identical = identical_to_query(part_scores, weights) if plain else np.zeros(len(ids), bool)
+        top_ids, top_scores = _top(ids, fused, k, first=identical)
         where = {int(i): n for n, i in enumerate(ids)}
         return [Ranked(int(i), float(s), {p: float(part_scores[p][where[int(i)]]) for p in part_scores
-                                           if not np.isnan(part_scores[p][where[int(i)]])})
+                                           if not np.isnan(part_scores[p][where[int(i)]])}, bool(identical[where[int(i)]]))
                 for i, s in zip(top_ids, top_scores)]
 
     def _product_scores(self, queries: dict[str, PartQuery], ids: np.ndarray, weights: dict[str, float],

@@ -116,7 +116,7 @@ def test_filtered_search_is_the_best_k_among_the_admitted(indexes, kind, exact_s
         for q in range(20):
             text = f"wanted kind:{q % 9} number {q}"
             want = brute_force(index, text, where, 10)
-            hits = index.search(text=text, target="text", k=10, where=where)
+            hits = index.search(mode="vector", text=text, target="text", k=10, where=where)
             assert all(parse_filter(where).mask(pa.table(
                 {c: [index.item(h.row_id)["metadata"][c]] for c in ("price", "colour", "rare")})).all() for h in hits)
             got = [h.row_id for h in hits]

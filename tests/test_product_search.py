@@ -59,7 +59,7 @@ def test_extreme_weights_rank_exactly_by_one_part(catalogue):
     query = "listing kind:3 wanted"
     parts = oracle(index, HashEncoder().encode_texts([query])[0])
     for part, weights in (("image", {"image": 1, "text": 0}), ("text", {"image": 0, "text": 1})):
-        hits = index.search(text=query, target="product", k=COUNT, weights=weights)
+        hits = index.search(mode="vector", text=query, target="product", k=COUNT, weights=weights)
         with_part = [h.row_id for h in hits if part in h.scores]
         assert with_part == ranking({i: s[part] for i, s in parts.items() if part in s})
         for hit in hits:
@@ -82,14 +82,14 @@ def test_default_fusion_is_the_weighted_sum_of_standardised_part_scores(catalogu
     weights = {"image": 0.3, "text": 0.7}
     fused = {i: sum(weights[p] * (s[p] - stats[p][0]) / stats[p][1] if p in s else 0.0 for p in ("image", "text"))
              for i, s in parts.items()}
-    hits = index.search(text=query, target="product", k=COUNT)
+    hits = index.search(mode="vector", text=query, target="product", k=COUNT)
     assert [h.row_id for h in hits] == ranking(fused)
     assert [h.score for h in hits] == pytest.approx([fused[h.row_id] for h in hits], abs=1e-6)
 
 
 def test_product_hits_carry_photo_text_metadata_and_part_scores(catalogue):
     index = open_index(catalogue, encoder=HashEncoder())
-    hit = index.search(text="listing kind:1", target="product", k=1)[0]
+    hit = index.search(mode="vector", text="listing kind:1", target="product", k=1)[0]
     item = index.item(hit.row_id)
     assert hit.modality == "product" and hit.path == item["path"] and hit.text == item["text"]
     assert set(hit.metadata) == {"sku", "photo", "price", "colour"} and set(hit.scores) <= {"image", "text"}
@@ -97,10 +97,10 @@ def test_product_hits_carry_photo_text_metadata_and_part_scores(catalogue):
 
 def test_the_candidate_path_for_large_catalogues_finds_the_exact_top(catalogue, monkeypatch):
     index = open_index(catalogue, encoder=HashEncoder())
-    exact = index.search(text="listing kind:2", target="product", k=10)
+    exact = index.search(mode="vector", text="listing kind:2", target="product", k=10)
     monkeypatch.setattr(engine, "EXACT_SUBSET", 20)
     monkeypatch.setattr(engine, "PROBE_DEPTH", 40)
-    probed = open_index(catalogue, encoder=HashEncoder()).search(text="listing kind:2", target="product", k=10)
+    probed = open_index(catalogue, encoder=HashEncoder()).search(mode="vector", text="listing kind:2", target="product", k=10)
     assert len({h.row_id for h in probed} & {h.row_id for h in exact}) >= 9
 
 
@@ -117,7 +117,7 @@ def test_the_red_car_listing_with_its_photo_comes_first(tmp_path):
     build_index(out, IndexConfig(texts=[CATALOG / "listings.csv"], text_column="description", image_column="image",
                                  workers=0), encoder=FakeEncoder())
     for query in ("I want to buy a red car", "我想买一辆红色汽车"):
-        hits = open_index(out, encoder=FakeEncoder()).search(text=query, target="product", k=3)
+        hits = open_index(out, encoder=FakeEncoder()).search(mode="vector", text=query, target="product", k=3)
         assert hits[0].metadata["title"] == "Red sports car" and hits[0].path.endswith("01-red-car.png")
         assert hits[0].scores["image"] > 0.9 and hits[0].scores["text"] > 0.9
 
@@ -133,7 +133,7 @@ def test_cli_product_search_with_weights(tmp_path):
                    "image=1,text=0", "--json")
     assert found.returncode == 0, found.stderr
     hits = json.loads(found.stdout)["hits"]
-    assert hits[0]["metadata"]["title"] == "Red sports car" and set(hits[0]["scores"]) == {"image", "text"}
+    assert hits[0]["metadata"]["title"] == "Red sports car" and set(hits[0]["scores"]) == {"image", "text", "vector", "words"}
     table = xmodal("search", str(out), "a red car", "--target", "product", "-k", "1")
     assert table.stdout.split()[2] == "product" and "Red sports car" in table.stdout
     bad = xmodal("search", str(out), "a red car", "--target", "product", "--weights", "image=0,text=0")

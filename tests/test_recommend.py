@@ -73,7 +73,7 @@ def test_each_strategy_against_its_formula(texts_index, exact_subset, monkeypatc
         "sum_scores": lambda v: (v @ pos.T).sum(1) - (v @ neg.T).sum(1),
     }
     for strategy, formula in formulas.items():
-        hits = index.search(text="wanted kind:2", target="text", like=LIKED, dislike=DISLIKED, strategy=strategy,
+        hits = index.search(mode="vector", text="wanted kind:2", target="text", like=LIKED, dislike=DISLIKED, strategy=strategy,
                             k=10)
         want = oracle(index, formula, excluded)
         got = [h.row_id for h in hits]
@@ -112,7 +112,7 @@ def test_the_query_algebra_against_its_formula(texts_index):
     index = open_index(texts_index, encoder=HashEncoder())
     enc = HashEncoder()
     q, plus, minus = (enc.encode_texts([t])[0] for t in ("wanted kind:1", "sunny kind:3", "rainy kind:5"))
-    hits = index.search(text="wanted kind:1", target="text", add=[(2.0, "sunny kind:3"), 42],
+    hits = index.search(mode="vector", text="wanted kind:1", target="text", add=[(2.0, "sunny kind:3"), 42],
                         subtract=[(0.5, "rainy kind:5")], k=10)
     combined = unit(q + 2 * plus + vector_of(index, 42) - 0.5 * minus)
     assert [h.row_id for h in hits] == oracle(index, lambda v: v @ combined, {42})
