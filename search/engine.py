@@ -33,7 +33,7 @@ from .fetch import ImageURL, fetch_image, is_url
 from .filters import BUILT_IN_COLUMNS, Filter, TextCause, parse_filter
 from .fusion import DEFAULT_FUSION, default_weights, fuse, identical_to_query
 from .hits import Hit, Hits
-from .hybrid import DEPTH, WORD_WEIGHTS, WordQuery, fuse_words, query_kind
+from .hybrid import DEFAULT_FUSION as DEFAULT_WORD_FUSION, DEPTH, WORD_WEIGHTS, WordQuery, check_mode, fuse_words, query_kind
 from .items import ItemStore
 from .pixels import SAME_PHOTO
 from .placement import SearchPlacement, choose_placement
@@ -153,22 +153,27 @@ class SearchIndex:
     def _word_query(self, query: Query, understood: Understood) -> WordQuery | None:
         """What a search asks of the words (None: vectors alone): the terms of the query as typed or heard,
         and of its English where it was translated."""
-        mode = query.mode or ("hybrid" if self.has_words else "vector")
+        if (query.mode or "hybrid") == "lexical":
+            _check_lexical(query)
+        translation = [understood.translation.text] if understood.translation else []
+        return self._words_for(query.text, translation, query.mode, query.word_weight, query.word_fusion)
+
+    def _words_for(self, text: str | None, translations: Sequence[str], mode: str | None, weight: float | None = None,
+                   fusion: str = DEFAULT_WORD_FUSION) -> WordQuery | None:
+        """What searching `text` asks of the words (None: vectors alone), with the terms of its translations."""
+        mode = mode or ("hybrid" if self.has_words else "vector")
         if mode == "vector":
             return None
         if not self.has_words:
-            missing = f"{self._words.missing} of its segments have" if self._words.missing else "it has"
-            raise InvalidInputError(f"{self.path} has no word index ({missing} none: built before xmodal kept "
-                                    f"words); run {command('index')} on it again to add one, or search with "
+            raise InvalidInputError(f"{self.path} has no word index over all its rows ({self._words.missing} of its "
+                                    f"{len(self.manifest.segments)} segments were written before xmodal kept words); "
+                                    f"run {command('index')} on it again to add one, or search with "
                                     f"{option('mode', 'vector')}")
-        if mode == "lexical":
-            _check_lexical(query)
-        if query.text is None:
+        if text is None:
             return None  # an image, or examples alone: nothing to find as words
-        texts = [query.text] + ([understood.translation.text] if understood.translation else [])
-        terms = tuple(dict.fromkeys(t for text in texts for t in analyser.query_terms(text)))
-        weight = query.word_weight if query.word_weight is not None else WORD_WEIGHTS[query_kind(query.text, len(terms))]
-        return WordQuery(terms, query.text, mode, weight, query.word_fusion)
+        terms = tuple(dict.fromkeys(t for each in [text, *translations] for t in analyser.query_terms(each)))
+        weight = weight if weight is not None else WORD_WEIGHTS[query_kind(text, len(terms))]
+        return WordQuery(terms, text, mode, weight, fusion)
 
     def checked(self, query: Query) -> Query:
         """`query` with this index's default target where it names none, checked against the index (it holds
@@ -269,11 +274,12 @@ class SearchIndex:
 
     def search_many(self, texts: Sequence[str] = (), images: Sequence[str | Path | ImageURL | Image.Image] = (),
                     vectors: np.ndarray | Sequence[np.ndarray] = (), *, target: str = "image", k: int = 10,
-                    where: str | None = None) -> list[list[Hit]]:
+                    where: str | None = None, mode: str | None = None) -> list[list[Hit]]:
         """Hits for many queries at once: texts, then images, then vectors, one list of hits per query.
 
         Texts and images are encoded in batches and every segment is searched once for all of them,
-        which is several times the throughput of one query at a time.
+        which is several times the throughput of one query at a time. Texts are matched as `mode` says
+        (Query.mode: hybrid by default where the index has words), untranslated.
         """
         check_k(k)
         check_target(target)
@@ -282,6 +288,13 @@ class SearchIndex:
         for text in texts:
             if not isinstance(text, str) or not text.strip():
                 raise InvalidInputError(f"query texts must be non-empty strings (got {text!r})")
+        check_mode(mode)
+        if mode == "lexical" and (len(images) or len(vectors)):
+            raise InvalidInputError(f"{option('mode', 'lexical')} finds words; give texts alone")
+        words = [self._words_for(text, (), mode) for text in texts]
+        if mode == "lexical":
+            return self._hits([self._rank(target, QueryPlan(), DEFAULT_STRATEGY, allowed, k, None, DEFAULT_FUSION, w)
+                               for w in words])
         queries = [self._vector_example(v).vectors["any"] for v in vectors]
         encoded = []
         if texts:
@@ -291,11 +304,13 @@ class SearchIndex:
             encoded.append(encode_images(self.encoder, [flatten(p, self.image_background) for p in pictures]))
         matrix = np.concatenate(encoded + ([np.stack(queries)] if queries else [])).astype(np.float32) \
             if encoded or queries else np.zeros((0, self.manifest.model.dim), np.float32)
-        if target == "product":
+        if target == "product" or any(w is not None for w in words):
             kinds = ["text"] * len(texts) + ["image"] * len(images) + ["vector"] * len(queries)
             examples = [Example({"any": q}, kind=kind) for q, kind in zip(matrix, kinds)]
             plans = [QueryPlan(liked=[e], query=e if e.kind != "vector" else None) for e in examples]
-            ranked = [self._rank(target, plan, DEFAULT_STRATEGY, allowed, k, None, DEFAULT_FUSION) for plan in plans]
+            words += [None] * (len(plans) - len(words))
+            ranked = [self._rank(target, plan, DEFAULT_STRATEGY, allowed, k, None, DEFAULT_FUSION, w)
+                      for plan, w in zip(plans, words)]
         else:
             ranked = [[Ranked(int(i), float(s)) for i, s in zip(r.row_ids, r.scores)]
                       for r in self._stored(target).search(matrix, k, allowed)]
