@@ -123,6 +123,11 @@ def test_products_and_your_own_model_on_ray(local_ray, tmp_path):
     hits = open_index(tmp_path / "ray", encoder=make_encoder(None, "cpu")).search(
         "I want to buy a red car", target="product", k=1)
     assert "red" in hits[0].text.lower()
+    # the words built on Ray answer as the local ones do: hybrid and lexical hits, scores and parts alike
+    for mode in ("hybrid", "lexical"):
+        found = [[(h.text, h.score, h.scores) for h in open_index(tmp_path / name, encoder=make_encoder(None, "cpu"))
+                  .search("red car", target="product", k=5, mode=mode)] for name in ("local", "ray")]
+        assert found[0] == found[1] and found[0] and all(s["words"] > 0 for _, _, s in found[0][:1]), mode
 
 
 def test_a_worker_lost_midway_is_replaced_and_nothing_is_missing_or_doubled(local_ray, tmp_path, mixed_folder):
