@@ -125,10 +125,16 @@ class SearchIndex:
         photo and description parts (None: by what the query is, search.fusion.DEFAULT_WEIGHTS).
         """
         query = self.checked(_as_query(query, image, fields))
-        allowed = self._admitted(query.target, query.where)
         transcript = None
         if query.audio is not None:  # heard, then searched exactly as that text
             transcript = self.hear(query.audio, query.language, query.translate == "speech")
+        return self.search_heard(query, transcript)
+
+    def search_heard(self, query: Query, transcript: Transcript | None = None) -> Hits:
+        """`search` for a checked query whose recording, if any, `transcript` heard already (the service hears
+        outside its search slots): searched as that text, its words both as heard and in English."""
+        allowed = self._admitted(query.target, query.where)
+        if transcript is not None:
             query = replace(query, text=transcript.text, audio=None)
         understood = self.understood(query, transcript)
         words = self._word_query(query, understood)

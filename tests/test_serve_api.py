@@ -13,7 +13,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from conftest import CATALOG, env_with_tests_path
+from conftest import CATALOG, REPO, env_with_tests_path
 from fakes import FakeEncoder
 from xmodal.indexer import IndexConfig, build_index
 from server import Server, xmodal_command
@@ -98,6 +98,86 @@ def test_search_by_image_base64_and_multipart_upload(server, indexes):
 def test_default_target_is_what_the_index_holds(server):
     assert server.json("POST", "/search", {"text": "red car"})[1]["target"] == "product"
     assert server.json("POST", "/search", {"text": "red car", "index": "photos"})[1]["target"] == "image"
+
+
+# ---- words and vectors (hybrid search) ----------------------------------------------------------------------
+
+RED = {"APP-012", "CAR-001", "SHO-004", "MUG-009"}  # the demo shop's products whose words say red
+ZH_TABLE = "sku,title,description\nZH-1,红色杯子,a cup for tea\nEN-1,red cup,a cup for coffee\nBO-1,红色 red bowl,a bowl\n"
+
+
+@pytest.fixture(scope="module")
+def word_indexes(tmp_path_factory):
+    """The demo shop as docs/shop.md indexes it (keys, the offline model), and a shop whose titles are partly
+    Chinese, both with their word indexes."""
+    root = tmp_path_factory.mktemp("words")
+    shop = root / "shop.idx"
+    build_index(shop, IndexConfig(texts=[REPO / "data" / "shop" / "products.csv"], text_column="description",
+                                  image_column="image", id_column="sku", model="offline", workers=0))
+    (root / "zh.csv").write_text(ZH_TABLE, encoding="utf-8")
+    chinese = root / "zh.idx"
+    build_index(chinese, IndexConfig(texts=[root / "zh.csv"], text_column="description", id_column="sku",
+                                     model="offline", workers=0))
+    return shop, chinese
+
+
+@pytest.fixture(scope="module")
+def word_server(word_indexes, tmp_path_factory):
+    shop, chinese = word_indexes
+    with Server(str(shop), "--index", f"zh={chinese}", log=tmp_path_factory.mktemp("log") / "serve.log") as up:
+        yield up
+
+
+def skus(answer: dict) -> list[str]:
+    return [hit["metadata"]["sku"] for hit in answer["hits"]]
+
+
+def test_a_sku_typed_finds_its_product_first_by_its_words_and_says_how_it_matched(word_server, word_indexes):
+    status, answer = word_server.json("POST", "/search", {"text": "SHO-004", "k": 3})
+    assert status == 200, answer
+    assert answer["mode"] == "hybrid" and skus(answer)[0] == "SHO-004"  # vectors alone put SHO-005 first
+    scores = answer["hits"][0]["scores"]
+    assert scores["words"] > 0 and {"vector", "image", "text"} <= set(scores)
+    assert answer["hits"] == cli_search(str(word_indexes[0]), "SHO-004", "-k", "3")["hits"]
+    vector = word_server.json("POST", "/search", {"text": "SHO-004", "k": 3, "mode": "vector"})[1]
+    assert vector["mode"] == "vector" and "words" not in vector["hits"][0]["scores"]
+
+
+def test_lexical_returns_exactly_the_products_whose_words_say_red(word_server):
+    status, answer = word_server.json("POST", "/search", {"text": "red", "mode": "lexical"})
+    assert status == 200, answer
+    assert answer["mode"] == "lexical" and set(skus(answer)) == RED and answer["count"] == len(RED)
+    assert all(set(hit["scores"]) == {"words"} and hit["scores"]["words"] > 0 for hit in answer["hits"])
+    weighed = word_server.json("POST", "/search", {"text": "red", "word_weight": 1, "word_fusion": "rrf", "k": 4})[1]
+    assert set(skus(weighed)) == RED  # words alone decide the order: the red products first
+
+
+def test_a_chinese_query_searches_its_words_as_typed_and_in_english_as_the_cli_does(word_server, word_indexes):
+    """The service searched only the English it translated to: a title in Chinese matched none of its words."""
+    status, answer = word_server.json("POST", "/search", {"text": "红色", "index": "zh"})
+    assert status == 200 and answer["translation"] == "red", answer
+    assert answer["hits"] == cli_search(str(word_indexes[1]), "红色")["hits"]
+    assert {hit["metadata"]["sku"]: hit["scores"]["words"] > 0 for hit in answer["hits"]} == \
+        {"ZH-1": True, "EN-1": True, "BO-1": True}
+
+
+def test_indexes_say_whether_an_index_has_words(word_server):
+    listing = word_server.json("GET", "/indexes")[1]["indexes"]
+    assert [(index["name"], index["words"]) for index in listing] == [("shop", True), ("zh", True)]
+
+
+@pytest.mark.parametrize("body, words", [
+    ({"text": "red", "mode": "fuzzy"}, "unknown \"mode\" 'fuzzy'; use one of hybrid, vector, lexical"),
+    ({"text": "red", "word_weight": 2}, '"word_weight" must be a number from 0 (vectors alone) to 1 (words alone)'),
+    ({"text": "red", "word_weight": True}, "bad request: word_weight: Input should be a valid number"),  # it was 1
+    ({"text": "red", "word_fusion": "max"}, "unknown \"word_fusion\" 'max'; use one of relative, rrf"),
+    ({"like": ["sku:SHO-004"], "mode": "lexical"}, '"mode": "lexical" finds words; give a text query'),
+    ({"text": "red", "like": ["sku:SHO-004"], "mode": "lexical"}, 'cannot use "like"; use "mode": "hybrid"'),
+])
+def test_a_bad_mode_or_word_option_is_one_line_in_json_terms(word_server, body, words):
+    status, answer = word_server.json("POST", "/search", body)
+    assert status == 400 and words in answer["error"] and "\n" not in answer["error"], answer
+    assert "--mode" not in answer["error"] and "mode=" not in answer["error"]
 
 
 @pytest.mark.parametrize("body, status, words", [

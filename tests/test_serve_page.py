@@ -36,6 +36,8 @@ RED_CAR = "/?q=I%20want%20to%20buy%20a%20red%20car&target=product"
 
 
 PHOTOLESS = {"Blue family hatchback", "Green vintage car", "Red running shoes"}  # in the 'gaps' shop
+DEMO_SHOP = REPO / "data" / "shop" / "products.csv"
+RED = {"Box of red apples", "Red sports car", "Red running shoes", "Red mug"}  # the demo shop's red products
 
 
 def shop_with_gaps(folder: Path) -> Path:
@@ -68,8 +70,11 @@ def server(tmp_path_factory):
     shutil.copytree(CATALOG, keyed / "catalog")
     build_index(root / "keyed.idx", IndexConfig(texts=[keyed / "catalog" / "listings.csv"], text_column="description",
                                                 image_column="image", id_column="id", workers=0), encoder=encoder)
+    build_index(root / "demo.idx", IndexConfig(texts=[DEMO_SHOP], text_column="description", image_column="image",
+                                               id_column="sku", workers=0), encoder=encoder)
     up = Server(str(root / "shop.idx"), "--index", f"photos={root / 'photos.idx'}",
-                "--index", f"gaps={root / 'gaps.idx'}", "--index", f"keyed={root / 'keyed.idx'}")
+                "--index", f"gaps={root / 'gaps.idx'}", "--index", f"keyed={root / 'keyed.idx'}",
+                "--index", f"demo={root / 'demo.idx'}")
     up.keyed_table, up.keyed_index = keyed / "catalog" / "listings.csv", root / "keyed.idx"
     with up:
         yield up
@@ -299,6 +304,40 @@ CARDS = """return [...document.querySelectorAll('#results .card')].map((c) => ({
   title: [...c.querySelectorAll('dt')].find((d) => d.textContent === 'title').nextElementSibling.textContent,
   text: c.querySelector('.text').textContent, src: c.querySelector('img').getAttribute('src'),
   box: getComputedStyle(c.querySelector('.thumb')).display !== 'none'}));"""
+
+
+def titles(browser) -> set[str]:
+    """The cards' titles, from their details, read in one step."""
+    return set(browser.execute_script(
+        "return [...document.querySelectorAll('#results .card')].map(c => {"
+        "  const t = [...c.querySelectorAll('.fields dt')].find(d => d.textContent === 'title');"
+        "  return t ? t.nextElementSibling.textContent : null; })"))
+
+
+def test_exact_words_find_only_the_items_holding_them_and_the_mode_survives_a_reload(server, browser):
+    browser.get(server.url + "/?index=demo")
+    modes = wait(browser, lambda b: b.find_element(By.CSS_SELECTOR, ".modes"))
+    wait(browser, lambda b: modes.is_displayed())  # the demo shop has words: the choice is offered
+    assert browser.find_element(By.CSS_SELECTOR, "input[name=mode][value=hybrid]").is_selected()
+    browser.find_element(By.XPATH, "//label[normalize-space()='Exact words']").click()
+    box = browser.find_element(By.ID, "q")
+    box.send_keys("red", Keys.ENTER)
+    wait(browser, lambda b: titles(b) == RED and thumbnails_loaded(b))  # the fake model's meaning ranks them all
+    assert query_of(browser)["mode"] == ["lexical"] and len(cards(browser)) == len(RED)
+    assert "word score" in cards(browser)[0].text and "vector score" not in cards(browser)[0].text
+    browser.refresh()
+    wait(browser, lambda b: len(cards(b)) == len(RED) and titles(b) == RED)
+    assert browser.find_element(By.CSS_SELECTOR, "input[name=mode][value=lexical]").is_selected()
+    shot(browser, "06-exact-words")
+    browser.find_element(By.XPATH, "//label[normalize-space()='Words and meaning']").click()
+    wait(browser, lambda b: len(cards(b)) == 12)  # words and meaning: the other products follow the red ones
+    assert "mode" not in query_of(browser) and titles(browser) >= RED
+    first = cards(browser)[0].text
+    assert "word score" in first and "vector score" in first
+    cards(browser)[0].find_element(By.CSS_SELECTOR, ".like").click()  # examples need meaning: not exact words
+    browser.find_element(By.XPATH, "//label[normalize-space()='Exact words']").click()
+    wait(browser, lambda b: b.find_element(By.CSS_SELECTOR, "input[name=mode][value=hybrid]").is_selected())
+    assert not browser.find_element(By.ID, "error").is_displayed()
 
 
 def test_a_product_without_a_photo_is_a_text_card(server, browser):

@@ -102,6 +102,7 @@ def test_saying_i_want_to_buy_a_red_car_finds_the_red_car(server, speech):
                           "simplified"}
     assert found["note"] is None  # the offline model reads English
     assert found["hits"][0]["metadata"]["title"] == "Red sports car" and found["count"] == 3
+    assert found["mode"] == "hybrid" and found["hits"][0]["scores"]["words"] > 0  # its words are searched too
     typed = server.json("POST", "/search", {"text": heard["text"], "target": "product", "k": 3})[1]
     assert typed["hits"] == found["hits"] and "transcript" not in typed  # searched exactly as that text, typed
     status, by_json = server.json("POST", "/search", {"audio": b64(speech["red car"]), "target": "product", "k": 3})

@@ -2,12 +2,13 @@
 
     POST /search              text | image (base64, or a multipart upload) | image_url | audio (base64, or a
                               multipart upload), like, dislike, strategy, add, subtract, where, target, k, weights,
-                              fusion, dedup, index -> {hits, language, translation, took_ms, ...; a spoken query:
-                              transcript, note}
+                              fusion, dedup, mode, word_weight, word_fusion, index -> {mode, hits, language,
+                              translation, took_ms, ...; a spoken query: transcript, note}
     GET  /items               the items, a page at a time (offset, limit, modality), with their row ids
     GET  /items/{row_id}      one item, as stored
     GET  /thumbnails/{row_id} a JPEG thumbnail of an indexed photo (ETag, Cache-Control)
-    GET  /indexes             what each index holds: counts, model, filter fields; whether voice search is on
+    GET  /indexes             what each index holds: counts, model, filter fields, whether it has words (for
+                              modes hybrid and lexical); whether voice search is on
     GET  /health              alive, and each index's generation (no token needed)
     GET  /metrics             Prometheus text: requests, latency histogram, errors
     GET  /                    the page; /static/* its assets, all served from here (no CDN)
@@ -76,6 +77,7 @@ class ImageURLTerm(BaseModel):
 
 
 Term = Union[StrictInt, StrictStr, ImageTerm, ImageURLTerm, list]  # strict: JSON true is not row 1
+STRICT_FIELDS = {"word_weight"}
 TERM_FIELDS = ("like", "dislike", "add", "subtract")
 
 
@@ -97,8 +99,8 @@ def _search_request_model() -> type[BaseModel]:
                                                                "upload it as multipart 'audio'."))
         elif name in TERM_FIELDS:
             specs[name] = (list[Term], Field(default_factory=list, description=JSON_TERMS[name]))
-        else:
-            specs[name] = (hints[name], Field(default, description=doc))
+        else:  # strict numbers: JSON true is not a word weight of 1
+            specs[name] = (hints[name], Field(default, description=doc, strict=True if name in STRICT_FIELDS else None))
     specs["index"] = (str | None, Field(None, description="Which index, when the service has several "
                                                           "(default: the first)."))
     # extra="forbid": a misspelt field ('filter' for 'where') must not pass unseen
@@ -452,17 +454,15 @@ def _search(service: Service, body: SearchRequest, upload: Upload | None = None,
     asked = {name: getattr(body, name) for name in PLAIN_FIELDS}
     query = index.checked(SearchQuery(**{**asked, "target": target}, image=image, **terms))  # before it is heard
     transcript = _heard(service, body, audio_upload, index, query.translate == "speech")  # likewise outside the slots, one at a time
-    if transcript is not None:
-        query = replace(query, text=transcript.text)  # searched exactly as that text, typed
-    understood = index.understood(query, transcript)  # its language, and its English where the model needs it
-    query = replace(understood.query, translate="off")
-    if query.text and isinstance(index.encoder, BatchingEncoder):
-        index.encoder.encode_texts([query.text])  # encoded with the requests waiting now; searched from the cache
-    with service.search_slots:
-        hits = index.search(query)
-    hits.transcript, hits.language, hits.translation = transcript, understood.language, understood.translation
+    heard = replace(query, text=transcript.text) if transcript is not None else query  # searched as that text, typed
+    understood = index.understood(heard, transcript)  # its language, and its English where the model needs it
+    if understood.query.text and isinstance(index.encoder, BatchingEncoder):  # encoded with the requests waiting
+        index.encoder.encode_texts([understood.query.text])  # now; the search finds it in the cache
+    with service.search_slots:  # its words searched as typed or heard and in English, as the CLI searches them
+        hits = index.search_heard(query, transcript)
     note = index.language_note(hits, HTTP, body.translate)
     answer = {"index": live.name, "generation": index.generation, "target": target, "k": body.k,
+              "mode": hits.mode,  # how the text was matched: hybrid, vector (meaning alone) or lexical (words alone)
               "count": len(hits), "hits": [h.to_dict() for h in hits], "language": understood.language,
               "translation": understood.translation.text if understood.translation else None}
     if transcript is not None:
@@ -596,4 +596,5 @@ def _describe(name: str, live: LiveIndex) -> dict[str, Any]:
     return {"name": name, "path": str(live.path.resolve()), "generation": manifest.generation, "counts": manifest.counts,
             "model": manifest.model.describe(), "identity": manifest.model.to_dict(),
             "targets": [t for t, n in manifest.counts.items() if n], "fields": fields,
+            "words": index.has_words,  # a word index over every row: modes hybrid and lexical can be asked for
             "updated_at": manifest.updated_at, "search_placement": index.placement.describe()}

@@ -3,7 +3,10 @@
 "use strict";
 
 const $ = (selector) => document.querySelector(selector);
-const state = { q: "", target: "image", where: "", like: [], dislike: [], k: 24, index: "", image: null };
+const state = { q: "", target: "image", mode: "hybrid", where: "", like: [], dislike: [], k: 24, index: "", image: null };
+const MODES = ["hybrid", "vector", "lexical"]; // how a text is matched where the index has words (search/hybrid.py)
+// A hit's score parts, as its details name them: a product's photo and description, a text's meaning and words.
+const PARTS = { image: "image score", text: "text score", vector: "vector score", words: "word score" };
 const labels = new Map(); // an item's reference (its key, e.g. sku:A12, else its row id) -> a short name, for the chips
 let described = []; // what /indexes says of each index: its targets, and the fields a filter can name
 const BUILT_IN = ["modality", "path", "width", "height", "size"]; // the filter's own columns (search/filters.py)
@@ -16,6 +19,7 @@ function readUrl() {
   state.q = params.get("q") || "";
   state.target = params.get("target") || state.target;
   state.where = params.get("where") || "";
+  state.mode = MODES.includes(params.get("mode")) ? params.get("mode") : "hybrid";
   state.index = params.get("index") || "";
   state.k = Number(params.get("k")) || 24;
   // Likes are kept as references: a key (sku:A12) where the item's table has an id column, so a bookmarked
@@ -28,6 +32,7 @@ function writeUrl(push) {
   const params = new URLSearchParams();
   if (state.q) params.set("q", state.q);
   params.set("target", state.target);
+  if (state.mode !== "hybrid") params.set("mode", state.mode);
   if (state.where) params.set("where", state.where);
   if (state.index) params.set("index", state.index);
   if (state.k !== 24) params.set("k", String(state.k));
@@ -42,6 +47,7 @@ function showForm() {
   $("#where").value = state.where;
   showFilterHint();
   document.querySelectorAll("input[name=target]").forEach((radio) => { radio.checked = radio.value === state.target; });
+  showMode();
   renderChips();
 }
 
@@ -81,12 +87,22 @@ function signIn() {
 function refinements() {
   // Everything of the page's state but its query (a text, a photo or a recording): target, filter, likes...
   const request = { target: state.target, k: state.k, like: state.like, dislike: state.dislike };
+  if (hasWords()) request.mode = state.mode; // an index without words is searched by meaning alone
   if (state.where) request.where = state.where;
   if (state.index) request.index = state.index;
   return request;
 }
 
+function fitMode() {
+  // Exact words rank by the words alone: a photo or liked examples need the meaning too, shown in the control.
+  if (state.mode === "lexical" && (state.image || state.like.length || state.dislike.length)) {
+    state.mode = "hybrid";
+    showMode();
+  }
+}
+
 async function search(push = true) {
+  fitMode();
   writeUrl(push);
   renderChips();
   showError("");
@@ -145,7 +161,11 @@ function showTranslation(body) {
 function hasPhoto(hit) {
   // A product's scores name the parts it holds: without an image score its photo was missing or unreadable
   // when indexed, and its path names a file that is not served. Such a product is shown by its text alone.
-  if (hit.modality === "product") return Boolean(hit.path && hit.scores && "image" in hit.scores);
+  // Found by its words alone (exact words), it names no part: its thumbnail is asked for, and a failure hides it.
+  if (hit.modality === "product") {
+    const parts = hit.scores || {};
+    return Boolean(hit.path && ("image" in parts || !("text" in parts)));
+  }
   return Boolean(hit.path);
 }
 
@@ -170,7 +190,7 @@ function renderCard(hit) {
   if (hit.path) text.title = hit.path;
   const fields = card.querySelector(".fields");
   const shown = Object.entries(hit.metadata || {}).filter(([, v]) => v !== null && v !== "").slice(0, 6);
-  if (hit.scores) shown.push(...Object.entries(hit.scores).map(([part, v]) => [`${part} score`, v.toFixed(3)]));
+  if (hit.scores) shown.push(...Object.entries(hit.scores).map(([part, v]) => [PARTS[part] || `${part} score`, v.toFixed(3)]));
   for (const [key, value] of shown) {
     const term = document.createElement("dt"); term.textContent = key;
     const detail = document.createElement("dd"); detail.textContent = String(value);
@@ -371,6 +391,7 @@ function microphoneProblem(error) {
 async function searchByVoice(recording, extension) {
   // Sent with the page's other state; the server hears it and searches its text, as if typed.
   Object.assign(state, { q: "", image: null, where: $("#where").value.trim() });
+  fitMode();
   $("#q").value = "";
   renderChips();
   showError("");
@@ -414,6 +435,18 @@ function filterExample(fields, target) {
   return parts.length ? `e.g. ${parts.join(" and ")}` : "this index has no metadata to filter by";
 }
 
+function hasWords() {
+  // From /indexes: a word index over every item, so a text can be matched by its words (hybrid, lexical).
+  const index = currentIndex();
+  return Boolean(index && index.words);
+}
+
+function showMode() {
+  // Offered only where the index has words; the choice stays in the URL for an index that has them.
+  $(".modes").hidden = !hasWords();
+  document.querySelectorAll("input[name=mode]").forEach((radio) => { radio.checked = radio.value === state.mode; });
+}
+
 function showFilterHint() {
   const index = currentIndex();
   if (index) $("#where").placeholder = filterExample(index.fields[state.target], state.target);
@@ -445,6 +478,7 @@ function showTargets(chooseTarget) {
     radio.parentElement.hidden = radio.disabled;
     radio.checked = radio.value === state.target;
   });
+  showMode();
   showFilterHint();
 }
 
@@ -461,6 +495,10 @@ function wire() {
   document.querySelectorAll("input[name=target]").forEach((radio) => radio.addEventListener("change", () => {
     state.target = radio.value;
     showFilterHint();
+    search();
+  }));
+  document.querySelectorAll("input[name=mode]").forEach((radio) => radio.addEventListener("change", () => {
+    state.mode = radio.value;
     search();
   }));
   $("#index").addEventListener("change", (event) => {
