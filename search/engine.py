@@ -177,9 +177,9 @@ class SearchIndex:
                                     f"{option('mode', 'vector')}")
         if text is None:
             return None  # an image, or examples alone: nothing to find as words
-        terms = tuple(dict.fromkeys(t for each in [text, *translations] for t in analyser.query_terms(each)))
-        weight = weight if weight is not None else WORD_WEIGHTS[query_kind(text, len(terms))]
-        return WordQuery(terms, text, mode, weight, fusion)
+        said = tuple(tuple(analyser.query_terms(each)) for each in [text, *translations])
+        weight = weight if weight is not None else WORD_WEIGHTS[query_kind(text, len(said[0]))]
+        return WordQuery(said, text, mode, weight, fusion)
 
     def checked(self, query: Query) -> Query:
         """`query` with this index's default target where it names none, checked against the index (it holds
@@ -519,7 +519,7 @@ class SearchIndex:
         admitted = self._word_admitted(target, allowed)
         first = self._words.keyed(words.text, admitted) if words.text else []
         if words.mode == "lexical":
-            found = dict(self._words.search(words.terms, k + len(first), admitted, every=True))
+            found = self._holding_every_word(words, k + len(first), admitted)
             order = first + [row for row in found if row not in first]
             return [Ranked(row, found.get(row, 0.0), {"words": found.get(row, 0.0)}) for row in order[:k]]
         depth = max(DEPTH, 2 * k)
@@ -538,6 +538,14 @@ class SearchIndex:
         top_ids, top_scores = _top(ids, fused, k, first=ahead)
         where = {c.row_id: (c, w) for c, w in zip(candidates, word_scores)}
         return [Ranked(int(i), float(s), _explained(*where[int(i)])) for i, s in zip(top_ids, top_scores)]
+
+    def _holding_every_word(self, words: WordQuery, k: int, admitted: np.ndarray | None) -> dict[int, float]:
+        """The k best rows holding every word of the query as typed, or every word of its translation."""
+        found: dict[int, float] = {}
+        for terms in words.said:
+            for row, score in self._words.search(terms, k, admitted, every=True):
+                found[row] = max(score, found.get(row, 0.0))
+        return dict(sorted(found.items(), key=lambda hit: (-hit[1], hit[0]))[:k])
 
     def _scored(self, target: str, plan: QueryPlan, strategy: str, ids: np.ndarray, weights: dict[str, float] | None,
                 fusion: str) -> list[Ranked]:

@@ -32,13 +32,19 @@ _CODE = re.compile(r"(?=\S*\d)(?=\S*[^\W\d_])\S+|\S*\d\S*[-_/]\S*")  # letters a
 
 @dataclass(frozen=True)
 class WordQuery:
-    """What a search asks of the words: its terms, the text whose codes may be keys, the mode and the weight."""
+    """What a search asks of the words: the terms of each way the query is said (as typed or heard, then its
+    translation), the text whose codes may be keys, the mode and the weight."""
 
-    terms: tuple[str, ...]
+    said: tuple[tuple[str, ...], ...]
     text: str | None
     mode: str
     weight: float
     fusion: str = DEFAULT_FUSION
+
+    @property
+    def terms(self) -> tuple[str, ...]:
+        """Every term of every way it is said: what a hybrid search ranks by."""
+        return tuple(dict.fromkeys(t for terms in self.said for t in terms))
 
 
 def query_kind(text: str, terms: int) -> str:

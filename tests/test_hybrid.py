@@ -258,3 +258,12 @@ def test_the_demo_shop_red_in_lexical_mode_is_exactly_the_products_whose_words_s
     refused = xmodal("search", str(demo_shop), "red", "--mode", "lexical", "--like", "1")
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1
     assert refused.stderr.startswith("error: --mode lexical ranks by words alone and cannot use --like")
+
+
+def test_lexical_finds_every_word_as_typed_or_every_word_of_its_translation(tmp_path):
+    rows = [{"sku": "ZH-1", "description": "红色杯子"}, {"sku": "ZH-2", "description": "蓝色杯子"},
+            {"sku": "EN-1", "description": "a red mug"}, {"sku": "EN-2", "description": "a blue mug"}]
+    index = open_index(build(tmp_path, rows), encoder=FakeEncoder())
+    found = index.search("红色", k=10, mode="lexical")
+    assert found.translation is not None and found.translation.text == "red"
+    assert set(keys(found)) == {"ZH-1", "EN-1"}
