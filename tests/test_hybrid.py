@@ -185,6 +185,8 @@ def test_filters_likes_dedup_and_batches_compose_with_words(shop):
     liked = shop.search("CAR-002", k=1)[0]
     again = shop.search("red", k=5, like=[liked.row_id])
     assert liked.row_id not in [h.row_id for h in again] and again.mode == "hybrid"
+    added = shop.search("red", k=2, add=["car"], target="text")  # the algebra shapes the vector part
+    assert added.mode == "hybrid" and added[0].key == "CAR-002" and added[0].scores["words"] > 0
     boxes = shop.search("storage box", k=3, dedup=True)
     assert len({h.text for h in boxes}) == len(boxes)  # six identical descriptions collapse into one hit
     one_by_one = [[(h.row_id, h.score) for h in shop.search(q, k=3, target="text")] for q in ("SHO-004", "red car")]
