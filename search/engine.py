@@ -23,7 +23,7 @@ from PIL import Image
 from ..indexer import words as analyser
 from ..indexer.errors import PYTHON, ImageDecodeError, Wording, InvalidInputError, ModelMismatchError, command, option
 from ..indexer.imaging import DEFAULT_BACKGROUND, flatten, load_image
-from ..indexer.models import Encoder, check_parity, encode_images, image_input_side, load_encoder_for
+from ..indexer.models import UNREAD_SHARE, Encoder, script_language, check_parity, encode_images, image_input_side, load_encoder_for
 from ..indexer.build import DEFAULT_NA_VALUES
 from ..indexer.store import SETS_OF, IndexDir, Manifest, SegmentReader, read_failures
 
@@ -33,7 +33,7 @@ from .fetch import ImageURL, fetch_image, is_url
 from .filters import BUILT_IN_COLUMNS, Filter, TextCause, parse_filter
 from .fusion import DEFAULT_FUSION, default_weights, fuse, identical_to_query
 from .hits import Hit, Hits
-from .hybrid import DEFAULT_FUSION as DEFAULT_WORD_FUSION, DEPTH, TRANSLATED_WORD_WEIGHT, WORD_WEIGHTS, WordQuery, check_mode, fuse_words, query_kind
+from .hybrid import DEFAULT_FUSION as DEFAULT_WORD_FUSION, DEPTH, UNREAD_WORD_WEIGHT, WORD_WEIGHTS, WordQuery, check_mode, fuse_words, query_kind
 from .items import ItemStore
 from .pixels import SAME_PHOTO
 from .placement import SearchPlacement, choose_placement
@@ -80,6 +80,7 @@ class SearchIndex:
                 parts.setdefault(vector_set, []).append(VectorPart(row_ids, matrix, live, segment.ann(vector_set)))
         self._items = ItemStore(segments)
         self._words = WordIndex([segment.words() for segment in segments])
+        self._languages: dict[str | None, float] = {}  # a language: the share of the texts written in it
         self._ids_by_modality: dict[str, np.ndarray] = {}
         self._sets = {vector_set: StoredVectors(found) for vector_set, found in parts.items()}
         self._failures = read_failures(self._generation / "failures.parquet")
@@ -162,11 +163,21 @@ class SearchIndex:
         if (query.mode or "hybrid") == "lexical":
             _check_lexical(query)
         translation = [understood.translation.text] if understood.translation else []
-        return self._words_for(query.text, translation, query.mode, query.word_weight, query.word_fusion)
+        unread = bool(translation) and self._texts_share(understood.language) >= UNREAD_SHARE
+        return self._words_for(query.text, translation, query.mode, query.word_weight, query.word_fusion, unread)
+
+    def _texts_share(self, language: str | None) -> float:
+        """The share of a sample of the index's texts written in `language` (by script)."""
+        if language not in self._languages:
+            texts = self._items.sample_texts()
+            self._languages[language] = sum(script_language(t) == language for t in texts) / max(len(texts), 1)
+        return self._languages[language]
 
     def _words_for(self, text: str | None, translations: Sequence[str], mode: str | None, weight: float | None = None,
-                   fusion: str = DEFAULT_WORD_FUSION) -> WordQuery | None:
-        """What searching `text` asks of the words (None: vectors alone), with the terms of its translations."""
+                   fusion: str = DEFAULT_WORD_FUSION, unread: bool = False) -> WordQuery | None:
+        """What searching `text` asks of the words (None: vectors alone), with the terms of its translations.
+        `unread`: the query and many of the index's texts are in a language the model does not read, so its
+        vectors can hardly match them; its words can."""
         mode = mode or ("hybrid" if self.has_words else "vector")
         if mode == "vector":
             return None
@@ -178,8 +189,8 @@ class SearchIndex:
         if text is None:
             return None  # an image, or examples alone: nothing to find as words
         said = tuple(tuple(analyser.query_terms(each)) for each in [text, *translations])
-        kind = query_kind(text, len(said[0]), translated=bool(translations))
-        weight = weight if weight is not None else WORD_WEIGHTS.get(kind, TRANSLATED_WORD_WEIGHT)
+        kind = query_kind(text, len(said[0]), unread)
+        weight = weight if weight is not None else WORD_WEIGHTS.get(kind, UNREAD_WORD_WEIGHT)
         return WordQuery(said, text, mode, weight, fusion)
 
     def checked(self, query: Query) -> Query:

@@ -27,11 +27,12 @@ DEPTH = 100  # candidates taken from each ranking (more where k is larger)
 # The word weight per kind of query, measured on bench_hybrid's catalogue (docs/search.md): codes are found by
 # their words, a sentence by its meaning, a name or two by both.
 WORD_WEIGHTS = {"code": 0.7, "words": 0.5, "sentence": 0.3}
-# A query in a language the index's model does not read is searched by a dictionary's English: its vector is a
-# rough guess, its words (as typed, and translated) are what the shop wrote. bench/bench_chinese_catalog.py's 240
+# A query in a language the index's model does not read, of a catalogue written in it: the vectors of the texts
+# are of words the model cannot read, the query's words (as typed) are what the shop wrote. An English catalogue
+# is searched by the translation's kind (code, words, sentence), as its English twin would be. bench/bench_chinese_catalog.py's 240
 # Chinese queries of a Chinese catalogue, relative fusion, product first: 54.6% at 0.5, 95.4% at 0.7, 99.6% at 0.8,
 # 100% at 0.9 (words alone: 99.6%).
-TRANSLATED_WORD_WEIGHT = 0.9
+UNREAD_WORD_WEIGHT = 0.9
 _CODE = re.compile(r"(?=\S*\d)(?=\S*[^\W\d_])\S+|\S*\d\S*[-_/]\S*")  # letters and digits together, or a joined number
 
 
@@ -52,11 +53,12 @@ class WordQuery:
         return tuple(dict.fromkeys(t for terms in self.said for t in terms))
 
 
-def query_kind(text: str, terms: int, translated: bool = False) -> str:
-    """translated: searched by its translation (the model does not read its language); code: it holds a code
-    (letters with digits: SHO-004, XR220); words: one to three terms; sentence: more."""
-    if translated:
-        return "translated"
+def query_kind(text: str, terms: int, unread: bool = False) -> str:
+    """unread: in a language the model does not read, as are many of the index's texts (a Chinese query of a
+    Chinese catalogue on an English model); code: it holds a code (letters with digits: SHO-004, XR220); words:
+    one to three terms; sentence: more."""
+    if unread:
+        return "unread"
     if _CODE.search(text):
         return "code"
     return "words" if terms <= 3 else "sentence"
