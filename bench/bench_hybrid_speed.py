@@ -3,6 +3,9 @@
     python bench/bench_hybrid_speed.py latency --rows 100000 1000000   # query p50/p95 per mode and kind
     python bench/bench_hybrid_speed.py build --rows 20000               # word index share of an offline-model build
     python bench/bench_hybrid_speed.py change --rows 100000             # a 1% edit re-run against a full build
+    python bench/bench_hybrid_speed.py profile --rows 1000000 --mode hybrid --kind size   # cProfile of one kind
+    python bench/bench_hybrid_speed.py terms --rows 1000000             # tantivy alone: a common term's cost
+    python bench/bench_hybrid_speed.py prune --rows 1000000             # a proposal: common terms left out
 
 The table is a synthetic shop catalogue (`catalogue`): an SKU (the id column, CAT-0001234), a brand (one of
 2,000 made-up names, Zipf-skewed), a title (brand, model number like XR-220, colour, garment) and a description
@@ -197,7 +200,65 @@ def step_profile(out: str, rows: str, mode: str, kind: str) -> dict:
     return {"profile": text.getvalue()}
 
 
-STEPS = {"index": step_index, "latency": step_latency, "profile": step_profile}
+def step_terms(out: str) -> dict:
+    """Where a word search's time goes: tantivy's top 10 for `size` (in 60% of rows) alone, `42` alone, both
+    OR'ed (as hybrid asks) and AND'ed (as lexical asks), and counting `size`'s rows; median ms of 30."""
+    import tantivy
+
+    from xmodal.search import open_index
+
+    segment = open_index(out)._words._segments[0]
+    searcher, schema = segment._open(), segment._schema
+    size, number = (tantivy.Query.term_query(schema, "words", t) for t in ("size", "42"))
+    either = tantivy.Query.boolean_query([(tantivy.Occur.Should, size), (tantivy.Occur.Should, number)])
+    both = tantivy.Query.boolean_query([(tantivy.Occur.Must, size), (tantivy.Occur.Must, number)])
+
+    def ms(query, count=False, limit=10) -> float:
+        times = []
+        for _ in range(30):
+            started = time.perf_counter()
+            searcher.search(query, limit, count=count)
+            times.append((time.perf_counter() - started) * 1000)
+        return round(float(np.median(times)), 2)
+
+    return {"size": ms(size), "size (count too)": ms(size, True), "42": ms(number), "size OR 42": ms(either),
+            "size OR 42, top 100": ms(either, limit=100), "size AND 42": ms(both),
+            "rows holding size": searcher.doc_freq("words", "size"), "rows": searcher.num_docs}
+
+
+def step_prune(out: str, rows: str) -> dict:
+    """A proposal, not xmodal's behaviour: the hybrid word leg (top 100 by BM25, terms ORed) without the query's
+    terms held by more than a share of the rows, where a rarer one remains. Per kind and share: median ms of the
+    word leg with and without them, how many of the top 100 stay, and whether their order is the same."""
+    from xmodal.indexer import words as analyser
+    from xmodal.search import open_index
+
+    index = open_index(out)._words
+    total = sum(s.count() for s in index._segments)
+    result = {}
+    for kind, texts in queries(int(rows)).items():
+        for share in (0.5, 0.1):
+            kept, same, full_ms, pruned_ms = [], 0, [], []
+            for text in texts:
+                terms = analyser.query_terms(text)
+                held = {t: sum(s.document_frequency(t) for s in index._segments) / total for t in terms}
+                rare = [t for t in terms if held[t] <= share] or terms
+                started = time.perf_counter()
+                full = [row for row, _ in index.search(terms, 100)]
+                full_ms.append((time.perf_counter() - started) * 1000)
+                started = time.perf_counter()
+                pruned = [row for row, _ in index.search(rare, 100)]
+                pruned_ms.append((time.perf_counter() - started) * 1000)
+                kept.append(len(set(full) & set(pruned)) / max(len(full), 1))
+                same += full == pruned
+            result[f"{kind}, terms over {share:.0%} left out"] = {
+                "ms": round(float(np.median(full_ms)), 2), "ms pruned": round(float(np.median(pruned_ms)), 2),
+                "top 100 kept": round(float(np.mean(kept)), 3), "same order": f"{same}/{len(texts)}"}
+    return result
+
+
+STEPS = {"index": step_index, "latency": step_latency, "profile": step_profile, "terms": step_terms,
+         "prune": step_prune}
 
 
 def run_step(name: str, *args) -> dict:
@@ -277,7 +338,7 @@ def measure_change(folder: Path, rows: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("what", nargs="?", choices=["latency", "build", "change", "profile"])
+    parser.add_argument("what", nargs="?", choices=["latency", "build", "change", "profile", "terms", "prune"])
     parser.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--out", type=Path, default=BENCH / "out" / "hybrid_speed")
     parser.add_argument("--keep", action="store_true", help="latency: reuse an index an earlier run built")
@@ -298,6 +359,11 @@ def main() -> None:
             measure_build(args.out, rows)
         elif args.what == "change":
             measure_change(args.out, rows)
+        elif args.what == "prune":
+            for key, found in run_step("prune", args.out / f"shop-{rows}.idx", rows).items():
+                say(f"{rows:,} rows, {key}: {found}")
+        elif args.what == "terms":
+            say(f"{rows:,} rows, tantivy top 10, median ms: {run_step('terms', args.out / f'shop-{rows}.idx')}")
         else:
             index = args.out / f"shop-{rows}.idx"
             say(run_step("profile", index, rows, args.mode, args.kind)["profile"])
