@@ -269,3 +269,13 @@ def test_lexical_finds_every_word_as_typed_or_every_word_of_its_translation(tmp_
     found = index.search("红色", k=10, mode="lexical")
     assert found.translation is not None and found.translation.text == "red"
     assert set(keys(found)) == {"ZH-1", "EN-1"}
+
+
+def test_a_word_most_rows_hold_is_left_out_of_the_ranking_but_not_out_of_lexical(tmp_path):
+    rows = [{"sku": f"S-{n}", "description": "shoe" if n else "red shoe"} for n in range(8)] + \
+        [{"sku": "M-1", "description": "red mug"}, {"sku": "M-2", "description": "blue mug"}]
+    index = open_index(build(tmp_path, rows), encoder=FakeEncoder())
+    words = lambda query: {h.key: h.scores["words"] for h in index.search(query, k=10, target="text", word_weight=1.0)}
+    assert words("red shoe") == words("red")  # shoe, in 8 of 10 rows, does not rank
+    assert words("shoe")["S-3"] > 0  # alone, it is what there is
+    assert keys(index.search("red shoe", k=10, mode="lexical")) == ["S-0"]
