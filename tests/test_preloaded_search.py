@@ -23,8 +23,8 @@ def test_flat_search_equals_faiss_and_brute_force(tmp_path):
     for query in ["same text kind:3", "note 17 kind:3", "kind:5", "nothing alike"]:
         vector = encoder.encode_texts([query])[0]
         for k in (1, 3, 10, 50):
-            fast = held.search(text=query, target="text", k=k)
-            assert [(h.row_id, h.score) for h in fast] == [(h.row_id, h.score) for h in cold.search(text=query, target="text", k=k)]
+            fast = held.search(text=query, target="text", k=k, mode="vector")
+            assert [(h.row_id, h.score) for h in fast] == [(h.row_id, h.score) for h in cold.search(text=query, target="text", k=k, mode="vector")]
             by_faiss = faiss_flat.search(vector, k)[0]
             assert [h.row_id for h in fast] == by_faiss.row_ids.tolist()
             np.testing.assert_allclose([h.score for h in fast], by_faiss.scores, atol=1e-5)
