@@ -163,7 +163,9 @@ class SearchIndex:
         if (query.mode or "hybrid") == "lexical":
             _check_lexical(query)
         translation = [understood.translation.text] if understood.translation else []
-        unread = bool(translation) and self._texts_share(understood.language) >= UNREAD_SHARE
+        language = understood.language
+        unread = (language is not None and not self.manifest.model.reads_language(language)
+                  and self._texts_share(language) >= UNREAD_SHARE)
         return self._words_for(query.text, translation, query.mode, query.word_weight, query.word_fusion, unread)
 
     def _texts_share(self, language: str | None) -> float:

@@ -279,3 +279,27 @@ def test_a_word_most_rows_hold_is_left_out_of_the_ranking_but_not_out_of_lexical
     assert words("red shoe") == words("red")  # shoe, in 8 of 10 rows, does not rank
     assert words("shoe")["S-3"] > 0  # alone, it is what there is
     assert keys(index.search("red shoe", k=10, mode="lexical")) == ["S-0"]
+
+
+def test_a_chinese_query_of_a_chinese_catalogue_leans_on_its_words_and_of_an_english_one_ranks_as_english(tmp_path):
+    """The model reads English alone: the vectors of Chinese listings say little, the words as typed say what the
+    shop wrote (search.hybrid.UNREAD_WORD_WEIGHT); an English catalogue ranks the translation by its own kind."""
+    from xmodal.search.hybrid import UNREAD_WORD_WEIGHT, WORD_WEIGHTS
+
+    def ranked(index, query, **options):
+        return [(h.key, round(h.score, 9)) for h in index.search(query, k=4, **options)]
+
+    chinese = [{"sku": f"ZH-{n}", "description": text} for n, text in
+               enumerate(["红色杯子", "蓝色杯子", "红色汽车", "绿色汽车", "黄色自行车"])]
+    (tmp_path / "zh").mkdir()
+    index = open_index(build(tmp_path / "zh", chinese), encoder=FakeEncoder())
+    for typed in ("红色杯子", "紅色杯子"):
+        assert ranked(index, typed) == ranked(index, typed, word_weight=UNREAD_WORD_WEIGHT)
+        assert ranked(index, typed, translate="off") == ranked(index, typed, word_weight=UNREAD_WORD_WEIGHT,
+                                                               translate="off")
+    english = [{"sku": f"EN-{n}", "description": text} for n, text in
+               enumerate(["a red mug", "a blue mug", "a red car", "a green car", "a yellow bicycle"])]
+    (tmp_path / "en").mkdir()
+    index = open_index(build(tmp_path / "en", english), encoder=FakeEncoder())
+    assert ranked(index, "红色杯子") == ranked(index, "红色杯子", word_weight=WORD_WEIGHTS["words"])
+    assert ranked(index, "红色杯子") != ranked(index, "红色杯子", word_weight=UNREAD_WORD_WEIGHT)
