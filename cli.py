@@ -313,7 +313,7 @@ def search(
     dedup: bool = typer.Option(False, "--dedup", help="Collapse near-duplicate hits (copies of one photo, the same text twice) into the best-ranked one."),
     fusion: str = typer.Option(DEFAULT_FUSION, "--fusion", metavar="NAME", help=f"Products: how part scores combine: {one_of(FUSIONS)} (zscore: standardised; sum: raw cosines)."),
     mode: Optional[str] = typer.Option(None, "--mode", metavar="MODE", help="How a text query matches: hybrid (its words and its meaning, fused), vector (its meaning alone) or lexical (the items holding each of its words). Default: hybrid where the index has words, else vector."),
-    word_weight: Optional[float] = typer.Option(None, "--word-weight", metavar="W", help="Hybrid: the words' share of the score, 0 to 1 (default: by the kind of query: a code 0.7, a few words 0.5, a sentence 0.3)."),
+    word_weight: Optional[float] = typer.Option(None, "--word-weight", metavar="W", help="Hybrid: the words' share of the score, 0 to 1 (default: by the kind of query: a code 0.7, a few words 0.8, a sentence 0.7: docs/search.md, \"Words and vectors\")."),
     word_fusion: str = typer.Option("relative", "--word-fusion", metavar="NAME", help="Hybrid: how the word and vector rankings fuse: relative (scores scaled to 0..1, weighted) or rrf (reciprocal ranks)."),
     as_json: bool = typer.Option(False, "--json", help="Print the hits as JSON: {query, target, k, count, hits}."),
     device: str = typer.Option("auto", "--device", metavar="DEVICE", help=DEVICE_HELP),

@@ -303,3 +303,23 @@ def test_a_chinese_query_of_a_chinese_catalogue_leans_on_its_words_and_of_an_eng
     index = open_index(build(tmp_path / "en", english), encoder=FakeEncoder())
     assert ranked(index, "红色杯子") == ranked(index, "红色杯子", word_weight=WORD_WEIGHTS["words"])
     assert ranked(index, "红色杯子") != ranked(index, "红色杯子", word_weight=UNREAD_WORD_WEIGHT)
+
+
+# ---- the measured defaults (bench/bench_hybrid.py; docs/search.md, "Words and vectors") -----------------------
+
+from xmodal.search.hybrid import DEFAULT_FUSION, WORD_WEIGHTS, query_kind  # noqa: E402
+from xmodal.search.words import _idf  # noqa: E402
+
+
+def test_a_model_number_typed_with_a_space_finds_the_product_holding_both_its_words_first():
+    # "XR 220" has no letters and digits together: query_kind calls it words, not code. On bench_hybrid's
+    # 2,000 products "xr" is in 133 model numbers and "220" in 15; the product holding both must come first
+    # even where its cosine is the lowest of the candidates and a rival holding "220" alone has the best one
+    # (at the placeholder weight 0.5 the rival won: 0.82 against 0.5).
+    assert query_kind("XR 220", 2) == "words"
+    rows = 2000
+    both, number_only = _idf(133, rows) + _idf(15, rows), _idf(15, rows)
+    vector = np.array([0.10, 0.30, 0.20, 0.25])  # the product, the rival, two candidates holding no word
+    words = np.array([both, number_only, 0.0, 0.0])
+    fused = fuse_words(vector, words, WORD_WEIGHTS["words"], DEFAULT_FUSION)
+    assert int(np.argmax(fused)) == 0
