@@ -211,17 +211,12 @@ def misspelled(brand: str, rng: np.random.Generator) -> str:
 
 
 def query_kind_of(text: str) -> str:
-    """The kind search.hybrid gives the query, from the terms the engine searches (its English too, for Chinese)."""
+    """The kind search.hybrid gives the query as the engine asks it: by the terms of the text as typed (a Chinese
+    query of this English catalogue is not `unread`: the model reads what the catalogue is written in)."""
     from xmodal.indexer import words
     from xmodal.search.hybrid import query_kind
-    from xmodal.search.translate import translate
 
-    texts = [text]
-    if any("\u4e00" <= ch <= "\u9fff" for ch in text):
-        english = translate(text, "zh")
-        texts += [english.text] if english else []
-    terms = dict.fromkeys(t for one in texts for t in words.query_terms(one))
-    return query_kind(text, len(terms))
+    return query_kind(text, len(words.query_terms(text)))
 
 
 def memoised(encoder) -> None:

@@ -28,10 +28,10 @@ DEPTH = 100  # candidates taken from each ranking (more where k is larger)
 # numbers, SKUs and sizes; bench/results/hybrid.txt, docs/search.md "Words and vectors"): per kind, the weight with
 # the best mean MRR@10 over its queries' kinds while its descriptive queries stay within 0.01 of vectors alone.
 # code: model numbers are first 91% of the time at 0.5, 99% at 0.6, 100% from 0.7 to 0.9 (0.7: the middle of
-# what scores 1.000). words (brands, sizes, a class named): 0.983 from 0.7 to 0.9 against 0.976 at 0.5, the
-# descriptive ones 0.063 above vectors at every weight. sentence: 0.957 at 0.6 and 0.7, where the descriptive
-# ones are 0.010 and 0.009 below vectors (0.7 taken); 0.2 to 0.5 and 0.8 lose them more than 0.01. Relative
-# fusion beats rrf for every kind (code 1.000 against 0.941 at rrf's best, words 0.983 against 0.966).
+# what scores 1.000). words (brands, sizes, a class named): 0.985-0.986 from 0.7 to 0.9 against 0.979 at 0.5, the
+# descriptive ones 0.063 above vectors at every weight. sentence: 0.975 from 0.5 to 0.7, where the descriptive
+# ones are 0.010, 0.010 and 0.009 below vectors (0.7 taken); 0.3, 0.4, 0.8 and 0.9 lose them more than 0.01.
+# Relative fusion beats rrf for every kind (rrf at its best: code 0.941, words 0.968, sentence 0.934).
 WORD_WEIGHTS = {"code": 0.7, "words": 0.8, "sentence": 0.7}
 # A query in a language the index's model does not read, of a catalogue written in it: the vectors of the texts
 # are of words the model cannot read, the query's words (as typed) are what the shop wrote. An English catalogue
