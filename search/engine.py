@@ -33,7 +33,7 @@ from .fetch import ImageURL, fetch_image, is_url
 from .filters import BUILT_IN_COLUMNS, Filter, TextCause, parse_filter
 from .fusion import DEFAULT_FUSION, default_weights, fuse, identical_to_query
 from .hits import Hit, Hits
-from .hybrid import DEFAULT_FUSION as DEFAULT_WORD_FUSION, DEPTH, UNREAD_WORD_WEIGHT, WORD_WEIGHTS, WordQuery, check_mode, fuse_words, query_kind
+from .hybrid import DEFAULT_FUSION as DEFAULT_WORD_FUSION, DEPTH, WORD_WEIGHTS, WordQuery, check_mode, fuse_words, query_kind
 from .items import ItemStore
 from .pixels import SAME_PHOTO
 from .placement import SearchPlacement, choose_placement
@@ -192,7 +192,7 @@ class SearchIndex:
             return None  # an image, or examples alone: nothing to find as words
         said = tuple(tuple(analyser.query_terms(each)) for each in [text, *translations])
         kind = query_kind(text, len(said[0]), unread)
-        weight = weight if weight is not None else WORD_WEIGHTS.get(kind, UNREAD_WORD_WEIGHT)
+        weight = weight if weight is not None else WORD_WEIGHTS[kind]
         return WordQuery(said, text, mode, weight, fusion)
 
     def checked(self, query: Query) -> Query:

@@ -283,8 +283,8 @@ def test_a_word_most_rows_hold_is_left_out_of_the_ranking_but_not_out_of_lexical
 
 def test_a_chinese_query_of_a_chinese_catalogue_leans_on_its_words_and_of_an_english_one_ranks_as_english(tmp_path):
     """The model reads English alone: the vectors of Chinese listings say little, the words as typed say what the
-    shop wrote (search.hybrid.UNREAD_WORD_WEIGHT); an English catalogue ranks the translation by its own kind."""
-    from xmodal.search.hybrid import UNREAD_WORD_WEIGHT, WORD_WEIGHTS
+    shop wrote (search.hybrid.WORD_WEIGHTS["unread"]); an English catalogue ranks the translation by its own kind."""
+    from xmodal.search.hybrid import WORD_WEIGHTS
 
     def ranked(index, query, **options):
         return [(h.key, round(h.score, 9)) for h in index.search(query, k=4, **options)]
@@ -294,15 +294,15 @@ def test_a_chinese_query_of_a_chinese_catalogue_leans_on_its_words_and_of_an_eng
     (tmp_path / "zh").mkdir()
     index = open_index(build(tmp_path / "zh", chinese), encoder=FakeEncoder())
     for typed in ("红色杯子", "紅色杯子"):
-        assert ranked(index, typed) == ranked(index, typed, word_weight=UNREAD_WORD_WEIGHT)
-        assert ranked(index, typed, translate="off") == ranked(index, typed, word_weight=UNREAD_WORD_WEIGHT,
+        assert ranked(index, typed) == ranked(index, typed, word_weight=WORD_WEIGHTS["unread"])
+        assert ranked(index, typed, translate="off") == ranked(index, typed, word_weight=WORD_WEIGHTS["unread"],
                                                                translate="off")
     english = [{"sku": f"EN-{n}", "description": text} for n, text in
                enumerate(["a red mug", "a blue mug", "a red car", "a green car", "a yellow bicycle"])]
     (tmp_path / "en").mkdir()
     index = open_index(build(tmp_path / "en", english), encoder=FakeEncoder())
     assert ranked(index, "红色杯子") == ranked(index, "红色杯子", word_weight=WORD_WEIGHTS["words"])
-    assert ranked(index, "红色杯子") != ranked(index, "红色杯子", word_weight=UNREAD_WORD_WEIGHT)
+    assert ranked(index, "红色杯子") != ranked(index, "红色杯子", word_weight=WORD_WEIGHTS["unread"])
 
 
 # ---- the measured defaults (bench/bench_hybrid.py; docs/search.md, "Words and vectors") -----------------------
