@@ -263,6 +263,8 @@ def main() -> None:
                                                   "a temporary folder, removed at exit)")
     parser.add_argument("--out", default=str(RESULTS), help=f"results file (default {RESULTS.relative_to(ROOT)}; "
                                                               "- for none)")
+    parser.add_argument("--depth", type=int, nargs="+", help="only the defaults' MRR per kind, with each of these "
+                                                              "numbers of candidates per ranking (search.hybrid.DEPTH)")
     args = parser.parse_args()
     report, started = Report(), time.perf_counter()
     others = busy_others()
@@ -316,10 +318,26 @@ def run(args, work: Path, report: Report) -> None:
            f"all text columns as words; target product, k {K}",
            "examples: " + "; ".join(f"{p.sku} | {p.brand_cell} | {p.model_cell} | {p.size_cell} | {p.description}"
                                     for p in products[:3]))
+    if args.depth:
+        return by_depth(index, asked, args.depth, report)
     scores = measure(index, asked)
     table_by_kind(asked, kinds, scores, report)
     choose(asked, kinds, scores, report)
     misspelled_note(index, asked, report)
+
+
+def by_depth(index, asked: list[Asked], depths: list[int], report: Report) -> None:
+    """The defaults' MRR per bench kind with each number of candidates taken from each ranking."""
+    from xmodal.search import engine
+
+    shipped = engine.DEPTH
+    report("", f"== the defaults' MRR@{K} per kind by candidates per ranking (shipped: {shipped}) ==")
+    for depth in depths:
+        engine.DEPTH = depth
+        ranks = [reciprocal([h.key for h in index.search(q.text, target="product", k=K)], q.relevant) for q in asked]
+        report(f"depth {depth:>3}: " + "  ".join(f"{kind} {np.mean([r for r, q in zip(ranks, asked) if q.kind == kind]):.3f}"
+                                                 for kind in KINDS if any(q.kind == kind for q in asked)))
+    engine.DEPTH = shipped
 
 
 def table_by_kind(asked: list[Asked], kinds: list[str], scores: dict[str, np.ndarray], report: Report) -> None:
