@@ -81,10 +81,12 @@ def test_a_chinese_listing_is_found_by_a_chinese_query_and_by_its_english_twin(t
     xmodal.build_index(out, xmodal.IndexConfig(texts=[table], text_column="description", id_column="sku",
                                                model=SPEC, workers=0))
     index = xmodal.open_index(out)
-    for query in ("绿茶", "一盒绿茶", "green tea", "a box of green tea leaves"):
-        hits = index.search(query, k=3)
+    for query in ("绿茶", "一盒绿茶", "green tea", "a box of green tea leaves"):  # by meaning, across languages
+        hits = index.search(query, k=3, mode="vector")
         assert hits[0].key == "TEA-013", (query, [h.key for h in hits])
         assert hits.translation is None
+    for query in ("绿茶", "一盒绿茶", "green tea"):  # and with the words of the listing in its own language
+        assert index.search(query, k=3)[0].key == "TEA-013", query
 
 
 def test_an_image_is_the_mix_of_its_top_class_prompts_embedded_by_use(multilingual):

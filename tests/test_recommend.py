@@ -177,10 +177,14 @@ def test_the_red_car_loop_on_products(shop):
     red_car = first[0].row_id
     blue = next(h.row_id for h in index.search(text="a blue car", target="product", k=3)
                 if h.metadata["title"] == "Blue family hatchback")
-    again = index.search(text="I want to buy a red car", target="product", like=[red_car], dislike=[blue], k=5)
-    titles = [h.metadata["title"] for h in again]
-    assert "Red sports car" not in titles and "Blue family hatchback" not in titles
-    assert again[0].metadata["colour"] == "red"  # disliking a blue car weighs "red" over "car"
+    for mode in ("vector", "hybrid"):
+        again = index.search(text="I want to buy a red car", target="product", like=[red_car], dislike=[blue], k=5,
+                             mode=mode)
+        titles = [h.metadata["title"] for h in again]
+        assert "Red sports car" not in titles and "Blue family hatchback" not in titles
+    again = index.search(text="I want to buy a red car", target="product", like=[red_car], dislike=[blue], k=5,
+                         mode="vector")
+    assert again[0].metadata["colour"] == "red"  # by meaning, disliking a blue car weighs "red" over "car"
     image_hits = index.search(target="image", like=[red_car], k=2)
     assert image_hits[0].path.endswith("01-red-car.png")  # a product's photo, liked, finds the same photo
 

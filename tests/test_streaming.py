@@ -66,7 +66,7 @@ def assert_same_content(a, b) -> None:
 
 def ranked(index, where=None) -> list:
     idx = open_index(index, encoder=HashEncoder())
-    return [[(h.text, h.metadata.get("price"), round(h.score, 5)) for h in idx.search(text=q, target="text", k=10, where=where)]
+    return [[(h.text, h.metadata.get("price"), round(h.score, 5)) for h in idx.search(text=q, target="text", k=10, where=where, mode="vector")]
             for q in ("a red car number 7", "a green car", "black car number 250")]
 
 

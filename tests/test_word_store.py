@@ -248,5 +248,6 @@ def test_a_rows_words_are_its_text_key_and_text_cells_and_a_row_without_any_has_
                       "key": ["1001", None, "1003"],
                       "metadata": pa.array([{"id": 1001, "brand": "Vantrel", "size": 42.0}, None,
                                             {"id": 1003, "brand": None, "size": 41.5}])})
-    assert dict(row_words(items)) == {1: "red shoe vantrel 1001", 3: "1003"}  # a photo alone has no words
-    assert dict(row_words(items, ["size"])) == {1: "red shoe 42 1001", 3: "41.5 1003"}
+    # a photo alone has no words; a key is also marked by its own term, for an exact lookup
+    assert dict(row_words(items)) == {1: "red shoe vantrel 1001 key:1001", 3: "1003 key:1003"}
+    assert dict(row_words(items, ["size"])) == {1: "red shoe 42 1001 key:1001", 3: "41.5 1003 key:1003"}
