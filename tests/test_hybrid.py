@@ -323,3 +323,17 @@ def test_a_model_number_typed_with_a_space_finds_the_product_holding_both_its_wo
     words = np.array([both, number_only, 0.0, 0.0])
     fused = fuse_words(vector, words, WORD_WEIGHTS["words"], DEFAULT_FUSION)
     assert int(np.argmax(fused)) == 0
+
+
+def test_a_photo_is_found_by_the_words_of_its_file_name(tmp_path):
+    """Shops name photos by SKU; a folder of photos has no other words."""
+    from PIL import Image
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name, colour in (("SHO-004", (200, 30, 30)), ("SHO-005", (30, 30, 200)), ("red_car_01", (30, 200, 30))):
+        Image.new("RGB", (32, 24), colour).save(folder / f"{name}.png")
+    build_index(tmp_path / "photos.idx", IndexConfig(images=[folder], workers=0), encoder=FakeEncoder())
+    index = open_index(tmp_path / "photos.idx", encoder=FakeEncoder())
+    assert index.search("sho004", target="image", k=1)[0].path.endswith("SHO-004.png")
+    assert [Path(h.path).name for h in index.search("red car", target="image", k=3, mode="lexical")] == ["red_car_01.png"]
