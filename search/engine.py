@@ -586,7 +586,7 @@ class SearchIndex:
             return np.unique(allowed)
         if all(not n or m == target for m, n in self.manifest.counts.items()):
             return None
-        return np.unique(self._ids_of(target))
+        return self._ids_of(target)  # ascending already (ItemStore.ids_of), and cached
 
     def _best(self, vector_set: str, query: PartQuery, allowed: np.ndarray | None, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Row ids and scores of the k best of one vector set, exact where the ANN index is not enough."""

@@ -61,7 +61,7 @@ class WordIndex:
         for term in analyser.key_terms(query):
             for segment in self._segments:
                 rows += [row for row, _ in segment.search([term], 16, None, admitted)]
-        return sorted(dict.fromkeys(rows), key=rows.index)
+        return list(dict.fromkeys(rows))
 
 
 def _idf(holding: int, rows: int) -> float:
