@@ -356,6 +356,32 @@ def test_a_text_query_imports_neither_torch_nor_open_clip(catalog_onnx):
     np.testing.assert_allclose([s for _, s in found["hits"]], [h.score for h in expected], atol=1e-3)
 
 
+# A real `xmodal` process that says, as it ends, which of the heavy libraries it imported.
+INDEX_SAYING_IMPORTS = ("import json, sys\nfrom xmodal import cli\ntry:\n    cli.run()\nfinally:\n"
+                        "    print(json.dumps({m: m in sys.modules for m in ('torch', 'open_clip')}), file=sys.stderr)\n")
+
+
+def test_an_index_run_imports_neither_torch_nor_open_clip_once_the_model_is_known(tmp_path):
+    """Issue 30: the first run of an exported way loads the torch model to export its towers and records what
+    the model is; a second run, a new process, builds the same index from the export and the record alone."""
+    spec = f"local-dir:{write_tiny_open_clip(tmp_path / 'model', seed=7)}"
+    env = {**env_with_tests_path(), "XDG_CACHE_HOME": os.environ["XDG_CACHE_HOME"]}
+    imported = []
+    for name in ("first", "second"):
+        run = subprocess.run([sys.executable, "-c", INDEX_SAYING_IMPORTS, "index", str(CATALOG / "images"), "--out",
+                              str(tmp_path / name), "--model", spec, "--runtime", "onnx", "--precision", "fp32"],
+                             env=env, capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr
+        imported.append(json.loads(run.stderr.strip().splitlines()[-1]))
+    assert imported == [{"torch": True, "open_clip": True}, {"torch": False, "open_clip": False}]
+    first, second = open_index(tmp_path / "first"), open_index(tmp_path / "second")
+    assert first.manifest.model == second.manifest.model
+    assert second.manifest.model.inference == Inference("onnx", "fp32")
+    hits = [first.search("a red car", k=12, target="image"), second.search("a red car", k=12, target="image")]
+    assert [h.path for h in hits[0]] == [h.path for h in hits[1]]
+    np.testing.assert_allclose([h.score for h in hits[0]], [h.score for h in hits[1]], atol=1e-6)
+
+
 def test_the_recorded_model_is_used_until_its_weights_or_versions_change(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     spec = f"local-dir:{write_tiny_open_clip(tmp_path / 'model', seed=8)}"

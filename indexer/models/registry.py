@@ -65,7 +65,9 @@ def load_encoder(spec: str = DEFAULT_MODEL, pretrained: str | None = None, devic
         from .offline import load_offline
 
         return _noted(load_offline(pretrained, device, way=choice.inference, spec=spec), choice.note)
-    device = resolve_device(device)
+    if device in (None, "", AUTO) and not _gpu_likely():
+        device = "cpu"  # torch would say so too, after 2 s of importing it
+    device = "cpu" if device == "cpu" else resolve_device(device)
     from . import hf, openclip
 
     if spec.startswith(hf.PREFIX):
