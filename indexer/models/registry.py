@@ -65,7 +65,9 @@ def load_encoder(spec: str = DEFAULT_MODEL, pretrained: str | None = None, devic
         from .offline import load_offline
 
         return _noted(load_offline(pretrained, device, way=choice.inference, spec=spec), choice.note)
-    device = resolve_device(device)
+    if device in (None, "", AUTO) and not _gpu_likely():
+        device = "cpu"  # torch would say so too, after 2 s of importing it
+    device = "cpu" if device == "cpu" else resolve_device(device)
     from . import hf, openclip
 
     if spec.startswith(hf.PREFIX):
@@ -83,12 +85,17 @@ def _open_clip(spec: str, pretrained: str | None, device: str, choice: Choice) -
     way = choice.inference
     if way.runtime == "torch":
         return _noted(openclip.load_open_clip(spec, pretrained, device, way), choice.note)
-    on_torch = openclip.load_open_clip(spec, pretrained, device, Inference())  # exports come from fp32 torch
-    if not openclip_onnx.supports(on_torch):
-        return _noted(on_torch, f"{spec} has a tokenizer or preprocessing that does not run exported; "
-                                f"running {on_torch.identity.inference.describe()}")
-    identity = replace(on_torch.identity, runtime=way.runtime, precision=way.precision)
-    return _noted(openclip_onnx.OnnxOpenClipEncoder(identity, lambda: on_torch), choice.note)
+    # exports come from the fp32 torch model, loaded only where no run before this one recorded what it is
+    load_torch = lambda: openclip.load_open_clip(spec, pretrained, device, Inference())  # noqa: E731
+    known = openclip_onnx.known_model(spec, pretrained)
+    if known is None or not known.exportable:
+        on_torch = load_torch()
+        known, load_torch = openclip_onnx.remember_model(spec, pretrained, on_torch), lambda: on_torch
+        if not known.exportable:
+            return _noted(on_torch, f"{spec} has a tokenizer or preprocessing that does not run exported; "
+                                    f"running {on_torch.identity.inference.describe()}")
+    identity = replace(known.identity, runtime=way.runtime, precision=way.precision)
+    return _noted(openclip_onnx.OnnxOpenClipEncoder(identity, load_torch), choice.note)
 
 
 def _noted(encoder: Encoder, note: str | None) -> Encoder:
