@@ -251,8 +251,7 @@ def agreement(tools: list[Tool], reference: Tool, count: int) -> list[str]:
 
     apart = centred(ref_matrix) @ centred(ref_matrix).T
     lines = [f"vectors against {reference.name}'s, per photo: cosine; with the photos' mean vector taken out "
-             f"(different photos: mean {apart[~np.eye(len(names), dtype=bool)].mean():.3f}, up to "
-             f"{apart[~np.eye(len(names), dtype=bool)].max():.3f})"]
+             f"(different photos: mean {apart[~np.eye(len(names), dtype=bool)].mean():.3f})"]
     for tool in tools:
         stored = vectors(tool)
         if sorted(stored) != names or len(names) != count:
@@ -327,7 +326,7 @@ def main() -> None:
         spec, checkpoint, folder, names = args.export_rclip
         return export_rclip(spec, Path(checkpoint), Path(folder), json.loads(names))
 
-    report = [f"python bench/bench_peers.py --images {args.images} --repeats {args.repeats} --model {args.model}",
+    report = [f"python bench/bench_peers.py {' '.join(sys.argv[1:])}",
               cpu_line(), f"python {platform.python_version()} (xmodal)"]
     print("\n".join(report), flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-peers-") as tmp:
