@@ -24,6 +24,7 @@ from ..indexer import words as analyser
 from ..indexer.errors import PYTHON, ImageDecodeError, Wording, InvalidInputError, ModelMismatchError, command, option
 from ..indexer.imaging import DEFAULT_BACKGROUND, flatten, load_image
 from ..indexer.models import UNREAD_SHARE, Encoder, script_language, check_parity, encode_images, image_input_side, load_encoder_for
+from ..indexer.models.calibrate import recorded_table
 from ..indexer.build import DEFAULT_NA_VALUES
 from ..indexer.store import SETS_OF, IndexDir, Manifest, SegmentReader, read_failures
 
@@ -757,7 +758,7 @@ class SearchIndex:
                 f"this index was built with {built.describe()}, not {given.describe()}; "
                 "query it with the model that built it"
             )
-        check_parity(built, given)
+        check_parity(built, given, recorded_table(self.manifest.calibration))
 
 
 OPEN_ATTEMPTS = 3

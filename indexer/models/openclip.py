@@ -6,6 +6,7 @@ import os
 import pickle
 import struct
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -61,6 +62,11 @@ class OpenClipEncoder:
     @property
     def model(self):
         return self._model
+
+    def with_precision(self, precision: str) -> "OpenClipEncoder":
+        """The same weights run at another precision that needs no copy of them (bf16 autocast)."""
+        return OpenClipEncoder(self._model, self._preprocess, self.tokenizer,
+                               replace(self.identity, precision=precision), self.device)
 
     def _dtype(self):
         return torch_dtype(self._model)

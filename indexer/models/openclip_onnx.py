@@ -105,16 +105,20 @@ def _version(package: str) -> str:
 
 
 def weights_fingerprint(identity: ModelIdentity) -> str:
+    return weights_fingerprint_of(identity.spec, identity.pretrained)
+
+
+def weights_fingerprint_of(spec: str, pretrained: str | None) -> str:
     """The weights' content where they are a file (a local-dir: model, a checkpoint path); a published tag
     names fixed weights; random weights are seeded."""
     from .openclip import LOCAL_DIR, weights_in_folder
 
-    if identity.spec.startswith(LOCAL_DIR):
-        found = weights_in_folder(Path(identity.spec[len(LOCAL_DIR):]))
+    if spec.startswith(LOCAL_DIR):
+        found = weights_in_folder(Path(spec[len(LOCAL_DIR):]))
         return f"sha256:{file_fingerprint(found)}" if found else "missing"
-    if identity.pretrained and Path(identity.pretrained).is_file():
-        return f"sha256:{file_fingerprint(Path(identity.pretrained))}"
-    return f"tag:{identity.pretrained}"
+    if pretrained and Path(pretrained).is_file():
+        return f"sha256:{file_fingerprint(Path(pretrained))}"
+    return f"tag:{pretrained}"
 
 
 def export_tower(model, tower: str, folder: Path, precision: str) -> None:

@@ -18,6 +18,7 @@ from dataclasses import replace
 from typing import Callable
 
 from ..errors import InferenceChoiceError, UnknownModelError, option
+from . import calibrate
 from .base import Encoder, ModelIdentity
 from .device import is_gpu, resolve_device
 from .inference import AUTO, Choice, Inference, choose, cpu_only, missing_requirement, offered, rerun_way
@@ -44,7 +45,8 @@ def list_models() -> list[str]:
 
 
 def load_encoder(spec: str = DEFAULT_MODEL, pretrained: str | None = None, device: str | None = None,
-                 runtime: str | None = None, precision: str | None = None) -> Encoder:
+                 runtime: str | None = None, precision: str | None = None,
+                 calibrating: calibrate.Calibrating | None = None) -> Encoder:
     """Build the encoder named by `spec`; raises UnknownModelError, ModelUnavailableError or
     InferenceChoiceError (a runtime or precision the model does not offer).
 
@@ -53,6 +55,9 @@ def load_encoder(spec: str = DEFAULT_MODEL, pretrained: str | None = None, devic
     not the one asked for (a runtime not installed, a CPU without bf16), `encoder.inference_note` says why.
     Your own encoders (register_model, python:) get the device as asked ("auto" by default)
     and decide for themselves, so one that needs no torch never imports it.
+    On the CPU, the ways measured on this machine with these weights (models/calibrate.py) decide; where none
+    were and `calibrating` is given (an index run: its sample and size), they are measured first, and the
+    encoder's `calibration` says what was found.
     """
     if spec in _REGISTERED or spec.startswith(PYTHON_PREFIX):
         _only_auto(spec, runtime, precision)
@@ -61,10 +66,15 @@ def load_encoder(spec: str = DEFAULT_MODEL, pretrained: str | None = None, devic
     if device in (None, "", AUTO) and cpu_only(runtime, precision):
         device = "cpu"
     if spec in BUILT_IN:
-        choice = choose("offline", runtime, precision, gpu=_gpu_asked(device, runtime, precision))
+        gpu = _gpu_asked(device, runtime, precision)
         from .offline import load_offline
 
-        return _noted(load_offline(pretrained, device, way=choice.inference, spec=spec), choice.note)
+        ways = None if gpu else _OfflineWays(spec, pretrained)
+        measured, calibration = _measured("offline", spec, pretrained, ways, calibrating)
+        choice = choose("offline", runtime, precision, gpu=gpu, measured=measured)
+        encoder = ways(choice.inference) if calibration and ways.loaded(choice.inference) else \
+            load_offline(pretrained, device, way=choice.inference, spec=spec)
+        return _calibrated(_noted(encoder, choice.note), calibration)
     device = resolve_device(device)
     from . import hf, openclip
 
@@ -72,9 +82,93 @@ def load_encoder(spec: str = DEFAULT_MODEL, pretrained: str | None = None, devic
         _only_auto(spec, runtime, precision)
         return hf.load_transformers(spec, device)
     if openclip.is_open_clip_spec(spec):
-        choice = choose("open_clip", runtime, precision, gpu=is_gpu(device))
-        return _open_clip(spec, pretrained, device, choice)
+        ways = None if is_gpu(device) else _OpenClipWays(spec, pretrained)
+        measured, calibration = _measured("open_clip", spec, pretrained, ways, calibrating)
+        choice = choose("open_clip", runtime, precision, gpu=is_gpu(device), measured=measured)
+        if calibration and ways.loaded(choice.inference):  # measured just now: the model is loaded already
+            return _calibrated(_noted(ways(choice.inference), choice.note), calibration)
+        return _calibrated(_open_clip(spec, pretrained, device, choice), calibration)
     raise UnknownModelError(_unknown_message(spec))
+
+
+def _measured(family: str, spec: str, pretrained: str | None, ways, calibrating: calibrate.Calibrating | None):
+    """The ways measured on this machine with these weights (from the cache, or measured now where a run asks
+    for it), as the choice reads them, and the calibration itself; (None, None) on a GPU, with measuring
+    turned off, or where nothing was measured and nothing is to be."""
+    if ways is None or not calibrate.enabled():
+        return None, None
+    key = calibrate.cache_key(family, spec, pretrained, ways.fingerprint())
+    cache = calibrate.CalibrationCache()
+    found = cache.get(key)
+    if found is None and calibrating is not None:
+        found = calibrating.measure(family, ways, calibrate.candidates(offered(family)), calibrate.digest(key))
+        cache.put(key, found)
+        calibrating.measured = found
+    if found is None:
+        return None, None
+    return found.table(calibrating.items if calibrating else None), found
+
+
+def _calibrated(encoder: Encoder, calibration) -> Encoder:
+    if calibration is not None:
+        encoder.calibration = calibration
+    return encoder
+
+
+class _OpenClipWays:
+    """Each way an open_clip model runs on the CPU, built from one torch fp32 model (what calibration times)."""
+
+    def __init__(self, spec: str, pretrained: str | None):
+        self._spec, self._pretrained, self._fp32 = spec, pretrained, None
+
+    def fingerprint(self) -> str:
+        from .openclip_onnx import weights_fingerprint_of
+
+        return weights_fingerprint_of(self._spec, self._pretrained)
+
+    def loaded(self, way: Inference) -> bool:
+        return self._fp32 is not None and (way.runtime != "torch" or way.precision != "int8")
+
+    def __call__(self, way: Inference) -> Encoder:
+        from . import openclip, openclip_onnx
+
+        if self._fp32 is None:
+            self._fp32 = openclip.load_open_clip(self._spec, self._pretrained, "cpu", Inference())
+        fp32 = self._fp32
+        if way == Inference():
+            return fp32
+        if way.runtime == "torch":
+            if way.precision == "bf16":  # autocast over the same weights
+                return fp32.with_precision("bf16")
+            return openclip.load_open_clip(self._spec, self._pretrained, "cpu", way)  # int8 quantises a copy
+        if not openclip_onnx.supports(fp32):
+            raise InferenceChoiceError(f"{self._spec} has a tokenizer or preprocessing that does not run exported")
+        identity = replace(fp32.identity, runtime=way.runtime, precision=way.precision)
+        return openclip_onnx.OnnxOpenClipEncoder(identity, lambda: fp32)
+
+
+class _OfflineWays:
+    """Each way the offline model's image classifier runs on the CPU (its text tower is fp32 in every one)."""
+
+    def __init__(self, spec: str, pretrained: str | None):
+        self._spec, self._pretrained = spec, pretrained
+        self._built: dict[Inference, Encoder] = {}
+
+    def fingerprint(self) -> str:
+        from .offline import CLASSIFIER_PACKAGES
+
+        versions = calibrate.package_versions(CLASSIFIER_PACKAGES)
+        return "packages:" + ",".join(f"{name}={version}" for name, version in sorted(versions.items()))
+
+    def loaded(self, way: Inference) -> bool:
+        return way in self._built
+
+    def __call__(self, way: Inference) -> Encoder:
+        from .offline import load_offline
+
+        if way not in self._built:
+            self._built[way] = load_offline(self._pretrained, "cpu", way=way, spec=self._spec)
+        return self._built[way]
 
 
 def _open_clip(spec: str, pretrained: str | None, device: str, choice: Choice) -> Encoder:
