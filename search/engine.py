@@ -100,7 +100,8 @@ class SearchIndex:
     @property
     def encoder(self) -> Encoder:
         if self._encoder is None:
-            self._encoder = load_encoder_for(self.manifest.model, self._device, *self._way)
+            self._encoder = load_encoder_for(self.manifest.model, self._device, *self._way,
+                                             calibration=self.manifest.calibration)
             self._check_model(self._encoder)
         return self._encoder
 

@@ -217,3 +217,42 @@ def test_cli_says_it_measured_once_and_info_shows_what(tmp_path):
     again = xmodal("index", str(IMAGES), "--out", str(tmp_path / "b.idx"), "--model", f"local-dir:{model}",
                    cache=cache)
     assert again.returncode == 0 and "note: measured" not in again.stderr
+
+
+# ---- a query on another machine -----------------------------------------------------------------------------
+
+class WayTower(FakeTower):
+    def __init__(self, way: Inference, noise: float = 0.0):
+        super().__init__(noise=noise)
+        from xmodal.indexer.models.base import ModelIdentity
+
+        self.identity = ModelIdentity("open_clip", "fake", None, 16, runtime=way.runtime, precision=way.precision)
+        self.inference_note = None
+
+
+def test_a_query_on_another_machine_rechecks_a_reduced_way_against_the_index_reference(measuring, monkeypatch):
+    towers = {FP32: FakeTower(), OV16: FakeTower(noise=0.0005)}
+    recorded = calibrate.measure("open_clip", fake_ways(towers), [OV16], calibrate.Sample.of([], []),
+                                 lambda *_: 60.0).to_dict()
+    assert not calibrate.needs_recheck(recorded, OV16)  # measured on this very machine
+    assert not calibrate.needs_recheck(recorded, Inference("openvino", "fp32"))  # fp32 is fp32 everywhere
+    elsewhere = {**recorded, "machine": {**recorded["machine"], "cpu": "another CPU"}}
+    assert calibrate.needs_recheck(elsewhere, OV16)
+
+    here = {"way": WayTower(OV16, noise=0.2)}  # bf16 here is not what it was where the index was built
+    monkeypatch.setattr(registry, "_recorded_encoder",
+                        lambda identity, device, runtime, precision: here["way"] if precision != "fp32"
+                        else WayTower(Inference(runtime or "torch", "fp32")))
+    identity = here["way"].identity
+    encoder = registry.load_encoder_for(identity, "cpu", calibration=elsewhere)
+    assert encoder.identity.inference == Inference("openvino", "fp32")
+    assert encoder.inference_note.startswith("bf16 on openvino gives a lowest cosine of 0.")
+    assert encoder.inference_note.endswith("not the parity measured where it was built: running fp32 on openvino")
+
+    here["way"] = WayTower(OV16, noise=0.0005)
+    other = {**elsewhere, "key": "another index"}
+    assert registry.load_encoder_for(identity, "cpu", calibration=other) is here["way"]  # parity holds here
+    remembered = list((measuring / "rechecks").glob("*.json"))
+    assert len(remembered) == 2  # one per index and machine: the next query reads it back
+    here["way"] = WayTower(OV16, noise=0.2)  # would fail now, but the answer for this index here is known
+    assert registry.load_encoder_for(identity, "cpu", calibration=other) is here["way"]

@@ -81,6 +81,9 @@ class Calibration:
     results: list[TowerResult]
     seconds: float  # what measuring cost, exports included
     measured_at: str = ""
+    # fp32's vectors of the shipped reference items, per tower (float32, base64): what a query on another
+    # machine compares its own way's vectors with before trusting that way there
+    reference: dict[str, str] = field(default_factory=dict)
 
     @property
     def real_weights(self) -> bool:
@@ -260,6 +263,7 @@ def measure(family: str, build: WayBuilder, ways: Sequence[Inference], sample: S
         vectors, rate = _timed(reference_encoder, tower, sample, clock)
         reference[tower] = vectors
         results.append(TowerResult("torch", "fp32", tower, rate, 1.0, 1.0))
+    shipped = {tower: _packed(encode_reference(reference_encoder, tower)) for tower in towers}
     partial = Calibration(key, family, {}, weights, {}, list(results), 0.0)
     for way in ways:
         if clock() - started > budget(partial, clock() - started):
@@ -272,7 +276,8 @@ def measure(family: str, build: WayBuilder, ways: Sequence[Inference], sample: S
         partial.results = list(results)
     return Calibration(key, family, machine(), weights, {"images": len(sample.images), "texts": len(sample.texts),
                                                          "source": sample.source},
-                       results, round(clock() - started, 2), datetime.now(timezone.utc).isoformat(timespec="seconds"))
+                       results, round(clock() - started, 2), datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                       shipped)
 
 
 def _measure_way(build: WayBuilder, way: Inference, towers: Sequence[str], sample: Sample,
@@ -401,3 +406,48 @@ def note(calibration: Calibration, chosen: Inference, mix: dict[str, float]) -> 
     return (f"measured {len({r.way for r in calibration.results})} ways of running the model on this CPU in "
             f"{calibration.seconds:.1f} s (once per machine and weights): running {chosen.describe()}{speed}; "
             "xmodal info shows them")
+
+
+REFERENCE_ITEMS = 8  # per tower: a re-check encodes 8 texts or photos (tens of milliseconds)
+
+
+def encode_reference(encoder, tower: str) -> np.ndarray:
+    if tower == "image":
+        return np.asarray(encoder.encode_preprocessed([encoder.preprocess_image(image) for image in
+                                                       shipped_images(REFERENCE_ITEMS)]), dtype=np.float32)
+    return np.asarray(encoder.encode_texts(list(SHIPPED_TEXTS[:REFERENCE_ITEMS])), dtype=np.float32)
+
+
+def _packed(vectors: np.ndarray) -> str:
+    import base64
+
+    return base64.b64encode(np.ascontiguousarray(vectors, dtype="<f4").tobytes()).decode("ascii")
+
+
+def _unpacked(text: str, rows: int = REFERENCE_ITEMS) -> np.ndarray:
+    import base64
+
+    return np.frombuffer(base64.b64decode(text), dtype="<f4").reshape(rows, -1)
+
+
+def needs_recheck(recorded: dict[str, Any] | None, way: Inference) -> bool:
+    """Whether a reduced way an index was built with must be checked again here: measured on another CPU, or
+    with other runtime versions (fp32 is fp32 everywhere; an index without a reference cannot be checked)."""
+    if not recorded or way.precision == "fp32" or not recorded.get("reference") or not enabled():
+        return False
+    return recorded.get("machine") != machine()
+
+
+def recheck(encoder, recorded: dict[str, Any], way: Inference) -> float:
+    """The lowest cosine of this machine's `way` to the index's fp32 reference, over every tower it holds;
+    remembered per (index calibration, this machine), so a one-shot query pays for it once."""
+    memo_key = {"recheck": recorded.get("key"), "way": [way.runtime, way.precision], "machine": machine()}
+    memo = CalibrationCache().root / "rechecks" / f"{digest(memo_key)}.json"
+    try:
+        return float(json.loads(memo.read_text())["min_cosine"])
+    except (OSError, ValueError, KeyError):
+        pass
+    lowest = min(min_cosine(_unpacked(packed), encode_reference(encoder, tower))
+                 for tower, packed in recorded["reference"].items())
+    _write_atomically(memo, json.dumps({"key": memo_key, "min_cosine": lowest}))
+    return lowest

@@ -231,12 +231,28 @@ def recorded_spec(spec: str) -> str | None:
 
 
 def load_encoder_for(identity: ModelIdentity, device: str | None = None, runtime: str | None = None,
-                     precision: str | None = None) -> Encoder:
+                     precision: str | None = None, calibration: dict | None = None) -> Encoder:
     """Re-create the encoder an index was built with, run the way the index records (or the way asked).
 
     An index of an open_clip model exported to ONNX is queried from its exported towers on the CPU, without
     importing torch or open_clip, wherever the cache holds them (a first query exports them).
+    A reduced precision measured on another machine (`calibration`: the index's) is checked here first against
+    the index's fp32 reference vectors; outside parity here, the query runs fp32, with a note saying why.
     """
+    encoder = _recorded_encoder(identity, device, runtime, precision)
+    way = encoder.identity.inference
+    if calibrate.needs_recheck(calibration, way):
+        lowest = calibrate.recheck(encoder, calibration, way)
+        if lowest < calibrate.PARITY_COSINE:
+            exact = _recorded_encoder(identity, device, way.runtime, "fp32")
+            return _noted(exact, f"{way.describe()} gives a lowest cosine of {lowest:.4f} to this index's fp32 "
+                                 f"vectors on this machine, not the parity measured where it was built: running "
+                                 f"{exact.identity.inference.describe()}")
+    return encoder
+
+
+def _recorded_encoder(identity: ModelIdentity, device: str | None, runtime: str | None,
+                      precision: str | None) -> Encoder:
     asked = (runtime or AUTO, precision or AUTO) != (AUTO, AUTO)
     runtime, precision, note = (runtime, precision, None) if asked else _recorded_way(identity)
     way = Inference(runtime or AUTO, precision or AUTO)
