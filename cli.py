@@ -238,20 +238,6 @@ def index(
         typer.echo(f"note: {report.language_note}", err=True)
 
 
-def _calibration_summary(recorded: dict) -> str:
-    """Where and on what the ways were measured, and each way's speed and lowest cosine."""
-    from .indexer.models.calibrate import Calibration, describe_machine, describe_ways
-
-    found = Calibration.from_dict(recorded)
-    sample, source = found.sample, found.sample.get("source") or {}
-    of = {"run": "of this run", "shipped": "shipped"}
-    on = f"{sample.get('images', 0)} photos {of.get(source.get('image'), '')} and {sample.get('texts', 0)} texts " \
-         f"{of.get(source.get('text'), '')}".replace("  ", " ").strip()
-    weights = "" if found.real_weights else ", random weights"
-    return (f"on {describe_machine(found)}, {found.measured_at[:10]}, {on}{weights}: "
-            + "; ".join(describe_ways(found)))
-
-
 def _run_notes(skipped_before: int, committed: bool) -> str:
     """'skipped N' counts all the index could not take; 'failed' what failed in this run: the rest, unchanged
     since they failed in an earlier run, are named apart so that the two counts add up."""
@@ -557,8 +543,7 @@ def info(
 
     INDEX: an index folder.
     """
-    from .indexer import CLI, IndexDir, accepted_ways, describe_background
-    from .indexer.models.calibrate import recorded_table
+    from .indexer import CLI, IndexDir, accepted_ways, describe_background, describe_calibration, recorded_table
     from .search import choose_placement
 
     manifest = _run(lambda: IndexDir(index_dir).read_manifest())
@@ -600,7 +585,7 @@ def info(
     typer.echo(f"encoding: {model.inference.describe()}; queries and updates may run "
                f"{', '.join(summary['accepts']) or model.inference.describe()}")
     if manifest.calibration:
-        typer.echo(f"measured: {_calibration_summary(manifest.calibration)}")
+        typer.echo(f"measured: {describe_calibration(manifest.calibration)}")
     typer.echo(f"items:    {_held(manifest.counts)}; {manifest.failures} skipped")
     for source in manifest.sources:
         typer.echo(f"source:   {source.path} ({source.kind}{_source_options(source)}){_identity(source)}")

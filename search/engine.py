@@ -23,8 +23,8 @@ from PIL import Image
 from ..indexer import words as analyser
 from ..indexer.errors import PYTHON, ImageDecodeError, Wording, InvalidInputError, ModelMismatchError, command, option
 from ..indexer.imaging import DEFAULT_BACKGROUND, flatten, load_image
-from ..indexer.models import UNREAD_SHARE, Encoder, script_language, check_parity, encode_images, image_input_side, load_encoder_for
-from ..indexer.models.calibrate import recorded_table
+from ..indexer.models import UNREAD_SHARE, Encoder, script_language, check_parity, encode_images, image_input_side, load_encoder_for, \
+    recorded_table
 from ..indexer.build import DEFAULT_NA_VALUES
 from ..indexer.store import SETS_OF, IndexDir, Manifest, SegmentReader, read_failures
 

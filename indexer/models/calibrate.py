@@ -451,3 +451,16 @@ def recheck(encoder, recorded: dict[str, Any], way: Inference) -> float:
                  for tower, packed in recorded["reference"].items())
     _write_atomically(memo, json.dumps({"key": memo_key, "min_cosine": lowest}))
     return lowest
+
+
+def describe_calibration(recorded: dict[str, Any]) -> str:
+    """An index's calibration in one line: where and on what the ways were measured, each way's speed over
+    torch fp32 and its lowest cosine, and why the others are not offered."""
+    found = Calibration.from_dict(recorded)
+    sample, source = found.sample, found.sample.get("source") or {}
+    of = {"run": "of this run", "shipped": "shipped"}
+    on = f"{sample.get('images', 0)} photos {of.get(source.get('image'), '')} and {sample.get('texts', 0)} texts " \
+         f"{of.get(source.get('text'), '')}".replace("  ", " ").strip()
+    weights = "" if found.real_weights else ", random weights"
+    return (f"on {describe_machine(found)}, {found.measured_at[:10]}, {on}{weights}: "
+            + "; ".join(describe_ways(found)))
