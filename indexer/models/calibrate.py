@@ -245,16 +245,20 @@ class CalibrationCache:
 
 
 def candidates(prior: dict[Inference, Measured]) -> list[Inference]:
-    """The ways to measure, most promising first (the shipped table's order): those this machine can run."""
-    ways = sorted(prior, key=lambda w: -prior[w].speedup)
-    return [w for w in ways if w != Inference() and missing_requirement(w) is None]
+    """The ways to measure, those this machine can run: first the shipped table's choice (what auto ran before
+    it measured anything; measured whatever the budget), then the rest, most promising first."""
+    ways = [w for w in sorted(prior, key=lambda w: -prior[w].speedup)
+            if w != Inference() and missing_requirement(w) is None]
+    table_choice = [w for w in ways if prior[w].keeps_parity()][:1]
+    return table_choice + [w for w in ways if w not in table_choice]
 
 
 def measure(family: str, build: WayBuilder, ways: Sequence[Inference], sample: Sample, budget: Callable[[Calibration | None, float], float],
             key: str = "", weights: str = "", clock: Callable[[], float] = time.perf_counter,
             step: Callable[[str], None] | None = None) -> Calibration:
-    """Time torch fp32 and then each of `ways` on `sample`, within `budget(reference, elapsed)` seconds; a way
-    not measured before the budget ran out, or that failed, is recorded with why."""
+    """Time torch fp32 and then each of `ways` on `sample`, within `budget(reference, elapsed)` seconds (the
+    first of `ways` whatever it costs: auto's choice needs one rival to torch); a way not measured before the
+    budget ran out, or that failed, is recorded with why."""
     started = clock()
     towers = TOWERS.get(family, ("image",))
     reference_encoder = build(Inference())
@@ -265,8 +269,8 @@ def measure(family: str, build: WayBuilder, ways: Sequence[Inference], sample: S
         results.append(TowerResult("torch", "fp32", tower, rate, 1.0, 1.0))
     shipped = {tower: _packed(encode_reference(reference_encoder, tower)) for tower in towers}
     partial = Calibration(key, family, {}, weights, {}, list(results), 0.0)
-    for way in ways:
-        if clock() - started > budget(partial, clock() - started):
+    for number, way in enumerate(ways):
+        if number > 0 and clock() - started > budget(partial, clock() - started):
             results += [TowerResult(way.runtime, way.precision, t, None, error="not measured: budget spent")
                         for t in towers]
             continue
