@@ -69,7 +69,7 @@ def load_encoder(spec: str = DEFAULT_MODEL, pretrained: str | None = None, devic
         gpu = _gpu_asked(device, runtime, precision)
         from .offline import load_offline
 
-        ways = None if gpu else _OfflineWays(spec, pretrained)
+        ways = None if gpu or not _measures(runtime, precision, calibrating) else _OfflineWays(spec, pretrained)
         measured, calibration = _measured("offline", spec, pretrained, ways, calibrating)
         choice = choose("offline", runtime, precision, gpu=gpu, measured=measured)
         encoder = ways(choice.inference) if calibration and ways.loaded(choice.inference) else \
@@ -82,13 +82,20 @@ def load_encoder(spec: str = DEFAULT_MODEL, pretrained: str | None = None, devic
         _only_auto(spec, runtime, precision)
         return hf.load_transformers(spec, device)
     if openclip.is_open_clip_spec(spec):
-        ways = None if is_gpu(device) else _OpenClipWays(spec, pretrained)
+        ways = None if is_gpu(device) or not _measures(runtime, precision, calibrating) else \
+            _OpenClipWays(spec, pretrained)
         measured, calibration = _measured("open_clip", spec, pretrained, ways, calibrating)
         choice = choose("open_clip", runtime, precision, gpu=is_gpu(device), measured=measured)
         if calibration and ways.loaded(choice.inference):  # measured just now: the model is loaded already
             return _calibrated(_noted(ways(choice.inference), choice.note), calibration)
         return _calibrated(_open_clip(spec, pretrained, device, choice), calibration)
     raise UnknownModelError(_unknown_message(spec))
+
+
+def _measures(runtime: str | None, precision: str | None, calibrating: calibrate.Calibrating | None) -> bool:
+    """Whether measurements decide the way: an index run's (it may measure), or auto's anywhere (it reads them).
+    A way named outside an index run (a query re-running its index's way) runs as named."""
+    return calibrating is not None or (runtime or AUTO, precision or AUTO) == (AUTO, AUTO)
 
 
 def _measured(family: str, spec: str, pretrained: str | None, ways, calibrating: calibrate.Calibrating | None):
