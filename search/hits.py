@@ -1,7 +1,7 @@
 """Typed search results."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 
@@ -29,7 +29,17 @@ class Hit:
         return f"{self.key_column}:{self.key}" if self.key is not None and self.key_column else str(self.row_id)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "reference": self.reference}
+        """Its fields as a JSON-ready dict, with `reference`. Its dicts are copied (a caller may edit them
+        without touching the hit), their values not: copying each value deeply, as dataclasses.asdict does,
+        was a fifth of the service's time per request."""
+        out = {f.name: getattr(self, f.name) for f in _FIELDS}
+        out["metadata"] = dict(self.metadata) if self.metadata is not None else None
+        out["scores"] = dict(self.scores) if self.scores is not None else None
+        out["reference"] = self.reference
+        return out
+
+
+_FIELDS = fields(Hit)
 
 
 class Hits(list):

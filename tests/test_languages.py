@@ -47,6 +47,16 @@ def test_a_typed_querys_language_is_told_by_its_script(text, language):
 
 def test_latin_letters_are_english_unless_told_otherwise():
     assert script_language("voiture rouge", told="fr") == "fr" and script_language("voiture rouge") == "en"
+
+
+@pytest.mark.parametrize("text, told, language", [
+    ("42 / 7 = 6!", "fr", None), ("x", "fr", "fr"), ("A4 paper", "auto", "en"), ("Z9", None, "en"),
+    ("café au lait", "fr", "fr"), ("  ", "fr", None), ("3 Дома", "ru", "ru"), ("3 Дома", None, None),
+])
+def test_ascii_texts_are_told_as_every_other_text_is(text, told, language):
+    """An all-ASCII text is decided without looking at each character (a service asks this of every query):
+    letters are Latin (`told`, or English), no letter at all is not known, as for any other text."""
+    assert script_language(text, told=told) == language
     assert script_language("红色汽车", told="fr") == "zh"  # the script decides where it can
 
 

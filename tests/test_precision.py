@@ -388,3 +388,25 @@ def test_serve_answers_the_way_asked_and_refuses_one_outside_parity(catalog_onnx
                              capture_output=True, text=True, timeout=300)
     assert refused.returncode != 0 and "Traceback" not in refused.stderr
     assert "outside the parity" in refused.stderr
+
+
+def _text_session(encoder):
+    inner = getattr(encoder, "_encoder", encoder)  # the service's batching wrapper, or the encoder itself
+    inner.encode_texts(["a red car"])  # the session is made at the first batch
+    return inner._text[0]._session
+
+
+def test_the_service_runs_onnx_without_spinning_threads_and_an_index_run_keeps_them(catalog_onnx, monkeypatch):
+    """In a service the spinning threads of ONNX Runtime took a fifth of the CPU per request from the request
+    threads (bench/bench_serve.py --side); elsewhere (an index run's large batches) they are left as they were."""
+    pytest.importorskip("fastapi", reason="xmodal[serve] is part of .[dev]")
+    from xmodal.indexer.models import onnx_towers
+    from xmodal.search.serve import create_app
+
+    monkeypatch.setitem(onnx_towers._SPINNING, "allowed", True)  # the setting is the process's: put it back after
+    alone = _text_session(open_index(catalog_onnx).encoder)
+    with pytest.raises(Exception, match="does not have configuration"):
+        alone.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
+    service = create_app({"catalog": catalog_onnx}).state.service
+    served = _text_session(service.indexes["catalog"].current().encoder)
+    assert served.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"

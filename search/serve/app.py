@@ -43,6 +43,7 @@ from fastapi import FastAPI, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, create_model
 
+from ...indexer.models import set_onnx_spinning
 from ...indexer.errors import (CLI, ImageDecodeError, InvalidInputError, ModelMismatchError,
                                ModelUnavailableError, URLQueriesOffError, VoiceOffError, VoiceUnavailableError, Wording,
                                XmodalError, option)
@@ -201,10 +202,12 @@ def create_app(indexes: dict[str, str | Path], token: str | None = None, device:
 
 def _one_thread_per_query() -> None:
     """Requests already run in parallel; faiss's OpenMP threads per query would only fight them and the
-    BLAS threads of the text encoder (measured on 100k flat: 72 ms a query with 2 threads, 31 ms with 1)."""
+    BLAS threads of the text encoder (measured on 100k flat: 72 ms a query with 2 threads, 31 ms with 1).
+    Likewise ONNX Runtime's threads must not spin between the small runs of the requests' texts."""
     import faiss
 
     faiss.omp_set_num_threads(1)
+    set_onnx_spinning(False)
 
 
 def _load_models(service: Service, batching: bool) -> None:
