@@ -68,10 +68,12 @@ def _assert_interrupted(run: subprocess.Popen, out: str, err: str) -> None:
 
 def test_ctrl_c_while_the_model_loads_and_the_workers_decode(tmp_path, photos, clean_items, tiny_spec):
     """A new index with a local-dir: model: the decoding workers start before the model loads (warm start);
-    Ctrl-C while torch is being imported. Before, the workers died with 38 lines of tracebacks, and now and
-    then one died holding the pool's queue lock and Pool.terminate() waited for it for good."""
+    Ctrl-C while torch is being imported (asked for: an exported way whose model a run before recorded loads
+    no torch). Before, the workers died with 38 lines of tracebacks, and now and then one died holding the
+    pool's queue lock and Pool.terminate() waited for it for good."""
     out = tmp_path / "index"
-    run = runs.start("index", str(photos), "--out", str(out), "--model", tiny_spec, "--workers", "2")
+    run = runs.start("index", str(photos), "--out", str(out), "--model", tiny_spec, "--workers", "2",
+                     "--runtime", "torch", "--precision", "fp32")
     runs.wait_for(lambda: len(runs.children(run.pid)) == 2 and runs.loads_torch(run.pid) and not (out / ".journal").exists(),
               run, "the model loading beside two decoding workers")
     _assert_interrupted(run, *_ctrl_c(run))

@@ -54,7 +54,8 @@ def spec_args(kind: str, tmp: Path, tiny_model_dir: Path, tiny_transformers_dir:
         save_open_clip_weights("ViT-B-32", tmp / "w.safetensors", seed=3)
         hf_cache_repo(tmp / "hf", "laion/CLIP-ViT-B-32-laion2B-s34B-b79K", {"open_clip_model.safetensors": tmp / "w.safetensors"})
         env.pop("HF_HUB_OFFLINE")
-        env.update(HF_HOME=str(tmp / "hf"), HF_ENDPOINT="http://127.0.0.1:9")
+        # stand-in weights under the tag's name: their exports and identity stay out of the user's cache
+        env.update(HF_HOME=str(tmp / "hf"), HF_ENDPOINT="http://127.0.0.1:9", XDG_CACHE_HOME=str(tmp / "cache"))
         return ["--model", "ViT-B-32"], env
     if kind == "local-dir":
         return ["--model", f"local-dir:{tiny_model_dir}"], env

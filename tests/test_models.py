@@ -165,7 +165,9 @@ def test_cached_hub_weights_load_when_the_hub_is_unreachable(tmp_path):
               str(snapshot / "open_clip_model.safetensors"))
     env = env_with_tests_path()
     env.pop("HF_HUB_OFFLINE")
-    env.update(HF_HOME=str(tmp_path / "hf"), HF_ENDPOINT="http://127.0.0.1:9")
+    # these stand-in weights must never reach the user's export cache as the tag's own: a run there would use them
+    env.update(HF_HOME=str(tmp_path / "hf"), HF_ENDPOINT="http://127.0.0.1:9",
+               XDG_CACHE_HOME=str(tmp_path / "cache"))
     code = ("import json\nfrom xmodal.indexer.models import load_encoder\n"
             "e = load_encoder('ViT-B-32', device='cpu')\n"
             "print(json.dumps({'identity': e.identity.to_dict(), 'text': e.encode_texts(['a cat'])[0].tolist()}))\n")

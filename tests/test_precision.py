@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +17,9 @@ from conftest import AVX2_CPU_FLAGS, CATALOG, REPO, env_with_tests_path, write_t
 
 from xmodal.indexer import IndexConfig, ModelMismatchError, build_index
 from xmodal.indexer.errors import InferenceChoiceError
-from xmodal.indexer.models import Inference, load_encoder
-from xmodal.indexer.models import device, inference
-from xmodal.indexer.models.export_cache import ExportCache
+from xmodal.indexer.models import Inference, ModelIdentity, load_encoder
+from xmodal.indexer.models import device, inference, openclip_onnx
+from xmodal.indexer.models.export_cache import ExportCache, IdentityCache
 from xmodal.search import open_index
 
 PHOTOS = sorted((CATALOG / "images").glob("*.png")) + sorted((REPO / "data" / "photos").glob("*.jpg"))
@@ -353,6 +354,52 @@ def test_a_text_query_imports_neither_torch_nor_open_clip(catalog_onnx):
     expected = open_index(catalog_onnx, runtime="torch", precision="fp32").search("a red car", k=5)
     assert [row for row, _ in found["hits"]] == [h.row_id for h in expected]
     np.testing.assert_allclose([s for _, s in found["hits"]], [h.score for h in expected], atol=1e-3)
+
+
+# A real `xmodal` process that says, as it ends, which of the heavy libraries it imported.
+INDEX_SAYING_IMPORTS = ("import json, sys\nfrom xmodal import cli\ntry:\n    cli.run()\nfinally:\n"
+                        "    print(json.dumps({m: m in sys.modules for m in ('torch', 'open_clip')}), file=sys.stderr)\n")
+
+
+def test_an_index_run_imports_neither_torch_nor_open_clip_once_the_model_is_known(tmp_path):
+    """Issue 30: the first run of an exported way loads the torch model to export its towers and records what
+    the model is; a second run, a new process, builds the same index from the export and the record alone."""
+    spec = f"local-dir:{write_tiny_open_clip(tmp_path / 'model', seed=7)}"
+    env = {**env_with_tests_path(), "XDG_CACHE_HOME": os.environ["XDG_CACHE_HOME"]}
+    imported = []
+    for name in ("first", "second"):
+        run = subprocess.run([sys.executable, "-c", INDEX_SAYING_IMPORTS, "index", str(CATALOG / "images"), "--out",
+                              str(tmp_path / name), "--model", spec, "--runtime", "onnx", "--precision", "fp32"],
+                             env=env, capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr
+        imported.append(json.loads(run.stderr.strip().splitlines()[-1]))
+    assert imported == [{"torch": True, "open_clip": True}, {"torch": False, "open_clip": False}]
+    first, second = open_index(tmp_path / "first"), open_index(tmp_path / "second")
+    assert first.manifest.model == second.manifest.model
+    assert second.manifest.model.inference == Inference("onnx", "fp32")
+    hits = [first.search("a red car", k=12, target="image"), second.search("a red car", k=12, target="image")]
+    assert [h.path for h in hits[0]] == [h.path for h in hits[1]]
+    np.testing.assert_allclose([h.score for h in hits[0]], [h.score for h in hits[1]], atol=1e-6)
+
+
+def test_the_recorded_model_is_used_until_its_weights_or_versions_change(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    spec = f"local-dir:{write_tiny_open_clip(tmp_path / 'model', seed=8)}"
+    loaded = load_encoder(spec, None, "cpu", "onnx", "fp32")  # loads the torch model, and records it
+    cache, key = IdentityCache(), openclip_onnx.model_key(spec, None)
+    record = cache.get(key)
+    assert ModelIdentity.from_dict(record["identity"]) == replace(loaded.identity, runtime="torch", precision="fp32")
+    # a record is believed while its key holds (a false one shows that nothing else was asked) ...
+    cache.put(key, {**record, "identity": {**record["identity"], "dim": 999}})
+    assert load_encoder(spec, None, "cpu", "onnx", "fp32").identity.dim == 999
+    # ... and never for another open_clip or torch, nor once the weights file changed
+    with monkeypatch.context() as patch:
+        patch.setattr(openclip_onnx, "_built_by", lambda distribution: "99.0")
+        assert load_encoder(spec, None, "cpu", "onnx", "fp32").identity.dim == 32
+    assert load_encoder(spec, None, "cpu", "onnx", "fp32").identity.dim == 999
+    write_tiny_open_clip(tmp_path / "model", seed=9)
+    assert load_encoder(spec, None, "cpu", "onnx", "fp32").identity.dim == 32
+    assert cache.get(openclip_onnx.model_key(spec, None))["identity"]["dim"] == 32  # recorded for the next run
 
 
 def test_a_missing_runtime_falls_back_in_a_real_process(tmp_path, catalog_onnx):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import multiprocessing
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -10,6 +11,8 @@ from xmodal.indexer import IndexConfig, build_index
 from xmodal.indexer.build import warm_start
 from xmodal.indexer.build.encode import EncodeSettings
 from xmodal.indexer.errors import ModelUnavailableError
+from xmodal.indexer.models.export_cache import IdentityCache
+from xmodal.indexer.models.openclip_onnx import model_key
 from xmodal.indexer.models.recipe import local_dir_recipe
 from xmodal.search.engine import open_index
 
@@ -46,7 +49,24 @@ def test_a_stream_for_other_files_or_another_preprocessing_is_not_used(forty_jpe
         recipe = None
 
     assert start.take(paths, Other()) is None
-    assert warm_start.WarmStart("ViT-B-32", paths, EncodeSettings()).recipe is None  # known only once loaded
+
+
+def test_a_model_a_run_before_loaded_decodes_before_it_loads(forty_jpegs, tiny_encoder, tmp_path, monkeypatch):
+    """Any open_clip spec, not only a local-dir: one: what the model is was recorded by the run that loaded it."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    paths = sorted(str(p) for p in forty_jpegs.iterdir())
+    assert warm_start.WarmStart("ViT-B-32", paths, EncodeSettings(), "none").recipe is None  # known once loaded
+    recorded = replace(tiny_encoder.identity, spec="ViT-B-32", pretrained="none", runtime="torch", precision="fp32")
+    IdentityCache().put(model_key("ViT-B-32", "none"), {"identity": recorded.to_dict(), "exportable": True})
+    start = warm_start.WarmStart("ViT-B-32", paths, EncodeSettings(workers=2), "none")
+    assert start.recipe == tiny_encoder.recipe and start.recipe.side == 64
+    assert len(multiprocessing.active_children()) == 2  # decoding before any model loads
+    stream = start.take(paths, tiny_encoder)  # an encoder whose preprocessing is the recorded one takes it
+    decoded = [item.pixels for item in stream]
+    assert len(decoded) == 40 and all(np.shape(pixels) == (3, 64, 64) for pixels in decoded)
+    assert not multiprocessing.active_children()
+    other = warm_start.WarmStart("ViT-B-32", paths, EncodeSettings(workers=2), "openai")  # other weights: unknown
+    assert other.recipe is None and not multiprocessing.active_children()
 
 
 def test_a_model_that_fails_to_load_stops_the_workers(tmp_path, forty_jpegs, tiny_model_dir, monkeypatch):

@@ -188,8 +188,8 @@ class _Run:
         source_plan = SourcePlan([replace(s, fingerprint=found.fingerprints[s.key]) if s.key in found.fingerprints
                                   else s for s in source_plan.sources], source_plan.synced, source_plan.unchanged)
         settings = self._encode_settings()
-        warm = WarmStart(self.config.model, found.image_paths[:IMAGE_BATCH], settings) if previous is None \
-            and self.given_encoder is None and found.image_paths and settings.ray is None else None
+        warm = WarmStart(self.config.model, found.image_paths[:IMAGE_BATCH], settings, self.config.pretrained) \
+            if previous is None and self.given_encoder is None and found.image_paths and settings.ray is None else None
         try:
             calibrating = run_calibrating(found.image_paths, found.products, found.corpora, self.progress,
                                           self.config.max_pixels, self.config.background)

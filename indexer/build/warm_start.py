@@ -1,10 +1,11 @@
 """A new index's first photos decode while its model loads.
 
 Importing torch and open_clip and building the model take about 7 s here, more than decoding 3,000
-reduced photos on 2 cores. Where the model's preprocessing is known without loading it (a local-dir:
-open_clip model: its config file says), the decoding workers start first, then the model loads in this
-process while they decode up to a memory budget ahead. Workers are started before the import, so no
-process is forked while another thread imports.
+reduced photos on 2 cores. Where the model's preprocessing is known without loading it (an open_clip model
+a run before this one loaded, whose record the identity cache holds; a local-dir: model, whose config file
+says), the decoding workers start first, then the model loads in this process while they decode up to a
+memory budget ahead. Workers are started before the import, so no process is forked while another thread
+imports.
 """
 from __future__ import annotations
 
@@ -14,14 +15,16 @@ from .decode import DecodedStream, default_workers
 from .encode import EncodeSettings
 from ..models import Encoder
 from ..models.openclip import LOCAL_DIR
+from ..models.openclip_onnx import known_model
 from ..models.recipe import ImageRecipe, local_dir_recipe
+from ..models.registry import recorded_spec
 
 AHEAD_BYTES = 256 << 20  # preprocessed pixels decoded ahead while the model loads
 
 
 class WarmStart:
-    def __init__(self, spec: str, paths: list[str], settings: EncodeSettings):
-        self.recipe: ImageRecipe | None = local_dir_recipe(spec) if spec.startswith(LOCAL_DIR) else None
+    def __init__(self, spec: str, paths: list[str], settings: EncodeSettings, pretrained: str | None = None):
+        self.recipe = _recipe(spec, pretrained)
         workers = default_workers() if settings.workers is None else settings.workers
         self._stream: DecodedStream | None = None
         if self.recipe is not None and workers > 0 and len(paths) > 1:
@@ -49,3 +52,11 @@ class WarmStart:
         if self._stream is not None:
             self._stream.close()
             self._stream = None
+
+
+def _recipe(spec: str, pretrained: str | None) -> ImageRecipe | None:
+    """The model's image recipe where it is known before the model loads."""
+    known = known_model(spec, pretrained) if recorded_spec(spec) is not None else None
+    if known is not None:
+        return ImageRecipe.from_config(known.identity.preprocess)
+    return local_dir_recipe(spec) if spec.startswith(LOCAL_DIR) else None

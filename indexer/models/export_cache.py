@@ -1,4 +1,5 @@
-"""Exported towers (ONNX files), built once per model identity and kept under the user's cache folder.
+"""Exported towers (ONNX files), built once per model identity and kept under the user's cache folder, and
+the identities of the models they were exported from (what a run needs to know of a model without loading it).
 
 An entry is a folder named by the digest of its key (the model's identity, the weights' fingerprint, the
 tower, the runtime and its version, the precision). It is written in a temporary folder and renamed into
@@ -77,6 +78,25 @@ class ExportCache:
         return folder
 
 
+class IdentityCache:
+    """Small JSON records beside the exports, one per key (a model as asked for and the versions that build it):
+    what a run would otherwise load torch and the model to learn. A record for another key is never read."""
+
+    def __init__(self, root: Path | None = None):
+        self.root = (Path(root) if root else cache_root()) / "identities"
+
+    def get(self, key: dict[str, Any]) -> dict[str, Any] | None:
+        try:
+            record = json.loads((self.root / f"{digest(key)}.json").read_text())
+        except (OSError, ValueError):
+            return None
+        same = isinstance(record, dict) and record.get("key") == json.loads(json.dumps(key, default=str))
+        return record.get("value") if same else None
+
+    def put(self, key: dict[str, Any], value: dict[str, Any]) -> None:
+        _write_atomically(self.root / f"{digest(key)}.json", json.dumps({"key": key, "value": value}, default=str))
+
+
 def _stamp(path: Path) -> list[int] | None:
     try:
         found = path.stat()
@@ -111,4 +131,4 @@ def _write_atomically(path: Path, text: str) -> None:
         scratch.write_text(text)
         os.replace(scratch, path)
     except OSError:
-        pass  # a read-only cache only costs hashing the file again next time
+        pass  # a read-only cache only costs the work again next time

@@ -5,6 +5,7 @@ import contextlib
 import os
 import pickle
 import struct
+import sys
 import warnings
 from dataclasses import replace
 from pathlib import Path
@@ -95,9 +96,24 @@ def stacked_pixels(batch: list, device: str, dtype):
 def is_open_clip_spec(spec: str) -> bool:
     if spec.startswith((LOCAL_DIR, HF_HUB)):
         return True
+    name = spec.replace("/", "-")
+    if "open_clip" not in sys.modules and _shipped_config(name):
+        return True  # without importing open_clip (4.8 s: torchvision, transformers, timm)
     import open_clip
 
-    return spec.replace("/", "-") in open_clip.list_models()
+    return name in open_clip.list_models()  # with the configs added to it in this process
+
+
+def _shipped_config(name: str) -> bool:
+    """Whether open_clip ships a model config named `name`: its model list is the names of these files."""
+    import importlib.util
+
+    try:
+        found = importlib.util.find_spec("open_clip")
+    except (ImportError, ValueError):
+        return False
+    folders = (found.submodule_search_locations or []) if found else []
+    return any((Path(folder) / "model_configs" / f"{name}.json").is_file() for folder in folders)
 
 
 def default_weights(name: str) -> str | None:

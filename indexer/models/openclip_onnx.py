@@ -4,11 +4,17 @@ without torch.
 A text query against an index built this way reads the model's identity from the manifest, finds the
 exported text tower and tokenizer in the cache, and encodes with onnxruntime and the `tokenizers` library:
 neither torch nor open_clip is imported. Only a missing (or stale) export loads the torch model, once.
+
+An index run does the same once the model is known: the first run that loads the torch model for an exported
+way records its identity (`remember_model`), keyed by the spec, the weights' and config's content and the
+versions of open_clip and torch; later runs with the same key start from that record (`known_model`).
 """
 from __future__ import annotations
 
+import hashlib
 import json
-from dataclasses import replace
+import os
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -16,7 +22,7 @@ import numpy as np
 
 from ..errors import ModelMismatchError
 from .base import ModelIdentity, l2_normalize
-from .export_cache import ExportCache, file_fingerprint
+from .export_cache import ExportCache, IdentityCache, file_fingerprint
 from .inference import Inference
 from .onnx_towers import export, export_precision, load_tower, runtime_key
 from .recipe import ImageRecipe
@@ -24,6 +30,8 @@ from .recipe import ImageRecipe
 TOWER_FILE = "tower.json"
 TOKENIZER_FILE = "tokenizer.json"
 EXPORT_FORMAT = 1  # raise when what an export holds changes: older entries are then rebuilt
+IDENTITY_FORMAT = 1  # raise when how an identity is made changes (xmodal's code): older records are then unread
+BUILT_BY = ("open_clip_torch", "torch")  # the distributions whose versions make a model's identity
 
 
 class OnnxOpenClipEncoder:
@@ -105,20 +113,78 @@ def _version(package: str) -> str:
 
 
 def weights_fingerprint(identity: ModelIdentity) -> str:
-    return weights_fingerprint_of(identity.spec, identity.pretrained)
+    return weights_of(identity.spec, identity.pretrained)
 
 
-def weights_fingerprint_of(spec: str, pretrained: str | None) -> str:
+def weights_of(spec: str, pretrained: str | None) -> str:
     """The weights' content where they are a file (a local-dir: model, a checkpoint path); a published tag
     names fixed weights; random weights are seeded."""
     from .openclip import LOCAL_DIR, weights_in_folder
 
     if spec.startswith(LOCAL_DIR):
-        found = weights_in_folder(Path(spec[len(LOCAL_DIR):]))
+        found = weights_in_folder(Path(spec[len(LOCAL_DIR):]).expanduser())
         return f"sha256:{file_fingerprint(found)}" if found else "missing"
     if pretrained and Path(pretrained).is_file():
         return f"sha256:{file_fingerprint(Path(pretrained))}"
     return f"tag:{pretrained}"
+
+
+@dataclass(frozen=True)
+class KnownModel:
+    """An open_clip model as a run that loaded it saw it: its identity (fp32 on torch, on the CPU) and whether
+    its towers run exported (`supports`)."""
+
+    identity: ModelIdentity
+    exportable: bool
+
+
+def known_model(spec: str, pretrained: str | None) -> KnownModel | None:
+    """The model `spec` and `pretrained` load, where a run recorded it under the same key; None otherwise (never
+    seen, its weights or config changed since, another open_clip or torch)."""
+    key = model_key(spec, pretrained)
+    record = IdentityCache().get(key) if key else None
+    try:
+        return KnownModel(ModelIdentity.from_dict(record["identity"]), bool(record["exportable"]))
+    except (TypeError, KeyError, ValueError):
+        return None
+
+
+def remember_model(spec: str, pretrained: str | None, torch_encoder) -> KnownModel:
+    """Record the model loaded (fp32, on the CPU) from `spec` and `pretrained`, for the runs after this one."""
+    known = KnownModel(torch_encoder.identity, supports(torch_encoder))
+    key = model_key(spec, pretrained)
+    if key:
+        IdentityCache().put(key, {"identity": known.identity.to_dict(), "exportable": known.exportable})
+    return known
+
+
+def model_key(spec: str, pretrained: str | None) -> dict[str, Any] | None:
+    """What decides the model `spec` and `pretrained` load, told without loading it: paths resolved, the
+    weights' and a local-dir: config's content, the versions that build it. None where a local-dir: folder
+    has no config (loading it then says what is wrong)."""
+    from .openclip import LOCAL_DIR
+
+    config = None
+    if spec.startswith(LOCAL_DIR):
+        folder = Path(spec[len(LOCAL_DIR):]).expanduser().resolve()
+        spec = LOCAL_DIR + str(folder)
+        try:
+            config = hashlib.sha256((folder / "open_clip_config.json").read_bytes()).hexdigest()
+        except OSError:
+            return None
+    if pretrained and os.path.isfile(pretrained):
+        pretrained = str(Path(pretrained).resolve())
+    return {"format": IDENTITY_FORMAT, "spec": spec, "pretrained": pretrained, "config": config,
+            "weights": weights_of(spec, pretrained), "versions": {name: _built_by(name) for name in BUILT_BY}}
+
+
+def _built_by(distribution: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(distribution)  # read from its metadata: importing open_clip costs seconds
+    except PackageNotFoundError:
+        return None
 
 
 def export_tower(model, tower: str, folder: Path, precision: str) -> None:

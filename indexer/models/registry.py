@@ -75,7 +75,9 @@ def load_encoder(spec: str = DEFAULT_MODEL, pretrained: str | None = None, devic
         encoder = ways(choice.inference) if calibration and ways.loaded(choice.inference) else \
             load_offline(pretrained, device, way=choice.inference, spec=spec)
         return _calibrated(_noted(encoder, choice.note), calibration)
-    device = resolve_device(device)
+    if device in (None, "", AUTO) and not _gpu_likely():
+        device = "cpu"  # torch would say so too, after 2 s of importing it
+    device = "cpu" if device == "cpu" else resolve_device(device)
     from . import hf, openclip
 
     if spec.startswith(hf.PREFIX):
@@ -126,12 +128,12 @@ class _OpenClipWays:
     """Each way an open_clip model runs on the CPU, built from one torch fp32 model (what calibration times)."""
 
     def __init__(self, spec: str, pretrained: str | None):
-        self._spec, self._pretrained, self._fp32 = spec, pretrained, None
+        self._spec, self._pretrained, self._fp32, self._exportable = spec, pretrained, None, False
 
     def fingerprint(self) -> str:
-        from .openclip_onnx import weights_fingerprint_of
+        from .openclip_onnx import weights_of
 
-        return weights_fingerprint_of(self._spec, self._pretrained)
+        return weights_of(self._spec, self._pretrained)
 
     def loaded(self, way: Inference) -> bool:
         return self._fp32 is not None and (way.runtime != "torch" or way.precision != "int8")
@@ -141,6 +143,7 @@ class _OpenClipWays:
 
         if self._fp32 is None:
             self._fp32 = openclip.load_open_clip(self._spec, self._pretrained, "cpu", Inference())
+            self._exportable = openclip_onnx.remember_model(self._spec, self._pretrained, self._fp32).exportable
         fp32 = self._fp32
         if way == Inference():
             return fp32
@@ -148,7 +151,7 @@ class _OpenClipWays:
             if way.precision == "bf16":  # autocast over the same weights
                 return fp32.with_precision("bf16")
             return openclip.load_open_clip(self._spec, self._pretrained, "cpu", way)  # int8 quantises a copy
-        if not openclip_onnx.supports(fp32):
+        if not self._exportable:
             raise InferenceChoiceError(f"{self._spec} has a tokenizer or preprocessing that does not run exported")
         identity = replace(fp32.identity, runtime=way.runtime, precision=way.precision)
         return openclip_onnx.OnnxOpenClipEncoder(identity, lambda: fp32)
@@ -184,12 +187,17 @@ def _open_clip(spec: str, pretrained: str | None, device: str, choice: Choice) -
     way = choice.inference
     if way.runtime == "torch":
         return _noted(openclip.load_open_clip(spec, pretrained, device, way), choice.note)
-    on_torch = openclip.load_open_clip(spec, pretrained, device, Inference())  # exports come from fp32 torch
-    if not openclip_onnx.supports(on_torch):
-        return _noted(on_torch, f"{spec} has a tokenizer or preprocessing that does not run exported; "
-                                f"running {on_torch.identity.inference.describe()}")
-    identity = replace(on_torch.identity, runtime=way.runtime, precision=way.precision)
-    return _noted(openclip_onnx.OnnxOpenClipEncoder(identity, lambda: on_torch), choice.note)
+    # exports come from the fp32 torch model, loaded only where no run before this one recorded what it is
+    load_torch = lambda: openclip.load_open_clip(spec, pretrained, device, Inference())  # noqa: E731
+    known = openclip_onnx.known_model(spec, pretrained)
+    if known is None or not known.exportable:
+        on_torch = load_torch()
+        known, load_torch = openclip_onnx.remember_model(spec, pretrained, on_torch), lambda: on_torch
+        if not known.exportable:
+            return _noted(on_torch, f"{spec} has a tokenizer or preprocessing that does not run exported; "
+                                    f"running {on_torch.identity.inference.describe()}")
+    identity = replace(known.identity, runtime=way.runtime, precision=way.precision)
+    return _noted(openclip_onnx.OnnxOpenClipEncoder(identity, load_torch), choice.note)
 
 
 def _noted(encoder: Encoder, note: str | None) -> Encoder:
