@@ -26,7 +26,7 @@ def _first_images(paths: list[str], max_pixels: int, background: str | None) -> 
     (the run reports them)."""
     images = []
     for path in paths:
-        if len(images) == SAMPLE_IMAGES:
+        if len(images) == 2 * SAMPLE_IMAGES:  # room for the duplicates Sample.of drops
             break
         try:
             images.append(load_image(path, max_pixels, background=background).convert("RGB"))

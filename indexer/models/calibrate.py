@@ -133,10 +133,23 @@ class Sample:
 
     @classmethod
     def of(cls, images: Sequence, texts: Sequence[str]) -> "Sample":
-        images, texts = list(images)[:SAMPLE_IMAGES], [t for t in texts if t.strip()][:SAMPLE_TEXTS]
+        """Up to SAMPLE_IMAGES photos and SAMPLE_TEXTS texts, each once (identical items, as blank cutouts are,
+        tell nothing of an order); the shipped set for a tower with fewer than 4 photos or 8 texts."""
+        images = _distinct(list(images), lambda image: image.tobytes())[:SAMPLE_IMAGES]
+        texts = _distinct([t for t in texts if t.strip()], str.strip)[:SAMPLE_TEXTS]
         source = {"image": "run" if len(images) >= 4 else "shipped", "text": "run" if len(texts) >= 8 else "shipped"}
         return cls(images if source["image"] == "run" else shipped_images(),
                    texts if source["text"] == "run" else list(SHIPPED_TEXTS), source)
+
+
+def _distinct(items: list, key: Callable[[Any], Any]) -> list:
+    seen, kept = set(), []
+    for item in items:
+        marker = hash(key(item))
+        if marker not in seen:
+            seen.add(marker)
+            kept.append(item)
+    return kept
 
 
 # Captions of the kinds of things people index, for a run (or a query process) with no texts of its own.
@@ -246,19 +259,24 @@ class CalibrationCache:
 
 def candidates(prior: dict[Inference, Measured]) -> list[Inference]:
     """The ways to measure, those this machine can run: first the shipped table's choice (what auto ran before
-    it measured anything; measured whatever the budget), then the rest, most promising first."""
+    it measured anything) and the fastest exact (fp32) way there, both measured whatever the budget, so that
+    a reduced way failing parity never leaves torch fp32 as the only way; then the rest, most promising first."""
     ways = [w for w in sorted(prior, key=lambda w: -prior[w].speedup)
             if w != Inference() and missing_requirement(w) is None]
-    table_choice = [w for w in ways if prior[w].keeps_parity()][:1]
-    return table_choice + [w for w in ways if w not in table_choice]
+    first = [w for w in ways if prior[w].keeps_parity()][:1]
+    first += [w for w in ways if w.precision == "fp32" and w not in first][:1]
+    return first + [w for w in ways if w not in first]
+
+
+ALWAYS_MEASURED = 2  # the first candidates, measured whatever the budget
 
 
 def measure(family: str, build: WayBuilder, ways: Sequence[Inference], sample: Sample, budget: Callable[[Calibration | None, float], float],
             key: str = "", weights: str = "", clock: Callable[[], float] = time.perf_counter,
             step: Callable[[str], None] | None = None) -> Calibration:
     """Time torch fp32 and then each of `ways` on `sample`, within `budget(reference, elapsed)` seconds (the
-    first of `ways` whatever it costs: auto's choice needs one rival to torch); a way not measured before the
-    budget ran out, or that failed, is recorded with why."""
+    first ALWAYS_MEASURED of `ways` whatever it costs); a way not measured before the budget ran out, or that
+    failed, is recorded with why."""
     started = clock()
     towers = TOWERS.get(family, ("image",))
     reference_encoder = build(Inference())
@@ -270,7 +288,7 @@ def measure(family: str, build: WayBuilder, ways: Sequence[Inference], sample: S
     shipped = {tower: _packed(encode_reference(reference_encoder, tower)) for tower in towers}
     partial = Calibration(key, family, {}, weights, {}, list(results), 0.0)
     for number, way in enumerate(ways):
-        if number > 0 and clock() - started > budget(partial, clock() - started):
+        if number >= ALWAYS_MEASURED and clock() - started > budget(partial, clock() - started):
             results += [TowerResult(way.runtime, way.precision, t, None, error="not measured: budget spent")
                         for t in towers]
             continue
@@ -297,42 +315,59 @@ def _measure_way(build: WayBuilder, way: Inference, towers: Sequence[str], sampl
             for tower, (vectors, rate) in measured.items()]
 
 
+MIN_TIMED_SECONDS = 0.25  # a pass of a small model's sample takes milliseconds: timed over repeats of it
+
+
 def _timed(encoder, tower: str, sample: Sample, clock) -> tuple[np.ndarray, float]:
-    """The tower's vectors of the sample, and items per second over the faster of two passes after a warm-up
-    batch (the first batch of a session compiles and allocates)."""
+    """The tower's vectors of the sample, and items per second: the better of two timings after a warm-up
+    batch (the first batch of a session compiles and allocates), each of whole passes over the sample repeated
+    for at least MIN_TIMED_SECONDS."""
     if tower == "image":
         items = [encoder.preprocess_image(image) for image in sample.images]
         run = encoder.encode_preprocessed
     else:
         items, run = sample.texts, encoder.encode_texts
     run(items[:2])
-    best, vectors = float("inf"), None
+    best, vectors = 0.0, None
     for _ in range(2):
-        start = clock()
-        vectors = run(items)
-        best = min(best, clock() - start)
-    return np.asarray(vectors, dtype=np.float32), round(len(items) / max(best, 1e-9), 2)
+        start, passes = clock(), 0
+        while passes == 0 or clock() - start < MIN_TIMED_SECONDS:
+            vectors = run(items)
+            passes += 1
+        best = max(best, passes * len(items) / max(clock() - start, 1e-9))
+    return np.asarray(vectors, dtype=np.float32), round(best, 2)
 
 
 def min_cosine(reference: np.ndarray, vectors: np.ndarray) -> float:
     return float(np.min(np.sum(_unit(reference) * _unit(vectors), axis=1)))
 
 
+TIE = 1.0 - PARITY_COSINE  # neighbours closer than this in fp32's cosine may swap: parity itself allows it
+
+
 def neighbour_agreement(reference: np.ndarray, vectors: np.ndarray) -> float:
-    """The mean share of each item's k nearest other items in the sample that fp32's vectors also rank in its
-    top k; k is a third of the sample (at most 10), so agreement by chance stays near a third."""
+    """The mean share of each item's k nearest other items by fp32's vectors that the way's vectors also rank
+    in its top k; k is a third of the sample (at most 10), so agreement by chance stays near a third. A
+    neighbour that left the top k counts as kept where fp32 itself put it within TIE of the first item outside
+    it: a swap that close is within what a cosine of 0.995 already allows."""
     count = len(reference)
     k = max(1, min(10, count // 3))
     if count < 3:
         return 1.0
 
-    def top(matrix: np.ndarray) -> np.ndarray:
-        similar = _unit(matrix) @ _unit(matrix).T
-        np.fill_diagonal(similar, -np.inf)
-        return np.argsort(-similar, axis=1, kind="stable")[:, :k]
+    def similar(matrix: np.ndarray) -> np.ndarray:
+        found = _unit(matrix) @ _unit(matrix).T
+        np.fill_diagonal(found, -np.inf)
+        return found
 
-    ours, theirs = top(reference), top(vectors)
-    return float(np.mean([len(set(a) & set(b)) / k for a, b in zip(ours, theirs)]))
+    ours, theirs = similar(reference), similar(vectors)
+    shares = []
+    for row_ours, row_theirs in zip(ours, theirs):
+        order = np.argsort(-row_ours, kind="stable")
+        top, outside = order[:k], row_ours[order[k]] if k < count - 1 else -np.inf
+        kept = set(np.argsort(-row_theirs, kind="stable")[:k])
+        shares.append(sum(1 for j in top if j in kept or row_ours[j] - outside < TIE) / k)
+    return float(np.mean(shares))
 
 
 def _unit(matrix: np.ndarray) -> np.ndarray:
@@ -364,6 +399,11 @@ class Calibrating:
     def note(self, chosen: Inference) -> str | None:
         return note(self.measured, chosen, self.items) if self.measured else None
 
+    def encodes(self, family: str) -> bool:
+        """Whether this run encodes anything the ways change (the offline model's ways are its image tower's:
+        a run of texts alone has nothing to measure)."""
+        return any(self.items.get(tower) for tower in TOWERS.get(family, ("image",)))
+
     def measure(self, family: str, ways, candidates: list[Inference], key: str) -> Calibration:
         bar = self.progress("calibrating", len(candidates) + 1) if self.progress else None
         try:
@@ -380,12 +420,22 @@ def recorded_table(recorded: dict[str, Any] | None) -> dict[Inference, Measured]
     return Calibration.from_dict(recorded).table() if recorded else None
 
 
-def describe_ways(calibration: Calibration, mix: dict[str, float] | None = None) -> list[str]:
-    """Each way as measured, fastest first: its speed over torch fp32 and its lowest cosine, or why it is not
-    offered (broke parity, could not run, not measured)."""
-    table = calibration.table(mix)
-    lines = [f"{way.describe()} {found.speedup:.2f}x (lowest cosine {found.min_cosine:.4f})"
-             + ("" if found.keeps_parity() else ": outside parity") for way, found in
+def describe_ways(calibration: Calibration) -> list[str]:
+    """Each way as measured, those that held parity first, fastest first: each tower's speed over torch fp32,
+    the lowest cosine and the neighbours kept; or why it is not offered (outside parity, could not run, not
+    measured)."""
+    table = calibration.table()
+    rates = {(r.way, r.tower): r for r in calibration.results}
+    names = {"image": "photos", "text": "texts"}
+
+    def line(way: Inference, found: Measured) -> str:
+        speeds = ", ".join(f"{names[t]} {_over(rates[(way, t)], rates[(Inference(), t)])}"
+                           for t in calibration.towers())
+        kept = min((rates[(way, t)].neighbours or 1.0) for t in calibration.towers())
+        verdict = "" if found.keeps_parity() else ", outside parity"
+        return f"{way.describe()} {speeds} (lowest cosine {found.min_cosine:.4f}, neighbours {kept:.2f}{verdict})"
+
+    lines = [line(way, found) for way, found in
              sorted(table.items(), key=lambda item: (not item[1].keeps_parity(), -item[1].speedup))]
     seen = set(table)
     for result in calibration.results:
@@ -395,6 +445,14 @@ def describe_ways(calibration: Calibration, mix: dict[str, float] | None = None)
                          if result.error.startswith("not measured") else
                          f"{result.way.describe()}: could not run ({result.error})")
     return lines
+
+
+def _over(result: TowerResult, reference: TowerResult) -> str:
+    return f"{result.items_per_second / reference.items_per_second:.2f}x"
+
+
+def measured_ways(calibration: Calibration) -> int:
+    return len({r.way for r in calibration.results if r.items_per_second is not None})
 
 
 def describe_machine(calibration: Calibration) -> str:
@@ -407,7 +465,7 @@ def note(calibration: Calibration, chosen: Inference, mix: dict[str, float]) -> 
     """One line for a run that measured: what it cost and what it chose."""
     found = calibration.table(mix).get(chosen)
     speed = f", {found.speedup:.2f}x torch fp32" if found else ""
-    return (f"measured {len({r.way for r in calibration.results})} ways of running the model on this CPU in "
+    return (f"measured {measured_ways(calibration)} ways of running the model on this CPU in "
             f"{calibration.seconds:.1f} s (once per machine and weights): running {chosen.describe()}{speed}; "
             "xmodal info shows them")
 
@@ -462,7 +520,7 @@ def describe_calibration(recorded: dict[str, Any]) -> str:
     torch fp32 and its lowest cosine, and why the others are not offered."""
     found = Calibration.from_dict(recorded)
     sample, source = found.sample, found.sample.get("source") or {}
-    of = {"run": "of this run", "shipped": "shipped"}
+    of = {"run": "of the run that measured", "shipped": "shipped"}
     on = f"{sample.get('images', 0)} photos {of.get(source.get('image'), '')} and {sample.get('texts', 0)} texts " \
          f"{of.get(source.get('text'), '')}".replace("  ", " ").strip()
     weights = "" if found.real_weights else ", random weights"

@@ -120,7 +120,13 @@ def choose(family: str, runtime: str | None = AUTO, precision: str | None = AUTO
         wanted = [w for w in wanted if w not in broken]
     if not wanted:
         raise InferenceChoiceError(_not_offered(family, runtime, precision))
-    return _first_available(family, wanted, table, measured, asked=(runtime, precision) != (AUTO, AUTO))
+    asked = (runtime, precision) != (AUTO, AUTO)
+    choice = _first_available(family, wanted, table, measured, asked)
+    if measured and asked and choice.inference not in measured:
+        unmeasured = (f"{choice.inference.describe()} was not measured on this machine: its parity with fp32 on "
+                      "these weights is not known")
+        choice = Choice(choice.inference, "; ".join(filter(None, (choice.note, unmeasured))))
+    return choice
 
 
 def _first_available(family: str, candidates: list[Inference], table: dict[Inference, Measured],
@@ -252,7 +258,10 @@ def check_parity(built, given, measured: dict[Inference, Measured] | None = None
 
 def accepted_ways(family: str, built: Inference, measured: dict[Inference, Measured] | None = None
                   ) -> list[Inference]:
-    """The ways whose vectors an index built `built`'s way takes (queries and updates), fastest first."""
+    """The ways whose vectors an index built `built`'s way takes (queries and updates), fastest first: of an
+    index with measurements, the ways measured (and fp32 on any runtime)."""
     ways = {**offered(family), **(measured or {})}
+    if measured:
+        ways = {w: m for w, m in ways.items() if w in measured or w.precision == "fp32"}
     return sorted((w for w in ways if accepts(family, built, w, measured)),
                   key=lambda w: (w not in (measured or {}), -ways[w].speedup))

@@ -70,7 +70,7 @@ def load_encoder(spec: str = DEFAULT_MODEL, pretrained: str | None = None, devic
         from .offline import load_offline
 
         ways = None if gpu or not _measures(runtime, precision, calibrating) else _OfflineWays(spec, pretrained)
-        measured, calibration = _measured("offline", spec, pretrained, ways, calibrating)
+        measured, calibration = _measured("offline", spec, pretrained, ways, calibrating, runtime, precision)
         choice = choose("offline", runtime, precision, gpu=gpu, measured=measured)
         encoder = ways(choice.inference) if calibration and ways.loaded(choice.inference) else \
             load_offline(pretrained, device, way=choice.inference, spec=spec)
@@ -86,7 +86,7 @@ def load_encoder(spec: str = DEFAULT_MODEL, pretrained: str | None = None, devic
     if openclip.is_open_clip_spec(spec):
         ways = None if is_gpu(device) or not _measures(runtime, precision, calibrating) else \
             _OpenClipWays(spec, pretrained)
-        measured, calibration = _measured("open_clip", spec, pretrained, ways, calibrating)
+        measured, calibration = _measured("open_clip", spec, pretrained, ways, calibrating, runtime, precision)
         choice = choose("open_clip", runtime, precision, gpu=is_gpu(device), measured=measured)
         if calibration and ways.loaded(choice.inference):  # measured just now: the model is loaded already
             return _calibrated(_noted(ways(choice.inference), choice.note), calibration)
@@ -100,16 +100,19 @@ def _measures(runtime: str | None, precision: str | None, calibrating: calibrate
     return calibrating is not None or (runtime or AUTO, precision or AUTO) == (AUTO, AUTO)
 
 
-def _measured(family: str, spec: str, pretrained: str | None, ways, calibrating: calibrate.Calibrating | None):
+def _measured(family: str, spec: str, pretrained: str | None, ways, calibrating: calibrate.Calibrating | None,
+              runtime: str | None = None, precision: str | None = None):
     """The ways measured on this machine with these weights (from the cache, or measured now where a run asks
     for it), as the choice reads them, and the calibration itself; (None, None) on a GPU, with measuring
-    turned off, or where nothing was measured and nothing is to be."""
+    turned off, or where nothing was measured and nothing is to be. A way refused whatever is measured (an
+    unknown name, a precision the model does not run) is refused first."""
     if ways is None or not calibrate.enabled():
         return None, None
+    choose(family, runtime, precision)
     key = calibrate.cache_key(family, spec, pretrained, ways.fingerprint())
     cache = calibrate.CalibrationCache()
     found = cache.get(key)
-    if found is None and calibrating is not None:
+    if found is None and calibrating is not None and calibrating.encodes(family):
         found = calibrating.measure(family, ways, calibrate.candidates(offered(family)), calibrate.digest(key))
         cache.put(key, found)
         calibrating.measured = found
@@ -280,7 +283,7 @@ def _recorded_encoder(identity: ModelIdentity, device: str | None, runtime: str 
         return _noted(from_manifest(identity, way, load_torch), note)
     encoder = load_encoder(identity.spec, identity.pretrained, device, runtime, precision)
     if note:
-        encoder.inference_note = note
+        encoder.inference_note = f"{note}: running {encoder.identity.inference.describe()}"
     return encoder
 
 
