@@ -212,6 +212,8 @@ def index(
     report = _run(lambda: build_index(out, config, progress=_tqdm_progress))
     if report.inference_note:
         typer.echo(f"note: {report.inference_note}", err=True)
+    if report.calibration_note:
+        typer.echo(f"note: {report.calibration_note}", err=True)
     where = f"on {report.device}" if report.device else "(not loaded: nothing to encode)"
     typer.echo(f"model: {report.model} {where}")
     failures = report.worded_failures(CLI)
@@ -541,7 +543,7 @@ def info(
 
     INDEX: an index folder.
     """
-    from .indexer import CLI, IndexDir, accepted_ways, describe_background
+    from .indexer import CLI, IndexDir, accepted_ways, describe_background, describe_calibration, recorded_table
     from .search import choose_placement
 
     manifest = _run(lambda: IndexDir(index_dir).read_manifest())
@@ -554,7 +556,8 @@ def info(
         "failures": manifest.failures,
         "metric": manifest.metric,
         "model": manifest.model.to_dict(),
-        "accepts": [w.describe() for w in accepted_ways(manifest.model.family, manifest.model.inference)],
+        "accepts": [w.describe() for w in accepted_ways(manifest.model.family, manifest.model.inference,
+                                                        recorded_table(manifest.calibration))],
         "preprocessing": {"image_decode": manifest.settings.get("image_decode", "exact"),
                           "background": manifest.background},
         "ann": {m: {"kind": a.kind, **a.params} for m, a in manifest.ann.items()},
@@ -564,6 +567,7 @@ def info(
         "segments": [s.to_dict() for s in manifest.segments],
         "words": {"segments": sum(1 for s in manifest.segments if s.words), **(manifest.settings.get("words") or {})},
         "last_run": manifest.last_run,
+        "calibration": manifest.calibration or None,
         "search_placement": {"device": placement.device, "engine": placement.engine, "reason": placement.reason},
     }
     rows = []
@@ -580,6 +584,8 @@ def info(
     typer.echo(f"model:    {model.describe()} [{model.family}]; {model.describe_reads()}")
     typer.echo(f"encoding: {model.inference.describe()}; queries and updates may run "
                f"{', '.join(summary['accepts']) or model.inference.describe()}")
+    if manifest.calibration:
+        typer.echo(f"measured: {describe_calibration(manifest.calibration)}")
     typer.echo(f"items:    {_held(manifest.counts)}; {manifest.failures} skipped")
     for source in manifest.sources:
         typer.echo(f"source:   {source.path} ({source.kind}{_source_options(source)}){_identity(source)}")

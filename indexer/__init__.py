@@ -12,7 +12,8 @@ from .errors import (
 )
 from .build import COLUMN_TYPES
 from .imaging import DECODE_MODES, MAX_PIXELS, describe_background
-from .models import AUTO, DEFAULT_MODEL, DEVICES, PRECISIONS, RUNTIMES, accepted_ways, list_models
+from .models import AUTO, DEFAULT_MODEL, DEVICES, PRECISIONS, RUNTIMES, accepted_ways, describe_calibration, list_models, \
+    recorded_table
 from .store import INDEX_TYPES, VECTOR_DTYPES, IndexDir
 
 __all__ = [
@@ -21,5 +22,5 @@ __all__ = [
     "EmptyCorpusError", "INDEX_TYPES", "ImageDecodeError", "IndexConfig", "IndexDir", "IndexReport",
     "InvalidInputError", "ModelMismatchError", "ModelUnavailableError", "NoImagesError", "NotAnIndexError",
     "TextColumnError", "UnknownModelError", "XmodalError", "build_index", "compact_index", "describe_background",
-    "list_items", "list_models", "one_of", "remove_items", "accepted_ways",
+    "list_items", "list_models", "one_of", "remove_items", "accepted_ways", "describe_calibration", "recorded_table",
 ]

@@ -23,7 +23,8 @@ from PIL import Image
 from ..indexer import words as analyser
 from ..indexer.errors import PYTHON, ImageDecodeError, Wording, InvalidInputError, ModelMismatchError, command, option
 from ..indexer.imaging import DEFAULT_BACKGROUND, flatten, load_image
-from ..indexer.models import UNREAD_SHARE, Encoder, script_language, check_parity, encode_images, image_input_side, load_encoder_for
+from ..indexer.models import UNREAD_SHARE, Encoder, script_language, check_parity, encode_images, image_input_side, load_encoder_for, \
+    recorded_table
 from ..indexer.build import DEFAULT_NA_VALUES
 from ..indexer.store import SETS_OF, IndexDir, Manifest, SegmentReader, read_failures
 
@@ -99,7 +100,8 @@ class SearchIndex:
     @property
     def encoder(self) -> Encoder:
         if self._encoder is None:
-            self._encoder = load_encoder_for(self.manifest.model, self._device, *self._way)
+            self._encoder = load_encoder_for(self.manifest.model, self._device, *self._way,
+                                             calibration=self.manifest.calibration)
             self._check_model(self._encoder)
         return self._encoder
 
@@ -757,7 +759,7 @@ class SearchIndex:
                 f"this index was built with {built.describe()}, not {given.describe()}; "
                 "query it with the model that built it"
             )
-        check_parity(built, given)
+        check_parity(built, given, recorded_table(self.manifest.calibration))
 
 
 OPEN_ATTEMPTS = 3

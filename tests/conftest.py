@@ -17,6 +17,11 @@ sys.path.insert(0, str(TESTS))  # makes `fakes` importable, as python:fakes:make
 
 from system_tools import pytest_configure, pytest_runtest_setup  # noqa: E402,F401  (hooks: tests' system programs)
 
+# The first run of a model on a machine measures the ways it can run (indexer/models/calibrate.py): seconds per
+# model, and a choice that follows timings. Tests, and the processes they start, run the shipped table's choice,
+# the same on every run; tests/test_calibrate.py turns measuring on where it tests it.
+os.environ["XMODAL_CALIBRATE"] = "off"
+
 # The tiny open_clip config from the field guide: real architecture, random weights, fast.
 TINY_MODEL_CFG = {
     "embed_dim": 32,

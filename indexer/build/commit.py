@@ -63,6 +63,7 @@ class Delta:
     next_row_id: int
     stats: RunStats
     settings: dict[str, Any] = field(default_factory=dict)
+    calibration: dict[str, Any] | None = None  # measured this run to choose the model's way; None: as recorded
 
 
 def start_delta(index_dir: IndexDir, dim: int, settings: dict[str, Any], expected_size: int,
@@ -239,4 +240,5 @@ def _manifest(generation: str, identity: ModelIdentity, counts: dict[str, int], 
         settings=new.settings,
         last_run={**new.stats.to_dict(), "finished_at": now},
         segments=segments,
+        calibration=new.calibration if new.calibration is not None else previous.calibration if previous else {},
     )

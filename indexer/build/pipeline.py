@@ -29,6 +29,7 @@ from ..errors import PYTHON, InvalidInputError, ModelMismatchError, Wording, com
 from .fresh import FreshSegments
 from ..imaging import DEFAULT_BACKGROUND, MAX_PIXELS, check_decode_mode, describe_background, parse_background
 from ..models import DEFAULT_MODEL, Encoder, LanguageTally, ModelIdentity, check_parity, load_encoder
+from ..models.calibrate import Calibrating, recorded_table
 from ..models.inference import rerun_way
 from ..models.registry import recorded_spec
 from .plan import ImagePlanner, RowIds
@@ -46,6 +47,7 @@ from ..store.words import words_setting
 from .stored import StoredState, load_state
 from .sync import SourcePlan, check_replace, column_typing, named_sources, plan_sources, reading_options
 from .unchanged import fingerprint, nothing_changed, skip_unchanged_corpora
+from .calibration_sample import run_calibrating
 from .warm_start import WarmStart
 
 __all__ = ["IndexConfig", "IndexReport", "build_index"]
@@ -113,6 +115,7 @@ class IndexReport:
     dialects: dict[str, sources.Dialect] = field(default_factory=dict)  # per CSV or TSV table read: its dialect
     url_photos: sources.URLCounts = field(default_factory=sources.URLCounts)  # photos named by URL, this run
     language_note: str | None = None  # where many texts encoded are in a language the model does not read
+    calibration_note: str | None = None  # where this run measured the ways the model runs here (calibrate.py)
 
     @property
     def failures(self) -> list[Failure]:
@@ -188,7 +191,10 @@ class _Run:
         warm = WarmStart(self.config.model, found.image_paths[:IMAGE_BATCH], settings, self.config.pretrained) \
             if previous is None and self.given_encoder is None and found.image_paths and settings.ray is None else None
         try:
-            model = _EncoderOnDemand(self.config, previous, self.index_dir, self.given_encoder, self.timer, warm)
+            calibrating = run_calibrating(found.image_paths, found.products, found.corpora, self.progress,
+                                          self.config.max_pixels, self.config.background)
+            model = _EncoderOnDemand(self.config, previous, self.index_dir, self.given_encoder, self.timer, warm,
+                                     calibrating)
             return _Build(self, previous, source_plan, found, settings, model).execute()
         finally:
             if warm is not None:
@@ -315,9 +321,10 @@ class _EncoderOnDemand:
     """Loads the model the first time it is needed: a re-run with nothing new never loads it."""
 
     def __init__(self, config: IndexConfig, previous: Manifest | None, index_dir: IndexDir,
-                 given: Encoder | None, timer: Timer, warm: WarmStart | None = None):
+                 given: Encoder | None, timer: Timer, warm: WarmStart | None = None,
+                 calibrating: Calibrating | None = None):
         self._config, self._previous, self._dir, self._timer = config, previous, index_dir, timer
-        self._encoder, self._warm = given, warm
+        self._encoder, self._warm, self._calibrating = given, warm, calibrating
         self.languages = LanguageTally()  # of the texts encoded this run
         if given is not None:
             _check_same_model(index_dir, previous, given)
@@ -346,6 +353,20 @@ class _EncoderOnDemand:
         return getattr(self._encoder, "inference_note", None)
 
     @property
+    def calibration(self) -> dict | None:
+        """What was measured on this machine to choose the way the model ran (models/calibrate.py); None where
+        it was not loaded, or ran a way nothing was measured for (a GPU, your own encoder)."""
+        found = getattr(self._encoder, "calibration", None)
+        return found.to_dict() if found is not None else None
+
+    @property
+    def calibration_note(self) -> str | None:
+        """What measuring cost and chose, where this run measured."""
+        if self._encoder is None or self._calibrating is None:
+            return None
+        return self._calibrating.note(self._encoder.identity.inference)
+
+    @property
     def device(self) -> str | None:
         """Where the model ran; None when nothing needed encoding and it was never loaded."""
         return self._encoder.device if self._encoder else None
@@ -353,7 +374,7 @@ class _EncoderOnDemand:
     def get(self) -> Encoder:
         if self._encoder is None:
             load = lambda: load_encoder(self._config.model, self._config.pretrained, self._config.device,  # noqa: E731
-                                        *self._way())
+                                        *self._way(), calibrating=self._calibrating)
             with self._timer.stage("load_model"):
                 self._encoder = self._warm.load(load) if self._warm else load()
             _check_same_model(self._dir, self._previous, self._encoder)
@@ -436,6 +457,7 @@ class _Build:
                 [f for f in skipped if f in known]
             delta.sources, delta.next_row_id = _with_columns(self.source_plan.sources, found), out.ids.next
             _check_lexical_columns(self.config.lexical_columns, delta.sources)
+            delta.calibration = self.model.calibration
             with self.timer.stage("write"):  # on Ray still: the last segment's IVF lists are filled there
                 delta.stats.seconds = round(time.perf_counter() - self.run.started, 3)
                 manifest, committed = commit_state(index_dir, self.model.identity, previous, state, delta)
@@ -446,7 +468,7 @@ class _Build:
                            self.model.identity.describe(), delta.stats, committed,
                            {key[1]: infos for key, infos in found.columns().items()}, self.model.note,
                            _without_photo(delta.sources, delta.failures), found.dialects(), found.url_photos,
-                           self.model.languages.note(self.model.identity))
+                           self.model.languages.note(self.model.identity), self.model.calibration_note)
 
     def _stream_images(self, planner: ImagePlanner, out: _Output) -> _ImageRun:
         """The image paths a batch at a time: planned against the stored images, encoded, handed to the writer."""
@@ -721,7 +743,7 @@ def _check_same_model(index_dir: IndexDir, previous: Manifest | None, encoder: E
             f"index into a new {option('out')} folder, or use the index's model"
         )
     if previous:
-        check_parity(previous.model, encoder.identity)
+        check_parity(previous.model, encoder.identity, recorded_table(previous.calibration))
 
 
 IMAGE_BATCH = 4096  # image paths planned, then encoded, at a time

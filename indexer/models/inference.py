@@ -42,6 +42,12 @@ class Measured:
 
     speedup: float
     min_cosine: float | None
+    holds: bool | None = None  # measured here (models/calibrate.py): the cosine and the neighbours both held
+
+    def keeps_parity(self) -> bool:
+        if self.holds is not None:
+            return self.holds
+        return self.min_cosine is not None and self.min_cosine >= PARITY_COSINE
 
 
 # bench/results/precision_cpu.txt (2-core AMD EPYC Zen 4, avx512_vnni + avx512_bf16). The offline model's
@@ -92,39 +98,66 @@ def offered(family: str) -> dict[Inference, Measured]:
     return OFFERED.get(family, {Inference("torch", "fp32"): Measured(1.0, 1.0)})
 
 
-def choose(family: str, runtime: str | None = AUTO, precision: str | None = AUTO, gpu: bool = False) -> Choice:
-    """The way a model of `family` runs, from what was asked (`auto` or a name) and what this machine has."""
+def choose(family: str, runtime: str | None = AUTO, precision: str | None = AUTO, gpu: bool = False,
+           measured: dict[Inference, Measured] | None = None) -> Choice:
+    """The way a model of `family` runs, from what was asked (`auto` or a name) and what this machine has.
+
+    `measured`: the ways timed on this machine with the weights in use (Calibration.table). Where given, auto
+    picks the fastest of them that held parity, torch fp32 among them; a way asked for that broke parity on
+    these weights is refused with its cosine; the shipped table (OFFERED) only orders what was not measured."""
     runtime, precision = _checked(runtime or AUTO, RUNTIMES, "runtime"), _checked(precision or AUTO, PRECISIONS,
                                                                                   "precision")
     if gpu:
         return _on_gpu(family, runtime, precision)
-    ways = offered(family)
-    wanted = [w for w in ways if runtime in (AUTO, w.runtime) and precision in (AUTO, w.precision)]
-    if precision == AUTO:  # a precision left to auto is one that holds parity
-        wanted = [w for w in wanted if (parity(family, w) or 0.0) >= PARITY_COSINE]
+    table = {**offered(family), **(measured or {})}
+    wanted = [w for w in table if runtime in (AUTO, w.runtime) and precision in (AUTO, w.precision)]
+    if precision == AUTO:  # a precision left to auto is one that holds parity (measured here, where it was)
+        wanted = [w for w in wanted if (w in measured if measured else True) and table[w].keeps_parity()]
+    elif measured:
+        broken = [w for w in wanted if w in measured and not measured[w].keeps_parity()]
+        if broken and len(broken) == len(wanted):
+            raise InferenceChoiceError(_broken(broken[0], measured[broken[0]]))
+        wanted = [w for w in wanted if w not in broken]
     if not wanted:
         raise InferenceChoiceError(_not_offered(family, runtime, precision))
-    return _first_available(family, wanted, asked=(runtime, precision) != (AUTO, AUTO))
+    asked = (runtime, precision) != (AUTO, AUTO)
+    choice = _first_available(family, wanted, table, measured, asked)
+    if measured and asked and choice.inference not in measured:
+        unmeasured = (f"{choice.inference.describe()} was not measured on this machine: its parity with fp32 on "
+                      "these weights is not known")
+        choice = Choice(choice.inference, "; ".join(filter(None, (choice.note, unmeasured))))
+    return choice
 
 
-def _first_available(family: str, candidates: list[Inference], asked: bool = False) -> Choice:
+def _first_available(family: str, candidates: list[Inference], table: dict[Inference, Measured],
+                     measured: dict[Inference, Measured] | None, asked: bool = False) -> Choice:
     """The fastest candidate this machine can run; else the fastest way here that holds parity with fp32 (what
-    auto runs: never the slowest way for want of the one asked), saying why."""
+    auto runs: never a slower way for want of the one asked), saying why."""
     notes = []
-    for way in _fastest_first(family, candidates):
+    for way in _fastest_first(candidates, table, measured):
         missing = missing_requirement(way)
         if missing is None:
             return Choice(way, "; ".join(notes) if notes and asked else None)
         notes.append(f"{way.describe()} is not available here ({missing})")
-    holding = [w for w in offered(family) if (parity(family, w) or 0.0) >= PARITY_COSINE]
-    fallback = next((w for w in _fastest_first(family, holding) if missing_requirement(w) is None), Inference())
-    return Choice(fallback, f"{'; '.join(notes)}: running {fallback.describe()}, the fastest way here that keeps "
+    holding = [w for w in (measured or table) if table[w].keeps_parity()]
+    fallback = next((w for w in _fastest_first(holding, table, measured) if missing_requirement(w) is None),
+                    Inference())
+    here = "measured here" if measured else "here"
+    return Choice(fallback, f"{'; '.join(notes)}: running {fallback.describe()}, the fastest way {here} that keeps "
                             "fp32's vectors")
 
 
-def _fastest_first(family: str, ways: list[Inference]) -> list[Inference]:
-    measured = offered(family)
-    return sorted(ways, key=lambda w: -measured[w].speedup)
+def _fastest_first(ways: list[Inference], table: dict[Inference, Measured],
+                   measured: dict[Inference, Measured] | None) -> list[Inference]:
+    """Ways measured here first, fastest first; then the rest in the shipped table's order."""
+    measured = measured or {}
+    return sorted(ways, key=lambda w: (w not in measured, -table[w].speedup))
+
+
+def _broken(way: Inference, found: Measured) -> str:
+    return (f"{way.describe()} breaks parity with fp32 on these weights, measured on this machine (lowest cosine "
+            f"{found.min_cosine:.4f}, {PARITY_COSINE} needed, and most nearest neighbours kept): leave "
+            f"{option('precision')} at auto, or ask for fp32")
 
 
 def missing_requirement(way: Inference) -> str | None:
@@ -187,39 +220,48 @@ def rerun_way(identity) -> Inference | None:
     return None if way == GPU or identity.family not in OFFERED else way
 
 
-def parity(family: str, way: Inference) -> float | None:
-    """The lowest measured cosine of `way`'s vectors to fp32 on real weights; None where not known."""
+def parity(family: str, way: Inference, measured: dict[Inference, Measured] | None = None) -> float | None:
+    """The lowest cosine of `way`'s vectors to fp32, measured with the index's weights where `measured` (the
+    index's calibration) has it, else on the shipped table's real weights; None where not known, and where the
+    nearest neighbours measured did not hold."""
     if way.precision == "fp32" or way == GPU:
         return 1.0
-    measured = offered(family).get(way)
-    return measured.min_cosine if measured else None
+    found = (measured or {}).get(way) or offered(family).get(way)
+    if found is None or (found.holds is False):
+        return None
+    return found.min_cosine
 
 
-def accepts(family: str, built: Inference, given: Inference) -> bool:
+def accepts(family: str, built: Inference, given: Inference,
+            measured: dict[Inference, Measured] | None = None) -> bool:
     """Whether an index built one way accepts vectors made another way (a query, or an update).
 
-    The rule: the same way always; otherwise both ways must hold measured parity with fp32 on real weights
-    (lowest per-item cosine >= PARITY_COSINE). fp32 on any runtime is fp32; an unmeasured precision is
-    accepted only beside itself.
+    The rule: the same way always; otherwise both ways must hold measured parity with fp32 (lowest per-item
+    cosine >= PARITY_COSINE, and the neighbours where measured on the index's own weights). fp32 on any runtime
+    is fp32; an unmeasured precision is accepted only beside itself.
     """
     if built == given:
         return True
-    ours, theirs = parity(family, built), parity(family, given)
+    ours, theirs = parity(family, built, measured), parity(family, given, measured)
     return ours is not None and theirs is not None and min(ours, theirs) >= PARITY_COSINE
 
 
-def check_parity(built, given) -> None:
+def check_parity(built, given, measured: dict[Inference, Measured] | None = None) -> None:
     """Refuse vectors made `given`'s way (a ModelIdentity) for an index built `built`'s way, outside parity."""
-    if accepts(built.family, built.inference, given.inference):
+    if accepts(built.family, built.inference, given.inference, measured):
         return
     raise ModelMismatchError(
         f"this index holds {built.inference.describe()} vectors; {given.inference.describe()} ones are outside "
-        f"the parity measured for {built.spec} (the lowest cosine to fp32 on real weights must be >= "
-        f"{PARITY_COSINE}); use {option('runtime', built.runtime)} {option('precision', built.precision)}, "
-        "or leave both out")
+        f"the parity measured for {built.spec} (the lowest cosine to fp32 must be >= {PARITY_COSINE}); use "
+        f"{option('runtime', built.runtime)} {option('precision', built.precision)}, or leave both out")
 
 
-def accepted_ways(family: str, built: Inference) -> list[Inference]:
-    """The ways whose vectors an index built `built`'s way takes (queries and updates), fastest first."""
-    ways = offered(family)
-    return sorted((w for w in ways if accepts(family, built, w)), key=lambda w: -ways[w].speedup)
+def accepted_ways(family: str, built: Inference, measured: dict[Inference, Measured] | None = None
+                  ) -> list[Inference]:
+    """The ways whose vectors an index built `built`'s way takes (queries and updates), fastest first: of an
+    index with measurements, the ways measured (and fp32 on any runtime)."""
+    ways = {**offered(family), **(measured or {})}
+    if measured:
+        ways = {w: m for w, m in ways.items() if w in measured or w.precision == "fp32"}
+    return sorted((w for w in ways if accepts(family, built, w, measured)),
+                  key=lambda w: (w not in (measured or {}), -ways[w].speedup))

@@ -7,6 +7,7 @@ import pickle
 import struct
 import sys
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -62,6 +63,11 @@ class OpenClipEncoder:
     @property
     def model(self):
         return self._model
+
+    def with_precision(self, precision: str) -> "OpenClipEncoder":
+        """The same weights run at another precision that needs no copy of them (bf16 autocast)."""
+        return OpenClipEncoder(self._model, self._preprocess, self.tokenizer,
+                               replace(self.identity, precision=precision), self.device)
 
     def _dtype(self):
         return torch_dtype(self._model)

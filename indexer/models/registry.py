@@ -18,6 +18,7 @@ from dataclasses import replace
 from typing import Callable
 
 from ..errors import InferenceChoiceError, UnknownModelError, option
+from . import calibrate
 from .base import Encoder, ModelIdentity
 from .device import is_gpu, resolve_device
 from .inference import AUTO, Choice, Inference, choose, cpu_only, missing_requirement, offered, rerun_way
@@ -44,7 +45,8 @@ def list_models() -> list[str]:
 
 
 def load_encoder(spec: str = DEFAULT_MODEL, pretrained: str | None = None, device: str | None = None,
-                 runtime: str | None = None, precision: str | None = None) -> Encoder:
+                 runtime: str | None = None, precision: str | None = None,
+                 calibrating: calibrate.Calibrating | None = None) -> Encoder:
     """Build the encoder named by `spec`; raises UnknownModelError, ModelUnavailableError or
     InferenceChoiceError (a runtime or precision the model does not offer).
 
@@ -53,6 +55,9 @@ def load_encoder(spec: str = DEFAULT_MODEL, pretrained: str | None = None, devic
     not the one asked for (a runtime not installed, a CPU without bf16), `encoder.inference_note` says why.
     Your own encoders (register_model, python:) get the device as asked ("auto" by default)
     and decide for themselves, so one that needs no torch never imports it.
+    On the CPU, the ways measured on this machine with these weights (models/calibrate.py) decide; where none
+    were and `calibrating` is given (an index run: its sample and size), they are measured first, and the
+    encoder's `calibration` says what was found.
     """
     if spec in _REGISTERED or spec.startswith(PYTHON_PREFIX):
         _only_auto(spec, runtime, precision)
@@ -61,10 +66,15 @@ def load_encoder(spec: str = DEFAULT_MODEL, pretrained: str | None = None, devic
     if device in (None, "", AUTO) and cpu_only(runtime, precision):
         device = "cpu"
     if spec in BUILT_IN:
-        choice = choose("offline", runtime, precision, gpu=_gpu_asked(device, runtime, precision))
+        gpu = _gpu_asked(device, runtime, precision)
         from .offline import load_offline
 
-        return _noted(load_offline(pretrained, device, way=choice.inference, spec=spec), choice.note)
+        ways = None if gpu or not _measures(runtime, precision, calibrating) else _OfflineWays(spec, pretrained)
+        measured, calibration = _measured("offline", spec, pretrained, ways, calibrating, runtime, precision)
+        choice = choose("offline", runtime, precision, gpu=gpu, measured=measured)
+        encoder = ways(choice.inference) if calibration and ways.loaded(choice.inference) else \
+            load_offline(pretrained, device, way=choice.inference, spec=spec)
+        return _calibrated(_noted(encoder, choice.note), calibration)
     if device in (None, "", AUTO) and not _gpu_likely():
         device = "cpu"  # torch would say so too, after 2 s of importing it
     device = "cpu" if device == "cpu" else resolve_device(device)
@@ -74,9 +84,104 @@ def load_encoder(spec: str = DEFAULT_MODEL, pretrained: str | None = None, devic
         _only_auto(spec, runtime, precision)
         return hf.load_transformers(spec, device)
     if openclip.is_open_clip_spec(spec):
-        choice = choose("open_clip", runtime, precision, gpu=is_gpu(device))
-        return _open_clip(spec, pretrained, device, choice)
+        ways = None if is_gpu(device) or not _measures(runtime, precision, calibrating) else \
+            _OpenClipWays(spec, pretrained)
+        measured, calibration = _measured("open_clip", spec, pretrained, ways, calibrating, runtime, precision)
+        choice = choose("open_clip", runtime, precision, gpu=is_gpu(device), measured=measured)
+        if calibration and ways.loaded(choice.inference):  # measured just now: the model is loaded already
+            return _calibrated(_noted(ways(choice.inference), choice.note), calibration)
+        return _calibrated(_open_clip(spec, pretrained, device, choice), calibration)
     raise UnknownModelError(_unknown_message(spec))
+
+
+def _measures(runtime: str | None, precision: str | None, calibrating: calibrate.Calibrating | None) -> bool:
+    """Whether measurements decide the way: an index run's (it may measure), or auto's anywhere (it reads them).
+    A way named outside an index run (a query re-running its index's way) runs as named."""
+    return calibrating is not None or (runtime or AUTO, precision or AUTO) == (AUTO, AUTO)
+
+
+def _measured(family: str, spec: str, pretrained: str | None, ways, calibrating: calibrate.Calibrating | None,
+              runtime: str | None = None, precision: str | None = None):
+    """The ways measured on this machine with these weights (from the cache, or measured now where a run asks
+    for it), as the choice reads them, and the calibration itself; (None, None) on a GPU, with measuring
+    turned off, or where nothing was measured and nothing is to be. A way refused whatever is measured (an
+    unknown name, a precision the model does not run) is refused first."""
+    if ways is None or not calibrate.enabled():
+        return None, None
+    choose(family, runtime, precision)
+    key = calibrate.cache_key(family, spec, pretrained, ways.fingerprint())
+    cache = calibrate.CalibrationCache()
+    found = cache.get(key)
+    if found is None and calibrating is not None and calibrating.encodes(family):
+        found = calibrating.measure(family, ways, calibrate.candidates(offered(family)), calibrate.digest(key))
+        cache.put(key, found)
+        calibrating.measured = found
+    if found is None:
+        return None, None
+    return found.table(calibrating.items if calibrating else None), found
+
+
+def _calibrated(encoder: Encoder, calibration) -> Encoder:
+    if calibration is not None:
+        encoder.calibration = calibration
+    return encoder
+
+
+class _OpenClipWays:
+    """Each way an open_clip model runs on the CPU, built from one torch fp32 model (what calibration times)."""
+
+    def __init__(self, spec: str, pretrained: str | None):
+        self._spec, self._pretrained, self._fp32, self._exportable = spec, pretrained, None, False
+
+    def fingerprint(self) -> str:
+        from .openclip_onnx import weights_of
+
+        return weights_of(self._spec, self._pretrained)
+
+    def loaded(self, way: Inference) -> bool:
+        return self._fp32 is not None and (way.runtime != "torch" or way.precision != "int8")
+
+    def __call__(self, way: Inference) -> Encoder:
+        from . import openclip, openclip_onnx
+
+        if self._fp32 is None:
+            self._fp32 = openclip.load_open_clip(self._spec, self._pretrained, "cpu", Inference())
+            self._exportable = openclip_onnx.remember_model(self._spec, self._pretrained, self._fp32).exportable
+        fp32 = self._fp32
+        if way == Inference():
+            return fp32
+        if way.runtime == "torch":
+            if way.precision == "bf16":  # autocast over the same weights
+                return fp32.with_precision("bf16")
+            return openclip.load_open_clip(self._spec, self._pretrained, "cpu", way)  # int8 quantises a copy
+        if not self._exportable:
+            raise InferenceChoiceError(f"{self._spec} has a tokenizer or preprocessing that does not run exported")
+        identity = replace(fp32.identity, runtime=way.runtime, precision=way.precision)
+        return openclip_onnx.OnnxOpenClipEncoder(identity, lambda: fp32)
+
+
+class _OfflineWays:
+    """Each way the offline model's image classifier runs on the CPU (its text tower is fp32 in every one)."""
+
+    def __init__(self, spec: str, pretrained: str | None):
+        self._spec, self._pretrained = spec, pretrained
+        self._built: dict[Inference, Encoder] = {}
+
+    def fingerprint(self) -> str:
+        from .offline import CLASSIFIER_PACKAGES
+
+        versions = calibrate.package_versions(CLASSIFIER_PACKAGES)
+        return "packages:" + ",".join(f"{name}={version}" for name, version in sorted(versions.items()))
+
+    def loaded(self, way: Inference) -> bool:
+        return way in self._built
+
+    def __call__(self, way: Inference) -> Encoder:
+        from .offline import load_offline
+
+        if way not in self._built:
+            self._built[way] = load_offline(self._pretrained, "cpu", way=way, spec=self._spec)
+        return self._built[way]
 
 
 def _open_clip(spec: str, pretrained: str | None, device: str, choice: Choice) -> Encoder:
@@ -144,12 +249,28 @@ def recorded_spec(spec: str) -> str | None:
 
 
 def load_encoder_for(identity: ModelIdentity, device: str | None = None, runtime: str | None = None,
-                     precision: str | None = None) -> Encoder:
+                     precision: str | None = None, calibration: dict | None = None) -> Encoder:
     """Re-create the encoder an index was built with, run the way the index records (or the way asked).
 
     An index of an open_clip model exported to ONNX is queried from its exported towers on the CPU, without
     importing torch or open_clip, wherever the cache holds them (a first query exports them).
+    A reduced precision measured on another machine (`calibration`: the index's) is checked here first against
+    the index's fp32 reference vectors; outside parity here, the query runs fp32, with a note saying why.
     """
+    encoder = _recorded_encoder(identity, device, runtime, precision)
+    way = encoder.identity.inference
+    if calibrate.needs_recheck(calibration, way):
+        lowest = calibrate.recheck(encoder, calibration, way)
+        if lowest < calibrate.PARITY_COSINE:
+            exact = _recorded_encoder(identity, device, way.runtime, "fp32")
+            return _noted(exact, f"{way.describe()} gives a lowest cosine of {lowest:.4f} to this index's fp32 "
+                                 f"vectors on this machine, not the parity measured where it was built: running "
+                                 f"{exact.identity.inference.describe()}")
+    return encoder
+
+
+def _recorded_encoder(identity: ModelIdentity, device: str | None, runtime: str | None,
+                      precision: str | None) -> Encoder:
     asked = (runtime or AUTO, precision or AUTO) != (AUTO, AUTO)
     runtime, precision, note = (runtime, precision, None) if asked else _recorded_way(identity)
     way = Inference(runtime or AUTO, precision or AUTO)
@@ -162,7 +283,7 @@ def load_encoder_for(identity: ModelIdentity, device: str | None = None, runtime
         return _noted(from_manifest(identity, way, load_torch), note)
     encoder = load_encoder(identity.spec, identity.pretrained, device, runtime, precision)
     if note:
-        encoder.inference_note = note
+        encoder.inference_note = f"{note}: running {encoder.identity.inference.describe()}"
     return encoder
 
 

@@ -125,6 +125,7 @@ class Manifest:
     settings: dict[str, Any] = field(default_factory=dict)  # index_type: re-used by re-runs
     last_run: dict[str, Any] = field(default_factory=dict)
     segments: list[SegmentRef] = field(default_factory=list)
+    calibration: dict[str, Any] = field(default_factory=dict)  # the ways measured to choose the model's (calibrate.py)
     metric: str = METRIC
     format: str = FORMAT_NAME
     format_version: int = FORMAT_VERSION
@@ -169,6 +170,7 @@ class Manifest:
             sources=_sources_from(data),
             settings=dict(data.get("settings") or {}),
             last_run=dict(data.get("last_run") or {}),
+            calibration=dict(data.get("calibration") or {}),
             metric=data.get("metric", METRIC),
             format=data["format"],
             format_version=int(data["format_version"]),  # as read; a commit writes the current format
