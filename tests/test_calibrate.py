@@ -140,6 +140,8 @@ def test_the_shipped_tables_choice_and_the_fastest_exact_way_are_measured_first(
     first, second = calibrate.candidates(prior)[:2]
     assert first == inference.choose("offline").inference  # bf16 on openvino, or fp32 on onnx
     assert second.precision == "fp32" and second != first
+    first, second = calibrate.candidates(inference.offered("open_clip"))[:2]
+    assert first.precision != "fp32" and second.precision == "fp32"  # the table knows no parity of these
 
 
 def test_the_budget_is_twenty_seconds_or_a_twentieth_of_a_large_run():
