@@ -96,3 +96,33 @@ def test_build_then_search_in_fresh_processes(kind, tmp_path, tiny_model_dir, ti
     by_text = xmodal(env, "search", str(out), "a green car", "-k", "3")
     assert by_text.returncode == 0 and len(by_text.stdout.splitlines()) == 3, by_text.stderr[-2000:]
     assert "Loading weights" not in built.stderr + found.stderr + by_text.stderr  # no dependency's progress bars
+
+
+def test_weights_rewritten_in_place_are_refused_by_a_rerun_and_a_query(tmp_path):
+    """The same local-dir: folder over other weights is another model: its vectors must not join the index's,
+    and a query must not be encoded by it. Found by a new user's trial: the re-run said "nothing changed"."""
+    import subprocess
+    import sys
+
+    from conftest import CATALOG, env_with_tests_path, write_tiny_open_clip
+
+    model = write_tiny_open_clip(tmp_path / "model", seed=0)
+    out = tmp_path / "w.idx"
+
+    def xmodal(*args):
+        env = {**env_with_tests_path(), "XDG_CACHE_HOME": str(tmp_path / "cache")}
+        return subprocess.run([sys.executable, "-c", "from xmodal import cli; cli.run()", *args], env=env,
+                              capture_output=True, text=True, timeout=300)
+
+    assert xmodal("index", str(CATALOG / "images"), "--out", str(out), "--model", f"local-dir:{model}").returncode == 0
+    manifest = (out / "manifest.json").read_bytes()
+    write_tiny_open_clip(model, seed=1)  # new weights, same folder
+    for refused in (xmodal("index", str(CATALOG / "images"), "--out", str(out)),
+                    xmodal("search", str(out), "a red car")):
+        assert refused.returncode != 0 and "Traceback" not in refused.stderr
+        [line] = refused.stderr.strip().splitlines()
+        assert line.startswith(f"error: the weights in local-dir:{model.resolve()} changed since this index was built")
+        assert line.endswith("put those weights back, or index into a new --out folder with these")
+    assert (out / "manifest.json").read_bytes() == manifest
+    write_tiny_open_clip(model, seed=0)  # the weights it was built with, back
+    assert xmodal("search", str(out), "a red car").returncode == 0

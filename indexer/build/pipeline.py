@@ -665,6 +665,10 @@ def _with_recorded_settings(config: IndexConfig, previous: Manifest | None) -> I
                        memory_budget=budget, image_decode=config.image_decode or "reduced",
                        background=background or DEFAULT_BACKGROUND)
     _check_named_model(config.model, previous)
+    if config.model in (None, previous.model.spec) and config.pretrained in (None, previous.model.pretrained):
+        from ..models.openclip import check_weights
+
+        check_weights(previous.model)  # before anything is read: a re-run with nothing new would not load it
     config = replace(config, model=config.model or previous.model.spec,
                      vectors=_recorded_vectors(config.vectors, previous),
                      memory_budget=budget if budget is not None else previous.settings.get("memory_budget"),

@@ -32,6 +32,9 @@ class ModelIdentity:
     runtime: str = "torch"
     precision: str = "fp32"
     reads: tuple[str, ...] | None = None
+    # the weights' fingerprint where they are a file ("sha256:..."; a tag names published weights): the same
+    # spec over rewritten weights is another model (check_weights); None in indexes from before it was recorded
+    weights: str | None = None
 
     @property
     def inference(self) -> Inference:
@@ -52,6 +55,7 @@ class ModelIdentity:
             runtime=data.get("runtime") or "torch",  # indexes from before precisions were recorded ran torch
             precision=data.get("precision") or "fp32",
             reads=tuple(data["reads"]) if data.get("reads") else None,
+            weights=data.get("weights"),
         )
 
     def reads_language(self, language: str | None) -> bool:

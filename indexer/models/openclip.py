@@ -13,10 +13,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import ModelUnavailableError, UnknownModelError
+from ..errors import ModelMismatchError, ModelUnavailableError, UnknownModelError, option
 from .base import ModelIdentity, l2_normalize
 from .device import cpu_autocast, precision_for
 from .inference import GPU, Inference
+from .export_cache import file_fingerprint
 from .hub import WAYS_OUT, cache_only, cached_hub_file, hub_usable
 from .openclip_text import hub_text_tower, load_tokenizer, missing_tower_message, tower_languages
 from .recipe import ImageRecipe
@@ -125,9 +126,36 @@ def default_weights(name: str) -> str | None:
     return tags[0] if tags else None
 
 
+def weights_of(spec: str, pretrained: str | None) -> str:
+    """The weights' content where they are a file (a local-dir: model, a checkpoint path); a published tag
+    names fixed weights; random weights are seeded."""
+    if spec.startswith(LOCAL_DIR):
+        found = weights_in_folder(Path(spec[len(LOCAL_DIR):]).expanduser())
+        return f"sha256:{file_fingerprint(found)}" if found else "missing"
+    if pretrained and Path(pretrained).is_file():
+        return f"sha256:{file_fingerprint(Path(pretrained))}"
+    return f"tag:{pretrained}"
+
+
+def check_weights(identity: ModelIdentity) -> None:
+    """Refuse an index's open_clip model whose weights file was rewritten since the index recorded it: the same
+    spec then names another model, whose vectors would sit beside the old ones unnoticed."""
+    if identity.family != "open_clip" or not (identity.weights or "").startswith("sha256:"):
+        return
+    now = weights_of(identity.spec, identity.pretrained)
+    if now.startswith("sha256:") and now != identity.weights:
+        where = identity.pretrained if identity.pretrained and os.path.isfile(identity.pretrained) else identity.spec
+        raise ModelMismatchError(
+            f"the weights in {where} changed since this index was built with them (sha256 "
+            f"{identity.weights[7:19]}..., now {now[7:19]}...); put those weights back, or index into a new "
+            f"{option('out')} folder with these")
+
+
 def load_open_clip(spec: str, pretrained: str | None, device: str, way: Inference | None = None) -> OpenClipEncoder:
     """The model on torch, run `way` (fp32, bf16 autocast, or int8 Linear layers on the CPU; fp16 on a GPU)."""
     import open_clip
+
+    weights = weights_of(spec, pretrained)
 
     if spec.startswith(LOCAL_DIR):
         spec, pretrained, kwargs = _local_dir_source(spec), None, {}
@@ -173,6 +201,7 @@ def load_open_clip(spec: str, pretrained: str | None, device: str, way: Inferenc
         runtime=way.runtime,
         precision=way.precision,
         reads=tower_languages(model, tokenizer, spec, pretrained),
+        weights=weights,
     )
     return OpenClipEncoder(model, preprocess, tokenizer, identity, device)
 

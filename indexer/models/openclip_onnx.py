@@ -117,16 +117,9 @@ def weights_fingerprint(identity: ModelIdentity) -> str:
 
 
 def weights_of(spec: str, pretrained: str | None) -> str:
-    """The weights' content where they are a file (a local-dir: model, a checkpoint path); a published tag
-    names fixed weights; random weights are seeded."""
-    from .openclip import LOCAL_DIR, weights_in_folder
+    from .openclip import weights_of as of_files
 
-    if spec.startswith(LOCAL_DIR):
-        found = weights_in_folder(Path(spec[len(LOCAL_DIR):]).expanduser())
-        return f"sha256:{file_fingerprint(found)}" if found else "missing"
-    if pretrained and Path(pretrained).is_file():
-        return f"sha256:{file_fingerprint(Path(pretrained))}"
-    return f"tag:{pretrained}"
+    return of_files(spec, pretrained)
 
 
 @dataclass(frozen=True)

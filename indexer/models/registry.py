@@ -257,6 +257,10 @@ def load_encoder_for(identity: ModelIdentity, device: str | None = None, runtime
     A reduced precision measured on another machine (`calibration`: the index's) is checked here first against
     the index's fp32 reference vectors; outside parity here, the query runs fp32, with a note saying why.
     """
+    if identity.family == "open_clip":
+        from .openclip import check_weights
+
+        check_weights(identity)
     encoder = _recorded_encoder(identity, device, runtime, precision)
     way = encoder.identity.inference
     if calibrate.needs_recheck(calibration, way):
