@@ -284,6 +284,34 @@ def test_openvino_keeps_what_it_compiled_for_the_next_process(tmp_path, monkeypa
     assert sorted(p.name for p in compiled.iterdir()) == kept  # read back, nothing compiled anew
 
 
+def test_openvino_runs_its_own_format_converted_once_beside_the_export(tmp_path, monkeypatch):
+    """OpenVINO runs the tower from its IR, written once beside the ONNX file: fp32's weights stay fp32 (the same
+    vectors as ONNX Runtime's), bf16's are fp16 (half the bytes mapped); a damaged IR is written again."""
+    from xmodal.indexer.models import onnx_towers
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    spec = f"local-dir:{write_tiny_open_clip(tmp_path / 'model', seed=6)}"
+    exact = load_encoder(spec, None, "cpu", "onnx", "fp32").encode_texts(TEXTS)
+    np.testing.assert_allclose(load_encoder(spec, None, "cpu", "openvino", "fp32").encode_texts(TEXTS), exact,
+                               atol=1e-5)
+    [fp32_ir] = (tmp_path / "cache" / "xmodal" / "exported").glob("*/openvino-fp32.xml")
+    folder = fp32_ir.parent
+    assert (folder / "openvino-fp32.bin").stat().st_size > 1000 and not list(folder.glob(".openvino-*"))
+
+    tokens = np.ones((2, 77), dtype=np.int64)
+    bf16 = onnx_towers.OpenVinoTower(folder / "model.onnx", ["tokens"], "bf16")
+    assert bf16(tokens).shape == (2, 32)
+    halved = (folder / "openvino-bf16.bin").stat().st_size / (folder / "openvino-fp32.bin").stat().st_size
+    assert 0.4 < halved < 0.6
+
+    expected = onnx_towers.OpenVinoTower(folder / "model.onnx", ["tokens"], "fp32")(tokens)
+    (folder / "openvino-fp32.bin").write_bytes(b"damaged")
+    monkeypatch.setattr(onnx_towers, "compiled_cache", lambda: tmp_path / "compiled-anew")  # not the blob of before
+    np.testing.assert_allclose(onnx_towers.OpenVinoTower(folder / "model.onnx", ["tokens"], "fp32")(tokens),
+                               expected, atol=1e-6)
+    assert (folder / "openvino-fp32.bin").stat().st_size > 1000  # written again from the ONNX file
+
+
 def test_export_cache_entry_is_published_whole(tmp_path):
     cache, key = ExportCache(tmp_path), {"model": "m", "tower": "text"}
 
