@@ -110,6 +110,26 @@ def test_measuring_stops_at_its_budget_and_says_which_ways_it_left():
     assert set(found.table()) == {FP32, ONNX32, ONNX8}
 
 
+def test_a_later_run_measures_the_ways_an_earlier_budget_left_against_the_same_reference():
+    """Speeds measured later, on a busier machine, are scaled to the first run's torch fp32; at least one way is
+    measured per run whatever its budget, so every way is measured in the end."""
+    ov32 = Inference("openvino", "fp32")
+    towers = {FP32: FakeTower(seconds=0.002), ONNX32: FakeTower(seconds=0.002), ONNX8: FakeTower(), OV16:
+              FakeTower(seconds=0.0005), ov32: FakeTower(seconds=0.002)}
+    sample = calibrate.Sample.of([], [])
+    first = calibrate.measure("open_clip", fake_ways(towers), [ONNX32, ONNX8, OV16, ov32], sample, lambda *_: 0.0)
+    assert first.unmeasured() == [OV16, ov32]
+    busier = {way: FakeTower(seconds=tower.seconds * 2) for way, tower in towers.items()}
+    second = calibrate.resume(first, fake_ways(busier), sample, lambda *_: 0.0)
+    assert second.unmeasured() == [ov32] and second.sample["resumed"] == 1
+    assert second.table()[OV16].speedup == pytest.approx(4.0, rel=0.35)  # 0.002 s over 0.0005 s, not halved
+    assert [r for r in second.results if r.way in (FP32, ONNX32)] == [r for r in first.results
+                                                                      if r.way in (FP32, ONNX32)]
+    third = calibrate.resume(second, fake_ways(busier), sample, lambda *_: 60.0)
+    assert third.unmeasured() == [] and third.table()[ov32].speedup == pytest.approx(1.0, rel=0.35)
+    assert third.seconds >= second.seconds >= first.seconds
+
+
 def test_a_way_that_cannot_run_here_is_recorded_not_fatal():
     found = calibrate.measure("open_clip", fake_ways({FP32: FakeTower()}), [OV16], calibrate.Sample.of([], []),
                               lambda *_: 60.0)
@@ -178,6 +198,28 @@ def test_an_index_run_measures_once_and_a_new_checkpoint_measures_again(measurin
     write_tiny_open_clip(model, seed=1)  # new weights in the same folder
     third = _index(f"local-dir:{model}", tmp_path / "c.idx")
     assert third.calibration_note is not None and len(list(measuring.glob("*.json"))) == 2
+
+
+def test_a_new_index_measures_what_the_first_runs_budget_left_and_a_rerun_does_not(measuring, monkeypatch,
+                                                                                    tmp_path):
+    model = f"local-dir:{write_tiny_open_clip(tmp_path / 'model')}"
+    with monkeypatch.context() as tight:
+        tight.setattr(calibrate, "BUDGET_SECONDS", 0.0)  # the first run measures only what it always measures
+        first = _index(model, tmp_path / "a.idx")
+    [entry] = measuring.glob("*.json")
+    left = calibrate.Calibration.from_dict(json.loads(entry.read_text())["calibration"]).unmeasured()
+    if not left:
+        pytest.skip("this machine runs only the ways always measured (no other runtime installed)")
+    assert first.calibration_note.endswith(f"{len(left)} more when a new index is built (the time for measuring "
+                                           "ran out)")
+    rerun = _index(model, tmp_path / "a.idx")
+    assert rerun.calibration_note is None  # a re-run keeps its index's way: nothing measured
+    second = _index(model, tmp_path / "b.idx")
+    assert second.calibration_note is not None and "more when" not in second.calibration_note
+    found = calibrate.Calibration.from_dict(json.loads(entry.read_text())["calibration"])
+    assert found.unmeasured() == [] and found.sample["resumed"] == 1
+    recorded = json.loads((tmp_path / "b.idx" / "manifest.json").read_text())["calibration"]
+    assert {(r["runtime"], r["precision"]) for r in recorded["results"]} >= {(w.runtime, w.precision) for w in left}
 
 
 def test_a_cpu_without_bf16_never_measures_or_runs_bf16(measuring, avx2_cpu, tmp_path):

@@ -13,7 +13,8 @@ import json
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass, field
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -23,7 +24,7 @@ import numpy as np
 from .export_cache import _write_atomically, digest
 from .inference import PARITY_COSINE, Inference, Measured, missing_requirement
 
-FORMAT = 1  # raise when what an entry holds changes: older entries are measured again
+FORMAT = 2  # raise when what an entry holds, or how a way runs, changes: older entries are measured again
 SAMPLE_IMAGES = 16  # photos timed per way: 1-2 s of ViT-B-32 on two cores
 SAMPLE_TEXTS = 32
 BUDGET_SECONDS = 20.0  # the least a first run may spend measuring; a large run may spend RUN_SHARE of itself
@@ -91,6 +92,10 @@ class Calibration:
 
     def towers(self) -> tuple[str, ...]:
         return TOWERS.get(self.family, ("image",))
+
+    def unmeasured(self) -> list[Inference]:
+        """The ways left unmeasured when the budget ran out, in the order they were to be measured."""
+        return list(dict.fromkeys(r.way for r in self.results if r.error == NOT_MEASURED))
 
     def table(self, mix: dict[str, float] | None = None) -> dict[Inference, Measured]:
         """Each way measured on every tower, as the choice reads it: speed over torch fp32 for a run that encodes
@@ -269,6 +274,7 @@ def candidates(prior: dict[Inference, Measured]) -> list[Inference]:
 
 
 ALWAYS_MEASURED = 2  # the first candidates, measured whatever the budget
+NOT_MEASURED = "not measured: budget spent"
 
 
 def measure(family: str, build: WayBuilder, ways: Sequence[Inference], sample: Sample, budget: Callable[[Calibration | None, float], float],
@@ -279,27 +285,67 @@ def measure(family: str, build: WayBuilder, ways: Sequence[Inference], sample: S
     failed, is recorded with why."""
     started = clock()
     towers = TOWERS.get(family, ("image",))
-    reference_encoder = build(Inference())
-    reference, results = {}, []
-    for tower in towers:
-        vectors, rate = _timed(reference_encoder, tower, sample, clock)
-        reference[tower] = vectors
-        results.append(TowerResult("torch", "fp32", tower, rate, 1.0, 1.0))
+    reference_encoder, reference, results = _reference(build, towers, sample, clock)
     shipped = {tower: _packed(encode_reference(reference_encoder, tower)) for tower in towers}
     partial = Calibration(key, family, {}, weights, {}, list(results), 0.0)
-    for number, way in enumerate(ways):
-        if number >= ALWAYS_MEASURED and clock() - started > budget(partial, clock() - started):
-            results += [TowerResult(way.runtime, way.precision, t, None, error="not measured: budget spent")
-                        for t in towers]
-            continue
-        if step:
-            step(way.describe())
-        results += _measure_way(build, way, towers, sample, reference, clock)
-        partial.results = list(results)
+    results += _measure_ways(build, ways, towers, sample, reference, clock, ALWAYS_MEASURED,
+                             lambda: clock() - started > budget(partial, clock() - started), step, partial)
     return Calibration(key, family, machine(), weights, {"images": len(sample.images), "texts": len(sample.texts),
                                                          "source": sample.source},
                        results, round(clock() - started, 2), datetime.now(timezone.utc).isoformat(timespec="seconds"),
                        shipped)
+
+
+def resume(found: Calibration, build: WayBuilder, sample: Sample,
+           budget: Callable[[Calibration | None, float], float], clock: Callable[[], float] = time.perf_counter,
+           step: Callable[[str], None] | None = None) -> Calibration:
+    """Measure the ways an earlier run left unmeasured when its budget ran out (its exports and torch fp32 took
+    it), at least one, within this run's budget: a later run on the machine learns what the first could not.
+    Speeds are timed against torch fp32 again on this run's sample and scaled to the first run's torch fp32, so
+    every way's speed stays relative to the same reference."""
+    started = clock()
+    towers = found.towers()
+    _encoder, reference, now = _reference(build, towers, sample, clock)
+    then = {r.tower: r.items_per_second for r in found.results if r.way == Inference()}
+    scale = {r.tower: (then.get(r.tower) or r.items_per_second) / r.items_per_second for r in now}
+    partial = Calibration(found.key, found.family, {}, found.weights, {}, list(found.results), 0.0)
+    measured = _measure_ways(build, found.unmeasured(), towers, sample, reference, clock, 1,
+                             lambda: clock() - started > budget(partial, clock() - started), step)
+    measured = [replace(r, items_per_second=round(r.items_per_second * scale[r.tower], 2))
+                if r.items_per_second else r for r in measured]
+    replaced = {(r.way, r.tower): r for r in measured}
+    results = [replaced.get((r.way, r.tower), r) for r in found.results]
+    return replace(found, results=results, seconds=round(found.seconds + clock() - started, 2),
+                   sample={**found.sample, "resumed": found.sample.get("resumed", 0) + 1})
+
+
+def _reference(build: WayBuilder, towers: Sequence[str], sample: Sample, clock):
+    """torch fp32's encoder, its vectors of the sample per tower, and its timings: what each way is held to."""
+    encoder = build(Inference())
+    reference, results = {}, []
+    for tower in towers:
+        vectors, rate = _timed(encoder, tower, sample, clock)
+        reference[tower] = vectors
+        results.append(TowerResult("torch", "fp32", tower, rate, 1.0, 1.0))
+    return encoder, reference, results
+
+
+def _measure_ways(build: WayBuilder, ways: Sequence[Inference], towers: Sequence[str], sample: Sample,
+                  reference: dict[str, np.ndarray], clock, always: int, spent: Callable[[], bool],
+                  step: Callable[[str], None] | None, partial: Calibration | None = None) -> list[TowerResult]:
+    """Each way's results, in order; after the first `always` ways, those reached once `spent()` are recorded
+    as not measured."""
+    results: list[TowerResult] = []
+    for number, way in enumerate(ways):
+        if number >= always and spent():
+            results += [TowerResult(way.runtime, way.precision, t, None, error=NOT_MEASURED) for t in towers]
+            continue
+        if step:
+            step(way.describe())
+        results += _measure_way(build, way, towers, sample, reference, clock)
+        if partial is not None:
+            partial.results += results[-len(towers):]
+    return results
 
 
 def _measure_way(build: WayBuilder, way: Inference, towers: Sequence[str], sample: Sample,
@@ -409,10 +455,20 @@ class Calibrating:
         return any(self.items.get(tower) for tower in TOWERS.get(family, ("image",)))
 
     def measure(self, family: str, ways, candidates: list[Inference], key: str) -> Calibration:
-        bar = self.progress("calibrating", len(candidates) + 1) if self.progress else None
-        try:
+        with self._steps(len(candidates)) as step:
             return measure(family, ways, candidates, self.sample(), run_budget(self.items), key, ways.fingerprint(),
-                           step=(lambda _name: bar.update(1)) if bar else None)
+                           step=step)
+
+    def resume(self, found: Calibration, ways) -> Calibration:
+        with self._steps(len(found.unmeasured())) as step:
+            return resume(found, ways, self.sample(), run_budget(self.items), step=step)
+
+    @contextmanager
+    def _steps(self, ways: int):
+        """A progress step per way, and one for torch fp32 (the reference)."""
+        bar = self.progress("calibrating", ways + 1) if self.progress else None
+        try:
+            yield (lambda _name: bar.update(1)) if bar else None
         finally:
             if bar:
                 bar.update(1)
@@ -469,9 +525,11 @@ def note(calibration: Calibration, chosen: Inference, mix: dict[str, float]) -> 
     """One line for a run that measured: what it cost and what it chose."""
     found = calibration.table(mix).get(chosen)
     speed = f", {found.speedup:.2f}x torch fp32" if found else ""
+    left = len(calibration.unmeasured())
+    later = f"; {left} more when a new index is built (the time for measuring ran out)" if left else ""
     return (f"measured {measured_ways(calibration)} ways of running the model on this CPU in "
             f"{calibration.seconds:.1f} s (once per machine and weights): running {chosen.describe()}{speed}; "
-            "xmodal info shows them")
+            f"xmodal info shows them{later}")
 
 
 REFERENCE_ITEMS = 8  # per tower: a re-check encodes 8 texts or photos (tens of milliseconds)

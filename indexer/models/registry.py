@@ -112,8 +112,14 @@ def _measured(family: str, spec: str, pretrained: str | None, ways, calibrating:
     key = calibrate.cache_key(family, spec, pretrained, ways.fingerprint())
     cache = calibrate.CalibrationCache()
     found = cache.get(key)
-    if found is None and calibrating is not None and calibrating.encodes(family):
+    chooses = calibrating is not None and calibrating.encodes(family)
+    if found is None and chooses:
         found = calibrating.measure(family, ways, calibrate.candidates(offered(family)), calibrate.digest(key))
+        cache.put(key, found)
+        calibrating.measured = found
+    elif found is not None and chooses and found.unmeasured() and (runtime or AUTO, precision or AUTO) == (AUTO, AUTO):
+        # an earlier run's budget ran out before these ways: a new index, whose way is auto's, measures them
+        found = calibrating.resume(found, ways)
         cache.put(key, found)
         calibrating.measured = found
     if found is None:
