@@ -92,6 +92,23 @@ def test_what_was_heard_says_its_seconds_are_the_time_hearing_took():
     assert replace(heard, translated=True).describe().startswith("heard in 7.6 s (en, translated): ")
 
 
+@pytest.mark.parametrize("isa", ["AVX2", "AVX512"])
+def test_what_is_heard_is_the_same_whatever_kernels_the_cpu_runs(isa):
+    """The shipped recording heard as it is on every CPU: CTranslate2 made to run AVX2's kernels, or
+    AVX-512's where this CPU has them (a README example prints what is heard, on any CPU)."""
+    from xmodal.indexer.models import inference
+
+    if isa == "AVX512" and not inference.cpu_has("avx512bw"):
+        pytest.skip("this CPU has no AVX-512: the AVX2 case covers it")
+    script = ("from xmodal.search import voice; "
+              "print(voice.transcribe('data/voice/red-car.wav').text)")
+    heard = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                           cwd=Path(__file__).resolve().parents[1],
+                           env={**env_with_tests_path(), "CT2_FORCE_CPU_ISA": isa})
+    assert heard.returncode == 0, heard.stderr
+    assert heard.stdout.strip() == "I want to buy a red car."
+
+
 def test_saying_i_want_to_buy_a_red_car_finds_the_red_car(shop, speech):
     found = xmodal_cli("search", str(shop), "--audio", str(speech["red car"]), "--target", "product", "-k", "3",
                        "--json")
