@@ -370,7 +370,7 @@ def run(args, xmodal, voice, english, mandarin, work: Path) -> None:
     loaded = time.perf_counter() - began
     device = voice._speech_device(None)
     warm = speech.transcribe(warm_wav)
-    out(f"model: {speech.name}, {device}, {'int8' if device == 'cpu' else 'float16'}, beam 5, VAD filter on "
+    out(f"model: {speech.name}, {device}, {voice.compute_type(device)}, beam 5, VAD filter on "
         "(search.voice's settings); the index model: offline (EfficientNet-Lite0 + all-MiniLM-L6-v2)")
 
     # ---- English: heard through the index, so one transcription serves WER, latency and retrieval ----------

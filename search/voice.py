@@ -203,10 +203,7 @@ def _load_whisper(spec: str, device: str | None):
     from faster_whisper.utils import available_models
 
     device = _speech_device(device)
-    # float32 on a CPU: CTranslate2's int8 kernels differ by instruction set, and so did what was heard (the
-    # shipped red-car.wav was "I want to buy red car" with its AVX2 kernels, "... a red car." with AVX-512's);
-    # float32 heard the same with both, at 5-8% more time and 210 MB more memory (whisper base, 2 cores)
-    compute = "float32" if device == "cpu" else "float16"
+    compute = compute_type(device)
     if spec == OFFLINE:
         folder = offline_model_folder()
     elif Path(spec).is_dir():
@@ -223,6 +220,13 @@ def _load_whisper(spec: str, device: str | None):
         return WhisperModel(folder, device=device, compute_type=compute)
     except (RuntimeError, ValueError, OSError) as exc:
         raise ModelUnavailableError(f"could not load the speech model {spec!r} ({_reason(exc)})") from None
+
+
+def compute_type(device: str) -> str:
+    """float32 on a CPU: CTranslate2's int8 kernels differ by instruction set, and so did what was heard (the
+    shipped red-car.wav was "I want to buy red car" with its AVX2 kernels, "... a red car." with AVX-512's);
+    float32 heard the same with both, at 5-8% more time and 210 MB more memory (whisper base, 2 cores)."""
+    return "float32" if device == "cpu" else "float16"
 
 
 def _speech_device(device: str | None) -> str:
