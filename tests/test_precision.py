@@ -312,6 +312,22 @@ def test_openvino_runs_its_own_format_converted_once_beside_the_export(tmp_path,
     assert (folder / "openvino-fp32.bin").stat().st_size > 1000  # written again from the ONNX file
 
 
+def test_onnx_runtime_runs_a_large_batch_in_chunks_with_every_item_in_order(tmp_path, monkeypatch):
+    """A batch larger than a chunk (and not a multiple of it) gives each item the vector it gets alone."""
+    from xmodal.indexer.models import onnx_towers
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    spec = f"local-dir:{write_tiny_open_clip(tmp_path / 'model', seed=7)}"
+    encoder = load_encoder(spec, None, "cpu", "onnx", "fp32")
+    texts = [f"{text} {number}" for number in range(3) for text in TEXTS]
+    assert len(texts) > 2 * onnx_towers.OnnxTower.CHUNK and len(texts) % onnx_towers.OnnxTower.CHUNK
+    alone = np.concatenate([encoder.encode_texts([text]) for text in texts])
+    np.testing.assert_allclose(encoder.encode_texts(texts), alone, atol=1e-5)
+    pixels = [encoder.preprocess_image(Image.open(path)) for path in PHOTOS[:11]]
+    np.testing.assert_allclose(encoder.encode_preprocessed(pixels),
+                               np.concatenate([encoder.encode_preprocessed([p]) for p in pixels]), atol=1e-5)
+
+
 def test_export_cache_entry_is_published_whole(tmp_path):
     cache, key = ExportCache(tmp_path), {"model": "m", "tower": "text"}
 

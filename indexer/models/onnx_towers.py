@@ -78,7 +78,15 @@ def set_onnx_spinning(allowed: bool) -> None:
 
 
 class OnnxTower:
-    """An ONNX Runtime session on the CPU, created at its first batch."""
+    """An ONNX Runtime session on the CPU, created at its first batch, run CHUNK items at a time.
+
+    ONNX Runtime's CPU kernels run small batches faster per item: ViT-B-32-256 on 2 cores of a Zen 5, model
+    only, photos per second at batch 8 / 16 / 64: int8 78 / 70 / 62, fp32 34 / 32 / 31; texts, int8
+    159 / 151 / 130, fp32 64 / 64 / 53. A run's batch (64 by default: decoding hands photos over in batches) is
+    split into chunks of 8, which also keeps the activations' memory small.
+    """
+
+    CHUNK = 8
 
     def __init__(self, path: Path, input_names: Sequence[str]):
         self.path = Path(path)
@@ -86,6 +94,13 @@ class OnnxTower:
         self._session: Any = None
 
     def __call__(self, *inputs: np.ndarray) -> np.ndarray:
+        count = len(inputs[0])
+        if count <= self.CHUNK:
+            return self._run(*inputs)
+        return np.concatenate([self._run(*(part[start:start + self.CHUNK] for part in inputs))
+                               for start in range(0, count, self.CHUNK)])
+
+    def _run(self, *inputs: np.ndarray) -> np.ndarray:
         if self._session is None:
             import onnxruntime
 
