@@ -209,12 +209,14 @@ def vectors(tool: Tool) -> dict[str, np.ndarray]:
 # ---- the report -----------------------------------------------------------------------------------------------
 
 def cpu_line() -> str:
-    name, flags = platform.processor() or platform.machine(), set()
+    name, flags, generation = platform.processor() or platform.machine(), set(), {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             key, _, value = line.partition(":")
             if key.strip() == "model name" and name in ("", platform.processor() or platform.machine()):
                 name = value.strip()
+            elif key.strip() in ("cpu family", "model") and key.strip() not in generation:
+                generation[key.strip()] = value.strip()  # "AMD EPYC" names Zen 4 (family 25) and Zen 5 (26) alike
             elif key.strip() in ("flags", "Features") and not flags:
                 flags = set(value.split())
     except OSError:
@@ -222,7 +224,8 @@ def cpu_line() -> str:
     shown = ", ".join(f"{label} {'yes' if any(f in flags for f in wanted) else 'no'}"
                       for label, wanted in FLAGS.items())
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"CPU: {name} ({platform.machine()}), {cores} cores; {shown}"
+    family = f", family {generation['cpu family']} model {generation.get('model', '?')}" if generation else ""
+    return f"CPU: {name} ({platform.machine()}{family}), {cores} cores; {shown}"
 
 
 def table(tools: list[Tool], count: int) -> list[str]:
