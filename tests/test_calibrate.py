@@ -73,7 +73,9 @@ def test_the_fastest_way_that_keeps_fp32s_vectors_is_chosen_and_a_noisy_one_neve
     table = found.table()
     assert table[ONNX8].min_cosine < 0.995 and not table[ONNX8].keeps_parity()  # 16 photos, 32 texts: measured
     assert table[OV16].keeps_parity() and table[OV16].speedup > table[ONNX32].speedup > 1.5
-    assert inference.choose("open_clip", measured=table).inference == OV16
+    # bf16 where this CPU runs it; else (an AVX2 CPU, or XMODAL_CPU_FEATURES saying so) the next fastest that held
+    expected = OV16 if inference.missing_requirement(OV16) is None else ONNX32
+    assert inference.choose("open_clip", measured=table).inference == expected
     with pytest.raises(InferenceChoiceError, match=r"int8 on onnx breaks parity with fp32 on these weights, measured "
                                                    r"on this machine \(lowest cosine 0\.[0-9]{4}"):
         inference.choose("open_clip", precision="int8", runtime="onnx", measured=table)
