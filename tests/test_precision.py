@@ -305,11 +305,17 @@ def test_openvino_runs_its_own_format_converted_once_beside_the_export(tmp_path,
     assert 0.4 < halved < 0.6
 
     expected = onnx_towers.OpenVinoTower(folder / "model.onnx", ["tokens"], "fp32")(tokens)
+    abandoned, running = folder / ".openvino-killed", folder / ".openvino-converting"  # a kill -9 midway; another
+    for scratch in (abandoned, running):
+        scratch.mkdir()
+        (scratch / "openvino-fp32.bin").write_bytes(b"half")
+    os.utime(abandoned, (0, 0))
     (folder / "openvino-fp32.bin").write_bytes(b"damaged")
     monkeypatch.setattr(onnx_towers, "compiled_cache", lambda: tmp_path / "compiled-anew")  # not the blob of before
     np.testing.assert_allclose(onnx_towers.OpenVinoTower(folder / "model.onnx", ["tokens"], "fp32")(tokens),
                                expected, atol=1e-6)
     assert (folder / "openvino-fp32.bin").stat().st_size > 1000  # written again from the ONNX file
+    assert not abandoned.exists() and running.exists()  # the killed conversion's leftovers swept, not a live one's
 
 
 def test_onnx_runtime_runs_a_large_batch_in_chunks_with_every_item_in_order(tmp_path, monkeypatch):

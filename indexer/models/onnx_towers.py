@@ -164,6 +164,23 @@ class OpenVinoTower:
         return self.path.with_name(f"openvino-{self._precision}.xml")
 
 
+SCRATCH_PREFIX = ".openvino-"
+ABANDONED_SECONDS = 600  # a conversion takes seconds; a scratch folder this old was left by a killed process
+
+
+def _sweep_abandoned(folder: Path) -> None:
+    """Remove what a conversion killed midway left (up to the tower's size in weights)."""
+    import shutil
+    import time
+
+    for scratch in folder.glob(f"{SCRATCH_PREFIX}*"):
+        try:
+            if time.time() - scratch.stat().st_mtime > ABANDONED_SECONDS:
+                shutil.rmtree(scratch, ignore_errors=True)
+        except OSError:
+            pass
+
+
 def convert_to_ir(onnx_file: Path, target: Path, compress: bool) -> bool:
     """Write `onnx_file` as an OpenVINO IR at `target` (.xml, and its .bin beside it), weights in fp16 where
     `compress`; False where the folder cannot be written (the ONNX file is then run as it is). Written in a
@@ -173,8 +190,9 @@ def convert_to_ir(onnx_file: Path, target: Path, compress: bool) -> bool:
 
     import openvino
 
+    _sweep_abandoned(target.parent)
     try:
-        scratch = Path(tempfile.mkdtemp(prefix=".openvino-", dir=target.parent))
+        scratch = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=target.parent))
     except OSError:
         return False
     try:
