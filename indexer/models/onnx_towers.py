@@ -3,6 +3,9 @@ or OpenVINO, neither of which needs torch: a query process that finds its tower 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+import time
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
@@ -170,9 +173,6 @@ ABANDONED_SECONDS = 600  # a conversion takes seconds; a scratch folder this old
 
 def _sweep_abandoned(folder: Path) -> None:
     """Remove what a conversion killed midway left (up to the tower's size in weights)."""
-    import shutil
-    import time
-
     for scratch in folder.glob(f"{SCRATCH_PREFIX}*"):
         try:
             if time.time() - scratch.stat().st_mtime > ABANDONED_SECONDS:
@@ -185,9 +185,6 @@ def convert_to_ir(onnx_file: Path, target: Path, compress: bool) -> bool:
     """Write `onnx_file` as an OpenVINO IR at `target` (.xml, and its .bin beside it), weights in fp16 where
     `compress`; False where the folder cannot be written (the ONNX file is then run as it is). Written in a
     scratch folder and moved into place .bin first, so a reader that finds the .xml finds its weights whole."""
-    import shutil
-    import tempfile
-
     import openvino
 
     _sweep_abandoned(target.parent)
