@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -316,6 +317,55 @@ def test_openvino_runs_its_own_format_converted_once_beside_the_export(tmp_path,
                                expected, atol=1e-6)
     assert (folder / "openvino-fp32.bin").stat().st_size > 1000  # written again from the ONNX file
     assert not abandoned.exists() and running.exists()  # the killed conversion's leftovers swept, not a live one's
+
+
+def test_openvino_int8_runs_a_statically_quantised_image_tower_and_an_fp32_text_tower(tmp_path, monkeypatch):
+    """OpenVINO's int8 kernels take a graph quantised beforehand: the image tower's matrix products get int8
+    weights and activation ranges measured on the shipped pictures, with the quantiser's scratch files kept in
+    the export's own folder; the text tower is OpenVINO's fp32 one, the same export and the same vectors."""
+    import tempfile
+
+    import onnx
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", None)  # read TMPDIR again
+    spec = f"local-dir:{write_tiny_open_clip(tmp_path / 'model', seed=8)}"
+    int8 = load_encoder(spec, None, "cpu", "openvino", "int8")
+    assert int8.identity.inference == Inference("openvino", "int8")
+    photos = [int8.preprocess_image(Image.open(path)) for path in PHOTOS[:6]]
+    vectors = int8.encode_preprocessed(photos)
+    fp32 = load_encoder(spec, None, "cpu", "openvino", "fp32")
+    assert 0.99 < _cosines(vectors, fp32.encode_preprocessed(photos)).min() < 0.99999  # quantised, and close
+    np.testing.assert_allclose(int8.encode_texts(TEXTS), fp32.encode_texts(TEXTS), atol=1e-6)
+
+    root = tmp_path / "cache" / "xmodal" / "exported"
+    keys = {f: json.loads((f / "meta.json").read_text())["key"] for f in root.iterdir() if (f / "meta.json").exists()}
+    assert sorted((key["tower"], key["precision"]) for key in keys.values()) == [
+        ("image", "fp32"), ("image", "int8-static"), ("text", "fp32")]  # one text tower for both ways
+    metas = {key["precision"]: folder for folder, key in keys.items() if key["tower"] == "image"}
+    graph = onnx.load(str(metas["int8-static"] / "model.onnx"), load_external_data=False).graph
+    operators = {node.op_type for node in graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "MatMul"} <= operators
+    assert any(t.data_type == onnx.TensorProto.INT8 for t in graph.initializer)
+    assert sorted(p.name for p in metas["int8-static"].iterdir()) == ["meta.json", "model.onnx",
+                                                                      "openvino-int8.bin", "openvino-int8.xml"]
+    assert not list((tmp_path / "tmp").iterdir()) and tempfile.gettempdir() == str(tmp_path / "tmp")
+
+
+def test_an_export_killed_midway_is_swept_by_the_next_one(tmp_path):
+    """A kill -9 during an export leaves its scratch folder (a quantised tower's: gigabytes for a large
+    model); the next export removes those untouched for an hour, never one that may still be running."""
+    cache = ExportCache(tmp_path)
+    tmp_path.mkdir(exist_ok=True)
+    killed, running = tmp_path / ".building-killed", tmp_path / ".building-running"
+    for scratch in (killed, running):
+        scratch.mkdir()
+        (scratch / "fp32.onnx").write_bytes(b"half")
+    os.utime(killed, (time.time() - 7200, time.time() - 7200))
+    cache.ensure({"model": "m"}, lambda folder: (folder / "model.onnx").write_bytes(b"whole"))
+    assert not killed.exists() and running.exists()
 
 
 def test_onnx_runtime_runs_a_large_batch_in_chunks_with_every_item_in_order(tmp_path, monkeypatch):

@@ -12,11 +12,16 @@ import hashlib
 import json
 import os
 import shutil
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Callable
 
 META = "meta.json"
+# An export takes seconds to a few minutes; a scratch folder untouched this long was left by a killed run (up to
+# the tower's weights, several times over while it is quantised): the next export removes it.
+ABANDONED_SECONDS = 3600
+SCRATCH_PREFIXES = (".building-", ".stale-")
 
 
 def cache_root() -> Path:
@@ -52,6 +57,7 @@ class ExportCache:
 
     def _build(self, key: dict[str, Any], write: Callable[[Path], None]) -> Path:
         self.root.mkdir(parents=True, exist_ok=True)
+        self._sweep_abandoned()
         scratch = self.root / f".building-{uuid.uuid4().hex}"
         scratch.mkdir()
         try:
@@ -61,6 +67,15 @@ class ExportCache:
             return self._publish(key, scratch)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
+
+    def _sweep_abandoned(self) -> None:
+        for prefix in SCRATCH_PREFIXES:
+            for scratch in self.root.glob(f"{prefix}*"):
+                try:
+                    if time.time() - scratch.stat().st_mtime > ABANDONED_SECONDS:
+                        shutil.rmtree(scratch, ignore_errors=True)
+                except OSError:
+                    pass
 
     def _publish(self, key: dict[str, Any], scratch: Path) -> Path:
         folder = self.folder(key)

@@ -61,6 +61,8 @@ OFFERED: dict[str, dict[Inference, Measured]] = {
         Inference("torch", "fp32"): Measured(1.0, 1.0),
     },
     "open_clip": {
+        # measured on a Zen 5 (2026-12-07: photos 5.86x, texts 2.48x; bench/results/calibrate_cpu.txt), not the Zen 4
+        Inference("openvino", "int8"): Measured(3.48, None),
         Inference("openvino", "bf16"): Measured(2.70, None),
         Inference("onnx", "int8"): Measured(2.61, None),
         Inference("torch", "int8"): Measured(1.95, None),
