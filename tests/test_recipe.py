@@ -55,3 +55,27 @@ def test_workers_get_numpy_pixels_and_the_model_takes_them(tiny_encoder):
     assert isinstance(pixels, np.ndarray)
     vectors = tiny_encoder.encode_preprocessed([pixels, pixels])
     assert vectors.shape == (2, 32) and np.allclose(vectors[0], vectors[1])
+
+
+@pytest.mark.parametrize("runtime", ["torch", "onnx"])
+def test_workers_send_uint8_crops_and_the_model_gets_the_same_pixels(tmp_path, monkeypatch, runtime):
+    """Decoding workers pass the recipe's uint8 crop, a quarter of the bytes of normalised float32 pixels; the
+    encoder normalises a batch of them to the very values the recipe gives one image, and takes both kinds."""
+    from xmodal.indexer.build.decode import DecodedStream
+    from xmodal.indexer.build.encode_files import transferred_preprocess
+    from xmodal.indexer.models.recipe import Cropped
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    encoder = load_encoder(f"local-dir:{write_tiny_open_clip(tmp_path / 'model')}", None, "cpu", runtime, "fp32")
+    photos = sample_photo_paths()[:5]
+    decoded = list(DecodedStream([str(p) for p in photos], transferred_preprocess(encoder), workers=2))
+    crops = [item.pixels for item in decoded]
+    assert all(isinstance(c, Cropped) and c.array.dtype == np.uint8 and c.array.shape == (64, 64, 3) for c in crops)
+    whole = [encoder.preprocess_image(Image.open(p).convert("RGB").reduce(1)) for p in photos]
+    recipe = encoder.recipe
+    np.testing.assert_array_equal(recipe.normalised(crops), np.stack([recipe(Image.open(p).convert("RGB"))
+                                                                      for p in photos]))
+    np.testing.assert_array_equal(recipe.normalised([crops[0], whole[1]])[1], whole[1])
+    np.testing.assert_allclose(encoder.encode_preprocessed(crops), encoder.encode_preprocessed(whole), atol=1e-6)
+    np.testing.assert_allclose(encoder.encode_preprocessed([crops[0], whole[1]]),
+                               encoder.encode_preprocessed(whole[:2]), atol=1e-6)

@@ -63,7 +63,8 @@ def test_a_model_a_run_before_loaded_decodes_before_it_loads(forty_jpegs, tiny_e
     assert len(multiprocessing.active_children()) == 2  # decoding before any model loads
     stream = start.take(paths, tiny_encoder)  # an encoder whose preprocessing is the recorded one takes it
     decoded = [item.pixels for item in stream]
-    assert len(decoded) == 40 and all(np.shape(pixels) == (3, 64, 64) for pixels in decoded)
+    assert len(decoded) == 40 and all(np.shape(pixels.array) == (64, 64, 3) for pixels in decoded)  # uint8 crops
+    assert tiny_encoder.encode_preprocessed(decoded).shape == (40, 32)
     assert not multiprocessing.active_children()
     other = warm_start.WarmStart("ViT-B-32", paths, EncodeSettings(workers=2), "openai")  # other weights: unknown
     assert other.recipe is None and not multiprocessing.active_children()

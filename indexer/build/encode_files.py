@@ -137,9 +137,15 @@ def _decoding(encoder: Encoder, paths: list[str], workers: int, max_pixels: int,
         return None, iter(on_device.decode(paths))
     if stream is None:
         min_side = image_input_side(encoder) if decode == "reduced" else None
-        stream = DecodedStream(paths, encoder.preprocess_image, workers, max_pixels, min_side,
+        stream = DecodedStream(paths, transferred_preprocess(encoder), workers, max_pixels, min_side,
                                background=background)
     return stream, iter(stream)
+
+
+def transferred_preprocess(encoder: Encoder):
+    """What decoding workers run on each image: the encoder's compact form where it has one (an open_clip
+    recipe's uint8 crop, a quarter of the bytes to pass back), else its preprocessing."""
+    return getattr(encoder, "preprocess_compact", None) or encoder.preprocess_image
 
 
 def _device_decoder(encoder: Encoder, decode: str, device: str | None, max_pixels: int, background: str | None):

@@ -19,7 +19,7 @@ from ..models.openclip_onnx import known_model
 from ..models.recipe import ImageRecipe, local_dir_recipe
 from ..models.registry import recorded_spec
 
-AHEAD_BYTES = 256 << 20  # preprocessed pixels decoded ahead while the model loads
+AHEAD_BYTES = 256 << 20  # cropped pixels (uint8, recipe.Cropped) decoded ahead while the model loads
 
 
 class WarmStart:
@@ -29,8 +29,8 @@ class WarmStart:
         self._stream: DecodedStream | None = None
         if self.recipe is not None and workers > 0 and len(paths) > 1:
             min_side = self.recipe.side if settings.decode == "reduced" else None
-            ahead = min(len(paths), AHEAD_BYTES // (3 * 4 * self.recipe.side ** 2))
-            self._stream = DecodedStream(paths, self.recipe, workers, settings.max_pixels, min_side, ahead,
+            ahead = min(len(paths), AHEAD_BYTES // (3 * self.recipe.side ** 2))
+            self._stream = DecodedStream(paths, self.recipe.crop, workers, settings.max_pixels, min_side, ahead,
                                          settings.background)
 
     def load(self, loader: Callable[[], Encoder]) -> Encoder:
@@ -43,7 +43,9 @@ class WarmStart:
     def take(self, paths: list[str], encoder: Encoder) -> DecodedStream | None:
         """The stream decoding `paths` for `encoder`, if it is the one started; else None (and it stops)."""
         stream, self._stream = self._stream, None
-        if stream is not None and (stream.paths != paths or getattr(encoder, "recipe", None) != self.recipe):
+        takes_crops = getattr(encoder, "preprocess_compact", None) is not None
+        if stream is not None and (stream.paths != paths or getattr(encoder, "recipe", None) != self.recipe
+                                   or not takes_crops):
             stream.close()
             return None
         return stream

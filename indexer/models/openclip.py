@@ -45,10 +45,15 @@ class OpenClipEncoder:
     def preprocess_image(self, image) -> Any:
         return self.recipe(image) if self.recipe else self._preprocess(image)
 
+    def preprocess_compact(self, image) -> Any:
+        """What decoding workers send: the recipe's uint8 crop, normalised in `encode_preprocessed`."""
+        return self.recipe.crop(image) if self.recipe else self._preprocess(image)
+
     def encode_preprocessed(self, batch: Sequence[Any]) -> np.ndarray:
         import torch
 
-        pixels = stacked_pixels(list(batch), self.device, self._dtype())
+        batch = self.recipe.normalised(list(batch)) if self.recipe else list(batch)
+        pixels = stacked_pixels(batch, self.device, self._dtype())
         with torch.inference_mode(), cpu_autocast(self.identity.precision):
             features = self._model.encode_image(pixels)
         return l2_normalize(features.float().cpu().numpy())
@@ -81,13 +86,13 @@ def torch_dtype(model):
     return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
 
 
-def stacked_pixels(batch: list, device: str, dtype):
+def stacked_pixels(batch: "list | np.ndarray", device: str, dtype):
     """One batch tensor on `device` from numpy arrays (CPU workers) and tensors (the GPU JPEG decoder),
     mixed as a batch may be; host memory is pinned for an asynchronous copy to a CUDA GPU."""
     import torch
 
-    if all(isinstance(item, np.ndarray) for item in batch):
-        host = torch.from_numpy(np.stack(batch))
+    if isinstance(batch, np.ndarray) or all(isinstance(item, np.ndarray) for item in batch):
+        host = torch.from_numpy(np.ascontiguousarray(batch) if isinstance(batch, np.ndarray) else np.stack(batch))
         if device.startswith("cuda"):
             host = host.pin_memory()
         return host.to(device, dtype=dtype, non_blocking=True)

@@ -25,7 +25,7 @@ from .base import ModelIdentity, l2_normalize
 from .export_cache import ExportCache, IdentityCache, file_fingerprint
 from .inference import Inference
 from .onnx_towers import STATIC_INT8, export, export_precision, load_tower, runtime_key, tower_precision
-from .recipe import ImageRecipe
+from .recipe import Cropped, ImageRecipe
 
 TOWER_FILE = "tower.json"
 TOKENIZER_FILE = "tokenizer.json"
@@ -53,10 +53,14 @@ class OnnxOpenClipEncoder:
     def preprocess_image(self, image) -> np.ndarray:
         return self.recipe(image)
 
+    def preprocess_compact(self, image) -> Cropped:
+        return self.recipe.crop(image)
+
     def encode_preprocessed(self, batch: Sequence[Any]) -> np.ndarray:
         if self._image is None:
             self._image = self._load("image", ["pixels"])
-        pixels = np.ascontiguousarray(np.stack([np.asarray(item, dtype=np.float32) for item in batch]))
+        pixels = np.ascontiguousarray(np.stack([np.asarray(item, dtype=np.float32)
+                                                for item in self.recipe.normalised(list(batch))]))
         return l2_normalize(self._image(pixels))
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
