@@ -7,6 +7,7 @@ import shutil
 import tempfile
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -50,19 +51,22 @@ def export_precision(runtime: str, precision: str) -> str:
     return STATIC_INT8 if precision == "int8" else "fp32"
 
 
-def tower_precision(runtime: str, precision: str, tower: str) -> str:
-    """The precision a tower of a way runs at. OpenVINO's int8 is its image tower's: a CLIP text tower
-    quantised the same way ran no faster than OpenVINO's fp32 (ViT-B-32's, 2 cores of a Zen 5: 103 against
-    121 texts/s at batch 8, 128 against 127 at 32) and further from fp32's vectors, so it stays fp32, as
-    torch's int8 leaves the text tower alone."""
-    return "fp32" if (runtime, precision, tower) == ("openvino", "int8", "text") else precision
+@dataclass(frozen=True)
+class StaticQuantisation:
+    """What a static int8 export measures its activation ranges on (a batch of the tower's one input), and
+    the operators it quantises: the matrix products, where the time goes, and a text tower's token table.
+    Quantising every operator's inputs (layer norms, softmax, GELU) took ViT-B-32's lowest cosine to fp32 from
+    0.9997 to 0.989 (random weights, 80 photos) and ran no faster on OpenVINO."""
+
+    inputs: np.ndarray
+    operators: tuple[str, ...] = ("MatMul", "Gemm", "Conv")
 
 
 def export(module, example: tuple, folder: Path, input_names: Sequence[str], precision: str = "fp32",
-           calibration: np.ndarray | None = None) -> Path:
+           static: StaticQuantisation | None = None) -> Path:
     """Write `module` (a torch module taking `example`'s tensors, batch first) to folder/model.onnx; int8 is
     ONNX Runtime's dynamic quantisation of the fp32 graph (weights int8, activations quantised per batch);
-    int8-static quantises it with activation ranges measured on `calibration` (a batch of the one input)."""
+    int8-static quantises it as `static` says."""
     import torch
 
     target = folder / MODEL_FILE
@@ -81,7 +85,7 @@ def export(module, example: tuple, folder: Path, input_names: Sequence[str], pre
         quantize_dynamic(str(plain), str(target), weight_type=QuantType.QInt8)
         plain.unlink()
     elif precision == STATIC_INT8:
-        quantize_static(plain, target, names[0], calibration)
+        quantize_static(plain, target, names[0], static)
         plain.unlink()
     return target
 
@@ -92,18 +96,12 @@ def _quiet_quantiser() -> None:
     logging.getLogger("root").setLevel(logging.ERROR)  # its quantiser advises pre-processing on the root logger
 
 
-# The operators given int8 weights and inputs: the matrix products, where the time goes. Quantising every
-# operator's inputs (layer norms, softmax, GELU) took ViT-B-32's lowest cosine to fp32 from 0.9997 to 0.989
-# (random weights, 80 photos) and ran no faster on OpenVINO.
-STATIC_OPERATORS = ["MatMul", "Gemm", "Conv"]
-
-
-def quantize_static(plain: Path, target: Path, input_name: str, calibration: np.ndarray | None) -> None:
-    """Int8 weights per output channel and uint8 activations, their ranges the extremes seen on `calibration`,
-    written as quantise/dequantise pairs (QDQ) around each matrix product: the form OpenVINO runs on its int8
+def quantize_static(plain: Path, target: Path, input_name: str, static: StaticQuantisation | None) -> None:
+    """Int8 weights per output channel and uint8 activations, their ranges the extremes seen on `static`'s
+    inputs, written as quantise/dequantise pairs (QDQ) around its operators: the form OpenVINO runs on its int8
     kernels. The quantiser's scratch files stay inside the export's own folder, which the export cache
     removes whole, so a run killed midway leaves nothing elsewhere."""
-    if calibration is None or not len(calibration):
+    if static is None or not len(static.inputs):
         raise ValueError("a static int8 export needs inputs to measure its activation ranges on")
     _quiet_quantiser()
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType
@@ -111,7 +109,7 @@ def quantize_static(plain: Path, target: Path, input_name: str, calibration: np.
 
     class OneBatch(CalibrationDataReader):
         def __init__(self):
-            self._left = [{input_name: np.ascontiguousarray(calibration)}]
+            self._left = [{input_name: np.ascontiguousarray(static.inputs)}]
 
         def get_next(self):
             return self._left.pop() if self._left else None
@@ -121,7 +119,7 @@ def quantize_static(plain: Path, target: Path, input_name: str, calibration: np.
     try:
         quantise(str(plain), str(target), OneBatch(), quant_format=QuantFormat.QDQ, per_channel=True,
                  activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                 op_types_to_quantize=STATIC_OPERATORS)
+                 op_types_to_quantize=list(static.operators))
     finally:
         tempfile.tempdir = saved
 
