@@ -4,8 +4,9 @@
     python bench/bench_oneshot.py --runs 5 --models offline            # only the offline model
 
 Builds the demo catalog's index once per model (the offline model, and ViT-B-32 from a
-local random-weight checkpoint written to the work folder) twice: run as before issue 23
-(--runtime torch --precision fp32) and as `auto` now chooses; then runs
+local random-weight checkpoint written to the work folder) three times: photos and listings run as before
+issue 23 (--runtime torch --precision fp32) and as `auto` now chooses, and its photos alone as `auto`
+chooses for them (it weighs each tower by what an index encodes); then runs
 `xmodal search INDEX "a red car" -k 5` in fresh processes, as a user would, prints where the import
 time goes (python -X importtime, top-level modules), and compares the two ways' top-10 hits.
 """
@@ -29,8 +30,8 @@ XMODAL = [sys.executable, "-c", "from xmodal import cli; cli.app()"]
 QUERY = "a red car"
 
 
-def build(workdir: Path, model: str, way: list[str]) -> Path:
-    out = workdir / f"{model}-{'-'.join(way) or 'auto'}.idx"
+def build(workdir: Path, model: str, way: list[str], texts: bool = True) -> Path:
+    out = workdir / f"{model}-{'-'.join(way) or 'auto'}{'' if texts else '-photos'}.idx"
     args = ["--model", "offline"]
     if model == "ViT-B-32":
         checkpoint = workdir / "vit-b-32.safetensors"
@@ -38,8 +39,8 @@ def build(workdir: Path, model: str, way: list[str]) -> Path:
             # imported here would report this process's memory as its own peak RSS (ru_maxrss survives exec)
             subprocess.run([sys.executable, __file__, "--write-checkpoint", str(checkpoint)], check=True)
         args = ["--model", "ViT-B-32", "--pretrained", str(checkpoint)]
-    subprocess.run(XMODAL + ["index", str(CATALOG / "images"), "--texts", str(CATALOG / "listings.csv"),
-                             "--text-column", "description", "--out", str(out), *args, *way],
+    listings = ["--texts", str(CATALOG / "listings.csv"), "--text-column", "description"] if texts else []
+    subprocess.run(XMODAL + ["index", str(CATALOG / "images"), *listings, "--out", str(out), *args, *way],
                    check=True, capture_output=True, cwd=REPO)
     return out
 
@@ -84,7 +85,10 @@ def import_breakdown(index: Path, top: int = 6) -> list[tuple[float, str]]:
     return sorted(found, reverse=True)[:top]
 
 
-WAYS = {"before (torch fp32)": ["--runtime", "torch", "--precision", "fp32"], "now (auto)": []}
+# (the way asked for, whether the index holds the listings too): auto weighs each tower by what the index
+# encodes, so an index of photos alone may run another way than one of photos and texts
+WAYS = {"before (torch fp32)": (["--runtime", "torch", "--precision", "fp32"], True), "now (auto)": ([], True),
+        "photos only (auto)": ([], False)}
 
 
 def main() -> None:
@@ -101,8 +105,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for model in args.models:
             found = {}
-            for label, way in WAYS.items():
-                index = build(Path(tmp), model, way)
+            for label, (way, texts) in WAYS.items():
+                index = build(Path(tmp), model, way, texts)
                 info = json.loads(subprocess.run(XMODAL + ["info", str(index), "--json"], cwd=REPO, check=True,
                                                  capture_output=True, text=True).stdout)["model"]
                 run_once(index)  # warm the page cache (and, for an exported way, the export cache)
@@ -113,7 +117,8 @@ def main() -> None:
                       f"{statistics.median(times):.2f} s, p95 {p95:.2f} s, peak RSS "
                       f"{max(rss for _, rss in runs):.0f} MB ({args.runs} runs)")
                 print("          imports: " + ", ".join(f"{name} {t:.2f} s" for t, name in import_breakdown(index)))
-                found[label] = hits(index)
+                if texts:
+                    found[label] = hits(index)
             before, now = found.values()
             same = [r for r, _ in before] == [r for r, _ in now]
             worst = max(abs(a - b) for (_, a), (_, b) in zip(before, now))
