@@ -69,13 +69,7 @@ class ExportCache:
             shutil.rmtree(scratch, ignore_errors=True)
 
     def _sweep_abandoned(self) -> None:
-        for prefix in SCRATCH_PREFIXES:
-            for scratch in self.root.glob(f"{prefix}*"):
-                try:
-                    if time.time() - scratch.stat().st_mtime > ABANDONED_SECONDS:
-                        shutil.rmtree(scratch, ignore_errors=True)
-                except OSError:
-                    pass
+        remove_abandoned(self.root, SCRATCH_PREFIXES, ABANDONED_SECONDS)
 
     def _publish(self, key: dict[str, Any], scratch: Path) -> Path:
         folder = self.folder(key)
@@ -110,6 +104,18 @@ class IdentityCache:
 
     def put(self, key: dict[str, Any], value: dict[str, Any]) -> None:
         _write_atomically(self.root / f"{digest(key)}.json", json.dumps({"key": key, "value": value}, default=str))
+
+
+def remove_abandoned(folder: Path, prefixes: tuple[str, ...], seconds: float) -> None:
+    """Remove the scratch folders in `folder` named with one of `prefixes` and untouched for `seconds`: what a
+    process killed while writing left (a live writer touches its own more recently)."""
+    for prefix in prefixes:
+        for scratch in folder.glob(f"{prefix}*"):
+            try:
+                if time.time() - scratch.stat().st_mtime > seconds:
+                    shutil.rmtree(scratch, ignore_errors=True)
+            except OSError:
+                pass
 
 
 def _stamp(path: Path) -> list[int] | None:

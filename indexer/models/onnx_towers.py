@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+
+from .export_cache import remove_abandoned
 
 MODEL_FILE = "model.onnx"
 OPSET = 17
@@ -114,6 +115,8 @@ def quantize_static(plain: Path, target: Path, input_name: str, static: StaticQu
         def get_next(self):
             return self._left.pop() if self._left else None
 
+    # the quantiser takes no folder for its scratch files (several times the tower's weights): the process's
+    # temporary folder points into the export's own for its seconds, once per model and machine
     saved = tempfile.tempdir
     tempfile.tempdir = str(plain.parent)
     try:
@@ -228,23 +231,13 @@ SCRATCH_PREFIX = ".openvino-"
 ABANDONED_SECONDS = 600  # a conversion takes seconds; a scratch folder this old was left by a killed process
 
 
-def _sweep_abandoned(folder: Path) -> None:
-    """Remove what a conversion killed midway left (up to the tower's size in weights)."""
-    for scratch in folder.glob(f"{SCRATCH_PREFIX}*"):
-        try:
-            if time.time() - scratch.stat().st_mtime > ABANDONED_SECONDS:
-                shutil.rmtree(scratch, ignore_errors=True)
-        except OSError:
-            pass
-
-
 def convert_to_ir(onnx_file: Path, target: Path, compress: bool) -> bool:
     """Write `onnx_file` as an OpenVINO IR at `target` (.xml, and its .bin beside it), weights in fp16 where
     `compress`; False where the folder cannot be written (the ONNX file is then run as it is). Written in a
     scratch folder and moved into place .bin first, so a reader that finds the .xml finds its weights whole."""
     import openvino
 
-    _sweep_abandoned(target.parent)
+    remove_abandoned(target.parent, (SCRATCH_PREFIX,), ABANDONED_SECONDS)
     try:
         scratch = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=target.parent))
     except OSError:
