@@ -355,6 +355,33 @@ def test_openvino_int8_runs_towers_quantised_once_at_export(tmp_path, monkeypatc
     assert not list((tmp_path / "tmp").iterdir()) and tempfile.gettempdir() == str(tmp_path / "tmp")
 
 
+def test_every_way_derives_from_one_torch_export_per_tower(tmp_path, monkeypatch):
+    """Measuring ways exports each tower from torch once: ONNX Runtime's fp32 graph, which OpenVINO's fp32
+    links rather than copies (one copy of the weights on disk) and the int8 ways quantise."""
+    from xmodal.indexer.models import openclip_onnx
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    exported = []
+    export_graph = openclip_onnx.export_graph
+    monkeypatch.setattr(openclip_onnx, "export_graph",
+                        lambda module, example, target, names: exported.append(names[0]) or
+                        export_graph(module, example, target, names))
+    spec = f"local-dir:{write_tiny_open_clip(tmp_path / 'model', seed=9)}"
+    photos = None
+    for runtime, precision in (("openvino", "int8"), ("onnx", "int8"), ("openvino", "fp32"), ("onnx", "fp32")):
+        encoder = load_encoder(spec, None, "cpu", runtime, precision)
+        photos = photos or [encoder.preprocess_image(Image.open(path)) for path in PHOTOS[:3]]
+        assert encoder.encode_preprocessed(photos).shape[0] == 3 and encoder.encode_texts(TEXTS).shape[0] == len(TEXTS)
+    assert sorted(exported) == ["pixels", "tokens"]
+
+    root = tmp_path / "cache" / "xmodal" / "exported"
+    keys = {f: json.loads((f / "meta.json").read_text())["key"] for f in root.iterdir() if (f / "meta.json").exists()}
+    for tower in ("image", "text"):
+        plain = [f for f, key in keys.items() if key["tower"] == tower and key["precision"] == "fp32"]
+        assert sorted(keys[f]["runtime"] for f in plain) == ["onnx", "openvino"]
+        assert len({(f / "model.onnx").stat().st_ino for f in plain}) == 1, tower
+
+
 def test_an_export_killed_midway_is_swept_by_the_next_one(tmp_path):
     """A kill -9 during an export leaves its scratch folder (a quantised tower's: gigabytes for a large
     model); the next export removes those untouched for an hour, never one that may still be running."""

@@ -28,7 +28,10 @@ def runtime_version(runtime: str = "onnx") -> str:
 
 
 def runtime_key(runtime: str, precision: str) -> dict[str, str | int]:
-    """What an exported tower's cache key holds of how it runs: a new runtime version or opset re-exports."""
+    """What an exported tower's cache key holds of how it runs: a new runtime version or opset re-exports. The
+    fp32 graph ONNX Runtime runs is the one every other way derives from: no runtime's version changes it."""
+    if (runtime, export_precision(runtime, precision)) == ("onnx", "fp32"):
+        return {"runtime": "onnx", "precision": "fp32", "opset": OPSET}
     return {"runtime": runtime, "runtime_version": runtime_version(runtime),
             "precision": export_precision(runtime, precision), "opset": OPSET}
 
@@ -65,30 +68,64 @@ class StaticQuantisation:
 
 def export(module, example: tuple, folder: Path, input_names: Sequence[str], precision: str = "fp32",
            static: StaticQuantisation | None = None) -> Path:
-    """Write `module` (a torch module taking `example`'s tensors, batch first) to folder/model.onnx; int8 is
-    ONNX Runtime's dynamic quantisation of the fp32 graph (weights int8, activations quantised per batch);
-    int8-static quantises it as `static` says."""
+    """Write `module` (a torch module taking `example`'s tensors, batch first) to folder/model.onnx in
+    `precision` (see `derive`)."""
+    if precision == "fp32":
+        return export_graph(module, example, folder / MODEL_FILE, input_names)
+    plain = export_graph(module, example, folder / "fp32.onnx", input_names)
+    try:
+        return derive(plain, folder, precision, input_names, static)
+    finally:
+        plain.unlink()
+
+
+def export_graph(module, example: tuple, target: Path, input_names: Sequence[str]) -> Path:
+    """`module`'s fp32 graph, written to `target`: what every other precision and runtime is derived from."""
     import torch
 
-    target = folder / MODEL_FILE
-    plain = folder / "fp32.onnx" if precision in ("int8", STATIC_INT8) else target
     names = list(input_names)
     # with autograd on, attention traces its exportable path, not the fused kernel inference uses
     with torch.inference_mode(False), torch.enable_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter's notes on traced shapes are for its developers
-        torch.onnx.export(module.eval(), example, str(plain), input_names=names, output_names=["vectors"],
+        torch.onnx.export(module.eval(), example, str(target), input_names=names, output_names=["vectors"],
                           dynamic_axes={n: {0: "batch"} for n in [*names, "vectors"]}, opset_version=OPSET,
                           dynamo=False)
-    if precision == "int8":
+    return target
+
+
+def derive(plain: Path, folder: Path, precision: str, input_names: Sequence[str],
+           static: StaticQuantisation | None = None) -> Path:
+    """folder/model.onnx from the fp32 graph at `plain`, without torch: fp32 is the graph itself (linked where
+    the file system allows: one copy of the weights on disk); int8 is ONNX Runtime's dynamic quantisation of it
+    (weights int8, activations quantised per batch); int8-static quantises it as `static` says."""
+    target = folder / MODEL_FILE
+    if precision == "fp32":
+        _link(plain, target)
+    elif precision == "int8":
         _quiet_quantiser()
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         quantize_dynamic(str(plain), str(target), weight_type=QuantType.QInt8)
-        plain.unlink()
     elif precision == STATIC_INT8:
-        quantize_static(plain, target, names[0], static)
-        plain.unlink()
+        quantize_static(plain, target, input_names[0], static)
+    else:
+        raise ValueError(f"no export precision {precision!r}")
     return target
+
+
+def _link(source: Path, target: Path) -> None:
+    """`source` at `target`, and the weight files an ONNX graph over 2 GB keeps beside it (the source's folder
+    holds one graph: every other file there but the cache's own is one of them)."""
+    from .export_cache import META
+
+    for found in source.parent.iterdir():
+        if found.is_file() and found.name != META and not found.name.startswith("openvino-") and \
+                found.suffix != ".json":
+            linked = target if found == source else target.parent / found.name
+            try:
+                os.link(found, linked)
+            except OSError:  # another file system, or one without links
+                shutil.copyfile(found, linked)
 
 
 def _quiet_quantiser() -> None:
@@ -100,31 +137,13 @@ def _quiet_quantiser() -> None:
 def quantize_static(plain: Path, target: Path, input_name: str, static: StaticQuantisation | None) -> None:
     """Int8 weights per output channel and uint8 activations, their ranges the extremes seen on `static`'s
     inputs, written as quantise/dequantise pairs (QDQ) around its operators: the form OpenVINO runs on its int8
-    kernels. The quantiser's scratch files stay inside the export's own folder, which the export cache
-    removes whole, so a run killed midway leaves nothing elsewhere."""
+    kernels (models/quantise.py). Any scratch file stays inside the export's own folder, which the export
+    cache removes whole, so a run killed midway leaves nothing elsewhere."""
     if static is None or not len(static.inputs):
         raise ValueError("a static int8 export needs inputs to measure its activation ranges on")
-    _quiet_quantiser()
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType
-    from onnxruntime.quantization import quantize_static as quantise
+    from .quantise import quantise_static
 
-    class OneBatch(CalibrationDataReader):
-        def __init__(self):
-            self._left = [{input_name: np.ascontiguousarray(static.inputs)}]
-
-        def get_next(self):
-            return self._left.pop() if self._left else None
-
-    # the quantiser takes no folder for its scratch files (several times the tower's weights): the process's
-    # temporary folder points into the export's own for its seconds, once per model and machine
-    saved = tempfile.tempdir
-    tempfile.tempdir = str(plain.parent)
-    try:
-        quantise(str(plain), str(target), OneBatch(), quant_format=QuantFormat.QDQ, per_channel=True,
-                 activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                 op_types_to_quantize=list(static.operators))
-    finally:
-        tempfile.tempdir = saved
+    quantise_static(plain, target, {input_name: np.ascontiguousarray(static.inputs)}, static.operators)
 
 
 _SPINNING = {"allowed": True}

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -24,9 +25,11 @@ from ..errors import ModelMismatchError
 from .base import ModelIdentity, l2_normalize
 from .export_cache import ExportCache, IdentityCache, file_fingerprint
 from .inference import Inference
-from .onnx_towers import STATIC_INT8, StaticQuantisation, export, export_precision, load_tower, runtime_key
+from .onnx_towers import MODEL_FILE, STATIC_INT8, StaticQuantisation, derive, export_graph, export_precision, load_tower, \
+    runtime_key
 from .recipe import Cropped, ImageRecipe
 
+INPUTS = {"image": "pixels", "text": "tokens"}  # each exported tower's input
 TOWER_FILE = "tower.json"
 TOKENIZER_FILE = "tokenizer.json"
 EXPORT_FORMAT = 1  # raise when what an export holds changes: older entries are then rebuilt
@@ -58,7 +61,7 @@ class OnnxOpenClipEncoder:
 
     def encode_preprocessed(self, batch: Sequence[Any]) -> np.ndarray:
         if self._image is None:
-            self._image = self._load("image", ["pixels"])
+            self._image = self._load("image", [INPUTS["image"]])
         pixels = self.recipe.normalised(list(batch))
         if not isinstance(pixels, np.ndarray):  # not all uint8 crops: items preprocessed one by one among them
             pixels = np.ascontiguousarray(np.stack([np.asarray(item, dtype=np.float32) for item in pixels]))
@@ -70,7 +73,7 @@ class OnnxOpenClipEncoder:
 
             folder = self._tower_folder("text")
             context = json.loads((folder / TOWER_FILE).read_text())["context_length"]
-            self._text = self._load("text", ["tokens"]), ClipTokenizer(folder / TOKENIZER_FILE, context)
+            self._text = self._load("text", [INPUTS["text"]]), ClipTokenizer(folder / TOKENIZER_FILE, context)
         tower, tokenizer = self._text
         return l2_normalize(tower(tokenizer(list(texts))))
 
@@ -81,15 +84,42 @@ class OnnxOpenClipEncoder:
         return self._cache.ensure(tower_key(self.identity, tower), lambda folder: self._export(tower, folder))
 
     def _export(self, tower: str, folder: Path) -> None:
+        """The tower's fp32 graph, exported from torch once per model (the entry ONNX Runtime's fp32 runs);
+        every other way's file is derived from that entry without torch: linked, or quantised."""
+        precision = export_precision(self.identity.runtime, self.identity.precision)
+        if (self.identity.runtime, precision) == ("onnx", "fp32"):
+            self._export_graph(tower, folder)
+            return
+        graph = replace(self.identity, runtime="onnx", precision="fp32")
+        source = self._cache.ensure(tower_key(graph, tower), lambda found: self._export_graph(tower, found))
+        for extra in (TOKENIZER_FILE, TOWER_FILE):
+            if (source / extra).exists():
+                shutil.copyfile(source / extra, folder / extra)
+        derive(source / MODEL_FILE, folder, precision, [INPUTS[tower]],
+               self._quantisation(tower, source) if precision == STATIC_INT8 else None)
+
+    def _export_graph(self, tower: str, folder: Path) -> None:
         if self._torch_encoder is None:
             self._torch_encoder = self._load_torch()
             if self._torch_encoder.identity.compatibility_key() != self.identity.compatibility_key():
                 raise ModelMismatchError(
                     f"the model loaded for export is {self._torch_encoder.identity.describe()}, not "
                     f"{self.identity.describe()}; its weights changed since the index was built")
-        precision = export_precision(self.identity.runtime, self.identity.precision)
-        export_tower(self._torch_encoder.model, tower, folder, precision,
-                     self._calibration_pixels() if precision == STATIC_INT8 and tower == "image" else None)
+        export_tower(self._torch_encoder.model, tower, folder)
+
+    def _quantisation(self, tower: str, graph: Path) -> StaticQuantisation:
+        """What a static int8 tower's activation ranges are measured on: the pictures and captions shipped for
+        measuring ways (the same on every machine, so an export depends on the weights alone), the captions
+        tokenized by the graph's own tokenizer. The text tower's token table is quantised too: ViT-B-32's text
+        tower weighs 64 MB in int8 against 140 MB with it fp32, and a one-shot query loads all of it."""
+        if tower == "image":
+            return StaticQuantisation(self._calibration_pixels())
+        from .calibrate import SHIPPED_TEXTS
+        from .clip_tokenizer import ClipTokenizer
+
+        context = json.loads((graph / TOWER_FILE).read_text())["context_length"]
+        tokens = ClipTokenizer(graph / TOKENIZER_FILE, context)(list(SHIPPED_TEXTS))
+        return StaticQuantisation(tokens, ("MatMul", "Gemm", "Gather"))
 
     def _calibration_pixels(self) -> np.ndarray:
         """What a static int8 image tower's activation ranges are measured on: the pictures shipped for
@@ -195,10 +225,8 @@ def _built_by(distribution: str) -> str | None:
         return None
 
 
-def export_tower(model, tower: str, folder: Path, precision: str, pixels: np.ndarray | None = None) -> None:
-    """Write one tower of `model` to `folder`; a static int8 image tower measures its ranges on `pixels`, a
-    text tower on the captions shipped for measuring ways (the token table is quantised too: ViT-B-32's text
-    tower weighs 64 MB in int8 against 140 MB with it fp32, and a one-shot query loads all of it)."""
+def export_tower(model, tower: str, folder: Path) -> None:
+    """Write one tower of `model` to `folder` as its fp32 graph; a text tower with its tokenizer."""
     import torch
 
     class Tower(torch.nn.Module):
@@ -212,22 +240,15 @@ def export_tower(model, tower: str, folder: Path, precision: str, pixels: np.nda
     if tower == "image":
         side = model.visual.image_size
         side = side if isinstance(side, (tuple, list)) else (side, side)
-        static = StaticQuantisation(pixels) if precision == STATIC_INT8 else None
-        export(Tower(), (torch.zeros(2, 3, *side),), folder, ["pixels"], precision, static)
+        export_graph(Tower(), (torch.zeros(2, 3, *side),), folder / MODEL_FILE, [INPUTS[tower]])
         return
     import open_clip
 
     from .clip_tokenizer import build_tokenizer_json, open_clip_vocab_file
 
     context = int(model.context_length)
-    static = None
-    if precision == STATIC_INT8:
-        from .calibrate import SHIPPED_TEXTS
-
-        static = StaticQuantisation(open_clip.tokenize(list(SHIPPED_TEXTS), context).numpy(),
-                                    ("MatMul", "Gemm", "Gather"))
-    export(Tower(), (open_clip.tokenize(["a photo", "of two words and more"], context),), folder, ["tokens"], precision,
-           static)
+    export_graph(Tower(), (open_clip.tokenize(["a photo", "of two words and more"], context),), folder / MODEL_FILE,
+                 [INPUTS[tower]])
     build_tokenizer_json(open_clip_vocab_file(), folder / TOKENIZER_FILE)
     (folder / TOWER_FILE).write_text(json.dumps({"context_length": context}))
 
