@@ -113,6 +113,20 @@ def test_measuring_stops_at_its_budget_and_says_which_ways_it_left():
     assert set(found.table()) == {FP32, ONNX32, ONNX8}
 
 
+def test_the_exact_way_is_measured_past_the_budget_only_where_the_first_way_did_not_settle_it():
+    """The fastest exact way is what a way failing parity falls to: measured whatever the budget where the
+    first way broke parity or ran no faster than torch fp32, left to a later run where the first won."""
+    sample = calibrate.Sample.of([], [])
+    for first, fallback_measured in ((FakeTower(seconds=0.0005), False), (FakeTower(seconds=0.0005, noise=0.2), True),
+                                     (FakeTower(seconds=0.004), True)):
+        towers = {FP32: FakeTower(seconds=0.002), ONNX8: first, ONNX32: FakeTower(seconds=0.001)}
+        found = calibrate.measure("open_clip", fake_ways(towers), [ONNX8, ONNX32], sample, lambda *_: 0.0)
+        assert (ONNX32 in found.table()) == fallback_measured
+        assert found.unmeasured() == ([] if fallback_measured else [ONNX32])
+        expected = ONNX8 if not fallback_measured else ONNX32
+        assert inference.choose("open_clip", measured=found.table()).inference == expected
+
+
 def test_a_later_run_measures_the_ways_an_earlier_budget_left_against_the_same_reference():
     """Speeds measured later, on a busier machine, are scaled to the first run's torch fp32; at least one way is
     measured per run whatever its budget, so every way is measured in the end."""

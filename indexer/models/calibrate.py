@@ -264,8 +264,9 @@ class CalibrationCache:
 
 def candidates(prior: dict[Inference, Measured]) -> list[Inference]:
     """The ways to measure, those this machine can run: first the fastest in the shipped table (parity known
-    or not: these weights decide it) and the fastest exact (fp32) way, both measured whatever the budget, so
-    that a reduced way failing parity never leaves torch fp32 as the only way; then the rest, fastest first."""
+    or not: these weights decide it) and the fastest exact (fp32) way, both measured whatever the budget
+    (the second unless the first held parity and beat torch fp32), so that a reduced way failing parity never
+    leaves torch fp32 as the only way; then the rest, fastest first."""
     ways = [w for w in sorted(prior, key=lambda w: -prior[w].speedup)
             if w != Inference() and missing_requirement(w) is None]
     first = ways[:1]
@@ -273,7 +274,7 @@ def candidates(prior: dict[Inference, Measured]) -> list[Inference]:
     return first + [w for w in ways if w not in first]
 
 
-ALWAYS_MEASURED = 2  # the first candidates, measured whatever the budget
+ALWAYS_MEASURED = 2  # the first candidates, measured whatever the budget (the second where it may be needed)
 NOT_MEASURED = "not measured: budget spent"
 
 
@@ -288,12 +289,24 @@ def measure(family: str, build: WayBuilder, ways: Sequence[Inference], sample: S
     reference_encoder, reference, results = _reference(build, towers, sample, clock)
     shipped = {tower: _packed(encode_reference(reference_encoder, tower)) for tower in towers}
     partial = Calibration(key, family, {}, weights, {}, list(results), 0.0)
-    results += _measure_ways(build, ways, towers, sample, reference, clock, ALWAYS_MEASURED,
-                             lambda: clock() - started > budget(partial, clock() - started), step, partial)
+    spent = lambda: clock() - started > budget(partial, clock() - started)  # noqa: E731
+    first = _measure_ways(build, ways[:1], towers, sample, reference, clock, 1, spent, step, partial)
+    # the fastest exact way is measured whatever the budget only where it may be needed now
+    fallback = 0 if _settles(first, results) else ALWAYS_MEASURED - 1
+    results += first + _measure_ways(build, ways[1:], towers, sample, reference, clock, fallback, spent, step,
+                                     partial)
     return Calibration(key, family, machine(), weights, {"images": len(sample.images), "texts": len(sample.texts),
                                                          "source": sample.source},
                        results, round(clock() - started, 2), datetime.now(timezone.utc).isoformat(timespec="seconds"),
                        shipped)
+
+
+def _settles(first: list[TowerResult], reference: list[TowerResult]) -> bool:
+    """Whether the first way measured held parity and ran faster than torch fp32 on every tower: auto then
+    runs it, and the fastest exact way (what a way failing parity falls to) can wait for a later run."""
+    rates = {r.tower: r.items_per_second for r in reference}
+    return bool(first) and all(r.holds and (r.items_per_second or 0.0) > (rates.get(r.tower) or float("inf"))
+                               for r in first)
 
 
 def resume(found: Calibration, build: WayBuilder, sample: Sample,
