@@ -85,32 +85,20 @@ def after_gelu(path: Path) -> list[str]:
 
 
 def quantised(fp32: Path, folder: Path) -> dict[str, tuple[str, Path]]:
-    """label -> (runtime, file)."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic
-    from onnxruntime.quantization import quantize_static
+    """label -> (runtime, file): ONNX Runtime's dynamic int8, and xmodal's static int8 (models/quantise.py)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
 
     from xmodal.indexer.models.calibrate import SHIPPED_TEXTS
+    from xmodal.indexer.models.quantise import quantise_static
 
     logging.getLogger("root").setLevel(logging.ERROR)
     calibration = inputs(list(SHIPPED_TEXTS))
-
-    class OneBatch(CalibrationDataReader):
-        def __init__(self):
-            self.left = [calibration]
-
-        def get_next(self):
-            return self.left.pop() if self.left else None
-
     files = {"dynamic int8 (int8 on onnx)": ("onnx", folder / "dynamic.onnx")}
     quantize_dynamic(str(fp32), str(files["dynamic int8 (int8 on onnx)"][1]), weight_type=QuantType.QInt8)
-    static = dict(quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
-                  weight_type=QuantType.QInt8)
-    for label, name, extra in (
-            ("static int8, matrix products and token table (int8 on openvino)", "static.onnx",
-             {"op_types_to_quantize": ["MatMul", "Gemm", "Gather"]}),
-            ("static int8, without the products after GELU", "static-partial.onnx",
-             {"op_types_to_quantize": ["MatMul", "Gemm", "Gather"], "nodes_to_exclude": after_gelu(fp32)})):
-        quantize_static(str(fp32), str(folder / name), OneBatch(), **static, **extra)
+    for label, name, exclude in (
+            ("static int8, matrix products and token table (int8 on openvino)", "static.onnx", []),
+            ("static int8, without the products after GELU", "static-partial.onnx", after_gelu(fp32))):
+        quantise_static(fp32, folder / name, calibration, ("MatMul", "Gemm", "Gather"), exclude)
         files[label] = ("openvino", folder / name)
     return files
 

@@ -2,6 +2,7 @@
 or OpenVINO, neither of which needs torch: a query process that finds its tower exported never imports it."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -134,16 +135,34 @@ def _quiet_quantiser() -> None:
     logging.getLogger("root").setLevel(logging.ERROR)  # its quantiser advises pre-processing on the root logger
 
 
+# What a static int8 export must keep of fp32's vectors of the shipped pictures and captions it is calibrated on:
+# calibration's 0.995 on the user's own inputs (models/inference.py), with a margin, since those differ
+HOLDS = 0.997
+QUANTISED_FILE = "quantised.json"  # beside a static int8 export: the operators it left in fp32, and its cosine
+
+
 def quantize_static(plain: Path, target: Path, input_name: str, static: StaticQuantisation | None) -> None:
     """Int8 weights per output channel and uint8 activations, their ranges the extremes seen on `static`'s
     inputs, written as quantise/dequantise pairs (QDQ) around its operators: the form OpenVINO runs on its int8
-    kernels (models/quantise.py). Any scratch file stays inside the export's own folder, which the export
-    cache removes whole, so a run killed midway leaves nothing elsewhere."""
+    kernels (models/quantise.py). Where that loses fp32's vectors (HOLDS), the operators whose inputs int8
+    serves worst stay fp32. Any scratch file stays inside the export's own folder, which the export cache
+    removes whole, so a run killed midway leaves nothing elsewhere."""
     if static is None or not len(static.inputs):
         raise ValueError("a static int8 export needs inputs to measure its activation ranges on")
     from .quantise import quantise_static
 
-    quantise_static(plain, target, {input_name: np.ascontiguousarray(static.inputs)}, static.operators)
+    found = quantise_static(plain, target, {input_name: np.ascontiguousarray(static.inputs)}, static.operators,
+                            holds=HOLDS)
+    (target.parent / QUANTISED_FILE).write_text(json.dumps({"left_out": list(found.left_out),
+                                                            "lowest_cosine": found.lowest_cosine}))
+
+
+def spared(folder: Path) -> int:
+    """How many operators a static int8 export in `folder` left in fp32 (0 where it records none)."""
+    try:
+        return len(json.loads((folder / QUANTISED_FILE).read_text())["left_out"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
 
 
 _SPINNING = {"allowed": True}
@@ -210,7 +229,10 @@ class OpenVinoTower:
     """
 
     # int8 runs OpenVINO's int8 kernels on the quantised matrix products and fp32 around them: with bf16 around
-    # them instead (its default on a bf16 CPU) ViT-B-32 ran slower, 75 against 94 photos/s at batch 8 (Zen 5)
+    # them instead (its default on a bf16 CPU) ViT-B-32 ran slower, 75 against 94 photos/s at batch 8 (Zen 5).
+    # An export that left products in fp32 to keep fp32's vectors runs those in bf16 where the CPU has it:
+    # MiniLM (real weights, 16 of its products spared) 1,165 texts/s against 757 with fp32 around, and bf16
+    # alone 1,092, at a lowest cosine of 0.9985 either way (bench/bench_int8_real_weights.py)
     HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
 
     def __init__(self, path: Path, input_names: Sequence[str], precision: str):
@@ -231,7 +253,7 @@ class OpenVinoTower:
         core = openvino.Core()
         # OpenVINO keeps what it compiled, keyed by the model and the settings: a later process loads it
         # instead of compiling again (ViT-B-32's image tower in bf16: 2.6 s to 1.3 s for a whole process)
-        settings = {"INFERENCE_PRECISION_HINT": self.HINTS[self._precision], "CACHE_DIR": str(compiled_cache())}
+        settings = {"INFERENCE_PRECISION_HINT": self.hint(), "CACHE_DIR": str(compiled_cache())}
         converted = self.ir_path()
         for _attempt in range(2):
             if not converted.exists() and not convert_to_ir(self.path, converted, compress=self._precision == "bf16"):
@@ -241,6 +263,13 @@ class OpenVinoTower:
             except RuntimeError:  # damaged on disk (truncated, overwritten): converted again from the ONNX file
                 converted.unlink(missing_ok=True)
         return core.compile_model(str(self.path), "CPU", settings)
+
+    def hint(self) -> str:
+        from .inference import BF16_FLAGS, cpu_has
+
+        if self._precision == "int8" and spared(self.path.parent) and cpu_has(*BF16_FLAGS):
+            return "bf16"
+        return self.HINTS[self._precision]
 
     def ir_path(self) -> Path:
         return self.path.with_name(f"openvino-{self._precision}.xml")

@@ -32,7 +32,7 @@ from .recipe import Cropped, ImageRecipe
 INPUTS = {"image": "pixels", "text": "tokens"}  # each exported tower's input
 TOWER_FILE = "tower.json"
 TOKENIZER_FILE = "tokenizer.json"
-EXPORT_FORMAT = 1  # raise when what an export holds changes: older entries are then rebuilt
+EXPORT_FORMAT = 2  # raise when what an export holds changes: older entries are then rebuilt
 IDENTITY_FORMAT = 1  # raise when how an identity is made changes (xmodal's code): older records are then unread
 BUILT_BY = ("open_clip_torch", "torch")  # the distributions whose versions make a model's identity
 

@@ -27,40 +27,97 @@ class Ranges:
     low: float
     high: float
 
+    @classmethod
+    def of(cls, extremes: tuple[float, float]) -> "Ranges":
+        return cls(*extremes)
+
     def scale_and_zero(self) -> tuple[np.float32, np.uint8]:
         low, high = min(self.low, 0.0), max(self.high, 0.0)
         scale = (high - low) / 255.0 if high > low else 1.0
         return np.float32(scale), np.uint8(np.clip(round(-low / scale), 0, 255))
 
 
-def quantise_static(plain: Path, target: Path, feeds: dict[str, np.ndarray], operators: Sequence[str]) -> None:
-    """Write `plain`'s graph to `target` with `operators` quantised, activation ranges measured by running
-    `feeds` through it (ONNX Runtime; a graph too large to hand it in memory goes through a file beside
-    `target`, removed after)."""
+@dataclass(frozen=True)
+class Quantised:
+    """What a static export holds: the operators left in fp32 to keep its vectors, and its lowest cosine to
+    the fp32 graph's vectors over the calibration inputs (None: not checked)."""
+
+    left_out: tuple[str, ...] = ()
+    lowest_cosine: float | None = None
+
+
+def quantise_static(plain: Path, target: Path, feeds: dict[str, np.ndarray], operators: Sequence[str],
+                    exclude: Sequence[str] = (), holds: float | None = None) -> Quantised:
+    """Write `plain`'s graph to `target` with `operators` quantised (but the nodes named in `exclude`),
+    activation ranges measured by running `feeds` through it (ONNX Runtime; a graph too large to hand it in
+    memory goes through a file beside `target`, removed after).
+
+    With `holds`, the result's vectors of `feeds` must keep at least that cosine to fp32's: where they do not,
+    the operators reading the activations int8 serves worst are left in fp32, a few more at a time
+    (`spared`), until they do; where no step does, everything is quantised (measuring on the user's photos
+    then refuses the way)."""
+    large = sum(f.stat().st_size for f in plain.parent.iterdir() if f.is_file()) > EXTERNAL_DATA_BYTES
+    scratch = target.parent if large else None
+    probed = _probed(plain, operators, exclude, scratch, feeds, _range_nodes, Ranges.of)
+    ranges, reference = dict(zip(probed.names, probed.readings)), probed.vectors
+    model = _quantised(plain, operators, exclude, ranges)
+    result = Quantised()
+    if holds is not None and not large:
+        result = Quantised((), _lowest_cosine(reference, _vectors(model.SerializeToString(), feeds)))
+        if result.lowest_cosine < holds:
+            model, result = _spared(plain, operators, exclude, ranges, feeds, reference, holds) or (model, result)
+    _save(model, target, large)
+    return result
+
+
+def _spared(plain: Path, operators: Sequence[str], exclude: Sequence[str], ranges: dict[str, Ranges],
+            feeds: dict[str, np.ndarray], reference: np.ndarray, holds: float):
+    """The graph with the fewest operators left in fp32 that keeps `holds`, those whose inputs int8 serves
+    worst (`_error_nodes`, on `feeds`) first: a sixteenth of the inputs' readers, an eighth, a quarter, a half;
+    None where even half do not hold."""
     import onnx
 
-    large = sum(f.stat().st_size for f in plain.parent.iterdir() if f.is_file()) > EXTERNAL_DATA_BYTES
-    model = onnx.load(str(plain))
-    probe = _range_probe(model, _activations(model.graph, operators), target.parent if large else None)
-    # read again after the probe is built: the graph's first copy is not held while ONNX Runtime makes its own
-    # (ViT-B-32's image tower peaked at 1.7 GB with it held, 1.3 GB without; ONNX Runtime's quantiser 2.1 GB)
-    del model
-    ranges = _measured_ranges(probe, feeds)
+    opset = _opset(onnx.load(str(plain), load_external_data=False))
+    errors = _probed(plain, operators, exclude, None, feeds, lambda *a: _error_nodes(*a, ranges, opset),
+                     lambda pair: pair[0])
+    ranked = [name for _error, name in sorted(zip(errors.readings, errors.names), reverse=True)]
+    graph = onnx.load(str(plain), load_external_data=False).graph
+    chosen = _chosen(graph, operators, exclude)
+    for count in sorted({max(1, -(-len(ranked) * share // 16)) for share in (1, 2, 4, 8)}):
+        worst = set(ranked[:count])
+        left_out = tuple(node.name for node in chosen if worst & set(node.input))
+        model = _quantised(plain, operators, [*exclude, *left_out], ranges)
+        lowest = _lowest_cosine(reference, _vectors(model.SerializeToString(), feeds))
+        if lowest >= holds:
+            return model, Quantised(left_out, lowest)
+    return None
+
+
+def _quantised(plain: Path, operators: Sequence[str], exclude: Sequence[str], ranges: dict[str, "Ranges"]):
+    import onnx
+
     model = onnx.load(str(plain))
     graph = model.graph
     weights = {init.name: init for init in graph.initializer}
-    chosen = [node for node in graph.node if node.op_type in operators]
+    chosen = _chosen(graph, operators, exclude)
     quantised_weights = {node.input[WEIGHT_INPUT[node.op_type]]: _channel_axis(node, weights)
                          for node in chosen if _has_float_weight(node, weights)}
-    _rewrite(graph, chosen, weights, quantised_weights, ranges)
-    _save(model, target, large)
+    read = set(_activations(chosen, graph))
+    _rewrite(graph, chosen, weights, quantised_weights, {n: r for n, r in ranges.items() if n in read})
+    return model
 
 
-def _activations(graph, operators: Sequence[str]) -> list[str]:
-    """The float inputs of `operators` computed at run time (a Gather's are its indices: left as they are)."""
+def _chosen(graph, operators: Sequence[str], exclude: Sequence[str]) -> list:
+    left_out = set(exclude)
+    return [node for node in graph.node if node.op_type in operators and node.name not in left_out]
+
+
+def _activations(chosen: list, graph) -> list[str]:
+    """The float inputs of the chosen nodes computed at run time (a Gather's are its indices: left as they
+    are)."""
     weights = {init.name for init in graph.initializer}
     types = _tensor_types(graph)
-    return sorted({name for node in graph.node if node.op_type in operators and node.op_type != "Gather"
+    return sorted({name for node in chosen if node.op_type != "Gather"
                    for name in node.input[:2] if name and name not in weights and types.get(name, FLOAT) == FLOAT})
 
 
@@ -84,53 +141,107 @@ def _channel_axis(node, weights) -> int:
 
 
 @dataclass
-class _RangeProbe:
-    """The graph with each measured tensor's minimum and maximum as extra outputs, serialised (or written to a
-    file, for a graph over protobuf's limit), and the tensors' names in output order."""
-
-    graph: bytes | Path
-    names: list[str]
+class _Probed:
+    names: list[str]  # the activations probed
+    readings: list  # what was read of each
+    vectors: np.ndarray  # the graph's own output, fp32's vectors of the inputs
 
 
-def _range_probe(model, names: list[str], scratch: Path | None) -> _RangeProbe:
-    """Reduced in the graph: a large model's activations would not fit in memory whole."""
+def _probed(plain: Path, operators: Sequence[str], exclude: Sequence[str], scratch: Path | None,
+            feeds: dict[str, np.ndarray], add_nodes, reading):
+    """The chosen operators' activations, `reading` of the two statistics `add_nodes(graph, number, name)`
+    computes of each in the graph, and the graph's own output (reduced there: a large model's activations would not fit in memory
+    whole), run once on `feeds`. The graph's own copy is let go before ONNX Runtime makes its own: ViT-B-32's
+    image tower peaked at 1.7 GB with it held, 1.3 GB without (ONNX Runtime's quantiser: 2.1 GB)."""
+    import onnx
+    import onnxruntime
     from onnx import TensorProto, helper
 
-    graph, nodes, outputs = model.graph, len(model.graph.node), len(model.graph.output)
+    model = onnx.load(str(plain))
+    names = _activations(_chosen(model.graph, operators, exclude), model.graph)
     for number, name in enumerate(names):
-        graph.node.extend([
-            helper.make_node("Cast", [name], [f"range{number}_float"], to=TensorProto.FLOAT),
-            helper.make_node("ReduceMin", [f"range{number}_float"], [f"range{number}_low"], keepdims=0),
-            helper.make_node("ReduceMax", [f"range{number}_float"], [f"range{number}_high"], keepdims=0)])
-        graph.output.extend(helper.make_tensor_value_info(f"range{number}_{end}", TensorProto.FLOAT, [])
-                            for end in ("low", "high"))
+        model.graph.node.extend(add_nodes(model.graph, number, name))
+        model.graph.output.extend(helper.make_tensor_value_info(f"probe{number}_{end}", TensorProto.FLOAT, [])
+                                  for end in ("a", "b"))
+    if scratch is None:
+        probe: bytes | str = model.SerializeToString()
+    else:
+        _save(model, scratch / "probe.onnx", large=True)
+        probe = str(scratch / "probe.onnx")
+    del model
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3
     try:
-        if scratch is None:
-            return _RangeProbe(model.SerializeToString(), names)
-        _save(model, scratch / "ranges.onnx", large=True)
-        return _RangeProbe(scratch / "ranges.onnx", names)
-    finally:  # the graph is left as it came
-        del graph.node[nodes:]
-        del graph.output[outputs:]
+        session = onnxruntime.InferenceSession(probe, options, providers=["CPUExecutionProvider"])
+        found = session.run([session.get_outputs()[0].name, *(f"probe{number}_{end}" for number in range(len(names))
+                                                              for end in ("a", "b"))], feeds)
+    finally:
+        if scratch is not None:
+            for written in scratch.glob("probe.onnx*"):
+                written.unlink()
+    return _Probed(names, [reading((float(found[1 + 2 * n]), float(found[2 + 2 * n]))) for n in range(len(names))],
+                   np.asarray(found[0], dtype=np.float64))
 
 
-def _measured_ranges(probe: _RangeProbe, feeds: dict[str, np.ndarray]) -> dict[str, Ranges]:
-    """Each probed tensor's extremes over `feeds`; a probe's file is removed after."""
+def _range_nodes(_graph, number: int, name: str) -> list:
+    from onnx import TensorProto, helper
+
+    return [helper.make_node("Cast", [name], [f"probe{number}_float"], to=TensorProto.FLOAT),
+            helper.make_node("ReduceMin", [f"probe{number}_float"], [f"probe{number}_a"], keepdims=0),
+            helper.make_node("ReduceMax", [f"probe{number}_float"], [f"probe{number}_b"], keepdims=0)]
+
+
+def _error_nodes(graph, number: int, name: str, ranges: dict[str, "Ranges"], opset: int) -> list:
+    """How badly int8 serves the tensor: quantised with its measured range, each channel's (last axis) squared
+    error over that channel's own energy, averaged over channels (and the worst channel's). Per channel, since
+    an outlier channel hides the rest in the tensor's whole energy: a range set by one channel a thousand times
+    the others rounds those others to zero, a small error against the whole tensor, the whole of theirs."""
+    from onnx import helper, numpy_helper
+
+    scale, zero = ranges[name].scale_and_zero()
+    tag = f"probe{number}_"
+    graph.initializer.extend([numpy_helper.from_array(np.array(scale), f"{tag}scale"),
+                              numpy_helper.from_array(np.array(zero), f"{tag}zero"),
+                              numpy_helper.from_array(np.array([-1], np.int64), f"{tag}last"),
+                              numpy_helper.from_array(np.array([2 ** 62], np.int64), f"{tag}end"),
+                              numpy_helper.from_array(np.array([0], np.int64), f"{tag}rows"),
+                              numpy_helper.from_array(np.array(1e-12, np.float32), f"{tag}tiny")])
+    rows = {"axes": [0]} if opset < 18 else {}  # ReduceSumSquare's axes: an attribute before opset 18, then an input
+    over_rows = lambda source, out: helper.make_node(  # noqa: E731
+        "ReduceSumSquare", [source] if opset < 18 else [source, f"{tag}rows"], [out], keepdims=0, **rows)
+    return [helper.make_node("QuantizeLinear", [name, f"{tag}scale", f"{tag}zero"], [f"{tag}q"]),
+            helper.make_node("DequantizeLinear", [f"{tag}q", f"{tag}scale", f"{tag}zero"], [f"{tag}dq"]),
+            helper.make_node("Sub", [name, f"{tag}dq"], [f"{tag}diff"]),
+            helper.make_node("Shape", [name], [f"{tag}shape"]),
+            helper.make_node("Slice", [f"{tag}shape", f"{tag}last", f"{tag}end"], [f"{tag}width"]),
+            helper.make_node("Concat", [f"{tag}last", f"{tag}width"], [f"{tag}matrix"], axis=0),
+            helper.make_node("Reshape", [f"{tag}diff", f"{tag}matrix"], [f"{tag}diff2d"]),
+            helper.make_node("Reshape", [name, f"{tag}matrix"], [f"{tag}x2d"]),
+            over_rows(f"{tag}diff2d", f"{tag}error"),
+            over_rows(f"{tag}x2d", f"{tag}energy"),
+            helper.make_node("Add", [f"{tag}energy", f"{tag}tiny"], [f"{tag}energy_"]),
+            helper.make_node("Div", [f"{tag}error", f"{tag}energy_"], [f"{tag}ratio"]),
+            helper.make_node("ReduceMean", [f"{tag}ratio"], [f"{tag}a"], keepdims=0),
+            helper.make_node("ReduceMax", [f"{tag}ratio"], [f"{tag}b"], keepdims=0)]
+
+
+def _opset(model) -> int:
+    return next((entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")), 17)
+
+
+def _vectors(graph: bytes | str, feeds: dict[str, np.ndarray]) -> np.ndarray:
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3
-    graph = str(probe.graph) if isinstance(probe.graph, Path) else probe.graph
-    try:
-        session = onnxruntime.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
-        wanted = [f"range{number}_{end}" for number in range(len(probe.names)) for end in ("low", "high")]
-        found = session.run(wanted, feeds)
-    finally:
-        if isinstance(probe.graph, Path):
-            for written in probe.graph.parent.glob(f"{probe.graph.name}*"):
-                written.unlink()
-    return {name: Ranges(float(found[2 * number]), float(found[2 * number + 1]))
-            for number, name in enumerate(probe.names)}
+    session = onnxruntime.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+    return np.asarray(session.run(None, feeds)[0], dtype=np.float64)
+
+
+def _lowest_cosine(reference: np.ndarray, vectors: np.ndarray) -> float:
+    reference = reference / np.maximum(np.linalg.norm(reference, axis=1, keepdims=True), 1e-12)
+    vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    return float(np.min(np.sum(reference * vectors, axis=1)))
 
 
 def _tensor_types(graph) -> dict[str, int]:
@@ -147,7 +258,12 @@ def _rewrite(graph, chosen, weights, quantised_weights: dict[str, int], ranges: 
     from onnx import helper, numpy_helper
 
     added, kept = [], []
+    chosen_ids = {id(node) for node in chosen}
+    # a weight some other node also reads (tied weights, an operator left out) stays there in fp32 too
+    shared = {name for node in graph.node if id(node) not in chosen_ids for name in node.input}
     for init in graph.initializer:
+        if init.name in shared:
+            kept.append(init)
         if init.name in quantised_weights:
             values, scale = _int8_per_channel(numpy_helper.to_array(init), quantised_weights[init.name])
             kept += [numpy_helper.from_array(values, f"{init.name}_int8"),
@@ -156,7 +272,7 @@ def _rewrite(graph, chosen, weights, quantised_weights: dict[str, int], ranges: 
             added.append(helper.make_node("DequantizeLinear", [f"{init.name}_int8", f"{init.name}_scale",
                                                                f"{init.name}_zero"], [f"{init.name}_dq"],
                                           axis=quantised_weights[init.name], name=f"{init.name}_DequantizeLinear"))
-        else:
+        elif init.name not in shared:
             kept.append(init)
     for name, found in ranges.items():
         scale, zero = found.scale_and_zero()
