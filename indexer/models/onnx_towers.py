@@ -151,10 +151,14 @@ def quantize_static(plain: Path, target: Path, input_name: str, static: StaticQu
         raise ValueError("a static int8 export needs inputs to measure its activation ranges on")
     from .quantise import quantise_static
 
-    found = quantise_static(plain, target, {input_name: np.ascontiguousarray(static.inputs)}, static.operators,
-                            holds=HOLDS)
-    (target.parent / QUANTISED_FILE).write_text(json.dumps({"left_out": list(found.left_out),
-                                                            "lowest_cosine": found.lowest_cosine}))
+    record_quantised(target.parent, quantise_static(plain, target, {input_name: np.ascontiguousarray(static.inputs)},
+                                                    static.operators, holds=HOLDS))
+
+
+def record_quantised(folder: Path, found) -> None:
+    """What a static export (a quantise.Quantised) left in fp32, beside it: how OpenVINO runs it depends on it."""
+    (folder / QUANTISED_FILE).write_text(json.dumps({"left_out": list(found.left_out),
+                                                     "lowest_cosine": found.lowest_cosine}))
 
 
 def spared(folder: Path) -> int:
