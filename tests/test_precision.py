@@ -352,6 +352,10 @@ def test_openvino_int8_runs_towers_quantised_once_at_export(tmp_path, monkeypatc
                        and node.input[0] in int8_weights}
         assert quantised <= {node.op_type for node in graph.node if dequantised & set(node.input)}, tower
         assert {"openvino-int8.xml", "openvino-int8.bin"} <= {p.name for p in static[tower].iterdir()}
+        checked = json.loads((static[tower] / "quantised.json").read_text())  # checked against fp32 at export
+        spared_nodes = {node.name: node for node in graph.node if node.name in checked["left_out"]}
+        assert checked["lowest_cosine"] > 0.99 and len(spared_nodes) == len(checked["left_out"])
+        assert not any(name.endswith("_dq") for node in spared_nodes.values() for name in node.input)
     assert not list((tmp_path / "tmp").iterdir()) and tempfile.gettempdir() == str(tmp_path / "tmp")
 
 
