@@ -102,3 +102,16 @@ def parse_cpuinfo(text: str) -> frozenset[str] | None:
         if name.strip() in ("flags", "Features"):
             return frozenset(value.split())
     return None
+
+
+def return_freed_memory() -> None:
+    """Give the pages of memory freed since (a model let go) back to the system. glibc keeps what a thread
+    freed in that thread's arena, mapped, until asked (malloc_trim); elsewhere there is nothing to ask."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (macOS, musl, Windows)
+        pass

@@ -20,7 +20,7 @@ from typing import Callable
 from ..errors import InferenceChoiceError, UnknownModelError, option
 from . import calibrate
 from .base import Encoder, ModelIdentity
-from .device import is_gpu, resolve_device
+from .device import is_gpu, resolve_device, return_freed_memory
 from .inference import AUTO, Choice, Inference, choose, cpu_only, missing_requirement, offered, rerun_way
 
 DEFAULT_MODEL = "ViT-B-32"
@@ -89,7 +89,9 @@ def load_encoder(spec: str = DEFAULT_MODEL, pretrained: str | None = None, devic
         measured, calibration = _measured("open_clip", spec, pretrained, ways, calibrating, runtime, precision)
         choice = choose("open_clip", runtime, precision, gpu=is_gpu(device), measured=measured)
         if calibration and ways.loaded(choice.inference):  # measured just now: the model is loaded already
-            return _calibrated(_noted(ways(choice.inference), choice.note), calibration)
+            encoder = ways(choice.inference)
+            ways.release()
+            return _calibrated(_noted(encoder, choice.note), calibration)
         return _calibrated(_open_clip(spec, pretrained, device, choice), calibration)
     raise UnknownModelError(_unknown_message(spec))
 
@@ -163,7 +165,23 @@ class _OpenClipWays:
         if not self._exportable:
             raise InferenceChoiceError(f"{self._spec} has a tokenizer or preprocessing that does not run exported")
         identity = replace(fp32.identity, runtime=way.runtime, precision=way.precision)
-        return openclip_onnx.OnnxOpenClipEncoder(identity, lambda: fp32)
+        return openclip_onnx.OnnxOpenClipEncoder(identity, self._torch)
+
+    def _torch(self) -> Encoder:
+        """The fp32 torch model an export is made from: the one measured, or loaded again after `release`."""
+        from . import openclip
+
+        return self._fp32 or openclip.load_open_clip(self._spec, self._pretrained, "cpu", Inference())
+
+    def release(self) -> None:
+        """Let the torch model go once the way chosen runs exported (its exports are made), and hand what
+        measuring freed back to the system: a first run of ViT-B-32 held 2.4 GB for the rest of its photos,
+        against 0.6 GB for a run that measured nothing."""
+        import gc
+
+        self._fp32 = None  # an encoder running torch keeps its own reference
+        gc.collect()
+        return_freed_memory()
 
 
 class _OfflineWays:
