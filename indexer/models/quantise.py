@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-# the input of each operator that holds its weight, and the weight's output-channel axis
+# which input of each operator holds its weight
 WEIGHT_INPUT = {"MatMul": 1, "Gemm": 1, "Conv": 1, "Gather": 0}
 FLOAT = 1  # onnx.TensorProto.FLOAT
 EXTERNAL_DATA_BYTES = 1_800_000_000  # protobuf's 2 GB ceiling, with room: larger graphs keep weights beside
@@ -54,7 +54,7 @@ def quantise_static(plain: Path, target: Path, feeds: dict[str, np.ndarray], ope
 
     With `holds`, the result's vectors of `feeds` must keep at least that cosine to fp32's: where they do not,
     the operators reading the activations int8 serves worst are left in fp32, a few more at a time
-    (`spared`), until they do; where no step does, everything is quantised (measuring on the user's photos
+    (`_spared`), until they do; where no step does, everything is quantised (measuring on the user's photos
     then refuses the way)."""
     large = sum(f.stat().st_size for f in plain.parent.iterdir() if f.is_file()) > EXTERNAL_DATA_BYTES
     scratch = target.parent if large else None
@@ -77,15 +77,16 @@ def _spared(plain: Path, operators: Sequence[str], exclude: Sequence[str], range
     None where even half do not hold."""
     import onnx
 
-    opset = _opset(onnx.load(str(plain), load_external_data=False))
+    plain_model = onnx.load(str(plain), load_external_data=False)
+    readers = [(node.name, set(node.input)) for node in _chosen(plain_model.graph, operators, exclude)]
+    opset = _opset(plain_model)
+    del plain_model  # names kept, not nodes: a node holds its whole graph in memory
     errors = _probed(plain, operators, exclude, None, feeds, lambda *a: _error_nodes(*a, ranges, opset),
                      lambda pair: pair[0])
     ranked = [name for _error, name in sorted(zip(errors.readings, errors.names), reverse=True)]
-    graph = onnx.load(str(plain), load_external_data=False).graph
-    chosen = _chosen(graph, operators, exclude)
     for count in sorted({max(1, -(-len(ranked) * share // 16)) for share in (1, 2, 4, 8)}):
         worst = set(ranked[:count])
-        left_out = tuple(node.name for node in chosen if worst & set(node.input))
+        left_out = tuple(name for name, inputs in readers if worst & inputs)
         model = _quantised(plain, operators, [*exclude, *left_out], ranges)
         lowest = _lowest_cosine(reference, _vectors(model.SerializeToString(), feeds))
         if lowest >= holds:
