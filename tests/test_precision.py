@@ -400,6 +400,24 @@ def test_an_export_killed_midway_is_swept_by_the_next_one(tmp_path):
     assert not killed.exists() and running.exists()
 
 
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_openvino_runs_an_index_runs_batch_as_parallel_requests_with_every_item_in_order(tmp_path, monkeypatch,
+                                                                                         precision):
+    """A batch of BULK items or more (an index run's) runs in parts on a model compiled for throughput: each
+    item gets the vector it gets alone, in order, a part left over at the end included."""
+    from xmodal.indexer.models import onnx_towers
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    spec = f"local-dir:{write_tiny_open_clip(tmp_path / 'model', seed=7)}"
+    encoder = load_encoder(spec, None, "cpu", "openvino", precision)
+    texts = [f"{text} {number}" for number in range(5) for text in TEXTS]
+    assert len(texts) >= onnx_towers.OpenVinoTower.BULK and len(texts) % onnx_towers.OpenVinoTower.PART
+    alone = np.concatenate([encoder.encode_texts([text]) for text in texts])
+    together = encoder.encode_texts(texts)
+    assert encoder._text[0]._queue is not None  # the bulk path ran
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+
+
 def test_onnx_runtime_runs_a_large_batch_in_chunks_with_every_item_in_order(tmp_path, monkeypatch):
     """A batch larger than a chunk (and not a multiple of it) gives each item the vector it gets alone."""
     from xmodal.indexer.models import onnx_towers
