@@ -122,6 +122,7 @@ def main() -> None:
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}")
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
+        os.environ["XDG_CACHE_HOME"] = str(workdir / "cache")  # exports go with the run, not the user's cache
         photos = workdir / "photos"
         photos.mkdir()
         make_photos(photos, args.images)

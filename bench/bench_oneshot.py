@@ -103,6 +103,7 @@ def main() -> None:
     print(f"machine: {platform.machine()}, {platform.processor() or 'cpu'}, {os.cpu_count()} cores, "
           f"python {platform.python_version()}")
     with tempfile.TemporaryDirectory() as tmp:
+        os.environ["XDG_CACHE_HOME"] = str(Path(tmp) / "cache")  # exports go with the run, not the user's cache
         for model in args.models:
             found = {}
             for label, (way, texts) in WAYS.items():

@@ -348,6 +348,9 @@ def main() -> None:
     print("\n".join(report), flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-peers-") as tmp:
         work = Path(tmp)
+        # xmodal's exports and measurements go with the run: the checkpoint's path is new each time, so they
+        # would pile up in the user's cache (gigabytes a run)
+        os.environ["XDG_CACHE_HOME"] = str(work / "cache")
         from bench.bench_index import make_photos
 
         photos, one = work / "photos", work / "one"

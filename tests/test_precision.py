@@ -400,6 +400,32 @@ def test_an_export_killed_midway_is_swept_by_the_next_one(tmp_path):
     assert not killed.exists() and running.exists()
 
 
+def test_an_export_no_run_used_for_sixty_days_is_removed_by_the_next_export(tmp_path):
+    """Exports of models no longer run, and of older xmodals or runtimes (another key), would pile up (hundreds
+    of megabytes each): one unused for 60 days goes at the next export; one in use is marked so by its reads."""
+    from xmodal.indexer.models import export_cache
+
+    cache = ExportCache(tmp_path / "exported")
+    write = lambda folder: (folder / "model.onnx").write_bytes(b"graph")  # noqa: E731
+    forgotten, used = (cache.ensure({"model": name}, write) for name in ("forgotten", "used"))
+    IdentityCache(tmp_path / "exported").put({"model": "used"}, {"dim": 4})
+    long_ago = time.time() - export_cache.UNUSED_SECONDS - 86400
+    for folder in (forgotten, used):
+        os.utime(folder / "meta.json", (long_ago, long_ago))
+    assert cache.get({"model": "used"}) == used  # a run reads it: marked as used today
+    cache.ensure({"model": "new"}, write)
+    assert not forgotten.exists() and used.exists() and cache.get({"model": "used"}) == used
+    assert IdentityCache(tmp_path / "exported").get({"model": "used"}) == {"dim": 4}
+
+    compiled = tmp_path / "openvino-compiled"
+    compiled.mkdir()
+    (compiled / "old.blob").write_bytes(b"x")
+    (compiled / "new.blob").write_bytes(b"x")
+    os.utime(compiled / "old.blob", (long_ago, long_ago))
+    export_cache.remove_unused_files(compiled, export_cache.UNUSED_SECONDS)
+    assert [p.name for p in compiled.iterdir()] == ["new.blob"]
+
+
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
 def test_openvino_runs_an_index_runs_batch_as_parallel_requests_with_every_item_in_order(tmp_path, monkeypatch,
                                                                                          precision):

@@ -22,6 +22,11 @@ META = "meta.json"
 # the tower's weights, several times over while it is quantised): the next export removes it.
 ABANDONED_SECONDS = 3600
 SCRATCH_PREFIXES = (".building-", ".stale-")
+# An entry no run has used for this long (a model no longer indexed, an older xmodal's or runtime's export) is
+# removed by the next export: an export is rebuilt on demand, in seconds, while every kept one weighs hundreds of
+# megabytes. A use is marked at most once a day (the entry's meta.json touched).
+UNUSED_SECONDS = 60 * 86400
+USE_MARK_SECONDS = 86400
 
 
 def cache_root() -> Path:
@@ -49,7 +54,10 @@ class ExportCache:
             return None
         if meta.get("key") != json.loads(json.dumps(key, default=str)):
             return None
-        return folder if all(_stamp(folder / name) == stamp for name, stamp in meta.get("files", {}).items()) else None
+        if not all(_stamp(folder / name) == stamp for name, stamp in meta.get("files", {}).items()):
+            return None
+        _mark_used(folder / META)
+        return folder
 
     def ensure(self, key: dict[str, Any], write: Callable[[Path], None]) -> Path:
         """The entry for `key`, built by `write(folder)` first where there is none (or a stale one)."""
@@ -70,6 +78,12 @@ class ExportCache:
 
     def _sweep_abandoned(self) -> None:
         remove_abandoned(self.root, SCRATCH_PREFIXES, ABANDONED_SECONDS)
+        for entry in self.root.iterdir():
+            try:
+                if time.time() - (entry / META).stat().st_mtime > UNUSED_SECONDS:
+                    shutil.rmtree(entry, ignore_errors=True)
+            except OSError:  # not an entry (identities/, weights/), or one another process removed
+                pass
 
     def _publish(self, key: dict[str, Any], scratch: Path) -> Path:
         folder = self.folder(key)
@@ -116,6 +130,24 @@ def remove_abandoned(folder: Path, prefixes: tuple[str, ...], seconds: float) ->
                     shutil.rmtree(scratch, ignore_errors=True)
             except OSError:
                 pass
+
+
+def _mark_used(meta: Path) -> None:
+    try:
+        if time.time() - meta.stat().st_mtime > USE_MARK_SECONDS:
+            os.utime(meta)
+    except OSError:  # a read-only cache: its entries are never swept by this user either
+        pass
+
+
+def remove_unused_files(folder: Path, seconds: float) -> None:
+    """Remove the files in `folder` not written for `seconds` (a cache whose files are rebuilt on demand)."""
+    try:
+        for found in folder.iterdir():
+            if found.is_file() and time.time() - found.stat().st_mtime > seconds:
+                found.unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 def _stamp(path: Path) -> list[int] | None:

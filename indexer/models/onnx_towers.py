@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .export_cache import remove_abandoned
+from .export_cache import UNUSED_SECONDS, remove_abandoned, remove_unused_files
 
 MODEL_FILE = "model.onnx"
 OPSET = 17
@@ -286,6 +286,9 @@ class OpenVinoTower:
         # instead of compiling again (ViT-B-32's image tower in bf16: 2.6 s to 1.3 s for a whole process)
         settings = {"INFERENCE_PRECISION_HINT": self.hint(), "CACHE_DIR": str(compiled_cache()),
                     "PERFORMANCE_HINT": "THROUGHPUT" if throughput else "LATENCY"}
+        # OpenVINO never touches a blob it reads: one older than this is compiled again (a second or two), and
+        # those of models no longer run go
+        remove_unused_files(compiled_cache(), UNUSED_SECONDS)
         converted = self.ir_path()
         for _attempt in range(2):
             if not converted.exists() and not convert_to_ir(self.path, converted, compress=self._precision == "bf16"):
