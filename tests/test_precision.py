@@ -442,6 +442,15 @@ def test_openvino_runs_an_index_runs_batch_as_parallel_requests_with_every_item_
     together = encoder.encode_texts(texts)
     assert encoder._text[0]._queue is not None  # the bulk path ran
     np.testing.assert_allclose(together, alone, atol=1e-5)
+    # a service's threads: bulk batches at once each get their own vectors
+    from concurrent.futures import ThreadPoolExecutor
+
+    batches = [texts, texts[::-1], texts[3:], texts[:-5]]
+    with ThreadPoolExecutor(4) as pool:
+        found = list(pool.map(encoder.encode_texts, batches * 3))
+    expected = {id(batch): np.concatenate([alone[texts.index(t)][None] for t in batch]) for batch in batches}
+    for batch, vectors in zip(batches * 3, found):
+        np.testing.assert_allclose(vectors, expected[id(batch)], atol=1e-5)
 
 
 def test_onnx_runtime_runs_a_large_batch_in_chunks_with_every_item_in_order(tmp_path, monkeypatch):

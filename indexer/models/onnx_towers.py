@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -252,6 +253,7 @@ class OpenVinoTower:
         self._precision = precision
         self._compiled: Any = None
         self._queue: Any = None  # the throughput model's requests, made at the first bulk batch
+        self._bulk_lock = threading.Lock()  # one bulk batch at a time shares the requests (a service's threads)
 
     def __call__(self, *inputs: np.ndarray) -> np.ndarray:
         if len(inputs[0]) >= self.BULK:
@@ -263,6 +265,10 @@ class OpenVinoTower:
 
     def _in_parts(self, inputs: Sequence[np.ndarray]) -> np.ndarray:
         """The batch as PART-item requests run on the throughput model's streams, vectors in input order."""
+        with self._bulk_lock:
+            return self._run_parts(inputs)
+
+    def _run_parts(self, inputs: Sequence[np.ndarray]) -> np.ndarray:
         if self._queue is None:
             import openvino
 
