@@ -22,7 +22,6 @@ import csv
 import logging
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -137,14 +136,10 @@ def run(way: Way, feeds: dict[str, np.ndarray]):
 def vectors_and_rate(way: Way, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, float]:
     encode = run(way, feeds)
     found = encode(feeds)
+    from bench.bench_quantise import best_rate
+
     batch = {name: np.resize(values, (32, values.shape[1])) for name, values in feeds.items()}
-    encode(batch)
-    best = 0.0
-    for _ in range(5):
-        started = time.perf_counter()
-        encode(batch)
-        best = max(best, 32 / (time.perf_counter() - started))
-    return found / np.linalg.norm(found, axis=1, keepdims=True), best
+    return found / np.linalg.norm(found, axis=1, keepdims=True), best_rate(encode, batch, 32, 5)
 
 
 def test_texts() -> list[str]:

@@ -60,14 +60,18 @@ def ov_run(path: Path, inputs: np.ndarray, name: str) -> tuple[np.ndarray, float
     compiled = openvino.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     run = lambda batch: np.asarray(compiled({name: batch})[compiled.output(0)])  # noqa: E731
     vectors = np.concatenate([run(inputs[i:i + 16]) for i in range(0, len(inputs), 16)])
-    batch = np.resize(inputs, (16, *inputs.shape[1:]))
+    return vectors, best_rate(run, np.resize(inputs, (16, *inputs.shape[1:])), 16, 3)
+
+
+def best_rate(run, batch, size: int, repeats: int) -> float:
+    """Items per second of `run(batch)` (`size` items), the best of `repeats` timings after a warm-up."""
     run(batch)
     best = 0.0
-    for _ in range(3):
+    for _ in range(repeats):
         start = time.perf_counter()
         run(batch)
-        best = max(best, 16 / (time.perf_counter() - start))
-    return vectors, best
+        best = max(best, size / (time.perf_counter() - start))
+    return best
 
 
 def lowest_cosine(a: np.ndarray, b: np.ndarray) -> float:
