@@ -436,7 +436,7 @@ def test_openvino_runs_an_index_runs_batch_as_parallel_requests_with_every_item_
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     spec = f"local-dir:{write_tiny_open_clip(tmp_path / 'model', seed=7)}"
     encoder = load_encoder(spec, None, "cpu", "openvino", precision)
-    texts = [f"{text} {number}" for number in range(5) for text in TEXTS]
+    texts = [f"{text} {number}" for number in range(9) for text in TEXTS]
     assert len(texts) >= onnx_towers.OpenVinoTower.BULK and len(texts) % onnx_towers.OpenVinoTower.PART
     alone = np.concatenate([encoder.encode_texts([text]) for text in texts])
     together = encoder.encode_texts(texts)

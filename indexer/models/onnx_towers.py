@@ -240,11 +240,12 @@ class OpenVinoTower:
     # alone 1,092, at a lowest cosine of 0.9985 either way (bench/bench_int8_real_weights.py)
     HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
 
-    # A batch this large is an index run's: it runs as several requests at once on a model compiled for
-    # throughput (OpenVINO's streams, each on its share of the cores), PART items each. ViT-B-32's image tower
-    # in int8 on 2 cores of a Zen 5, batches of 64, model only: 153 photos/s as one request, 160 as four of
-    # 16 one after another, 168 as parts of 8 on two streams. A query's batch of one keeps every core on it.
-    BULK = 32
+    # A batch this large is an index run's (64 by default; measuring times 16 photos and 32 texts, a service
+    # batches fewer): it runs as several requests at once on a model compiled for throughput (OpenVINO's
+    # streams, each on its share of the cores), PART items each. ViT-B-32's image tower in int8 on 2 cores of a
+    # Zen 5, batches of 64, model only: 153 photos/s as one request, 160 as four of 16 one after another, 168
+    # as parts of 8 on two streams. A query's batch of one keeps every core on it.
+    BULK = 48
     PART = 8
 
     def __init__(self, path: Path, input_names: Sequence[str], precision: str):
