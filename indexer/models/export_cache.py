@@ -65,7 +65,7 @@ class ExportCache:
 
     def _build(self, key: dict[str, Any], write: Callable[[Path], None]) -> Path:
         self.root.mkdir(parents=True, exist_ok=True)
-        self._sweep_abandoned()
+        self._sweep()
         scratch = self.root / f".building-{uuid.uuid4().hex}"
         scratch.mkdir()
         try:
@@ -76,7 +76,8 @@ class ExportCache:
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
 
-    def _sweep_abandoned(self) -> None:
+    def _sweep(self) -> None:
+        """Scratch folders a killed export left, and entries no run has used for UNUSED_SECONDS."""
         remove_abandoned(self.root, SCRATCH_PREFIXES, ABANDONED_SECONDS)
         for entry in self.root.iterdir():
             try:
