@@ -29,6 +29,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from bench import as_avx2  # noqa: E402  (the repository's folder is on the path from here)
 LENGTH = 32
 
 
@@ -99,22 +100,25 @@ def quantised(fp32: Path, folder: Path) -> dict[str, Way]:
 
     from xmodal.indexer.models import onnx_towers
     from xmodal.indexer.models.calibrate import SHIPPED_TEXTS
+    from xmodal.indexer.models.inference import int8_weight_bits
     from xmodal.indexer.models.quantise import quantise_static
 
     logging.getLogger("root").setLevel(logging.ERROR)
     calibration = inputs(list(SHIPPED_TEXTS))
+    bits = int8_weight_bits()  # 7 on a CPU without int8 dot products, as xmodal's exports there
     ways = {"fp32 on openvino": Way("openvino", fp32), "bf16 on openvino": Way("openvino", fp32, "bf16"),
             "dynamic int8 (int8 on onnx)": Way("onnx", folder / "dynamic.onnx")}
-    quantize_dynamic(str(fp32), str(ways["dynamic int8 (int8 on onnx)"].path), weight_type=QuantType.QInt8)
+    quantize_dynamic(str(fp32), str(ways["dynamic int8 (int8 on onnx)"].path), weight_type=QuantType.QInt8,
+                     reduce_range=bits == 7)
     operators = ("MatMul", "Gemm", "Gather")
-    quantise_static(fp32, folder / "whole.onnx", calibration, operators)
-    quantise_static(fp32, folder / "gelu.onnx", calibration, operators, after_gelu(fp32))
+    quantise_static(fp32, folder / "whole.onnx", calibration, operators, bits=bits)
+    quantise_static(fp32, folder / "gelu.onnx", calibration, operators, after_gelu(fp32), bits=bits)
     ways["static int8, whole"] = Way("openvino", folder / "whole.onnx")
     ways["static int8, without the products after GELU"] = Way("openvino", folder / "gelu.onnx")
     exported = folder / "exported"
     exported.mkdir()
     onnx_towers.record_quantised(exported, quantise_static(fp32, exported / onnx_towers.MODEL_FILE, calibration,
-                                                           operators, holds=onnx_towers.HOLDS))
+                                                           operators, holds=onnx_towers.HOLDS, bits=bits))
     hint = onnx_towers.OpenVinoTower(exported / onnx_towers.MODEL_FILE, ["ids", "mask"], "int8").hint()
     ways[f"int8 on openvino as exported ({onnx_towers.spared(exported)} products spared, {hint} around)"] = \
         Way("openvino", exported / onnx_towers.MODEL_FILE, hint)
@@ -152,12 +156,20 @@ def test_texts() -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, help="also write the report to this file")
+    parser.add_argument("--as-avx2", action="store_true",
+                        help="as on an AVX2-only CPU (bench/as_avx2.py: AVX2's kernels on this CPU)")
     args = parser.parse_args()
+    if args.as_avx2:
+        as_avx2.restart_as_avx2()
     from xmodal.indexer.models.calibrate import neighbour_agreement
 
     texts = test_texts()
     feeds = inputs(texts)
-    report = [f"python bench/bench_int8_real_weights.py: all-MiniLM-L6-v2 (real weights), {len(texts)} texts"]
+    from xmodal.indexer.models.inference import int8_weight_bits
+
+    report = [f"python bench/bench_int8_real_weights.py{' --as-avx2' if args.as_avx2 else ''}: all-MiniLM-L6-v2 "
+              f"(real weights), {len(texts)} texts, int8 weights in {int8_weight_bits()} bits"
+              + (f"; {as_avx2.LABEL}" if as_avx2.masked() else "")]
     with tempfile.TemporaryDirectory(prefix="bench-int8-") as tmp:
         fp32 = Path(tmp) / "fp32.onnx"
         export_fp32(fp32)

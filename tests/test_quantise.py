@@ -3,6 +3,10 @@ int8 would lose fp32's vectors."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -116,3 +120,107 @@ def test_a_spared_export_runs_on_either_runtime_close_to_fp32(tmp_path, runtime)
     assert onnx_towers.spared(folder) == 1
     tower = onnx_towers.load_tower(runtime, "int8", folder, ["x"])
     assert lowest_cosine(run(plain, unseen), tower(unseen)) >= 0.995
+
+
+# ---- int8 on a CPU without int8 dot products ------------------------------------------------------------------
+
+@pytest.mark.parametrize("machine, flags, bits", [
+    ("x86_64", {"avx2", "fma"}, 7),                        # Zen 2/3, Haswell to Comet Lake: vpmaddubsw's pairs
+    ("x86_64", {"avx2", "avx512f", "avx512_vnni"}, 8),     # Cascade Lake on, Zen 4/5
+    ("x86_64", {"avx2", "avx_vnni"}, 8),                   # Alder Lake's AVX-VNNI
+    ("aarch64", {"asimd", "asimddp"}, 8),                  # Arm's dot products
+    ("x86_64", None, 8),                                   # the system does not say: the runtime decides
+])
+def test_int8_weights_take_seven_bits_only_on_an_x86_cpu_without_int8_dot_products(monkeypatch, machine, flags,
+                                                                                     bits):
+    from xmodal.indexer.models import device, inference
+
+    monkeypatch.setattr(device, "cpu_features", lambda: None if flags is None else frozenset(flags))
+    monkeypatch.setattr(inference.platform, "machine", lambda: machine)
+    assert inference.int8_weight_bits() == bits
+    # and the way measured first is the one measured fastest on such a CPU
+    first = next(iter(inference.offered("open_clip")))
+    assert first == inference.Inference("onnx" if bits == 7 else "openvino", "int8")
+
+
+def _largest_int8_weight(path) -> int:
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path)).graph
+    weights = [numpy_helper.to_array(t) for t in graph.initializer if t.data_type == onnx.TensorProto.INT8]
+    assert weights, "no int8 weights"
+    return max(int(np.abs(w.astype(np.int16)).max()) for w in weights)
+
+
+@pytest.mark.parametrize("runtime", ["onnx", "openvino"])
+def test_int8_exports_for_a_cpu_without_int8_dot_products_keep_weights_in_seven_bits_under_their_own_key(
+        tmp_path, monkeypatch, request, runtime):
+    """On an AVX2-only CPU both int8 ways quantise weights to 7 bits (ONNX Runtime's reduce_range; xmodal's own
+    quantiser for OpenVINO), cached apart from the 8-bit exports a CPU with VNNI runs."""
+    from conftest import CATALOG, write_tiny_open_clip
+    from PIL import Image
+
+    from xmodal.indexer.models.registry import load_encoder
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    spec = f"local-dir:{write_tiny_open_clip(tmp_path / 'model', seed=12)}"
+    root = tmp_path / "cache" / "xmodal" / "exported"
+    largest = {}
+    for cpu in ("vnni", "avx2"):
+        if cpu == "avx2":
+            request.getfixturevalue("avx2_cpu")
+        encoder = load_encoder(spec, None, "cpu", runtime, "int8")
+        photos = [encoder.preprocess_image(Image.open(path)) for path in sorted((CATALOG / "images").glob("*.png"))[:2]]
+        assert np.isfinite(encoder.encode_preprocessed(photos)).all()
+        keys = {f: json.loads((f / "meta.json").read_text())["key"] for f in root.iterdir()
+                if (f / "meta.json").exists()}
+        for folder, key in keys.items():
+            if key["tower"] == "image" and key["precision"].startswith("int8"):
+                largest.setdefault(key.get("weight_bits", 8), _largest_int8_weight(folder / "model.onnx"))
+    assert sorted(largest) == [7, 8]
+    assert largest[7] <= 64 < largest[8] <= 127  # 2 x 255 x 64 = 32640: a pair's sum stays within 16 bits
+
+
+SATURATION_CHECK = r"""
+import json, sys, numpy as np, onnx, onnxruntime
+from onnx import TensorProto, helper, numpy_helper
+from onnxruntime.quantization import QuantType, quantize_dynamic
+folder = sys.argv[1]
+rng = np.random.default_rng(0)
+# every activation near the top of its uint8 range, every weight near the top of int8's, one sign: each pair of
+# products sums past 32767 where the kernels multiply in pairs into 16 bits
+weights = rng.uniform(0.9, 1.0, (256, 16)).astype(np.float32)
+graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 256])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 16])],
+                          [numpy_helper.from_array(weights, "w")])
+onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), f"{folder}/plain.onnx")
+x = rng.uniform(0.9, 1.0, (4, 256)).astype(np.float32)
+errors = {}
+for bits in (8, 7):
+    quantize_dynamic(f"{folder}/plain.onnx", f"{folder}/q{bits}.onnx", weight_type=QuantType.QInt8,
+                     reduce_range=bits == 7)
+    session = onnxruntime.InferenceSession(f"{folder}/q{bits}.onnx", providers=["CPUExecutionProvider"])
+    errors[bits] = float(np.abs(session.run(None, {"x": x})[0] / (x @ weights) - 1).max())
+print(json.dumps(errors))
+"""
+
+
+def test_on_avx2s_kernels_8_bit_int8_weights_saturate_and_7_bit_ones_do_not(tmp_path):
+    """Why 7 bits: ONNX Runtime run with AVX2's kernels (CPUID masked, bench/as_avx2.py) multiplies uint8 by
+    int8 in pairs summed into 16 bits; with 8-bit weights a matrix product of large values of one sign comes out
+    far too small, with 7-bit ones it is right to int8's precision."""
+    from conftest import REPO
+
+    sys.path.insert(0, str(REPO))
+    from bench import as_avx2
+
+    problem = as_avx2.can_mask() or (None if shutil.which("cc") or shutil.which("gcc") else "no C compiler")
+    if problem:
+        pytest.skip(f"AVX2's kernels cannot be forced on this machine: {problem}")
+    env = dict(os.environ, LD_PRELOAD=str(as_avx2.library()))
+    found = subprocess.run([sys.executable, "-c", SATURATION_CHECK, str(tmp_path)], env=env, check=True,
+                           capture_output=True, text=True, timeout=120)
+    errors = {int(bits): error for bits, error in json.loads(found.stdout.strip().splitlines()[-1]).items()}
+    assert errors[8] > 0.2 and errors[7] < 0.02, errors

@@ -1,14 +1,14 @@
-"""How a model's towers run on this machine: the runtime (torch, ONNX Runtime) and the precision (fp32, bf16,
-int8), chosen from measurements (bench/bench_precision.py, bench/results/precision_cpu.txt), and the rule that
-says which vectors of another precision an index accepts.
+"""How a model's towers run on this machine: the runtime (torch, ONNX Runtime, OpenVINO) and the precision
+(fp32, bf16, int8), and the rule that says which vectors of another precision an index accepts.
 
-`auto` picks, per model family, the fastest way that holds parity with fp32 on real weights; a way measured
-only on random weights (an open_clip int8 or bf16 tower: no real CLIP weights could be had where it was
-measured) is there to be asked for, never picked by `auto`.
+`auto` picks the fastest way measured on this machine with the weights in use to hold parity with fp32
+(models/calibrate.py); the shipped tables (OFFERED, measured per kind of CPU) only order what is measured first
+and stand in for what was not measured; a way they know only from random weights is never picked unmeasured.
 """
 from __future__ import annotations
 
 import importlib.util
+import platform
 from dataclasses import dataclass
 
 from ..errors import InferenceChoiceError, ModelMismatchError, option
@@ -22,6 +22,9 @@ PARITY_COSINE = 0.995  # the lowest per-item cosine to fp32 (min, not mean) that
 # measured, on x86's bf16 instructions; an Arm CPU's bf16 runs other kernels, never measured here.
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "avx2", "asimddp")
+# x86's int8 dot products in one instruction; without them, int8 kernels multiply uint8 by int8 in pairs summed
+# into 16 bits (vpmaddubsw), which saturates: 2 x 255 x 127 passes 32767
+INT8_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,23 @@ OFFERED: dict[str, dict[Inference, Measured]] = {
         Inference("torch", "fp32"): Measured(1.0, 1.0),
     },
 }
+# The same ways on an x86 CPU without int8 dot products (AVX2 only: Zen 2 and 3, Intel before Ice Lake), where
+# OpenVINO's int8 kernels fall to a generic gemm and int8 weights take 7 bits (int8_weight_bits): measured with
+# AVX2's kernels on the Zen 5 (bench/as_avx2.py; ViT-B-32-256, photos; bench/results/calibrate_cpu.txt). Only the
+# order of measuring comes from here: a first run measures the first of these before the rest.
+OFFERED_WITHOUT_INT8_DOT: dict[str, dict[Inference, Measured]] = {
+    "open_clip": {
+        Inference("onnx", "int8"): Measured(2.00, None),
+        Inference("torch", "int8"): Measured(1.52, None),
+        Inference("openvino", "int8"): Measured(1.21, None),
+        Inference("onnx", "fp32"): Measured(1.19, 1.0),
+        Inference("openvino", "fp32"): Measured(1.18, 1.0),
+        Inference("torch", "fp32"): Measured(1.0, 1.0),
+        # no such CPU has bf16 (every CPU with AVX512_BF16 or AMX has VNNI): here to be asked for and fall back
+        Inference("openvino", "bf16"): Measured(1.0, None),
+        Inference("torch", "bf16"): Measured(1.0, None),
+    },
+}
 # Not offered, and why (measured, same table): said in the refusal.
 REFUSED: dict[tuple[str, Inference], str] = {
     ("offline", Inference("torch", "int8")): "MiniLM's int8 vectors fall to a cosine of 0.92 to fp32",
@@ -98,7 +118,9 @@ def cpu_only(runtime: str | None, precision: str | None) -> bool:
 
 
 def offered(family: str) -> dict[Inference, Measured]:
-    return OFFERED.get(family, {Inference("torch", "fp32"): Measured(1.0, 1.0)})
+    """The ways `family` may run, fastest first as measured on a CPU of this one's kind."""
+    table = OFFERED_WITHOUT_INT8_DOT if int8_weight_bits() == 7 else {}
+    return table.get(family) or OFFERED.get(family, {Inference("torch", "fp32"): Measured(1.0, 1.0)})
 
 
 def choose(family: str, runtime: str | None = AUTO, precision: str | None = AUTO, gpu: bool = False,
@@ -183,6 +205,16 @@ def _installed(module: str) -> bool:
         return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):  # a module set to None in sys.modules: blocked on purpose
         return False
+
+
+def int8_weight_bits() -> int:
+    """The bits an int8 export gives its weights on this CPU: 8, or 7 on an x86 CPU without int8 dot products,
+    whose pairs of products then stay within 16 bits. Measured on AVX2's kernels (bench/as_avx2.py), ViT-B-32's
+    lowest cosine to fp32 on ONNX Runtime was 0.9934 with 8-bit weights (outside parity) and 0.9996 with 7, at
+    the same speed; with VNNI, 8 bits gave 0.9998 (bench/results/as_avx2_cpu.txt)."""
+    found = device.cpu_features()
+    x86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
+    return 7 if x86 and found is not None and not any(flag in found for flag in INT8_DOT_FLAGS) else 8
 
 
 def cpu_has(*flags: str) -> bool:

@@ -32,10 +32,19 @@ def runtime_version(runtime: str = "onnx") -> str:
 def runtime_key(runtime: str, precision: str) -> dict[str, str | int]:
     """What an exported tower's cache key holds of how it runs: a new runtime version or opset re-exports. The
     fp32 graph ONNX Runtime runs is the one every other way derives from: no runtime's version changes it."""
-    if (runtime, export_precision(runtime, precision)) == ("onnx", "fp32"):
+    exported = export_precision(runtime, precision)
+    if (runtime, exported) == ("onnx", "fp32"):
         return {"runtime": "onnx", "precision": "fp32", "opset": OPSET}
-    return {"runtime": runtime, "runtime_version": runtime_version(runtime),
-            "precision": export_precision(runtime, precision), "opset": OPSET}
+    bits = weight_bits(exported)
+    return {"runtime": runtime, "runtime_version": runtime_version(runtime), "precision": exported, "opset": OPSET,
+            **({"weight_bits": bits} if bits != 8 else {})}  # 8 bits: keys from before 7 existed still match
+
+
+def weight_bits(exported: str) -> int:
+    """The bits of an export's int8 weights on this CPU (inference.int8_weight_bits); 8 for other exports."""
+    from .inference import int8_weight_bits
+
+    return int8_weight_bits() if exported in ("int8", STATIC_INT8) else 8
 
 
 def load_tower(runtime: str, precision: str, folder: Path, input_names: Sequence[str]):
@@ -71,12 +80,12 @@ class StaticQuantisation:
 def export(module, example: tuple, folder: Path, input_names: Sequence[str], precision: str = "fp32",
            static: StaticQuantisation | None = None) -> Path:
     """Write `module` (a torch module taking `example`'s tensors, batch first) to folder/model.onnx in
-    `precision` (see `derive`)."""
+    `precision` (see `derive`), its int8 weights as this CPU wants them (`weight_bits`)."""
     if precision == "fp32":
         return export_graph(module, example, folder / MODEL_FILE, input_names)
     plain = export_graph(module, example, folder / "fp32.onnx", input_names)
     try:
-        return derive(plain, folder, precision, input_names, static)
+        return derive(plain, folder, precision, input_names, static, weight_bits(precision))
     finally:
         plain.unlink()
 
@@ -96,10 +105,11 @@ def export_graph(module, example: tuple, target: Path, input_names: Sequence[str
 
 
 def derive(plain: Path, folder: Path, precision: str, input_names: Sequence[str],
-           static: StaticQuantisation | None = None) -> Path:
+           static: StaticQuantisation | None = None, bits: int = 8) -> Path:
     """folder/model.onnx from the fp32 graph at `plain`, without torch: fp32 is the graph itself (linked where
     the file system allows: one copy of the weights on disk); int8 is ONNX Runtime's dynamic quantisation of it
-    (weights int8, activations quantised per batch); int8-static quantises it as `static` says."""
+    (weights int8, activations quantised per batch); int8-static quantises it as `static` says. Int8 weights
+    take `bits` (7: within 16-bit pair sums, for a CPU without int8 dot products)."""
     target = folder / MODEL_FILE
     if precision == "fp32":
         _link(plain, target)
@@ -107,9 +117,9 @@ def derive(plain: Path, folder: Path, precision: str, input_names: Sequence[str]
         _quiet_quantiser()
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        quantize_dynamic(str(plain), str(target), weight_type=QuantType.QInt8)
+        quantize_dynamic(str(plain), str(target), weight_type=QuantType.QInt8, reduce_range=bits == 7)
     elif precision == STATIC_INT8:
-        quantize_static(plain, target, input_names[0], static)
+        quantize_static(plain, target, input_names[0], static, bits)
     else:
         raise ValueError(f"no export precision {precision!r}")
     return target
@@ -142,7 +152,8 @@ HOLDS = 0.997
 QUANTISED_FILE = "quantised.json"  # beside a static int8 export: the operators it left in fp32, and its cosine
 
 
-def quantize_static(plain: Path, target: Path, input_name: str, static: StaticQuantisation | None) -> None:
+def quantize_static(plain: Path, target: Path, input_name: str, static: StaticQuantisation | None,
+                    bits: int = 8) -> None:
     """Int8 weights per output channel and uint8 activations, their ranges the extremes seen on `static`'s
     inputs, written as quantise/dequantise pairs (QDQ) around its operators: the form OpenVINO runs on its int8
     kernels (models/quantise.py). Where that loses fp32's vectors (HOLDS), the operators whose inputs int8
@@ -153,7 +164,7 @@ def quantize_static(plain: Path, target: Path, input_name: str, static: StaticQu
     from .quantise import quantise_static
 
     record_quantised(target.parent, quantise_static(plain, target, {input_name: np.ascontiguousarray(static.inputs)},
-                                                    static.operators, holds=HOLDS))
+                                                    static.operators, holds=HOLDS, bits=bits))
 
 
 def record_quantised(folder: Path, found) -> None:

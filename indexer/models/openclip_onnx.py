@@ -26,7 +26,7 @@ from .base import ModelIdentity, l2_normalize
 from .export_cache import ExportCache, IdentityCache, file_fingerprint
 from .inference import Inference
 from .onnx_towers import MODEL_FILE, STATIC_INT8, StaticQuantisation, derive, export_graph, export_precision, load_tower, \
-    runtime_key
+    runtime_key, weight_bits
 from .recipe import Cropped, ImageRecipe
 
 INPUTS = {"image": "pixels", "text": "tokens"}  # each exported tower's input
@@ -96,7 +96,7 @@ class OnnxOpenClipEncoder:
             if (source / extra).exists():
                 shutil.copyfile(source / extra, folder / extra)
         derive(source / MODEL_FILE, folder, precision, [INPUTS[tower]],
-               self._quantisation(tower, source) if precision == STATIC_INT8 else None)
+               self._quantisation(tower, source) if precision == STATIC_INT8 else None, weight_bits(precision))
 
     def _export_graph(self, tower: str, folder: Path) -> None:
         if self._torch_encoder is None:

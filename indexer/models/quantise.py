@@ -47,7 +47,7 @@ class Quantised:
 
 
 def quantise_static(plain: Path, target: Path, feeds: dict[str, np.ndarray], operators: Sequence[str],
-                    exclude: Sequence[str] = (), holds: float | None = None) -> Quantised:
+                    exclude: Sequence[str] = (), holds: float | None = None, bits: int = 8) -> Quantised:
     """Write `plain`'s graph to `target` with `operators` quantised (but the nodes named in `exclude`),
     activation ranges measured by running `feeds` through it (ONNX Runtime; a graph too large to hand it in
     memory goes through a file beside `target`, removed after).
@@ -55,23 +55,24 @@ def quantise_static(plain: Path, target: Path, feeds: dict[str, np.ndarray], ope
     With `holds`, the result's vectors of `feeds` must keep at least that cosine to fp32's: where they do not,
     the operators reading the activations int8 serves worst are left in fp32, a few more at a time
     (`_spared`), until they do; where no step does, everything is quantised (measuring on the user's photos
-    then refuses the way)."""
+    then refuses the way). Weights take `bits` (8, or 7 for a CPU without int8 dot products: see
+    inference.int8_weight_bits)."""
     large = sum(f.stat().st_size for f in plain.parent.iterdir() if f.is_file()) > EXTERNAL_DATA_BYTES
     scratch = target.parent if large else None
     probed = _probed(plain, operators, exclude, scratch, feeds, _range_nodes, Ranges.of)
     ranges, reference = dict(zip(probed.names, probed.readings)), probed.vectors
-    model = _quantised(plain, operators, exclude, ranges)
+    model = _quantised(plain, operators, exclude, ranges, bits)
     result = Quantised()
     if holds is not None and not large:
         result = Quantised((), _lowest_cosine(reference, _vectors(model.SerializeToString(), feeds)))
         if result.lowest_cosine < holds:
-            model, result = _spared(plain, operators, exclude, ranges, feeds, reference, holds) or (model, result)
+            model, result = _spared(plain, operators, exclude, ranges, feeds, reference, holds, bits) or (model, result)
     _save(model, target, large)
     return result
 
 
 def _spared(plain: Path, operators: Sequence[str], exclude: Sequence[str], ranges: dict[str, Ranges],
-            feeds: dict[str, np.ndarray], reference: np.ndarray, holds: float):
+            feeds: dict[str, np.ndarray], reference: np.ndarray, holds: float, bits: int):
     """The graph with the fewest operators left in fp32 that keeps `holds`, those whose inputs int8 serves
     worst (`_error_nodes`, on `feeds`) first: a sixteenth of the inputs' readers, an eighth, a quarter, a half;
     None where even half do not hold."""
@@ -87,14 +88,15 @@ def _spared(plain: Path, operators: Sequence[str], exclude: Sequence[str], range
     for count in sorted({max(1, -(-len(ranked) * share // 16)) for share in (1, 2, 4, 8)}):
         worst = set(ranked[:count])
         left_out = tuple(name for name, inputs in readers if worst & inputs)
-        model = _quantised(plain, operators, [*exclude, *left_out], ranges)
+        model = _quantised(plain, operators, [*exclude, *left_out], ranges, bits)
         lowest = _lowest_cosine(reference, _vectors(model.SerializeToString(), feeds))
         if lowest >= holds:
             return model, Quantised(left_out, lowest)
     return None
 
 
-def _quantised(plain: Path, operators: Sequence[str], exclude: Sequence[str], ranges: dict[str, "Ranges"]):
+def _quantised(plain: Path, operators: Sequence[str], exclude: Sequence[str], ranges: dict[str, "Ranges"],
+               bits: int = 8):
     import onnx
 
     model = onnx.load(str(plain))
@@ -104,7 +106,7 @@ def _quantised(plain: Path, operators: Sequence[str], exclude: Sequence[str], ra
     quantised_weights = {node.input[WEIGHT_INPUT[node.op_type]]: _channel_axis(node, weights)
                          for node in chosen if _has_float_weight(node, weights)}
     read = set(_activations(chosen, graph))
-    _rewrite(graph, chosen, weights, quantised_weights, {n: r for n, r in ranges.items() if n in read})
+    _rewrite(graph, chosen, weights, quantised_weights, {n: r for n, r in ranges.items() if n in read}, bits)
     return model
 
 
@@ -252,7 +254,8 @@ def _tensor_types(graph) -> dict[str, int]:
             if info.type.tensor_type.elem_type}
 
 
-def _rewrite(graph, chosen, weights, quantised_weights: dict[str, int], ranges: dict[str, Ranges]) -> None:
+def _rewrite(graph, chosen, weights, quantised_weights: dict[str, int], ranges: dict[str, Ranges],
+             bits: int = 8) -> None:
     """Swap each quantised weight for int8 values and a DequantizeLinear, and route each measured activation
     through a QuantizeLinear/DequantizeLinear pair into the chosen operators (its other readers keep the
     float tensor)."""
@@ -266,7 +269,7 @@ def _rewrite(graph, chosen, weights, quantised_weights: dict[str, int], ranges: 
         if init.name in shared:
             kept.append(init)
         if init.name in quantised_weights:
-            values, scale = _int8_per_channel(numpy_helper.to_array(init), quantised_weights[init.name])
+            values, scale = _int8_per_channel(numpy_helper.to_array(init), quantised_weights[init.name], bits)
             kept += [numpy_helper.from_array(values, f"{init.name}_int8"),
                      numpy_helper.from_array(scale, f"{init.name}_scale"),
                      numpy_helper.from_array(np.zeros(scale.shape, np.int8), f"{init.name}_zero")]
@@ -293,12 +296,13 @@ def _rewrite(graph, chosen, weights, quantised_weights: dict[str, int], ranges: 
     _insert_before_readers(graph, added)
 
 
-def _int8_per_channel(weight: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric int8 with one scale per slice along `axis`: the largest magnitude maps to 127."""
+def _int8_per_channel(weight: np.ndarray, axis: int, bits: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 with one scale per slice along `axis`: the largest magnitude maps to 127 (63 in 7 bits)."""
     others = tuple(i for i in range(weight.ndim) if i != axis)
+    top = 2 ** (bits - 1) - 1
     peak = np.max(np.abs(weight), axis=others, keepdims=True).astype(np.float32)
-    scale = np.where(peak > 0, peak / 127.0, 1.0).astype(np.float32)
-    values = np.clip(np.rint(weight / scale), -127, 127).astype(np.int8)
+    scale = np.where(peak > 0, peak / top, 1.0).astype(np.float32)
+    values = np.clip(np.rint(weight / scale), -top, top).astype(np.int8)
     return values, scale.reshape(-1)
 
 
