@@ -80,8 +80,10 @@ def test_the_fastest_way_that_keeps_fp32s_vectors_is_chosen_and_a_noisy_one_neve
                                                    r"on this machine \(lowest cosine 0\.[0-9]{4}"):
         inference.choose("open_clip", precision="int8", runtime="onnx", measured=table)
     # int8 left to any runtime: the one measured to break parity is dropped; the fastest unmeasured one in the
-    # shipped table is still asked for
-    assert inference.choose("open_clip", precision="int8", measured=table).inference == Inference("openvino", "int8")
+    # shipped table for this kind of CPU is still asked for (OpenVINO's with VNNI, torch's on an AVX2 CPU)
+    shipped = inference.offered("open_clip")
+    fastest_int8 = max((w for w in shipped if w.precision == "int8" and w != ONNX8), key=lambda w: shipped[w].speedup)
+    assert inference.choose("open_clip", precision="int8", measured=table).inference == fastest_int8
 
 
 def test_torch_fp32_is_the_floor_auto_never_runs_slower():

@@ -155,21 +155,21 @@ def _largest_int8_weight(path) -> int:
 
 @pytest.mark.parametrize("runtime", ["onnx", "openvino"])
 def test_int8_exports_for_a_cpu_without_int8_dot_products_keep_weights_in_seven_bits_under_their_own_key(
-        tmp_path, monkeypatch, request, runtime):
+        tmp_path, monkeypatch, runtime):
     """On an AVX2-only CPU both int8 ways quantise weights to 7 bits (ONNX Runtime's reduce_range; xmodal's own
     quantiser for OpenVINO), cached apart from the 8-bit exports a CPU with VNNI runs."""
-    from conftest import CATALOG, write_tiny_open_clip
+    from conftest import AVX2_CPU_FLAGS, CATALOG, write_tiny_open_clip
     from PIL import Image
 
+    from xmodal.indexer.models import device
     from xmodal.indexer.models.registry import load_encoder
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     spec = f"local-dir:{write_tiny_open_clip(tmp_path / 'model', seed=12)}"
     root = tmp_path / "cache" / "xmodal" / "exported"
     largest = {}
-    for cpu in ("vnni", "avx2"):
-        if cpu == "avx2":
-            request.getfixturevalue("avx2_cpu")
+    for flags in (AVX2_CPU_FLAGS | {"avx512f", "avx512_vnni"}, AVX2_CPU_FLAGS):
+        monkeypatch.setattr(device, "cpu_features", lambda: flags)
         encoder = load_encoder(spec, None, "cpu", runtime, "int8")
         photos = [encoder.preprocess_image(Image.open(path)) for path in sorted((CATALOG / "images").glob("*.png"))[:2]]
         assert np.isfinite(encoder.encode_preprocessed(photos)).all()

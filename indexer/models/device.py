@@ -63,8 +63,9 @@ def cpu_features() -> frozenset[str] | None:
     those XMODAL_CPU_FEATURES masks; None where the system does not say (then each runtime's own dispatch
     decides). The one place xmodal asks what the CPU has: which ways it can run follow from it.
 
-    XMODAL_CPU_FEATURES="-avx512*,-amx*" runs xmodal as it runs on a CPU without them (AVX2 only): to build an
-    index on one machine the way a smaller one will run it, or to see what another machine will print."""
+    XMODAL_CPU_FEATURES="-avx512*,-amx*,-avx_vnni*" runs xmodal as it runs on a CPU without them (AVX2 only):
+    to build an index on one machine the way a smaller one will run it, or to see what another machine will
+    print. The runtimes' kernels still follow the CPU itself (bench/as_avx2.py changes those for benches)."""
     reported = _reported_features()
     if reported is None:
         return None

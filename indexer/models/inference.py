@@ -78,15 +78,15 @@ OFFERED: dict[str, dict[Inference, Measured]] = {
 }
 # The same ways on an x86 CPU without int8 dot products (AVX2 only: Zen 2 and 3, Intel before Ice Lake), where
 # OpenVINO's int8 kernels fall to a generic gemm and int8 weights take 7 bits (int8_weight_bits): measured with
-# AVX2's kernels on the Zen 5 (bench/as_avx2.py; ViT-B-32-256, photos; bench/results/calibrate_cpu.txt). Only the
+# AVX2's kernels on the Zen 5 (bench/as_avx2.py; ViT-B-32 photos, bench/results/calibrate_cpu.txt). Only the
 # order of measuring comes from here: a first run measures the first of these before the rest.
 OFFERED_WITHOUT_INT8_DOT: dict[str, dict[Inference, Measured]] = {
     "open_clip": {
-        Inference("onnx", "int8"): Measured(2.00, None),
-        Inference("torch", "int8"): Measured(1.52, None),
-        Inference("openvino", "int8"): Measured(1.21, None),
-        Inference("onnx", "fp32"): Measured(1.19, 1.0),
-        Inference("openvino", "fp32"): Measured(1.18, 1.0),
+        Inference("onnx", "int8"): Measured(2.62, None),
+        Inference("torch", "int8"): Measured(2.20, None),
+        Inference("openvino", "int8"): Measured(1.63, None),
+        Inference("onnx", "fp32"): Measured(1.61, 1.0),
+        Inference("openvino", "fp32"): Measured(1.16, 1.0),
         Inference("torch", "fp32"): Measured(1.0, 1.0),
         # no such CPU has bf16 (every CPU with AVX512_BF16 or AMX has VNNI): here to be asked for and fall back
         Inference("openvino", "bf16"): Measured(1.0, None),
