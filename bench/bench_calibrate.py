@@ -1,6 +1,6 @@
 """What `auto` measures and chooses on this machine, what measuring costs, and what it buys (issue 30).
 
-    python bench/bench_calibrate.py --images 200 --repeats 3 [--models offline ViT-B-32] [--as-avx2]
+    python bench/bench_calibrate.py --images 200 --repeats 3 [--models offline ViT-B-32] [--as-cpu avx2]
 
 For each model (the offline model: real weights; ViT-B-32 from a seeded random-weight checkpoint), in a cache
 folder of its own:
@@ -10,8 +10,8 @@ folder of its own:
 2. whole `xmodal index` processes of the same photo-sized JPEGs (640x480), `auto` (the measured choice, read
    from the cache) against `--runtime torch --precision fp32`, interleaved: images/s (best of --repeats) and
    the ratio.
---as-avx2 runs it all as on an AVX2-only CPU: that CPU's ways and AVX2's kernels, on this CPU's cores
-(bench/as_avx2.py). --cpu-features sets XMODAL_CPU_FEATURES alone (e.g. '-avx512_bf16'): the ways a CPU without
+--as-cpu avx2 runs it all as on an AVX2-only CPU: that CPU's ways and AVX2's kernels, on this CPU's cores
+(bench/as_cpu.py; avx512: Skylake-SP's). --cpu-features sets XMODAL_CPU_FEATURES alone (e.g. '-avx512_bf16'): the ways a CPU without
 those flags offers, run on this CPU's kernels.
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from bench import as_avx2  # noqa: E402  (the repository's folder is on the path from here)
+from bench import as_cpu  # noqa: E402  (the repository's folder is on the path from here)
 XMODAL = [sys.executable, "-c", "from xmodal import cli; cli.run()"]
 
 
@@ -103,11 +103,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--models", nargs="+", default=["offline", "ViT-B-32"])
     parser.add_argument("--cpu-features", default=None, metavar="MASK")
-    parser.add_argument("--as-avx2", action="store_true",
-                        help="as on an AVX2-only CPU: its ways and AVX2's kernels (bench/as_avx2.py)")
+    parser.add_argument("--as-cpu", choices=as_cpu.CHOICES,
+                        help="every process as on an older CPU: its ways and its kernels (bench/as_cpu.py)")
     args = parser.parse_args()
-    if args.as_avx2:
-        as_avx2.restart_as_avx2()
+    if args.as_cpu:
+        as_cpu.restart_as(args.as_cpu)
     from bench.bench_index import make_photos
     from xmodal.indexer.models.calibrate import cpu_name, machine
 
@@ -117,7 +117,7 @@ def main() -> None:
         os.environ["XMODAL_CPU_FEATURES"] = args.cpu_features
     print(f"python bench/bench_calibrate.py --images {args.images} --repeats {args.repeats} --models "
           f"{' '.join(args.models)}" + (f" --cpu-features '{args.cpu_features}'" if args.cpu_features else "")
-          + (f" --as-avx2: {as_avx2.LABEL}" if args.as_avx2 else ""))
+          + (f" --as-cpu {args.as_cpu}: {as_cpu.describe(as_cpu.KINDS[args.as_cpu])}" if args.as_cpu else ""))
     found = machine()
     print(f"machine: {cpu_name()}, {found['cores']} cores, flags used {', '.join(found['flags'] or ['unknown'])}; "
           f"python {platform.python_version()}; {', '.join(f'{k} {v}' for k, v in found['versions'].items())}")

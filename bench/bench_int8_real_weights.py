@@ -29,7 +29,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from bench import as_avx2  # noqa: E402  (the repository's folder is on the path from here)
+from bench import as_cpu  # noqa: E402  (the repository's folder is on the path from here)
 LENGTH = 32
 
 
@@ -156,20 +156,20 @@ def test_texts() -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, help="also write the report to this file")
-    parser.add_argument("--as-avx2", action="store_true",
-                        help="as on an AVX2-only CPU (bench/as_avx2.py: AVX2's kernels on this CPU)")
+    parser.add_argument("--as-cpu", choices=as_cpu.CHOICES,
+                        help="every process as on an older CPU: its ways and its kernels (bench/as_cpu.py)")
     args = parser.parse_args()
-    if args.as_avx2:
-        as_avx2.restart_as_avx2()
+    if args.as_cpu:
+        as_cpu.restart_as(args.as_cpu)
     from xmodal.indexer.models.calibrate import neighbour_agreement
 
     texts = test_texts()
     feeds = inputs(texts)
     from xmodal.indexer.models.inference import int8_weight_bits
 
-    report = [f"python bench/bench_int8_real_weights.py{' --as-avx2' if args.as_avx2 else ''}: all-MiniLM-L6-v2 "
-              f"(real weights), {len(texts)} texts, int8 weights in {int8_weight_bits()} bits"
-              + (f"; {as_avx2.LABEL}" if as_avx2.masked() else "")]
+    report = [f"python bench/bench_int8_real_weights.py{f' --as-cpu {args.as_cpu}' if args.as_cpu else ''}: "
+              f"all-MiniLM-L6-v2 (real weights), {len(texts)} texts, int8 weights in {int8_weight_bits()} bits"
+              + (f"; {as_cpu.describe(as_cpu.KINDS[args.as_cpu])}" if args.as_cpu else "")]
     with tempfile.TemporaryDirectory(prefix="bench-int8-") as tmp:
         fp32 = Path(tmp) / "fp32.onnx"
         export_fp32(fp32)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from bench import as_avx2  # noqa: E402  (the repository's folder is on the path from here)
+from bench import as_cpu  # noqa: E402  (the repository's folder is on the path from here)
 CATALOG = REPO / "data" / "catalog"
 XMODAL = [sys.executable, "-c", "from xmodal import cli; cli.app()"]
 QUERY = "a red car"
@@ -97,16 +97,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--models", nargs="+", default=["offline", "ViT-B-32"])
-    parser.add_argument("--as-avx2", action="store_true",
-                        help="as on an AVX2-only CPU (bench/as_avx2.py: AVX2's kernels on this CPU)")
+    parser.add_argument("--as-cpu", choices=as_cpu.CHOICES,
+                        help="every process as on an older CPU: its ways and its kernels (bench/as_cpu.py)")
     parser.add_argument("--write-checkpoint", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.write_checkpoint:
         return write_random_checkpoint(args.write_checkpoint)
-    if args.as_avx2:
-        as_avx2.restart_as_avx2()
+    if args.as_cpu:
+        as_cpu.restart_as(args.as_cpu)
     print(f"python bench/bench_oneshot.py --runs {args.runs} --models {' '.join(args.models)}"
-          + (f" --as-avx2: {as_avx2.LABEL}" if args.as_avx2 else ""))
+          + (f" --as-cpu {args.as_cpu}: {as_cpu.describe(as_cpu.KINDS[args.as_cpu])}" if args.as_cpu else ""))
     print(f"machine: {platform.machine()}, {platform.processor() or 'cpu'}, {os.cpu_count()} cores, "
           f"python {platform.python_version()}")
     with tempfile.TemporaryDirectory() as tmp:

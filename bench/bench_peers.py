@@ -49,7 +49,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from bench import as_avx2  # noqa: E402  (the repository's folder is on the path from here)
+from bench import as_cpu  # noqa: E402  (the repository's folder is on the path from here)
 XMODAL = [sys.executable, "-c", "from xmodal import cli; cli.run()"]
 OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "WANDB_MODE": "disabled"}
 RCLIP_QUERY = "a photo"
@@ -224,14 +224,15 @@ def cpu_line() -> str:
                 flags = set(value.split())
     except OSError:
         pass
-    if as_avx2.masked():
-        flags = {flag for flag in flags if not flag.startswith(as_avx2.CLEARED)}
+    kind = as_cpu.masked()
+    if kind:
+        flags = {flag for flag in flags if not flag.startswith(kind.cleared)}
     shown = ", ".join(f"{label} {'yes' if any(f in flags for f in wanted) else 'no'}"
                       for label, wanted in FLAGS.items())
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     family = f", family {generation['cpu family']} model {generation.get('model', '?')}" if generation else ""
     line = f"CPU: {name} ({platform.machine()}{family}), {cores} cores; {shown}"
-    return f"{line}; run with {as_avx2.LABEL}" if as_avx2.masked() else line
+    return f"{line}; run {as_cpu.describe(kind)}" if kind else line
 
 
 def table(tools: list[Tool], count: int) -> list[str]:
@@ -338,8 +339,8 @@ def main() -> None:
     parser.add_argument("--clip-retrieval-python", metavar="PYTHON",
                         help="a Python whose environment has clip-retrieval 2.45")
     parser.add_argument("--out", type=Path, help="also write the report to this file")
-    parser.add_argument("--as-avx2", action="store_true",
-                        help="every tool as on an AVX2-only CPU (bench/as_avx2.py: AVX2's kernels on this CPU)")
+    parser.add_argument("--as-cpu", choices=as_cpu.CHOICES,
+                        help="every process as on an older CPU: its ways and its kernels (bench/as_cpu.py)")
     parser.add_argument("--write-checkpoint", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--export-rclip", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -348,8 +349,8 @@ def main() -> None:
     if args.export_rclip:
         spec, checkpoint, folder, names = args.export_rclip
         return export_rclip(spec, Path(checkpoint), Path(folder), json.loads(names))
-    if args.as_avx2:
-        as_avx2.restart_as_avx2()
+    if args.as_cpu:
+        as_cpu.restart_as(args.as_cpu)
 
     report = [f"python bench/bench_peers.py {' '.join(sys.argv[1:])}",
               cpu_line(), f"python {platform.python_version()} (xmodal)"]

@@ -1,6 +1,7 @@
-/* Preloaded into a process (LD_PRELOAD), makes its CPUID instruction answer as an AVX2-only x86-64 CPU
- * (AMD Zen 2/3, Intel Haswell to Comet Lake): AVX-512, AVX-VNNI and AMX cleared. Built and used by
- * bench/as_avx2.py; see there for why.
+/* Preloaded into a process (LD_PRELOAD), makes its CPUID instruction answer as an older x86-64 CPU, the kind
+ * XMODAL_BENCH_CPU names: "avx2" (the default: AMD Zen 2/3, Intel Haswell to Comet Lake; AVX-512, AVX-VNNI and
+ * AMX cleared) or "avx512" (Intel Skylake-SP: AVX-512 F, CD, BW, DQ and VL kept; VNNI, BF16, AVX-VNNI, AMX and
+ * the later AVX-512 extensions cleared). Built and used by bench/as_cpu.py; see there for why.
  *
  * Linux's CPUID faulting (arch_prctl ARCH_SET_CPUID 0; cpuinfo flag cpuid_fault) makes each CPUID raise
  * SIGSEGV; the handler runs the real one with faulting briefly off, masks it and steps over the instruction.
@@ -10,19 +11,23 @@
 #include <cpuid.h>
 #include <signal.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <ucontext.h>
 #include <unistd.h>
 
 static struct sigaction previous;
+static int keep_avx512; /* the "avx512" kind */
 
 static void allow_cpuid(int allowed) { syscall(SYS_arch_prctl, ARCH_SET_CPUID, allowed); }
 
 static void mask(uint32_t leaf, uint32_t subleaf, uint32_t *a, uint32_t *b, uint32_t *c, uint32_t *d) {
     if (leaf == 7 && subleaf == 0) {
-        /* AVX512 F DQ IFMA PF ER CD BW VL */
-        *b &= ~((1u << 16) | (1u << 17) | (1u << 21) | (1u << 26) | (1u << 27) | (1u << 28) | (1u << 30) | (1u << 31));
+        if (keep_avx512) /* AVX512 IFMA PF ER */
+            *b &= ~((1u << 21) | (1u << 26) | (1u << 27));
+        else /* AVX512 F DQ IFMA PF ER CD BW VL */
+            *b &= ~((1u << 16) | (1u << 17) | (1u << 21) | (1u << 26) | (1u << 27) | (1u << 28) | (1u << 30) | (1u << 31));
         /* AVX512 VBMI VBMI2 VNNI BITALG VPOPCNTDQ */
         *c &= ~((1u << 1) | (1u << 6) | (1u << 11) | (1u << 12) | (1u << 14));
         /* AVX512 4VNNIW 4FMAPS VP2INTERSECT FP16; AMX BF16 TILE INT8 */
@@ -54,7 +59,9 @@ static void on_segv(int signal, siginfo_t *info, void *context) {
 }
 
 __attribute__((constructor)) static void start(void) {
+    const char *kind = getenv("XMODAL_BENCH_CPU");
     struct sigaction action;
+    keep_avx512 = kind != NULL && strcmp(kind, "avx512") == 0;
     memset(&action, 0, sizeof action);
     action.sa_sigaction = on_segv;
     action.sa_flags = SA_SIGINFO | SA_NODEFER;

@@ -208,18 +208,18 @@ print(json.dumps(errors))
 
 
 def test_on_avx2s_kernels_8_bit_int8_weights_saturate_and_7_bit_ones_do_not(tmp_path):
-    """Why 7 bits: ONNX Runtime run with AVX2's kernels (CPUID masked, bench/as_avx2.py) multiplies uint8 by
+    """Why 7 bits: ONNX Runtime run with AVX2's kernels (CPUID masked, bench/as_cpu.py) multiplies uint8 by
     int8 in pairs summed into 16 bits; with 8-bit weights a matrix product of large values of one sign comes out
     far too small, with 7-bit ones it is right to int8's precision."""
     from conftest import REPO
 
     sys.path.insert(0, str(REPO))
-    from bench import as_avx2
+    from bench import as_cpu
 
-    problem = as_avx2.can_mask() or (None if shutil.which("cc") or shutil.which("gcc") else "no C compiler")
+    problem = as_cpu.can_mask() or (None if shutil.which("cc") or shutil.which("gcc") else "no C compiler")
     if problem:
         pytest.skip(f"AVX2's kernels cannot be forced on this machine: {problem}")
-    env = dict(os.environ, LD_PRELOAD=str(as_avx2.library()))
+    env = dict(os.environ, LD_PRELOAD=str(as_cpu.library()), **{as_cpu.KIND_ENV: "avx2"})
     found = subprocess.run([sys.executable, "-c", SATURATION_CHECK, str(tmp_path)], env=env, check=True,
                            capture_output=True, text=True, timeout=120)
     errors = {int(bits): error for bits, error in json.loads(found.stdout.strip().splitlines()[-1]).items()}

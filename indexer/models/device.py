@@ -65,7 +65,7 @@ def cpu_features() -> frozenset[str] | None:
 
     XMODAL_CPU_FEATURES="-avx512*,-amx*,-avx_vnni*" runs xmodal as it runs on a CPU without them (AVX2 only):
     to build an index on one machine the way a smaller one will run it, or to see what another machine will
-    print. The runtimes' kernels still follow the CPU itself (bench/as_avx2.py changes those for benches)."""
+    print. The runtimes' kernels still follow the CPU itself (bench/as_cpu.py changes those for benches)."""
     reported = _reported_features()
     if reported is None:
         return None

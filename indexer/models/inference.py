@@ -78,7 +78,7 @@ OFFERED: dict[str, dict[Inference, Measured]] = {
 }
 # The same ways on an x86 CPU without int8 dot products (AVX2 only: Zen 2 and 3, Intel before Ice Lake), where
 # OpenVINO's int8 kernels fall to a generic gemm and int8 weights take 7 bits (int8_weight_bits): measured with
-# AVX2's kernels on the Zen 5 (bench/as_avx2.py; ViT-B-32 photos, bench/results/calibrate_cpu.txt). Only the
+# AVX2's kernels on the Zen 5 (bench/as_cpu.py; ViT-B-32 photos, bench/results/calibrate_cpu.txt). Only the
 # order of measuring comes from here: a first run measures the first of these before the rest.
 OFFERED_WITHOUT_INT8_DOT: dict[str, dict[Inference, Measured]] = {
     "open_clip": {
@@ -209,9 +209,10 @@ def _installed(module: str) -> bool:
 
 def int8_weight_bits() -> int:
     """The bits an int8 export gives its weights on this CPU: 8, or 7 on an x86 CPU without int8 dot products,
-    whose pairs of products then stay within 16 bits. Measured on AVX2's kernels (bench/as_avx2.py), ViT-B-32's
-    lowest cosine to fp32 on ONNX Runtime was 0.9934 with 8-bit weights (outside parity) and 0.9996 with 7, at
-    the same speed; with VNNI, 8 bits gave 0.9998 (bench/results/as_avx2_cpu.txt)."""
+    whose pairs of products then stay within 16 bits. ViT-B-32's image tower in ONNX Runtime's int8, lowest
+    cosine to fp32 over 39 photos: 0.9791 with 8-bit weights on AVX2's kernels (0.9794 on Skylake-SP's AVX-512
+    ones), outside parity; 0.9995 with 7, at the same speed; 0.9998 with 8 on VNNI's (python
+    bench/bench_int8_bits.py --as-cpu avx2; bench/results/int8_bits_cpu.txt)."""
     found = device.cpu_features()
     x86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
     return 7 if x86 and found is not None and not any(flag in found for flag in INT8_DOT_FLAGS) else 8
