@@ -453,6 +453,32 @@ def test_openvino_runs_an_index_runs_batch_as_parallel_requests_with_every_item_
         np.testing.assert_allclose(vectors, expected[id(batch)], atol=1e-5)
 
 
+def test_an_index_runs_last_shorter_batch_runs_on_the_throughput_model_too(tmp_path, monkeypatch):
+    """After bulk batches, a shorter one of PART items or more (an index run's last) runs in parts on the same
+    throughput model instead of compiling the latency one for it (hundreds of MB for a large tower); a batch
+    under PART (a query's) keeps the latency model."""
+    from xmodal.indexer.models import onnx_towers
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    spec = f"local-dir:{write_tiny_open_clip(tmp_path / 'model', seed=7)}"
+    encoder = load_encoder(spec, None, "cpu", "openvino", "fp32")
+    texts = [f"{text} {number}" for number in range(9) for text in TEXTS]
+    bulk, tail, query = texts[:onnx_towers.OpenVinoTower.BULK], texts[:20], texts[:3]
+    assert onnx_towers.OpenVinoTower.PART <= len(tail) < onnx_towers.OpenVinoTower.BULK
+    encoder.encode_texts(bulk)
+    tower = encoder._text[0]
+    in_parts, compiled = [], []
+    run_parts, compile_ = tower._in_parts, tower._compile
+    monkeypatch.setattr(tower, "_in_parts", lambda inputs: in_parts.append(len(inputs[0])) or run_parts(inputs))
+    monkeypatch.setattr(tower, "_compile", lambda **kw: compiled.append(kw) or compile_(**kw))
+    together = encoder.encode_texts(tail)
+    assert in_parts == [len(tail)] and compiled == []
+    encoder.encode_texts(query)
+    assert in_parts == [len(tail)] and compiled == [{}]  # the latency model, for a query's few
+    alone = np.concatenate([encoder.encode_texts([text]) for text in tail])
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+
+
 def test_onnx_runtime_runs_a_large_batch_in_chunks_with_every_item_in_order(tmp_path, monkeypatch):
     """A batch larger than a chunk (and not a multiple of it) gives each item the vector it gets alone."""
     from xmodal.indexer.models import onnx_towers
