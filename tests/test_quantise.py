@@ -224,3 +224,50 @@ def test_on_avx2s_kernels_8_bit_int8_weights_saturate_and_7_bit_ones_do_not(tmp_
                            capture_output=True, text=True, timeout=120)
     errors = {int(bits): error for bits, error in json.loads(found.stdout.strip().splitlines()[-1]).items()}
     assert errors[8] > 0.2 and errors[7] < 0.02, errors
+
+
+# ---- dynamic int8 (ONNX Runtime's int8 way) ---------------------------------------------------------------------
+
+def products_graph(path, seed: int = 5) -> None:
+    """x -> MatMul(w1) -> h -> Gemm(w2 transposed, bias) -> y, and x -> MatMul(w1) again -> z: a weight two
+    products read, an input two products read, and Gemm's transposed weight and bias."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    w1 = rng.normal(scale=0.3, size=(WIDTH, HIDDEN)).astype(np.float32)
+    w2 = rng.normal(scale=0.3, size=(OUT, HIDDEN)).astype(np.float32)  # Gemm's B, read transposed
+    bias = rng.normal(size=OUT).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w1"], ["h"], name="first"),
+         helper.make_node("Gemm", ["h", "w2", "b"], ["y"], name="second", transB=1),
+         helper.make_node("MatMul", ["x", "w1"], ["z"], name="again")],
+        "products", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", WIDTH])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", OUT]),
+         helper.make_tensor_value_info("z", TensorProto.FLOAT, ["batch", HIDDEN])],
+        [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2"), numpy_helper.from_array(bias, "b")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+
+
+@pytest.mark.parametrize("bits", [8, 7])
+def test_dynamic_int8_quantises_every_constant_product_once_and_keeps_its_outputs(tmp_path, bits):
+    import onnx
+    import onnxruntime
+
+    from xmodal.indexer.models.quantise_dynamic import quantise_dynamic
+
+    products_graph(tmp_path / "plain.onnx")
+    assert quantise_dynamic(tmp_path / "plain.onnx", tmp_path / "int8.onnx", bits) == 3
+    graph = onnx.load(str(tmp_path / "int8.onnx")).graph
+    kinds = [node.op_type for node in graph.node]
+    assert kinds.count("MatMulInteger") == 3 and "MatMul" not in kinds and "Gemm" not in kinds
+    assert kinds.count("DynamicQuantizeLinear") == 2  # x once for both of its readers, and h
+    assert {init.name for init in graph.initializer} >= {"b"} and not {"w1", "w2"} & {i.name for i in graph.initializer}
+    assert _largest_int8_weight(tmp_path / "int8.onnx") == 2 ** (bits - 1) - 1
+    inputs = np.random.default_rng(1).normal(size=(16, WIDTH)).astype(np.float32)
+    sessions = [onnxruntime.InferenceSession(str(tmp_path / name), providers=["CPUExecutionProvider"])
+                for name in ("plain.onnx", "int8.onnx")]
+    (y, z), (y8, z8) = (session.run(None, {"x": inputs}) for session in sessions)
+    for exact, quantised in ((y, y8), (z, z8)):
+        cosines = (exact * quantised).sum(axis=1) / np.linalg.norm(exact, axis=1) / np.linalg.norm(quantised, axis=1)
+        assert cosines.min() > 0.998 and not np.array_equal(exact, quantised)  # 8 outputs: one error shows

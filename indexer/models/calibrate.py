@@ -24,7 +24,7 @@ import numpy as np
 from .export_cache import _write_atomically, digest
 from .inference import PARITY_COSINE, Inference, Measured, missing_requirement
 
-FORMAT = 4  # raise when what an entry holds, a way offered, or how a way runs changes: older entries are measured again
+FORMAT = 5  # raise when what an entry holds, a way offered, or how a way runs changes: older entries are measured again
 SAMPLE_IMAGES = 16  # photos timed per way: 1-2 s of ViT-B-32 on two cores
 SAMPLE_TEXTS = 32
 BUDGET_SECONDS = 20.0  # the least a first run may spend measuring; a large run may spend RUN_SHARE of itself

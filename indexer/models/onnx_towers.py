@@ -37,7 +37,9 @@ def runtime_key(runtime: str, precision: str) -> dict[str, str | int]:
         return {"runtime": "onnx", "precision": "fp32", "opset": OPSET}
     bits = weight_bits(exported)
     return {"runtime": runtime, "runtime_version": runtime_version(runtime), "precision": exported, "opset": OPSET,
-            **({"weight_bits": bits} if bits != 8 else {})}  # 8 bits: keys from before 7 existed still match
+            **({"weight_bits": bits} if bits != 8 else {}),  # 8 bits: keys from before 7 existed still match
+            # ONNX Runtime's int8 from xmodal's own quantiser, not ONNX Runtime's (whose graphs ran slower)
+            **({"quantiser": "xmodal"} if exported == "int8" else {})}
 
 
 def weight_bits(exported: str) -> int:
@@ -108,16 +110,16 @@ def derive(plain: Path, folder: Path, precision: str, input_names: Sequence[str]
            static: StaticQuantisation | None = None, bits: int = 8) -> Path:
     """folder/model.onnx from the fp32 graph at `plain`, without torch: fp32 is the graph itself (linked where
     the file system allows: one copy of the weights on disk); int8 is ONNX Runtime's dynamic quantisation of it
-    (weights int8, activations quantised per batch); int8-static quantises it as `static` says. Int8 weights
+    (weights int8, activations quantised per batch: models/quantise_dynamic.py); int8-static quantises it as
+    `static` says (models/quantise.py). Int8 weights
     take `bits` (7: within 16-bit pair sums, for a CPU without int8 dot products)."""
     target = folder / MODEL_FILE
     if precision == "fp32":
         _link(plain, target)
     elif precision == "int8":
-        _quiet_quantiser()
-        from onnxruntime.quantization import QuantType, quantize_dynamic
+        from .quantise_dynamic import quantise_dynamic
 
-        quantize_dynamic(str(plain), str(target), weight_type=QuantType.QInt8, reduce_range=bits == 7)
+        quantise_dynamic(plain, target, bits)
     elif precision == STATIC_INT8:
         quantize_static(plain, target, input_names[0], static, bits)
     else:
@@ -138,12 +140,6 @@ def _link(source: Path, target: Path) -> None:
                 os.link(found, linked)
             except OSError:  # another file system, or one without links
                 shutil.copyfile(found, linked)
-
-
-def _quiet_quantiser() -> None:
-    import logging
-
-    logging.getLogger("root").setLevel(logging.ERROR)  # its quantiser advises pre-processing on the root logger
 
 
 # What a static int8 export must keep of fp32's vectors of the shipped pictures and captions it is calibrated on:
