@@ -115,6 +115,47 @@ def test_measuring_stops_at_its_budget_and_says_which_ways_it_left():
     assert set(found.table()) == {FP32, ONNX32, ONNX8}
 
 
+class FakeClock:
+    """Seconds that pass only as ClockedTowers encode: measuring's timings and budget, exactly repeatable."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class ClockedTower(FakeTower):
+    def __init__(self, clock: FakeClock, seconds: float):
+        super().__init__()
+        self.clock, self.per_item = clock, seconds
+
+    def _vectors(self, inputs):
+        self.clock.now += self.per_item * len(inputs)
+        return super()._vectors(inputs)
+
+
+def test_a_way_is_started_only_where_it_should_end_within_the_budget():
+    """A way that would end past the budget, expected to take as long as the way before it, is left for a
+    later run instead of started just before the budget runs out and finished after it."""
+    sample = calibrate.Sample.of([], [])
+
+    def measured(ways, budget):
+        clock = FakeClock()
+        towers = {FP32: ClockedTower(clock, 0.01), ONNX8: ClockedTower(clock, 0.005),
+                  ONNX32: ClockedTower(clock, 0.005)}
+        return calibrate.measure("open_clip", fake_ways(towers), ways, sample, lambda *_: budget, clock=clock)
+
+    reference = measured([], 1e9).seconds
+    with_first = measured([ONNX8], 1e9).seconds
+    first_took = with_first - reference
+    budget = with_first + first_took / 2  # time left for half a way like the first
+    found = measured([ONNX8, ONNX32], budget)
+    assert found.unmeasured() == [ONNX32] and found.seconds <= budget
+    found = measured([ONNX8, ONNX32], with_first + first_took * 1.5)  # time for a whole one
+    assert found.unmeasured() == [] and ONNX32 in found.table()
+
+
 def test_the_exact_way_is_measured_past_the_budget_only_where_the_first_way_did_not_settle_it():
     """The fastest exact way is what a way failing parity falls to: measured whatever the budget where the
     first way broke parity or ran no faster than torch fp32, left to a later run where the first won."""
