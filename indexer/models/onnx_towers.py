@@ -111,8 +111,8 @@ def derive(plain: Path, folder: Path, precision: str, input_names: Sequence[str]
     """folder/model.onnx from the fp32 graph at `plain`, without torch: fp32 is the graph itself (linked where
     the file system allows: one copy of the weights on disk); int8 is ONNX Runtime's dynamic quantisation of it
     (weights int8, activations quantised per batch: models/quantise_dynamic.py); int8-static quantises it as
-    `static` says (models/quantise.py). Int8 weights
-    take `bits` (7: within 16-bit pair sums, for a CPU without int8 dot products)."""
+    `static` says (models/quantise.py). Int8 weights take `bits` (7: within 16-bit pair sums, for a CPU
+    without int8 dot products)."""
     target = folder / MODEL_FILE
     if precision == "fp32":
         _link(plain, target)
