@@ -57,7 +57,7 @@ def quantise_static(plain: Path, target: Path, feeds: dict[str, np.ndarray], ope
     (`_spared`), until they do; where no step does, everything is quantised (measuring on the user's photos
     then refuses the way). Weights take `bits` (8, or 7 for a CPU without int8 dot products: see
     inference.int8_weight_bits)."""
-    large = sum(f.stat().st_size for f in plain.parent.iterdir() if f.is_file()) > EXTERNAL_DATA_BYTES
+    large = too_large_for_one_file(plain)
     scratch = target.parent if large else None
     probed = _probed(plain, operators, exclude, scratch, feeds, _range_nodes, Ranges.of)
     ranges, reference = dict(zip(probed.names, probed.readings)), probed.vectors
@@ -67,7 +67,7 @@ def quantise_static(plain: Path, target: Path, feeds: dict[str, np.ndarray], ope
         result = Quantised((), _lowest_cosine(reference, _vectors(model.SerializeToString(), feeds)))
         if result.lowest_cosine < holds:
             model, result = _spared(plain, operators, exclude, ranges, feeds, reference, holds, bits) or (model, result)
-    _save(model, target, large)
+    save(model, target, large)
     return result
 
 
@@ -169,7 +169,7 @@ def _probed(plain: Path, operators: Sequence[str], exclude: Sequence[str], scrat
     if scratch is None:
         probe: bytes | str = model.SerializeToString()
     else:
-        _save(model, scratch / "probe.onnx", large=True)
+        save(model, scratch / "probe.onnx", large=True)
         probe = str(scratch / "probe.onnx")
     del model
     options = onnxruntime.SessionOptions()
@@ -324,7 +324,12 @@ def _insert_before_readers(graph, added) -> None:
     graph.node.extend(ordered)
 
 
-def _save(model, path: Path, large: bool) -> None:
+def too_large_for_one_file(plain: Path) -> bool:
+    """Whether the graph at `plain` (and the weight files beside it) passes what one protobuf file holds."""
+    return sum(f.stat().st_size for f in plain.parent.iterdir() if f.is_file()) > EXTERNAL_DATA_BYTES
+
+
+def save(model, path: Path, large: bool) -> None:
     import onnx
 
     onnx.save_model(model, str(path), save_as_external_data=large, all_tensors_to_one_file=True,

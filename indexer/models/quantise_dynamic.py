@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .quantise import EXTERNAL_DATA_BYTES, FLOAT, _save
+from .quantise import FLOAT, save, too_large_for_one_file
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ def quantise_dynamic(plain: Path, target: Path, bits: int = 8) -> int:
     a CPU without int8 dot products: inference.int8_weight_bits). Returns how many products were quantised."""
     import onnx
 
-    large = sum(f.stat().st_size for f in plain.parent.iterdir() if f.is_file()) > EXTERNAL_DATA_BYTES
+    large = too_large_for_one_file(plain)
     model = onnx.load(str(plain))
     graph = model.graph
     weights = {init.name: init for init in graph.initializer}
@@ -48,7 +48,7 @@ def quantise_dynamic(plain: Path, target: Path, bits: int = 8) -> int:
     graph.node.extend(nodes)
     del graph.initializer[:]
     graph.initializer.extend(kept + rewritten.initialisers)
-    _save(model, target, large)
+    save(model, target, large)
     return rewritten.count
 
 
