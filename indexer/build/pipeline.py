@@ -338,11 +338,12 @@ class _EncoderOnDemand:
             and self._way() in ((None, None), (recorded.runtime, recorded.precision))  # another way is checked now
 
     def _way(self) -> tuple[str | None, str | None]:
-        """The runtime and precision asked for; where neither is, the index's own (a GPU's is auto's)."""
+        """The runtime and precision asked for; where neither is, the index's own (a GPU's is auto's, and so is a
+        way per tower: auto chose it, and reads the same measurements again)."""
         asked = (self._config.runtime, self._config.precision)
         recorded = self._previous.model if self._previous else None
         way = rerun_way(recorded) if recorded is not None and recorded.spec == self._config.model else None
-        return asked if asked != (None, None) or way is None else (way.runtime, way.precision)
+        return asked if asked != (None, None) or way is None or way.split else (way.runtime, way.precision)
 
     @property
     def identity(self) -> ModelIdentity:

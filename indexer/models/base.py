@@ -1,7 +1,7 @@
 """The encoder contract every model backend implements, and the identity it records."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol, Sequence, runtime_checkable
 
 import numpy as np
@@ -35,13 +35,28 @@ class ModelIdentity:
     # the weights' fingerprint where they are a file ("sha256:..."; a tag names published weights): the same
     # spec over rewritten weights is another model (check_weights); None in indexes from before it was recorded
     weights: str | None = None
+    # the text tower's way where it is not `runtime` and `precision` (a way per tower, inference.Inference)
+    text_runtime: str | None = None
+    text_precision: str | None = None
 
     @property
     def inference(self) -> Inference:
-        return Inference(self.runtime, self.precision)
+        image = Inference(self.runtime, self.precision)
+        if self.text_runtime is None:
+            return image
+        return Inference.per_tower(image, Inference(self.text_runtime, self.text_precision or "fp32"))
+
+    def with_way(self, way: Inference) -> "ModelIdentity":
+        """The same model run `way` (one way for both towers, or one per tower)."""
+        text = way.text
+        return replace(self, runtime=way.runtime, precision=way.precision,
+                       text_runtime=text.runtime if text else None, text_precision=text.precision if text else None)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        found = asdict(self)
+        if self.text_runtime is None:  # one way for both towers: recorded as before ways per tower
+            del found["text_runtime"], found["text_precision"]
+        return found
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelIdentity":
@@ -56,6 +71,8 @@ class ModelIdentity:
             precision=data.get("precision") or "fp32",
             reads=tuple(data["reads"]) if data.get("reads") else None,
             weights=data.get("weights"),
+            text_runtime=data.get("text_runtime"),
+            text_precision=data.get("text_precision"),
         )
 
     def reads_language(self, language: str | None) -> bool:

@@ -22,7 +22,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .export_cache import _write_atomically, digest
-from .inference import PARITY_COSINE, Inference, Measured, missing_requirement
+from .inference import EXPORTED_RUNTIMES, PARITY_COSINE, TOWER_NAMES, Inference, Measured, missing_requirement
 
 FORMAT = 5  # raise when what an entry holds, a way offered, or how a way runs changes: older entries are measured again
 SAMPLE_IMAGES = 16  # photos timed per way: 1-2 s of ViT-B-32 on two cores
@@ -33,6 +33,7 @@ RUN_SHARE = 0.05
 # this share of each item's nearest neighbours in the sample are fp32's: a cosine of 0.995 still allows an angle
 # of 5.7 degrees, more than the gap between close neighbours in CLIP's space, so the order is checked too.
 MIN_NEIGHBOURS = 0.9
+SPLIT_GAIN = 1.1  # a tower runs a way of its own only where it is this much faster than a way both towers hold
 TOWERS = {"open_clip": ("image", "text"), "offline": ("image",)}  # the offline model's text tower is always fp32
 CALIBRATE_ENV = "XMODAL_CALIBRATE"  # "off": run the shipped table's choice, measuring nothing
 RELEVANT_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8",
@@ -109,12 +110,45 @@ class Calibration:
         for way, towers in by_way.items():
             if any(tower not in towers or towers[tower].items_per_second is None for tower in self.towers()):
                 continue
-            cost = sum(mix.get(t, 0.0) / towers[t].items_per_second for t in self.towers())
-            base = sum(mix.get(t, 0.0) / reference[t].items_per_second for t in self.towers()) if reference else cost
-            holds = all(towers[t].holds for t in self.towers())
-            lowest = min(towers[t].min_cosine or 0.0 for t in self.towers())
-            table[way] = Measured(round(base / cost, 3) if cost > 0 else 1.0, lowest, holds=holds)
+            table[way] = self._measured({t: towers[t] for t in self.towers()}, reference, mix)
+        split = self._per_tower(by_way)
+        if split is not None:
+            table[split] = self._measured({t: by_way[split.tower(t)][t] for t in self.towers()}, reference, mix)
         return table
+
+    def _measured(self, towers: dict[str, TowerResult], reference: dict[str, TowerResult],
+                  mix: dict[str, float]) -> Measured:
+        """A way's row: its speed over torch fp32 for `mix`, from each tower's result, and its parity."""
+        cost = sum(mix.get(t, 0.0) / found.items_per_second for t, found in towers.items())
+        base = sum(mix.get(t, 0.0) / reference[t].items_per_second for t in towers) if reference else cost
+        return Measured(round(base / cost, 3) if cost > 0 else 1.0,
+                        min(found.min_cosine or 0.0 for found in towers.values()),
+                        holds=all(found.holds for found in towers.values()))
+
+    def _per_tower(self, by_way: dict[Inference, dict[str, TowerResult]]) -> Inference | None:
+        """Each tower's fastest exported way that held parity on it, where the towers' differ: a text tower whose
+        int8 breaks parity no longer holds the image tower back to a way both towers keep (nor the other way
+        round). A tower keeps the fastest way both towers hold unless its own is SPLIT_GAIN faster: two runtimes
+        in one process cost memory and start-up, worth it only for more than a timing's noise. Exported ways
+        only: each tower loads its own file, and neither imports torch."""
+        if len(self.towers()) < 2:
+            return None
+        exported = {way: found for way, found in by_way.items() if way.runtime in EXPORTED_RUNTIMES
+                    and all(t in found and found[t].items_per_second for t in self.towers())}
+        both = [way for way, found in exported.items() if all(found[t].holds for t in self.towers())]
+        shared = max(both, key=lambda w: -sum(1.0 / exported[w][t].items_per_second for t in self.towers()),
+                     default=None)
+        fastest = {}
+        for tower in self.towers():
+            held = [way for way, found in exported.items() if found[tower].holds]
+            if not held:
+                return None
+            best = max(held, key=lambda w: exported[w][tower].items_per_second)
+            keep = shared is not None and \
+                exported[shared][tower].items_per_second * SPLIT_GAIN >= exported[best][tower].items_per_second
+            fastest[tower] = shared if keep else best
+        split = Inference.per_tower(fastest["image"], fastest["text"])
+        return split if split.split else None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -512,12 +546,11 @@ def describe_ways(calibration: Calibration) -> list[str]:
     measured)."""
     table = calibration.table()
     rates = {(r.way, r.tower): r for r in calibration.results}
-    names = {"image": "photos", "text": "texts"}
 
     def line(way: Inference, found: Measured) -> str:
-        speeds = ", ".join(f"{names[t]} {_over(rates[(way, t)], rates[(Inference(), t)])}"
+        speeds = ", ".join(f"{TOWER_NAMES[t]} {_over(rates[(way.tower(t), t)], rates[(Inference(), t)])}"
                            for t in calibration.towers())
-        kept = min((rates[(way, t)].neighbours or 1.0) for t in calibration.towers())
+        kept = min((rates[(way.tower(t), t)].neighbours or 1.0) for t in calibration.towers())
         verdict = "" if found.keeps_parity() else ", outside parity"
         return f"{way.describe()} {speeds} (lowest cosine {found.min_cosine:.4f}, neighbours {kept:.2f}{verdict})"
 
@@ -583,7 +616,7 @@ def _unpacked(text: str, rows: int = REFERENCE_ITEMS) -> np.ndarray:
 def needs_recheck(recorded: dict[str, Any] | None, way: Inference) -> bool:
     """Whether a reduced way an index was built with must be checked again here: measured on another CPU, or
     with other runtime versions (fp32 is fp32 everywhere; an index without a reference cannot be checked)."""
-    if not recorded or way.precision == "fp32" or not recorded.get("reference") or not enabled():
+    if not recorded or way.exact or not recorded.get("reference") or not enabled():
         return False
     return recorded.get("machine") != machine()
 
@@ -591,7 +624,8 @@ def needs_recheck(recorded: dict[str, Any] | None, way: Inference) -> bool:
 def recheck(encoder, recorded: dict[str, Any], way: Inference) -> float:
     """The lowest cosine of this machine's `way` to the index's fp32 reference, over every tower it holds;
     remembered per (index calibration, this machine), so a one-shot query pays for it once."""
-    memo_key = {"recheck": recorded.get("key"), "way": [way.runtime, way.precision], "machine": machine()}
+    memo_key = {"recheck": recorded.get("key"), "way": [part for t in way.towers() for part in (t.runtime, t.precision)],
+                "machine": machine()}
     memo = CalibrationCache().root / "rechecks" / f"{digest(memo_key)}.json"
     try:
         return float(json.loads(memo.read_text())["min_cosine"])

@@ -27,15 +27,46 @@ INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "avx2", "asimddp")
 INT8_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 
 
+TOWER_NAMES = {"image": "photos", "text": "texts"}
+EXPORTED_RUNTIMES = ("onnx", "openvino")  # towers loaded one by one from their own files: they run apart
+
+
 @dataclass(frozen=True)
 class Inference:
-    """One way of running a model: what an index records, and what a query encoder declares."""
+    """One way of running a model: what an index records, and what a query encoder declares.
+
+    `text`: the text tower's way, where it runs another than the image tower's (`runtime` and `precision`):
+    chosen per tower where one tower's fastest way breaks parity on the weights in use, or is not the other's
+    fastest (Calibration.table). Made with `per_tower`, so a way that is the same for both towers has none."""
 
     runtime: str = "torch"
     precision: str = "fp32"
+    text: Inference | None = None
+
+    @classmethod
+    def per_tower(cls, image: Inference, text: Inference) -> Inference:
+        return image if image == text else cls(image.runtime, image.precision, text)
+
+    @property
+    def split(self) -> bool:
+        return self.text is not None
+
+    def tower(self, name: str) -> Inference:
+        """The way `name` ("image" or "text") runs."""
+        return self.text if name == "text" and self.text is not None else Inference(self.runtime, self.precision)
+
+    def towers(self) -> tuple[Inference, ...]:
+        return (self.tower("image"), self.text) if self.text is not None else (self,)
+
+    @property
+    def exact(self) -> bool:
+        """Every tower in fp32: the same vectors on any runtime and CPU."""
+        return all(way.precision == "fp32" for way in self.towers())
 
     def describe(self) -> str:
-        return f"{self.precision} on {self.runtime}"
+        if self.text is None:
+            return f"{self.precision} on {self.runtime}"
+        return f"{self.tower('image').describe()} for photos, {self.text.describe()} for texts"
 
 
 @dataclass(frozen=True)
@@ -135,7 +166,8 @@ def choose(family: str, runtime: str | None = AUTO, precision: str | None = AUTO
     if gpu:
         return _on_gpu(family, runtime, precision)
     table = {**offered(family), **(measured or {})}
-    wanted = [w for w in table if runtime in (AUTO, w.runtime) and precision in (AUTO, w.precision)]
+    wanted = [w for w in table if runtime in (AUTO, w.runtime) and precision in (AUTO, w.precision)
+              and not (w.split and (runtime, precision) != (AUTO, AUTO))]  # a way per tower is auto's alone
     if precision == AUTO:  # a precision left to auto is one that holds parity (measured here, where it was)
         wanted = [w for w in wanted if (w in measured if measured else True) and table[w].keeps_parity()]
     elif measured:
@@ -187,6 +219,8 @@ def _broken(way: Inference, found: Measured) -> str:
 
 def missing_requirement(way: Inference) -> str | None:
     """Why this machine cannot run `way` (a runtime not installed, an instruction set the CPU lacks), or None."""
+    if way.split:
+        return next(filter(None, (missing_requirement(tower) for tower in way.towers())), None)
     runtime_package = {"onnx": "onnxruntime", "openvino": "openvino"}.get(way.runtime)
     if runtime_package:  # both run the tower exported to an ONNX file (the onnx package writes it)
         for package in (runtime_package, "onnx"):
@@ -260,7 +294,7 @@ def parity(family: str, way: Inference, measured: dict[Inference, Measured] | No
     """The lowest cosine of `way`'s vectors to fp32, measured with the index's weights where `measured` (the
     index's calibration) has it, else on the shipped table's real weights; None where not known, and where the
     nearest neighbours measured did not hold."""
-    if way.precision == "fp32" or way == GPU:
+    if way.exact or way == GPU:
         return 1.0
     found = (measured or {}).get(way) or offered(family).get(way)
     if found is None or (found.holds is False):
@@ -286,10 +320,12 @@ def check_parity(built, given, measured: dict[Inference, Measured] | None = None
     """Refuse vectors made `given`'s way (a ModelIdentity) for an index built `built`'s way, outside parity."""
     if accepts(built.family, built.inference, given.inference, measured):
         return
+    own = "" if built.inference.split else f"use {option('runtime', built.runtime)} " \
+                                            f"{option('precision', built.precision)}, or "
     raise ModelMismatchError(
         f"this index holds {built.inference.describe()} vectors; {given.inference.describe()} ones are outside "
-        f"the parity measured for {built.spec} (the lowest cosine to fp32 must be >= {PARITY_COSINE}); use "
-        f"{option('runtime', built.runtime)} {option('precision', built.precision)}, or leave both out")
+        f"the parity measured for {built.spec} (the lowest cosine to fp32 must be >= {PARITY_COSINE}); {own}"
+        f"leave {option('runtime')} and {option('precision')} out")
 
 
 def accepted_ways(family: str, built: Inference, measured: dict[Inference, Measured] | None = None

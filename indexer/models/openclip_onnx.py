@@ -15,7 +15,7 @@ import hashlib
 import json
 import os
 import shutil
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -78,7 +78,8 @@ class OnnxOpenClipEncoder:
         return l2_normalize(tower(tokenizer(list(texts))))
 
     def _load(self, tower: str, names: list[str]):
-        return load_tower(self.identity.runtime, self.identity.precision, self._tower_folder(tower), names)
+        way = self.identity.inference.tower(tower)
+        return load_tower(way.runtime, way.precision, self._tower_folder(tower), names)
 
     def _tower_folder(self, tower: str) -> Path:
         return self._cache.ensure(tower_key(self.identity, tower), lambda folder: self._export(tower, folder))
@@ -86,11 +87,12 @@ class OnnxOpenClipEncoder:
     def _export(self, tower: str, folder: Path) -> None:
         """The tower's fp32 graph, exported from torch once per model (the entry ONNX Runtime's fp32 runs);
         every other way's file is derived from that entry without torch: linked, or quantised."""
-        precision = export_precision(self.identity.runtime, self.identity.precision)
-        if (self.identity.runtime, precision) == ("onnx", "fp32"):
+        way = self.identity.inference.tower(tower)
+        precision = export_precision(way.runtime, way.precision)
+        if (way.runtime, precision) == ("onnx", "fp32"):
             self._export_graph(tower, folder)
             return
-        graph = replace(self.identity, runtime="onnx", precision="fp32")
+        graph = self.identity.with_way(Inference("onnx", "fp32"))
         source = self._cache.ensure(tower_key(graph, tower), lambda found: self._export_graph(tower, found))
         for extra in (TOKENIZER_FILE, TOWER_FILE):
             if (source / extra).exists():
@@ -143,10 +145,11 @@ def supports(torch_encoder) -> bool:
 
 
 def tower_key(identity: ModelIdentity, tower: str) -> dict[str, Any]:
+    way = identity.inference.tower(tower)
     return {"format": EXPORT_FORMAT, "family": identity.family, "spec": identity.spec,
             "pretrained": identity.pretrained, "dim": identity.dim, "preprocess": identity.preprocess,
             "weights": weights_fingerprint(identity), "tower": tower,
-            **runtime_key(identity.runtime, identity.precision),
+            **runtime_key(way.runtime, way.precision),
             # the tokenizer's character classes are written out from the `regex` module of the export's day
             "regex": _version("regex") if tower == "text" else None}
 
@@ -255,4 +258,4 @@ def export_tower(model, tower: str, folder: Path) -> None:
 
 def from_manifest(identity: ModelIdentity, way: Inference, load_torch: Callable[[], Any]) -> OnnxOpenClipEncoder:
     """The encoder of an index's model run `way`, from its recorded identity alone (no torch)."""
-    return OnnxOpenClipEncoder(replace(identity, runtime=way.runtime, precision=way.precision), load_torch)
+    return OnnxOpenClipEncoder(identity.with_way(way), load_torch)

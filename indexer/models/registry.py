@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import importlib
 import os
-from dataclasses import replace
 from typing import Callable
 
 from ..errors import InferenceChoiceError, UnknownModelError, option
@@ -164,7 +163,7 @@ class _OpenClipWays:
             return openclip.load_open_clip(self._spec, self._pretrained, "cpu", way)  # int8 quantises a copy
         if not self._exportable:
             raise InferenceChoiceError(f"{self._spec} has a tokenizer or preprocessing that does not run exported")
-        identity = replace(fp32.identity, runtime=way.runtime, precision=way.precision)
+        identity = fp32.identity.with_way(way)
         return openclip_onnx.OnnxOpenClipEncoder(identity, self._torch)
 
     def _torch(self) -> Encoder:
@@ -223,7 +222,7 @@ def _open_clip(spec: str, pretrained: str | None, device: str, choice: Choice) -
         if not known.exportable:
             return _noted(on_torch, f"{spec} has a tokenizer or preprocessing that does not run exported; "
                                     f"running {on_torch.identity.inference.describe()}")
-    identity = replace(known.identity, runtime=way.runtime, precision=way.precision)
+    identity = known.identity.with_way(way)
     return _noted(openclip_onnx.OnnxOpenClipEncoder(identity, load_torch), choice.note)
 
 
@@ -300,30 +299,41 @@ def load_encoder_for(identity: ModelIdentity, device: str | None = None, runtime
 def _recorded_encoder(identity: ModelIdentity, device: str | None, runtime: str | None,
                       precision: str | None) -> Encoder:
     asked = (runtime or AUTO, precision or AUTO) != (AUTO, AUTO)
-    runtime, precision, note = (runtime, precision, None) if asked else _recorded_way(identity)
-    way = Inference(runtime or AUTO, precision or AUTO)
-    if identity.family == "open_clip" and device in (None, "", AUTO, "cpu") and way in offered("open_clip") \
-            and way.runtime != "torch" and missing_requirement(way) is None:
+    way, note = (Inference(runtime or AUTO, precision or AUTO), None) if asked else _recorded_way(identity)
+    if way is not None and identity.family == "open_clip" and device in (None, "", AUTO, "cpu") \
+            and _runs_exported(way):
         from .openclip import load_open_clip
         from .openclip_onnx import from_manifest
 
         load_torch = lambda: load_open_clip(identity.spec, identity.pretrained, "cpu")  # noqa: E731
         return _noted(from_manifest(identity, way, load_torch), note)
-    encoder = load_encoder(identity.spec, identity.pretrained, device, runtime, precision)
+    named = way if way is not None and not way.split else Inference(AUTO, AUTO)  # a way per tower is auto's
+    encoder = load_encoder(identity.spec, identity.pretrained, device, runtime if asked else _or_none(named.runtime),
+                           precision if asked else _or_none(named.precision))
     if note:
         encoder.inference_note = f"{note}: running {encoder.identity.inference.describe()}"
     return encoder
 
 
-def _recorded_way(identity: ModelIdentity) -> tuple[str | None, str | None, str | None]:
-    """The index's own way where this machine runs it; else auto's, with a note saying why."""
+def _or_none(name: str) -> str | None:
+    return None if name == AUTO else name
+
+
+def _runs_exported(way: Inference) -> bool:
+    """Whether every tower of `way` runs from its exported file here (no torch)."""
+    return all(tower in offered("open_clip") and tower.runtime != "torch" for tower in way.towers()) \
+        and missing_requirement(way) is None
+
+
+def _recorded_way(identity: ModelIdentity) -> tuple[Inference | None, str | None]:
+    """The index's own way where this machine runs it; else auto's (None), with a note saying why."""
     way = rerun_way(identity)
     if way is None:
-        return None, None, None
+        return None, None
     missing = missing_requirement(way)
     if missing is None:
-        return way.runtime, way.precision, None
-    return None, None, f"this index was built with {way.describe()}, which is not available here ({missing})"
+        return way, None
+    return None, f"this index was built with {way.describe()}, which is not available here ({missing})"
 
 
 def _load_python_factory(spec: str) -> EncoderFactory:
