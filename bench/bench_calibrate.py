@@ -47,6 +47,12 @@ def calibration_of(index: Path, env: dict[str, str]) -> dict:
     return json.loads(run(["info", str(index), "--json"], env).stdout)
 
 
+def chosen_way(model: dict) -> str:
+    from xmodal.indexer.models import ModelIdentity
+
+    return ModelIdentity.from_dict(model).inference.describe()
+
+
 def measure_the_rest(photos: Path, out: Path, base: list[str], env: dict[str, str], most: int = 6
                      ) -> tuple[int, dict | None]:
     """New one-photo indexes until one measures nothing (so no timed run pays for measuring): how many did
@@ -77,13 +83,13 @@ def bench_model(model: str, photos: Path, count: int, repeats: int, workdir: Pat
     chosen = again["model"]
     print(f"{model}: first run measured for {measured['calibration']['seconds']:.1f} s with its exports "
           f"(whole run {first:.1f} s); {again['calibration']['seconds']:.1f} s with exports cached; "
-          f"chose {chosen['precision']} on {chosen['runtime']}", flush=True)
+          f"chose {chosen_way(chosen)}", flush=True)
     print(f"  {describe_calibration(again['calibration'])}", flush=True)
     runs, complete = measure_the_rest(photos, workdir / f"{model}-rest", base, env)
     if runs:  # the ways the budget left: measured by the next new indexes (a photo each, here)
         chosen = complete["model"]
         print(f"  {runs} more new {'index' if runs == 1 else 'indexes'} measured the ways left, {complete['calibration']['seconds']:.1f} s of "
-              f"measuring in all; then chose {chosen['precision']} on {chosen['runtime']}", flush=True)
+              f"measuring in all; then chose {chosen_way(chosen)}", flush=True)
         print(f"  {describe_calibration(complete['calibration'])}", flush=True)
     ways = {"auto": [], "torch fp32": ["--runtime", "torch", "--precision", "fp32"]}
     seconds = {name: [] for name in ways}
