@@ -100,7 +100,12 @@ def main() -> None:
         photos = work / "photos"
         photos.mkdir()
         make_photos(photos, args.images)
-        base = model_args("ViT-B-32", work)
+        # in a process of its own: a run forked from this one after torch was imported here would report this
+        # process's memory as its own peak RSS (ru_maxrss survives exec)
+        subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(REPO)!r}); from bench."
+                        f"bench_index_precision import model_args; model_args('ViT-B-32', __import__('pathlib')."
+                        f"Path({str(work)!r}))"], check=True, capture_output=True)
+        base = model_args("ViT-B-32", work)  # the checkpoint is written: its options alone
         cache = work / "cache"
         env = {**os.environ, "XDG_CACHE_HOME": str(cache), "XMODAL_CALIBRATE": "on"}
         measure_everything(photos, base, work, env)
