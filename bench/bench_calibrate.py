@@ -103,6 +103,15 @@ def bench_model(model: str, photos: Path, count: int, repeats: int, workdir: Pat
           f"auto x{best['torch fp32'] / best['auto']:.2f}", flush=True)
 
 
+def machine_line() -> str:
+    """The CPU, the flags xmodal uses, and the versions that decide each way's speed."""
+    from xmodal.indexer.models.calibrate import cpu_name, machine
+
+    found = machine()
+    return (f"machine: {cpu_name()}, {found['cores']} cores, flags used {', '.join(found['flags'] or ['unknown'])}; "
+            f"python {platform.python_version()}; {', '.join(f'{k} {v}' for k, v in found['versions'].items())}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=200)
@@ -115,8 +124,6 @@ def main() -> None:
     if args.as_cpu:
         as_cpu.restart_as(args.as_cpu)
     from bench.bench_index import make_photos
-    from xmodal.indexer.models.calibrate import cpu_name, machine
-
     env = dict(os.environ)
     if args.cpu_features:
         env["XMODAL_CPU_FEATURES"] = args.cpu_features
@@ -124,9 +131,7 @@ def main() -> None:
     print(f"python bench/bench_calibrate.py --images {args.images} --repeats {args.repeats} --models "
           f"{' '.join(args.models)}" + (f" --cpu-features '{args.cpu_features}'" if args.cpu_features else "")
           + (f" --as-cpu {args.as_cpu}: {as_cpu.describe(as_cpu.KINDS[args.as_cpu])}" if args.as_cpu else ""))
-    found = machine()
-    print(f"machine: {cpu_name()}, {found['cores']} cores, flags used {', '.join(found['flags'] or ['unknown'])}; "
-          f"python {platform.python_version()}; {', '.join(f'{k} {v}' for k, v in found['versions'].items())}")
+    print(machine_line())
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         photos = workdir / "photos"

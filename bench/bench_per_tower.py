@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -87,14 +86,12 @@ def main() -> None:
         as_cpu.restart_as(args.as_cpu)
     from bench.bench_index import make_photos
     from bench.bench_index_precision import model_args
-    from xmodal.indexer.models.calibrate import cpu_name, machine
+    from bench.bench_calibrate import machine_line
 
     print(f"python bench/bench_per_tower.py --images {args.images} --repeats {args.repeats} --queries "
           f"{args.queries}" + (f" --as-cpu {args.as_cpu}: {as_cpu.describe(as_cpu.KINDS[args.as_cpu])}"
                                if args.as_cpu else ""))
-    found = machine()
-    print(f"machine: {cpu_name()}, {found['cores']} cores, flags used {', '.join(found['flags'] or ['unknown'])}; "
-          f"python {platform.python_version()}; {', '.join(f'{k} {v}' for k, v in found['versions'].items())}")
+    print(machine_line())
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         photos = work / "photos"
