@@ -148,7 +148,8 @@ def test_photos_run_int8_and_texts_a_way_that_holds_end_to_end(measuring, rigged
     exact = open_index(out, runtime="torch", precision="fp32").search("a red car", k=6, target="image")
     assert [h.row_id for h in hits] == [h.row_id for h in exact]
     np.testing.assert_allclose([h.score for h in hits], [h.score for h in exact], atol=1e-3)
-    with pytest.raises(ModelMismatchError, match=r"ones are outside the parity .* leave (--)?runtime and (--)?precision out"):
+    outside = r"ones are outside the parity .* leave (--)?runtime and (--)?precision out"
+    with pytest.raises(ModelMismatchError, match=outside):
         open_index(out, runtime=photos.runtime, precision="int8").search("a red car")  # int8's texts break it
 
     cache = tmp_path / "cache"

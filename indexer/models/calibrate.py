@@ -624,8 +624,8 @@ def needs_recheck(recorded: dict[str, Any] | None, way: Inference) -> bool:
 def recheck(encoder, recorded: dict[str, Any], way: Inference) -> float:
     """The lowest cosine of this machine's `way` to the index's fp32 reference, over every tower it holds;
     remembered per (index calibration, this machine), so a one-shot query pays for it once."""
-    memo_key = {"recheck": recorded.get("key"), "way": [part for t in way.towers() for part in (t.runtime, t.precision)],
-                "machine": machine()}
+    parts = [part for tower in way.towers() for part in (tower.runtime, tower.precision)]
+    memo_key = {"recheck": recorded.get("key"), "way": parts, "machine": machine()}
     memo = CalibrationCache().root / "rechecks" / f"{digest(memo_key)}.json"
     try:
         return float(json.loads(memo.read_text())["min_cosine"])
