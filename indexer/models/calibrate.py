@@ -106,14 +106,13 @@ class Calibration:
         for result in self.results:
             by_way.setdefault(result.way, {})[result.tower] = result
         reference = by_way.get(Inference(), {})
-        table = {}
-        for way, towers in by_way.items():
-            if any(tower not in towers or towers[tower].items_per_second is None for tower in self.towers()):
-                continue
-            table[way] = self._measured({t: towers[t] for t in self.towers()}, reference, mix)
-        split = self._per_tower(by_way)
+        complete = {way: towers for way, towers in by_way.items()
+                    if all(t in towers and towers[t].items_per_second for t in self.towers())}
+        table = {way: self._measured({t: towers[t] for t in self.towers()}, reference, mix)
+                 for way, towers in complete.items()}
+        split = self._per_tower(complete)
         if split is not None:
-            table[split] = self._measured({t: by_way[split.tower(t)][t] for t in self.towers()}, reference, mix)
+            table[split] = self._measured({t: complete[split.tower(t)][t] for t in self.towers()}, reference, mix)
         return table
 
     def _measured(self, towers: dict[str, TowerResult], reference: dict[str, TowerResult],
@@ -125,7 +124,7 @@ class Calibration:
                         min(found.min_cosine or 0.0 for found in towers.values()),
                         holds=all(found.holds for found in towers.values()))
 
-    def _per_tower(self, by_way: dict[Inference, dict[str, TowerResult]]) -> Inference | None:
+    def _per_tower(self, complete: dict[Inference, dict[str, TowerResult]]) -> Inference | None:
         """Each tower's fastest exported way that held parity on it, where the towers' differ: a text tower whose
         int8 breaks parity no longer holds the image tower back to a way both towers keep (nor the other way
         round). A tower keeps the fastest way both towers hold unless its own is SPLIT_GAIN faster: two runtimes
@@ -133,10 +132,9 @@ class Calibration:
         only: each tower loads its own file, and neither imports torch."""
         if len(self.towers()) < 2:
             return None
-        exported = {way: found for way, found in by_way.items() if way.runtime in EXPORTED_RUNTIMES
-                    and all(t in found and found[t].items_per_second for t in self.towers())}
+        exported = {way: found for way, found in complete.items() if way.runtime in EXPORTED_RUNTIMES}
         both = [way for way, found in exported.items() if all(found[t].holds for t in self.towers())]
-        shared = max(both, key=lambda w: -sum(1.0 / exported[w][t].items_per_second for t in self.towers()),
+        shared = min(both, key=lambda w: sum(1.0 / exported[w][t].items_per_second for t in self.towers()),
                      default=None)
         fastest = {}
         for tower in self.towers():

@@ -308,8 +308,8 @@ def _recorded_encoder(identity: ModelIdentity, device: str | None, runtime: str 
         load_torch = lambda: load_open_clip(identity.spec, identity.pretrained, "cpu")  # noqa: E731
         return _noted(from_manifest(identity, way, load_torch), note)
     named = way if way is not None and not way.split else Inference(AUTO, AUTO)  # a way per tower is auto's
-    encoder = load_encoder(identity.spec, identity.pretrained, device, runtime if asked else _or_none(named.runtime),
-                           precision if asked else _or_none(named.precision))
+    encoder = load_encoder(identity.spec, identity.pretrained, device, _or_none(named.runtime),
+                           _or_none(named.precision))
     if note:
         encoder.inference_note = f"{note}: running {encoder.identity.inference.describe()}"
     return encoder
